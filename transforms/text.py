@@ -42,3 +42,9 @@ def fold_series(values: pd.Series) -> pd.Series:
     uniques = s.dropna().unique()
     mapping = {u: fold(u) for u in uniques}
     return s.map(mapping, na_action="ignore").astype("string")
+
+
+def strip_accents(value: str) -> str:
+    """'Họ và tên' → 'Ho va ten' (case kept): how offices type without a Vietnamese keyboard."""
+    text = unicodedata.normalize("NFD", nfc(value).translate(_DD))
+    return unicodedata.normalize("NFC", "".join(ch for ch in text if not unicodedata.combining(ch)))

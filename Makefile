@@ -1,0 +1,57 @@
+# Two commands do all set-up on a fresh machine:  make demo   and   make test
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SHARED ?= ../shared
+SAMPLE := data/sample
+YEAR   ?= 2022-2023
+
+# Quiet, offline, reproducible Prefect and GX (stack-findings §3, §4)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export GX_ANALYTICS_ENABLED ?= False
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+.PHONY: help venv demo test sample templates codelists pdf-check clean
+
+help:
+	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
+	@echo "make test   - set up and run the test suite"
+	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
+	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.0.1"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+sample: $(STAMP)
+	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period dau_nam --export-share 0.3 -o $(SAMPLE)/$(YEAR)/dau_nam
+	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period cuoi_nam --export-share 0.3 -o $(SAMPLE)/$(YEAR)/cuoi_nam
+
+templates: $(STAMP)
+	@for lv in MN TH THCS; do for p in dau_nam cuoi_nam; do \
+	  $(VENV)/bin/edustat template --level $$lv --year $(YEAR) --period $$p -o data/curated/templates/$(YEAR)/mau_$${lv}_$$p.xlsx || exit 1; done; done
+
+demo: sample templates
+	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+codelists: $(STAMP)
+	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
+
+pdf-check: templates
+	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui)
+	soffice --headless --convert-to pdf --outdir build/pdf data/curated/templates/$(YEAR)/mau_TH_dau_nam.xlsx
+
+clean:
+	rm -rf $(VENV) .prefect build

@@ -1,0 +1,145 @@
+"""The `edustat` command: a thin layer over the library. Heavy imports (pandas, Great
+Expectations, Prefect) happen inside the command that needs them, so `--help` is instant.
+
+Officer-facing errors are one Vietnamese line, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="edustat",
+    help="edustat: biểu nhập liệu của trường → dữ liệu đã kiểm tra → báo cáo thống kê TT 24/2018.\n\n"
+    "School workbooks in, validated DuckDB and the Circular 24/2018 report forms out.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class LevelOpt(str, Enum):
+    MN = "MN"
+    TH = "TH"
+    THCS = "THCS"
+
+
+class PeriodOpt(str, Enum):
+    dau_nam = "dau_nam"
+    cuoi_nam = "cuoi_nam"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr and a non-zero exit."""
+    typer.echo(f"Lỗi: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _check_year(year: str) -> str:
+    import re
+
+    m = re.fullmatch(r"(\d{4})-(\d{4})", year)
+    if not m or int(m.group(2)) != int(m.group(1)) + 1:
+        fail(f"năm học '{year}' không hợp lệ; ví dụ đúng: 2022-2023")
+    return year
+
+
+@app.command()
+def template(
+    level: List[LevelOpt] = typer.Option(..., "--level", "-l", help="Cấp học (MN, TH, THCS); lặp lại cho trường nhiều cấp: --level TH --level THCS."),
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam (30/9) hoặc cuoi_nam (31/5)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Tệp .xlsx sẽ ghi."),
+    school: Optional[str] = typer.Option(None, "--school", help="Mã trường (8 chữ số) để điền sẵn; tỉnh/huyện suy từ mã."),
+) -> None:
+    """Write the blank submission workbook a school fills.
+
+    Example: edustat template --level TH --year 2022-2023 --period dau_nam --school 74718001 -o mau_TH.xlsx
+    """
+    _check_year(year)
+    from edustat.workbook import write_submission
+    from schemas import load_codelist
+
+    levels = tuple(lv.value for lv in level)
+    prefill: dict[str, str] = {}
+    if school:
+        if not (school.isdigit() and len(school) == 8):
+            fail(f"mã trường '{school}' phải gồm 8 chữ số")
+        prefill["school_code"] = school
+        # Ministry school codes observed as province(2)+district(3)+serial(3) [INF]
+        if school[:2] in load_codelist("moet-2020/DM_TINH").codes:
+            prefill["province_code"] = school[:2]
+            if school[2:5] in load_codelist("moet-2020/DM_HUYEN").codes:
+                prefill["district_code"] = school[2:5]
+    write_submission(output, levels=levels, period=period.value, school_year=year, school=prefill)
+    typer.echo(f"Đã ghi biểu mẫu {'+'.join(levels)} {year} {period.value}: {output}")
+
+
+@app.command()
+def synth(
+    schools: int = typer.Option(10, "--schools", "-n", min=1, help="Số trường."),
+    seed: int = typer.Option(2022, "--seed", help="Hạt giống ngẫu nhiên (cùng hạt giống → cùng dữ liệu)."),
+    year: str = typer.Option("2022-2023", "--year", help="Năm học."),
+    period: PeriodOpt = typer.Option(PeriodOpt.dau_nam, "--period", help="dau_nam hoặc cuoi_nam (cùng lứa học sinh)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Thư mục ghi các tệp của trường."),
+    export_share: float = typer.Option(0.0, "--export-share", min=0.0, max=1.0, help="Tỉ lệ tệp giả dạng tệp xuất từ CSDL ngành/vnEdu."),
+    error_rate: float = typer.Option(0.0, "--error-rate", min=0.0, max=1.0, help="Xác suất chèn một lỗi vào mỗi dòng (ghi vào manifest.json)."),
+    province: str = typer.Option("74", "--province", help="Mã tỉnh GSO (mặc định 74 Bình Dương)."),
+    district: str = typer.Option("718", "--district", help="Mã huyện GSO (mặc định 718 TP Thủ Dầu Một)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Số tiến trình song song."),
+) -> None:
+    """Generate a realistic synthetic city: one workbook per school plus manifest.json.
+
+    Example: edustat synth --schools 10 --seed 7 --year 2022-2023 --period dau_nam --export-share 0.3 --error-rate 0.01 -o data/sample/dau_nam
+    """
+    _check_year(year)
+    import time
+
+    from edustat.synth import generate_city
+
+    t0 = time.perf_counter()
+    m = generate_city(
+        output, schools=schools, seed=seed, school_year=year, period=period.value,
+        export_share=export_share, error_rate=error_rate, province_code=province,
+        district_code=district, workers=workers,
+    )
+    typer.echo(
+        f"Đã tạo {len(m.schools)} trường, {m.total_learners:,} học sinh, {m.total_staff:,} cán bộ, "
+        f"{len(m.errors)} lỗi chèn vào → {output} ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+@app.command()
+def codelists(
+    source: Path = typer.Option(
+        Path("../shared/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx"), "--source",
+        help="Tệp đặc tả đồng bộ dữ liệu của Bộ (xlsx).",
+    ),
+) -> None:
+    """Re-extract the official code lists from the ministry's data-sync specification.
+
+    Example: edustat codelists --source ../shared/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
+    """
+    if not source.exists():
+        fail(f"không tìm thấy tệp đặc tả {source}")
+    from schemas.extract_codelists import OUT_DIR, extract
+
+    m = extract(source)
+    typer.echo(f"Đã trích {len(m['lists'])} danh mục → {OUT_DIR}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("Đã dừng.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

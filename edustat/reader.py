@@ -1,0 +1,265 @@
+"""Read a school's workbook robustly: every cell as text, header rows found (not assumed),
+headers matched to the contract by aliases (diacritic-insensitive), numbering / blank / total
+rows skipped, unknown columns kept, and every row's Excel row number kept as lineage.
+
+Parsing only: what the reader finds wrong with the structure is returned as facts
+(`missing_sheets`, `SheetData.missing_fields`…); the validation stage turns them into messages.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fastexcel
+import pandas as pd
+from xlsxwriter.utility import xl_col_to_name
+
+from schemas import Contract, Sheet, load_contract
+from transforms.text import fold, nfc
+
+HEADER_SCAN_ROWS = 30
+MAX_FILE_BYTES = 200 * 1024 * 1024
+EXTRA_PREFIX = "extra:"
+_TOTAL = re.compile(r"^(tong cong|tong so|tong|cong)\b")
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted xlsx and legacy .xls
+
+
+class UnreadableWorkbook(Exception):
+    """The file cannot be opened as a workbook. `reason` is a stable code for the rule catalogue."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class SheetData:
+    sheet_id: str
+    name: str
+    header_row: int  # 1-based Excel row of the header (0 for a key/value sheet without one)
+    frame: pd.DataFrame  # field-id columns as NFC text (+ extra:<header>) and `excel_row`
+    columns: dict[str, str] = field(default_factory=dict)  # field id → Excel column letter
+    headers: dict[str, str] = field(default_factory=dict)  # field id → header as found
+    extra_columns: dict[str, str] = field(default_factory=dict)  # header → column letter
+    duplicate_headers: list[str] = field(default_factory=list)
+    skipped_rows: dict[int, str] = field(default_factory=dict)  # excel row → numbering/total
+
+
+@dataclass
+class KeyValueData:
+    name: str
+    values: dict[str, str | None]  # field id → text as found
+    rows: dict[str, int]  # field id → Excel row
+    value_column: str = "B"
+
+
+@dataclass
+class ParsedWorkbook:
+    path: Path
+    sha256: str
+    sheet_names: list[str]
+    sheets: dict[str, SheetData] = field(default_factory=dict)
+    school: KeyValueData | None = None
+    unknown_sheets: list[str] = field(default_factory=list)
+    template_version: str | None = None
+
+    @property
+    def found(self) -> set[str]:
+        return set(self.sheets) | ({"school"} if self.school else set())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _open(path: Path) -> fastexcel.ExcelReader:
+    size = path.stat().st_size
+    if size == 0:
+        raise UnreadableWorkbook("empty", "0 bytes")
+    if size > MAX_FILE_BYTES:
+        raise UnreadableWorkbook("too_large", f"{size} bytes")
+    with open(path, "rb") as fh:
+        magic = fh.read(8)
+    if magic == _OLE_MAGIC:
+        # An OLE container is either a legacy .xls or a password-protected .xlsx.
+        raise UnreadableWorkbook("encrypted_or_xls", path.suffix)
+    if not zipfile.is_zipfile(path):
+        raise UnreadableWorkbook("not_xlsx", path.suffix)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise UnreadableWorkbook("corrupt", bad)
+            if "xl/workbook.xml" not in z.namelist():
+                raise UnreadableWorkbook("not_xlsx", "no xl/workbook.xml")
+        return fastexcel.read_excel(str(path))
+    except UnreadableWorkbook:
+        raise
+    except Exception as exc:  # zip/calamine errors of every kind mean one thing to a school
+        raise UnreadableWorkbook("corrupt", type(exc).__name__) from exc
+
+
+def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[pd.DataFrame, int]:
+    """The whole sheet as text from Excel row 1, and the Excel column index of column 0."""
+    sheet = reader.load_sheet(name, header_row=None, dtypes="string", skip_rows=0)
+    cols = sheet.available_columns()
+    offset = cols[0].absolute_index if cols else 0
+    df = sheet.to_pandas()
+    df.columns = range(df.shape[1])
+    return df, offset
+
+
+def _match_sheet(name: str, contract: Contract) -> Sheet | None:
+    key = fold(name)
+    for s in contract.sheets:
+        if key in s.match_keys:
+            return s
+    return None
+
+
+def _header_score(row: list, keys: dict[str, str]) -> int:
+    return sum(1 for v in row if isinstance(v, str) and fold(v) in keys)
+
+
+def _keys(sheet: Sheet) -> dict[str, str]:
+    return {k: f.id for f in sheet.fields for k in f.match_keys}
+
+
+def _find_header(df: pd.DataFrame, keys: dict[str, str]) -> tuple[int, int]:
+    best, best_row = 0, -1
+    for i in range(min(HEADER_SCAN_ROWS, len(df))):
+        score = _header_score(df.iloc[i].tolist(), keys)
+        if score > best:
+            best, best_row = score, i
+    return best_row, best
+
+
+def _is_numbering(values: list) -> bool:
+    """A '1 2 3 …' or 'A B C …' (or '(1) (2) …') row under the header."""
+    cells = [str(v).strip("() ") for v in values if isinstance(v, str) and v.strip()]
+    if len(cells) < 2:
+        return False
+    if all(c.isdigit() for c in cells):
+        nums = [int(c) for c in cells]
+        return nums == list(range(nums[0], nums[0] + len(nums)))
+    return all(len(c) == 1 and c.isalpha() for c in cells)
+
+
+def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> SheetData | None:
+    keys = _keys(sheet)
+    h, score = _find_header(df, keys)
+    if h < 0 or score < 2:
+        return None
+    header = df.iloc[h].tolist()
+    columns, headers, extra, dups = {}, {}, {}, []
+    col_field: dict[int, str] = {}
+    for j, v in enumerate(header):
+        if not isinstance(v, str) or not nfc(v):
+            continue
+        fid = keys.get(fold(v))
+        letter = xl_col_to_name(offset + j)
+        if fid is None:
+            extra[nfc(v)] = letter
+            col_field[j] = EXTRA_PREFIX + nfc(v)
+        elif fid in columns:
+            dups.append(nfc(v))
+        else:
+            columns[fid], headers[fid] = letter, nfc(v)
+            col_field[j] = fid
+    body = df.iloc[h + 1 :]
+    skipped: dict[int, str] = {}
+    if len(body) and _is_numbering(body.iloc[0].tolist()):
+        skipped[h + 2] = "numbering"
+        body = body.iloc[1:]
+    body = body[list(col_field)]
+    body.columns = [col_field[j] for j in col_field]
+    body = body.loc[:, ~body.columns.duplicated()]
+    nonblank = body.apply(lambda s: s.astype("string").str.strip().fillna("") != "").any(axis=1)
+    body = body[nonblank]
+    excel_row = pd.Series(body.index.to_numpy() + 1, index=body.index, dtype="int64")
+    if len(body):
+        first = body.bfill(axis=1).iloc[:, 0].astype("string").fillna("")
+        is_total = first.map(lambda t: bool(_TOTAL.match(fold(t))))
+        # a total row is a trailing one: the name column says "Tổng cộng" and no ID follows
+        for idx in body.index[is_total.to_numpy()]:
+            skipped[int(excel_row[idx])] = "total"
+        body, excel_row = body[~is_total.to_numpy()], excel_row[~is_total.to_numpy()]
+    frame = body.astype("string").reset_index(drop=True)
+    frame.insert(0, "excel_row", excel_row.to_numpy())
+    return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped)
+
+
+def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> KeyValueData:
+    keys = _keys(sheet)
+    values: dict[str, str | None] = {}
+    rows: dict[str, int] = {}
+    key_col = 0
+    best = -1
+    for j in range(min(df.shape[1], 4)):
+        score = sum(1 for v in df[j].tolist() if isinstance(v, str) and fold(v) in keys)
+        if score > best:
+            best, key_col = score, j
+    for i, v in enumerate(df[key_col].tolist() if df.shape[1] else []):
+        if not isinstance(v, str):
+            continue
+        fid = keys.get(fold(v))
+        if fid is None or fid in values:
+            continue
+        val = df.iat[i, key_col + 1] if df.shape[1] > key_col + 1 else None
+        values[fid] = None if val is None or pd.isna(val) or not str(val).strip() else nfc(str(val))
+        rows[fid] = i + 1
+    return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1))
+
+
+def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkbook:
+    """Parse every sheet the contract knows. Raises UnreadableWorkbook when it cannot open."""
+    c = contract or load_contract()
+    path = Path(path)
+    reader = _open(path)
+    names = list(reader.sheet_names)
+    out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
+    pending: list[tuple[str, pd.DataFrame, int]] = []
+    for name in names:
+        sheet = _match_sheet(name, c)
+        try:
+            df, offset = _load_text(reader, name)
+        except Exception as exc:
+            raise UnreadableWorkbook("corrupt", f"{name}: {type(exc).__name__}") from exc
+        if sheet is None:
+            pending.append((name, df, offset))
+            continue
+        if sheet.layout == "key_value":
+            out.school = _parse_key_value(df, offset, sheet, name)
+        else:
+            data = _parse_table(df, offset, sheet, name)
+            if data is not None and sheet.id not in out.sheets:
+                out.sheets[sheet.id] = data
+            elif data is None:
+                out.sheets[sheet.id] = SheetData(sheet.id, name, 0, pd.DataFrame({"excel_row": []}))
+    # Sheets with other names (a plain ministry student-list export, "Sheet1"): recognise
+    # them by their headers.
+    for name, df, offset in pending:
+        best: tuple[int, Sheet | None] = (1, None)
+        for s in c.sheets:
+            if s.layout != "table" or s.id in out.sheets:
+                continue
+            _, score = _find_header(df, _keys(s))
+            if score > best[0]:
+                best = (score, s)
+        if best[1] is not None and best[0] >= 3:
+            data = _parse_table(df, offset, best[1], name)
+            if data is not None:
+                out.sheets[best[1].id] = data
+                continue
+        out.unknown_sheets.append(name)
+    if out.school is not None:
+        out.template_version = out.school.values.get("template_version")
+    return out

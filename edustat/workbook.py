@@ -1,0 +1,378 @@
+"""Write submission workbooks: the blank template schools fill, and (for the synthetic city)
+filled workbooks in our template's layout or in the layouts other systems export.
+
+One writer for both, driven by the contract: headers, order, code lists and formats all come
+from `schemas/`. xlsxwriter is used (about 3× openpyxl, stack-findings §6).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+
+import pandas as pd
+import xlsxwriter
+from xlsxwriter.utility import xl_col_to_name
+
+from schemas import CodeList, Contract, Field, Sheet, load_contract
+from transforms.text import strip_accents
+
+INSTRUCTIONS_SHEET = "HuongDan"
+CODELIST_SHEET = "DanhMuc"
+VALIDATION_ROWS = 3000  # rows below the header that carry dropdowns in a blank template
+TEMPLATE_VERSION_PROPERTY = "edustat_template_version"
+
+
+@dataclass(frozen=True)
+class ExportStyle:
+    """How a workbook looks. TEMPLATE is ours; the others imitate ministry / vnEdu exports."""
+
+    title_rows: int = 0
+    numbering_row: bool = False
+    headers: Literal["header", "alias", "unaccented"] = "header"
+    values: Literal["code", "label"] = "code"
+    dates: Literal["text", "excel"] = "text"
+    ids_as_numbers: bool = False
+    template: bool = True
+
+
+TEMPLATE = ExportStyle()
+MINISTRY_EXPORT = ExportStyle(
+    title_rows=3, numbering_row=True, headers="alias", values="label", dates="text",
+    ids_as_numbers=True, template=False,
+)
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Where things landed, so tests and the synthetic manifest can name exact cells."""
+
+    name: str
+    header_row: int
+    first_data_row: int
+    columns: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    field_rows: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+
+
+def _header_text(f: Field, style: ExportStyle) -> str:
+    if style.headers == "alias" and f.aliases:
+        # the first alias that is a plain spelling (not an ASCII field code like MA_TINH)
+        for a in f.aliases:
+            if not a.isupper():
+                return a
+    if style.headers == "unaccented":
+        return strip_accents(f.header)
+    return f.header
+
+
+def _is_blank(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+class _Formats:
+    def __init__(self, wb: xlsxwriter.Workbook):
+        self.header = wb.add_format(
+            {"bold": True, "text_wrap": True, "valign": "vcenter", "align": "center",
+             "bg_color": "#DDEBF7", "border": 1}
+        )
+        self.required = wb.add_format(
+            {"bold": True, "text_wrap": True, "valign": "vcenter", "align": "center",
+             "bg_color": "#FCE4D6", "border": 1}
+        )
+        self.text = wb.add_format({"num_format": "@"})
+        self.date = wb.add_format({"num_format": "dd/mm/yyyy"})
+        self.title = wb.add_format({"bold": True, "font_size": 13})
+        self.note = wb.add_format({"italic": True, "font_color": "#595959", "text_wrap": True,
+                                   "valign": "top"})
+        self.wrap = wb.add_format({"text_wrap": True, "valign": "top"})
+        self.bold = wb.add_format({"bold": True})
+
+
+class _CodeListSheet:
+    """The hidden sheet holding each code list once, as 'code - label' entries, so dropdowns
+    reference a range instead of an inline list (inline lists over 255 characters corrupt
+    the file — stack-findings)."""
+
+    def __init__(self) -> None:
+        self.columns: list[tuple[str, list[str]]] = []
+        self._where: dict[str, str] = {}
+
+    def range_for(self, key: str, entries: list[str]) -> str:
+        if key not in self._where:
+            col = xl_col_to_name(len(self.columns))
+            self.columns.append((key, entries))
+            self._where[key] = f"={CODELIST_SHEET}!${col}$2:${col}${len(entries) + 1}"
+        return self._where[key]
+
+    def write(self, wb: xlsxwriter.Workbook, fmt: _Formats) -> None:
+        ws = wb.add_worksheet(CODELIST_SHEET)
+        for c, (key, entries) in enumerate(self.columns):
+            ws.write_string(0, c, key, fmt.bold)
+            for r, e in enumerate(entries, start=1):
+                ws.write_string(r, c, e)
+        ws.hide()
+
+
+def _entries(cl: CodeList) -> list[str]:
+    return [f"{c} - {lab}" if lab and lab != c else c for c, lab in zip(cl.codes, cl.labels)]
+
+
+def _field_codelist(f: Field, school: Mapping[str, object] | None) -> tuple[str, CodeList] | None:
+    """The list a dropdown offers: admin units are narrowed to the school's province/district."""
+    cl = f.codelist
+    if cl is None:
+        return None
+    school = school or {}
+    key = cl.ref + (":" + ",".join(f.codes) if f.codes else "")
+    parent = {"district_code": ("ma_tp", "province_code"), "commune_code": ("ma_qh", "district_code")}
+    if f.id in parent and school.get(parent[f.id][1]):
+        attr, pid = parent[f.id][0], str(school[parent[f.id][1]])
+        keep = [c for c, a in zip(cl.codes, cl.attributes) if a.get(attr) == pid]
+        if keep:
+            cl = cl.subset(keep)
+            key = f"{cl.ref}:{pid}"
+    if len(cl) > 2000:  # a dropdown of 11k communes helps nobody; the reader still checks codes
+        return None
+    return key, cl
+
+
+def _format_hint(f: Field) -> str:
+    if f.type == "date":
+        return "ngày/tháng/năm, ví dụ 05/09/2016"
+    if f.type == "id" and f.pattern:
+        digits = "".join(ch for ch in f.pattern if ch.isdigit())
+        return f"{digits} chữ số, nhập dạng văn bản để giữ số 0 ở đầu"
+    if f.type == "flag":
+        return "1 = có, 0 hoặc để trống = không"
+    if f.type == "int":
+        return "số nguyên ≥ 0"
+    if f.type == "school_year":
+        return "ví dụ 2022-2023"
+    if f.type == "code" and f.codelist is not None:
+        cl = f.codelist
+        if len(cl) <= 8:
+            return "; ".join(f"{c} = {lab}" for c, lab in zip(cl.codes, cl.labels))
+        return f"chọn trong danh sách ({len(cl)} mã); nhập mã hoặc tên đều được"
+    return ""
+
+
+def _required_text(f: Field, levels: tuple[str, ...], period: str) -> str:
+    r = f.required
+    if r.when_field:
+        return "Có điều kiện"
+    return "Bắt buộc" if r.applies(levels, period) else "Không bắt buộc"
+
+
+def write_submission(
+    path: Path,
+    *,
+    levels: tuple[str, ...],
+    period: str,
+    school_year: str,
+    school: Mapping[str, object] | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    style: ExportStyle = TEMPLATE,
+    contract: Contract | None = None,
+) -> dict[str, SheetLayout]:
+    """Write one school's workbook. `tables` maps sheet ids to frames whose columns are
+    field ids (codes as strings, dates as `datetime.date`); None writes a blank template."""
+    c = contract or load_contract()
+    levels = tuple(levels)
+    school = dict(school or {})
+    if style.template:
+        school.setdefault("template_version", c.version)
+        school.setdefault("school_year", school_year)
+        school.setdefault("period", period)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = xlsxwriter.Workbook(
+        str(path),
+        {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False,
+         "strings_to_urls": False},
+    )
+    fmt = _Formats(wb)
+    lists = _CodeListSheet()
+    props = {"title": "Biểu nhập liệu thống kê giáo dục (edustat)", "subject": f"{school_year} {period}",
+             "author": "edustat", "company": "edustat"}
+    wb.set_properties(props)
+    if style.template:
+        wb.set_custom_property(TEMPLATE_VERSION_PROPERTY, c.version)
+        _write_instructions(wb, fmt, c, levels, period, school_year)
+    layouts: dict[str, SheetLayout] = {}
+    for sheet in c.sheets:
+        if not sheet.fields_for(levels, period):
+            continue
+        if sheet.id == "rooms" and not sheet.required.applies(levels, period):
+            continue  # rooms are a start-of-year sheet
+        if sheet.layout == "key_value":
+            layouts[sheet.id] = _write_key_value(wb, fmt, lists, sheet, levels, period, school, style)
+        else:
+            frame = (tables or {}).get(sheet.id)
+            layouts[sheet.id] = _write_table(wb, fmt, lists, sheet, levels, period, school, frame, style)
+    if style.template:
+        lists.write(wb, fmt)
+    wb.close()
+    return layouts
+
+
+def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_year) -> None:
+    ws = wb.add_worksheet(INSTRUCTIONS_SHEET)
+    ws.set_column(0, 0, 16)
+    ws.set_column(1, 1, 38)
+    ws.set_column(2, 2, 16)
+    ws.set_column(3, 3, 60)
+    kỳ = "đầu năm (số liệu có đến 30/9)" if period == "dau_nam" else "cuối năm (số liệu có đến 31/5)"
+    lines = [
+        f"BIỂU NHẬP LIỆU THỐNG KÊ GIÁO DỤC — năm học {school_year}, kỳ {kỳ}",
+        f"Cấp học: {', '.join(levels)}. Phiên bản mẫu: {c.version}.",
+        "Cách điền:",
+        "• Mỗi trường gửi một tệp. Không đổi tên các trang tính và không xóa, đổi tên cột; có thể đổi thứ tự cột.",
+        "• Trang 'Truong': điền cột 'Giá trị' cho từng chỉ tiêu. Các trang khác: mỗi dòng một lớp / một học sinh / một cán bộ.",
+        "• Ngày nhập dạng ngày/tháng/năm (05/09/2016). Mã định danh cá nhân nhập đủ 12 chữ số (ô đã định dạng văn bản để giữ số 0 ở đầu).",
+        "• Các cột có danh sách chọn: chọn trong danh sách, hoặc nhập mã (ví dụ 02) hay tên (ví dụ Nữ) đều được.",
+        "• Tiêu đề cột tô màu cam là cột bắt buộc.",
+        "• Bảo mật: tệp có thông tin cá nhân của học sinh và cán bộ. Chỉ gửi qua kênh Phòng GD&ĐT quy định; không đăng công khai, không gửi qua nhóm chat.",
+        "• Sau khi gửi, nhà trường nhận lại tệp phản hồi: ô có lỗi được tô màu và ghi chú cách sửa.",
+    ]
+    for r, text in enumerate(lines):
+        ws.write_string(r, 0, text, fmt.title if r == 0 else fmt.wrap)
+    r = len(lines) + 1
+    for col, h in enumerate(["Trang tính", "Cột", "Bắt buộc", "Định dạng / giá trị hợp lệ"]):
+        ws.write_string(r, col, h, fmt.header)
+    for sheet in c.sheets:
+        fields = sheet.fields_for(levels, period)
+        if sheet.id == "rooms" and not sheet.required.applies(levels, period):
+            continue
+        for f in fields:
+            if f.id == "template_version":
+                continue
+            r += 1
+            ws.write_string(r, 0, sheet.name)
+            ws.write_string(r, 1, f.header)
+            ws.write_string(r, 2, _required_text(f, levels, period))
+            ws.write_string(r, 3, _format_hint(f) + (f" — {f.note}" if f.note and f.type != "code" else ""), fmt.wrap)
+
+
+def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
+    if _is_blank(value):
+        return
+    if isinstance(value, (pd.Timestamp, dt.datetime)):
+        value = value.date()
+    if f.type in ("date", "year_or_date") and isinstance(value, dt.date):
+        if style.dates == "excel":
+            ws.write_datetime(r, col, dt.datetime(value.year, value.month, value.day), fmt.date)
+        else:
+            ws.write_string(r, col, value.strftime("%d/%m/%Y"))
+        return
+    if f.type in ("int", "flag") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        ws.write_number(r, col, value)
+        return
+    text = str(value)
+    if f.type == "code" and style.values == "label" and f.codelist is not None:
+        cl = f.codelist
+        if text in cl.codes:
+            text = cl.label(text) or text
+    if f.type == "id" and style.ids_as_numbers and text.isdigit():
+        ws.write_number(r, col, int(text))
+        return
+    ws.write_string(r, col, text)
+
+
+def _write_key_value(wb, fmt, lists, sheet: Sheet, levels, period, school, style) -> SheetLayout:
+    ws = wb.add_worksheet(sheet.name)
+    ws.set_column(0, 0, 46)
+    ws.set_column(1, 1, 28, fmt.text)
+    ws.set_column(2, 2, 60)
+    row = 0
+    for t in range(style.title_rows):
+        ws.write_string(row, 0, ("THÔNG TIN TRƯỜNG HỌC" if t == 0 else ""), fmt.title)
+        row += 1
+    header_row = row
+    ws.write_string(row, 0, sheet.key_header or "Chỉ tiêu", fmt.header)
+    ws.write_string(row, 1, sheet.value_header or "Giá trị", fmt.header)
+    if style.template:
+        ws.write_string(row, 2, "Hướng dẫn", fmt.header)
+        ws.freeze_panes(row + 1, 0)
+    row += 1
+    field_rows: dict[str, int] = {}
+    headers: dict[str, str] = {}
+    for f in sheet.fields_for(levels, period):
+        if f.id == "template_version" and not style.template:
+            continue
+        label = _header_text(f, style)
+        headers[f.id] = label
+        ws.write_string(row, 0, label, fmt.bold if f.required.applies(levels, period) else None)
+        _write_value(ws, row, 1, f, school.get(f.id), style, fmt)
+        if style.template:
+            ws.write_string(row, 2, _format_hint(f), fmt.note)
+            cl = _field_codelist(f, school)
+            if cl is not None:
+                ws.data_validation(row, 1, row, 1, {
+                    "validate": "list", "source": lists.range_for(cl[0], _entries(cl[1])),
+                    "error_type": "warning", "error_title": "Giá trị không có trong danh mục",
+                    "error_message": "Chọn trong danh sách, hoặc nhập đúng mã / tên.",
+                })
+        field_rows[f.id] = row + 1
+        row += 1
+    return SheetLayout(sheet.name, header_row + 1, header_row + 2, {"value": "B"}, headers, field_rows, len(field_rows))
+
+
+def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, style) -> SheetLayout:
+    fields = sheet.fields_for(levels, period)
+    ws = wb.add_worksheet(sheet.name)
+    row = 0
+    if style.title_rows:
+        titles = [str(school.get("school_name") or ""), f"DANH SÁCH {sheet.title.upper()}",
+                  f"Năm học {school.get('school_year') or ''}"]
+        for t in range(style.title_rows):
+            if t < len(titles):
+                ws.write_string(row, 0, titles[t], fmt.title)
+            row += 1
+    header_row = row
+    columns: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for col, f in enumerate(fields):
+        label = _header_text(f, style)
+        headers[f.id] = label
+        columns[f.id] = xl_col_to_name(col)
+        required = f.required.applies(levels, period) and not f.required.when_field
+        text_like = f.type in ("id", "code", "text", "date", "school_year")
+        width = max(10, min(32, len(label) + 2))
+        ws.set_column(col, col, width, fmt.text if (style.template and text_like) else None)
+        ws.write_string(row, col, label, fmt.required if (style.template and required) else fmt.header)
+    ws.set_row(row, 36)
+    row += 1
+    if style.numbering_row:
+        for col in range(len(fields)):
+            ws.write_number(row, col, col + 1)
+        row += 1
+    first_data = row
+    n = 0
+    if frame is not None and len(frame):
+        present = [(col, f) for col, f in enumerate(fields) if f.id in frame.columns]
+        arrays = [(col, f, frame[f.id].tolist()) for col, f in present]
+        n = len(frame)
+        for i in range(n):
+            for col, f, values in arrays:
+                _write_value(ws, row + i, col, f, values[i], style, fmt)
+    if style.template:
+        ws.freeze_panes(first_data, 0)
+        last = first_data + max(n, VALIDATION_ROWS) - 1
+        for col, f in enumerate(fields):
+            cl = _field_codelist(f, school)
+            if cl is not None:
+                ws.data_validation(first_data, col, last, col, {
+                    "validate": "list", "source": lists.range_for(cl[0], _entries(cl[1])),
+                    "error_type": "warning", "error_title": "Giá trị không có trong danh mục",
+                    "error_message": "Chọn trong danh sách, hoặc nhập đúng mã / tên.",
+                })
+        ws.autofilter(header_row, 0, header_row, max(len(fields) - 1, 0))
+    return SheetLayout(sheet.name, header_row + 1, first_data + 1, columns, headers, {}, n)

@@ -1,0 +1,164 @@
+"""Cast a sheet read as text into typed columns, explicitly, one field type at a time.
+
+Grain: one row per submitted row → the same rows, typed, plus one problem row per cell that
+could not be cast. Nothing is dropped: a value that fails to cast becomes NA in the typed
+frame and a problem row keeps the value as submitted.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from schemas import Field, Sheet, load_codelist
+from transforms.text import nfc_series
+
+PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind"]
+LINEAGE = "excel_row"
+
+_DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
+_YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]00:00:00(?:\.0+)?)?$")
+_SERIAL = re.compile(r"^\d{4,5}(?:\.0+)?$")
+_YEAR = re.compile(r"^(19|20)\d{2}$")
+_SCHOOL_YEAR = re.compile(r"^(\d{4})\s*[-–/]\s*(\d{4})$")
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+
+
+def _problems(rows: pd.Series, field_id: str, values: pd.Series, kind: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"excel_row": rows.to_numpy(), "field": field_id, "value": values.astype("string").to_numpy(), "kind": kind}
+    )
+
+
+def parse_dates(text: pd.Series, allow_year: bool = False) -> pd.Series:
+    """dd/mm/yyyy, d/m/yyyy, yyyy-mm-dd (with a '00:00:00' tail as readers render real Excel
+    dates), Excel serial numbers, and (when allowed) a bare year → datetime64; else NaT."""
+    s = text.astype("string").str.strip()
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
+    dmy = s.str.extract(_DMY)
+    m = dmy[0].notna()
+    if m.any():
+        out[m] = pd.to_datetime(
+            dict(year=dmy.loc[m, 2].astype(int), month=dmy.loc[m, 1].astype(int), day=dmy.loc[m, 0].astype(int)),
+            errors="coerce",
+        )
+    ymd = s.str.extract(_YMD)
+    m = ymd[0].notna()
+    if m.any():
+        out[m] = pd.to_datetime(
+            dict(year=ymd.loc[m, 0].astype(int), month=ymd.loc[m, 1].astype(int), day=ymd.loc[m, 2].astype(int)),
+            errors="coerce",
+        )
+    m = s.str.fullmatch(_SERIAL).fillna(False).astype(bool) & out.isna()
+    if m.any():
+        days = s[m].astype(float)
+        ok = days.between(367, 80000)  # 1901 … 2119; a 4-digit number below is no date
+        out[m & ok.reindex(s.index, fill_value=False)] = _EXCEL_EPOCH + pd.to_timedelta(days[ok], unit="D")
+    if allow_year:
+        m = s.str.fullmatch(_YEAR).fillna(False).astype(bool) & out.isna()
+        if m.any():
+            out[m] = pd.to_datetime(s[m] + "-01-01")
+    return out
+
+
+def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, list[pd.DataFrame]]:
+    probs: list[pd.DataFrame] = []
+    text = nfc_series(raw)
+    present = text.notna()
+    if f.type in ("text",):
+        return text, probs
+    if f.type == "id":
+        num_tail = text.str.fullmatch(r"\d+\.0+").fillna(False).astype(bool)
+        t = text.where(~num_tail, text.str.replace(r"\.0+$", "", regex=True))
+        cleaned = t.str.replace(r"[\s\-]", "", regex=True)
+        width = _pattern_width(f.pattern)
+        if width:
+            short = cleaned.str.fullmatch(r"\d{%d}" % (width - 1)).fillna(False).astype(bool)
+            if short.any():
+                # A number that lost its leading zero in Excel: re-pad, and tell the school.
+                probs.append(_problems(rows[short], f.id, text[short], "id_padded"))
+                cleaned = cleaned.where(~short, "0" + cleaned)
+        return cleaned, probs
+    if f.type == "code":
+        cl = f.codelist
+        uniques = text.dropna().unique()
+        mapping = {u: cl.resolve(u) for u in uniques}
+        codes = text.map(mapping, na_action="ignore").astype("string")
+        bad = present & codes.isna()
+        if bad.any():
+            probs.append(_problems(rows[bad], f.id, text[bad], "code_unknown"))
+        return codes, probs
+    if f.type in ("date", "year_or_date"):
+        dates = parse_dates(text, allow_year=f.type == "year_or_date")
+        bad = present & dates.isna()
+        if bad.any():
+            probs.append(_problems(rows[bad], f.id, text[bad], "date_invalid"))
+        return dates, probs
+    if f.type == "int":
+        num = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        ok = num.notna() & (num == np.floor(num)) & (num >= 0)
+        bad = present & ~ok
+        if bad.any():
+            probs.append(_problems(rows[bad], f.id, text[bad], "int_invalid"))
+        return num.where(ok).astype("Int64"), probs
+    if f.type == "flag":
+        flags = load_codelist("edustat/FLAG")
+        uniques = text.dropna().unique()
+        mapping = {u: flags.resolve(u) for u in uniques}
+        codes = text.map(mapping, na_action="ignore")
+        bad = present & codes.isna()
+        if bad.any():
+            probs.append(_problems(rows[bad], f.id, text[bad], "flag_invalid"))
+        # blank = 0: the template says "1 = có, 0 hoặc để trống = không"
+        return pd.to_numeric(codes, errors="coerce").fillna(0).astype("Int8"), probs
+    if f.type == "school_year":
+        m = text.str.extract(_SCHOOL_YEAR)
+        ok = m[0].notna() & (pd.to_numeric(m[1], errors="coerce") == pd.to_numeric(m[0], errors="coerce") + 1)
+        bad = present & ~ok
+        if bad.any():
+            probs.append(_problems(rows[bad], f.id, text[bad], "school_year_invalid"))
+        return (m[0] + "-" + m[1]).where(ok).astype("string"), probs
+    raise ValueError(f"unknown field type {f.type}")
+
+
+def _pattern_width(pattern: str | None) -> int | None:
+    m = re.fullmatch(r"\^\\d\{(\d+)\}\$", pattern or "")
+    return int(m.group(1)) if m else None
+
+
+def cast_table(raw: pd.DataFrame, fields: Iterable[Field]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw text frame (field-id columns + `excel_row`) → (typed frame, problems).
+    Columns absent from `raw` are absent from the result; other columns pass through."""
+    rows = raw[LINEAGE]
+    out = {LINEAGE: rows}
+    probs: list[pd.DataFrame] = []
+    for f in fields:
+        if f.id not in raw.columns:
+            continue
+        typed, p = _cast_field(f, raw[f.id], rows)
+        out[f.id] = typed
+        probs.extend(p)
+    for col in raw.columns:
+        if col not in out:
+            out[col] = raw[col]
+    typed = pd.DataFrame(out, index=raw.index)
+    problems = pd.concat(probs, ignore_index=True) if probs else pd.DataFrame(columns=PROBLEM_COLUMNS)
+    return typed, problems
+
+
+def cast_key_values(values: dict[str, str | None], sheet: Sheet, rows: dict[str, int]) -> tuple[dict, pd.DataFrame]:
+    """The key/value `Truong` sheet: {field id: text} → ({field id: typed value}, problems)."""
+    ids = [f.id for f in sheet.fields if f.id in values]
+    raw = pd.DataFrame({fid: [values[fid]] for fid in ids})
+    typed_parts, probs = {}, []
+    for f in sheet.fields:
+        if f.id not in values:
+            continue
+        t, p = _cast_field(f, raw[f.id], pd.Series([rows.get(f.id, 0)]))
+        v = t.iloc[0]
+        typed_parts[f.id] = None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+        probs.extend(p)
+    problems = pd.concat(probs, ignore_index=True) if probs else pd.DataFrame(columns=PROBLEM_COLUMNS)
+    return typed_parts, problems
