@@ -114,10 +114,14 @@ class _CodeListSheet:
 
     def write(self, wb: xlsxwriter.Workbook, fmt: _Formats) -> None:
         ws = wb.add_worksheet(CODELIST_SHEET)
-        for c, (key, entries) in enumerate(self.columns):
+        # constant_memory mode writes row by row: a cell above the current row is lost
+        for c, (key, _) in enumerate(self.columns):
             ws.write_string(0, c, key, fmt.bold)
-            for r, e in enumerate(entries, start=1):
-                ws.write_string(r, c, e)
+        depth = max((len(e) for _, e in self.columns), default=0)
+        for r in range(depth):
+            for c, (_, entries) in enumerate(self.columns):
+                if r < len(entries):
+                    ws.write_string(r + 1, c, entries[r])
         ws.hide()
 
 

@@ -20,7 +20,7 @@ LINEAGE = "excel_row"
 
 _DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
 _YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]00:00:00(?:\.0+)?)?$")
-_SERIAL = re.compile(r"^\d{4,5}(?:\.0+)?$")
+_SERIAL = re.compile(r"^\d{5}(?:\.0+)?$")  # 10000 = 1927-05-18; 4-digit numbers are years, not dates
 _YEAR = re.compile(r"^(19|20)\d{2}$")
 _SCHOOL_YEAR = re.compile(r"^(\d{4})\s*[-–/]\s*(\d{4})$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
@@ -54,7 +54,7 @@ def parse_dates(text: pd.Series, allow_year: bool = False) -> pd.Series:
     m = s.str.fullmatch(_SERIAL).fillna(False).astype(bool) & out.isna()
     if m.any():
         days = s[m].astype(float)
-        ok = days.between(367, 80000)  # 1901 … 2119; a 4-digit number below is no date
+        ok = days.between(10000, 80000)  # 1927 … 2119
         out[m & ok.reindex(s.index, fill_value=False)] = _EXCEL_EPOCH + pd.to_timedelta(days[ok], unit="D")
     if allow_year:
         m = s.str.fullmatch(_YEAR).fillna(False).astype(bool) & out.isna()
