@@ -148,26 +148,6 @@ def _field_codelist(f: Field, school: Mapping[str, object] | None) -> tuple[str,
     return key, cl
 
 
-def _format_hint(f: Field) -> str:
-    if f.type == "date":
-        return "ngày/tháng/năm, ví dụ 05/09/2016"
-    if f.type == "id" and f.pattern:
-        digits = "".join(ch for ch in f.pattern if ch.isdigit())
-        return f"{digits} chữ số, nhập dạng văn bản để giữ số 0 ở đầu"
-    if f.type == "flag":
-        return "1 = có, 0 hoặc để trống = không"
-    if f.type == "int":
-        return "số nguyên ≥ 0"
-    if f.type == "school_year":
-        return "ví dụ 2022-2023"
-    if f.type == "code" and f.codelist is not None:
-        cl = f.codelist
-        if len(cl) <= 8:
-            return "; ".join(f"{c} = {lab}" for c, lab in zip(cl.codes, cl.labels))
-        return f"chọn trong danh sách ({len(cl)} mã); nhập mã hoặc tên đều được"
-    return ""
-
-
 def _required_text(f: Field, levels: tuple[str, ...], period: str) -> str:
     r = f.required
     if r.when_field:
@@ -262,7 +242,7 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
             ws.write_string(r, 0, sheet.name)
             ws.write_string(r, 1, f.header)
             ws.write_string(r, 2, _required_text(f, levels, period))
-            ws.write_string(r, 3, _format_hint(f) + (f" — {f.note}" if f.note and f.type != "code" else ""), fmt.wrap)
+            ws.write_string(r, 3, f.hint + (f" — {f.note}" if f.note and f.type != "code" else ""), fmt.wrap)
 
 
 def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
@@ -316,7 +296,7 @@ def _write_key_value(wb, fmt, lists, sheet: Sheet, levels, period, school, style
         ws.write_string(row, 0, label, fmt.bold if f.required.applies(levels, period) else None)
         _write_value(ws, row, 1, f, school.get(f.id), style, fmt)
         if style.template:
-            ws.write_string(row, 2, _format_hint(f), fmt.note)
+            ws.write_string(row, 2, f.hint, fmt.note)
             cl = _field_codelist(f, school)
             if cl is not None:
                 ws.data_validation(row, 1, row, 1, {

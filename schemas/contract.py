@@ -216,6 +216,29 @@ class Field:
         keys = [fold(self.header), *(fold(a) for a in self.aliases)]
         return tuple(dict.fromkeys(keys))
 
+    @property
+    def hint(self) -> str:
+        """One Vietnamese line on what a valid value looks like (template notes, fix texts)."""
+        if self.type == "date":
+            return "Ngày nhập dạng ngày/tháng/năm, ví dụ 05/09/2016."
+        if self.type == "year_or_date":
+            return "Nhập năm (1975) hoặc ngày/tháng/năm."
+        if self.type == "id" and self.pattern:
+            digits = "".join(ch for ch in self.pattern if ch.isdigit())
+            return f"Nhập đủ {digits} chữ số, định dạng ô là Văn bản để giữ số 0 ở đầu."
+        if self.type == "flag":
+            return "1 = có, 0 hoặc để trống = không."
+        if self.type == "int":
+            return "Nhập số nguyên không âm."
+        if self.type == "school_year":
+            return "Nhập năm học dạng 2022-2023."
+        if self.type == "code" and self.codelist is not None:
+            cl = self.codelist
+            if len(cl) <= 8:
+                return "; ".join(f"{c} = {lab}" for c, lab in zip(cl.codes, cl.labels))
+            return f"Chọn trong danh sách ({len(cl)} mã); nhập mã hoặc tên đều được."
+        return ""
+
     def applies(self, levels: Iterable[str], period: str) -> bool:
         """Does the workbook of a school serving `levels` in `period` carry this column?"""
         return bool(set(levels) & set(self.levels)) and period in self.periods

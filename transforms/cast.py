@@ -75,11 +75,12 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
         cleaned = t.str.replace(r"[\s\-]", "", regex=True)
         width = _pattern_width(f.pattern)
         if width:
-            short = cleaned.str.fullmatch(r"\d{%d}" % (width - 1)).fillna(False).astype(bool)
+            # A number that lost its leading zeros in Excel (personal IDs of provinces 001–009
+            # start "00"): re-pad, and tell the school.
+            short = cleaned.str.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1)).fillna(False).astype(bool)
             if short.any():
-                # A number that lost its leading zero in Excel: re-pad, and tell the school.
                 probs.append(_problems(rows[short], f.id, text[short], "id_padded"))
-                cleaned = cleaned.where(~short, "0" + cleaned)
+                cleaned = cleaned.where(~short, cleaned.str.zfill(width))
         return cleaned, probs
     if f.type == "code":
         cl = f.codelist

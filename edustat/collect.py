@@ -1,0 +1,364 @@
+"""Collect a period's school workbooks: discover, keep the raw file, parse, check structure
+(stage a), cast; then row rules (stage b, Great Expectations) and within-school cross-row
+rules (stage c) over the whole collection. Results are plain data for the loader, the
+feedback writer and the flow.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from edustat.reader import ParsedWorkbook, UnreadableWorkbook, file_sha256, read_workbook
+from schemas import Contract, load_codelist, load_contract
+from schemas.rules import Catalogue, load_rules
+from transforms.cast import cast_key_values, cast_table
+from transforms.checks import check_frame, cross_row_issues, row_levels
+
+WORKBOOK_SUFFIXES = {".xlsx", ".xlsm"}
+OTHER_SUFFIXES = {".xls", ".ods", ".csv", ".pdf", ".doc", ".docx", ".zip", ".rar"}
+TABLE_SHEETS = ("rooms", "classes", "learners", "staff")
+ISSUE_COLUMNS = ["school_code", "file_hash", "file_name", "sheet", "excel_row", "column", "field", "header",
+                 "rule_id", "severity", "value", "message", "fix"]
+UNREADABLE_TEXT = {
+    "empty": "tệp rỗng (0 byte)",
+    "too_large": "tệp quá lớn",
+    "encrypted_or_xls": "tệp có mật khẩu hoặc là định dạng Excel cũ (.xls)",
+    "not_xlsx": "không phải tệp Excel .xlsx",
+    "corrupt": "tệp bị hỏng hoặc tải về không trọn vẹn",
+}
+
+
+@dataclass
+class FileResult:
+    """One submitted file after ingest and the structure stage."""
+
+    path: Path
+    sha256: str
+    raw_path: Path | None = None
+    school: dict = field(default_factory=dict)
+    school_rows: dict[str, int] = field(default_factory=dict)
+    school_sheet: str | None = None
+    levels: tuple[str, ...] = ()
+    raw: dict[str, pd.DataFrame] = field(default_factory=dict)
+    typed: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sheet_names: dict[str, str] = field(default_factory=dict)  # sheet id → name in the file
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)  # sheet id → field → letter
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    issues: list[dict] = field(default_factory=list)  # stage a + casting notices
+    unreadable: bool = False
+    blocked: bool = False  # a structure error: row rules are not run on this file
+    superseded: bool = False  # another file of the same school in this run is newer
+    received_mtime: float = 0.0
+
+    @property
+    def school_code(self) -> str | None:
+        return self.school.get("school_code")
+
+    def rows(self, sheet_id: str) -> int:
+        return len(self.raw.get(sheet_id, ()))
+
+
+def discover(inbox: Path) -> list[Path]:
+    """Every file of the inbox (recursively), workbooks and what schools send by mistake."""
+    files = [p for p in sorted(Path(inbox).rglob("*")) if p.is_file() and not p.name.startswith((".", "~$"))]
+    return [p for p in files if p.suffix.lower() in WORKBOOK_SUFFIXES | OTHER_SUFFIXES or p.suffix == ""]
+
+
+def _issue(cat: Catalogue, rule_id: str, fr: FileResult, *, sheet=None, excel_row=None, column=None,
+           field_id=None, header=None, value=None, detail=None) -> dict:
+    r = cat[rule_id]
+    fill = dict(header=header, value=value, sheet=sheet, detail=detail, file=fr.path.name)
+    return {
+        "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.path.name, "sheet": sheet,
+        "excel_row": excel_row, "column": column, "field": field_id, "header": header, "rule_id": rule_id,
+        "severity": r.severity, "value": value, "message": r.render(r.message, **fill), "fix": r.render(r.fix, **fill),
+    }
+
+
+def _keep_raw(path: Path, sha: str, dest_dir: Path) -> Path:
+    """Content-addressed, immutable copy: the same file twice is a no-op."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{sha}{path.suffix.lower() or '.bin'}"
+    if not dest.exists():
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        shutil.copyfile(path, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+    return dest
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in str(v).replace("-", ".").split("."))
+
+
+def ingest_file(path: Path, *, raw_root: Path, school_year: str, period: str,
+                contract: Contract | None = None, catalogue: Catalogue | None = None) -> FileResult:
+    """Parse one file and run the structure stage. Never raises for a bad file."""
+    c = contract or load_contract()
+    cat = catalogue or load_rules(contract=c)
+    path = Path(path)
+    fr = FileResult(path=path, sha256=file_sha256(path), received_mtime=path.stat().st_mtime)
+    quarantine = raw_root / school_year / period / "_quarantine"
+    try:
+        if path.suffix.lower() not in WORKBOOK_SUFFIXES:
+            raise UnreadableWorkbook("not_xlsx", path.suffix)
+        parsed = read_workbook(path, c)
+    except UnreadableWorkbook as exc:
+        fr.unreadable = fr.blocked = True
+        fr.raw_path = _keep_raw(path, fr.sha256, quarantine)
+        fr.issues.append(_issue(cat, "file_unreadable", fr, detail=UNREADABLE_TEXT.get(exc.reason, exc.reason)))
+        return fr
+    _structure(fr, parsed, c, cat, school_year, period)
+    dest = raw_root / school_year / period / (fr.school_code or "_unidentified")
+    fr.raw_path = _keep_raw(path, fr.sha256, dest if not fr.unreadable else quarantine)
+    return fr
+
+
+def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalogue, school_year: str, period: str) -> None:
+    school_sheet = c.sheet("school")
+    if parsed.school is not None:
+        values, problems = cast_key_values(parsed.school.values, school_sheet, parsed.school.rows)
+        fr.school = {k: v for k, v in values.items() if v is not None}
+        fr.school_rows = dict(parsed.school.rows)
+        fr.school_sheet = parsed.school.name
+        fr.sheet_names["school"] = parsed.school.name
+        raw_code = parsed.school.values.get("school_code")
+        if raw_code and "school_code" not in fr.school:
+            fr.school["school_code"] = raw_code
+    else:
+        fr.issues.append(_issue(cat, "file_sheet_missing", fr, sheet=school_sheet.name, detail=school_sheet.title))
+    if not fr.school_code:
+        fr.issues.append(_issue(cat, "file_school_code_missing", fr, sheet=fr.school_sheet))
+        fr.blocked = True
+        return
+    kv_row = lambda fid: fr.school_rows.get(fid)  # noqa: E731
+    got_year = fr.school.get("school_year")
+    if got_year and got_year != school_year:
+        fr.issues.append(_issue(cat, "file_year_mismatch", fr, sheet=fr.school_sheet, excel_row=kv_row("school_year"),
+                                column="B", field_id="school_year", value=got_year, detail=school_year))
+        fr.blocked = True
+    got_period = fr.school.get("period")
+    if got_period and got_period != period:
+        fr.issues.append(_issue(cat, "file_period_mismatch", fr, sheet=fr.school_sheet, excel_row=kv_row("period"),
+                                column="B", field_id="period", value=got_period, detail=period))
+        fr.blocked = True
+    fr.levels = c.levels_of(fr.school.get("education_level", ""))
+    if not fr.levels:
+        fr.issues.append(_issue(cat, "file_level_unknown", fr, sheet=fr.school_sheet, excel_row=kv_row("education_level"),
+                                column="B", field_id="education_level", value=(parsed.school.values.get("education_level") if parsed.school else None)))
+        fr.blocked = True
+        return
+    version = parsed.template_version
+    if version and _version_key(version) < _version_key(c.min_template_version):
+        fr.issues.append(_issue(cat, "file_template_stale", fr, sheet=fr.school_sheet, excel_row=kv_row("template_version"),
+                                column="B", value=version, detail=c.version))
+        fr.blocked = True
+    for sheet in c.sheets:
+        if sheet.layout != "table":
+            continue
+        data = parsed.sheets.get(sheet.id)
+        required_sheet = sheet.required.applies(fr.levels, period)
+        if data is None or data.header_row == 0:
+            if required_sheet:
+                fr.issues.append(_issue(cat, "file_sheet_missing", fr, sheet=sheet.name, detail=sheet.title))
+                fr.blocked = True
+            continue
+        fr.sheet_names[sheet.id] = data.name
+        fr.columns[sheet.id] = data.columns
+        fr.headers[sheet.id] = data.headers
+        for f in sheet.fields_for(fr.levels, period):
+            r = f.required
+            if f.id not in data.columns and r.applies(fr.levels, period) and not r.when_field:
+                fr.issues.append(_issue(cat, "file_column_missing", fr, sheet=data.name, field_id=f.id, header=f.header))
+                fr.blocked = True
+        for header, letter in data.extra_columns.items():
+            fr.issues.append(_issue(cat, "file_column_unknown", fr, sheet=data.name, column=letter, header=header))
+        for header in data.duplicate_headers:
+            fr.issues.append(_issue(cat, "file_header_duplicate", fr, sheet=data.name, header=header))
+        frame = data.frame
+        fr.raw[sheet.id] = frame
+        typed, problems = cast_table(frame, sheet.fields)
+        fr.typed[sheet.id] = typed
+        padded = problems[problems["kind"] == "id_padded"]
+        for rec in padded.itertuples(index=False):
+            rid = cat.family_id(sheet.id, rec.field, "padded")
+            fr.issues.append(_issue(cat, rid, fr, sheet=data.name, excel_row=int(rec.excel_row),
+                                    column=data.columns.get(rec.field), field_id=rec.field,
+                                    header=data.headers.get(rec.field), value=rec.value))
+
+
+def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:
+    """Two different files of one school in one run: the newest (by file time) is used."""
+    by_school: dict[str, list[FileResult]] = {}
+    for fr in results:
+        if fr.school_code and not fr.unreadable:
+            by_school.setdefault(fr.school_code, []).append(fr)
+    for code, frs in by_school.items():
+        distinct = {fr.sha256: fr for fr in frs}
+        if len(distinct) < 2:
+            for dup in frs[1:]:
+                dup.superseded = True  # the very same bytes twice: one is enough
+            continue
+        frs.sort(key=lambda fr: (fr.received_mtime, fr.path.name))
+        names = ", ".join(fr.path.name for fr in frs)
+        for old in frs[:-1]:
+            old.superseded = True
+        newest = frs[-1]
+        newest.issues.append(_issue(cat, "file_same_school_twice", newest, value=code, detail=names))
+
+
+# ---------------------------------------------------------------------------------------
+# Stage b and c over the collection
+# ---------------------------------------------------------------------------------------
+
+def _start_year(school_year: str) -> int:
+    return int(school_year[:4])
+
+
+def build_check_frames(results: Iterable[FileResult], school_year: str, contract: Contract | None = None
+                       ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Concatenate the check frames of every file that passed the structure stage.
+    Returns (sheet id → check frame, rowindex: `_rowkey` → file, sheet, excel_row)."""
+    from edustat.expectations import condition_fields
+
+    c = contract or load_contract()
+    start = _start_year(school_year)
+    grades = c.mappings["grades"]
+    frames: dict[str, list[pd.DataFrame]] = {}
+    index: list[pd.DataFrame] = []
+    next_key = 0
+    for i, fr in enumerate(results):
+        if fr.blocked or fr.superseded:
+            continue
+        # the school sheet: one row per school, validated like the others
+        school_sheet = c.sheet("school")
+        kv_raw = pd.DataFrame({f.id: [fr.school.get(f.id)] for f in school_sheet.fields}).astype("string")
+        kv_raw["excel_row"] = 0
+        sheets = {"school": (kv_raw, kv_raw.copy())}
+        for sid in TABLE_SHEETS:
+            if sid in fr.raw:
+                sheets[sid] = (fr.raw[sid], fr.typed[sid])
+        for sid, (raw, typed) in sheets.items():
+            if raw.empty:
+                continue
+            n = len(raw)
+            keys = pd.RangeIndex(next_key, next_key + n)
+            next_key += n
+            raw = raw.set_axis(keys).assign(_rowkey=keys.to_numpy())
+            typed = typed.set_axis(keys)
+            sheet = c.sheet(sid)
+            fields = list(sheet.fields)
+            if sid == "school":
+                typed = pd.DataFrame({f.id: [fr.school.get(f.id)] for f in fields}, index=keys)
+            for f in fields:  # absent optional columns are blank, so conditions can test them
+                if f.id not in raw:
+                    raw[f.id] = pd.Series(pd.NA, index=keys, dtype="string")
+                    typed[f.id] = pd.Series(pd.NA, index=keys, dtype="object")
+            levels = row_levels(typed, pd.Series([fr.levels] * n, index=keys), grades, by_grade=sid == "learners")
+            cf = check_frame(raw, typed, fields, levels, pd.Series(start, index=keys), condition_fields(c, sid))
+            cf["_school"] = fr.school_code
+            if sid == "rooms":
+                cf["_room_key"] = cf["room_type"].fillna("") + "|" + cf.get("care_level", pd.Series("", index=keys)).fillna("")
+                cf.loc[cf["room_type"].isna(), "_room_key"] = pd.NA
+            frames.setdefault(sid, []).append(cf)
+            excel = raw["excel_row"].to_numpy() if sid != "school" else [0] * n
+            index.append(pd.DataFrame({"_rowkey": keys.to_numpy(), "_file": i, "sheet_id": sid, "excel_row": excel}))
+    out = {sid: pd.concat(parts, ignore_index=False) for sid, parts in frames.items()}
+    rowindex = pd.concat(index, ignore_index=True) if index else pd.DataFrame(columns=["_rowkey", "_file", "sheet_id", "excel_row"])
+    return out, rowindex
+
+
+def _admin_maps() -> dict[str, dict[str, str]]:
+    xa = load_codelist("moet-2020/DM_XA")
+    huyen = load_codelist("moet-2020/DM_HUYEN")
+    return {
+        "district_of": {c: a["ma_qh"] for c, a in zip(xa.codes, xa.attributes)},
+        "province_of": {c: a["ma_tp"] for c, a in zip(huyen.codes, huyen.attributes)},
+    }
+
+
+def _scales(c: Contract) -> dict[str, tuple[str, ...]]:
+    refs = set()
+    for conf in c.mappings["assessment_scales"]["THCS"].values():
+        refs.update(v for k, v in conf.items() if k in ("conduct", "learning"))
+    return {ref: load_codelist(ref).labels for ref in refs}
+
+
+def validate_collection(results: list[FileResult], *, school_year: str, period: str,
+                        catalogue: Catalogue | None = None, contract: Contract | None = None) -> pd.DataFrame:
+    """Stages b and c for every readable file; returns issue rows (ISSUE_COLUMNS), stage a
+    issues included, one row per failing cell."""
+    from edustat.expectations import run_row_rules
+
+    c = contract or load_contract()
+    cat = catalogue or load_rules(contract=c)
+    frames, rowindex = build_check_frames(results, school_year, c)
+    found = [run_row_rules(frames, period)] if frames else []
+    start = _start_year(school_year)
+    admin, scales = _admin_maps(), _scales(c)
+    for i, fr in enumerate(results):
+        if fr.blocked or fr.superseded:
+            continue
+        keys = rowindex[rowindex["_file"] == i]
+        tables = {}
+        for sid in TABLE_SHEETS:
+            if sid in fr.typed:
+                k = keys.loc[keys["sheet_id"] == sid, "_rowkey"].to_numpy()
+                tables[sid] = fr.typed[sid].assign(_rowkey=k) if len(k) == len(fr.typed[sid]) else fr.typed[sid].assign(_rowkey=pd.NA)
+        school_key = keys.loc[keys["sheet_id"] == "school", "_rowkey"]
+        school = dict(fr.school)
+        if len(school_key):
+            for fid in ("commune_code", "district_code"):
+                school[f"_rowkey_{fid}"] = int(school_key.iloc[0])
+        found.append(cross_row_issues(tables, school=school, levels=fr.levels, period=period, start_year=start,
+                                      mappings=c.mappings, scales=scales, admin=admin)[["_rowkey", "rule_id", "detail"]])
+    hits = pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found) else pd.DataFrame(columns=["_rowkey", "rule_id", "detail"])
+    if "detail" not in hits:
+        hits["detail"] = pd.NA
+    issues = [iss for fr in results for iss in fr.issues]
+    if len(hits):
+        hits["_rowkey"] = hits["_rowkey"].astype("int64")
+        hits = hits.merge(rowindex, on="_rowkey", how="left")
+        issues.extend(_render_hits(hits, results, cat, c))
+    frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+    frame["excel_row"] = frame["excel_row"].astype("Int64")
+    return frame
+
+
+def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, c: Contract) -> list[dict]:
+    out = []
+    for (file_i, sid), grp in hits.groupby(["_file", "sheet_id"], sort=True):
+        fr = results[int(file_i)]
+        raw = fr.raw.get(sid)
+        raw_by_row = raw.set_index("excel_row") if raw is not None and sid != "school" else None
+        for rec in grp.itertuples(index=False):
+            rule = cat[rec.rule_id]
+            fid = rule.field
+            if sid == "school":
+                excel_row = fr.school_rows.get(fid)
+                column = "B"
+                value = fr.school.get(fid)
+                header = c.sheet("school").field(fid).header if fid else None
+            else:
+                excel_row = int(rec.excel_row)
+                column = fr.columns.get(sid, {}).get(fid)
+                header = fr.headers.get(sid, {}).get(fid) or (c.sheet(sid).field(fid).header if fid else None)
+                value = None
+                if raw_by_row is not None and fid in raw_by_row.columns:
+                    v = raw_by_row.at[excel_row, fid]
+                    value = None if pd.isna(v) else str(v)
+            detail = None if pd.isna(rec.detail) else rec.detail
+            fill = dict(header=header, value=value, sheet=fr.sheet_names.get(sid), detail=detail, file=fr.path.name,
+                        hint=c.sheet(sid).field(fid).hint if fid else "")
+            out.append({
+                "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.path.name,
+                "sheet": fr.sheet_names.get(sid), "excel_row": excel_row, "column": column, "field": fid,
+                "header": header, "rule_id": rule.id, "severity": rule.severity, "value": value,
+                "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill),
+            })
+    return out

@@ -1,0 +1,102 @@
+"""One typed config that rejects unknown keys. Every path derives from one data root.
+
+`edustat.yaml` (optional, at the data root's parent or given with --config):
+
+    load_policy: reject_school        # or load_valid_rows: load a school's rows without errors
+    severity: {student_age_for_grade: notice}   # any rule id → error / warning / notice
+    expected_schools: [74718001, …]    # else: the schools of the previous collection
+    pseudonymise_published: true
+    workers: 2
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+LOAD_POLICIES = ("reject_school", "load_valid_rows")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("data")
+    load_policy: Literal["reject_school", "load_valid_rows"] = "reject_school"
+    severity: dict[str, str] = field(default_factory=dict)
+    expected_schools: tuple[str, ...] | None = None
+    pseudonymise_published: bool = True
+    workers: int = 2
+    deadlines: dict[str, str] = field(default_factory=dict)  # "2022-2023/dau_nam": "2022-10-30"
+    schedules: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def curated_dir(self) -> Path:
+        return self.data_dir / "curated"
+
+    @property
+    def db_path(self) -> Path:
+        return self.curated_dir / "edustat.duckdb"
+
+    @property
+    def published_dir(self) -> Path:
+        return self.curated_dir / "published"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.curated_dir / "feedback"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.curated_dir / "reports"
+
+    @property
+    def salt_path(self) -> Path:
+        return self.curated_dir / ".pseudonym_salt"
+
+    def quarantine_dir(self, school_year: str, period: str) -> Path:
+        return self.raw_dir / school_year / period / "_quarantine"
+
+
+def load_config(path: Path | None = None, data_dir: Path | None = None) -> Config:
+    """Read the YAML config (unknown keys are an error), then apply `data_dir`."""
+    values: dict = {}
+    if path is None and os.environ.get("EDUSTAT_CONFIG"):
+        path = Path(os.environ["EDUSTAT_CONFIG"])
+    if path is not None:
+        if not Path(path).exists():
+            raise ConfigError(f"không tìm thấy tệp cấu hình {path}")
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"tệp cấu hình {path} phải là một bảng khóa: giá trị")
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"khóa cấu hình không hợp lệ: {', '.join(sorted(unknown))}")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    if data_dir is not None:
+        values["data_dir"] = Path(data_dir)
+    if values.get("load_policy", "reject_school") not in LOAD_POLICIES:
+        raise ConfigError(f"load_policy phải là một trong {LOAD_POLICIES}")
+    if values.get("expected_schools") is not None:
+        values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
+    cfg = Config(**values)
+    if cfg.severity:
+        from schemas.rules import load_rules
+
+        try:
+            load_rules(cfg.severity)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    return cfg

@@ -1,0 +1,187 @@
+"""Great Expectations suites generated from the rule catalogue, and the row-rule run.
+
+`suite_dicts()` turns every row-stage rule of `schemas/rules.yaml` into expectations (rule id,
+severity and message in each expectation's `meta`) — one suite per sheet × period, committed
+under `expectations/` by `edustat expectations` and checked for drift by a test. Rows are
+validated on the collection's concatenated check frames (one GX run per sheet, not per school:
+GX costs ~50 ms a run before any row), with `_rowkey` as the unexpected-index column.
+Great Expectations is imported only inside `run_row_rules` (its import takes seconds).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from schemas import Contract, Field, load_codelist, load_contract
+from schemas.rules import Catalogue, load_rules
+
+SUITE_DIR = Path(__file__).resolve().parents[1] / "expectations"
+_REGEX = {
+    "date": r"^\d{4}-\d{2}-\d{2}$",
+    "year_or_date": r"^\d{4}-\d{2}-\d{2}$",
+    "int": r"^\d+$",
+    "school_year": r"^\d{4}-\d{4}$",
+}
+UNIQUE_KEYS = {  # rule → the columns that must be unique together within a school
+    "student_code_unique": "student_code",
+    "student_personal_id_unique": "personal_id",
+    "staff_code_unique": "staff_code",
+    "staff_personal_id_unique": "personal_id",
+    "class_code_unique": "class_code",
+    "room_type_unique": "_room_key",
+}
+AGE_BOUNDS = {"student_birth_date_range": (0, 25), "staff_birth_date_range": (18, 65)}
+
+
+def _condition(f: Field, period: str) -> str | None:
+    """The pandas row condition under which `f` is required (levels and `when`)."""
+    r = f.required
+    parts = []
+    # a field carried only by some levels is required only on rows of those levels
+    levels = [lv for lv in ("MN", "TH", "THCS") if lv in f.levels and (not r.levels or lv in r.levels)]
+    if len(levels) < 3:
+        parts.append("(" + " or ".join(f"_is_{lv} == True" for lv in levels) + ")")
+    if r.when_field:
+        if r.when_in:
+            parts.append("(" + " or ".join(f'{r.when_field} == "{v}"' for v in r.when_in) + ")")
+        if r.when_not_in:
+            parts.append("(" + " and ".join(f'{r.when_field} != "{v}"' for v in r.when_not_in) + ")")
+        if r.when_not_blank:
+            parts.append(f"(_has_{r.when_field} == True)")
+    return " and ".join(parts) or None
+
+
+def condition_fields(contract: Contract, sheet_id: str) -> list[str]:
+    """Fields whose presence some requirement tests (`_has_<field>` columns)."""
+    return sorted({f.required.when_field for f in contract.sheet(sheet_id).fields if f.required.when_not_blank})
+
+
+def _exp(type_: str, rule_id: str, field: str | None, **kwargs) -> dict:
+    return {"type": type_, "kwargs": kwargs, "meta": {"rule_id": rule_id, "field": field}}
+
+
+def suite_dicts(period: str, catalogue: Catalogue | None = None, contract: Contract | None = None) -> dict[str, dict]:
+    """sheet id → GX suite as a plain dict (deterministic; no GX import needed)."""
+    c = contract or load_contract()
+    cat = catalogue or load_rules(contract=c)
+    provinces = sorted("0" + p for p in load_codelist("moet-2020/DM_TINH").codes)
+    suites = {}
+    for sheet in c.sheets:
+        fields = [f for f in sheet.fields if period in f.periods]
+        exps: list[dict] = []
+        for f in fields:
+            def rid(family: str) -> str | None:
+                x = cat.family_id(sheet.id, f.id, family)
+                return x if x in cat and cat[x].stage == "row" else None
+            req = rid("required")
+            if req and (f.required.always or not f.required.periods or period in f.required.periods):
+                cond = _condition(f, period)
+                kw = {"column": f.id}
+                if cond:
+                    kw.update(row_condition=cond, condition_parser="pandas")
+                exps.append(_exp("expect_column_values_to_not_be_null", req, f.id, **kw))
+            code = rid("code")
+            if code:
+                exps.append(_exp("expect_column_values_to_be_in_set", code, f.id, column=f.id,
+                                 value_set=list(f.codelist.codes)))
+            fmt = rid("format")
+            if fmt:
+                if f.type == "flag":
+                    exps.append(_exp("expect_column_values_to_be_in_set", fmt, f.id, column=f.id, value_set=["0", "1"]))
+                else:
+                    exps.append(_exp("expect_column_values_to_match_regex", fmt, f.id, column=f.id,
+                                     regex=f.pattern if f.type == "id" else _REGEX[f.type]))
+        area = cat.areas[sheet.id]
+        ids = {f.id for f in fields}
+        if "personal_id" in ids:
+            exps.append(_exp("expect_column_values_to_be_in_set", f"{area}_personal_id_province", "personal_id",
+                             column="_pid_province", value_set=provinces))
+            if {"sex", "birth_date"} <= ids:
+                exps.append(_exp("expect_column_pair_values_to_be_equal", f"{area}_personal_id_sex_century", "personal_id",
+                                 column_A="_pid_digit4", column_B="_expected_digit4", ignore_row_if="either_value_is_missing"))
+                exps.append(_exp("expect_column_pair_values_to_be_equal", f"{area}_personal_id_birth_year", "personal_id",
+                                 column_A="_pid_yy", column_B="_birth_yy", ignore_row_if="either_value_is_missing"))
+        for rule_id, key in UNIQUE_KEYS.items():
+            r = cat.rules.get(rule_id)
+            if r and r.sheet == sheet.id and r.stage == "row":
+                exps.append(_exp("expect_compound_columns_to_be_unique", rule_id, r.field,
+                                 column_list=["_school", key], ignore_row_if="any_value_is_missing"))
+        for rule_id, (lo, hi) in AGE_BOUNDS.items():
+            r = cat.rules.get(rule_id)
+            if r and r.sheet == sheet.id:
+                exps.append(_exp("expect_column_values_to_be_between", rule_id, r.field, column="_age",
+                                 min_value=lo, max_value=hi))
+        for e in exps:
+            rule = cat[e["meta"]["rule_id"]]
+            e["meta"].update(severity=rule.severity, message=rule.message)
+        suites[sheet.id] = {
+            "name": f"{sheet.id}.{period}",
+            "expectations": exps,
+            "meta": {"generated_from": "schemas/rules.yaml + schemas/submission.yaml", "sheet": sheet.name,
+                     "period": period, "contract_version": c.version},
+        }
+    return suites
+
+
+def write_suites(directory: Path = SUITE_DIR) -> list[Path]:
+    """(Re)generate `expectations/<sheet>.<period>.json`; never hand-edit those files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    c = load_contract()
+    for period in c.periods:
+        for sheet_id, suite in suite_dicts(period, contract=c).items():
+            p = directory / f"{sheet_id}.{period}.json"
+            p.write_text(json.dumps(suite, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            paths.append(p)
+    return paths
+
+
+def load_suite(sheet_id: str, period: str, directory: Path = SUITE_DIR) -> dict:
+    return json.loads((directory / f"{sheet_id}.{period}.json").read_text(encoding="utf-8"))
+
+
+def _class_name(type_: str) -> str:
+    return "".join(w.capitalize() for w in type_.split("_"))
+
+
+def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Validate each sheet's concatenated check frame with its committed suite.
+    Grain: one row per check-frame row → one row per (row, failed rule): `_rowkey`, rule_id."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = ctx.data_sources.add_pandas("edustat")
+    found: list[pd.DataFrame] = []
+    for sheet_id, frame in frames.items():
+        if frame is None or frame.empty:
+            continue
+        spec = load_suite(sheet_id, period)
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{sheet_id}.{period}"))
+        for e in spec["expectations"]:
+            kwargs = dict(e["kwargs"])
+            cols = [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"), *kwargs.get("column_list", [])]
+            if any(col and col not in frame.columns for col in cols):
+                continue  # the column is absent for every school of this run (structure stage reported it)
+            suite.add_expectation(getattr(gxe, _class_name(e["type"]))(**kwargs, meta=e["meta"]))
+        batch = source.add_dataframe_asset(sheet_id).add_batch_definition_whole_dataframe("all")
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{sheet_id}", data=batch, suite=suite))
+        res = vd.run(batch_parameters={"dataframe": frame},
+                     result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_rowkey"]})
+        for r in res.results:
+            meta = r.expectation_config.meta
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                raise RuntimeError(f"GX could not evaluate {meta['rule_id']}: {r.exception_info.get('exception_message')}")
+            if r.success:
+                continue
+            keys = [int(d["_rowkey"]) for d in (r.result.get("unexpected_index_list") or [])]
+            if keys:
+                found.append(pd.DataFrame({"_rowkey": keys, "rule_id": meta["rule_id"]}))
+    if not found:
+        return pd.DataFrame({"_rowkey": pd.Series(dtype="int64"), "rule_id": pd.Series(dtype="string")})
+    return pd.concat(found, ignore_index=True).drop_duplicates()

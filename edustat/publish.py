@@ -1,0 +1,345 @@
+"""Publish the curated DuckDB as a pseudonymised snapshot that analysts can open at any time.
+
+The curated file `data/curated/edustat.duckdb` has one writer (the officer's pipeline) and,
+while it is open read-write, DuckDB refuses every other process — even `read_only=True`
+(stack-findings §7). So analysts never open it: they open `<published>/edustat.duckdb` and the
+Parquet tree `<published>/parquet/`, which this module rebuilds from the writer's connection.
+
+Grain: one snapshot table per curated table, same rows; the Parquet tree holds the same rows.
+
+Why the snapshot is always safe to read:
+- it is built in a new file beside the destination and swapped in with `os.replace`, so a new
+  open sees either the old or the new file, never a half-written one;
+- a process that still has the old snapshot open keeps reading the old inode (POSIX unlink
+  semantics) until it closes it. Note DuckDB caches database instances per path inside a
+  process: a long-lived analyst process sees the new snapshot only after closing *every*
+  connection it has to the file and connecting again;
+- the Parquet tree is written to a temp dir and renamed in (old tree renamed aside first and
+  then deleted); between the two renames `parquet/` is briefly absent (microseconds).
+
+Pseudonymisation works by column name, so it covers any table (see `_column_sql`). Parquet
+partition directories are `year=<school_year>/period=<period>/`; the files keep `school_year`
+but, as with any Hive layout, `period` lives only in the path — read with hive partitioning
+(DuckDB `read_parquet(..., hive_partitioning=true)`, the default for `**` globs, or
+`pyarrow.parquet.read_table(dir)`).
+
+Logs carry table names, row counts and timings only.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = "edustat.duckdb"
+PARQUET_DIR = "parquet"
+INFO_TABLE = "publish_info"
+PUBLISHED_PREFIXES = ("core_", "dim_", "fct_", "rpt_")
+PUBLISHED_EXTRA = ("submission", "validation_issue")
+NEVER_PUBLISHED_PREFIXES = ("raw_", "stg_")
+# Identifiers replaced by a salted hash: stable across runs (same salt), so analysts can still
+# join a learner across periods, but not trace them back without the salt.
+HASHED_COLUMNS = ("personal_id", "student_code", "staff_code")
+DROPPED_COLUMNS = ("full_name",)
+BIRTH_DATE, BIRTH_YEAR = "birth_date", "birth_year"
+HASH_HEX_CHARS = 16
+PARTITION_COLUMNS = ("school_year", "period")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    snapshot: Path
+    parquet_dir: Path
+    tables: dict[str, int]  # table -> rows published
+    seconds: float
+
+
+def load_or_create_salt(path: Path) -> str:
+    """The pseudonymisation salt: read from `path`, or created there once (32 random bytes as
+    hex, file mode 0600). Reusing it keeps pseudonyms stable across runs and periods."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # atomic and fails if another process created it first
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    salt = path.read_text(encoding="ascii").strip()
+    if not salt:
+        raise ValueError(f"salt file {path} is empty")
+    if path.stat().st_mode & 0o077:
+        log.warning("salt file %s is readable by group/others; expected mode 0600", path)
+    return salt
+
+
+def salt_fingerprint(salt: str) -> str:
+    """First 8 hex of sha256(salt): tells two snapshots' salts apart without revealing it."""
+    return hashlib.sha256(salt.encode("utf-8")).hexdigest()[:8]
+
+
+def pii_field_ids() -> frozenset[str]:
+    """Ids of every field flagged `pii: true` in the contract, across sheets."""
+    from schemas import load_contract
+
+    return frozenset(f.id for s in load_contract().sheets for f in s.fields if f.pii)
+
+
+def publish(
+    con: duckdb.DuckDBPyConnection,
+    published_dir: Path,
+    *,
+    salt: str,
+    pseudonymise: bool = True,
+    tables: Sequence[str] | None = None,
+) -> PublishResult:
+    """Write `published_dir/edustat.duckdb` and `published_dir/parquet/` from the curated DB.
+
+    `con` is the pipeline's read-write connection (the only writer). Publishes the `core_`,
+    `dim_`, `fct_`, `rpt_` tables plus `submission` and `validation_issue` (or `tables`),
+    never `raw_`/`stg_`. Both outputs are swapped in atomically; on error the previous
+    publication is left untouched.
+    """
+    t0 = time.perf_counter()
+    if pseudonymise and not salt:
+        raise ValueError("pseudonymisation needs a non-empty salt")
+    published_dir = Path(published_dir)
+    published_dir.mkdir(parents=True, exist_ok=True)
+    names = _select_tables(con, tables)
+    pii = pii_field_ids()
+    hidden_fields = pii | set(HASHED_COLUMNS)
+
+    token = uuid.uuid4().hex
+    tmp_db = published_dir / f".{SNAPSHOT_NAME}.tmp-{token}"
+    tmp_parquet = published_dir / f".{PARQUET_DIR}.tmp-{token}"
+    alias = f"pub_{token[:12]}"
+    counts: dict[str, int] = {}
+    pii_kept: set[str] = set()
+    attached = False
+    try:
+        con.execute(f"ATTACH {_lit(tmp_db)} AS {_ident(alias)}")
+        attached = True
+        for name in names:
+            cols = _columns(con, name)
+            select, kept = _select_list(cols, name, pii, hidden_fields, pseudonymise)
+            pii_kept |= kept
+            con.execute(
+                f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
+                f"SELECT {select} FROM main.{_ident(name)}",
+                {"salt": salt} if "$salt" in select else None,
+            )
+            counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
+        _write_info(con, alias, pseudonymise, salt, names, pii_kept)
+        # Parquet from the snapshot, not from main: one pseudonymisation, identical rows.
+        tmp_parquet.mkdir()
+        for name in names:
+            _write_parquet(con, alias, name, tmp_parquet / name)
+        con.execute(f"CHECKPOINT {_ident(alias)}")
+        con.execute(f"DETACH {_ident(alias)}")
+        attached = False
+        _fsync(tmp_db)
+
+        snapshot = published_dir / SNAPSHOT_NAME
+        # A WAL left beside the destination (someone opened the snapshot read-write) would be
+        # replayed onto the new file at the next open; the snapshot is rebuilt anyway.
+        Path(f"{snapshot}.wal").unlink(missing_ok=True)
+        os.replace(tmp_db, snapshot)
+        parquet_dir = published_dir / PARQUET_DIR
+        _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")
+        _fsync_dir(published_dir)
+    except BaseException:
+        if attached:
+            try:
+                con.execute(f"DETACH {_ident(alias)}")
+            except duckdb.Error:
+                pass
+        tmp_db.unlink(missing_ok=True)
+        Path(f"{tmp_db}.wal").unlink(missing_ok=True)
+        shutil.rmtree(tmp_parquet, ignore_errors=True)
+        raise
+
+    seconds = time.perf_counter() - t0
+    log.info(
+        "published %d tables, %d rows in %.2f s (pseudonymised=%s): %s",
+        len(counts), sum(counts.values()), seconds, pseudonymise,
+        ", ".join(f"{t}={n}" for t, n in counts.items()),
+    )
+    return PublishResult(snapshot, parquet_dir, counts, seconds)
+
+
+def _select_tables(con: duckdb.DuckDBPyConnection, requested: Sequence[str] | None) -> list[str]:
+    existing = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = 'main' "
+            "ORDER BY table_name"
+        ).fetchall()
+    ]
+    if requested is None:
+        return [t for t in existing if t.startswith(PUBLISHED_PREFIXES) or t in PUBLISHED_EXTRA]
+    bad = [t for t in requested if t.startswith(NEVER_PUBLISHED_PREFIXES)]
+    if bad:
+        raise ValueError(f"raw_/stg_ tables are never published: {bad}")
+    missing = [t for t in requested if t not in existing]
+    if missing:
+        raise ValueError(f"no such tables in the curated database: {missing}")
+    if INFO_TABLE in requested:
+        raise ValueError(f"{INFO_TABLE} is written by publish itself")
+    return list(dict.fromkeys(requested))
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ? "
+        "ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+
+
+def _select_list(
+    cols: list[tuple[str, str]],
+    table: str,
+    pii: frozenset[str],
+    hidden_fields: set[str],
+    pseudonymise: bool,
+) -> tuple[str, set[str]]:
+    """The SELECT list publishing `table`, and the pii columns it keeps in clear."""
+    names = {c for c, _ in cols}
+    parts, kept = [], set()
+    for col, dtype in cols:
+        expr = _column_sql(col, dtype, table, names, hidden_fields) if pseudonymise else _ident(col)
+        if expr is None:
+            continue
+        if col in pii and (not pseudonymise or col not in (*HASHED_COLUMNS, *DROPPED_COLUMNS, BIRTH_DATE)):
+            kept.add(col)
+        parts.append(expr)
+    if not parts:
+        raise ValueError(f"{table}: nothing left to publish after pseudonymisation")
+    return ", ".join(parts), kept
+
+
+def _column_sql(col: str, dtype: str, table: str, names: set[str], hidden_fields: set[str]) -> str | None:
+    """One column's pseudonymised expression, or None to drop it.
+
+    - personal_id / student_code / staff_code → first 16 hex of sha256(salt || value);
+      NULL and '' stay NULL (a hash of '' would join every blank together);
+    - full_name → dropped; birth_date → birth_year INTEGER;
+    - validation_issue.value → NULL when the issue's field is pii or a hashed identifier
+      (the raw value would undo the pseudonym); other pii columns are kept (needed for
+      statistics) and listed in publish_info.pii_kept.
+    """
+    q = _ident(col)
+    if col in HASHED_COLUMNS:
+        return f"left(sha256($salt || NULLIF(CAST({q} AS VARCHAR), '')), {HASH_HEX_CHARS}) AS {q}"
+    if col in DROPPED_COLUMNS:
+        return None
+    if col == BIRTH_DATE:
+        if BIRTH_YEAR in names:
+            return None
+        src = q if dtype.startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({q} AS DATE)"
+        return f"CAST(year({src}) AS INTEGER) AS {_ident(BIRTH_YEAR)}"
+    if table == "validation_issue" and col == "value" and "field" in names:
+        hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
+        return f"CASE WHEN {_ident('field')} IN ({hidden}) THEN NULL ELSE {q} END AS {q}"
+    return q
+
+
+def _write_info(
+    con: duckdb.DuckDBPyConnection, alias: str, pseudonymise: bool, salt: str,
+    names: list[str], pii_kept: set[str],
+) -> None:
+    con.execute(
+        f"CREATE TABLE {_ident(alias)}.{INFO_TABLE} (published_at TIMESTAMP, pseudonymised BOOLEAN, "
+        "salt_fingerprint VARCHAR, tables VARCHAR[], pii_kept VARCHAR[])"
+    )
+    con.execute(
+        f"INSERT INTO {_ident(alias)}.{INFO_TABLE} VALUES (?, ?, ?, ?, ?)",
+        [
+            datetime.now(timezone.utc).replace(tzinfo=None),  # UTC
+            pseudonymise,
+            salt_fingerprint(salt),
+            list(names),
+            sorted(pii_kept),
+        ],
+    )
+
+
+def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path) -> None:
+    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`."""
+    src = f"{_ident(alias)}.{_ident(table)}"
+    cols = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ?",
+            [alias, table],
+        ).fetchall()
+    }
+    if set(PARTITION_COLUMNS) <= cols:
+        out.mkdir()  # stays (empty) when the table has no rows
+        # DuckDB names Hive dirs after the columns and drops them from the files; partitioning
+        # on an alias gives the `year=` dirs and keeps `school_year` in the files.
+        con.execute(
+            f"COPY (SELECT school_year AS year, * FROM {src}) TO {_lit(out)} "
+            "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
+            "OVERWRITE_OR_IGNORE true)"
+        )
+    else:
+        out.mkdir()
+        con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
+
+
+def _swap_dir(new: Path, dest: Path, aside: Path) -> None:
+    if dest.exists():
+        os.rename(dest, aside)
+    os.rename(new, dest)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(path)
+    except OSError:  # not supported everywhere; durability only, not correctness
+        pass
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return con.execute(sql).fetchone()[0]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"

@@ -1,0 +1,291 @@
+"""The frame the row rules run on, and the within-school cross-row / cross-sheet checks.
+
+`check_frame`: one row per submitted row → the same rows, each field as its canonical text
+when it cast cleanly (code, ISO date, digits) and as submitted when it did not, so a Great
+Expectations "in set" / "match regex" expectation fails exactly on the bad cells; plus the
+derived columns some rules compare (`_pid_digit4` vs `_expected_digit4`, `_age` …) and the
+row-level conditions (`_is_TH`, `_has_<field>`).
+
+`cross_row_issues`: one school's typed sheets → one row per failing (row, rule).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from schemas import Field
+from transforms.text import fold
+
+LEVELS = ("MN", "TH", "THCS")
+ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail"]
+
+
+def row_levels(typed: pd.DataFrame, school_levels: pd.Series, grades: Mapping[str, dict], by_grade: bool) -> pd.DataFrame:
+    """`_is_MN/_is_TH/_is_THCS` per row: by the learner's grade when known (a PTCS school
+    teaches both), else by the school's levels (`school_levels`: tuple per row)."""
+    out = pd.DataFrame(index=typed.index)
+    grade_level = typed["grade"].map({g: v["level"] for g, v in grades.items()}) if by_grade and "grade" in typed else None
+    for lv in LEVELS:
+        school_has = school_levels.map(lambda t, lv=lv: lv in t).astype(bool)
+        if grade_level is not None:
+            out[f"_is_{lv}"] = np.where(grade_level.notna(), grade_level == lv, school_has).astype(bool)
+        else:
+            out[f"_is_{lv}"] = school_has
+    return out
+
+
+def _canonical(f: Field, raw: pd.Series, typed: pd.Series) -> pd.Series:
+    raw = raw.astype("string").str.strip().mask(lambda s: s == "")
+    if f.type == "code" or f.type == "school_year":
+        return typed.astype("string").fillna(raw)
+    if f.type in ("date", "year_or_date"):
+        iso = pd.Series(pd.NA, index=typed.index, dtype="string")
+        ok = typed.notna()
+        iso[ok] = pd.to_datetime(typed[ok]).dt.strftime("%Y-%m-%d")
+        return iso.fillna(raw)
+    if f.type == "int":
+        return typed.astype("string").fillna(raw)
+    if f.type == "flag":
+        # blank stays blank here (typed treats it as 0) so "required" can see it
+        return typed.astype("Int64").astype("string").where(raw.notna(), pd.NA).mask(raw.notna() & typed.isna(), raw)
+    if f.type == "id":
+        return typed.astype("string")
+    return typed.astype("string")
+
+
+def _pid_columns(pid: pd.Series, sex: pd.Series | None, birth: pd.Series | None) -> dict[str, pd.Series]:
+    """Digits of a 12-digit personal ID and what they should be (regulations.md §1.3)."""
+    ok = pid.str.fullmatch(r"\d{12}").fillna(False).astype(bool)
+    p = pid.where(ok)
+    out = {"_pid_province": p.str[:3], "_pid_digit4": p.str[3], "_pid_yy": p.str[4:6]}
+    if sex is not None and birth is not None:
+        year = pd.to_datetime(birth).dt.year
+        century = (year // 100 - 19) * 2  # 1900s: 0/1, 2000s: 2/3, 2100s: 4/5
+        female = (sex == "02").astype("Int64")
+        digit = (century.astype("Int64") + female).where(sex.isin(["01", "02"]) & year.notna())
+        out["_expected_digit4"] = digit.astype("string")
+        out["_birth_yy"] = (year % 100).astype("Int64").astype("string").str.zfill(2)
+    return {k: v.astype("string") for k, v in out.items()}
+
+
+def check_frame(
+    raw: pd.DataFrame,
+    typed: pd.DataFrame,
+    fields: Iterable[Field],
+    levels: pd.DataFrame,
+    start_year: pd.Series,
+    conditions: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Grain: one row per submitted row. `raw`/`typed` share the index and `_rowkey`."""
+    out: dict[str, pd.Series] = {"_rowkey": raw["_rowkey"]}
+    fields = [f for f in fields if f.id in raw.columns]
+    for f in fields:
+        out[f.id] = _canonical(f, raw[f.id], typed[f.id])
+    for col in levels.columns:
+        out[col] = levels[col]
+    for fid in conditions:
+        out[f"_has_{fid}"] = (typed[fid].notna() if fid in typed else pd.Series(False, index=raw.index)).astype(bool)
+    ids = {f.id for f in fields}
+    if "personal_id" in ids:
+        sex = typed["sex"] if "sex" in typed else None
+        birth = typed["birth_date"] if "birth_date" in typed else None
+        out.update(_pid_columns(typed["personal_id"].astype("string"), sex, birth))
+    if "birth_date" in ids:
+        out["_age"] = (start_year - pd.to_datetime(typed["birth_date"]).dt.year).astype("Int64")
+    return pd.DataFrame(out, index=raw.index)
+
+
+# ---------------------------------------------------------------------------------------
+# Within-school cross-row and cross-sheet checks (stage c). Each returns issue rows.
+# ---------------------------------------------------------------------------------------
+
+def _num(values: pd.Series) -> pd.Series:
+    """Numbers as plain float64 (NaN for missing): comparisons then give plain booleans,
+    never the NA that Arrow-backed and nullable dtypes propagate."""
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _issues(rowkeys: pd.Series, rule_id: str, detail: pd.Series | str = "") -> pd.DataFrame:
+    d = detail if isinstance(detail, pd.Series) else pd.Series(detail, index=rowkeys.index)
+    return pd.DataFrame({"_rowkey": rowkeys.to_numpy(), "rule_id": rule_id, "detail": d.astype("string").to_numpy()})
+
+
+def resolve_learner_classes(learners: pd.DataFrame, classes: pd.DataFrame) -> pd.Series:
+    """A learner's class as the class_code of the Lop sheet: exports often give the class
+    *name* ("3A1") in the learner's Lớp column; match code first, then name (folded)."""
+    if "class_code" not in learners or classes.empty:
+        return pd.Series(pd.NA, index=learners.index, dtype="string")
+    codes = classes["class_code"].dropna().astype("string")
+    by_code = {fold(c): c for c in codes}
+    by_name = {}
+    if "class_name" in classes:
+        for code, name in zip(classes["class_code"], classes["class_name"]):
+            if pd.notna(code) and pd.notna(name):
+                by_name.setdefault(fold(str(name)), code)
+    def one(v):
+        if pd.isna(v):
+            return pd.NA
+        k = fold(str(v))
+        return by_code.get(k) or by_name.get(k) or pd.NA
+    return learners["class_code"].map(one).astype("string")
+
+
+def cross_row_issues(
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    school: Mapping[str, object],
+    levels: tuple[str, ...],
+    period: str,
+    start_year: int,
+    mappings: Mapping[str, object],
+    scales: Mapping[str, tuple[str, ...]],
+    admin: Mapping[str, Mapping[str, str]],
+) -> pd.DataFrame:
+    """One school's typed sheets (each with `_rowkey`) → issue rows (`_rowkey`, rule_id, detail).
+    The school sheet's rowkeys are its field rows (`school` carries `_rowkey_<field>`).
+    `scales`: label set per scale ref; `admin`: {"district_of": commune→district, "province_of": district→province}."""
+    out: list[pd.DataFrame] = []
+    learners = tables.get("learners", pd.DataFrame())
+    classes = tables.get("classes", pd.DataFrame())
+    staff = tables.get("staff", pd.DataFrame())
+    grades = mappings["grades"]
+
+    # school: admin units nest
+    commune, district, province = (school.get(k) for k in ("commune_code", "district_code", "province_code"))
+    if commune and district and admin["district_of"].get(commune) not in (None, district):
+        out.append(_issues(pd.Series([school["_rowkey_commune_code"]]), "school_commune_in_district", str(district)))
+    if district and province and admin["province_of"].get(district) not in (None, province):
+        out.append(_issues(pd.Series([school["_rowkey_district_code"]]), "school_district_in_province", str(province)))
+
+    # classes: MN age group agrees with the grade (16 nhà trẻ: 01–03; 17 mẫu giáo: 04–06)
+    if {"mn_age_group", "grade"} <= set(classes.columns):
+        care = classes["mn_age_group"].map({k: v["care_level"] for k, v in mappings["mn_age_groups"].items()})
+        grade_care = classes["grade"].map({g: v.get("care_level") for g, v in grades.items()})
+        bad = care.notna() & grade_care.notna() & (care != grade_care)
+        out.append(_issues(classes.loc[bad, "_rowkey"], "class_mn_age_group_matches_grade",
+                           classes.loc[bad, "grade"].map({"16": "nhà trẻ", "17": "mẫu giáo"})))
+
+    if not learners.empty and "class_code" in learners:
+        cls = resolve_learner_classes(learners, classes)
+        known = learners["class_code"].notna()
+        missing = known & cls.isna()
+        out.append(_issues(learners.loc[missing, "_rowkey"], "student_class_exists"))
+        if not classes.empty and "grade" in learners and "grade" in classes:
+            cinfo = classes.dropna(subset=["class_code"]).drop_duplicates("class_code").set_index("class_code")
+            cgrade = cls.map(cinfo["grade"])
+            mixed = _num(cls.map(cinfo["mixed"])).fillna(0) if "mixed" in cinfo else pd.Series(0.0, index=learners.index)
+            lnum = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
+            cnum = _num(cgrade.map({g: v.get("number") for g, v in grades.items()}))
+            same = (learners["grade"] == cgrade).fillna(False).astype(bool)
+            # a lớp ghép of k grades holds learners of up to k adjacent grades
+            in_mixed = (mixed >= 2) & ((lnum - cnum).abs() <= (mixed - 1))
+            mn_mixed = ((mixed >= 2) & learners["grade"].isin(["16", "17"]) & cgrade.isin(["16", "17"])).fillna(False).astype(bool)
+            bad = learners["grade"].notna() & cgrade.notna() & ~same & ~in_mixed & ~mn_mixed
+            detail = "lớp " + learners.loc[bad, "class_code"].astype("string") + " thuộc khối " + cgrade[bad].astype("string")
+            out.append(_issues(learners.loc[bad, "_rowkey"], "student_grade_matches_class", detail))
+
+        # class size caps, counted on enrolled learners
+        enrolled_codes = mappings["learner_status"]["enrolled"]
+        enrolled = learners["status"].isin(enrolled_codes) if "status" in learners else pd.Series(True, index=learners.index)
+        size = cls[enrolled].value_counts()
+        if not classes.empty:
+            c = classes.dropna(subset=["class_code"]).drop_duplicates("class_code")
+            n = c["class_code"].map(size).fillna(0).astype(int)
+            caps = mappings["class_size_caps"]
+            cap = pd.Series(np.nan, index=c.index)
+            glevel = c["grade"].map({g: v["level"] for g, v in grades.items()})
+            mixed_c = _num(c["mixed"]).fillna(0) if "mixed" in c else pd.Series(0.0, index=c.index)
+            cap[glevel == "TH"] = caps["TH"]
+            cap[(glevel == "TH") & (mixed_c >= 2)] = caps["TH_mixed"]
+            cap[glevel == "THCS"] = caps["THCS"]
+            if "mn_age_group" in c:
+                mn_cap = c["mn_age_group"].map({k: v["cap"] for k, v in mappings["mn_age_groups"].items()})
+                cap = cap.fillna(mn_cap)
+            over = cap.notna() & (n > cap)
+            detail = n[over].astype(str) + " học sinh, vượt sĩ số tối đa " + cap[over].astype(int).astype(str)
+            out.append(_issues(c.loc[over, "_rowkey"], "class_size_cap", detail))
+
+    if not learners.empty and "birth_date" in learners and "grade" in learners:
+        age = start_year - _num(pd.to_datetime(learners["birth_date"]).dt.year)
+        num = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
+        afg = mappings["age_for_grade"]
+        expected = num + afg["offset"]
+        bad = num.notna() & age.notna() & ((age < expected - afg["early"]) | (age > expected + afg["late"]))
+        mn = learners["grade"].isin(["16", "17"]) & age.notna()
+        # preschool: 3 months to 6 years (+3 for disabled children) — the age in calendar years
+        extra = learners["disability_type"].notna() * mappings["mn_age_years"]["disabled_extra_years"] if "disability_type" in learners else 0
+        bad_mn = mn & ((age < 0) | (age > mappings["mn_age_years"]["max_years"] + extra))
+        bad = bad | bad_mn
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_age_for_grade", age[bad].astype(int).astype(str)))
+
+    if not staff.empty and "position" in staff:
+        active = staff["status"].isin(["01", "07"]) if "status" in staff else pd.Series(True, index=staff.index)
+        principals = staff[(staff["position"] == "01") & active]
+        if len(principals) == 0:
+            first = staff["_rowkey"].iloc[:1]
+            out.append(_issues(first, "staff_principal_missing"))
+        elif len(principals) > 1:
+            out.append(_issues(principals["_rowkey"], "staff_principal_multiple", str(len(principals))))
+
+    if period == "cuoi_nam" and not learners.empty:
+        out.extend(_end_of_year(learners, start_year, mappings, scales))
+    frames = [f for f in out if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ISSUE_COLUMNS)
+
+
+def _scale_of(grade: pd.Series, start_year: int, mappings) -> pd.Series:
+    new_from = mappings["assessment_new_from"]
+    return grade.map(lambda g: None if pd.isna(g) or g not in new_from else ("new" if start_year >= new_from[g] else "old"))
+
+
+def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> list[pd.DataFrame]:
+    out = []
+    grades = mappings["grades"]
+    level = learners["grade"].map({g: v["level"] for g, v in grades.items()})
+    num = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
+    scale = _scale_of(learners["grade"], start_year, mappings)
+    thcs = level == "THCS"
+    conf = mappings["assessment_scales"]["THCS"]
+    rank = {}  # label → rank (1 best); "passing" is rank ≤ Đạt / Trung bình
+    for col in ("conduct", "learning"):
+        if col not in learners:
+            continue
+        val = learners[col].astype("string")
+        for which in ("new", "old"):
+            ref = conf[which][col]
+            labels = scales[ref]
+            m = thcs & (scale == which) & val.notna()
+            folded = val[m].map(lambda v: fold(v))
+            ok = folded.isin([fold(x) for x in labels]) | folded.isin([str(i + 1) for i in range(len(labels))])
+            bad_idx = ok[~ok].index
+            circular = conf[which]["circular"]
+            out.append(_issues(learners.loc[bad_idx, "_rowkey"], "student_result_scale",
+                               pd.Series(f"{circular}: " + ", ".join(labels), index=bad_idx)))
+            rank[(col, which)] = {fold(x): i + 1 for i, x in enumerate(labels)} | {str(i + 1): i + 1 for i in range(len(labels))}
+    if "outcome" in learners:
+        promoted = learners["outcome"] == "1"
+        absent = _num(learners["absent_days"]) if "absent_days" in learners else pd.Series(np.nan, index=learners.index)
+        over = promoted & (absent > mappings["max_absent_days"])
+        out.append(_issues(learners.loc[over, "_rowkey"], "student_absent_days_max"))
+        failing = pd.Series(False, index=learners.index)
+        for (col, which), rk in rank.items():
+            # TT 22: Đạt (3) passes; TT 58: Trung bình (3) passes — rank ≤ 3 in both scales
+            r = learners[col].astype("string").map(lambda v: rk.get(fold(v)) if pd.notna(v) else None)
+            failing |= thcs & (scale == which) & (_num(r) > 3)
+        if "year_result" in learners:
+            failing |= (level == "TH") & (learners["year_result"] == "4")
+        if "completed_grade" in learners:
+            failing |= (level == "TH") & (learners["completed_grade"] == 0) & learners["year_result"].notna() if "year_result" in learners else False
+        bad = promoted & failing
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_promotion_consistent", "kết quả đánh giá chưa đạt"))
+    if "graduated" in learners:
+        grad = learners["graduated"] == 1
+        bad = grad & ((num != 9) | (learners.get("outcome", pd.Series("1", index=learners.index)) != "1"))
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_graduation_promoted",
+                           "khối " + num[bad].fillna(0).astype(int).astype(str)))
+    if "completed_primary" in learners:
+        bad = (learners["completed_primary"] == 1) & (num != 5)
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_completed_primary_grade5"))
+    return out
