@@ -77,12 +77,16 @@ def check_frame(
     levels: pd.DataFrame,
     start_year: pd.Series,
     conditions: Iterable[str] = (),
+    big_list: int = 500,
 ) -> pd.DataFrame:
     """Grain: one row per submitted row. `raw`/`typed` share the index and `_rowkey`."""
     out: dict[str, pd.Series] = {"_rowkey": raw["_rowkey"]}
     fields = [f for f in fields if f.id in raw.columns]
     for f in fields:
         out[f.id] = _canonical(f, raw[f.id], typed[f.id])
+        if f.type == "code" and len(f.codelist) > big_list:
+            present = raw[f.id].astype("string").str.strip().fillna("") != ""
+            out[f"_known_{f.id}"] = typed[f.id].notna().astype("boolean").where(present, pd.NA)
     for col in levels.columns:
         out[col] = levels[col]
     for fid in conditions:

@@ -1,0 +1,185 @@
+"""The collection's steps as plain functions; `flows/collect.py` composes them as Prefect
+tasks and owns the order. Each step takes and returns plain data.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from edustat.collect import FileResult, ingest_file, mark_superseded, validate_collection
+from edustat.config import Config
+from edustat.store import StagedFile, cross_school_issues, next_versions, stage_files, write_run
+from schemas import load_contract
+from schemas.rules import Catalogue, load_rules
+from transforms.derive import derive_classes, derive_learners, derive_school, derive_staff
+
+VN_TZ = dt.timezone(dt.timedelta(hours=7))
+STATUS_TEXT = {
+    "accepted": "Đã tiếp nhận",
+    "accepted_with_warnings": "Tiếp nhận, có cảnh báo",
+    "rejected": "Chưa tiếp nhận (có lỗi)",
+    "unreadable": "Không đọc được tệp",
+    "missing": "Chưa nộp",
+}
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    school_year: str
+    period: str
+    submissions: pd.DataFrame  # one row per file of the run (register columns)
+    issues: pd.DataFrame  # every issue of the run's files
+    loaded: dict[str, int] = field(default_factory=dict)
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(VN_TZ)
+    return now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _ingest_one(args: tuple) -> FileResult:
+    path, raw_root, school_year, period, severity = args
+    return ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
+                       catalogue=load_rules(severity))
+
+
+def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, workers: int | None = None) -> list[FileResult]:
+    """Parse every file (in worker processes when there are several), then settle which
+    file of a school counts when it sent more than one."""
+    workers = max(1, workers or cfg.workers)
+    jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity) for p in files]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    else:
+        results = [_ingest_one(j) for j in jobs]
+    mark_superseded(results, load_rules(cfg.severity))
+    return results
+
+
+def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str) -> pd.DataFrame:
+    return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity))
+
+
+def staged(fr: FileResult, school_year: str, received_at: dt.datetime) -> StagedFile:
+    """Typed frames + the derived columns the reports need (transforms/derive.py)."""
+    c = load_contract()
+    start = int(school_year[:4])
+    school = derive_school(fr.school, fr.levels, c.mappings)
+    stg = {"school": pd.DataFrame([school])}
+    raw = {"school": pd.DataFrame([{k: (None if v is None else str(v)) for k, v in fr.school.items()}])}
+    for sid, typed in fr.typed.items():
+        if sid == "learners":
+            typed = derive_learners(typed, start, c.mappings)
+        elif sid == "staff":
+            typed = derive_staff(typed, start, c.mappings, fr.levels)
+        elif sid == "classes":
+            typed = derive_classes(typed, c.mappings)
+        stg[sid] = typed
+        raw[sid] = fr.raw[sid]
+    return StagedFile(fr.school_code, fr.sha256, fr.path.name, str(fr.raw_path), received_at, raw, stg, fr.sheet_names)
+
+
+def _status(fr: FileResult, counts: dict[str, int]) -> str:
+    if fr.unreadable:
+        return "unreadable"
+    if fr.blocked or counts.get("error", 0):
+        return "rejected"
+    if counts.get("warning", 0):
+        return "accepted_with_warnings"
+    return "accepted"
+
+
+def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
+             run_id: str, catalogue: Catalogue | None = None) -> RunOutcome:
+    """Stage the run's files, run the cross-school rules (stage d), settle each file's
+    status, and write register, issues and core in one transaction."""
+    cat = catalogue or load_rules(cfg.severity)
+    now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
+    loadable = [fr for fr in results if fr.school_code and not fr.unreadable and not fr.blocked and not fr.superseded]
+    stage_files(con, [staged(fr, school_year, now) for fr in loadable], school_year, period)
+    run_files = {fr.school_code: fr.sha256 for fr in loadable}
+    cross = cross_school_issues(con, run_files, school_year, period)
+    if len(cross):
+        by_hash = {fr.sha256: fr for fr in loadable}
+        rows = []
+        for rec in cross.itertuples(index=False):
+            fr = by_hash[rec.file_hash]
+            rule = cat[rec.rule_id]
+            sid = rule.sheet
+            header = fr.headers.get(sid, {}).get(rule.field)
+            fill = dict(header=header, value=rec.value, detail=rec.detail, sheet=rec.sheet_name)
+            rows.append({"school_code": rec.school_code, "file_hash": rec.file_hash, "file_name": fr.path.name,
+                         "sheet": rec.sheet_name, "excel_row": int(rec.excel_row),
+                         "column": fr.columns.get(sid, {}).get(rule.field), "field": rule.field, "header": header,
+                         "rule_id": rule.id, "severity": rule.severity, "value": rec.value,
+                         "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill)})
+        issues = pd.concat([issues, pd.DataFrame(rows)], ignore_index=True)
+    issues = issues.astype({"excel_row": "Int64"})
+    counted = [fr for fr in results if not fr.superseded or fr.unreadable]
+    versions = next_versions(con, school_year, period,
+                             {fr.sha256: fr.school_code for fr in counted if fr.school_code})
+    subs, load = [], {}
+    for fr in counted:
+        mine = issues[issues["file_hash"] == fr.sha256]
+        counts = mine["severity"].value_counts().to_dict()
+        status = _status(fr, counts)
+        subs.append({
+            "school_year": school_year, "period": period, "school_code": fr.school_code,
+            "version": versions.get(fr.sha256), "file_hash": fr.sha256, "file_name": fr.path.name,
+            "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": now, "status": status,
+            "n_learners": fr.rows("learners"), "n_staff": fr.rows("staff"), "n_classes": fr.rows("classes"),
+            "n_rooms": fr.rows("rooms"), "n_errors": int(counts.get("error", 0)),
+            "n_warnings": int(counts.get("warning", 0)), "n_notices": int(counts.get("notice", 0)),
+            "loaded_rows": 0, "run_id": run_id, "feedback_path": None,
+        })
+        if fr.school_code and not fr.unreadable and not fr.blocked and not fr.superseded:
+            if status in ("accepted", "accepted_with_warnings") or cfg.load_policy == "load_valid_rows":
+                load[fr.school_code] = fr.sha256
+    submissions = pd.DataFrame(subs)
+    if len(submissions):
+        submissions = submissions.astype({"version": "Int32", "n_learners": "Int32", "n_staff": "Int32", "n_classes": "Int32",
+                                          "n_rooms": "Int32", "n_errors": "Int32", "n_warnings": "Int32",
+                                          "n_notices": "Int32", "loaded_rows": "Int32"})
+    loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
+                       issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows")
+    submissions["loaded_rows"] = submissions["school_code"].map(loaded).fillna(0).astype("Int32")
+    return RunOutcome(run_id, school_year, period, submissions, issues, loaded)
+
+
+def feedback_path(cfg: Config, school_year: str, period: str, school_code: str | None, file_hash: str) -> Path:
+    name = school_code or f"_khong_xac_dinh_{file_hash[:10]}"
+    return cfg.feedback_dir / school_year / period / f"{name}.xlsx"
+
+
+def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
+    """One feedback workbook per file of the run (the school's own workbook, annotated)."""
+    from edustat.feedback import write_feedback
+
+    out = {}
+    now = dt.datetime.now(VN_TZ)
+    by_hash = {fr.sha256: fr for fr in results}
+    for sub in outcome.submissions.itertuples(index=False):
+        fr = by_hash[sub.file_hash]
+        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_hash)
+        mine = outcome.issues[outcome.issues["file_hash"] == sub.file_hash]
+        school = {"school_code": sub.school_code or "", "school_name": fr.school.get("school_name") or fr.path.name}
+        counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
+                  "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
+        source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
+        write_feedback(source, path, school=school, issues=mine, status=sub.status, counts=counts,
+                       school_year=outcome.school_year, period=outcome.period, generated_at=now)
+        out[sub.file_hash] = path
+    if out:
+        con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
+        con.execute("""update submission set feedback_path = f.feedback_path from _fb f
+                       where submission.file_hash = f.file_hash and submission.school_year = ? and submission.period = ?""",
+                    [outcome.school_year, outcome.period])
+        con.unregister("_fb")
+    return out
