@@ -114,6 +114,105 @@ def synth(
     )
 
 
+def _prefect_env() -> None:
+    """Offline, quiet, reliable Prefect defaults (stack-findings §3); the caller's settings win."""
+    import os
+
+    for key, value in {
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+@app.command()
+def run(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    inbox: Path = typer.Option(..., "--inbox", help="Thư mục chứa các tệp trường đã nộp."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu (raw/, curated/)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+    no_publish: bool = typer.Option(False, "--no-publish", help="Không cập nhật bản sao cho phân tích."),
+) -> None:
+    """Run a collection: read → validate → load → feedback → publish, as one Prefect flow.
+
+    Example: edustat run --year 2022-2023 --period dau_nam --inbox data/sample/2022-2023/dau_nam
+    """
+    _check_year(year)
+    if not inbox.is_dir():
+        fail(f"không tìm thấy thư mục tệp nộp '{inbox}'")
+    if config is not None and not config.exists():
+        fail(f"không tìm thấy tệp cấu hình '{config}'")
+    _prefect_env()
+    from edustat.config import ConfigError, load_config
+
+    try:
+        load_config(config, data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+    from edustat.pipeline import format_summary
+    from flows.collect import collection_flow
+
+    try:
+        summary = collection_flow(school_year=year, period=period.value, inbox=str(inbox), data_dir=str(data_dir),
+                                  config_path=str(config) if config else None, publish=not no_publish)
+    except Exception as exc:  # the run could not complete: one line, details in the Prefect log
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "lock" in text.lower():
+            fail("cơ sở dữ liệu đang được một tiến trình khác ghi; thử lại sau ít phút")
+        fail(f"không chạy được đợt thu thập: {type(exc).__name__}: {text[:300]}")
+    typer.echo(format_summary(summary))
+
+
+@app.command()
+def status(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Show the submission register of a collection and who is missing.
+
+    Example: edustat status --year 2022-2023 --period dau_nam
+    """
+    _check_year(year)
+    from edustat.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not cfg.db_path.exists():
+        fail(f"chưa có dữ liệu: chưa chạy đợt thu thập nào ({cfg.db_path})")
+    import duckdb
+
+    from edustat.pipeline import STATUS_TEXT
+    from edustat.store import missing_schools
+
+    try:
+        con = duckdb.connect(str(cfg.db_path), read_only=True)
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    rows = con.execute("""
+        select s.school_code, coalesce(c.school_name, s.file_name) as name, s.version, s.status,
+               s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received
+        from submission s
+        left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c using (school_code)
+        where s.school_year = ? and s.period = ? and s.is_current
+        order by s.status desc, s.school_code""", [year, period.value, year, period.value]).fetchall()
+    missing = missing_schools(con, year, period.value, cfg.expected_schools)
+    con.close()
+    typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(rows)} trường đã nộp, {len(missing)} chưa nộp")
+    typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên")
+    for code, name, version, st, n, e, w, received in rows:
+        typer.echo(f"{code or '?':<10} {STATUS_TEXT.get(st, st):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
+    for m in missing.itertuples(index=False):
+        typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
+
+
 @app.command()
 def codelists(
     source: Path = typer.Option(

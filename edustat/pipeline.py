@@ -183,3 +183,59 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
                     [outcome.school_year, outcome.period])
         con.unregister("_fb")
     return out
+
+
+def summary(con, outcome: RunOutcome, cfg: Config) -> dict:
+    """What the officer needs after a run: counts by status (missing schools included),
+    issues by severity, and where things are. Records the run in the `run` table."""
+    from edustat.store import missing_schools
+
+    subs = outcome.submissions
+    counts = {s: 0 for s in ("accepted", "accepted_with_warnings", "rejected", "unreadable")}
+    for s, n in subs["status"].value_counts().items() if len(subs) else []:
+        counts[s] = int(n)
+    missing = missing_schools(con, outcome.school_year, outcome.period, cfg.expected_schools)
+    counts["missing"] = len(missing)
+    sev = outcome.issues["severity"].value_counts().to_dict() if len(outcome.issues) else {}
+    out = {
+        "run_id": outcome.run_id,
+        "school_year": outcome.school_year,
+        "period": outcome.period,
+        "files": int(len(subs)),
+        "counts": counts,
+        "issues": {k: int(sev.get(k, 0)) for k in ("error", "warning", "notice")},
+        "learners_loaded": int(sum(outcome.loaded.values())),
+        "missing": missing.to_dict("records"),
+        "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
+        "database": str(cfg.db_path),
+        "published": str(cfg.published_dir / "edustat.duckdb"),
+    }
+    import json
+
+    con.execute("insert or replace into run values (?, ?, ?, null, null, ?, ?, 'completed', ?)",
+                [outcome.run_id, outcome.school_year, outcome.period, dt.datetime.now(VN_TZ).replace(tzinfo=None),
+                 int(len(subs)), json.dumps(out, ensure_ascii=False)])
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """The short bilingual text `edustat run` prints."""
+    period = "đầu năm" if s["period"] == "dau_nam" else "cuối năm"
+    c, i = s["counts"], s["issues"]
+    lines = [
+        f"Năm học {s['school_year']}, kỳ {period}: {s['files']} tệp / files (run {s['run_id']})",
+        f"  Đã tiếp nhận / accepted: {c['accepted']} | có cảnh báo / with warnings: {c['accepted_with_warnings']} | "
+        f"chưa tiếp nhận / rejected: {c['rejected']} | không đọc được / unreadable: {c['unreadable']} | "
+        f"chưa nộp / missing: {c['missing']}",
+        f"  Lỗi / errors: {i['error']} | cảnh báo / warnings: {i['warning']} | lưu ý / notices: {i['notice']}",
+        f"  Phản hồi cho trường / feedback: {s['feedback_dir']}",
+        f"  Cơ sở dữ liệu / database: {s['database']}",
+        f"  Bản sao cho phân tích / analyst snapshot: {s['published']}",
+    ]
+    if s.get("reports_dir"):
+        lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']}")
+    if s["missing"]:
+        names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
+        more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""
+        lines.append(f"  Chưa nộp / missing: {names}{more}")
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ from schemas import Contract, Sheet, load_contract
 from transforms.text import fold, nfc
 
 HEADER_SCAN_ROWS = 30
+FEEDBACK_SHEET_KEY = "phanhoi"  # edustat.feedback's first sheet, "PhanHoi"
 MAX_FILE_BYTES = 200 * 1024 * 1024
 EXTRA_PREFIX = "extra:"
 _TOTAL = re.compile(r"^(tong cong|tong so|tong|cong)\b")
@@ -228,6 +229,8 @@ def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkboo
     out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
     pending: list[tuple[str, pd.DataFrame, int]] = []
     for name in names:
+        if fold(name) == FEEDBACK_SHEET_KEY:
+            continue  # a school re-sending our feedback workbook: our summary sheet is not data
         sheet = _match_sheet(name, c)
         try:
             df, offset = _load_text(reader, name)

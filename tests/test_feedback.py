@@ -1,0 +1,379 @@
+"""The feedback workbook a school gets back: real xlsx files written, reopened with openpyxl."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+from openpyxl.comments import Comment
+
+from edustat import feedback
+from edustat.feedback import SEVERITY_COLOR, STATUS_TEXT, TEXT, summarise, write_feedback
+
+RED, YELLOW, BLUE = (f"00{SEVERITY_COLOR[s]}" for s in ("error", "warning", "notice"))
+SCHOOL = {"school_code": "74000123", "school_name": "=Trường TH Phú Hòa"}
+WHEN = datetime(2022, 10, 3, 14, 30)
+COUNTS = {"learners": 8, "staff": 2, "classes": 1, "errors": 6, "warnings": 3, "notices": 3}
+INJECTION = '=HYPERLINK("http://x.example","bấm")'
+
+
+def _source(path: Path) -> Path:
+    """A tiny school workbook: learners (header row 1, rows 2–9), staff, a formula, a merged
+    cell and a comment of the school's own."""
+    wb = openpyxl.Workbook()
+    hs = wb.active
+    hs.title = "HocSinh"
+    hs.append(["STT", "Họ và tên", "Giới tính", "SĐT", "Số ngày nghỉ", "Tổng", "Ghi chú", ""])
+    for i in range(1, 9):
+        hs.append([i, f"Học sinh {i}", "Nam", "0912345678", "0", None, None, None])
+    hs["F2"] = "=SUM(E2:E9)"
+    hs["C3"], hs["D5"], hs["D7"], hs["E4"], hs["E9"], hs["C8"] = INJECTION, "+84912345678", "@x", "-1", "-1", "Nx"
+    hs.merge_cells("G10:H10")
+    hs["G10"] = "ghi chú gộp"
+    hs["D5"].comment = Comment("Số của phụ huynh", "Cô Lan")
+    hs["B2"].comment = Comment("đã kiểm tra", "Cô Lan")
+    cb = wb.create_sheet("CanBo")
+    cb.append(["Mã cán bộ", "Số định danh cá nhân"])
+    cb.append(["CB01", "074080000001"])
+    cb.append(["CB02", "0123"])
+    wb.save(path)
+    return path
+
+
+def _issue(sheet, row, col, rule, sev, value=None, message=None, fix=None, header=None):
+    return {"sheet": sheet, "excel_row": row, "column": col, "field": None, "header": header,
+            "rule_id": rule, "severity": sev, "value": value,
+            "message": message or f"Thông báo {rule} {value or ''}".strip(), "fix": fix or f"Sửa {rule}"}
+
+
+ISSUES = [
+    _issue("HocSinh", 3, "C", "student_sex_code", "error", INJECTION, header="Giới tính"),
+    _issue("HocSinh", 3, "C", "student_sex_suspect", "warning", INJECTION, message="Giới tính lạ"),
+    _issue("HocSinh", 8, "C", "student_sex_code", "error", "Nx", header="Giới tính"),
+    _issue("HocSinh", 5, "D", "student_phone_format", "warning", "+84912345678", header="SĐT"),
+    _issue("HocSinh", 7, "D", "student_phone_format", "warning", "@x", header="SĐT"),
+    _issue("HocSinh", 4, "E", "student_absent_days_format", "notice", "-1"),
+    _issue("HocSinh", 9, "E", "student_absent_days_format", "notice", "-1"),
+    _issue("HocSinh", 6, None, "student_duplicate_row", "error", message="Dòng trùng với dòng 2"),
+    _issue("HocSinh", 10, "H", "student_note_length", "notice", "ghi chú gộp"),
+    _issue(None, None, None, "file_template_version", "notice", message="Mẫu cũ"),
+    _issue("CanBo", None, None, "staff_contract_type_missing_column", "error", message="Thiếu cột Hợp đồng"),
+    _issue("CanBo", 3, "B", "staff_personal_id_format", "error", "0123"),
+    _issue("HocSinh", 2, "Z", "student_nowhere", "error"),  # a column the sheet does not use
+    _issue("KhongCo", 2, "A", "student_ghost_sheet", "error"),  # a sheet the workbook lacks
+]
+
+
+def _issues(rows=ISSUES) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df["excel_row"] = df["excel_row"].astype("Int64")
+    return df
+
+
+def _write(tmp_path, source=None, issues=None, status="rejected", **kw) -> Path:
+    args = dict(school=SCHOOL, issues=_issues() if issues is None else issues, status=status, counts=COUNTS,
+                school_year="2022-2023", period="dau_nam", generated_at=WHEN)
+    args.update(kw)
+    return write_feedback(source, tmp_path / "out" / "74000123_phanhoi.xlsx", **args)
+
+
+@pytest.fixture
+def result(tmp_path):
+    src = _source(tmp_path / "src.xlsx")
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = _write(tmp_path, src)
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before, "the submitted file was changed"
+    return out, openpyxl.load_workbook(out)
+
+
+def _find_row(ws, first: str, second: str, start: int = 1) -> int:
+    for r in range(start, ws.max_row + 1):
+        if ws.cell(r, 1).value == first and ws.cell(r, 2).value == second:
+            return r
+    raise AssertionError(f"no row starting {first!r}, {second!r}")
+
+
+def _table(ws, header_row: int) -> list[tuple]:
+    rows = []
+    for r in range(header_row + 1, ws.max_row + 1):
+        values = tuple(ws.cell(r, c).value for c in range(1, 10))
+        if all(v is None for v in values):
+            break
+        rows.append(values)
+    return rows
+
+
+def _fill(cell) -> str | None:
+    return cell.fill.fgColor.rgb if cell.fill.fill_type == "solid" else None
+
+
+def test_phanhoi_is_first_active_and_only_selected_sheet(result):
+    _, wb = result
+    assert wb.sheetnames == ["PhanHoi", "HocSinh", "CanBo"]
+    assert wb.active.title == "PhanHoi"
+    assert [ws.sheet_view.tabSelected for ws in wb.worksheets] == [True, False, False]
+
+
+def test_header_block_says_who_when_and_the_status_in_vietnamese(result):
+    ws = result[1]["PhanHoi"]
+    cells = {ws.cell(r, 1).value: ws.cell(r, 3).value for r in range(2, 20)}
+    assert ws["A1"].value == "PHẢN HỒI KIỂM TRA DỮ LIỆU"
+    assert cells["Trường"] == "74000123 – =Trường TH Phú Hòa"
+    assert cells["Năm học"] == "2022-2023" and cells["Kỳ báo cáo"] == "Đầu năm"
+    assert cells["Kết quả"] == "Chưa tiếp nhận: có lỗi phải sửa và gửi lại"
+    assert cells["Thời điểm kiểm tra"] == "03/10/2022 14:30"
+    assert cells["Số học sinh đã đọc"] == 8 and cells["Số lỗi"] == 6 and cells["Số lưu ý"] == 3
+    assert cells["Việc cần làm"].startswith("Dữ liệu chưa được tiếp nhận")
+    status_row = next(r for r in range(2, 20) if ws.cell(r, 1).value == "Kết quả")
+    assert ws.freeze_panes == f"A{status_row + 1}"
+    assert ws.page_setup.orientation == "landscape" and ws.page_setup.fitToWidth == 1
+    assert ws.sheet_properties.pageSetUpPr.fitToPage
+
+
+def test_summary_is_grouped_by_rule_and_sheet_errors_first_then_by_count(result):
+    ws = result[1]["PhanHoi"]
+    header = _find_row(ws, "Mức độ", "Mã quy tắc")
+    assert [ws.cell(header, c).value for c in range(1, 10)] == list(TEXT["summary_headers"])
+    assert ws.cell(header, 1).font.bold and ws.cell(header, 1).fill.fill_type == "solid"
+    assert ws.cell(header, 1).border.bottom.style == "thin"
+    table = _table(ws, header)
+    got = [(sev, rule, n, sheet, first, last) for sev, rule, _, _, n, sheet, first, last, _ in table]
+    assert got == [
+        ("Lỗi", "student_sex_code", 2, "HocSinh", 3, 8),
+        ("Lỗi", "staff_contract_type_missing_column", 1, "CanBo", None, None),
+        ("Lỗi", "staff_personal_id_format", 1, "CanBo", 3, 3),
+        ("Lỗi", "student_duplicate_row", 1, "HocSinh", 6, 6),
+        ("Lỗi", "student_ghost_sheet", 1, "KhongCo", 2, 2),
+        ("Lỗi", "student_nowhere", 1, "HocSinh", 2, 2),
+        ("Cảnh báo", "student_phone_format", 2, "HocSinh", 5, 7),
+        ("Cảnh báo", "student_sex_suspect", 1, "HocSinh", 3, 3),
+        ("Lưu ý", "student_absent_days_format", 2, "HocSinh", 4, 9),
+        ("Lưu ý", "file_template_version", 1, "(cả tệp)", None, None),
+        ("Lưu ý", "student_note_length", 1, "HocSinh", 10, 10),
+    ]
+    by_rule = {row[1]: row for row in table}
+    assert by_rule["student_phone_format"][8] == "+84912345678; @x"
+    assert by_rule["student_absent_days_format"][8] == "-1"  # distinct examples only
+    assert by_rule["student_sex_code"][3] == "Sửa student_sex_code"
+    assert by_rule["staff_contract_type_missing_column"][2] == "Thiếu cột Hợp đồng"
+
+
+def test_detail_lists_each_issue_with_a_link_to_its_cell(result):
+    ws = result[1]["PhanHoi"]
+    summary = _find_row(ws, "Mức độ", "Mã quy tắc")
+    header = _find_row(ws, "Mức độ", "Mã quy tắc", summary + 1)
+    assert [ws.cell(header, c).value for c in range(1, 10)] == list(TEXT["detail_headers"])
+    table = _table(ws, header)
+    assert len(table) == len(ISSUES)
+    assert [row[0] for row in table] == ["Lỗi"] * 7 + ["Cảnh báo"] * 3 + ["Lưu ý"] * 4
+    # within a severity: whole-file first, then the workbook's sheet order, row, column
+    assert [row[5] for row in table[:7]] == ["HocSinh"] * 4 + ["CanBo", "CanBo", "KhongCo"]
+    assert [row[4] for row in table[:4]] == ["Z2", "C3", None, "C8"]  # row 6 has no column
+    assert [row[5] for row in table[10:]] == ["(cả tệp)", "HocSinh", "HocSinh", "HocSinh"]
+    c3 = header + 1 + [row[4] for row in table].index("C3")
+    assert [ws.cell(c3, c).value for c in (4, 5, 6, 7, 8, 9)] == [INJECTION, "C3", "HocSinh", 3, "C", "Giới tính"]
+    assert ws.cell(c3, 5).hyperlink.location == "'HocSinh'!C3"
+    assert ws.cell(c3 + 1, 7).hyperlink.location == "'HocSinh'!A6"  # a row problem links to its row
+    h10 = header + 1 + [row[4] for row in table].index("H10")
+    assert ws.cell(h10, 5).hyperlink.location == "'HocSinh'!G10"  # where the mark is: the merge anchor
+    ghost = header + 1 + [row[5] for row in table].index("KhongCo")
+    assert ws.cell(ghost, 5).hyperlink is None  # nothing to link to
+    assert ws.auto_filter.ref.startswith(f"A{header}:")
+
+
+def test_offending_cells_are_filled_by_the_strongest_severity(result):
+    _, wb = result
+    hs, cb = wb["HocSinh"], wb["CanBo"]
+    assert _fill(hs["C3"]) == RED  # error and warning on one cell: the error wins
+    assert _fill(hs["C8"]) == RED
+    assert _fill(hs["D5"]) == YELLOW and _fill(hs["D7"]) == YELLOW
+    assert _fill(hs["E4"]) == BLUE and _fill(hs["E9"]) == BLUE
+    assert _fill(hs["A6"]) == RED  # a row problem without a column: the row's first cell
+    assert _fill(hs["G10"]) == BLUE  # H10 is inside a merged range: its anchor carries the mark
+    assert _fill(cb["B3"]) == RED
+    assert _fill(hs["Z2"]) == RED
+    for untouched in (hs["A1"], hs["B2"], hs["C2"], hs["D6"], hs["B6"], cb["A1"], cb["B2"]):
+        assert _fill(untouched) is None, untouched.coordinate
+
+
+def test_comments_carry_message_and_fix_strongest_first(result):
+    out, wb = result
+    hs = wb["HocSinh"]
+    c = hs["C3"].comment
+    assert c.author == "edustat"
+    with zipfile.ZipFile(out) as z:  # openpyxl does not read a comment's size back: check the VML
+        vml = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".vml"))
+    assert "width:300px" in vml and "height:150px" in vml
+    assert c.text.index("[Lỗi] Thông báo student_sex_code") < c.text.index("[Cảnh báo] Giới tính lạ")
+    assert "Cách sửa: Sửa student_sex_code" in c.text
+    assert "Dòng trùng với dòng 2" in hs["A6"].comment.text
+    assert hs["C2"].comment is None
+
+
+def test_the_schools_own_comments_are_kept(result):
+    hs = result[1]["HocSinh"]
+    assert hs["B2"].comment.text == "đã kiểm tra" and hs["B2"].comment.author == "Cô Lan"
+    assert "Số của phụ huynh" in hs["D5"].comment.text and "Cô Lan" in hs["D5"].comment.text
+
+
+def test_formula_like_text_is_stored_as_text_in_phanhoi(result):
+    out, wb = result
+    ws = wb["PhanHoi"]
+    risky = {INJECTION, "+84912345678", "@x", "-1", "+84912345678; @x", "74000123 – =Trường TH Phú Hòa"}
+    seen = set()
+    for row in ws.iter_rows():
+        for cell in row:
+            if cell.value in risky:
+                assert cell.data_type == "s", cell.coordinate
+                seen.add(cell.value)
+    assert seen == risky
+    with zipfile.ZipFile(out) as z:
+        xml = z.read("xl/worksheets/sheet1.xml").decode()  # PhanHoi is written first
+    assert "<f>" not in xml and "<f " not in xml
+
+
+def test_the_schools_own_cells_and_formulas_are_kept(result):
+    hs = result[1]["HocSinh"]
+    assert hs["F2"].data_type == "f" and hs["F2"].value == "=SUM(E2:E9)"
+    assert hs["C3"].value == INJECTION  # the school's own text, untouched
+    assert hs["B4"].value == "Học sinh 3" and "G10:H10" in {str(r) for r in hs.merged_cells.ranges}
+
+
+def test_unreadable_source_gives_a_phanhoi_only_book(tmp_path):
+    issues = _issues([_issue(None, None, None, "file_corrupt", "error", message="Tệp bị hỏng")])
+    out = _write(tmp_path, None, issues, status="unreadable")
+    wb = openpyxl.load_workbook(out)
+    assert wb.sheetnames == ["PhanHoi"]
+    ws = wb["PhanHoi"]
+    assert STATUS_TEXT["unreadable"] == "Không đọc được tệp"
+    assert any(ws.cell(r, 3).value == "Không đọc được tệp" for r in range(1, 12))
+    assert any(ws.cell(r, 3).value == "Tệp bị hỏng" for r in range(1, ws.max_row + 1))
+
+
+def test_a_source_that_will_not_open_still_gets_its_phanhoi(tmp_path):
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    out = _write(tmp_path, bad)
+    wb = openpyxl.load_workbook(out)
+    assert wb.sheetnames == ["PhanHoi"]
+    texts = [c.value for row in wb["PhanHoi"].iter_rows() for c in row if isinstance(c.value, str)]
+    assert any(str(TEXT["not_marked"]) in t for t in texts)
+
+
+def test_no_issues_says_so(tmp_path):
+    out = _write(tmp_path, _source(tmp_path / "src.xlsx"), _issues(ISSUES).iloc[0:0], status="accepted")
+    ws = openpyxl.load_workbook(out)["PhanHoi"]
+    header = _find_row(ws, "Mức độ", "Mã quy tắc")
+    assert ws.cell(header + 1, 1).value == "Không có vấn đề nào."
+    assert any(ws.cell(r, 3).value == "Đã tiếp nhận" for r in range(1, 12))
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    out = _write(tmp_path, _source(tmp_path / "src.xlsx"))
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert out.stat().st_mode & 0o044, "the office must be able to read it"
+
+    def boom(self, filename):
+        Path(filename).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(openpyxl.Workbook, "save", boom)
+    again = tmp_path / "out2" / "x.xlsx"
+    with pytest.raises(OSError):
+        write_feedback(None, again, school=SCHOOL, issues=_issues(), status="rejected", counts=COUNTS,
+                       school_year="2022-2023", period="dau_nam", generated_at=WHEN)
+    assert list(again.parent.iterdir()) == []
+
+
+def test_the_submitted_file_is_never_the_output(tmp_path):
+    src = _source(tmp_path / "src.xlsx")
+    with pytest.raises(ValueError):
+        write_feedback(src, src, school=SCHOOL, issues=_issues(), status="rejected", counts=COUNTS,
+                       school_year="2022-2023", period="dau_nam", generated_at=WHEN)
+
+
+def test_a_resent_feedback_workbook_loses_old_marks_and_keeps_school_comments(tmp_path):
+    first = _write(tmp_path, _source(tmp_path / "src.xlsx"))
+    resent = tmp_path / "resent.xlsx"
+    resent.write_bytes(first.read_bytes())
+    only_one = _issues([ISSUES[3]])  # the school fixed everything but D5
+    out = write_feedback(resent, tmp_path / "round2" / "out.xlsx", school=SCHOOL, issues=only_one,
+                         status="accepted_with_warnings", counts=COUNTS, school_year="2022-2023",
+                         period="dau_nam", generated_at=WHEN)
+    wb = openpyxl.load_workbook(out)
+    assert wb.sheetnames == ["PhanHoi", "HocSinh", "CanBo"]
+    hs = wb["HocSinh"]
+    assert _fill(hs["C3"]) is None and hs["C3"].comment is None
+    assert _fill(hs["D5"]) == YELLOW
+    assert hs["D5"].comment.text.count("Số của phụ huynh") == 1
+    fixed = openpyxl.load_workbook(tmp_path / "round2" / "out.xlsx")["HocSinh"]
+    assert fixed["B2"].comment.author == "Cô Lan"
+
+
+def test_detail_is_capped_and_says_how_many_more(tmp_path, monkeypatch):
+    monkeypatch.setattr(feedback, "DETAIL_LIMIT", 5)
+    out = _write(tmp_path, _source(tmp_path / "src.xlsx"))
+    ws = openpyxl.load_workbook(out)["PhanHoi"]
+    summary = _find_row(ws, "Mức độ", "Mã quy tắc")
+    header = _find_row(ws, "Mức độ", "Mã quy tắc", summary + 1)
+    assert len(_table(ws, header)) == 5
+    notes = [ws.cell(r, 1).value for r in range(summary, ws.max_row + 1)]
+    more = f"còn {len(ISSUES) - 5} vấn đề chưa liệt kê"
+    assert sum(1 for n in notes if isinstance(n, str) and more in n) == 2  # above and below
+
+
+def test_summarise_grain_is_rule_by_sheet():
+    s = summarise(_issues())
+    assert len(s) == len({(i["severity"], i["rule_id"], i["sheet"]) for i in ISSUES})
+    assert s["count"].sum() == len(ISSUES)
+    assert list(s["severity"]) == sorted(s["severity"], key=["error", "warning", "notice"].index)
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="status"):
+        _write(tmp_path, None, status="ok")
+    with pytest.raises(ValueError, match="severities"):
+        _write(tmp_path, None, _issues([_issue("HocSinh", 2, "A", "x", "fatal")]))
+
+
+def test_aware_time_is_shown_in_vietnam_time(tmp_path):
+    out = _write(tmp_path, None, generated_at=datetime(2022, 10, 3, 7, 30, tzinfo=timezone.utc))
+    ws = openpyxl.load_workbook(out)["PhanHoi"]
+    assert any(ws.cell(r, 3).value == "03/10/2022 14:30" for r in range(1, 12))
+    assert timedelta(hours=7) == datetime(2022, 1, 1, tzinfo=feedback._VN).utcoffset()
+
+
+def test_logs_carry_no_values_from_the_workbook(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="edustat")
+    _write(tmp_path, _source(tmp_path / "src.xlsx"))
+    _write(tmp_path, tmp_path / "missing.xlsx")
+    assert caplog.records, "the module should log what it did"
+    for secret in ("Phú Hòa", "0123", "+849", "Nx", "Học sinh", "missing.xlsx"):
+        assert secret not in caplog.text
+
+
+@pytest.mark.slow
+def test_performance_10k_rows_500_issues(tmp_path):
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("HocSinh")
+    ws.append(["STT", "Mã", "Họ và tên", "Ngày sinh", "Giới tính", "Dân tộc", "Lớp", "Khối",
+               "Trạng thái", "Số định danh", "Ghi chú", "Tổng"])
+    for i in range(1, 10_001):
+        ws.append([i, f"74{i:08d}", f"Học sinh {i}", "05/09/2014", "Nam", "Kinh", "3A1", "3",
+                   "Đang học", f"0742140{i:05d}", None, f"=A{i + 1}*2"])
+    src = tmp_path / "big.xlsx"
+    wb.save(src)
+    rows = [_issue("HocSinh", 2 + (i * 19) % 10_000, "CEJ"[i % 3], f"student_rule_{i % 7}",
+                   ("error", "warning", "notice")[i % 3], f"v{i}") for i in range(450)]
+    rows += [_issue("HocSinh", 100 + i, None, "student_duplicate_row", "error") for i in range(50)]
+    started = time.perf_counter()
+    out = _write(tmp_path, src, _issues(rows))
+    seconds = time.perf_counter() - started
+    print(f"\nwrite_feedback: 10,000 rows, 500 issues: {seconds:.2f} s, {out.stat().st_size / 1e6:.1f} MB")
+    assert openpyxl.load_workbook(out, read_only=True).sheetnames[0] == "PhanHoi"
