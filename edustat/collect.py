@@ -130,6 +130,7 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         raw_code = parsed.school.values.get("school_code")
         if raw_code and "school_code" not in fr.school:
             fr.school["school_code"] = raw_code
+        _resolve_admin_in_context(fr.school, parsed.school.values)
     else:
         fr.issues.append(_issue(cat, "file_sheet_missing", fr, sheet=school_sheet.name, detail=school_sheet.title))
     if not fr.school_code:
@@ -190,6 +191,23 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
             fr.issues.append(_issue(cat, rid, fr, sheet=data.name, excel_row=int(rec.excel_row),
                                     column=data.columns.get(rec.field), field_id=rec.field,
                                     header=data.headers.get(rec.field), value=rec.value))
+
+
+def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:
+    """Names of communes and districts repeat across the country ("Phường Phú Hòa" is in
+    Thủ Dầu Một and in Pleiku): a name is looked up among the units of the school's own
+    district / province first."""
+    for fid, parent, ref, attr in (("district_code", "province_code", "moet-2020/DM_HUYEN", "ma_tp"),
+                                   ("commune_code", "district_code", "moet-2020/DM_XA", "ma_qh")):
+        value, parent_code = raw.get(fid), school.get(parent)
+        if not value or not parent_code:
+            continue
+        cl = load_codelist(ref)
+        inside = [c for c, a in zip(cl.codes, cl.attributes) if a.get(attr) == parent_code]
+        if inside:
+            hit = cl.subset(inside).resolve(value)
+            if hit:
+                school[fid] = hit
 
 
 def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:

@@ -4,6 +4,7 @@ tasks and owns the order. Each step takes and returns plain data.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from edustat.config import Config
 from edustat.store import StagedFile, cross_school_issues, next_versions, stage_files, write_run
 from schemas import load_contract
 from schemas.rules import Catalogue, load_rules
+from transforms.text import strip_accents
 from transforms.derive import derive_classes, derive_learners, derive_school, derive_staff
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7))
@@ -153,8 +155,13 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     return RunOutcome(run_id, school_year, period, submissions, issues, loaded)
 
 
-def feedback_path(cfg: Config, school_year: str, period: str, school_code: str | None, file_hash: str) -> Path:
-    name = school_code or f"_khong_xac_dinh_{file_hash[:10]}"
+def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str) -> Path:
+    """<school code>.xlsx; a file whose school is unknown is answered under its own name."""
+    if isinstance(school_code, str) and school_code:
+        name = school_code
+    else:
+        stem = re.sub(r"[^0-9A-Za-z_.-]+", "_", strip_accents(Path(file_name).stem)).strip("_") or "tep"
+        name = f"khong_xac_dinh__{stem}"
     return cfg.feedback_dir / school_year / period / f"{name}.xlsx"
 
 
@@ -167,9 +174,9 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     by_hash = {fr.sha256: fr for fr in results}
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
-        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_hash)
+        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name)
         mine = outcome.issues[outcome.issues["file_hash"] == sub.file_hash]
-        school = {"school_code": sub.school_code or "", "school_name": fr.school.get("school_name") or fr.path.name}
+        school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.path.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None

@@ -28,3 +28,14 @@ def contract():
     from schemas import load_contract
 
     return load_contract()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server for the session's flow runs (started on first use:
+    migrations on a fresh SQLite take ~15 s on 2 cores)."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
