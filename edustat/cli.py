@@ -232,6 +232,18 @@ def codelists(
     typer.echo(f"Đã trích {len(m['lists'])} danh mục → {OUT_DIR}")
 
 
+@app.command()
+def expectations() -> None:
+    """Regenerate the Great Expectations suites in expectations/ from schemas/rules.yaml.
+
+    Example: edustat expectations
+    """
+    from edustat.expectations import write_suites
+
+    paths = write_suites()
+    typer.echo(f"Đã ghi {len(paths)} bộ kiểm tra GX → {paths[0].parent}")
+
+
 def main() -> None:
     try:
         app()

@@ -219,8 +219,11 @@ def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:
     for code, frs in by_school.items():
         distinct = {fr.sha256: fr for fr in frs}
         if len(distinct) < 2:
-            for dup in frs[1:]:
-                dup.superseded = True  # the very same bytes twice: one is enough
+            if len(frs) > 1:  # the very same bytes twice: one is enough
+                for dup in frs[1:]:
+                    dup.superseded = True
+                frs[0].issues.append(_issue(cat, "file_duplicate_submission", frs[0], value=len(frs),
+                                            detail=", ".join(fr.path.name for fr in frs)))
             continue
         frs.sort(key=lambda fr: (fr.received_mtime, fr.path.name))
         names = ", ".join(fr.path.name for fr in frs)
