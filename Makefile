@@ -15,7 +15,7 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv demo test sample templates codelists pdf-check clean
+.PHONY: help venv demo test sample templates codelists expectations pdf-check clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
@@ -41,13 +41,19 @@ templates: $(STAMP)
 	  $(VENV)/bin/edustat template --level $$lv --year $(YEAR) --period $$p -o data/curated/templates/$(YEAR)/mau_$${lv}_$$p.xlsx || exit 1; done; done
 
 demo: sample templates
-	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/"
+	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam
+	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam
+	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
+	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
+
+expectations: $(STAMP)
+	$(VENV)/bin/edustat expectations
 
 pdf-check: templates
 	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui)
