@@ -303,7 +303,7 @@ def _admin_maps() -> dict[str, dict[str, str]]:
     }
 
 
-def _scales(c: Contract) -> dict[str, tuple[str, ...]]:
+def scales(c: Contract) -> dict[str, tuple[str, ...]]:
     refs = set()
     for conf in c.mappings["assessment_scales"]["THCS"].values():
         refs.update(v for k, v in conf.items() if k in ("conduct", "learning"))
@@ -321,7 +321,7 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
     frames, rowindex = build_check_frames(results, school_year, c)
     found = [run_row_rules(frames, period)] if frames else []
     start = _start_year(school_year)
-    admin, scales = _admin_maps(), _scales(c)
+    admin, scale_labels = _admin_maps(), scales(c)
     for i, fr in enumerate(results):
         if fr.blocked or fr.superseded:
             continue
@@ -337,7 +337,7 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
             for fid in ("commune_code", "district_code"):
                 school[f"_rowkey_{fid}"] = int(school_key.iloc[0])
         found.append(cross_row_issues(tables, school=school, levels=fr.levels, period=period, start_year=start,
-                                      mappings=c.mappings, scales=scales, admin=admin)[["_rowkey", "rule_id", "detail"]])
+                                      mappings=c.mappings, scales=scale_labels, admin=admin)[["_rowkey", "rule_id", "detail"]])
     hits = pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found) else pd.DataFrame(columns=["_rowkey", "rule_id", "detail"])
     if "detail" not in hits:
         hits["detail"] = pd.NA

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from edustat.collect import FileResult, ingest_file, mark_superseded, validate_collection
+from functools import lru_cache
+
+from edustat.collect import FileResult, ingest_file, scales, mark_superseded, validate_collection
 from edustat.config import Config
 from edustat.store import StagedFile, cross_school_issues, next_versions, stage_files, write_run
-from schemas import load_contract
+from schemas import load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
 from transforms.text import strip_accents
 from transforms.derive import derive_classes, derive_learners, derive_school, derive_staff
@@ -78,14 +80,21 @@ def staged(fr: FileResult, school_year: str, received_at: dt.datetime) -> Staged
     raw = {"school": pd.DataFrame([{k: (None if v is None else str(v)) for k, v in fr.school.items()}])}
     for sid, typed in fr.typed.items():
         if sid == "learners":
-            typed = derive_learners(typed, start, c.mappings)
+            typed = derive_learners(typed, start, c.mappings, scales(c))
         elif sid == "staff":
-            typed = derive_staff(typed, start, c.mappings, fr.levels)
+            typed = derive_staff(typed, start, c.mappings, fr.levels, _primary_subjects())
         elif sid == "classes":
             typed = derive_classes(typed, c.mappings)
         stg[sid] = typed
         raw[sid] = fr.raw[sid]
     return StagedFile(fr.school_code, fr.sha256, fr.path.name, str(fr.raw_path), received_at, raw, stg, fr.sheet_names)
+
+
+@lru_cache(maxsize=1)
+def _primary_subjects() -> frozenset[str]:
+    """DM_MON_DAY_GV subjects taught only in primary school (IS_C1 and not IS_C2)."""
+    cl = load_codelist("moet-2020/DM_MON_DAY_GV")
+    return frozenset(c for c, a in zip(cl.codes, cl.attributes) if a.get("is_c1") == "1" and a.get("is_c2") != "1")
 
 
 def _status(fr: FileResult, counts: dict[str, int]) -> str:

@@ -30,9 +30,10 @@ DERIVED: dict[str, list[tuple[str, pa.DataType]]] = {
     "classes": [("level", pa.string()), ("grade_number", pa.int32()), ("care_level", pa.string()), ("size_cap", pa.int32())],
     "learners": [("level", pa.string()), ("grade_number", pa.int32()), ("care_level", pa.string()),
                  ("birth_year", pa.int32()), ("age", pa.int32()), ("is_female", pa.bool_()), ("is_dtts", pa.bool_()),
-                 ("is_enrolled", pa.bool_()), ("is_on_age", pa.bool_()), ("is_very_small_minority", pa.bool_()),
+                 ("is_enrolled", pa.bool_()), ("is_on_age", pa.bool_()), ("assessment_scale", pa.string()),
+                 ("conduct_code", pa.string()), ("learning_code", pa.string()), ("is_very_small_minority", pa.bool_()),
                  ("is_disabled", pa.bool_())],
-    "staff": [("birth_year", pa.int32()), ("age", pa.int32()), ("is_female", pa.bool_()), ("is_dtts", pa.bool_()),
+    "staff": [("level", pa.string()), ("birth_year", pa.int32()), ("age", pa.int32()), ("is_female", pa.bool_()), ("is_dtts", pa.bool_()),
               ("role", pa.string()), ("training_bucket", pa.string()), ("training_standard_derived", pa.string()),
               ("contract_bucket", pa.string()), ("age_band", pa.string()), ("is_active", pa.bool_())],
 }

@@ -1417,12 +1417,8 @@ def _zero_notices(plan: SchoolPlan, st: SchoolTables, layouts: Mapping[str, Shee
         lost = ids.str.match(pattern).fillna(False) & ids.str.startswith("0").fillna(False)
         for row in np.flatnonzero(lost.to_numpy(dtype=bool)).tolist():
             v = str(ids.iat[row])
-            if v.startswith("00") and field_id == "personal_id":
-                # Born in provinces 001–009: two zeros go, and a 10-digit value is not re-padded
-                # (only 11-digit ones are), so the reader reports a format error.
-                kind, r = "leading_zeros_lost", rule.replace("_padded", "_format")
-            else:
-                kind, r = "leading_zero_lost", rule
+            # born in provinces 001–009: two zeros go; the reader re-pads 10- and 11-digit IDs
+            kind, r = ("leading_zeros_lost" if v.startswith("00") else "leading_zero_lost"), rule
             out.append(_locate(plan, layouts[sheet_id], sheet_id, row, field_id, kind, r, v, v))
     return out
 

@@ -63,7 +63,11 @@ def read_list(ws) -> tuple[str, list[dict[str, str]], list[str]]:
     elif is_sme:
         code_col, label_col = header.index("CONSTANT_CODE"), header.index("CONSTANT_TITLE")
     else:
-        code_col, label_col = stt + 1, stt + 2
+        # "STT | Mã | Tên …" mostly; some lists put another column first (DM_LOAI_CAN_BO:
+        # "Mã | Mã nhóm cán bộ | Tên trường dữ liệu"; DM_TRINH_DO_NGOAI_NGU: "Mã ngoại ngữ | Mã | Tên")
+        code_col = header.index("Mã") if "Mã" in header else stt + 1
+        names = [i for i, h in enumerate(header) if i > stt and fold(h).startswith("ten")]
+        label_col = names[0] if names else code_col + 1
     extra = [
         (i, _snake(name))
         for i, name in enumerate(header)

@@ -27,7 +27,8 @@ def _count_in_source(ws) -> int:
     rows = list(ws.iter_rows(values_only=True))
     h = next(i for i, r in enumerate(rows) if any(str(c).strip() == "STT" for c in r if c is not None))
     header = [str(c).strip() if c is not None else "" for c in rows[h]]
-    code_col = header.index("MOET_CODE") if "MOET_CODE" in header else header.index("STT") + 1
+    code_col = header.index("MOET_CODE") if "MOET_CODE" in header else (
+        header.index("Mã") if "Mã" in header else header.index("STT") + 1)
     if ws.title.startswith("TIEU_CHI_"):
         code_col = header.index("CONSTANT_CODE")
     return sum(1 for r in rows[h + 1 :] if len(r) > code_col and r[code_col] not in (None, ""))
@@ -61,6 +62,14 @@ def test_ethnicity_is_in_ministry_order():
     dt = load_codelist("moet-2020/DM_DAN_TOC")
     assert dt.codes == tuple(f"{i:02d}" for i in range(1, 56))
     assert dt.label("01") == "Kinh" and dt.label("04") == "Hoa" and dt.label("55") == "Người nước ngoài"
+
+
+def test_labels_are_names_not_neighbouring_code_columns():
+    positions = load_codelist("moet-2020/DM_LOAI_CAN_BO")
+    assert positions.label("01") == "Hiệu trưởng" and positions.label("02") == "Phó hiệu trưởng"
+    assert positions.attributes[1]["ma_nhom_can_bo"] == "01"
+    langs = load_codelist("moet-2020/DM_TRINH_DO_NGOAI_NGU")
+    assert all(not lab.isdigit() for lab in langs.labels)
 
 
 def test_thu_dau_mot_and_its_wards():

@@ -111,6 +111,11 @@ def _num(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
+def _eq(values: pd.Series, value: object) -> pd.Series:
+    """values == value as plain booleans (a blank cell is simply not equal)."""
+    return (values == value).fillna(False).astype(bool)
+
+
 def _issues(rowkeys: pd.Series, rule_id: str, detail: pd.Series | str = "") -> pd.DataFrame:
     d = detail if isinstance(detail, pd.Series) else pd.Series(detail, index=rowkeys.index)
     return pd.DataFrame({"_rowkey": rowkeys.to_numpy(), "rule_id": rule_id, "detail": d.astype("string").to_numpy()})
@@ -250,7 +255,7 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
     level = learners["grade"].map({g: v["level"] for g, v in grades.items()})
     num = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
     scale = _scale_of(learners["grade"], start_year, mappings)
-    thcs = level == "THCS"
+    thcs = _eq(level, "THCS")
     conf = mappings["assessment_scales"]["THCS"]
     rank = {}  # label → rank (1 best); "passing" is rank ≤ Đạt / Trung bình
     for col in ("conduct", "learning"):
@@ -260,7 +265,7 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
         for which in ("new", "old"):
             ref = conf[which][col]
             labels = scales[ref]
-            m = thcs & (scale == which) & val.notna()
+            m = thcs & _eq(scale, which) & val.notna()
             folded = val[m].map(lambda v: fold(v))
             ok = folded.isin([fold(x) for x in labels]) | folded.isin([str(i + 1) for i in range(len(labels))])
             bad_idx = ok[~ok].index
@@ -269,7 +274,7 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
                                pd.Series(f"{circular}: " + ", ".join(labels), index=bad_idx)))
             rank[(col, which)] = {fold(x): i + 1 for i, x in enumerate(labels)} | {str(i + 1): i + 1 for i in range(len(labels))}
     if "outcome" in learners:
-        promoted = learners["outcome"] == "1"
+        promoted = _eq(learners["outcome"], "1")
         absent = _num(learners["absent_days"]) if "absent_days" in learners else pd.Series(np.nan, index=learners.index)
         over = promoted & (absent > mappings["max_absent_days"])
         out.append(_issues(learners.loc[over, "_rowkey"], "student_absent_days_max"))
@@ -277,19 +282,19 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
         for (col, which), rk in rank.items():
             # TT 22: Đạt (3) passes; TT 58: Trung bình (3) passes — rank ≤ 3 in both scales
             r = learners[col].astype("string").map(lambda v: rk.get(fold(v)) if pd.notna(v) else None)
-            failing |= thcs & (scale == which) & (_num(r) > 3)
+            failing |= thcs & _eq(scale, which) & (_num(r) > 3)
         if "year_result" in learners:
-            failing |= (level == "TH") & (learners["year_result"] == "4")
+            failing |= _eq(level, "TH") & _eq(learners["year_result"], "4")
         if "completed_grade" in learners:
-            failing |= (level == "TH") & (learners["completed_grade"] == 0) & learners["year_result"].notna() if "year_result" in learners else False
+            failing |= _eq(level, "TH") & _eq(learners["completed_grade"], 0) & (learners["year_result"].notna() if "year_result" in learners else False)
         bad = promoted & failing
         out.append(_issues(learners.loc[bad, "_rowkey"], "student_promotion_consistent", "kết quả đánh giá chưa đạt"))
     if "graduated" in learners:
-        grad = learners["graduated"] == 1
-        bad = grad & ((num != 9) | (learners.get("outcome", pd.Series("1", index=learners.index)) != "1"))
+        grad = _eq(learners["graduated"], 1)
+        bad = grad & ((num != 9) | ~_eq(learners.get("outcome", pd.Series("1", index=learners.index)), "1"))
         out.append(_issues(learners.loc[bad, "_rowkey"], "student_graduation_promoted",
                            "khối " + num[bad].fillna(0).astype(int).astype(str)))
     if "completed_primary" in learners:
-        bad = (learners["completed_primary"] == 1) & (num != 5)
+        bad = _eq(learners["completed_primary"], 1) & (num != 5)
         out.append(_issues(learners.loc[bad, "_rowkey"], "student_completed_primary_grade5"))
     return out

@@ -11,6 +11,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from transforms.text import fold
+
 
 def _grade_attr(grade: pd.Series, mappings: Mapping, key: str) -> pd.Series:
     return grade.map({g: v.get(key) for g, v in mappings["grades"].items()})
@@ -37,9 +39,11 @@ def derive_school(school: Mapping[str, object], levels: tuple[str, ...], mapping
     return out
 
 
-def derive_learners(frame: pd.DataFrame, start_year: int, mappings: Mapping) -> pd.DataFrame:
+def derive_learners(frame: pd.DataFrame, start_year: int, mappings: Mapping,
+                    scales: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """+ level, grade_number, care_level, birth_year, age, is_female, is_dtts, is_enrolled,
-    is_on_age, is_very_small_minority, is_disabled."""
+    is_on_age, assessment_scale, conduct_code, learning_code, is_very_small_minority,
+    is_disabled. `scales`: labels of each scale code list (edustat/RATING_TT22 …)."""
     out = frame.copy()
     grade = frame["grade"] if "grade" in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
     out["level"] = _grade_attr(grade, mappings, "level").astype("string")
@@ -51,6 +55,20 @@ def derive_learners(frame: pd.DataFrame, start_year: int, mappings: Mapping) -> 
     out["is_enrolled"] = status.isin(mappings["learner_status"]["enrolled"]).fillna(False).astype(bool)
     offset = mappings["age_for_grade"]["offset"]
     out["is_on_age"] = (out["age"] == out["grade_number"] + offset).fillna(False).astype(bool)
+    # end of year: the assessment scale of the learner's grade this school year, and the
+    # conduct / learning labels as that scale's codes (1 best)
+    new_from = mappings["assessment_new_from"]
+    out["assessment_scale"] = grade.map(lambda g: None if pd.isna(g) or g not in new_from
+                                        else ("new" if start_year >= new_from[g] else "old")).astype("string")
+    for col in ("conduct", "learning"):
+        codes = pd.Series(pd.NA, index=frame.index, dtype="string")
+        if col in frame and scales:
+            for which in ("new", "old"):
+                labels = scales.get(mappings["assessment_scales"]["THCS"][which][col], ())
+                lookup = {fold(lab): str(i + 1) for i, lab in enumerate(labels)} | {str(i + 1): str(i + 1) for i in range(len(labels))}
+                m = (out["assessment_scale"] == which) & (out["level"] == "THCS") & frame[col].notna()
+                codes = codes.mask(m, frame.loc[m, col].astype("string").map(lambda v: lookup.get(fold(v))))
+        out[f"{col}_code"] = codes.astype("string")
     eth = frame["ethnicity"] if "ethnicity" in frame else pd.Series(pd.NA, index=frame.index)
     out["is_very_small_minority"] = eth.isin(mappings["very_small_minorities"]).fillna(False).astype(bool)
     out["is_disabled"] = (frame["disability_type"].notna() if "disability_type" in frame else pd.Series(False, index=frame.index)).astype(bool)
@@ -70,10 +88,17 @@ def staff_role(frame: pd.DataFrame, mappings: Mapping) -> pd.Series:
     return role
 
 
-def derive_staff(frame: pd.DataFrame, start_year: int, mappings: Mapping, levels: tuple[str, ...]) -> pd.DataFrame:
-    """+ role, training_bucket, training_standard_derived, contract_bucket, birth_year, age,
-    is_female, is_dtts, age_band, is_active."""
+def derive_staff(frame: pd.DataFrame, start_year: int, mappings: Mapping, levels: tuple[str, ...],
+                 primary_subjects: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """+ level, role, training_bucket, training_standard_derived, contract_bucket, birth_year,
+    age, is_female, is_dtts, age_band, is_active. A school of several levels reports a teacher
+    of a primary-only subject on the TH form and everyone else on its highest level's form."""
     out = frame.copy()
+    top = levels[-1] if levels else None
+    level = pd.Series(top, index=frame.index, dtype="string")
+    if len(levels) > 1 and "TH" in levels and "subject" in frame:
+        level = level.mask(frame["subject"].isin(primary_subjects).fillna(False).astype(bool), "TH")
+    out["level"] = level
     for k, v in _people(frame, start_year, mappings).items():
         out[k] = v
     out["role"] = staff_role(frame, mappings)
