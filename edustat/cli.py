@@ -168,6 +168,43 @@ def run(
 
 
 @app.command()
+def report(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    school: Optional[str] = typer.Option(None, "--school", help="Chỉ lập lại biểu của một trường (và biểu toàn thành phố)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Rebuild the Circular 24/2018 report forms from the loaded data (city and per school).
+
+    Example: edustat report --year 2022-2023 --period dau_nam --school 74718001
+    """
+    _check_year(year)
+    from edustat.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not cfg.db_path.exists():
+        fail(f"chưa có dữ liệu: chưa chạy đợt thu thập nào ({cfg.db_path})")
+    _prefect_env()
+    from flows.collect import reports_flow
+
+    try:
+        out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
+                           config_path=str(config) if config else None, school=school)
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fail(f"không lập được biểu: {type(exc).__name__}: {text[:300]}")
+    if not out["files"]:
+        fail("không có số liệu đã tiếp nhận cho kỳ này (chưa trường nào được tiếp nhận)")
+    bad = out["failed_checks"]
+    typer.echo(f"Đã lập {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) → {out['reports_dir']}; "
+               + ("mọi phép kiểm tra đều đạt." if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
+
+
+@app.command()
 def status(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),

@@ -166,7 +166,7 @@ def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: M
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     # string row conditions are deprecated for GX 2.0 (Condition objects replace them); the
     # pinned 1.24.1 supports them and they serialise plainly into the committed suites
-    warnings.filterwarnings("ignore", message="The condition_parser parameter is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="(The condition_parser|Passing a string to the row_condition)", category=DeprecationWarning)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("edustat")

@@ -201,7 +201,7 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     return out
 
 
-def summary(con, outcome: RunOutcome, cfg: Config) -> dict:
+def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
     """What the officer needs after a run: counts by status (missing schools included),
     issues by severity, and where things are. Records the run in the `run` table."""
     from edustat.store import missing_schools
@@ -225,6 +225,9 @@ def summary(con, outcome: RunOutcome, cfg: Config) -> dict:
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
         "published": str(cfg.published_dir / "edustat.duckdb"),
+        "reports_dir": str(cfg.reports_dir / outcome.school_year / outcome.period) if reports else None,
+        "forms": list(reports.forms) if reports else [],
+        "form_checks_failed": int(reports.failed_checks) if reports else 0,
     }
     import json
 
@@ -249,7 +252,9 @@ def format_summary(s: dict) -> str:
         f"  Bản sao cho phân tích / analyst snapshot: {s['published']}",
     ]
     if s.get("reports_dir"):
-        lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']}")
+        bad = s.get("form_checks_failed", 0)
+        lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']} ({', '.join(s['forms'])}; "
+                     + ("mọi phép kiểm tra đều đạt / all checks pass)" if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT / checks failed)"))
     if s["missing"]:
         names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""

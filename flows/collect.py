@@ -2,7 +2,7 @@
 
 Reads top to bottom as the recipe: find submissions → read and check structure → validate
 rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted versions in)
-→ feedback to each school → publish the analysts' snapshot. Business logic lives in
+→ feedback to each school → the Circular 24/2018 forms → publish the analysts' snapshot. Business logic lives in
 `edustat/`; this module only orders the steps and owns the connection.
 """
 from __future__ import annotations
@@ -49,6 +49,17 @@ def feedback(outcome, results, cfg: Config):
         con.close()
 
 
+@task(name="lập biểu báo cáo TT 24/2018 (report forms)")
+def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None):
+    from edustat.reports import build_reports
+
+    con = store.connect(cfg.db_path)
+    try:
+        return build_reports(con, cfg.reports_dir, school_year, period, school=school)
+    finally:
+        con.close()
+
+
 @task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)
 def publish_snapshot(cfg: Config):
     from edustat.publish import load_or_create_salt, publish
@@ -62,17 +73,17 @@ def publish_snapshot(cfg: Config):
 
 
 @task(name="tổng kết (summary)")
-def summarise(outcome, cfg: Config, feedback_paths) -> dict:
+def summarise(outcome, cfg: Config, feedback_paths, reports) -> dict:
     con = store.connect(cfg.db_path)
     try:
-        return pipeline.summary(con, outcome, cfg)
+        return pipeline.summary(con, outcome, cfg, reports)
     finally:
         con.close()
 
 
 @flow(name="edustat-collection", log_prints=True)
 def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "data",
-                    config_path: str | None = None, publish: bool = True) -> dict:
+                    config_path: str | None = None, publish: bool = True, forms: bool = True) -> dict:
     """Run one collection (năm học × kỳ) over every workbook in `inbox`."""
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     run_id = pipeline.new_run_id()
@@ -81,8 +92,22 @@ def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "
     issues = validate(results, cfg, school_year, period)
     outcome = load(results, issues, cfg, school_year, period, run_id)
     paths = feedback(outcome, results, cfg)
+    reports = build_forms(cfg, school_year, period) if forms else None
     if publish:
         publish_snapshot(cfg)
-    summary = summarise(outcome, cfg, paths)
+    summary = summarise(outcome, cfg, paths, reports)
     get_run_logger().info("run %s: %s", run_id, summary["counts"])
     return summary
+
+
+@flow(name="edustat-reports", log_prints=True)
+def reports_flow(school_year: str, period: str, data_dir: str = "data", config_path: str | None = None,
+                 school: str | None = None, publish: bool = True) -> dict:
+    """Rebuild the report forms of a collection from the curated data (no re-validation)."""
+    cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
+    result = build_forms(cfg, school_year, period, school)
+    if publish:
+        publish_snapshot(cfg)
+    return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,
+            "checks": result.checks, "failed_checks": result.failed_checks,
+            "reports_dir": str(cfg.reports_dir / school_year / period)}
