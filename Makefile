@@ -15,12 +15,13 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv demo test sample templates codelists expectations pdf-check clean
+.PHONY: help venv demo test sample templates codelists expectations golden pdf-check clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
 	@echo "make test   - set up and run the test suite"
 	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
+	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
 	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +52,9 @@ test: $(STAMP)
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
+
+golden: $(STAMP)
+	$(PY) -m edustat.golden
 
 expectations: $(STAMP)
 	$(VENV)/bin/edustat expectations
