@@ -222,6 +222,7 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
         "issues": {k: int(sev.get(k, 0)) for k in ("error", "warning", "notice")},
         "learners_loaded": int(sum(outcome.loaded.values())),
         "missing": missing.to_dict("records"),
+        "schools": {r.school_code: r.status for r in subs.itertuples(index=False) if isinstance(r.school_code, str)},
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
         "published": str(cfg.published_dir / "edustat.duckdb"),

@@ -81,6 +81,35 @@ def summarise(outcome, cfg: Config, feedback_paths, reports) -> dict:
         con.close()
 
 
+@task(name="báo cáo cho cán bộ thống kê (artifacts)")
+def officer_artifacts(summary: dict, cfg: Config) -> dict:
+    """The per-school table, the summary and the charts, under stable keys per collection."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    from edustat import officer
+    from edustat.store import expected_schools
+
+    year, period = summary["school_year"], summary["period"]
+    con = store.connect(cfg.db_path)
+    try:
+        expected = expected_schools(con, year, period, cfg.expected_schools)
+        table = officer.school_table(con, year, period, expected)
+        previous = officer.previous_summary(con, year, period, summary["run_id"])
+        by_grade = officer.learners_by_grade(con, year, period)
+    finally:
+        con.close()
+    deadline = officer.deadline_for(cfg.deadlines, year, period)
+    md = officer.summary_markdown(summary, table, previous, deadline, officer.today_vn(), by_grade)
+    chart = officer.charts_html(cfg.curated_dir / "charts" / year / period / f"{summary['run_id']}.html", summary, table, by_grade)
+    create_table_artifact(officer.table_artifact_rows(table), key=officer.artifact_key("truong", year, period),
+                          description=f"Trạng thái từng trường — năm học {year}, kỳ {officer.PERIOD_TEXT[period]}")
+    create_markdown_artifact(md, key=officer.artifact_key("tong-ket", year, period),
+                             description=f"Tổng kết đợt thu thập {year} {officer.PERIOD_TEXT[period]}")
+    create_link_artifact(chart.resolve().as_uri(), link_text="Biểu đồ (mở trong trình duyệt)",
+                         key=officer.artifact_key("bieu-do", year, period), description="Học sinh theo khối, trường theo trạng thái")
+    return {"chart": str(chart), "schools": len(table)}
+
+
 @flow(name="edustat-collection", log_prints=True)
 def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "data",
                     config_path: str | None = None, publish: bool = True, forms: bool = True) -> dict:
@@ -96,6 +125,7 @@ def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "
     if publish:
         publish_snapshot(cfg)
     summary = summarise(outcome, cfg, paths, reports)
+    officer_artifacts(summary, cfg)
     get_run_logger().info("run %s: %s", run_id, summary["counts"])
     return summary
 
