@@ -15,11 +15,12 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv demo test sample templates codelists expectations golden pdf-check clean
+.PHONY: help venv demo test ui bench sample templates codelists expectations golden pdf-check clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
 	@echo "make test   - set up and run the test suite"
+	@echo "make ui     - start the Prefect server + dashboard on http://127.0.0.1:4200 and serve the flows"
 	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
 	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
 	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
@@ -52,6 +53,9 @@ test: $(STAMP)
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
+
+ui: $(STAMP)
+	$(VENV)/bin/edustat server --port 4200
 
 golden: $(STAMP)
 	$(PY) -m edustat.golden

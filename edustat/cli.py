@@ -250,6 +250,90 @@ def status(
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
 
 
+def _wait_healthy(url: str, seconds: float) -> bool:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@app.command()
+def serve(
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml (lịch chạy: schedules)."),
+) -> None:
+    """Serve the collection and report flows as Prefect deployments with their schedules.
+
+    Needs a running Prefect server (PREFECT_API_URL); `edustat server` starts both.
+    Example: PREFECT_API_URL=http://127.0.0.1:4200/api edustat serve --data-dir data
+    """
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        fail("chưa có máy chủ Prefect: đặt PREFECT_API_URL (ví dụ http://127.0.0.1:4200/api) hoặc dùng 'edustat server'")
+    _prefect_env()
+    from edustat.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+    from flows.deploy import serve as serve_flows
+
+    serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)
+
+
+@app.command()
+def server(
+    port: int = typer.Option(4200, "--port", help="Cổng của máy chủ Prefect trên máy này."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Start a Prefect server with its dashboard on localhost, then serve the edustat flows.
+
+    Example: edustat server --port 4200   (then open http://127.0.0.1:4200)
+    """
+    import os
+    import subprocess
+    import sys
+
+    _prefect_env()
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        if not _wait_healthy(url, 120):
+            fail(f"máy chủ Prefect không khởi động được trên cổng {port}")
+        os.environ["PREFECT_API_URL"] = url
+        typer.echo(f"Máy chủ Prefect: http://127.0.0.1:{port}  (Deployments → edustat-collection/thu-thap → Run → Custom run)")
+        typer.echo("Nhập năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp; kết quả ở Runs → Artifacts.")
+        typer.echo("Nhấn Ctrl+C để dừng.")
+        from edustat.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(config, data_dir)
+        except ConfigError as exc:
+            fail(str(exc))
+        from flows.deploy import serve as serve_flows
+
+        serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @app.command()
 def codelists(
     source: Path = typer.Option(

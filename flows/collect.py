@@ -110,13 +110,26 @@ def officer_artifacts(summary: dict, cfg: Config) -> dict:
     return {"chart": str(chart), "schools": len(table)}
 
 
+def current_school_year(today=None) -> str:
+    """The school year a scheduled run collects: from August a new one starts."""
+    today = today or pipeline.dt.datetime.now(pipeline.VN_TZ).date()
+    y = today.year if today.month >= 8 else today.year - 1
+    return f"{y}-{y + 1}"
+
+
 @flow(name="edustat-collection", log_prints=True)
-def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "data",
-                    config_path: str | None = None, publish: bool = True, forms: bool = True) -> dict:
-    """Run one collection (năm học × kỳ) over every workbook in `inbox`."""
+def collection_flow(school_year: str = "auto", period: str = "dau_nam", inbox: str | None = None,
+                    data_dir: str = "data", config_path: str | None = None, publish: bool = True,
+                    forms: bool = True) -> dict:
+    """Run one collection (năm học × kỳ) over every workbook in `inbox` (default
+    `<data_dir>/inbox/<school year>/<period>`; school year "auto" = the current one)."""
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
+    if school_year == "auto":
+        school_year = current_school_year()
+    inbox_dir = Path(inbox) if inbox else cfg.data_dir / "inbox" / school_year / period
+    inbox_dir.mkdir(parents=True, exist_ok=True) if not inbox else None
     run_id = pipeline.new_run_id()
-    files = find_submissions(Path(inbox))
+    files = find_submissions(inbox_dir)
     results = read_files(files, cfg, school_year, period)
     issues = validate(results, cfg, school_year, period)
     outcome = load(results, issues, cfg, school_year, period, run_id)
@@ -131,10 +144,12 @@ def collection_flow(school_year: str, period: str, inbox: str, data_dir: str = "
 
 
 @flow(name="edustat-reports", log_prints=True)
-def reports_flow(school_year: str, period: str, data_dir: str = "data", config_path: str | None = None,
-                 school: str | None = None, publish: bool = True) -> dict:
+def reports_flow(school_year: str = "auto", period: str = "dau_nam", data_dir: str = "data",
+                 config_path: str | None = None, school: str | None = None, publish: bool = True) -> dict:
     """Rebuild the report forms of a collection from the curated data (no re-validation)."""
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
+    if school_year == "auto":
+        school_year = current_school_year()
     result = build_forms(cfg, school_year, period, school)
     if publish:
         publish_snapshot(cfg)

@@ -1,0 +1,68 @@
+"""Deployments and schedules of the collection flows, served against a real Prefect server.
+
+Schedules come from config (`schedules:`), in Asia/Ho_Chi_Minh time. By default, during each
+collection window a nightly run gives schools feedback by morning, and a final run follows
+the deadline: start of year (October; deadline 30/10), the mid-year review the office's
+guidance names (January; it re-runs the start-of-year collection on updated files), end of
+year (June; deadline 30/6).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from prefect.schedules import Cron
+
+from edustat.config import Config
+
+TIMEZONE = "Asia/Ho_Chi_Minh"
+DEFAULT_SCHEDULES: dict[str, Any] = {
+    "timezone": TIMEZONE,
+    "collections": {
+        "dau_nam": {"nightly": ["0 1 * 10 *", "0 1 * 1 *"], "final": ["0 6 31 10 *", "0 6 24 1 *"]},
+        "cuoi_nam": {"nightly": ["0 1 * 6 *"], "final": ["0 6 1 7 *"]},
+    },
+}
+
+
+def schedule_config(cfg: Config) -> dict[str, Any]:
+    merged = dict(DEFAULT_SCHEDULES)
+    merged.update(cfg.schedules or {})
+    return merged
+
+
+def schedules_for(cfg: Config) -> list[Cron]:
+    """Every cron of the config as a Prefect schedule carrying its period."""
+    conf = schedule_config(cfg)
+    tz = conf.get("timezone", TIMEZONE)
+    out = []
+    for period, kinds in conf["collections"].items():
+        for kind, crons in kinds.items():
+            for cron in [crons] if isinstance(crons, str) else crons:
+                out.append(Cron(cron, timezone=tz, parameters={"period": period, "school_year": "auto"},
+                                slug=f"{period.replace('_', '-')}-{kind}-{cron.replace(' ', '-').replace('*', 'x')}"))
+    return out
+
+
+def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> list:
+    """The collection (scheduled + on demand) and the report rebuild (on demand)."""
+    from flows.collect import collection_flow, reports_flow
+
+    base: Mapping[str, Any] = {"data_dir": data_dir, "config_path": config_path}
+    return [
+        collection_flow.to_deployment(
+            name="thu-thap", schedules=schedules_for(cfg), parameters={**base, "school_year": "auto", "period": "dau_nam"},
+            description="Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố. "
+                        "Chạy tay: chọn năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp.",
+            tags=["edustat"]),
+        reports_flow.to_deployment(
+            name="lap-bieu", parameters={**base, "school_year": "auto", "period": "dau_nam"},
+            description="Lập lại các biểu báo cáo TT 24/2018 từ dữ liệu đã nạp (toàn thành phố hoặc một trường).",
+            tags=["edustat"]),
+    ]
+
+
+def serve(cfg: Config, data_dir: str, config_path: str | None = None) -> None:
+    """Serve the deployments until interrupted (needs PREFECT_API_URL of a running server)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments(cfg, data_dir, config_path), print_starting_message=True)

@@ -1,0 +1,124 @@
+"""The officer's path end to end: a real `prefect server` on a loopback port with a temporary
+PREFECT_HOME, `edustat serve` serving the deployments, a run triggered through the API with
+parameters, then the forms, the register and the artifacts checked."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from edustat.synth import generate_city
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
+    env.pop("PREFECT_API_KEY", None)
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _healthy(url, 150), "prefect server did not become healthy"
+        yield {"url": url, "env": env}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tmp_path_factory):
+    work = tmp_path_factory.mktemp("served")
+    data = work / "data"
+    serve = subprocess.Popen([str(Path(sys.executable).parent / "edustat"), "serve", "--data-dir", str(data)],
+                             env=prefect_server["env"], cwd=str(ROOT), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield {"data": data, "work": work, **prefect_server}
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+
+
+def test_a_run_triggered_through_the_api(served):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    inbox = served["work"] / "inbox"
+    manifest = generate_city(inbox, schools=4, seed=5, school_year="2022-2023", period="dau_nam")
+    with temporary_settings(updates={PREFECT_API_URL: served["url"]}):
+        # the serving process registers the deployment shortly after it starts
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    client.read_deployment_by_name("edustat-collection/thu-thap")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+            dep = client.read_deployment_by_name("edustat-collection/thu-thap")
+            assert dep.schedules, "the collection deployment carries its schedules"
+            assert all(s.schedule.timezone == "Asia/Ho_Chi_Minh" for s in dep.schedules)
+        run = run_deployment("edustat-collection/thu-thap", timeout=900,
+                             parameters={"school_year": "2022-2023", "period": "dau_nam", "inbox": str(inbox)})
+        assert run.state.is_completed(), run.state
+        with get_client(sync_client=True) as client:
+            keys = {"edustat-truong-2022-2023-dau-nam", "edustat-tong-ket-2022-2023-dau-nam", "edustat-bieu-do-2022-2023-dau-nam"}
+            arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(keys))))
+            assert {a.key for a in arts} == keys
+            table = next(a for a in arts if a.key == "edustat-truong-2022-2023-dau-nam")
+            assert len(table.data if isinstance(table.data, list) else __import__("json").loads(table.data)) == 4
+            md = next(a for a in arts if a.key == "edustat-tong-ket-2022-2023-dau-nam").data
+            assert "Thu thập số liệu năm học 2022-2023" in md and "hạn nộp" in md or "quá hạn" in md
+    db = served["data"] / "curated" / "edustat.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        subs = con.execute("select count(*) from submission where school_year = '2022-2023'").fetchone()[0]
+        cells = con.execute("select count(*) from rpt_form_cell").fetchone()[0]
+    finally:
+        con.close()
+    assert subs == len(manifest.schools)
+    assert cells > 0
+    forms = list((served["data"] / "curated" / "reports" / "2022-2023" / "dau_nam").glob("*_city.xlsx"))
+    assert forms
