@@ -174,11 +174,19 @@ def feedback_path(cfg: Config, school_year: str, period: str, school_code: objec
     return cfg.feedback_dir / school_year / period / f"{name}.xlsx"
 
 
-def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
-    """One feedback workbook per file of the run (the school's own workbook, annotated)."""
+def _feedback_job(job: tuple) -> str:
     from edustat.feedback import write_feedback
 
+    source, path, kwargs = job
+    write_feedback(source, path, **kwargs)
+    return str(path)
+
+
+def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
+    """One feedback workbook per file of the run (the school's own workbook, annotated),
+    written in worker processes (openpyxl's load + save of each workbook dominates)."""
     out = {}
+    jobs = []
     now = dt.datetime.now(VN_TZ)
     by_hash = {fr.sha256: fr for fr in results}
     for sub in outcome.submissions.itertuples(index=False):
@@ -189,9 +197,16 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
-        write_feedback(source, path, school=school, issues=mine, status=sub.status, counts=counts,
-                       school_year=outcome.school_year, period=outcome.period, generated_at=now)
+        jobs.append((source, path, dict(school=school, issues=mine, status=sub.status, counts=counts,
+                                        school_year=outcome.school_year, period=outcome.period, generated_at=now)))
         out[sub.file_hash] = path
+    workers = max(1, min(cfg.workers, len(jobs)))
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_feedback_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    else:
+        for job in jobs:
+            _feedback_job(job)
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fastexcel
+import numpy as np
 import pandas as pd
 from xlsxwriter.utility import xl_col_to_name
 
@@ -183,16 +184,18 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
     body = body[list(col_field)]
     body.columns = [col_field[j] for j in col_field]
     body = body.loc[:, ~body.columns.duplicated()]
-    nonblank = body.apply(lambda s: s.astype("string").str.strip().fillna("") != "").any(axis=1)
-    body = body[nonblank]
+    cells = body.to_numpy(dtype=object, na_value=None)
+    filled = np.vectorize(lambda v: v is not None and str(v).strip() != "", otypes=[bool])(cells) if cells.size else cells.astype(bool)
+    keep = filled.any(axis=1) if cells.size else np.zeros(len(body), dtype=bool)
+    body, cells, filled = body[keep], cells[keep], filled[keep]
     excel_row = pd.Series(body.index.to_numpy() + 1, index=body.index, dtype="int64")
     if len(body):
-        first = body.bfill(axis=1).iloc[:, 0].astype("string").fillna("")
-        is_total = first.map(lambda t: bool(_TOTAL.match(fold(t))))
-        # a total row is a trailing one: the name column says "Tổng cộng" and no ID follows
-        for idx in body.index[is_total.to_numpy()]:
+        # a total row: its first filled cell says "Tổng cộng" / "Tổng số" / "Cộng"
+        first = cells[np.arange(len(cells)), filled.argmax(axis=1)]
+        is_total = np.array([bool(_TOTAL.match(fold(str(t)))) for t in first], dtype=bool)
+        for idx in body.index[is_total]:
             skipped[int(excel_row[idx])] = "total"
-        body, excel_row = body[~is_total.to_numpy()], excel_row[~is_total.to_numpy()]
+        body, excel_row = body[~is_total], excel_row[~is_total]
     frame = body.astype("string").reset_index(drop=True)
     frame.insert(0, "excel_row", excel_row.to_numpy())
     return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped)

@@ -136,6 +136,13 @@ def load_codelist(ref: str) -> CodeList:
     return CodeList(ref, tuple(codes), tuple(labels), tuple(syn.items()), tuple(attrs))
 
 
+@lru_cache(maxsize=None)
+def _field_codelist(ref: str, codes: tuple[str, ...]) -> CodeList:
+    """One object per (list, subset), so its resolver index is built once."""
+    cl = load_codelist(ref)
+    return cl.subset(codes) if codes else cl
+
+
 @dataclass(frozen=True)
 class Requirement:
     """When a field must be filled: always, never, for some levels/periods, or when another
@@ -207,8 +214,7 @@ class Field:
     def codelist(self) -> CodeList | None:
         if not self.codelist_ref:
             return None
-        cl = load_codelist(self.codelist_ref)
-        return cl.subset(self.codes) if self.codes else cl
+        return _field_codelist(self.codelist_ref, self.codes)
 
     @property
     def match_keys(self) -> tuple[str, ...]:

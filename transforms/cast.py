@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from schemas import Field, Sheet, load_codelist
-from transforms.text import nfc_series
+from transforms.text import nfc, nfc_series
 
 PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind"]
 LINEAGE = "excel_row"
@@ -150,16 +150,49 @@ def cast_table(raw: pd.DataFrame, fields: Iterable[Field]) -> tuple[pd.DataFrame
 
 
 def cast_key_values(values: dict[str, str | None], sheet: Sheet, rows: dict[str, int]) -> tuple[dict, pd.DataFrame]:
-    """The key/value `Truong` sheet: {field id: text} → ({field id: typed value}, problems)."""
-    ids = [f.id for f in sheet.fields if f.id in values]
-    raw = pd.DataFrame({fid: [values[fid]] for fid in ids})
-    typed_parts, probs = {}, []
+    """The key/value `Truong` sheet: {field id: text} → ({field id: typed value}, problems).
+    Scalars need no frames: each value is cast directly, with the same rules as `cast_table`."""
+    out, probs = {}, []
     for f in sheet.fields:
         if f.id not in values:
             continue
-        t, p = _cast_field(f, raw[f.id], pd.Series([rows.get(f.id, 0)]))
-        v = t.iloc[0]
-        typed_parts[f.id] = None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
-        probs.extend(p)
-    problems = pd.concat(probs, ignore_index=True) if probs else pd.DataFrame(columns=PROBLEM_COLUMNS)
-    return typed_parts, problems
+        text = values[f.id]
+        text = None if text is None else (nfc(str(text)) or None)
+        value, kind = _cast_scalar(f, text)
+        out[f.id] = value
+        if kind:
+            probs.append({"excel_row": rows.get(f.id, 0), "field": f.id, "value": text, "kind": kind})
+    return out, pd.DataFrame(probs, columns=PROBLEM_COLUMNS)
+
+
+def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
+    if text is None:
+        return (0 if f.type == "flag" else None), None
+    if f.type == "text":
+        return text, None
+    if f.type == "code":
+        code = f.codelist.resolve(text)
+        return code, (None if code else "code_unknown")
+    if f.type == "flag":
+        code = load_codelist("edustat/FLAG").resolve(text)
+        return (int(code) if code else 0), (None if code else "flag_invalid")
+    if f.type == "int":
+        try:
+            num = float(text.replace(",", "."))
+        except ValueError:
+            return None, "int_invalid"
+        return (int(num), None) if num >= 0 and num.is_integer() else (None, "int_invalid")
+    if f.type == "school_year":
+        m = _SCHOOL_YEAR.fullmatch(text)
+        ok = bool(m) and int(m.group(2)) == int(m.group(1)) + 1
+        return (f"{m.group(1)}-{m.group(2)}" if ok else None), (None if ok else "school_year_invalid")
+    if f.type in ("date", "year_or_date"):
+        d = parse_dates(pd.Series([text], dtype="string"), allow_year=f.type == "year_or_date").iloc[0]
+        return (None if pd.isna(d) else d.date()), ("date_invalid" if pd.isna(d) else None)
+    if f.type == "id":
+        cleaned = re.sub(r"[\s\-]", "", re.sub(r"\.0+$", "", text) if re.fullmatch(r"\d+\.0+", text) else text)
+        width = _pattern_width(f.pattern)
+        if width and re.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1), cleaned):
+            return cleaned.zfill(width), "id_padded"
+        return cleaned, None
+    raise ValueError(f"unknown field type {f.type}")

@@ -10,6 +10,8 @@ import unicodedata
 from functools import lru_cache
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _WS = re.compile(r"\s+")
 _REQUIRED_MARK = re.compile(r"\s*(\(\s*\*\s*\)|\*)\s*$")
@@ -31,9 +33,16 @@ def fold(value: str) -> str:
 
 
 def nfc_series(values: pd.Series) -> pd.Series:
-    """NFC + trim for a text column; blanks become NA. Grain: one value per cell."""
-    out = values.astype("string").map(nfc, na_action="ignore")
-    return out.mask(out == "")
+    """NFC + trim + collapsed whitespace for a text column, in Arrow (no Python loop);
+    blanks become NA. Grain: one value per cell."""
+    arr = pa.array(values.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
+    arr = pc.utf8_normalize(arr, "NFC")
+    # RE2's \s is ASCII only: add the no-break and ideographic spaces Excel users paste
+    arr = pc.replace_substring_regex(arr, r"[\s\x{00A0}\x{2007}\x{202F}\x{3000}]+", " ")
+    arr = pc.utf8_trim_whitespace(arr)
+    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    return pd.Series(arr.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None),
+                     index=values.index, dtype="string")
 
 
 def fold_series(values: pd.Series) -> pd.Series:
