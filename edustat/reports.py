@@ -62,8 +62,16 @@ def load_form(form_code: str) -> dict:
 
 
 def list_forms(period: str | None = None) -> list[str]:
-    codes = sorted(p.stem for p in FORMS_DIR.glob("*.yaml"))
-    return [c for c in codes if period is None or load_form(c)["period"] == period]
+    """Form codes, optionally of one period (read from each file's `period:` line, so a form
+    being edited for the other period never stops this one)."""
+    out = []
+    for path in sorted(FORMS_DIR.glob("*.yaml")):
+        if period is not None:
+            m = re.search(r"^period:\s*(\S+)", path.read_text(encoding="utf-8"), re.M)
+            if not m or m.group(1) != period:
+                continue
+        out.append(path.stem)
+    return out
 
 
 def data_rows(form: dict) -> Iterable[tuple[dict, dict]]:
@@ -74,11 +82,25 @@ def data_rows(form: dict) -> Iterable[tuple[dict, dict]]:
                 yield sheet, row
 
 
+ROW_KEYS = {"tt", "label", "unit", "code", "na", "count", "sum", "entity", "where", "within", "parts", "reconcile", "note"}
+
+
 def _check_definition(form: dict) -> None:
     codes = [row["code"] for _, row in data_rows(form)]
     if len(codes) != len(set(codes)):
         raise FormError(f"{form['form_code']}: duplicate row codes")
+    columns_of = {row["code"]: tuple(sheet["columns"]) for sheet, row in data_rows(form)}
     for sheet, row in data_rows(form):
+        unknown = set(row) - ROW_KEYS
+        if unknown:  # a misspelt `wehre:` would silently count everything
+            raise FormError(f"{form['form_code']} row {row['code']}: unknown keys {sorted(unknown)}")
+        if row.get("reconcile") and row["reconcile"] not in RECONCILE:
+            raise FormError(f"{form['form_code']} row {row['code']}: reconcile must be one of {sorted(RECONCILE)}")
+        for ref in [*row.get("parts", []), *([row["within"]] if "within" in row else [])]:
+            if columns_of.get(ref) not in (None, tuple(sheet["columns"])):
+                # compared column by column: a row on a sheet of other columns would never be
+                # checked (or be compared across units)
+                raise FormError(f"{form['form_code']} row {row['code']}: row {ref} has other columns")
         if "count" not in row and "sum" not in row:
             raise FormError(f"{form['form_code']} row {row['code']}: no definition (count/sum)")
         entity = row.get("count") or row.get("entity")
@@ -331,11 +353,13 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
                                           "column_key", "expected", "actual", "ok", "message"])
 
 
-RECONCILE = {  # what a form's `reconcile:` row counts, and the curated rows it must equal
-    "learners": "select school_code, count(*) from rpt_learner group by 1",
-    "staff": "select school_code, count(*) from rpt_staff group by 1",
-    "classes": "select school_code, count(*) from rpt_class group by 1",
-    "schools": "select school_code, 1 from rpt_school",
+RECONCILE = {  # what a form's `reconcile:` row counts, and the curated rows it must equal —
+    # counted straight from core (not through the report views), so a row the views would
+    # drop (a learner whose grade is of a level the school does not declare) shows up here
+    "learners": "select school_code, count(*) from core_learners where school_year = $y and period = $p and level = $lv and is_enrolled group by 1",
+    "staff": "select school_code, count(*) from core_staff where school_year = $y and period = $p and level = $lv and is_active group by 1",
+    "classes": "select school_code, count(*) from core_classes where school_year = $y and period = $p and (level = $lv or ($lv = 'MN' and care_level is not null)) group by 1",
+    "schools": "select school_code, 1 from core_school where school_year = $y and period = $p and list_contains(string_split(levels, ','), $lv)",
 }
 
 
@@ -362,7 +386,7 @@ def reconcile_form(con: duckdb.DuckDBPyConnection, form: dict, cells: pd.DataFra
         what = row.get("reconcile")
         if not what:
             continue
-        counts = dict(con.execute(RECONCILE[what]).fetchall())
+        counts = dict(con.execute(RECONCILE[what], {"y": school_year, "p": period, "lv": form["level"]}).fetchall())
         for scope in scopes:
             expected = sum(counts.values()) if scope == "city" else counts.get(scope, 0)
             actual = val.get((scope, row["code"], "tong_so.tong"))

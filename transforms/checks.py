@@ -176,6 +176,12 @@ def cross_row_issues(
         out.append(_issues(classes.loc[bad, "_rowkey"], "class_mn_age_group_matches_grade",
                            classes.loc[bad, "grade"].map({"16": "nhà trẻ", "17": "mẫu giáo"})))
 
+    if not learners.empty and "grade" in learners:
+        # a learner of a level the school does not declare would fall off every form
+        glevel = learners["grade"].map({g: v["level"] for g, v in grades.items()})
+        bad = glevel.notna() & ~glevel.isin(list(levels)).fillna(False).astype(bool)
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_grade_in_school_levels", ", ".join(levels)))
+
     if not learners.empty and "class_code" in learners:
         cls = resolve_learner_classes(learners, classes)
         known = learners["class_code"].notna()

@@ -98,6 +98,9 @@ def derive_staff(frame: pd.DataFrame, start_year: int, mappings: Mapping, levels
     level = pd.Series(top, index=frame.index, dtype="string")
     if len(levels) > 1 and "TH" in levels and "subject" in frame:
         level = level.mask(frame["subject"].isin(primary_subjects).fillna(False).astype(bool), "TH")
+    if len(levels) > 1 and "MN" in levels and "mn_care_level" in frame:
+        # staff of a school's preschool section (they say nhà trẻ / mẫu giáo) report on 01-MN
+        level = level.mask(frame["mn_care_level"].notna().fillna(False).astype(bool), "MN")
     out["level"] = level
     for k, v in _people(frame, start_year, mappings).items():
         out[k] = v
