@@ -96,7 +96,7 @@ def _check_definition(form: dict) -> None:
             raise FormError(f"{form['form_code']} row {row['code']}: unknown keys {sorted(unknown)}")
         if row.get("reconcile") and row["reconcile"] not in RECONCILE:
             raise FormError(f"{form['form_code']} row {row['code']}: reconcile must be one of {sorted(RECONCILE)}")
-        for ref in [*row.get("parts", []), *([row["within"]] if "within" in row else [])]:
+        for ref in [*(p for g in _part_groups(row) for p in g), *([row["within"]] if "within" in row else [])]:
             if columns_of.get(ref) not in (None, tuple(sheet["columns"])):
                 # compared column by column: a row on a sheet of other columns would never be
                 # checked (or be compared across units)
@@ -109,9 +109,15 @@ def _check_definition(form: dict) -> None:
         for key in row.get("na", []):
             if key not in sheet["columns"]:
                 raise FormError(f"{form['form_code']} row {row['code']}: na {key} is not a column")
-        for ref in [*row.get("parts", []), *([row["within"]] if "within" in row else [])]:
+        for ref in [*(p for g in _part_groups(row) for p in g), *([row["within"]] if "within" in row else [])]:
             if ref not in codes:
                 raise FormError(f"{form['form_code']} row {row['code']}: refers to unknown row {ref}")
+
+
+def _part_groups(row: dict) -> list[list[int]]:
+    """`parts: [a, b]` or several splits of the same total: `parts: [[a, b], [c, d, e]]`."""
+    parts = row.get("parts") or []
+    return [list(p) for p in parts] if parts and isinstance(parts[0], list) else ([list(parts)] if parts else [])
 
 
 def _entity(row: dict) -> str:
@@ -311,7 +317,7 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
         for code, (sheet, row) in rows.items():
             cols = [c for c in sheet["columns"] if c not in set(row.get("na", []))]
             get = lambda k: val.get((scope, code, k))  # noqa: E731
-            measures = {c.split(".", 1)[1] for c in cols}
+            measures = list(dict.fromkeys(c.split(".", 1)[1] for c in cols))  # column order: stable output
             for m in measures:
                 total = get(f"tong_so.{m}")
                 parts = [get(f"{g}.{m}") for g in form["groups"] if f"{g}.{m}" in cols]
@@ -339,11 +345,11 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
                 me = get(key)
                 if me is None:
                     continue
-                if row.get("parts"):
-                    ps = [val.get((scope, p, key)) for p in row["parts"]]
+                for group in _part_groups(row):
+                    ps = [val.get((scope, p, key)) for p in group]
                     if all(p is not None for p in ps):
                         add(scope, "rows_sum_to_total", code, key, sum(ps), me, abs(sum(ps) - me) < 1e-9,
-                            f"Mã số {code} = tổng các mã số {', '.join(map(str, row['parts']))}")
+                            f"Mã số {code} = tổng các mã số {', '.join(map(str, group))}")
                 if "within" in row:
                     parent = val.get((scope, row["within"], key))
                     if parent is not None:
