@@ -114,6 +114,19 @@ def synth(
     )
 
 
+def _config(config: Optional[Path], data_dir: Path, need_db: bool = False):
+    """The typed config, or one Vietnamese line and exit 2."""
+    from edustat.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+    if need_db and not cfg.db_path.exists():
+        fail(f"chưa có dữ liệu: chưa chạy đợt thu thập nào ({cfg.db_path})")
+    return cfg
+
+
 def _prefect_env() -> None:
     """Offline, quiet, reliable Prefect defaults (stack-findings §3); the caller's settings win."""
     import os
@@ -147,12 +160,7 @@ def run(
     if config is not None and not config.exists():
         fail(f"không tìm thấy tệp cấu hình '{config}'")
     _prefect_env()
-    from edustat.config import ConfigError, load_config
-
-    try:
-        load_config(config, data_dir)
-    except ConfigError as exc:
-        fail(str(exc))
+    _config(config, data_dir)
     from edustat.pipeline import format_summary
     from flows.collect import collection_flow
 
@@ -180,14 +188,7 @@ def report(
     Example: edustat report --year 2022-2023 --period dau_nam --school 74718001
     """
     _check_year(year)
-    from edustat.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, data_dir)
-    except ConfigError as exc:
-        fail(str(exc))
-    if not cfg.db_path.exists():
-        fail(f"chưa có dữ liệu: chưa chạy đợt thu thập nào ({cfg.db_path})")
+    _config(config, data_dir, need_db=True)
     _prefect_env()
     from flows.collect import reports_flow
 
@@ -216,14 +217,7 @@ def status(
     Example: edustat status --year 2022-2023 --period dau_nam
     """
     _check_year(year)
-    from edustat.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, data_dir)
-    except ConfigError as exc:
-        fail(str(exc))
-    if not cfg.db_path.exists():
-        fail(f"chưa có dữ liệu: chưa chạy đợt thu thập nào ({cfg.db_path})")
+    cfg = _config(config, data_dir, need_db=True)
     import duckdb
 
     from edustat.pipeline import STATUS_TEXT
@@ -272,20 +266,15 @@ def serve(
 ) -> None:
     """Serve the collection and report flows as Prefect deployments with their schedules.
 
-    Needs a running Prefect server (PREFECT_API_URL); `edustat server` starts both.
-    Example: PREFECT_API_URL=http://127.0.0.1:4200/api edustat serve --data-dir data
+    Needs a running Prefect server (PREFECT_API_URL=http://127.0.0.1:4200/api); `edustat server` starts both.
+    Example: edustat serve --data-dir data
     """
     import os
 
     if not os.environ.get("PREFECT_API_URL"):
         fail("chưa có máy chủ Prefect: đặt PREFECT_API_URL (ví dụ http://127.0.0.1:4200/api) hoặc dùng 'edustat server'")
     _prefect_env()
-    from edustat.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, data_dir)
-    except ConfigError as exc:
-        fail(str(exc))
+    cfg = _config(config, data_dir)
     from flows.deploy import serve as serve_flows
 
     serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)
@@ -317,12 +306,7 @@ def server(
         typer.echo(f"Máy chủ Prefect: http://127.0.0.1:{port}  (Deployments → edustat-collection/thu-thap → Run → Custom run)")
         typer.echo("Nhập năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp; kết quả ở Runs → Artifacts.")
         typer.echo("Nhấn Ctrl+C để dừng.")
-        from edustat.config import ConfigError, load_config
-
-        try:
-            cfg = load_config(config, data_dir)
-        except ConfigError as exc:
-            fail(str(exc))
+        cfg = _config(config, data_dir)
         from flows.deploy import serve as serve_flows
 
         serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)

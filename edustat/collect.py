@@ -9,11 +9,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import pandas as pd
 
-from edustat.reader import ParsedWorkbook, UnreadableWorkbook, file_sha256, read_workbook
+from edustat.reader import (
+    ParsedWorkbook,
+    UnreadableWorkbook,
+    file_sha256,
+    read_workbook,
+)
 from schemas import Contract, load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
 from transforms.cast import cast_key_values, cast_table
@@ -44,8 +49,7 @@ class FileResult:
     school_rows: dict[str, int] = field(default_factory=dict)
     school_sheet: str | None = None
     levels: tuple[str, ...] = ()
-    raw: dict[str, pd.DataFrame] = field(default_factory=dict)
-    typed: dict[str, pd.DataFrame] = field(default_factory=dict)
+    raw: dict[str, pd.DataFrame] = field(default_factory=dict)  # sheet id → text frame of the file
     sheet_names: dict[str, str] = field(default_factory=dict)  # sheet id → name in the file
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # sheet id → field → letter
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -181,16 +185,9 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
             fr.issues.append(_issue(cat, "file_column_unknown", fr, sheet=data.name, column=letter, header=header))
         for header in data.duplicate_headers:
             fr.issues.append(_issue(cat, "file_header_duplicate", fr, sheet=data.name, header=header))
-        frame = data.frame
-        fr.raw[sheet.id] = frame
-        typed, problems = cast_table(frame, sheet.fields)
-        fr.typed[sheet.id] = typed
-        padded = problems[problems["kind"] == "id_padded"]
-        for rec in padded.itertuples(index=False):
-            rid = cat.family_id(sheet.id, rec.field, "padded")
-            fr.issues.append(_issue(cat, rid, fr, sheet=data.name, excel_row=int(rec.excel_row),
-                                    column=data.columns.get(rec.field), field_id=rec.field,
-                                    header=data.headers.get(rec.field), value=rec.value))
+        # casting happens once per sheet over the whole collection (assemble): per-column
+        # pandas work costs milliseconds, which per school and per column adds up to minutes
+        fr.raw[sheet.id] = data.frame
 
 
 def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:
@@ -241,55 +238,99 @@ def _start_year(school_year: str) -> int:
     return int(school_year[:4])
 
 
-def build_check_frames(results: Iterable[FileResult], school_year: str, contract: Contract | None = None
-                       ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Concatenate the check frames of every file that passed the structure stage.
-    Returns (sheet id → check frame, rowindex: `_rowkey` → file, sheet, excel_row)."""
+@dataclass
+class Frames:
+    """The collection's rows, one frame per sheet: every active file (readable, structure
+    passed, not superseded) concatenated, with `_file` (index into the results), `_rowkey`
+    (unique over all sheets) and `excel_row`. `raw` is text as read; `typed` is cast."""
+
+    raw: dict[str, pd.DataFrame]
+    typed: dict[str, pd.DataFrame]
+    notices: list[dict]  # casting notices (IDs that lost their leading zeros)
+
+    def of_file(self, sheet_id: str, file_index: int, typed: bool = True) -> pd.DataFrame:
+        frame = (self.typed if typed else self.raw).get(sheet_id)
+        if frame is None:
+            return pd.DataFrame()
+        return frame[frame["_file"] == file_index]
+
+
+def active(fr: FileResult) -> bool:
+    return not (fr.unreadable or fr.blocked or fr.superseded) and bool(fr.school_code)
+
+
+def assemble(results: list[FileResult], contract: Contract | None = None, catalogue: Catalogue | None = None) -> Frames:
+    """Concatenate and cast the collection's sheets: one `cast_table` per sheet, not per file."""
+    c = contract or load_contract()
+    cat = catalogue or load_rules(contract=c)
+    raw_out, typed_out, notices = {}, {}, []
+    next_key = 0
+    school_sheet = c.sheet("school")
+    kv_rows = [{**{f.id: fr.school.get(f.id) for f in school_sheet.fields}, "_file": i, "excel_row": 0}
+               for i, fr in enumerate(results) if active(fr)]
+    if kv_rows:
+        kv = pd.DataFrame(kv_rows)
+        kv.index = pd.RangeIndex(next_key, next_key + len(kv))
+        next_key += len(kv)
+        kv["_rowkey"] = kv.index
+        raw_out["school"] = kv.astype({f.id: "string" for f in school_sheet.fields})
+        typed_out["school"] = kv
+    for sid in TABLE_SHEETS:
+        sheet = c.sheet(sid)
+        ids = [f.id for f in sheet.fields]
+        parts = []
+        for i, fr in enumerate(results):
+            if active(fr) and sid in fr.raw and len(fr.raw[sid]):
+                f = fr.raw[sid]
+                parts.append(f[[col for col in f.columns if col in ids or col == "excel_row"]].assign(_file=i))
+        if not parts:
+            continue
+        raw = pd.concat(parts, ignore_index=True)
+        raw.index = pd.RangeIndex(next_key, next_key + len(raw))
+        next_key += len(raw)
+        raw["_rowkey"] = raw.index
+        for fid in ids:  # absent optional columns are blank, so conditions can test them
+            if fid not in raw:
+                raw[fid] = pd.Series(pd.NA, index=raw.index, dtype="string")
+        typed, problems = cast_table(raw, sheet.fields)
+        typed["_file"], typed["_rowkey"] = raw["_file"], raw["_rowkey"]
+        raw_out[sid], typed_out[sid] = raw, typed
+        padded = problems[problems["kind"] == "id_padded"]
+        if len(padded):
+            files = raw.loc[padded["row_index"].to_numpy(), "_file"].to_numpy()
+            for rec, file_i in zip(padded.itertuples(index=False), files):
+                fr = results[int(file_i)]
+                rid = cat.family_id(sid, rec.field, "padded")
+                notices.append(_issue(cat, rid, fr, sheet=fr.sheet_names.get(sid), excel_row=int(rec.excel_row),
+                                      column=fr.columns.get(sid, {}).get(rec.field), field_id=rec.field,
+                                      header=fr.headers.get(sid, {}).get(rec.field), value=rec.value))
+    return Frames(raw_out, typed_out, notices)
+
+
+def build_check_frames(results: list[FileResult], school_year: str, contract: Contract | None = None,
+                       frames: Frames | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The check frame of each sheet over the whole collection (one call per sheet), and the
+    rowindex: `_rowkey` → file, sheet, excel_row."""
     from edustat.expectations import condition_fields
 
     c = contract or load_contract()
+    frames = frames or assemble(results, c)
     start = _start_year(school_year)
     grades = c.mappings["grades"]
-    frames: dict[str, list[pd.DataFrame]] = {}
-    index: list[pd.DataFrame] = []
-    next_key = 0
-    for i, fr in enumerate(results):
-        if fr.blocked or fr.superseded:
-            continue
-        # the school sheet: one row per school, validated like the others
-        school_sheet = c.sheet("school")
-        kv_raw = pd.DataFrame({f.id: [fr.school.get(f.id)] for f in school_sheet.fields}).astype("string")
-        kv_raw["excel_row"] = 0
-        sheets = {"school": (kv_raw, kv_raw.copy())}
-        for sid in TABLE_SHEETS:
-            if sid in fr.raw:
-                sheets[sid] = (fr.raw[sid], fr.typed[sid])
-        for sid, (raw, typed) in sheets.items():
-            if raw.empty:
-                continue
-            n = len(raw)
-            keys = pd.RangeIndex(next_key, next_key + n)
-            next_key += n
-            raw = raw.set_axis(keys).assign(_rowkey=keys.to_numpy())
-            typed = typed.set_axis(keys)
-            sheet = c.sheet(sid)
-            fields = list(sheet.fields)
-            if sid == "school":
-                typed = pd.DataFrame({f.id: [fr.school.get(f.id)] for f in fields}, index=keys)
-            for f in fields:  # absent optional columns are blank, so conditions can test them
-                if f.id not in raw:
-                    raw[f.id] = pd.Series(pd.NA, index=keys, dtype="string")
-                    typed[f.id] = pd.Series(pd.NA, index=keys, dtype="object")
-            levels = row_levels(typed, pd.Series([fr.levels] * n, index=keys), grades, by_grade=sid == "learners")
-            cf = check_frame(raw, typed, fields, levels, pd.Series(start, index=keys), condition_fields(c, sid))
-            cf["_school"] = fr.school_code
-            if sid == "rooms":
-                cf["_room_key"] = cf["room_type"].fillna("") + "|" + cf.get("care_level", pd.Series("", index=keys)).fillna("")
-                cf.loc[cf["room_type"].isna(), "_room_key"] = pd.NA
-            frames.setdefault(sid, []).append(cf)
-            excel = raw["excel_row"].to_numpy() if sid != "school" else [0] * n
-            index.append(pd.DataFrame({"_rowkey": keys.to_numpy(), "_file": i, "sheet_id": sid, "excel_row": excel}))
-    out = {sid: pd.concat(parts, ignore_index=False) for sid, parts in frames.items()}
+    out, index = {}, []
+    for sid, raw in frames.raw.items():
+        typed = frames.typed[sid]
+        levels_of_file = raw["_file"].map({i: fr.levels for i, fr in enumerate(results)})
+        levels = row_levels(typed, levels_of_file, grades, by_grade=sid == "learners")
+        cf = check_frame(raw, typed, c.sheet(sid).fields, levels, pd.Series(start, index=raw.index),
+                         condition_fields(c, sid))
+        cf["_school"] = raw["_file"].map({i: fr.school_code for i, fr in enumerate(results)})
+        if sid == "rooms":
+            care = cf["care_level"] if "care_level" in cf else pd.Series("", index=cf.index)
+            cf["_room_key"] = (cf["room_type"].fillna("") + "|" + care.fillna("")).where(cf["room_type"].notna(), pd.NA)
+        out[sid] = cf
+        index.append(pd.DataFrame({"_rowkey": raw["_rowkey"].to_numpy(), "_file": raw["_file"].to_numpy(),
+                                   "sheet_id": sid, "excel_row": raw["excel_row"].to_numpy()}))
     rowindex = pd.concat(index, ignore_index=True) if index else pd.DataFrame(columns=["_rowkey", "_file", "sheet_id", "excel_row"])
     return out, rowindex
 
@@ -311,53 +352,55 @@ def scales(c: Contract) -> dict[str, tuple[str, ...]]:
 
 
 def validate_collection(results: list[FileResult], *, school_year: str, period: str,
-                        catalogue: Catalogue | None = None, contract: Contract | None = None) -> pd.DataFrame:
-    """Stages b and c for every readable file; returns issue rows (ISSUE_COLUMNS), stage a
-    issues included, one row per failing cell."""
+                        catalogue: Catalogue | None = None, contract: Contract | None = None,
+                        frames: Frames | None = None) -> pd.DataFrame:
+    """Stages b and c for every active file; returns issue rows (ISSUE_COLUMNS), stage a
+    issues and casting notices included, one row per failing cell."""
     from edustat.expectations import run_row_rules
 
     c = contract or load_contract()
     cat = catalogue or load_rules(contract=c)
-    frames, rowindex = build_check_frames(results, school_year, c)
-    found = [run_row_rules(frames, period)] if frames else []
+    frames = frames or assemble(results, c, cat)
+    checks, rowindex = build_check_frames(results, school_year, c, frames)
+    found = [run_row_rules(checks, period)] if checks else []
     start = _start_year(school_year)
     admin, scale_labels = _admin_maps(), scales(c)
+    # stage c per school: split each sheet once by file instead of filtering per school
+    by_file: dict[int, dict[str, pd.DataFrame]] = {}
+    for sid in TABLE_SHEETS:
+        if sid in frames.typed:
+            for i, part in frames.typed[sid].groupby("_file", sort=False):
+                by_file.setdefault(int(i), {})[sid] = part
+    school_keys = dict(zip(frames.raw["school"]["_file"], frames.raw["school"]["_rowkey"])) if "school" in frames.raw else {}
     for i, fr in enumerate(results):
-        if fr.blocked or fr.superseded:
+        if not active(fr):
             continue
-        keys = rowindex[rowindex["_file"] == i]
-        tables = {}
-        for sid in TABLE_SHEETS:
-            if sid in fr.typed:
-                k = keys.loc[keys["sheet_id"] == sid, "_rowkey"].to_numpy()
-                tables[sid] = fr.typed[sid].assign(_rowkey=k) if len(k) == len(fr.typed[sid]) else fr.typed[sid].assign(_rowkey=pd.NA)
-        school_key = keys.loc[keys["sheet_id"] == "school", "_rowkey"]
         school = dict(fr.school)
-        if len(school_key):
+        if i in school_keys:
             for fid in ("commune_code", "district_code"):
-                school[f"_rowkey_{fid}"] = int(school_key.iloc[0])
-        found.append(cross_row_issues(tables, school=school, levels=fr.levels, period=period, start_year=start,
+                school[f"_rowkey_{fid}"] = int(school_keys[i])
+        found.append(cross_row_issues(by_file.get(i, {}), school=school, levels=fr.levels, period=period, start_year=start,
                                       mappings=c.mappings, scales=scale_labels, admin=admin)[["_rowkey", "rule_id", "detail"]])
     hits = pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found) else pd.DataFrame(columns=["_rowkey", "rule_id", "detail"])
     if "detail" not in hits:
         hits["detail"] = pd.NA
-    issues = [iss for fr in results for iss in fr.issues]
+    issues = [iss for fr in results for iss in fr.issues] + list(frames.notices)
     if len(hits):
         hits["_rowkey"] = hits["_rowkey"].astype("int64")
         hits = hits.merge(rowindex, on="_rowkey", how="left")
-        issues.extend(_render_hits(hits, results, cat, c))
+        issues.extend(_render_hits(hits, results, cat, c, frames))
     frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
     frame["excel_row"] = frame["excel_row"].astype("Int64")
     return frame
 
 
-def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, c: Contract) -> list[dict]:
+def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, c: Contract, frames: Frames) -> list[dict]:
     out = []
     for (file_i, sid), grp in hits.groupby(["_file", "sheet_id"], sort=True):
         fr = results[int(file_i)]
-        raw = fr.raw.get(sid)
-        raw_by_row = raw.set_index("excel_row") if raw is not None and sid != "school" else None
-        for rec in grp.itertuples(index=False):
+        raw_all = frames.raw.get(sid)
+        raw_by_key = raw_all.loc[grp["_rowkey"].unique()] if raw_all is not None and sid != "school" else None
+        for key, rec in zip(grp["_rowkey"].to_numpy(), grp.itertuples(index=False)):
             rule = cat[rec.rule_id]
             fid = rule.field
             if sid == "school":
@@ -370,8 +413,8 @@ def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, 
                 column = fr.columns.get(sid, {}).get(fid)
                 header = fr.headers.get(sid, {}).get(fid) or (c.sheet(sid).field(fid).header if fid else None)
                 value = None
-                if raw_by_row is not None and fid in raw_by_row.columns:
-                    v = raw_by_row.at[excel_row, fid]
+                if raw_by_key is not None and fid in raw_by_key.columns:
+                    v = raw_by_key.at[key, fid]
                     value = None if pd.isna(v) else str(v)
             detail = None if pd.isna(rec.detail) else rec.detail
             fill = dict(header=header, value=value, sheet=fr.sheet_names.get(sid), detail=detail, file=fr.path.name,

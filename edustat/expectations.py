@@ -157,11 +157,11 @@ def _class_name(type_: str) -> str:
 def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Validate each sheet's concatenated check frame with its committed suite.
     Grain: one row per check-frame row → one row per (row, failed rule): `_rowkey`, rule_id."""
+    import logging
+
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    import logging
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     # string row conditions are deprecated for GX 2.0 (Condition objects replace them); the

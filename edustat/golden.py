@@ -35,11 +35,9 @@ def build_sample(work: Path) -> dict[str, list[Path]]:
         inbox = work / "inbox" / period
         generate_city(inbox, schools=SAMPLE["schools"], seed=SAMPLE["seed"], school_year=year, period=period,
                       export_share=SAMPLE["export_share"])
-        results = pipeline.ingest_all(discover(inbox), cfg, year, period, workers=1)
-        issues = pipeline.validate_all(results, cfg, year, period)
         con = store.connect(cfg.db_path)
         try:
-            pipeline.load_all(con, results, issues, cfg, year, period, f"golden-{period}")
+            pipeline.run_collection(con, discover(inbox), cfg, year, period, f"golden-{period}", workers=1)
             out[period] = build_reports(con, cfg.reports_dir, year, period).files
         finally:
             con.close()

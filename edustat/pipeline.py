@@ -4,23 +4,38 @@ tasks and owns the order. Each step takes and returns plain data.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
-from functools import lru_cache
-
-from edustat.collect import FileResult, ingest_file, scales, mark_superseded, validate_collection
+from edustat.collect import (
+    TABLE_SHEETS,
+    FileResult,
+    Frames,
+    active,
+    assemble,
+    ingest_file,
+    mark_superseded,
+    scales,
+    validate_collection,
+)
 from edustat.config import Config
-from edustat.store import StagedFile, cross_school_issues, next_versions, stage_files, write_run
+from edustat.store import cross_school_issues, next_versions, stage_frames, write_run
 from schemas import load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
+from transforms.derive import (
+    derive_classes,
+    derive_learners,
+    derive_school,
+    derive_staff,
+)
 from transforms.text import strip_accents
-from transforms.derive import derive_classes, derive_learners, derive_school, derive_staff
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7))
 STATUS_TEXT = {
@@ -67,27 +82,65 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     return results
 
 
-def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str) -> pd.DataFrame:
-    return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity))
+def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
+    """The collection's sheets concatenated and cast once (see collect.assemble)."""
+    return assemble(results, catalogue=load_rules(cfg.severity))
 
 
-def staged(fr: FileResult, school_year: str, received_at: dt.datetime) -> StagedFile:
-    """Typed frames + the derived columns the reports need (transforms/derive.py)."""
+def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str,
+                 frames: Frames | None = None) -> pd.DataFrame:
+    return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity),
+                               frames=frames)
+
+
+def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -> tuple[dict, dict]:
+    """raw_ (text as read, unknown columns as JSON) and stg_ (typed + derived) frames of the
+    collection's active files, one per sheet, with their key columns."""
     c = load_contract()
     start = int(school_year[:4])
-    school = derive_school(fr.school, fr.levels, c.mappings)
-    stg = {"school": pd.DataFrame([school])}
-    raw = {"school": pd.DataFrame([{k: (None if v is None else str(v)) for k, v in fr.school.items()}])}
-    for sid, typed in fr.typed.items():
+    act = {i: fr for i, fr in enumerate(results) if active(fr)}
+    keys = {i: {"school_code": fr.school_code, "file_hash": fr.sha256} for i, fr in act.items()}
+    raw, stg = {}, {}
+    schools = [dict(derive_school(fr.school, fr.levels, c.mappings), _file=i, excel_row=None) for i, fr in act.items()]
+    if schools:
+        sch = pd.DataFrame(schools)
+        stg["school"] = sch
+        raw["school"] = pd.DataFrame([{**{k: (None if v is None else str(v)) for k, v in fr.school.items()}, "_file": i}
+                                      for i, fr in act.items()])
+    for sid in TABLE_SHEETS:
+        parts = []
+        for i, fr in act.items():
+            frame = fr.raw.get(sid)
+            if frame is None or frame.empty:
+                continue
+            extra = [col for col in frame.columns if col.startswith("extra:")]
+            part = frame.drop(columns=extra).assign(_file=i)
+            if extra:
+                part["extra_columns"] = [json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
+                                         for vals in frame[extra].itertuples(index=False)]
+            parts.append(part)
+        if parts:
+            raw[sid] = pd.concat(parts, ignore_index=True)
+        typed = frames.typed.get(sid)
+        if typed is None or typed.empty:
+            continue
         if sid == "learners":
             typed = derive_learners(typed, start, c.mappings, scales(c))
-        elif sid == "staff":
-            typed = derive_staff(typed, start, c.mappings, fr.levels, _primary_subjects())
         elif sid == "classes":
             typed = derive_classes(typed, c.mappings)
+        elif sid == "staff":
+            # a staff member's form level depends on the school's levels: one call per combination
+            lv = typed["_file"].map({i: fr.levels for i, fr in act.items()})
+            typed = pd.concat([derive_staff(typed[lv == combo], start, c.mappings, combo, _primary_subjects())
+                               for combo in lv.dropna().unique()], ignore_index=False).loc[typed.index]
         stg[sid] = typed
-        raw[sid] = fr.raw[sid]
-    return StagedFile(fr.school_code, fr.sha256, fr.path.name, str(fr.raw_path), received_at, raw, stg, fr.sheet_names)
+    for frames_ in (raw, stg):
+        for sid, frame in frames_.items():
+            f = frame["_file"]
+            frame["school_code"] = f.map({i: k["school_code"] for i, k in keys.items()})
+            frame["file_hash"] = f.map({i: k["file_hash"] for i, k in keys.items()})
+            frame["sheet_name"] = f.map({i: act[i].sheet_names.get(sid) for i in act})
+    return raw, stg
 
 
 @lru_cache(maxsize=1)
@@ -108,13 +161,15 @@ def _status(fr: FileResult, counts: dict[str, int]) -> str:
 
 
 def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
-             run_id: str, catalogue: Catalogue | None = None) -> RunOutcome:
+             run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None) -> RunOutcome:
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
     status, and write register, issues and core in one transaction."""
     cat = catalogue or load_rules(cfg.severity)
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
-    loadable = [fr for fr in results if fr.school_code and not fr.unreadable and not fr.blocked and not fr.superseded]
-    stage_files(con, [staged(fr, school_year, now) for fr in loadable], school_year, period)
+    loadable = [fr for fr in results if active(fr)]
+    frames = frames or assemble(results, catalogue=cat)
+    raw, stg = staged_frames(results, frames, school_year)
+    stage_frames(con, raw, stg, school_year, period)
     run_files = {fr.school_code: fr.sha256 for fr in loadable}
     cross = cross_school_issues(con, run_files, school_year, period)
     if len(cross):
@@ -276,3 +331,13 @@ def format_summary(s: dict) -> str:
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""
         lines.append(f"  Chưa nộp / missing: {names}{more}")
     return "\n".join(lines)
+
+
+def run_collection(con, files: list[Path], cfg: Config, school_year: str, period: str, run_id: str | None = None,
+                   workers: int | None = None) -> RunOutcome:
+    """The collection's data steps without Prefect (read → cast → validate → load), for
+    scripts, tests and notebooks; `flows/collect.py` runs the same steps as tasks."""
+    results = ingest_all(files, cfg, school_year, period, workers)
+    frames = assemble_all(results, cfg)
+    issues = validate_all(results, cfg, school_year, period, frames)
+    return load_all(con, results, issues, cfg, school_year, period, run_id or new_run_id(), frames=frames)

@@ -14,7 +14,6 @@ This module:
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from dataclasses import dataclass, field

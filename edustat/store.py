@@ -8,12 +8,10 @@ a rejected version never removes what was already accepted.
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import duckdb
 import pandas as pd
@@ -75,6 +73,16 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckD
     raise RuntimeError("unreachable")
 
 
+@contextmanager
+def session(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The writer's connection for one step, closed (and its lock released) after it."""
+    con = connect(db_path)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
 def arrow_schema(sheet: Sheet, layer: str) -> pa.Schema:
     """raw: every field as text; stg/core: typed fields + derived columns."""
     fields = [pa.field(k, t) for k, t in KEYS]
@@ -128,57 +136,30 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-@dataclass
-class StagedFile:
-    """What the loader needs of one file (built by the flow from a collect.FileResult)."""
-
-    school_code: str
-    file_hash: str
-    file_name: str
-    raw_path: str
-    received_at: dt.datetime
-    raw: Mapping[str, pd.DataFrame]  # sheet id → text frame (fields, extra:*, excel_row)
-    stg: Mapping[str, pd.DataFrame]  # sheet id → typed + derived frame
-    sheet_names: Mapping[str, str]
-
-
-def stage_files(con: duckdb.DuckDBPyConnection, files: Iterable[StagedFile], school_year: str, period: str,
-                contract: Contract | None = None) -> int:
-    """Append raw_/stg_ rows of files not staged before (keyed by file hash). Returns files added."""
+def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame], stg: Mapping[str, pd.DataFrame],
+                 school_year: str, period: str, contract: Contract | None = None) -> int:
+    """Append the raw_/stg_ rows of files not staged before (keyed by file hash). Frames carry
+    the key columns (school_code, file_hash, sheet_name, excel_row). Returns files added."""
     c = contract or load_contract()
     ensure_tables(con, c)
     seen = {r[0] for r in con.execute("select distinct file_hash from raw_school where school_year = ? and period = ?",
                                      [school_year, period]).fetchall()}
-    new = [f for f in files if f.file_hash not in seen]
-    if not new:
-        return 0
+    added = set()
     for sid in SHEETS:
         sheet = c.sheet(sid)
-        raw_parts, stg_parts = [], []
-        for f in new:
-            keys = dict(school_year=school_year, period=period, school_code=f.school_code, file_hash=f.file_hash,
-                        sheet_name=f.sheet_names.get(sid))
-            if sid in f.raw:
-                r = f.raw[sid]
-                extra = [col for col in r.columns if col.startswith("extra:")]
-                rr = r.assign(**keys)
-                if extra:
-                    rr["extra_columns"] = [json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
-                                           for vals in r[extra].itertuples(index=False)]
-                raw_parts.append(rr)
-            if sid in f.stg:
-                stg_parts.append(f.stg[sid].assign(**keys))
-        if raw_parts:
-            tbl = to_arrow(pd.concat(raw_parts, ignore_index=True), arrow_schema(sheet, "raw"))
+        for layer, frames in (("raw", raw), ("stg", stg)):
+            frame = frames.get(sid)
+            if frame is None or frame.empty:
+                continue
+            frame = frame[~frame["file_hash"].isin(seen)]
+            if frame.empty:
+                continue
+            added.update(frame["file_hash"].unique())
+            tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
             con.register("_incoming", tbl)
-            con.execute(f"insert into raw_{sid} select * from _incoming")
+            con.execute(f"insert into {layer}_{sid} select * from _incoming")
             con.unregister("_incoming")
-        if stg_parts:
-            tbl = to_arrow(pd.concat(stg_parts, ignore_index=True), arrow_schema(sheet, "stg"))
-            con.register("_incoming", tbl)
-            con.execute(f"insert into stg_{sid} select * from _incoming")
-            con.unregister("_incoming")
-    return len(new)
+    return len(added)
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,7 +288,7 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
                 cols = [f'"{f.name}"' for f in arrow_schema(c.sheet(sid), "core") if f.name != "version"]
                 keep = ""
                 if load_valid_rows and sid != "school":
-                    keep = f"""and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
+                    keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
                                and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
                 con.execute(f"delete from core_{sid} where school_year = ? and period = ? and school_code = ?",
                             [school_year, period, code])

@@ -26,78 +26,69 @@ def read_files(files: list[Path], cfg: Config, school_year: str, period: str):
     return pipeline.ingest_all(files, cfg, school_year, period)
 
 
+@task(name="ghép và chuẩn hóa kiểu (cast)")
+def cast(results, cfg: Config):
+    return pipeline.assemble_all(results, cfg)
+
+
 @task(name="kiểm tra dữ liệu (validate, Great Expectations)")
-def validate(results, cfg: Config, school_year: str, period: str):
-    return pipeline.validate_all(results, cfg, school_year, period)
+def validate(results, frames, cfg: Config, school_year: str, period: str):
+    return pipeline.validate_all(results, cfg, school_year, period, frames)
 
 
 @task(name="nạp DuckDB (load)", retries=2, retry_delay_seconds=5)
-def load(results, issues, cfg: Config, school_year: str, period: str, run_id: str):
-    con = store.connect(cfg.db_path)
-    try:
-        return pipeline.load_all(con, results, issues, cfg, school_year, period, run_id)
-    finally:
-        con.close()
+def load(results, frames, issues, cfg: Config, school_year: str, period: str, run_id: str):
+    with store.session(cfg.db_path) as con:
+        return pipeline.load_all(con, results, issues, cfg, school_year, period, run_id, frames=frames)
 
 
 @task(name="phản hồi cho trường (feedback)")
 def feedback(outcome, results, cfg: Config):
-    con = store.connect(cfg.db_path)
-    try:
+    with store.session(cfg.db_path) as con:
         return pipeline.write_feedbacks(con, outcome, results, cfg)
-    finally:
-        con.close()
 
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
 def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None):
     from edustat.reports import build_reports
 
-    con = store.connect(cfg.db_path)
-    try:
+    with store.session(cfg.db_path) as con:
         return build_reports(con, cfg.reports_dir, school_year, period, school=school)
-    finally:
-        con.close()
 
 
 @task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)
 def publish_snapshot(cfg: Config):
     from edustat.publish import load_or_create_salt, publish
 
-    con = store.connect(cfg.db_path)
-    try:
+    with store.session(cfg.db_path) as con:
         return publish(con, cfg.published_dir, salt=load_or_create_salt(cfg.salt_path),
                        pseudonymise=cfg.pseudonymise_published)
-    finally:
-        con.close()
 
 
 @task(name="tổng kết (summary)")
 def summarise(outcome, cfg: Config, feedback_paths, reports) -> dict:
-    con = store.connect(cfg.db_path)
-    try:
+    with store.session(cfg.db_path) as con:
         return pipeline.summary(con, outcome, cfg, reports)
-    finally:
-        con.close()
 
 
 @task(name="báo cáo cho cán bộ thống kê (artifacts)")
 def officer_artifacts(summary: dict, cfg: Config) -> dict:
     """The per-school table, the summary and the charts, under stable keys per collection."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import (
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
 
     from edustat import officer
     from edustat.store import expected_schools
 
     year, period = summary["school_year"], summary["period"]
-    con = store.connect(cfg.db_path)
-    try:
+    with store.session(cfg.db_path) as con:
         expected = expected_schools(con, year, period, cfg.expected_schools)
         table = officer.school_table(con, year, period, expected)
         previous = officer.previous_summary(con, year, period, summary["run_id"])
         by_grade = officer.learners_by_grade(con, year, period)
-    finally:
-        con.close()
     deadline = officer.deadline_for(cfg.deadlines, year, period)
     md = officer.summary_markdown(summary, table, previous, deadline, officer.today_vn(), by_grade)
     chart = officer.charts_html(cfg.curated_dir / "charts" / year / period / f"{summary['run_id']}.html", summary, table, by_grade)
@@ -131,8 +122,9 @@ def collection_flow(school_year: str = "auto", period: str = "dau_nam", inbox: s
     run_id = pipeline.new_run_id()
     files = find_submissions(inbox_dir)
     results = read_files(files, cfg, school_year, period)
-    issues = validate(results, cfg, school_year, period)
-    outcome = load(results, issues, cfg, school_year, period, run_id)
+    frames = cast(results, cfg)
+    issues = validate(results, frames, cfg, school_year, period)
+    outcome = load(results, frames, issues, cfg, school_year, period, run_id)
     paths = feedback(outcome, results, cfg)
     reports = build_forms(cfg, school_year, period) if forms else None
     if publish:

@@ -85,9 +85,10 @@ def bench(kind: str, workers: int, base: Path) -> dict:
     year, period = "2022-2023", "dau_nam"
     paths = discover(inbox)
     results = timed("read", lambda: pipeline.ingest_all(paths, cfg, year, period, workers), r)
-    issues = timed("validate", lambda: pipeline.validate_all(results, cfg, year, period), r)
+    frames = timed("cast", lambda: pipeline.assemble_all(results, cfg), r)
+    issues = timed("validate", lambda: pipeline.validate_all(results, cfg, year, period, frames), r)
     con = store.connect(cfg.db_path)
-    outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, year, period, "bench"), r)
+    outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, year, period, "bench", frames=frames), r)
     timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg), r)
     rep = timed("report", lambda: build_reports(con, cfg.reports_dir, year, period), r)
     timed("publish", lambda: publish(con, cfg.published_dir, salt=load_or_create_salt(cfg.salt_path)), r)
@@ -95,7 +96,7 @@ def bench(kind: str, workers: int, base: Path) -> dict:
                            "+ (select count(*) from raw_classes) + (select count(*) from raw_rooms)").fetchone()[0])
     learners = int(con.execute("select count(*) from raw_learners").fetchone()[0])
     con.close()
-    stages = ["read", "validate", "load", "feedback", "report", "publish"]
+    stages = ["read", "cast", "validate", "load", "feedback", "report", "publish"]
     e2e = sum(r[s] for s in stages)
 
     # one school resubmits: a changed file for one school, the rest untouched
@@ -113,8 +114,9 @@ def bench(kind: str, workers: int, base: Path) -> dict:
     con = store.connect(cfg.db_path)
     t = time.perf_counter()
     res1 = pipeline.ingest_all([resub / one.name], cfg, year, period, 1)
-    iss1 = pipeline.validate_all(res1, cfg, year, period)
-    out1 = pipeline.load_all(con, res1, iss1, cfg, year, period, "bench-resubmit")
+    fr1 = pipeline.assemble_all(res1, cfg)
+    iss1 = pipeline.validate_all(res1, cfg, year, period, fr1)
+    out1 = pipeline.load_all(con, res1, iss1, cfg, year, period, "bench-resubmit", frames=fr1)
     rr["revalidate+reload"] = time.perf_counter() - t
     t = time.perf_counter()
     pipeline.write_feedbacks(con, out1, res1, cfg)

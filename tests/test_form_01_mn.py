@@ -4,7 +4,6 @@ count over the curated tables, and the workbook renders with those figures."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import openpyxl
 import pandas as pd
@@ -36,10 +35,8 @@ def city(tmp_path_factory):
                              export_share=0.3, error_rate=0.0, workers=2)
     files = [inbox / s.file for s in manifest.schools if "MN" in s.levels]
     cfg = Config(data_dir=root / "data", load_policy="load_valid_rows", workers=2)
-    results = pipeline.ingest_all(files, cfg, YEAR, PERIOD)
-    issues = pipeline.validate_all(results, cfg, YEAR, PERIOD)
     con = store.connect(cfg.db_path)
-    pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, pipeline.new_run_id())
+    pipeline.run_collection(con, files, cfg, YEAR, PERIOD)
     yield con, root
     con.close()
 

@@ -3,9 +3,7 @@ runs, the forms' own identities and the reconciliation hold, and a sample of row
 independent pandas computation over the curated tables."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import duckdb
 import openpyxl
 import pandas as pd
 import pytest
@@ -28,10 +26,8 @@ def db(tmp_path_factory):
     inbox = root / "inbox"
     generate_city(inbox, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3)
     cfg = Config(data_dir=root / "data", load_policy="load_valid_rows", workers=2)
-    results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
-    issues = pipeline.validate_all(results, cfg, YEAR, PERIOD)
     con = store.connect(cfg.db_path)
-    pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, "test-run")
+    pipeline.run_collection(con, discover(inbox), cfg, YEAR, PERIOD, "test-run")
     yield con
     con.close()
 

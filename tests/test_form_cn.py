@@ -27,11 +27,9 @@ def db(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cn")
     generate_city(root / "inbox", schools=7, seed=5, school_year=YEAR, period=PERIOD)
     cfg = load_config(None, root / "data")
-    results = pipeline.ingest_all(discover(root / "inbox"), cfg, YEAR, PERIOD, workers=1)
-    issues = pipeline.validate_all(results, cfg, YEAR, PERIOD)
     con = store.connect(cfg.db_path)
     try:
-        outcome = pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, pipeline.new_run_id())
+        outcome = pipeline.run_collection(con, discover(root / "inbox"), cfg, YEAR, PERIOD, workers=1)
     finally:
         con.close()
     assert outcome.submissions["status"].str.startswith("accepted").all()

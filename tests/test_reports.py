@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pytest
 
 from edustat.golden import GOLDEN_DIR, build_sample, dump_workbook

@@ -15,7 +15,7 @@ import pandas as pd
 from schemas import Field, Sheet, load_codelist
 from transforms.text import nfc, nfc_series
 
-PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind"]
+PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind", "row_index"]
 LINEAGE = "excel_row"
 
 _DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
@@ -27,8 +27,10 @@ _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 
 
 def _problems(rows: pd.Series, field_id: str, values: pd.Series, kind: str) -> pd.DataFrame:
+    """`row_index`: the input frame's index of the row, to map a problem back to its file."""
     return pd.DataFrame(
-        {"excel_row": rows.to_numpy(), "field": field_id, "value": values.astype("string").to_numpy(), "kind": kind}
+        {"excel_row": rows.to_numpy(), "field": field_id, "value": values.astype("string").to_numpy(), "kind": kind,
+         "row_index": rows.index.to_numpy()}
     )
 
 
@@ -161,7 +163,7 @@ def cast_key_values(values: dict[str, str | None], sheet: Sheet, rows: dict[str,
         value, kind = _cast_scalar(f, text)
         out[f.id] = value
         if kind:
-            probs.append({"excel_row": rows.get(f.id, 0), "field": f.id, "value": text, "kind": kind})
+            probs.append({"excel_row": rows.get(f.id, 0), "field": f.id, "value": text, "kind": kind, "row_index": 0})
     return out, pd.DataFrame(probs, columns=PROBLEM_COLUMNS)
 
 

@@ -41,7 +41,8 @@ def nfc_series(values: pd.Series) -> pd.Series:
     arr = pc.replace_substring_regex(arr, r"[\s\x{00A0}\x{2007}\x{202F}\x{3000}]+", " ")
     arr = pc.utf8_trim_whitespace(arr)
     arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-    return pd.Series(arr.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None),
+    # .array: positional, whatever the input's index (a Series argument would be re-aligned)
+    return pd.Series(arr.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None).array,
                      index=values.index, dtype="string")
 
 
