@@ -160,12 +160,14 @@ def run(
     if config is not None and not config.exists():
         fail(f"không tìm thấy tệp cấu hình '{config}'")
     _prefect_env()
-    _config(config, data_dir)
+    cfg = _config(config, data_dir)
     from edustat.pipeline import format_summary
-    from flows.collect import collection_flow
+    from flows.collect import collection_flow, task_runner
 
+    runner = task_runner(cfg)
+    flow_ = collection_flow.with_options(task_runner=runner) if runner else collection_flow
     try:
-        summary = collection_flow(school_year=year, period=period.value, inbox=str(inbox), data_dir=str(data_dir),
+        summary = flow_(school_year=year, period=period.value, inbox=str(inbox), data_dir=str(data_dir),
                                   config_path=str(config) if config else None, publish=not no_publish)
     except Exception as exc:  # the run could not complete: one line, details in the Prefect log
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

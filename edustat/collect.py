@@ -274,7 +274,9 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
         next_key += len(kv)
         kv["_rowkey"] = kv.index
         raw_out["school"] = kv.astype({f.id: "string" for f in school_sheet.fields})
-        typed_out["school"] = kv
+        # typed like cast_table's output: a school without a value must not turn 0 into 0.0
+        kinds = {"int": "Int64", "flag": "Int8"}
+        typed_out["school"] = kv.astype({f.id: kinds.get(f.type, "object") for f in school_sheet.fields})
     for sid in TABLE_SHEETS:
         sheet = c.sheet(sid)
         ids = [f.id for f in sheet.fields]

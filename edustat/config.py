@@ -7,6 +7,7 @@
     expected_schools: [74718001, …]    # else: the schools of the previous collection
     pseudonymise_published: true
     workers: 2
+    task_runner: local                 # or dask (prefect-dask), with dask_address: tcp://host:8786
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Config:
     workers: int = 2
     deadlines: dict[str, str] = field(default_factory=dict)  # "2022-2023/dau_nam": "2022-10-30"
     schedules: dict[str, object] = field(default_factory=dict)
+    task_runner: Literal["local", "dask"] = "local"  # dask: reading fans out over a Dask cluster
+    dask_address: str | None = None  # tcp://scheduler:8786; None = a local cluster of `workers`
 
     @property
     def raw_dir(self) -> Path:
@@ -89,6 +92,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         values["data_dir"] = Path(data_dir)
     if values.get("load_policy", "reject_school") not in LOAD_POLICIES:
         raise ConfigError(f"load_policy phải là một trong {LOAD_POLICIES}")
+    if values.get("task_runner", "local") not in ("local", "dask"):
+        raise ConfigError("task_runner phải là 'local' hoặc 'dask'")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

@@ -68,6 +68,17 @@ def _ingest_one(args: tuple) -> FileResult:
                        catalogue=load_rules(severity))
 
 
+def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
+    """Parse a batch of files in this process (a Dask task's unit of work)."""
+    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity)) for p in files]
+
+
+def settle(results: list[FileResult], cfg: Config) -> list[FileResult]:
+    """Which file of a school counts when it sent more than one."""
+    mark_superseded(results, load_rules(cfg.severity))
+    return results
+
+
 def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, workers: int | None = None) -> list[FileResult]:
     """Parse every file (in worker processes when there are several), then settle which
     file of a school counts when it sent more than one."""
@@ -78,8 +89,7 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
             results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         results = [_ingest_one(j) for j in jobs]
-    mark_superseded(results, load_rules(cfg.severity))
-    return results
+    return settle(results, cfg)
 
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 
 from edustat import pipeline, store
 from edustat.collect import discover
@@ -24,6 +24,30 @@ def find_submissions(inbox: Path) -> list[Path]:
 @task(name="đọc và kiểm tra cấu trúc (read + structure)")
 def read_files(files: list[Path], cfg: Config, school_year: str, period: str):
     return pipeline.ingest_all(files, cfg, school_year, period)
+
+
+@task(name="đọc một nhóm tệp (read a batch)")
+def read_batch(files: list[Path], cfg: Config, school_year: str, period: str):
+    return pipeline.ingest_files(files, cfg, school_year, period)
+
+
+def read_fanned_out(files: list[Path], cfg: Config, school_year: str, period: str, parts: int):
+    """Reading as one task per batch of files, submitted to the flow's task runner (Dask)."""
+    batches = [files[i::parts] for i in range(parts) if files[i::parts]]
+    futures = read_batch.map(batches, cfg=unmapped(cfg), school_year=unmapped(school_year), period=unmapped(period))
+    return pipeline.settle([fr for f in futures for fr in f.result()], cfg)
+
+
+def task_runner(cfg: Config):
+    """The configured task runner: local processes (default) or a Dask cluster."""
+    if cfg.task_runner != "dask":
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 @task(name="ghép và chuẩn hóa kiểu (cast)")
@@ -121,7 +145,10 @@ def collection_flow(school_year: str = "auto", period: str = "dau_nam", inbox: s
     inbox_dir.mkdir(parents=True, exist_ok=True) if not inbox else None
     run_id = pipeline.new_run_id()
     files = find_submissions(inbox_dir)
-    results = read_files(files, cfg, school_year, period)
+    if cfg.task_runner == "dask":
+        results = read_fanned_out(files, cfg, school_year, period, parts=max(1, cfg.workers * 4))
+    else:
+        results = read_files(files, cfg, school_year, period)
     frames = cast(results, cfg)
     issues = validate(results, frames, cfg, school_year, period)
     outcome = load(results, frames, issues, cfg, school_year, period, run_id)

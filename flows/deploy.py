@@ -45,11 +45,13 @@ def schedules_for(cfg: Config) -> list[Cron]:
 
 def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> list:
     """The collection (scheduled + on demand) and the report rebuild (on demand)."""
-    from flows.collect import collection_flow, reports_flow
+    from flows.collect import collection_flow, reports_flow, task_runner
 
     base: Mapping[str, Any] = {"data_dir": data_dir, "config_path": config_path}
+    runner = task_runner(cfg)
+    collection = collection_flow.with_options(task_runner=runner) if runner else collection_flow
     return [
-        collection_flow.to_deployment(
+        collection.to_deployment(
             name="thu-thap", schedules=schedules_for(cfg), parameters={**base, "school_year": "auto", "period": "dau_nam"},
             description="Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố. "
                         "Chạy tay: chọn năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp.",
