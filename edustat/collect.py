@@ -19,7 +19,7 @@ from edustat.reader import (
     file_sha256,
     read_workbook,
 )
-from schemas import Contract, load_codelist, load_contract
+from schemas import Contract, Sheet, load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
 from transforms.cast import cast_key_values, cast_table
 from transforms.checks import check_frame, cross_row_issues, row_levels
@@ -45,7 +45,8 @@ class FileResult:
     path: Path
     sha256: str
     raw_path: Path | None = None
-    school: dict = field(default_factory=dict)
+    school: dict = field(default_factory=dict)  # the Truong sheet cast (values that cast)
+    school_raw: dict = field(default_factory=dict)  # … and as submitted (text), for the rules
     school_rows: dict[str, int] = field(default_factory=dict)
     school_sheet: str | None = None
     levels: tuple[str, ...] = ()
@@ -128,6 +129,7 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
     if parsed.school is not None:
         values, problems = cast_key_values(parsed.school.values, school_sheet, parsed.school.rows)
         fr.school = {k: v for k, v in values.items() if v is not None}
+        fr.school_raw = dict(parsed.school.values)
         fr.school_rows = dict(parsed.school.rows)
         fr.school_sheet = parsed.school.name
         fr.sheet_names["school"] = parsed.school.name
@@ -135,6 +137,10 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         if raw_code and "school_code" not in fr.school:
             fr.school["school_code"] = raw_code
         _resolve_admin_in_context(fr.school, parsed.school.values)
+        for rec in problems[problems["kind"] == "id_padded"].itertuples(index=False):
+            fr.issues.append(_issue(cat, cat.family_id("school", rec.field, "padded"), fr, sheet=fr.school_sheet,
+                                    excel_row=int(rec.excel_row), column=parsed.school.value_column, field_id=rec.field,
+                                    header=school_sheet.field(rec.field).header, value=rec.value))
     else:
         fr.issues.append(_issue(cat, "file_sheet_missing", fr, sheet=school_sheet.name, detail=school_sheet.title))
     if not fr.school_code:
@@ -178,7 +184,7 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         fr.headers[sheet.id] = data.headers
         for f in sheet.fields_for(fr.levels, period):
             r = f.required
-            if f.id not in data.columns and r.applies(fr.levels, period) and not r.when_field:
+            if f.id not in data.columns and r.applies(fr.levels, period) and _column_needed(f, sheet, data.frame):
                 fr.issues.append(_issue(cat, "file_column_missing", fr, sheet=data.name, field_id=f.id, header=f.header))
                 fr.blocked = True
         for header, letter in data.extra_columns.items():
@@ -188,6 +194,26 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         # casting happens once per sheet over the whole collection (assemble): per-column
         # pandas work costs milliseconds, which per school and per column adds up to minutes
         fr.raw[sheet.id] = data.frame
+
+
+def _column_needed(f, sheet: Sheet, frame: pd.DataFrame) -> bool:
+    """A column required only `when` another field has some values is missing only if some
+    row has them (no dropout reason column is needed where nobody dropped out)."""
+    r = f.required
+    if not r.when_field:
+        return True
+    if r.when_field not in frame.columns:
+        return False
+    other = sheet.field(r.when_field)
+    values = frame[r.when_field].dropna().astype(str)
+    if r.when_not_blank:
+        return bool((values.str.strip() != "").any())
+    resolve = other.codelist.resolve if other.codelist is not None else (lambda v: v)
+    codes = {resolve(v) for v in values.unique()}
+    codes.discard(None)
+    if r.when_in:
+        return bool(codes & set(r.when_in))
+    return bool(codes - set(r.when_not_in))
 
 
 def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:
@@ -266,17 +292,20 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
     raw_out, typed_out, notices = {}, {}, []
     next_key = 0
     school_sheet = c.sheet("school")
-    kv_rows = [{**{f.id: fr.school.get(f.id) for f in school_sheet.fields}, "_file": i, "excel_row": 0}
-               for i, fr in enumerate(results) if active(fr)]
-    if kv_rows:
-        kv = pd.DataFrame(kv_rows)
-        kv.index = pd.RangeIndex(next_key, next_key + len(kv))
-        next_key += len(kv)
-        kv["_rowkey"] = kv.index
-        raw_out["school"] = kv.astype({f.id: "string" for f in school_sheet.fields})
-        # typed like cast_table's output: a school without a value must not turn 0 into 0.0
+    act = [(i, fr) for i, fr in enumerate(results) if active(fr)]
+    if act:
+        keys = pd.RangeIndex(next_key, next_key + len(act))
+        next_key += len(act)
+        meta = {"_file": [i for i, _ in act], "excel_row": [0] * len(act), "_rowkey": keys.to_numpy()}
+        # as submitted (the rules see the text of a value that did not cast) and cast — typed
+        # like cast_table's output, so one school's blank never turns another's 0 into 0.0
+        raw_kv = pd.DataFrame({f.id: [fr.school_raw.get(f.id, fr.school.get(f.id)) for _, fr in act]
+                               for f in school_sheet.fields}, index=keys).astype("string")
         kinds = {"int": "Int64", "flag": "Int8"}
-        typed_out["school"] = kv.astype({f.id: kinds.get(f.type, "object") for f in school_sheet.fields})
+        typed_kv = pd.DataFrame({f.id: [fr.school.get(f.id) for _, fr in act] for f in school_sheet.fields},
+                                index=keys).astype({f.id: kinds.get(f.type, "object") for f in school_sheet.fields})
+        raw_out["school"] = raw_kv.assign(**meta)
+        typed_out["school"] = typed_kv.assign(**meta)
     for sid in TABLE_SHEETS:
         sheet = c.sheet(sid)
         ids = [f.id for f in sheet.fields]
@@ -346,11 +375,12 @@ def _admin_maps() -> dict[str, dict[str, str]]:
     }
 
 
-def scales(c: Contract) -> dict[str, tuple[str, ...]]:
+def scales(c: Contract) -> dict:
+    """The THCS assessment scales' code lists (labels, rank codes and synonyms all resolve)."""
     refs = set()
     for conf in c.mappings["assessment_scales"]["THCS"].values():
         refs.update(v for k, v in conf.items() if k in ("conduct", "learning"))
-    return {ref: load_codelist(ref).labels for ref in refs}
+    return {ref: load_codelist(ref) for ref in refs}
 
 
 def validate_collection(results: list[FileResult], *, school_year: str, period: str,
@@ -382,10 +412,10 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
             for fid in ("commune_code", "district_code"):
                 school[f"_rowkey_{fid}"] = int(school_keys[i])
         found.append(cross_row_issues(by_file.get(i, {}), school=school, levels=fr.levels, period=period, start_year=start,
-                                      mappings=c.mappings, scales=scale_labels, admin=admin)[["_rowkey", "rule_id", "detail"]])
-    hits = pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found) else pd.DataFrame(columns=["_rowkey", "rule_id", "detail"])
-    if "detail" not in hits:
-        hits["detail"] = pd.NA
+                                      mappings=c.mappings, scales=scale_labels, admin=admin))
+    columns = ["_rowkey", "rule_id", "detail", "field"]
+    hits = (pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found)
+            else pd.DataFrame(columns=columns)).reindex(columns=columns)
     issues = [iss for fr in results for iss in fr.issues] + list(frames.notices)
     if len(hits):
         hits["_rowkey"] = hits["_rowkey"].astype("int64")
@@ -404,11 +434,12 @@ def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, 
         raw_by_key = raw_all.loc[grp["_rowkey"].unique()] if raw_all is not None and sid != "school" else None
         for key, rec in zip(grp["_rowkey"].to_numpy(), grp.itertuples(index=False)):
             rule = cat[rec.rule_id]
-            fid = rule.field
+            fid = rec.field if isinstance(rec.field, str) else rule.field  # a rule over several columns names its cell
             if sid == "school":
                 excel_row = fr.school_rows.get(fid)
                 column = "B"
-                value = fr.school.get(fid)
+                raw_value = fr.school_raw.get(fid, fr.school.get(fid))  # as submitted
+                value = None if raw_value is None else str(raw_value)
                 header = c.sheet("school").field(fid).header if fid else None
             else:
                 excel_row = int(rec.excel_row)

@@ -38,7 +38,7 @@ BIG_LIST = 500  # code lists longer than this are checked through a membership f
 AGE_BOUNDS = {"student_birth_date_range": (0, 25), "staff_birth_date_range": (18, 65)}
 
 
-def _condition(f: Field, period: str) -> str | None:
+def _condition(f: Field, period: str, sheet=None) -> str | None:
     """The pandas row condition under which `f` is required (levels and `when`)."""
     r = f.required
     parts = []
@@ -50,7 +50,14 @@ def _condition(f: Field, period: str) -> str | None:
         if r.when_in:
             parts.append("(" + " or ".join(f'{r.when_field} == "{v}"' for v in r.when_in) + ")")
         if r.when_not_in:
-            parts.append("(" + " and ".join(f'{r.when_field} != "{v}"' for v in r.when_not_in) + ")")
+            # "not in" as "in the rest of the list": a blank or unknown value (reported by its
+            # own rule) must not also make this field required
+            other = sheet.field(r.when_field) if sheet is not None else None
+            codes = [c for c in (other.codelist.codes if other is not None and other.codelist else ()) if c not in r.when_not_in]
+            if codes:
+                parts.append("(" + " or ".join(f'{r.when_field} == "{v}"' for v in codes) + ")")
+            else:
+                parts.append("(" + " and ".join(f'{r.when_field} != "{v}"' for v in r.when_not_in) + ")")
         if r.when_not_blank:
             parts.append(f"(_has_{r.when_field} == True)")
     return " and ".join(parts) or None
@@ -80,7 +87,7 @@ def suite_dicts(period: str, catalogue: Catalogue | None = None, contract: Contr
                 return x if x in cat and cat[x].stage == "row" else None
             req = rid("required")
             if req and (f.required.always or not f.required.periods or period in f.required.periods):
-                cond = _condition(f, period)
+                cond = _condition(f, period, sheet)
                 kw = {"column": f.id}
                 if cond:
                     kw.update(row_condition=cond, condition_parser="pandas")

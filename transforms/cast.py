@@ -114,8 +114,10 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
         bad = present & codes.isna()
         if bad.any():
             probs.append(_problems(rows[bad], f.id, text[bad], "flag_invalid"))
-        # blank = 0: the template says "1 = có, 0 hoặc để trống = không"
-        return pd.to_numeric(codes, errors="coerce").fillna(0).astype("Int8"), probs
+        # the template says "1 = có, 0 hoặc để trống = không"; a blank stays NA here so a
+        # required 0/1 column and later rules can tell "blank" from "0" (reports test `= 1`),
+        # and an unreadable value stays NA so its text is what the format rule sees
+        return pd.to_numeric(codes, errors="coerce").astype("Int8"), probs
     if f.type == "school_year":
         m = text.str.extract(_SCHOOL_YEAR)
         ok = m[0].notna() & (pd.to_numeric(m[1], errors="coerce") == pd.to_numeric(m[0], errors="coerce") + 1)
@@ -169,7 +171,7 @@ def cast_key_values(values: dict[str, str | None], sheet: Sheet, rows: dict[str,
 
 def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
     if text is None:
-        return (0 if f.type == "flag" else None), None
+        return None, None
     if f.type == "text":
         return text, None
     if f.type == "code":
@@ -177,7 +179,7 @@ def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
         return code, (None if code else "code_unknown")
     if f.type == "flag":
         code = load_codelist("edustat/FLAG").resolve(text)
-        return (int(code) if code else 0), (None if code else "flag_invalid")
+        return (int(code) if code else None), (None if code else "flag_invalid")
     if f.type == "int":
         try:
             num = float(text.replace(",", "."))

@@ -19,7 +19,7 @@ from schemas import Field
 from transforms.text import fold
 
 LEVELS = ("MN", "TH", "THCS")
-ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail"]
+ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail", "field"]
 
 
 def row_levels(typed: pd.DataFrame, school_levels: pd.Series, grades: Mapping[str, dict], by_grade: bool) -> pd.DataFrame:
@@ -48,8 +48,7 @@ def _canonical(f: Field, raw: pd.Series, typed: pd.Series) -> pd.Series:
     if f.type == "int":
         return typed.astype("string").fillna(raw)
     if f.type == "flag":
-        # blank stays blank here (typed treats it as 0) so "required" can see it
-        return typed.astype("Int64").astype("string").where(raw.notna(), pd.NA).mask(raw.notna() & typed.isna(), raw)
+        return typed.astype("Int64").astype("string").fillna(raw)
     if f.type == "id":
         return typed.astype("string")
     return typed.astype("string")
@@ -116,9 +115,11 @@ def _eq(values: pd.Series, value: object) -> pd.Series:
     return (values == value).fillna(False).astype(bool)
 
 
-def _issues(rowkeys: pd.Series, rule_id: str, detail: pd.Series | str = "") -> pd.DataFrame:
+def _issues(rowkeys: pd.Series, rule_id: str, detail: pd.Series | str = "", field: str | None = None) -> pd.DataFrame:
+    """Issue rows; `field` names the cell when a rule covers several columns."""
     d = detail if isinstance(detail, pd.Series) else pd.Series(detail, index=rowkeys.index)
-    return pd.DataFrame({"_rowkey": rowkeys.to_numpy(), "rule_id": rule_id, "detail": d.astype("string").to_numpy()})
+    return pd.DataFrame({"_rowkey": rowkeys.to_numpy(), "rule_id": rule_id, "detail": d.astype("string").to_numpy(),
+                         "field": field})
 
 
 def resolve_learner_classes(learners: pd.DataFrame, classes: pd.DataFrame) -> pd.Series:
@@ -149,12 +150,12 @@ def cross_row_issues(
     period: str,
     start_year: int,
     mappings: Mapping[str, object],
-    scales: Mapping[str, tuple[str, ...]],
+    scales: Mapping[str, object],
     admin: Mapping[str, Mapping[str, str]],
 ) -> pd.DataFrame:
     """One school's typed sheets (each with `_rowkey`) → issue rows (`_rowkey`, rule_id, detail).
     The school sheet's rowkeys are its field rows (`school` carries `_rowkey_<field>`).
-    `scales`: label set per scale ref; `admin`: {"district_of": commune→district, "province_of": district→province}."""
+    `scales`: the code list of each assessment scale; `admin`: {"district_of": commune→district, "province_of": district→province}."""
     out: list[pd.DataFrame] = []
     learners = tables.get("learners", pd.DataFrame())
     classes = tables.get("classes", pd.DataFrame())
@@ -269,26 +270,24 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
             continue
         val = learners[col].astype("string")
         for which in ("new", "old"):
-            ref = conf[which][col]
-            labels = scales[ref]
+            cl = scales[conf[which][col]]  # the scale's code list: labels, rank codes and synonyms
             m = thcs & _eq(scale, which) & val.notna()
-            folded = val[m].map(lambda v: fold(v))
-            ok = folded.isin([fold(x) for x in labels]) | folded.isin([str(i + 1) for i in range(len(labels))])
-            bad_idx = ok[~ok].index
+            codes = val[m].map(cl.resolve)
+            bad_idx = codes[codes.isna()].index
             circular = conf[which]["circular"]
             out.append(_issues(learners.loc[bad_idx, "_rowkey"], "student_result_scale",
-                               pd.Series(f"{circular}: " + ", ".join(labels), index=bad_idx)))
-            rank[(col, which)] = {fold(x): i + 1 for i, x in enumerate(labels)} | {str(i + 1): i + 1 for i in range(len(labels))}
+                               pd.Series(f"{circular}: " + ", ".join(cl.labels), index=bad_idx), field=col))
+            rank[(col, which)] = codes
     if "outcome" in learners:
         promoted = _eq(learners["outcome"], "1")
         absent = _num(learners["absent_days"]) if "absent_days" in learners else pd.Series(np.nan, index=learners.index)
         over = promoted & (absent > mappings["max_absent_days"])
         out.append(_issues(learners.loc[over, "_rowkey"], "student_absent_days_max"))
         failing = pd.Series(False, index=learners.index)
-        for (col, which), rk in rank.items():
-            # TT 22: Đạt (3) passes; TT 58: Trung bình (3) passes — rank ≤ 3 in both scales
-            r = learners[col].astype("string").map(lambda v: rk.get(fold(v)) if pd.notna(v) else None)
-            failing |= thcs & _eq(scale, which) & (_num(r) > 3)
+        for (col, which), codes in rank.items():
+            # TT 22: Đạt (3) passes; TT 58: Trung bình (3) passes — rank code ≤ 3 in both scales
+            r = _num(codes.reindex(learners.index))
+            failing |= thcs & _eq(scale, which) & (r > 3)
         if "year_result" in learners:
             failing |= _eq(level, "TH") & _eq(learners["year_result"], "4")
         if "completed_grade" in learners:

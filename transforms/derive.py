@@ -11,7 +11,6 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from transforms.text import fold
 
 
 def _grade_attr(grade: pd.Series, mappings: Mapping, key: str) -> pd.Series:
@@ -40,10 +39,11 @@ def derive_school(school: Mapping[str, object], levels: tuple[str, ...], mapping
 
 
 def derive_learners(frame: pd.DataFrame, start_year: int, mappings: Mapping,
-                    scales: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+                    scales: Mapping | None = None) -> pd.DataFrame:
     """+ level, grade_number, care_level, birth_year, age, is_female, is_dtts, is_enrolled,
     is_on_age, assessment_scale, conduct_code, learning_code, is_very_small_minority,
-    is_disabled. `scales`: labels of each scale code list (edustat/RATING_TT22 …)."""
+    is_disabled. `scales`: each scale's code list (edustat/RATING_TT22 …; labels, codes and
+    synonyms resolve)."""
     out = frame.copy()
     grade = frame["grade"] if "grade" in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
     out["level"] = _grade_attr(grade, mappings, "level").astype("string")
@@ -64,10 +64,11 @@ def derive_learners(frame: pd.DataFrame, start_year: int, mappings: Mapping,
         codes = pd.Series(pd.NA, index=frame.index, dtype="string")
         if col in frame and scales:
             for which in ("new", "old"):
-                labels = scales.get(mappings["assessment_scales"]["THCS"][which][col], ())
-                lookup = {fold(lab): str(i + 1) for i, lab in enumerate(labels)} | {str(i + 1): str(i + 1) for i in range(len(labels))}
-                m = (out["assessment_scale"] == which) & (out["level"] == "THCS") & frame[col].notna()
-                codes = codes.mask(m, frame.loc[m, col].astype("string").map(lambda v: lookup.get(fold(v))))
+                cl = scales.get(mappings["assessment_scales"]["THCS"][which][col])
+                if cl is None:
+                    continue
+                m = ((out["assessment_scale"] == which) & (out["level"] == "THCS") & frame[col].notna()).fillna(False).astype(bool)
+                codes = codes.mask(m, frame.loc[m, col].astype("string").map(cl.resolve))
         out[f"{col}_code"] = codes.astype("string")
     eth = frame["ethnicity"] if "ethnicity" in frame else pd.Series(pd.NA, index=frame.index)
     out["is_very_small_minority"] = eth.isin(mappings["very_small_minorities"]).fillna(False).astype(bool)
