@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -225,12 +226,18 @@ def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> No
         value, parent_code = raw.get(fid), school.get(parent)
         if not value or not parent_code:
             continue
-        cl = load_codelist(ref)
-        inside = [c for c, a in zip(cl.codes, cl.attributes) if a.get(attr) == parent_code]
-        if inside:
-            hit = cl.subset(inside).resolve(value)
-            if hit:
-                school[fid] = hit
+        inside = _units_within(ref, attr, str(parent_code))
+        hit = inside.resolve(value) if inside is not None else None
+        if hit:
+            school[fid] = hit
+
+
+@lru_cache(maxsize=4096)
+def _units_within(ref: str, attr: str, parent_code: str):
+    """The communes of a district / districts of a province, as a code list (cached)."""
+    cl = load_codelist(ref)
+    inside = [c for c, a in zip(cl.codes, cl.attributes) if a.get(attr) == parent_code]
+    return cl.subset(inside) if inside else None
 
 
 def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:

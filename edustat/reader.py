@@ -136,9 +136,11 @@ def _keys(sheet: Sheet) -> dict[str, str]:
 
 
 def _find_header(df: pd.DataFrame, keys: dict[str, str]) -> tuple[int, int]:
+    """The row among the first ones whose cells name the most fields."""
     best, best_row = 0, -1
-    for i in range(min(HEADER_SCAN_ROWS, len(df))):
-        score = _header_score(df.iloc[i].tolist(), keys)
+    head = df.iloc[:HEADER_SCAN_ROWS].to_numpy(dtype=object, na_value=None)  # one conversion, not one per row
+    for i, row in enumerate(head):
+        score = _header_score(row, keys)
         if score > best:
             best, best_row = score, i
     return best_row, best
@@ -160,7 +162,7 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
     h, score = _find_header(df, keys)
     if h < 0 or score < 2:
         return None
-    header = df.iloc[h].tolist()
+    header = df.iloc[h].to_numpy(dtype=object, na_value=None).tolist()
     columns, headers, extra, dups = {}, {}, {}, []
     col_field: dict[int, str] = {}
     for j, v in enumerate(header):
@@ -178,7 +180,7 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
             col_field[j] = fid
     body = df.iloc[h + 1 :]
     skipped: dict[int, str] = {}
-    if len(body) and _is_numbering(body.iloc[0].tolist()):
+    if len(body) and _is_numbering(body.iloc[0].to_numpy(dtype=object, na_value=None).tolist()):
         skipped[h + 2] = "numbering"
         body = body.iloc[1:]
     body = body[list(col_field)]

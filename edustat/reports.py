@@ -272,26 +272,23 @@ def compute_form(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, p
 
 def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
     """Per school and for the city: each sheet column `<group>.<measure>` of each row; the
-    tong_so group is the sum over groups; '#' cells (na) are NULL."""
-    long = long[long["school_code"].isin(schools)] if schools else long.iloc[0:0]
-    out = []
-    index = {}
-    for (code, measure, grp, school), v in long.groupby(["row_code", "measure", "grp", "school_code"])["value"].sum().items():
-        index[(school, code, measure, grp)] = float(v)
-    for scope in ["city", *schools]:
-        members = schools if scope == "city" else [scope]
-        for sheet, row in data_rows(form):
-            na = set(row.get("na", []))
-            for key in sheet["columns"]:
-                grp, measure = key.split(".", 1)
-                if key in na:
-                    value = None
-                elif grp == "tong_so":
-                    value = sum(index.get((s, row["code"], measure, g), 0.0) for s in members for g in form["groups"])
-                else:
-                    value = sum(index.get((s, row["code"], measure, grp), 0.0) for s in members)
-                out.append((scope, row["code"], key, value))
-    return pd.DataFrame(out, columns=["scope", "row_code", "column_key", "value"])
+    tong_so group is the sum over groups; '#' cells (na) are NULL. Vectorised: the grid of
+    (scope, row, column) comes from the definition, the values from two group-bys."""
+    long = long[long["school_code"].isin(schools) & long["grp"].isin(form["groups"])] if schools else long.iloc[0:0]
+    long = long.assign(value=pd.to_numeric(long["value"], errors="coerce").astype("float64"))
+    by_group = long.assign(column_key=long["grp"] + "." + long["measure"])
+    total = long.assign(column_key="tong_so." + long["measure"])
+    per_school = pd.concat([by_group, total]).groupby(["school_code", "row_code", "column_key"])["value"].sum()
+    city = per_school.groupby(level=["row_code", "column_key"]).sum()
+    grid = [(row["code"], key, key in set(row.get("na", []))) for sheet, row in data_rows(form) for key in sheet["columns"]]
+    base = pd.DataFrame(grid, columns=["row_code", "column_key", "na"])
+    out = pd.DataFrame({"scope": ["city", *schools]}).merge(base, how="cross")
+    values = pd.concat([city.rename("value").reset_index().assign(scope="city"),
+                        per_school.rename("value").reset_index().rename(columns={"school_code": "scope"})])
+    out = out.merge(values, on=["scope", "row_code", "column_key"], how="left")
+    out["value"] = out["value"].astype("float64").fillna(0.0).where(~out["na"])
+    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+    return out[["scope", "row_code", "column_key", "value"]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,61 +298,79 @@ def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFram
 def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     """The form's own identities, per scope: total = Σ groups; female ≤ total; DTTS ≤ total;
     DTTS-female ≤ min(DTTS, female); public contract columns ≤ total; rooms total = Σ
-    conditions; and the definition's `parts` (sum) and `within` (≤ parent) rows."""
-    results = []
-    cells = cells.dropna(subset=["value"])
-    val = {(r.scope, r.row_code, r.column_key): r.value for r in cells.itertuples(index=False)}
-    scopes = cells["scope"].unique().tolist()
-    rows = {row["code"]: (sheet, row) for sheet, row in data_rows(form)}
+    conditions; and the definition's `parts` (sum) and `within` (≤ parent) rows.
+    Vectorised over scopes: one wide frame (scope × row, one column per column key)."""
+    cols = ["school_year", "period", "form_code", "scope", "check_name", "row_code", "column_key",
+            "expected", "actual", "ok", "message"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    values = cells.assign(value=pd.to_numeric(cells["value"], errors="coerce").astype("float64"))
+    wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+    out: list[pd.DataFrame] = []
 
-    def add(scope, name, code, key, expected, actual, ok, msg):
-        results.append((form["school_year"] if "school_year" in form else None, None, form["form_code"], scope, name,
-                        code, key, expected, actual, bool(ok), msg))
+    def emit(name: str, key: str, expected: pd.Series, actual: pd.Series, ok: pd.Series, msg: str) -> None:
+        valid = expected.notna() & actual.notna()
+        if valid.any():
+            idx = expected.index[valid]
+            out.append(pd.DataFrame({"scope": idx.get_level_values(0), "row_code": idx.get_level_values(1),
+                                     "check_name": name, "column_key": key, "expected": expected[valid].to_numpy(),
+                                     "actual": actual[valid].to_numpy(), "ok": ok[valid].to_numpy(), "message": msg}))
 
-    for scope in scopes:
-        for code, (sheet, row) in rows.items():
-            cols = [c for c in sheet["columns"] if c not in set(row.get("na", []))]
-            get = lambda k: val.get((scope, code, k))  # noqa: E731
-            measures = list(dict.fromkeys(c.split(".", 1)[1] for c in cols))  # column order: stable output
-            for m in measures:
-                total = get(f"tong_so.{m}")
-                parts = [get(f"{g}.{m}") for g in form["groups"] if f"{g}.{m}" in cols]
-                if total is not None and parts and all(p is not None for p in parts) and f"tong_so.{m}" in cols:
-                    add(scope, "total_equals_groups", code, f"tong_so.{m}", sum(parts), total, abs(sum(parts) - total) < 1e-9,
-                        "Tổng số = tổng các loại hình")
-            for g in ["tong_so", *form["groups"]]:
-                t, nu, dt_, dtnu = (get(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
-                if t is not None and nu is not None:
-                    add(scope, "female_le_total", code, f"{g}.nu", t, nu, nu <= t, "Nữ ≤ Tổng số")
-                if t is not None and dt_ is not None:
-                    add(scope, "dtts_le_total", code, f"{g}.dtts", t, dt_, dt_ <= t, "DTTS ≤ Tổng số")
-                if dtnu is not None and dt_ is not None and nu is not None:
-                    add(scope, "dtts_female_le_min", code, f"{g}.dtts_nu", min(dt_, nu), dtnu, dtnu <= min(dt_, nu),
-                        "DTTS nữ ≤ min(DTTS, Nữ)")
-                contract = [get(f"{g}.{m}") for m in ("vien_chuc_khong_xac_dinh", "vien_chuc_xac_dinh", "hop_dong_lao_dong")]
-                if t is not None and all(c is not None for c in contract):
-                    add(scope, "contracts_le_total", code, f"{g}.tong", t, sum(contract), sum(contract) <= t,
-                        "Viên chức + hợp đồng lao động ≤ Tổng số")
-                rooms = [get(f"{g}.{m}") for m in ("kien_co", "ban_kien_co", "tam")]
-                if t is not None and all(r is not None for r in rooms):
-                    add(scope, "rooms_total", code, f"{g}.tong", sum(rooms), t, abs(sum(rooms) - t) < 1e-9,
-                        "Tổng số = kiên cố + bán kiên cố + tạm")
-            for key in cols:
-                me = get(key)
-                if me is None:
-                    continue
-                for group in _part_groups(row):
-                    ps = [val.get((scope, p, key)) for p in group]
-                    if all(p is not None for p in ps):
-                        add(scope, "rows_sum_to_total", code, key, sum(ps), me, abs(sum(ps) - me) < 1e-9,
-                            f"Mã số {code} = tổng các mã số {', '.join(map(str, group))}")
-                if "within" in row:
-                    parent = val.get((scope, row["within"], key))
-                    if parent is not None:
-                        add(scope, "sub_row_le_parent", code, key, parent, me, me <= parent + 1e-9,
-                            f"Mã số {code} ≤ mã số {row['within']}")
-    return pd.DataFrame(results, columns=["school_year", "period", "form_code", "scope", "check_name", "row_code",
-                                          "column_key", "expected", "actual", "ok", "message"])
+    def col(key: str) -> pd.Series:
+        return wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+
+    measures = {k.split(".", 1)[1] for k in wide.columns}
+    for m in sorted(measures):
+        parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in wide.columns]
+        if f"tong_so.{m}" in wide.columns and parts:
+            total = col(f"tong_so.{m}")
+            psum = wide[parts].sum(axis=1, min_count=len(parts)).where(wide[parts].notna().all(axis=1))
+            emit("total_equals_groups", f"tong_so.{m}", psum, total, (psum - total).abs() < 1e-9, "Tổng số = tổng các loại hình")
+    for g in ["tong_so", *form["groups"]]:
+        t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
+        emit("female_le_total", f"{g}.nu", t, nu, nu <= t, "Nữ ≤ Tổng số")
+        emit("dtts_le_total", f"{g}.dtts", t, dt_, dt_ <= t, "DTTS ≤ Tổng số")
+        low = pd.concat([dt_, nu], axis=1).min(axis=1, skipna=False)
+        emit("dtts_female_le_min", f"{g}.dtts_nu", low, dtnu, dtnu <= low, "DTTS nữ ≤ min(DTTS, Nữ)")
+        contract = [f"{g}.{m}" for m in ("vien_chuc_khong_xac_dinh", "vien_chuc_xac_dinh", "hop_dong_lao_dong")]
+        if all(k in wide.columns for k in contract):
+            csum = wide[contract].sum(axis=1, min_count=3)
+            emit("contracts_le_total", f"{g}.tong", t, csum, csum <= t, "Viên chức + hợp đồng lao động ≤ Tổng số")
+        rooms = [f"{g}.{m}" for m in ("kien_co", "ban_kien_co", "tam")]
+        if all(k in wide.columns for k in rooms):
+            rsum = wide[rooms].sum(axis=1, min_count=3)
+            emit("rooms_total", f"{g}.tong", rsum, t, (rsum - t).abs() < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
+    # row identities, as joins of the long cells with themselves
+    long = values.loc[values["value"].notna(), ["scope", "row_code", "column_key", "value"]]
+    within = pd.DataFrame([(row["code"], row["within"]) for _, row in data_rows(form) if "within" in row],
+                          columns=["row_code", "parent"])
+    if len(within):
+        w = long.merge(within, on="row_code").merge(
+            long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
+        out.append(pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
+                                 "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
+                                 "ok": w["value"] <= w["expected"] + 1e-9,
+                                 "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)}))
+    groups = [(row["code"], gi, p, len(g), ", ".join(map(str, g)))
+              for _, row in data_rows(form) for gi, g in enumerate(_part_groups(row)) for p in g]
+    if groups:
+        pg = pd.DataFrame(groups, columns=["row_code", "gi", "part", "n", "parts"])
+        pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
+        agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
+            expected=("value", "sum"), found=("value", "size"))
+        agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
+        out.append(pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
+                                 "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
+                                 "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
+                                 "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]}))
+    if not out:
+        return pd.DataFrame(columns=cols)
+    res = pd.concat(out, ignore_index=True)
+    res["school_year"] = form.get("school_year")
+    res["period"] = None
+    res["form_code"] = form["form_code"]
+    res["ok"] = res["ok"].astype(bool)
+    return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
 
 
 RECONCILE = {  # what a form's `reconcile:` row counts, and the curated rows it must equal —
@@ -456,7 +471,7 @@ def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: st
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     mine = cells[cells["scope"] == scope]
-    val = {(r.row_code, r.column_key): r.value for r in mine.itertuples(index=False)}
+    val = dict(zip(zip(mine["row_code"].tolist(), mine["column_key"].tolist()), mine["value"].tolist()))
     wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False})
     wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat",
                        "comments": form["source"]["note"]})
@@ -623,34 +638,47 @@ def _first_header_row(sheet: dict) -> int:
 
 
 def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: ReportHeader) -> None:
+    """The KiemTra sheet: every kind of check with its count, then every failure (the passing
+    checks themselves are in rpt_form_check)."""
     ws = wb.add_worksheet("KiemTra")
     ws.set_column(0, 0, 28)
     ws.set_column(1, 2, 10)
     ws.set_column(3, 5, 12)
     ws.set_column(6, 6, 60)
     n = len(checks)
-    bad = checks[~checks["ok"]] if n else checks
+    bad = checks[~checks["ok"].astype(bool)] if n else checks
     ws.write_string(0, 0, f"KIỂM TRA BIỂU {form['number']} — {header.scope_label}", f["title"])
     ws.write_string(1, 0, f"{n} phép kiểm tra, {len(bad)} không đạt." + (" Biểu nhất quán." if n and not len(bad) else ""),
                     f["text"])
     src = form["source"]
     ws.write_string(2, 0, ("Nguồn bố cục: " + src.get("file", "")) if src["kind"] == "real_export"
                     else "Biểu dựng lại (không có bản gốc): " + src.get("note", ""), f["italic"])
-    heads = ["Phép kiểm tra", "Mã số", "Cột", "Kỳ vọng", "Thực tế", "Đạt", "Nội dung"]
-    for c, h in enumerate(heads):
+    for c, h in enumerate(["Phép kiểm tra", "Số phép", "Không đạt"]):
         ws.write_string(4, c, h, f["head"])
-    shown = pd.concat([bad, checks[checks["ok"]].head(max(0, 500 - len(bad)))]) if n else checks
-    for i, r in enumerate(shown.itertuples(index=False), start=5):
-        fmt = f["ok"] if r.ok else f["bad"]
-        ws.write_string(i, 0, r.check_name, fmt)
-        ws.write(i, 1, "" if pd.isna(r.row_code) else int(r.row_code), fmt)
-        ws.write_string(i, 2, r.column_key if isinstance(r.column_key, str) else "", fmt)
-        ws.write(i, 3, "" if r.expected is None or pd.isna(r.expected) else r.expected, fmt)
-        ws.write(i, 4, "" if r.actual is None or pd.isna(r.actual) else r.actual, fmt)
-        ws.write_string(i, 5, "Đạt" if r.ok else "KHÔNG ĐẠT", fmt)
-        ws.write_string(i, 6, r.message if isinstance(r.message, str) else "", fmt)
-    if n > len(shown):
-        ws.write_string(len(shown) + 6, 0, f"… và {n - len(shown)} phép kiểm tra đạt khác (xem bảng rpt_form_check).", f["italic"])
+    r = 5
+    if n:
+        summary = checks.groupby("check_name", sort=True)["ok"].agg(total="size", failed=lambda x: int((~x.astype(bool)).sum()))
+        for name, t, fl in summary.itertuples():
+            fmt = f["bad"] if fl else f["ok"]
+            ws.write_string(r, 0, name, fmt)
+            ws.write_number(r, 1, int(t), fmt)
+            ws.write_number(r, 2, int(fl), fmt)
+            r += 1
+    r += 1
+    if not len(bad):
+        return
+    ws.write_string(r, 0, "Các phép kiểm tra không đạt", f["title"])
+    r += 1
+    for c, h in enumerate(["Phép kiểm tra", "Mã số", "Cột", "Kỳ vọng", "Thực tế", "Đạt", "Nội dung"]):
+        ws.write_string(r, c, h, f["head"])
+    for i, rec in enumerate(bad.head(2000).astype(object).itertuples(index=False), start=r + 1):
+        ws.write_string(i, 0, rec.check_name, f["bad"])
+        ws.write(i, 1, "" if pd.isna(rec.row_code) else int(rec.row_code), f["bad"])
+        ws.write_string(i, 2, rec.column_key if isinstance(rec.column_key, str) else "", f["bad"])
+        ws.write(i, 3, "" if rec.expected is None or pd.isna(rec.expected) else rec.expected, f["bad"])
+        ws.write(i, 4, "" if rec.actual is None or pd.isna(rec.actual) else rec.actual, f["bad"])
+        ws.write_string(i, 5, "KHÔNG ĐẠT", f["bad"])
+        ws.write_string(i, 6, rec.message if isinstance(rec.message, str) else "", f["bad"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -681,10 +709,11 @@ def _names(con, school_year: str, period: str) -> tuple[dict[str, str], str, str
 
 
 def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year: str, period: str,
-                  school: str | None = None, forms: Iterable[str] | None = None) -> ReportResult:
+                  school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2) -> ReportResult:
     """Compute, check, store and render every form of the period, for the city and per school
     (or only for `school`: its own forms and the city forms, which include it)."""
     result = ReportResult()
+    jobs: list[tuple] = []
     names, district, province = _names(con, school_year, period)
     for code in forms or list_forms(period):
         form = load_form(code)
@@ -704,6 +733,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         result.checks += len(checks)
         result.failed_checks += int((~checks["ok"]).sum())
         result.forms.append(code)
+        cells_by, checks_by = dict(tuple(cells.groupby("scope"))), dict(tuple(checks.groupby("scope")))
         for scope in cells["scope"].unique():
             if scope == "city":
                 header = ReportHeader(unit=f"Phòng GD&ĐT {district}".strip(), recipient=f"Sở GD&ĐT {province}".strip(),
@@ -712,5 +742,21 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
             out = Path(reports_dir) / school_year / period / f"{code}_{scope}.xlsx"
-            result.files.append(render_form(form, cells, checks, scope, out, header))
+            jobs.append((code, cells_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
+    result.files = _render_all(jobs, workers)
     return result
+
+
+def _render_job(job: tuple) -> Path:
+    code, cells, checks, scope, out, header = job
+    return render_form(load_form(code), cells, checks, scope, out, header)
+
+
+def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
+    """Write the workbooks, in worker processes when there are many (xlsxwriter is pure Python)."""
+    if workers > 1 and len(jobs) > 4:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    return [_render_job(j) for j in jobs]

@@ -77,7 +77,7 @@ def build_forms(cfg: Config, school_year: str, period: str, school: str | None =
     from edustat.reports import build_reports
 
     with store.session(cfg.db_path) as con:
-        return build_reports(con, cfg.reports_dir, school_year, period, school=school)
+        return build_reports(con, cfg.reports_dir, school_year, period, school=school, workers=cfg.workers)
 
 
 @task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)

@@ -90,7 +90,7 @@ def bench(kind: str, workers: int, base: Path) -> dict:
     con = store.connect(cfg.db_path)
     outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, year, period, "bench", frames=frames), r)
     timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg), r)
-    rep = timed("report", lambda: build_reports(con, cfg.reports_dir, year, period), r)
+    rep = timed("report", lambda: build_reports(con, cfg.reports_dir, year, period, workers=workers), r)
     timed("publish", lambda: publish(con, cfg.published_dir, salt=load_or_create_salt(cfg.salt_path)), r)
     rows = int(con.execute("select (select count(*) from raw_learners) + (select count(*) from raw_staff) "
                            "+ (select count(*) from raw_classes) + (select count(*) from raw_rooms)").fetchone()[0])
