@@ -218,7 +218,7 @@ def cross_row_issues(
             cap[glevel == "THCS"] = caps["THCS"]
             if "mn_age_group" in c:
                 mn_cap = c["mn_age_group"].map({k: v["cap"] for k, v in mappings["mn_age_groups"].items()})
-                cap = cap.fillna(mn_cap)
+                cap = cap.fillna(_num(mn_cap))
             over = cap.notna() & (n > cap)
             detail = n[over].astype(str) + " học sinh, vượt sĩ số tối đa " + cap[over].astype(int).astype(str)
             out.append(_issues(c.loc[over, "_rowkey"], "class_size_cap", detail))
