@@ -404,22 +404,15 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
     found = [run_row_rules(checks, period)] if checks else []
     start = _start_year(school_year)
     admin, scale_labels = _admin_maps(), scales(c)
-    # stage c per school: split each sheet once by file instead of filtering per school
-    by_file: dict[int, dict[str, pd.DataFrame]] = {}
-    for sid in TABLE_SHEETS:
-        if sid in frames.typed:
-            for i, part in frames.typed[sid].groupby("_file", sort=False):
-                by_file.setdefault(int(i), {})[sid] = part
-    school_keys = dict(zip(frames.raw["school"]["_file"], frames.raw["school"]["_rowkey"])) if "school" in frames.raw else {}
-    for i, fr in enumerate(results):
-        if not active(fr):
-            continue
-        school = dict(fr.school)
-        if i in school_keys:
-            for fid in ("commune_code", "district_code"):
-                school[f"_rowkey_{fid}"] = int(school_keys[i])
-        found.append(cross_row_issues(by_file.get(i, {}), school=school, levels=fr.levels, period=period, start_year=start,
-                                      mappings=c.mappings, scales=scale_labels, admin=admin))
+    # stage c: every school at once (rows are matched within their own file by `_file`)
+    school_rows = frames.raw["school"].set_index("_file")["_rowkey"] if "school" in frames.raw else pd.Series(dtype="int64")
+    schools = pd.DataFrame([{"_file": i, "levels": fr.levels, "_rowkey": school_rows.get(i),
+                             **{k: fr.school.get(k) for k in ("commune_code", "district_code", "province_code")}}
+                            for i, fr in enumerate(results) if active(fr)],
+                           columns=["_file", "levels", "_rowkey", "commune_code", "district_code", "province_code"]).set_index("_file")
+    tables = {sid: frames.typed[sid] for sid in TABLE_SHEETS if sid in frames.typed}
+    found.append(cross_row_issues(tables, schools=schools, period=period, start_year=start, mappings=c.mappings,
+                                  scales=scale_labels, admin=admin))
     columns = ["_rowkey", "rule_id", "detail", "field"]
     hits = (pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found)
             else pd.DataFrame(columns=columns)).reindex(columns=columns)

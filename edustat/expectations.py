@@ -170,7 +170,8 @@ def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: M
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no "temporary directory" line for the officer
     # string row conditions are deprecated for GX 2.0 (Condition objects replace them); the
     # pinned 1.24.1 supports them and they serialise plainly into the committed suites
     warnings.filterwarnings("ignore", message="(The condition_parser|Passing a string to the row_condition)", category=DeprecationWarning)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from schemas import Field
-from transforms.text import fold
+from transforms.text import fold, fold_series
 
 LEVELS = ("MN", "TH", "THCS")
 ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail", "field"]
@@ -123,99 +123,112 @@ def _issues(rowkeys: pd.Series, rule_id: str, detail: pd.Series | str = "", fiel
 
 
 def resolve_learner_classes(learners: pd.DataFrame, classes: pd.DataFrame) -> pd.Series:
-    """A learner's class as the class_code of the Lop sheet: exports often give the class
-    *name* ("3A1") in the learner's Lớp column; match code first, then name (folded)."""
-    if "class_code" not in learners or classes.empty:
+    """A learner's class as the class_code of the Lop sheet of the same file: exports often
+    give the class *name* ("3A1") in the learner's Lớp column; match code first, then name
+    (folded). Grain: one value per learner (collection-wide, keyed by `_file`)."""
+    if "class_code" not in learners or classes.empty or "class_code" not in classes:
         return pd.Series(pd.NA, index=learners.index, dtype="string")
-    codes = classes["class_code"].dropna().astype("string")
-    by_code = {fold(c): c for c in codes}
-    by_name = {}
-    if "class_name" in classes:
-        for code, name in zip(classes["class_code"], classes["class_name"]):
-            if pd.notna(code) and pd.notna(name):
-                by_name.setdefault(fold(str(name)), code)
-    def one(v):
-        if pd.isna(v):
-            return pd.NA
-        k = fold(str(v))
-        return by_code.get(k) or by_name.get(k) or pd.NA
-    return learners["class_code"].map(one).astype("string")
+    left = pd.DataFrame({"_file": learners["_file"].to_numpy(), "k": fold_series(learners["class_code"]).to_numpy()})
+    found = pd.Series(pd.NA, index=range(len(left)), dtype="string")
+    for col in ("class_code", "class_name"):
+        if col not in classes:
+            continue
+        right = classes.loc[classes[col].notna() & classes["class_code"].notna(),
+                            list(dict.fromkeys(["_file", col, "class_code"]))].copy()
+        right["k"] = fold_series(right[col]).to_numpy()
+        right = right.drop_duplicates(["_file", "k"])[["_file", "k", "class_code"]]
+        hit = left.merge(right, on=["_file", "k"], how="left")["class_code"].astype("string")
+        found = found.fillna(hit)
+    return pd.Series(found.to_numpy(), index=learners.index, dtype="string")
 
 
 def cross_row_issues(
     tables: Mapping[str, pd.DataFrame],
     *,
-    school: Mapping[str, object],
-    levels: tuple[str, ...],
+    schools: pd.DataFrame,
     period: str,
     start_year: int,
     mappings: Mapping[str, object],
     scales: Mapping[str, object],
     admin: Mapping[str, Mapping[str, str]],
 ) -> pd.DataFrame:
-    """One school's typed sheets (each with `_rowkey`) → issue rows (`_rowkey`, rule_id, detail).
-    The school sheet's rowkeys are its field rows (`school` carries `_rowkey_<field>`).
-    `scales`: the code list of each assessment scale; `admin`: {"district_of": commune→district, "province_of": district→province}."""
+    """The collection's typed sheets (each with `_file` and `_rowkey`) → issue rows
+    (`_rowkey`, rule_id, detail, field), every school at once: rows are matched within their
+    own file by `_file`. `schools`: one row per file (index `_file`) with `levels` (tuple),
+    commune/district/province codes and `_rowkey` (its Truong row). `scales`: the code list of
+    each assessment scale; `admin`: {"district_of": commune→district, "province_of": district→province}."""
     out: list[pd.DataFrame] = []
     learners = tables.get("learners", pd.DataFrame())
     classes = tables.get("classes", pd.DataFrame())
     staff = tables.get("staff", pd.DataFrame())
     grades = mappings["grades"]
 
-    # school: admin units nest
-    commune, district, province = (school.get(k) for k in ("commune_code", "district_code", "province_code"))
-    if commune and district and admin["district_of"].get(commune) not in (None, district):
-        out.append(_issues(pd.Series([school["_rowkey_commune_code"]]), "school_commune_in_district", str(district)))
-    if district and province and admin["province_of"].get(district) not in (None, province):
-        out.append(_issues(pd.Series([school["_rowkey_district_code"]]), "school_district_in_province", str(province)))
+    # school: admin units nest (one row per school: a plain loop)
+    for key, commune, district, province in zip(schools["_rowkey"], schools["commune_code"], schools["district_code"],
+                                                 schools["province_code"]):
+        if isinstance(commune, str) and isinstance(district, str) and admin["district_of"].get(commune) not in (None, district):
+            out.append(_issues(pd.Series([key]), "school_commune_in_district", str(district)))
+        if isinstance(district, str) and isinstance(province, str) and admin["province_of"].get(district) not in (None, province):
+            out.append(_issues(pd.Series([key]), "school_district_in_province", str(province)))
 
     # classes: MN age group agrees with the grade (16 nhà trẻ: 01–03; 17 mẫu giáo: 04–06)
     if {"mn_age_group", "grade"} <= set(classes.columns):
         care = classes["mn_age_group"].map({k: v["care_level"] for k, v in mappings["mn_age_groups"].items()})
         grade_care = classes["grade"].map({g: v.get("care_level") for g, v in grades.items()})
-        bad = care.notna() & grade_care.notna() & (care != grade_care)
+        bad = (care.notna() & grade_care.notna() & (care != grade_care)).fillna(False).astype(bool)
         out.append(_issues(classes.loc[bad, "_rowkey"], "class_mn_age_group_matches_grade",
                            classes.loc[bad, "grade"].map({"16": "nhà trẻ", "17": "mẫu giáo"})))
 
     if not learners.empty and "grade" in learners:
         # a learner of a level the school does not declare would fall off every form
         glevel = learners["grade"].map({g: v["level"] for g, v in grades.items()})
-        bad = glevel.notna() & ~glevel.isin(list(levels)).fillna(False).astype(bool)
-        out.append(_issues(learners.loc[bad, "_rowkey"], "student_grade_in_school_levels", ", ".join(levels)))
+        declared = pd.Series(False, index=learners.index)
+        for lv in LEVELS:
+            has = learners["_file"].map(schools["levels"].map(lambda t, lv=lv: lv in t)).fillna(False).astype(bool)
+            declared |= (glevel == lv).fillna(False).astype(bool) & has
+        bad = glevel.notna() & ~declared
+        detail = learners.loc[bad, "_file"].map(schools["levels"].map(", ".join))
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_grade_in_school_levels", detail))
 
     if not learners.empty and "class_code" in learners:
         cls = resolve_learner_classes(learners, classes)
-        known = learners["class_code"].notna()
-        missing = known & cls.isna()
+        missing = learners["class_code"].notna() & cls.isna()
         out.append(_issues(learners.loc[missing, "_rowkey"], "student_class_exists"))
-        if not classes.empty and "grade" in learners and "grade" in classes:
-            cinfo = classes.dropna(subset=["class_code"]).drop_duplicates("class_code").set_index("class_code")
-            cgrade = cls.map(cinfo["grade"])
-            mixed = _num(cls.map(cinfo["mixed"])).fillna(0) if "mixed" in cinfo else pd.Series(0.0, index=learners.index)
+        cinfo = (classes.dropna(subset=["class_code"]).drop_duplicates(["_file", "class_code"])
+                 if not classes.empty and "class_code" in classes else pd.DataFrame())
+        if len(cinfo) and "grade" in learners and "grade" in cinfo:
+            keyed = pd.DataFrame({"_file": learners["_file"].to_numpy(), "class_code": cls.to_numpy()})
+            cols = ["_file", "class_code", "grade"] + (["mixed"] if "mixed" in cinfo else [])
+            joined = keyed.merge(cinfo[cols].rename(columns={"grade": "cgrade"}), on=["_file", "class_code"], how="left")
+            cgrade = pd.Series(joined["cgrade"].to_numpy(), index=learners.index)
+            mixed = (_num(pd.Series(joined["mixed"].to_numpy(), index=learners.index)).fillna(0)
+                     if "mixed" in joined else pd.Series(0.0, index=learners.index))
             lnum = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
             cnum = _num(cgrade.map({g: v.get("number") for g, v in grades.items()}))
             same = (learners["grade"] == cgrade).fillna(False).astype(bool)
             # a lớp ghép of k grades holds learners of up to k adjacent grades
             in_mixed = (mixed >= 2) & ((lnum - cnum).abs() <= (mixed - 1))
             mn_mixed = ((mixed >= 2) & learners["grade"].isin(["16", "17"]) & cgrade.isin(["16", "17"])).fillna(False).astype(bool)
-            bad = learners["grade"].notna() & cgrade.notna() & ~same & ~in_mixed & ~mn_mixed
+            bad = (learners["grade"].notna() & cgrade.notna() & ~same & ~in_mixed & ~mn_mixed).fillna(False).astype(bool)
             detail = "lớp " + learners.loc[bad, "class_code"].astype("string") + " thuộc khối " + cgrade[bad].astype("string")
             out.append(_issues(learners.loc[bad, "_rowkey"], "student_grade_matches_class", detail))
 
-        # class size caps, counted on enrolled learners
-        enrolled_codes = mappings["learner_status"]["enrolled"]
-        enrolled = learners["status"].isin(enrolled_codes) if "status" in learners else pd.Series(True, index=learners.index)
-        size = cls[enrolled].value_counts()
-        if not classes.empty:
-            c = classes.dropna(subset=["class_code"]).drop_duplicates("class_code")
-            n = c["class_code"].map(size).fillna(0).astype(int)
+        # class size caps, counted on enrolled learners of the same file
+        if len(cinfo):
+            enrolled_codes = mappings["learner_status"]["enrolled"]
+            enrolled = (learners["status"].isin(enrolled_codes) if "status" in learners
+                        else pd.Series(True, index=learners.index)).fillna(False).astype(bool)
+            size = (pd.DataFrame({"_file": learners["_file"], "class_code": cls})[enrolled & cls.notna()]
+                    .groupby(["_file", "class_code"]).size().rename("n").reset_index())
+            c = cinfo.merge(size, on=["_file", "class_code"], how="left").set_index(cinfo.index)
+            n = c["n"].fillna(0).astype(int)
             caps = mappings["class_size_caps"]
             cap = pd.Series(np.nan, index=c.index)
-            glevel = c["grade"].map({g: v["level"] for g, v in grades.items()})
+            glevel = c["grade"].map({g: v["level"] for g, v in grades.items()}) if "grade" in c else pd.Series(pd.NA, index=c.index)
             mixed_c = _num(c["mixed"]).fillna(0) if "mixed" in c else pd.Series(0.0, index=c.index)
-            cap[glevel == "TH"] = caps["TH"]
-            cap[(glevel == "TH") & (mixed_c >= 2)] = caps["TH_mixed"]
-            cap[glevel == "THCS"] = caps["THCS"]
+            cap[(glevel == "TH").fillna(False).astype(bool)] = caps["TH"]
+            cap[((glevel == "TH") & (mixed_c >= 2)).fillna(False).astype(bool)] = caps["TH_mixed"]
+            cap[(glevel == "THCS").fillna(False).astype(bool)] = caps["THCS"]
             if "mn_age_group" in c:
                 mn_cap = c["mn_age_group"].map({k: v["cap"] for k, v in mappings["mn_age_groups"].items()})
                 cap = cap.fillna(_num(mn_cap))
@@ -229,7 +242,7 @@ def cross_row_issues(
         afg = mappings["age_for_grade"]
         expected = num + afg["offset"]
         bad = num.notna() & age.notna() & ((age < expected - afg["early"]) | (age > expected + afg["late"]))
-        mn = learners["grade"].isin(["16", "17"]) & age.notna()
+        mn = learners["grade"].isin(["16", "17"]).fillna(False).astype(bool) & age.notna()
         # preschool: 3 months to 6 years (+3 for disabled children) — the age in calendar years
         extra = learners["disability_type"].notna() * mappings["mn_age_years"]["disabled_extra_years"] if "disability_type" in learners else 0
         bad_mn = mn & ((age < 0) | (age > mappings["mn_age_years"]["max_years"] + extra))
@@ -237,13 +250,14 @@ def cross_row_issues(
         out.append(_issues(learners.loc[bad, "_rowkey"], "student_age_for_grade", age[bad].astype(int).astype(str)))
 
     if not staff.empty and "position" in staff:
-        active = staff["status"].isin(["01", "07"]) if "status" in staff else pd.Series(True, index=staff.index)
-        principals = staff[(staff["position"] == "01") & active]
-        if len(principals) == 0:
-            first = staff["_rowkey"].iloc[:1]
-            out.append(_issues(first, "staff_principal_missing"))
-        elif len(principals) > 1:
-            out.append(_issues(principals["_rowkey"], "staff_principal_multiple", str(len(principals))))
+        active = (staff["status"].isin(["01", "07"]) if "status" in staff else pd.Series(True, index=staff.index)).fillna(False).astype(bool)
+        principal = (staff["position"] == "01").fillna(False).astype(bool) & active
+        count = principal.groupby(staff["_file"]).sum()
+        none = count.index[count == 0]
+        first = staff.drop_duplicates("_file")
+        out.append(_issues(first.loc[first["_file"].isin(none), "_rowkey"], "staff_principal_missing"))
+        many = staff[principal & staff["_file"].map(count).gt(1)]
+        out.append(_issues(many["_rowkey"], "staff_principal_multiple", many["_file"].map(count).astype(int).astype(str)))
 
     if period == "cuoi_nam" and not learners.empty:
         out.extend(_end_of_year(learners, start_year, mappings, scales))
