@@ -708,6 +708,17 @@ def _names(con, school_year: str, period: str) -> tuple[dict[str, str], str, str
     return names, d, p
 
 
+def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, period: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every cell of a form and every check of it (identities + reconciliation)."""
+    cells = compute_form(con, form, school_year, period)
+    if cells.empty:
+        return cells, pd.DataFrame(columns=CHECK_COLUMNS)
+    checks = check_form({**form, "school_year": school_year}, cells)
+    checks["period"] = period
+    return cells, pd.concat([checks, reconcile_form(con, form, cells, school_year, period)], ignore_index=True)
+
+
 def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year: str, period: str,
                   school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2) -> ReportResult:
     """Compute, check, store and render every form of the period, for the city and per school
@@ -717,13 +728,9 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     names, district, province = _names(con, school_year, period)
     for code in forms or list_forms(period):
         form = load_form(code)
-        cells = compute_form(con, form, school_year, period)
+        cells, checks = compute_and_check(con, form, school_year, period)
         if cells.empty:
             continue
-        checks = check_form({**form, "school_year": school_year}, cells)
-        checks["period"] = period
-        recon = reconcile_form(con, form, cells, school_year, period)
-        checks = pd.concat([checks, recon], ignore_index=True)
         scopes = ["city", school] if school else None
         if school:
             cells = cells[cells["scope"].isin(scopes)]

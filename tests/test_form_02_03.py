@@ -11,7 +11,7 @@ import pytest
 from edustat import pipeline, store
 from edustat.collect import discover
 from edustat.config import Config
-from edustat.reports import build_reports, check_form, compute_form, data_rows, load_form, reconcile_form
+from edustat.reports import build_reports, compute_and_check, data_rows, load_form
 from edustat.synth import generate_city
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
@@ -34,14 +34,7 @@ def db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def computed(db):
-    out = {}
-    for code in FORMS:
-        form = load_form(code)
-        cells = compute_form(db, form, YEAR, PERIOD)
-        checks = pd.concat([check_form({**form, "school_year": YEAR}, cells),
-                            reconcile_form(db, form, cells, YEAR, PERIOD)], ignore_index=True)
-        out[code] = (form, cells, checks)
-    return out
+    return {code: (load_form(code), *compute_and_check(db, load_form(code), YEAR, PERIOD)) for code in FORMS}
 
 
 def core(con, table: str) -> pd.DataFrame:

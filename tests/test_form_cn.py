@@ -9,7 +9,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from edustat.reports import build_reports, check_form, compute_form, data_rows, load_form, reconcile_form
+from edustat.reports import build_reports, compute_and_check, data_rows, load_form
 
 YEAR, PERIOD = "2022-2023", "cuoi_nam"
 FORMS = ("01-MN-CN", "02-TH-CN", "03-THCS-CN")
@@ -45,14 +45,7 @@ def con(db):
 
 @pytest.fixture(scope="module")
 def computed(con):
-    out = {}
-    for code in FORMS:
-        form = load_form(code)
-        cells = compute_form(con, form, YEAR, PERIOD)
-        checks = pd.concat([check_form({**form, "school_year": YEAR}, cells),
-                            reconcile_form(con, form, cells, YEAR, PERIOD)], ignore_index=True)
-        out[code] = (form, cells, checks)
-    return out
+    return {code: (load_form(code), *compute_and_check(con, load_form(code), YEAR, PERIOD)) for code in FORMS}
 
 
 @pytest.fixture(scope="module")

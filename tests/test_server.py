@@ -9,12 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from edustat.cli import _wait_healthy
 from edustat.synth import generate_city
 
 pytestmark = pytest.mark.slow
@@ -25,18 +25,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _healthy(url: str, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.5)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def prefect_server(tmp_path_factory):
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert _healthy(url, 150), "prefect server did not become healthy"
+        assert _wait_healthy(url, 150), "prefect server did not become healthy"
         yield {"url": url, "env": env}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
