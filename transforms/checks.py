@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from schemas import Field
-from transforms.text import fold, fold_series
+from transforms.text import fold_series
 
 LEVELS = ("MN", "TH", "THCS")
 ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail", "field"]
