@@ -8,6 +8,8 @@
     pseudonymise_published: true
     workers: 2
     task_runner: local                 # or dask (prefect-dask), with dask_address: tcp://host:8786
+    feedback_engine: fast              # or faithful: the school's own workbook kept (formulas,
+                                       # formats, comments) and marked, 2–3× slower
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Literal
 import yaml
 
 LOAD_POLICIES = ("reject_school", "load_valid_rows")
+FEEDBACK_ENGINES = ("fast", "faithful")
 
 
 class ConfigError(ValueError):
@@ -38,6 +41,9 @@ class Config:
     schedules: dict[str, object] = field(default_factory=dict)
     task_runner: Literal["local", "dask"] = "local"  # dask: reading fans out over a Dask cluster
     dask_address: str | None = None  # tcp://scheduler:8786; None = a local cluster of `workers`
+    # fast: a values-only copy of the school's sheets (fastexcel + xlsxwriter); faithful: its own
+    # workbook through openpyxl, formulas and formats kept (see edustat.feedback)
+    feedback_engine: Literal["fast", "faithful"] = "fast"
 
     @property
     def raw_dir(self) -> Path:
@@ -94,6 +100,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         raise ConfigError(f"load_policy phải là một trong {LOAD_POLICIES}")
     if values.get("task_runner", "local") not in ("local", "dask"):
         raise ConfigError("task_runner phải là 'local' hoặc 'dask'")
+    if values.get("feedback_engine", "fast") not in FEEDBACK_ENGINES:
+        raise ConfigError(f"feedback_engine phải là một trong {FEEDBACK_ENGINES}")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

@@ -3,8 +3,16 @@ a first sheet `PhanHoi` (status, what to do next, issues grouped by rule, then e
 and every offending cell of its sheets filled by severity and commented with message and fix.
 
 Grain: one row per issue (the validation table) → one row per rule × sheet (summary) and one
-comment per offending cell. Only offending cells are touched; the school's values, formulas
-and styles are kept as they were. Logs carry counts only, never a value from the workbook.
+comment per offending cell. Logs carry counts only, never a value from the workbook.
+
+Two engines write the same `PhanHoi` (laid out once by `_phanhoi`, rendered by openpyxl or
+xlsxwriter) and mark the same cells:
+- "faithful": openpyxl opens the school's workbook and touches only the offending cells; the
+  school's values, formulas, styles, merges and comments are kept as they were (~0.3 s a school).
+- "fast" (default): fastexcel reads each sheet's values and xlsxwriter writes a new workbook:
+  PhanHoi, then every sheet of the school with its values at the same cells (a formula becomes
+  its cached value; formats, merges, the school's comments and other objects are not copied),
+  2–3× faster. PhanHoi says so: the school fixes its own file, not this copy.
 """
 from __future__ import annotations
 
@@ -13,12 +21,16 @@ import os
 import re
 import unicodedata
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import fastexcel
 import openpyxl
 import pandas as pd
+import pyarrow as pa
+import xlsxwriter
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, MergedCell
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
@@ -53,12 +65,13 @@ TEXT: dict[str, Any] = {
         "accepted_with_warnings": (
             "Dữ liệu đã được tiếp nhận. Các ô tô vàng là cảnh báo: trường rê chuột vào ô để đọc "
             "ghi chú và kiểm tra lại. Nếu số liệu đúng thì không cần làm gì thêm; nếu sai, sửa "
-            "ngay trên tệp này rồi gửi lại trước hạn. Ô tô xanh là lưu ý, không bắt buộc sửa."
+            "các ô đó trong tệp của trường rồi gửi lại trước hạn. Ô tô xanh là lưu ý, không bắt buộc sửa."
         ),
         "rejected": (
             "Dữ liệu chưa được tiếp nhận vì còn lỗi (ô tô đỏ). Trường mở từng trang tính, rê chuột "
-            "vào ô tô màu để đọc ghi chú, sửa theo cột «Cách sửa» ở bảng dưới (lỗi không gắn với "
-            "ô nào, như thiếu cột hay thiếu trang tính, cũng có trong bảng), rồi gửi lại cả tệp. "
+            "vào ô tô màu để đọc ghi chú, sửa các ô đó trong tệp của trường theo cột «Cách sửa» ở "
+            "bảng dưới (lỗi không gắn với ô nào, như thiếu cột hay thiếu trang tính, cũng có trong "
+            "bảng), rồi gửi lại cả tệp. "
             "Ô tô vàng là cảnh báo nên xem lại; ô tô xanh là lưu ý."
         ),
         "unreadable": (
@@ -95,6 +108,8 @@ TEXT: dict[str, Any] = {
     "more_in_cell": "… và {n} vấn đề khác ở ô này (xem trang PhanHoi).",
     "previous_comment": "— Ghi chú có sẵn của trường ({author}):",
     "not_marked": "Không mở được tệp gốc để tô màu các ô; các vấn đề vẫn được liệt kê đầy đủ bên dưới.",
+    "values_only": "Bản phản hồi chép giá trị các trang của trường (không giữ định dạng và công thức); "
+                   "hãy sửa trên tệp gốc của trường.",
 }
 STATUS_TEXT: Mapping[str, str] = TEXT["status"]
 SEVERITY_TEXT: Mapping[str, str] = TEXT["severity"]
@@ -107,6 +122,7 @@ DETAIL_LIMIT = 2000
 EXAMPLES = 3
 COMMENT_AUTHOR = "edustat"
 COMMENT_MESSAGES = 6  # per cell; the rest are counted, and all are in PhanHoi
+COMMENT_WIDTH = 300  # pixels
 ISSUE_COLUMNS = ("sheet", "excel_row", "column", "field", "header", "rule_id", "severity",
                  "value", "message", "fix")
 # What Excel, LibreOffice or a CSV consumer may take for a formula (OWASP "CSV injection").
@@ -116,6 +132,7 @@ _VN = timezone(timedelta(hours=7))  # Vietnam keeps no daylight saving time
 # PhanHoi columns A–I, shared by the info block and both tables
 _WIDTHS = (11, 26, 46, 46, 10, 16, 9, 9, 30)
 _LAST = get_column_letter(len(_WIDTHS))
+ENGINES = ("fast", "faithful")
 
 
 class _S:
@@ -138,20 +155,36 @@ _FILL = {k: PatternFill("solid", start_color=v, end_color=v) for k, v in SEVERIT
 
 def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, object], issues: pd.DataFrame,
                    status: str, counts: Mapping[str, int], school_year: str, period: str,
-                   generated_at: datetime) -> Path:
+                   generated_at: datetime, engine: str = "fast") -> Path:
     """Write the school's workbook (or, when it cannot be opened, a new one) with a first sheet
     `PhanHoi` and its offending cells marked, to `out` atomically. Returns `out`.
 
     One row of `issues` per problem (columns ISSUE_COLUMNS; `sheet`/`excel_row`/`column` None
-    when the problem is not tied to a cell). `source` itself is never written.
+    when the problem is not tied to a cell). `source` itself is never written. `engine`:
+    "fast" (a values-only copy written with xlsxwriter) or "faithful" (the school's own
+    workbook, formulas and formats kept, through openpyxl); see the module docstring.
     """
     if status not in STATUS_TEXT:
         raise ValueError(f"status {status!r}: use one of {sorted(STATUS_TEXT)}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: use one of {list(ENGINES)}")
     out = Path(out)
     if source is not None and Path(source).resolve() == out.resolve():
         raise ValueError("out must differ from source: the submitted file is kept as received")
     frame = _normalise(issues)
+    about = dict(school=school, status=status, counts=_with_issue_counts(counts, frame),
+                 school_year=school_year, period=period, generated_at=generated_at)
+    write = _write_fast if engine == "fast" else _write_faithful
+    marked = write(source, out, frame, about)
+    log.info("feedback written: engine=%s status=%s issues=%d cells_marked=%d", engine, status, len(frame),
+             len(set(marked.values())))
+    return out
 
+
+def _write_faithful(source: Path | None, out: Path, frame: pd.DataFrame, about: dict) -> dict[object, str]:
+    """openpyxl: the school's own workbook, marked, with PhanHoi inserted first. `about`: the
+    school, status, counts and dates PhanHoi shows. Returns issue index → marked cell."""
+    status = about["status"]
     wb, opened = _open_source(source, status)
     school_sheets = list(wb.worksheets)
     marked = _mark_cells(wb, frame) if opened else {}
@@ -160,18 +193,46 @@ def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, objec
     if not opened:
         for other in school_sheets:  # the empty default sheet of a new workbook
             wb.remove(other)
-    _layout(ws)
     unmarked = source is not None and not opened and status != "unreadable"
-    r = _write_info(ws, school=school, status=status, counts=_with_issue_counts(counts, frame),
-                    school_year=school_year, period=period, generated_at=generated_at,
-                    note=TEXT["not_marked"] if unmarked else None)
-    r = _write_summary(ws, r + 1, summarise(frame))
-    _write_detail(ws, r + 1, _detail(frame, [s.title for s in wb.worksheets]), len(frame), marked)
+    content = _phanhoi(frame, sheet_order=[s.title for s in wb.worksheets], marked=marked,
+                       note=TEXT["not_marked"] if unmarked else None, **about)
+    _render_openpyxl(ws, content)
     _activate(wb, ws)
-    _save_atomic(wb, out)
-    log.info("feedback written: status=%s issues=%d cells_marked=%d", status, len(frame),
-             len(set(marked.values())))
-    return out
+    _save_atomic(wb.save, out)
+    return marked
+
+
+def _write_fast(source: Path | None, out: Path, frame: pd.DataFrame, about: dict) -> dict[object, str]:
+    """fastexcel + xlsxwriter: a new workbook, PhanHoi first, then the school's sheets' values."""
+    status = about["status"]
+    grids = _read_grids(source, status)
+    opened = grids is not None
+    grids = grids or []
+    marks, marked = _fast_marks(grids, frame)
+    unmarked = source is not None and not opened and status != "unreadable"
+    content = _phanhoi(frame, sheet_order=[TEXT["sheet"]] + [g.name for g in grids], marked=marked,
+                       note=TEXT["not_marked"] if unmarked else None,
+                       copy_note=TEXT["values_only"] if opened else None, **about)
+
+    def save(tmp: Path) -> None:
+        wb = xlsxwriter.Workbook(str(tmp), _XLSX_OPTIONS)
+        try:
+            ws = wb.add_worksheet(TEXT["sheet"])
+            _render_xlsx(wb, ws, content)
+            cell_formats = _CellFormats(wb)
+            for grid in grids:
+                _copy_sheet(wb, grid, marks.get(grid.title, {}), cell_formats)
+            ws.activate()
+        except BaseException:
+            try:
+                wb.close()  # xlsxwriter complains about a workbook never closed; the file is dropped
+            except Exception:  # noqa: S110 - the first error is the one to report
+                pass
+            raise
+        wb.close()
+
+    _save_atomic(save, out)
+    return marked
 
 
 # --- issues → tables (pure) -------------------------------------------------------------------
@@ -332,43 +393,58 @@ def _drop_previous_feedback(wb: openpyxl.Workbook) -> None:
                 cell.fill = PatternFill()
 
 
-def _resolve_sheets(wb: openpyxl.Workbook) -> dict[str, Worksheet]:
-    """Sheet lookup by exact name, then by NFC + case-folded name."""
-    out: dict[str, Worksheet] = {}
-    for ws in wb.worksheets:
-        out.setdefault(unicodedata.normalize("NFC", ws.title).casefold(), ws)
-    for ws in wb.worksheets:
-        out[ws.title] = ws
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _sheet_lookup(names: list[str]) -> dict[str, str]:
+    """Sheet name by exact name, then by NFC + case-folded name."""
+    out: dict[str, str] = {}
+    for name in names:
+        out.setdefault(_fold(name), name)
+    for name in names:
+        out[name] = name
     return out
+
+
+def _targets(df: pd.DataFrame, lookup: Mapping[str, str],
+             first_filled: Callable[[str, int], int]) -> dict[tuple[str, int, int], list[tuple]]:
+    """The cell each issue marks: (sheet, row, column) → [(rank, severity, rule_id, message,
+    fix, issue index)], strongest severity first. A row problem without a column marks the
+    row's first filled cell; file- and sheet-level problems, and sheets the workbook lacks,
+    mark nothing (they live in the summary only)."""
+    targets: dict[tuple[str, int, int], list[tuple]] = {}
+    cols = ["sheet", "excel_row", "column", "rank", "severity", "rule_id", "message", "fix"]
+    for i, sheet, row, col, *found in df[cols].itertuples(name=None):
+        if sheet is None or row is None:
+            continue
+        title = lookup.get(sheet) or lookup.get(_fold(sheet))
+        if title is None:
+            continue
+        c = first_filled(title, row) if col is None else column_index_from_string(col)
+        targets.setdefault((title, row, c), []).append((*found, i))
+    for found in targets.values():
+        found.sort(key=lambda f: f[0])  # strongest severity first; stable within one
+    return targets
 
 
 def _mark_cells(wb: openpyxl.Workbook, df: pd.DataFrame) -> dict[object, str]:
     """Fill and comment each offending cell. Returns issue index → the marked cell, as a
     hyperlink location (`'Sheet'!C5`)."""
-    sheets = _resolve_sheets(wb)
     bounds: dict[str, tuple[int, int]] = {}  # min/max column scan every cell: once per sheet
-    targets: dict[tuple[str, int, int], list[tuple]] = {}
-    cols = ["sheet", "excel_row", "column", "rank", "severity", "rule_id", "message", "fix"]
-    for i, sheet, row, col, *found in df[cols].itertuples(name=None):
-        if sheet is None or row is None:
-            continue  # file- and sheet-level problems live in the summary only
-        ws = sheets.get(sheet) or sheets.get(unicodedata.normalize("NFC", sheet).casefold())
-        if ws is None:
-            continue
-        if col is None:
-            if ws.title not in bounds:
-                bounds[ws.title] = (ws.min_column, ws.max_column)
-            c = _first_filled_column(ws, row, *bounds[ws.title])
-        else:
-            c = column_index_from_string(col)
-        targets.setdefault((ws.title, row, c), []).append((*found, i))
+
+    def first_filled(title: str, row: int) -> int:
+        ws = wb[title]
+        if title not in bounds:
+            bounds[title] = (ws.min_column, ws.max_column)
+        return _first_filled_column(ws, row, *bounds[title])
+
     where: dict[object, str] = {}
-    for (title, row, col), found in targets.items():
+    for (title, row, col), found in _targets(df, _sheet_lookup(wb.sheetnames), first_filled).items():
         ws = wb[title]
         cell = ws.cell(row, col)
         if isinstance(cell, MergedCell):
             cell = _merge_anchor(ws, cell)
-        found.sort(key=lambda f: f[0])  # strongest severity first; stable within one
         cell.fill = _FILL[found[0][1]]
         cell.comment = _comment([f[:5] for f in found], cell.comment)
         for f in found:
@@ -393,8 +469,9 @@ def _merge_anchor(ws: Worksheet, cell: MergedCell):
     return cell
 
 
-def _comment(found: list[tuple], existing: Comment | None) -> Comment:
-    """found: (rank, severity, rule_id, message, fix), strongest first."""
+def _comment_text(found: list[tuple], existing: tuple[str | None, str | None] | None = None) -> str:
+    """found: (rank, severity, rule_id, message, fix), strongest first; existing: the cell's
+    comment (author, text), when it has one."""
     parts = []
     for _, sev, rule, msg, fix in found[:COMMENT_MESSAGES]:
         part = f"[{SEVERITY_TEXT[sev]}] {msg or rule}"
@@ -403,15 +480,471 @@ def _comment(found: list[tuple], existing: Comment | None) -> Comment:
         parts.append(part)
     if len(found) > COMMENT_MESSAGES:
         parts.append(TEXT["more_in_cell"].format(n=len(found) - COMMENT_MESSAGES))
-    if existing is not None and existing.author != COMMENT_AUTHOR and existing.text:
+    if existing is not None and existing[0] != COMMENT_AUTHOR and existing[1]:
         # kept inside ours (a cell holds one comment) and given back by _drop_previous_feedback
-        parts.append(TEXT["previous_comment"].format(author=existing.author or "") + "\n" + existing.text)
-    text = "\n\n".join(parts)[:_MAX_CELL]
+        parts.append(TEXT["previous_comment"].format(author=existing[0] or "") + "\n" + existing[1])
+    return "\n\n".join(parts)[:_MAX_CELL]
+
+
+def _comment_height(text: str) -> int:
+    """Pixels: enough for the text at the comment's 300-pixel width, within 150–450."""
     lines = sum(1 + len(line) // 45 for line in text.splitlines())
-    return Comment(text, COMMENT_AUTHOR, height=min(max(150, 15 * lines), 450), width=300)
+    return min(max(150, 15 * lines), 450)
 
 
-# --- the PhanHoi sheet -------------------------------------------------------------------------
+def _comment(found: list[tuple], existing: Comment | None) -> Comment:
+    """found: (rank, severity, rule_id, message, fix), strongest first."""
+    text = _comment_text(found, None if existing is None else (existing.author, existing.text))
+    return Comment(text, COMMENT_AUTHOR, height=_comment_height(text), width=COMMENT_WIDTH)
+
+
+# --- the school's sheets, fast: values read with fastexcel, written with xlsxwriter ------------
+
+_XLSX_OPTIONS = {
+    "constant_memory": True,  # rows are written in order and flushed: less memory, a little faster
+    # every text is a text: nothing the school typed may become a formula, a link or a number
+    "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
+}
+_EPOCH = datetime(1970, 1, 1)  # fastexcel's timestamps are naive milliseconds since 1970
+_GOT = "Expected datetime but got '"  # fastexcel's conversion error: "…got 'String(\"x\")'"
+_ERROR_TEXT = {"Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!",
+               "Ref": "#REF!", "Value": "#VALUE!", "GettingData": "#GETTING_DATA"}
+_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
+
+
+@dataclass
+class _Grid:
+    """One sheet of the school's workbook as fastexcel reads it: the values of each used
+    column (str, float, bool or datetime; None when blank), from Excel row 1."""
+
+    name: str  # as in the school's workbook: issues name it so
+    title: str  # in the feedback workbook: the same unless Excel would refuse it there
+    visible: str  # visible | hidden | veryhidden
+    columns: list[int]  # the Excel column (1 = A) of each entry of `values`
+    values: list[list[object]]
+    height: int
+
+    def first_filled(self, row: int) -> int:
+        if 1 <= row <= self.height:
+            for col, values in zip(self.columns, self.values):
+                if values[row - 1] is not None:
+                    return col
+        return self.columns[0] if self.columns else 1
+
+
+def _read_grids(source: Path | None, status: str) -> list[_Grid] | None:
+    """Every sheet of the school's workbook but our previous PhanHoi, in order; None when
+    there is nothing to copy or fastexcel cannot read it (then PhanHoi comes alone)."""
+    if source is None or status == "unreadable":
+        return None
+    try:
+        reader = fastexcel.read_excel(str(source))
+        grids: list[_Grid] = []
+        taken = {TEXT["sheet"].lower()}
+        for name in reader.sheet_names:
+            visible, columns, values, height = _read_sheet(reader, name)
+            if name == TEXT["sheet"] and columns[:1] == [1] and values[0][:1] == [TEXT["title"]]:
+                continue  # the PhanHoi we sent last time: the new one replaces it
+            grids.append(_Grid(name, _xlsx_title(name, taken), visible, columns, values, height))
+        return grids
+    except Exception as exc:  # any failure only means the school's sheets cannot be copied
+        log.warning("feedback: source not read for copying (%s)", type(exc).__name__)
+        return None
+
+
+def _read_sheet(reader: fastexcel.ExcelReader, name: str) -> tuple[str, list[int], list[list[object]], int]:
+    """(visibility, Excel columns, values by column, height) of one sheet.
+
+    fastexcel gives one type per column, and the header makes nearly every column mixed, so
+    each cell's type is found from two reads: as text (every cell; a number with all its
+    digits), and as a date, which succeeds for numbers and dates only and, for any other cell,
+    reports its kind in the error's text ("String", "Bool", "Error(Div0)", "Float" for a number
+    beyond the dates). If that text ever changes, such cells fall back to their text."""
+    text = reader.load_sheet(name, header_row=None, skip_rows=0, dtypes="string", dtype_coercion="coerce")
+    columns = [c.absolute_index + 1 for c in text.available_columns()]
+    strings = [col.to_pylist() for col in text.to_arrow().columns]
+    if not columns:
+        return text.visible, [], [], 0
+    dated, errors = reader.load_sheet(name, header_row=None, skip_rows=0, dtypes="datetime",
+                                      dtype_coercion="coerce").to_arrow_with_errors()
+    kinds: list[dict[int, str]] = [{} for _ in columns]
+    start = len(_GOT)
+    for e in errors.errors:
+        row, j = e.position
+        detail = e.detail
+        kind = detail[start:detail.find("(", start)] if detail.startswith(_GOT) else ""
+        if kind == "Error":  # a formula's error: shown as Excel shows it
+            code = detail[start + 6:detail.find(")", start)]
+            kind = _ERROR_TEXT.get(code, f"#{code.upper()}!")
+        kinds[j][row] = kind
+    values = []
+    for texts, stamps, kind in zip(strings, dated.columns, kinds):
+        if stamps.null_count == len(stamps) and all(k == "String" for k in kind.values()):
+            values.append(texts)  # text only (most columns): nothing to convert
+            continue
+        millis = stamps.cast(pa.int64()).to_pylist()  # not to_pylist(): a huge number overflows datetime
+        out: list[object] = []
+        for i, (s, ms) in enumerate(zip(texts, millis)):
+            if ms is not None:  # a number or a date; a date's text is "2014-09-05 00:00:00"
+                try:
+                    out.append(float(s))
+                except (TypeError, ValueError):
+                    out.append(_EPOCH + timedelta(milliseconds=ms))
+            elif s is None and i not in kind:
+                out.append(None)
+            else:
+                out.append(_typed(s, kind.get(i, "")))
+        values.append(out)
+    return text.visible, columns, values, len(strings[0])
+
+
+def _typed(text: str | None, kind: str) -> object:
+    """A cell that is not a number within the dates: its text and kind (String, Bool, Float,
+    Int, an error as Excel shows it, or "" when unknown) → the value to write."""
+    if kind == "Bool" and text in ("true", "false"):
+        return text == "true"
+    if kind in ("Float", "Int") and text is not None:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if kind.startswith("#") and text is None:  # an error value, e.g. #DIV/0!
+        return kind
+    return text
+
+
+def _xlsx_title(name: str, taken: set[str]) -> str:
+    """`name`, unless Excel would refuse it in the new workbook (taken, case-insensitively,
+    or malformed by the program that wrote the school's file)."""
+    def fit(text: str, room: int = 31) -> str:
+        while len(text.encode("utf-16-le")) // 2 > room:
+            text = text[:-1]
+        return text
+
+    title = fit(_BAD_TITLE.sub("_", name).strip("'")) or "Trang"
+    base, n = title, 1
+    while title.lower() in taken:
+        n += 1
+        suffix = f" ({n})"
+        title = fit(base, 31 - len(suffix)) + suffix
+    taken.add(title.lower())
+    return title
+
+
+def _fast_marks(grids: list[_Grid], df: pd.DataFrame) -> tuple[dict[str, dict], dict[object, str]]:
+    """The cells to mark, by feedback sheet title: (row, column) → (severity, comment text,
+    comment height); and issue index → the marked cell, as a hyperlink location."""
+    by_name = {g.name: g for g in grids}
+    targets = _targets(df, _sheet_lookup(list(by_name)), lambda name, row: by_name[name].first_filled(row))
+    marks: dict[str, dict] = {}
+    where: dict[object, str] = {}
+    for (name, row, col), found in targets.items():
+        title = by_name[name].title
+        text = _comment_text([f[:5] for f in found])
+        marks.setdefault(title, {})[(row, col)] = (found[0][1], text, _comment_height(text))
+        location = f"{quote_sheetname(title)}!{get_column_letter(col)}{row}"
+        for f in found:
+            where[f[5]] = location
+    return marks, where
+
+
+class _CellFormats:
+    """xlsxwriter formats of the school's cells, by number format and fill, each made once."""
+
+    def __init__(self, wb: xlsxwriter.Workbook):
+        self._wb = wb
+        self._made: dict[tuple, object] = {(None, None): None}
+
+    def __call__(self, num_format: str | None = None, fill: str | None = None):
+        key = (num_format, fill)
+        if key not in self._made:
+            props: dict[str, object] = {"num_format": num_format} if num_format else {}
+            if fill:
+                props.update(pattern=1, bg_color=f"#{fill}")
+            self._made[key] = self._wb.add_format(props)
+        return self._made[key]
+
+
+def _date_format(value: datetime) -> str:
+    if value < datetime(1900, 1, 1):  # a time of day (Excel day 0)
+        return "hh:mm:ss" if value.second else "hh:mm"
+    if (value.hour, value.minute, value.second) == (0, 0, 0):
+        return "dd/mm/yyyy"
+    return "dd/mm/yyyy hh:mm:ss" if value.second else "dd/mm/yyyy hh:mm"
+
+
+def _copy_sheet(wb: xlsxwriter.Workbook, grid: _Grid, marks: Mapping[tuple[int, int], tuple],
+                formats: _CellFormats) -> None:
+    """The school's sheet, values only, with its offending cells filled and commented (a blank
+    one too). Rows are written in order (constant_memory)."""
+    ws = wb.add_worksheet(grid.title)
+    if grid.visible == "hidden":
+        ws.hide()
+    elif grid.visible == "veryhidden":
+        ws.very_hidden()
+    for col, width in _column_widths(grid):
+        ws.set_column(col - 1, col - 1, width)
+    by_row: dict[int, dict[int, tuple]] = {}
+    for (row, col), mark in marks.items():
+        by_row.setdefault(row, {})[col] = mark
+    columns = [c - 1 for c in grid.columns]
+    write_string, write_number, write_boolean = ws.write_string, ws.write_number, ws.write_boolean
+    for i, row in enumerate(zip(*grid.values)):
+        here = by_row.pop(i + 1, None)
+        if here is None:
+            for c, v in zip(columns, row):
+                if v is None:
+                    continue
+                kind = type(v)
+                if kind is str:
+                    write_string(i, c, v)
+                elif kind is float:
+                    write_number(i, c, v)
+                elif kind is bool:
+                    write_boolean(i, c, v)
+                else:
+                    ws.write_datetime(i, c, v, formats(_date_format(v)))
+            continue
+        for c, v in zip(columns, row):
+            mark = here.pop(c + 1, None)
+            if v is not None or mark is not None:
+                _write_marked(ws, i, c, v, mark, formats)
+        for c, mark in sorted(here.items()):  # a column the sheet does not use
+            _write_marked(ws, i, c - 1, None, mark, formats)
+    for row in sorted(by_row):  # below the sheet's last row
+        for c, mark in sorted(by_row[row].items()):
+            _write_marked(ws, row - 1, c - 1, None, mark, formats)
+
+
+def _write_marked(ws, r: int, c: int, value: object, mark: tuple | None, formats: _CellFormats) -> None:
+    fill = SEVERITY_COLOR[mark[0]] if mark else None
+    if value is None:
+        ws.write_blank(r, c, None, formats(None, fill))
+    elif type(value) is str:
+        ws.write_string(r, c, value, formats(None, fill))
+    elif type(value) is float:
+        ws.write_number(r, c, value, formats(None, fill))
+    elif type(value) is bool:
+        ws.write_boolean(r, c, value, formats(None, fill))
+    else:
+        ws.write_datetime(r, c, value, formats(_date_format(value), fill))
+    if mark:
+        ws.write_comment(r, c, mark[1], {"author": COMMENT_AUTHOR, "width": COMMENT_WIDTH, "height": mark[2]})
+
+
+def _column_widths(grid: _Grid, rows: int = 60) -> list[tuple[int, float]]:
+    """Widths from the longest value among the first rows (a one-cell row, such as a title
+    merged across, does not count), capped."""
+    widest = [0] * len(grid.columns)
+    for row in zip(*(values[:rows] for values in grid.values)):
+        if sum(v is not None for v in row) < 2:
+            continue
+        for j, v in enumerate(row):
+            if v is not None:
+                widest[j] = max(widest[j], _shown_length(v))
+    return [(col, min(45, w + 2)) for col, w in zip(grid.columns, widest) if w + 2 > 8.43]
+
+
+def _shown_length(value: object) -> int:
+    if isinstance(value, str):
+        return max(map(len, value.splitlines() or [""]))
+    if isinstance(value, datetime):
+        return len(_date_format(value))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return len(str(int(value)))
+    return len(str(value))
+
+
+# --- the PhanHoi sheet: laid out once, written by openpyxl or xlsxwriter ---------------------
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How one PhanHoi cell looks, for either writer. Every cell wraps and sits at the top."""
+
+    font: str | None = None  # bold | title | section | link
+    fill: str | None = None  # RGB
+    border: bool = False
+    align: str = "wrap"  # wrap | center | head (centred both ways) | left
+
+
+_PLAIN, _BOLD, _BOXED = _Style(), _Style(font="bold"), _Style(border=True)
+_TITLE, _SECTION, _LEFT = _Style(font="title"), _Style(font="section"), _Style(align="left")
+_HEADER = _Style(font="bold", fill="D9D9D9", border=True, align="head")
+
+
+@dataclass
+class _Page:
+    """PhanHoi laid out: cells (1-based row, column) → (value, style) in writing order, merges
+    within one row, internal links, row heights, the title rows kept in view and on every
+    printed page, and the detail table's filter."""
+
+    cells: dict[tuple[int, int], tuple[object, _Style]] = field(default_factory=dict)
+    merges: list[tuple[int, int, int]] = field(default_factory=list)  # row, first and last column
+    links: dict[tuple[int, int], str] = field(default_factory=dict)  # → "'Sheet'!C5"
+    heights: dict[int, float] = field(default_factory=dict)
+    frozen: int = 0
+    autofilter: tuple[int, int] | None = None  # header row and last row, columns A to the last
+
+    def put(self, row: int, col: int, value: object, style: _Style = _PLAIN) -> None:
+        self.cells[(row, col)] = (_clean(value) if isinstance(value, str) or value is None else value, style)
+
+    def merge(self, row: int, first: int = 1, last: int = len(_WIDTHS)) -> None:
+        self.merges.append((row, first, last))
+
+
+def _phanhoi(frame: pd.DataFrame, *, school: Mapping[str, object], status: str, counts: Mapping[str, object],
+             school_year: str, period: str, generated_at: datetime, sheet_order: list[str],
+             marked: Mapping[object, str], note: str | None = None, copy_note: str | None = None) -> _Page:
+    """The whole PhanHoi sheet: header block, summary by rule, then each issue."""
+    page = _Page()
+    r = _write_info(page, school=school, status=status, counts=counts, school_year=school_year,
+                    period=period, generated_at=generated_at, note=note, copy_note=copy_note)
+    r = _write_summary(page, r + 1, summarise(frame))
+    _write_detail(page, r + 1, _detail(frame, sheet_order), len(frame), marked)
+    return page
+
+
+def _write_info(page: _Page, *, school: Mapping[str, object], status: str, counts: Mapping[str, object],
+                school_year: str, period: str, generated_at: datetime, note: str | None,
+                copy_note: str | None = None) -> int:
+    """Title, who/when/status, counts, what to do next and the colour legend. Returns the
+    last row written."""
+    page.put(1, 1, TEXT["title"], _TITLE)
+    page.merge(1)
+    code, name = _clean(school.get("school_code")) or "", _clean(school.get("school_name")) or ""
+    info: list[tuple[str, object]] = [
+        (TEXT["school"], f"{code} – {name}".strip(" –")),
+        (TEXT["school_year"], school_year),
+        (TEXT["period"], TEXT["period_names"].get(period, period)),
+        (TEXT["status_label"], STATUS_TEXT[status]),
+        (TEXT["generated_at"], _when(generated_at)),
+    ]
+    names: Mapping[str, str] = TEXT["counts"]
+    keys = [k for k in names if k in counts] + [k for k in counts if k not in names]
+    info += [(names.get(k, k), _number(counts[k])) for k in keys]
+    paragraph = TEXT["next_steps"][status] + (f" {note}" if note else "")
+    info.append((TEXT["next_label"], paragraph))
+    for r, (label, value) in enumerate(info, start=2):
+        page.put(r, 1, label, _BOLD)
+        page.merge(r, 1, 2)
+        if label == TEXT["status_label"]:
+            page.put(r, 3, value, _Style(font="bold", fill=STATUS_COLOR[status], align="left"))
+            page.frozen = r  # title, school, year, period and status stay in view and on paper
+        else:
+            page.put(r, 3, value, _LEFT)
+        page.merge(r, 3)
+    # merged cells are never auto-fitted: size the paragraph's row (~1.1 characters per unit)
+    page.heights[r] = 15 * (1 + len(paragraph) // int(sum(_WIDTHS[2:]) * 1.1))
+    if copy_note:
+        r += 1
+        page.put(r, 1, copy_note, _BOLD)
+        page.merge(r)
+    r += 1
+    page.put(r, 1, TEXT["legend_label"], _BOLD)
+    page.merge(r, 1, 2)
+    for j, sev in enumerate(SEVERITY_RANK):
+        page.put(r, 3 + j, SEVERITY_TEXT[sev], _Style(fill=SEVERITY_COLOR[sev], border=True, align="center"))
+    return r
+
+
+def _write_summary(page: _Page, r: int, summary: pd.DataFrame) -> int:
+    """The table grouped by rule from row r + 1. Returns the last row written."""
+    r += 1
+    page.put(r, 1, TEXT["summary_title"], _SECTION)
+    r += 1
+    _header_row(page, r, TEXT["summary_headers"])
+    if summary.empty:
+        r += 1
+        page.put(r, 1, TEXT["no_issues"], _BOXED)
+        page.merge(r)
+    for s in summary.to_dict("records"):
+        r += 1
+        _table_row(page, r, (
+            SEVERITY_TEXT[s["severity"]], s["rule_id"], s["message"], s["fix"], s["count"],
+            s["sheet"] if s["sheet"] is not None else TEXT["whole_file"], s["first_row"], s["last_row"],
+            "; ".join(_short(v) for v in s["examples"]) or None,
+        ), s["severity"])
+    return r
+
+
+def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked: Mapping[object, str]) -> int:
+    """Each issue (up to DETAIL_LIMIT) from row r + 1, linked to its marked cell."""
+    r += 1
+    page.put(r, 1, TEXT["detail_title"], _SECTION)
+    shown = min(total, DETAIL_LIMIT)
+    truncated = TEXT["detail_truncated"].format(shown=shown, total=total, more=total - shown)
+    if total > shown:
+        r += 1
+        page.put(r, 1, truncated, _BOLD)
+        page.merge(r)
+    r += 1
+    _header_row(page, r, TEXT["detail_headers"])
+    header = r
+    for i, d in zip(detail.index[:shown], detail.head(shown).itertuples(index=False)):
+        r += 1
+        ref = f"{d.column}{d.excel_row}" if d.column and d.excel_row else None
+        _table_row(page, r, (
+            SEVERITY_TEXT[d.severity], d.rule_id, d.message, d.value, ref,
+            d.sheet if d.sheet is not None else TEXT["whole_file"], d.excel_row, d.column, d.header,
+        ), d.severity)
+        if i in marked:  # the cell's own link, or (no column) the row's, where the mark is
+            at = (r, 5 if ref else 7)
+            value, style = page.cells[at]
+            page.cells[at] = (value, replace(style, font="link"))
+            page.links[at] = marked[i]
+    if detail.empty:
+        r += 1
+        page.put(r, 1, TEXT["no_issues"], _BOXED)
+        page.merge(r)
+        return r
+    page.autofilter = (header, r)
+    if total > shown:
+        r += 2  # after a blank row: the note is not one more issue
+        page.put(r, 1, truncated, _BOLD)
+        page.merge(r)
+    return r
+
+
+def _header_row(page: _Page, r: int, headers: tuple[str, ...]) -> None:
+    for j, h in enumerate(headers, start=1):
+        page.put(r, j, h, _HEADER)
+
+
+def _table_row(page: _Page, r: int, values: tuple, severity: str) -> None:
+    for j, v in enumerate(values, start=1):
+        v = None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+        if v is not None and not isinstance(v, str):
+            v = int(v)
+        page.put(r, j, v, _Style(fill=SEVERITY_COLOR[severity] if j == 1 else None, border=True,
+                                 align="center" if isinstance(v, int) else "wrap"))
+
+
+# openpyxl
+
+
+_ALIGN = {"wrap": _S.wrap, "center": _S.center, "head": _S.head,
+          "left": Alignment(horizontal="left", vertical="top", wrap_text=True)}
+_FONT = {"bold": _S.bold, "title": _S.title, "section": _S.section, "link": _S.link}
+
+
+def _render_openpyxl(ws: Worksheet, page: _Page) -> None:
+    _layout(ws)
+    for (r, c), (value, style) in page.cells.items():
+        cell = _put(ws, r, c, value, fill=style.fill, border=style.border, align=_ALIGN[style.align])
+        if style.font:
+            cell.font = _FONT[style.font]
+        if (r, c) in page.links:
+            cell.hyperlink = Hyperlink(ref=cell.coordinate, location=page.links[(r, c)])
+    for r, first, last in page.merges:  # after the cells: a merge copies its first cell's border
+        ws.merge_cells(start_row=r, start_column=first, end_row=r, end_column=last)
+    for r, height in page.heights.items():
+        ws.row_dimensions[r].height = height
+    if page.frozen:
+        ws.freeze_panes = f"A{page.frozen + 1}"
+        ws.print_title_rows = f"1:{page.frozen}"
+    if page.autofilter:
+        ws.auto_filter.ref = f"A{page.autofilter[0]}:{_LAST}{page.autofilter[1]}"
 
 
 def _put(ws: Worksheet, row: int, col: int, value: object, *, bold: bool = False, fill: str | None = None,
@@ -448,118 +981,57 @@ def _layout(ws: Worksheet) -> None:
     ws.sheet_properties.pageSetUpPr.fitToPage = True
 
 
-def _write_info(ws: Worksheet, *, school: Mapping[str, object], status: str, counts: Mapping[str, object],
-                school_year: str, period: str, generated_at: datetime, note: str | None) -> int:
-    """Title, who/when/status, counts, what to do next and the colour legend. Returns the
-    last row written."""
-    _put(ws, 1, 1, TEXT["title"]).font = _S.title
-    ws.merge_cells(f"A1:{_LAST}1")
-    code, name = _clean(school.get("school_code")) or "", _clean(school.get("school_name")) or ""
-    info: list[tuple[str, object]] = [
-        (TEXT["school"], f"{code} – {name}".strip(" –")),
-        (TEXT["school_year"], school_year),
-        (TEXT["period"], TEXT["period_names"].get(period, period)),
-        (TEXT["status_label"], STATUS_TEXT[status]),
-        (TEXT["generated_at"], _when(generated_at)),
-    ]
-    names: Mapping[str, str] = TEXT["counts"]
-    keys = [k for k in names if k in counts] + [k for k in counts if k not in names]
-    info += [(names.get(k, k), _number(counts[k])) for k in keys]
-    paragraph = TEXT["next_steps"][status] + (f" {note}" if note else "")
-    info.append((TEXT["next_label"], paragraph))
-    left = Alignment(horizontal="left", vertical="top", wrap_text=True)
-    for r, (label, value) in enumerate(info, start=2):
-        _put(ws, r, 1, label, bold=True)
-        ws.merge_cells(f"A{r}:B{r}")
-        cell = _put(ws, r, 3, value, align=left)
-        ws.merge_cells(f"C{r}:{_LAST}{r}")
-        if label == TEXT["status_label"]:
-            cell.font = _S.bold
-            cell.fill = PatternFill("solid", start_color=STATUS_COLOR[status], end_color=STATUS_COLOR[status])
-            # title, school, year, period and status stay in view while scrolling and on paper
-            ws.freeze_panes = f"A{r + 1}"
-            ws.print_title_rows = f"1:{r}"
-    # merged cells are never auto-fitted: size the paragraph's row (~1.1 characters per unit)
-    ws.row_dimensions[r].height = 15 * (1 + len(paragraph) // int(sum(_WIDTHS[2:]) * 1.1))
-    r += 1
-    _put(ws, r, 1, TEXT["legend_label"], bold=True)
-    ws.merge_cells(f"A{r}:B{r}")
-    for j, sev in enumerate(SEVERITY_RANK):
-        _put(ws, r, 3 + j, SEVERITY_TEXT[sev], fill=SEVERITY_COLOR[sev], border=True, align=_S.center)
-    return r
+# xlsxwriter
 
 
-def _write_summary(ws: Worksheet, r: int, summary: pd.DataFrame) -> int:
-    """The table grouped by rule from row r + 1. Returns the last row written."""
-    r += 1
-    _put(ws, r, 1, TEXT["summary_title"]).font = _S.section
-    r += 1
-    _header_row(ws, r, TEXT["summary_headers"])
-    if summary.empty:
-        r += 1
-        _put(ws, r, 1, TEXT["no_issues"], border=True)
-        ws.merge_cells(f"A{r}:{_LAST}{r}")
-    for s in summary.to_dict("records"):
-        r += 1
-        _table_row(ws, r, (
-            SEVERITY_TEXT[s["severity"]], s["rule_id"], s["message"], s["fix"], s["count"],
-            s["sheet"] if s["sheet"] is not None else TEXT["whole_file"], s["first_row"], s["last_row"],
-            "; ".join(_short(v) for v in s["examples"]) or None,
-        ), s["severity"])
-    return r
+_XL_ALIGN = {"wrap": {}, "center": {"align": "center"}, "head": {"align": "center", "valign": "vcenter"},
+             "left": {"align": "left"}}
+_XL_FONT = {None: {}, "bold": {"bold": True}, "title": {"bold": True, "font_size": 14},
+            "section": {"bold": True, "font_size": 12}, "link": {"font_color": "#0563C1", "underline": 1}}
 
 
-def _write_detail(ws: Worksheet, r: int, detail: pd.DataFrame, total: int, marked: Mapping[object, str]) -> int:
-    """Each issue (up to DETAIL_LIMIT) from row r + 1, linked to its marked cell."""
-    r += 1
-    _put(ws, r, 1, TEXT["detail_title"]).font = _S.section
-    shown = min(total, DETAIL_LIMIT)
-    truncated = TEXT["detail_truncated"].format(shown=shown, total=total, more=total - shown)
-    if total > shown:
-        r += 1
-        _put(ws, r, 1, truncated, bold=True)
-        ws.merge_cells(f"A{r}:{_LAST}{r}")
-    r += 1
-    _header_row(ws, r, TEXT["detail_headers"])
-    header = r
-    for i, d in zip(detail.index[:shown], detail.head(shown).itertuples(index=False)):
-        r += 1
-        ref = f"{d.column}{d.excel_row}" if d.column and d.excel_row else None
-        _table_row(ws, r, (
-            SEVERITY_TEXT[d.severity], d.rule_id, d.message, d.value, ref,
-            d.sheet if d.sheet is not None else TEXT["whole_file"], d.excel_row, d.column, d.header,
-        ), d.severity)
-        if i in marked:  # the cell's own link, or (no column) the row's, where the mark is
-            link = ws.cell(r, 5 if ref else 7)
-            link.hyperlink = Hyperlink(ref=link.coordinate, location=marked[i])
-            link.font = _S.link
-    if detail.empty:
-        r += 1
-        _put(ws, r, 1, TEXT["no_issues"], border=True)
-        ws.merge_cells(f"A{r}:{_LAST}{r}")
-        return r
-    ws.auto_filter.ref = f"A{header}:{_LAST}{r}"
-    if total > shown:
-        r += 2  # after a blank row: the note is not one more issue
-        _put(ws, r, 1, truncated, bold=True)
-        ws.merge_cells(f"A{r}:{_LAST}{r}")
-    return r
+def _render_xlsx(wb: xlsxwriter.Workbook, ws, page: _Page) -> None:
+    """The same page with xlsxwriter, row by row (the workbook may be in constant_memory mode).
+    Every text goes through write_string: nothing becomes a formula."""
+    formats: dict[tuple[_Style, bool], object] = {}
 
+    def fmt(style: _Style, quote: bool):
+        if (style, quote) not in formats:
+            props = {"text_wrap": True, "valign": "top", **_XL_ALIGN[style.align], **_XL_FONT[style.font]}
+            if style.fill:
+                props.update(pattern=1, bg_color=f"#{style.fill}")
+            if style.border:
+                props.update(border=1, border_color=f"#{_S.thin.color.rgb[-6:]}")
+            if quote:
+                props["quote_prefix"] = True  # Excel's leading apostrophe, as openpyxl's quotePrefix
+            formats[(style, quote)] = wb.add_format(props)
+        return formats[(style, quote)]
 
-def _header_row(ws: Worksheet, r: int, headers: tuple[str, ...]) -> None:
-    for j, h in enumerate(headers, start=1):
-        cell = _put(ws, r, j, h, bold=True, border=True, align=_S.head)
-        cell.fill = _S.header_fill
-
-
-def _table_row(ws: Worksheet, r: int, values: tuple, severity: str) -> None:
-    for j, v in enumerate(values, start=1):
-        v = None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
-        if v is not None and not isinstance(v, str):
-            v = int(v)
-        cell = _put(ws, r, j, v, border=True, align=_S.center if isinstance(v, int) else _S.wrap)
-        if j == 1:
-            cell.fill = _FILL[severity]
+    for i, w in enumerate(_WIDTHS):
+        ws.set_column(i, i, w)
+    ws.set_landscape()
+    ws.set_paper(9)  # A4
+    ws.fit_to_pages(1, 0)
+    if page.frozen:
+        ws.freeze_panes(page.frozen, 0)
+        ws.repeat_rows(0, page.frozen - 1)
+    for r, height in page.heights.items():
+        ws.set_row(r - 1, height)
+    merged = {(r, first): last for r, first, last in page.merges}
+    for (r, c), (value, style) in sorted(page.cells.items()):
+        f = fmt(style, isinstance(value, str) and value.startswith(_FORMULA_START))
+        if (r, c) in merged:  # blank first, then the value: merge_range would not say write_string
+            ws.merge_range(r - 1, c - 1, r - 1, merged[(r, c)] - 1, "", f)
+        if (r, c) in page.links:  # the link writes its text; the value below keeps a number a number
+            ws.write_url(r - 1, c - 1, f"internal:{page.links[(r, c)]}", f, string=str(value))
+        if value is None:
+            ws.write_blank(r - 1, c - 1, None, f)
+        elif isinstance(value, str):
+            ws.write_string(r - 1, c - 1, value, f)
+        else:
+            ws.write_number(r - 1, c - 1, value, f)
+    if page.autofilter:
+        ws.autofilter(page.autofilter[0] - 1, 0, page.autofilter[1] - 1, len(_WIDTHS) - 1)
 
 
 def _short(value: str, limit: int = 40) -> str:
@@ -590,13 +1062,14 @@ def _activate(wb: openpyxl.Workbook, ws: Worksheet) -> None:
         wb.views[0].firstSheet = 0
 
 
-def _save_atomic(wb: openpyxl.Workbook, out: Path) -> None:
-    """Save beside `out` and rename over it, so a half-written workbook never appears."""
+def _save_atomic(save: Callable[[Path], None], out: Path) -> None:
+    """Save (with `save(path)`) beside `out` and rename over it, so a half-written workbook
+    never appears."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # not mkstemp: its 0600 mode would survive the rename and hide the file from the office
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     try:
-        wb.save(tmp)
+        save(tmp)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -248,8 +248,9 @@ def _feedback_job(job: tuple) -> str:
 
 
 def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
-    """One feedback workbook per file of the run (the school's own workbook, annotated),
-    written in worker processes (openpyxl's load + save of each workbook dominates)."""
+    """One feedback workbook per file of the run (the school's workbook, annotated; with
+    cfg.feedback_engine "fast" a values-only copy, with "faithful" the school's own file),
+    written in worker processes (reading and writing each workbook dominates)."""
     out = {}
     jobs = []
     now = dt.datetime.now(VN_TZ)
@@ -263,7 +264,8 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
         jobs.append((source, path, dict(school=school, issues=mine, status=sub.status, counts=counts,
-                                        school_year=outcome.school_year, period=outcome.period, generated_at=now)))
+                                        school_year=outcome.school_year, period=outcome.period, generated_at=now,
+                                        engine=cfg.feedback_engine)))
         out[sub.file_hash] = path
     workers = max(1, min(cfg.workers, len(jobs)))
     if workers > 1:
