@@ -912,12 +912,18 @@ def _header_row(page: _Page, r: int, headers: tuple[str, ...]) -> None:
 
 
 def _table_row(page: _Page, r: int, values: tuple, severity: str) -> None:
+    lines = 1
     for j, v in enumerate(values, start=1):
         v = None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
         if v is not None and not isinstance(v, str):
             v = int(v)
         page.put(r, j, v, _Style(fill=SEVERITY_COLOR[severity] if j == 1 else None, border=True,
                                  align="center" if isinstance(v, int) else "wrap"))
+        if isinstance(v, str) and j <= len(_WIDTHS):
+            # wrapped text: not every spreadsheet program grows the row by itself
+            lines = max(lines, -(-len(v) // max(1, int(_WIDTHS[j - 1] * 1.1))))
+    if lines > 1:
+        page.heights[r] = 15 * min(lines, 8)
 
 
 # openpyxl
