@@ -27,6 +27,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    """Stop a process group politely, then for good."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server-home")
@@ -41,11 +50,7 @@ def prefect_server(tmp_path_factory):
         assert _wait_healthy(url, 150), "prefect server did not become healthy"
         yield {"url": url, "env": env}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        _stop(server, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +63,7 @@ def served(prefect_server, tmp_path_factory):
     try:
         yield {"data": data, "work": work, **prefect_server}
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
+        _stop(serve, signal.SIGINT)
 
 
 def test_a_run_triggered_through_the_api(served):

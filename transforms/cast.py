@@ -39,20 +39,14 @@ def parse_dates(text: pd.Series, allow_year: bool = False) -> pd.Series:
     dates), Excel serial numbers, and (when allowed) a bare year → datetime64; else NaT."""
     s = text.astype("string").str.strip()
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
-    dmy = s.str.extract(_DMY)
-    m = dmy[0].notna()
-    if m.any():
-        out[m] = pd.to_datetime(
-            dict(year=dmy.loc[m, 2].astype(int), month=dmy.loc[m, 1].astype(int), day=dmy.loc[m, 0].astype(int)),
-            errors="coerce",
-        )
-    ymd = s.str.extract(_YMD)
-    m = ymd[0].notna()
-    if m.any():
-        out[m] = pd.to_datetime(
-            dict(year=ymd.loc[m, 0].astype(int), month=ymd.loc[m, 1].astype(int), day=ymd.loc[m, 2].astype(int)),
-            errors="coerce",
-        )
+    for pattern, (y, mo, d) in ((_DMY, (2, 1, 0)), (_YMD, (0, 1, 2))):  # group positions of year, month, day
+        parts = s.str.extract(pattern)
+        m = parts[0].notna()
+        if m.any():
+            out[m] = pd.to_datetime(
+                dict(year=parts.loc[m, y].astype(int), month=parts.loc[m, mo].astype(int), day=parts.loc[m, d].astype(int)),
+                errors="coerce",
+            )
     m = s.str.fullmatch(_SERIAL).fillna(False).astype(bool) & out.isna()
     if m.any():
         days = s[m].astype(float)
