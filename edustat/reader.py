@@ -19,7 +19,8 @@ import pandas as pd
 from xlsxwriter.utility import xl_col_to_name
 
 from schemas import Contract, Sheet, load_contract
-from transforms.text import fold, nfc
+from schemas.vocabulary import Matcher, sheet_matcher
+from transforms.text import fold, header_key, nfc
 
 HEADER_SCAN_ROWS = 30
 FEEDBACK_SHEET_KEY = "phanhoi"  # edustat.feedback's first sheet, "PhanHoi"
@@ -49,6 +50,7 @@ class SheetData:
     extra_columns: dict[str, str] = field(default_factory=dict)  # header → column letter
     duplicate_headers: list[str] = field(default_factory=list)
     skipped_rows: dict[int, str] = field(default_factory=dict)  # excel row → numbering/total
+    near_headers: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (header found, read as)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class KeyValueData:
     values: dict[str, str | None]  # field id → text as found
     rows: dict[str, int]  # field id → Excel row
     value_column: str = "B"
+    near_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (key found, read as)
 
 
 @dataclass
@@ -120,22 +123,23 @@ def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[pd.DataFrame, 
 
 
 def _match_sheet(name: str, contract: Contract) -> Sheet | None:
-    key = fold(name)
+    key = header_key(name)
     for s in contract.sheets:
         if key in s.match_keys:
             return s
     return None
 
 
-def _header_score(row: list, keys: dict[str, str]) -> int:
-    return sum(1 for v in row if isinstance(v, str) and fold(v) in keys)
+def _header_score(row: list, matcher: Matcher) -> int:
+    """How many cells of a row name a field exactly (the header row names the most)."""
+    return sum(1 for v in row if isinstance(v, str) and matcher.read(v, near=False).how == "exact")
 
 
-def _keys(sheet: Sheet) -> dict[str, str]:
-    return {k: f.id for f in sheet.fields for k in f.match_keys}
+def _keys(sheet: Sheet) -> Matcher:
+    return sheet_matcher(sheet)
 
 
-def _find_header(df: pd.DataFrame, keys: dict[str, str]) -> tuple[int, int]:
+def _find_header(df: pd.DataFrame, keys: Matcher) -> tuple[int, int]:
     """The row among the first ones whose cells name the most fields."""
     best, best_row = 0, -1
     head = df.iloc[:HEADER_SCAN_ROWS].to_numpy(dtype=object, na_value=None)  # one conversion, not one per row
@@ -165,10 +169,22 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
     header = df.iloc[h].to_numpy(dtype=object, na_value=None).tolist()
     columns, headers, extra, dups = {}, {}, {}, []
     col_field: dict[int, str] = {}
+    readings = {j: keys.read(v, near=False) for j, v in enumerate(header) if isinstance(v, str) and nfc(v)}
+    exact = {r.code for r in readings.values() if r.how == "exact"}
+    near: dict[str, tuple[str, str]] = {}
     for j, v in enumerate(header):
-        if not isinstance(v, str) or not nfc(v):
+        if j not in readings:
             continue
-        fid = keys.get(fold(v))
+        r = readings[j]
+        if r.how != "exact":
+            # a header not in the vocabulary: read as the one field it nearly names, if that
+            # field has no column of its own (never two columns for one field)
+            r = keys.read(v)
+            if r.how == "near" and r.code not in exact and r.code not in near:
+                near[r.code] = (nfc(v), r.spelling or "")
+            else:
+                r = None
+        fid = r.code if r is not None else None
         letter = xl_col_to_name(offset + j)
         if fid is None:
             extra[nfc(v)] = letter
@@ -200,29 +216,39 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
         body, excel_row = body[~is_total], excel_row[~is_total]
     frame = body.astype("string").reset_index(drop=True)
     frame.insert(0, "excel_row", excel_row.to_numpy())
-    return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped)
+    return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped, near)
 
 
 def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> KeyValueData:
     keys = _keys(sheet)
     values: dict[str, str | None] = {}
     rows: dict[str, int] = {}
+    near: dict[str, tuple[str, str]] = {}
     key_col = 0
     best = -1
     for j in range(min(df.shape[1], 4)):
-        score = sum(1 for v in df[j].tolist() if isinstance(v, str) and fold(v) in keys)
+        score = _header_score(df[j].tolist(), keys)
         if score > best:
             best, key_col = score, j
-    for i, v in enumerate(df[key_col].tolist() if df.shape[1] else []):
-        if not isinstance(v, str):
+    column = df[key_col].tolist() if df.shape[1] else []
+    readings = [keys.read(v, near=False) if isinstance(v, str) else None for v in column]
+    exact = {r.code for r in readings if r is not None and r.how == "exact"}
+    for i, v in enumerate(column):
+        r = readings[i]
+        if r is None:
             continue
-        fid = keys.get(fold(v))
-        if fid is None or fid in values:
+        if r.how != "exact":
+            r = keys.read(v)
+            if r.how != "near" or r.code in exact or r.code in near:
+                continue
+            near[r.code] = (nfc(v), r.spelling or "")
+        fid = r.code
+        if fid in values:
             continue
         val = df.iat[i, key_col + 1] if df.shape[1] > key_col + 1 else None
         values[fid] = None if val is None or pd.isna(val) or not str(val).strip() else nfc(str(val))
         rows[fid] = i + 1
-    return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1))
+    return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1), near)
 
 
 def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkbook:
@@ -234,7 +260,7 @@ def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkboo
     out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
     pending: list[tuple[str, pd.DataFrame, int]] = []
     for name in names:
-        if fold(name) == FEEDBACK_SHEET_KEY:
+        if header_key(name) == FEEDBACK_SHEET_KEY:
             continue  # a school re-sending our feedback workbook: our summary sheet is not data
         sheet = _match_sheet(name, c)
         try:

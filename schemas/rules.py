@@ -26,7 +26,7 @@ class Rule:
     source: str
     sheet: str | None = None  # contract sheet id
     field: str | None = None  # contract field id
-    family: str | None = None  # required | code | format | padded, for expanded rules
+    family: str | None = None  # required | code | near | said | ambiguous | format | padded
 
     def render(self, template: str, **values: object) -> str:
         """Fill {header} {value} {sheet} {detail} {file} {hint}; unknown keys stay blank."""
@@ -60,7 +60,7 @@ def _families_for(f: Field) -> list[str]:
     if f.required.is_required:
         out.append("required")
     if f.type == "code":
-        out.append("code")
+        out.extend(["code", "near", "said", "ambiguous"])
     if f.type in ("date", "year_or_date", "int", "flag", "school_year") or (f.type == "id" and f.pattern):
         out.append("format")
     if f.type == "id" and f.pattern:
