@@ -143,7 +143,9 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         if raw_code and "school_code" not in fr.school:
             fr.school["school_code"] = raw_code
         _resolve_admin_in_context(fr.school, parsed.school.values)
-        for rec in problems[problems["kind"].isin(list(READ_FAMILIES))].itertuples(index=False):
+        in_context = {fid for fid in ("district_code", "commune_code") if fr.school.get(fid)
+                      and fr.school.get(fid) == _units_code(fid, fr.school, parsed.school.values)}
+        for rec in problems[problems["kind"].isin(list(READ_FAMILIES)) & ~problems["field"].isin(list(in_context))].itertuples(index=False):
             fr.issues.append(_issue(cat, cat.family_id("school", rec.field, READ_FAMILIES[rec.kind]), fr, sheet=fr.school_sheet,
                                     excel_row=int(rec.excel_row), column=parsed.school.value_column, field_id=rec.field,
                                     header=school_sheet.field(rec.field).header, value=rec.value,
@@ -228,6 +230,16 @@ def _column_needed(f, sheet: Sheet, frame: pd.DataFrame) -> bool:
     if r.when_in:
         return bool(codes & set(r.when_in))
     return bool(codes - set(r.when_not_in))
+
+
+def _units_code(fid: str, school: dict, raw: Mapping[str, str | None]) -> str | None:
+    """The code a district / commune name has among the units of the school's own parent."""
+    ref, attr, parent = {"district_code": ("moet-2020/DM_HUYEN", "ma_tp", "province_code"),
+                         "commune_code": ("moet-2020/DM_XA", "ma_qh", "district_code")}[fid]
+    if not raw.get(fid) or not school.get(parent):
+        return None
+    inside = _units_within(ref, attr, str(school[parent]))
+    return inside.resolve(raw[fid]) if inside is not None else None
 
 
 def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:

@@ -67,9 +67,9 @@ class CodeList:
         if text.endswith(".0") and text[:-2].isdigit():
             text = text[:-2]
         m = _CODE_LABEL.match(text)
-        if m:  # "01 - Kinh": the code decides when it is one
+        if m:  # "01 - Kinh": a code and its own label
             hit = self.matcher.read(m.group(1), near=False)
-            if hit.accepted:
+            if hit.accepted and self.matcher.read(m.group(2), near=False).code == hit.code:
                 return hit
         return self.matcher.read(text, near=near)
 

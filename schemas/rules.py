@@ -57,7 +57,9 @@ class Catalogue:
 
 def _families_for(f: Field) -> list[str]:
     out = []
-    if f.required.is_required:
+    # a flag's blank is "no" (the spec: flags accept x / Có / 1 and blank); its column is
+    # still required (stage a), its cells are not
+    if f.required.is_required and f.type != "flag":
         out.append("required")
     if f.type == "code":
         out.extend(["code", "near", "said", "ambiguous"])

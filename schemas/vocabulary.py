@@ -12,12 +12,14 @@ Reading a cell (`Matcher.read`):
 1. exact, on `header_key` (no diacritics, case, decorations, separators) and again with
    abbreviations spelled out: one code → `exact`; two codes on the same footing →
    `ambiguous` (never guessed); an entry marked `said` → `said` (accepted, reported);
-2. otherwise a near miss: rapidfuzz `ratio` on the keys; one code at or above `NEAR_MIN`
-   with no other code within `NEAR_MARGIN` → `near` (accepted with a warning naming it);
-   two → `ambiguous`; numbers must agree (`Phường 1` is never `Phường 7`).
+2. otherwise a near miss: the entries within `max_edits` letters (rapidfuzz OSA distance on
+   the folded key: 1 for keys up to 10 characters, 2 up to 20, then 3); one code nearest →
+   `near` (accepted with a warning naming it); two equally near → `ambiguous`. Numbers must
+   agree (`Phường 1` is never `Phường 7`) and a changed word must be a typo, not another word
+   of the vocabulary (`Phòng họp` is never `Phòng học`).
 
-The thresholds were measured (scripts/measure_vocabulary.py; the numbers are in the module's
-test and the README): at 88 no deliberately wrong value of the test set is read as a code.
+The limits were measured with scripts/measure_vocabulary.py (typo'd entries vs deliberately
+wrong values; the numbers are in the README and tests/test_vocabulary.py keeps them).
 """
 from __future__ import annotations
 
@@ -33,9 +35,15 @@ import yaml
 from schemas.folding import bare_key, expand, header_key
 
 ROOT = Path(__file__).parent
-NEAR_MIN = 88.0  # rapidfuzz ratio (0-100) a near miss needs; measured, see module docstring
-NEAR_MARGIN = 4.0  # a second code this close to the best makes the reading ambiguous
 NEAR_MIN_LENGTH = 4  # shorter keys ("ht", "07") are never read as near misses
+# Edits (letters left out, added, changed, or two swapped: OSA distance on the folded key) a
+# near miss may be from a vocabulary entry, by the key's length; measured with
+# scripts/measure_vocabulary.py (README: "How a cell is read").
+NEAR_EDITS = ((10, 1), (20, 2), (10_000, 3))
+
+
+def max_edits(length: int) -> int:
+    return next(e for upto, e in NEAR_EDITS if length <= upto)
 _DIGITS = re.compile(r"\d+")
 TIER_CODE, TIER_LABEL, TIER_WORD, TIER_BARE = 0, 1, 2, 3
 
@@ -71,6 +79,7 @@ class Matcher:
 
     entries: list[Entry] = field(default_factory=list)
     abbreviations: Mapping[str, str] = field(default_factory=dict)
+    headers: bool = False  # header matching also drops parenthesised parts and splits FieldNames
 
     def __post_init__(self) -> None:
         self._index: dict[str, dict[int, dict[str, Entry]]] = {}
@@ -112,50 +121,69 @@ class Matcher:
                 return hit
         key = header_key(text)
         expanded = expand_all(key, self.abbreviations)
-        hit = self._exact(expanded)
-        if hit:
-            return hit
+        keys = [expanded]
+        if self.headers:  # "Nhóm tuổi (MN)" is "Nhóm tuổi"; a ministry field name: MaLopHocCn
+            bare = bare_key(text)
+            keys += [bare, expand_all(bare, self.abbreviations), header_key(_snake(text))]
+        for k in dict.fromkeys(keys):
+            hit = self._exact(k) if k else None
+            if hit:
+                return hit
         if not near or len(key) < NEAR_MIN_LENGTH or not re.search(r"[a-z]", key):
             return Reading(None, "unknown")
         return self._near(expanded)
 
     def _near(self, key: str) -> Reading:
-        from rapidfuzz import fuzz, process
+        from rapidfuzz import process
+        from rapidfuzz.distance import OSA
 
         digits = _DIGITS.findall(key)
-        best: dict[str, tuple[float, str]] = {}
-        for cand, score, _ in process.extract(key, self._fuzzy_keys, scorer=fuzz.ratio, limit=12,
-                                              score_cutoff=NEAR_MIN - NEAR_MARGIN):
+        best: dict[str, tuple[int, str]] = {}
+        for cand, edits, _ in process.extract(key, self._fuzzy_keys, scorer=OSA.distance, limit=12,
+                                              score_cutoff=max_edits(len(key))):
             if _DIGITS.findall(cand) != digits or not _typo_of(key, cand):
                 continue
             tiers = self._index[cand]
             for code, entry in tiers[min(tiers)].items():
-                if code not in best or score > best[code][0]:
-                    best[code] = (score, entry.spelling)
+                if code not in best or edits < best[code][0]:
+                    best[code] = (int(edits), entry.spelling)
         if not best:
             return Reading(None, "unknown")
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
+        ranked = sorted(best.items(), key=lambda kv: kv[1][0])
         top_code, (top, spelling) = ranked[0]
-        if top < NEAR_MIN:
-            return Reading(None, "unknown")
-        rivals = [c for c, (s, _) in ranked[1:] if s >= top - NEAR_MARGIN]
-        if rivals:
+        rivals = [c for c, (e, _) in ranked[1:] if e <= top]
+        if rivals:  # two codes equally near: never guessed
             return Reading(None, "ambiguous", candidates=tuple([top_code, *rivals]), score=top)
         return Reading(top_code, "near", spelling=spelling, score=top)
 
 
 def _typo_of(query: str, candidate: str) -> bool:
-    """A near miss is a typo, not another word: every word of the query that the candidate
-    lacks must be no word of the vocabulary ("phong hop" is not a typo of "phong hoc": "hop"
-    is a word) and close to a word of the candidate that the query lacks."""
+    """A near miss is a typo, not another word. Every word of the query that the candidate
+    lacks must be close to a word the query lacks, and when it is itself a word of the
+    vocabulary, only a letter left out or doubled ("hieu trong" → "hieu truong") — never one
+    letter for another ("phong hop", a meeting room, is not "phong hoc")."""
     from rapidfuzz import fuzz
 
     q, c = query.split(), candidate.split()
     missing = [t for t in c if t not in q]
     for tok in (t for t in q if t not in c):
-        if tok in known_words() or not any(fuzz.ratio(tok, m) >= 50 for m in missing):
+        if tok in known_words():
+            if not any(_one_letter_apart(tok, m) for m in missing):
+                return False
+        elif not any(fuzz.ratio(tok, m) >= 50 for m in missing):
             return False
     return True
+
+
+def _one_letter_apart(a: str, b: str) -> bool:
+    """b is a with one letter added (or a is b with one added), or two neighbours swapped."""
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    if abs(len(a) - len(b)) != 1:
+        return False
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 @lru_cache(maxsize=None)
@@ -354,4 +382,4 @@ def sheet_matcher(sheet) -> Matcher:
 
 @lru_cache(maxsize=None)
 def _sheet_matcher(sheet_id: str, fields) -> Matcher:
-    return Matcher(header_entries(sheet_id, fields), abbreviations())
+    return Matcher(header_entries(sheet_id, fields), abbreviations(), headers=True)

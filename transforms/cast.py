@@ -74,6 +74,8 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
             # A number that lost its leading zeros in Excel (personal IDs of provinces 001–009
             # start "00"): re-pad, and tell the school.
             short = cleaned.str.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1)).fillna(False).astype(bool)
+            if f.id == "personal_id" and short.any():
+                short &= cleaned.str.zfill(width).str[:3].isin(_PROVINCE_PREFIXES()).fillna(False).astype(bool)
             if short.any():
                 probs.append(_problems(rows[short], f.id, text[short], "id_padded"))
                 cleaned = cleaned.where(~short, cleaned.str.zfill(width))
@@ -143,6 +145,19 @@ def reading_detail(cl, r) -> str:
     label = cl.label(r.code) if r.code in cl.codes else r.spelling
     text = f"{label} (mã {r.code})" if label and label != r.code else str(r.code)
     return f"{text}; {r.note}" if r.note else text
+
+
+def _PROVINCE_PREFIXES() -> frozenset[str]:  # noqa: N802 - a constant, loaded once
+    """'0' + a GSO province code: what the first 3 digits of a personal ID are (regulations.md
+    §1.3). An ID re-padded to anything else did not lose a leading zero: it is too short, and
+    that is the one thing the school is told (not three consequential digit errors)."""
+    global _PREFIXES
+    if _PREFIXES is None:
+        _PREFIXES = frozenset("0" + c for c in load_codelist("moet-2020/DM_TINH").codes)
+    return _PREFIXES
+
+
+_PREFIXES: frozenset[str] | None = None
 
 
 def _pattern_width(pattern: str | None) -> int | None:
@@ -215,7 +230,8 @@ def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
     if f.type == "id":
         cleaned = re.sub(r"[\s\-]", "", re.sub(r"\.0+$", "", text) if re.fullmatch(r"\d+\.0+", text) else text)
         width = _pattern_width(f.pattern)
-        if width and re.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1), cleaned):
+        if width and re.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1), cleaned) and (
+                f.id != "personal_id" or cleaned.zfill(width)[:3] in _PROVINCE_PREFIXES()):
             return cleaned.zfill(width), "id_padded"
         return cleaned, None
     raise ValueError(f"unknown field type {f.type}")
