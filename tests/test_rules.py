@@ -55,6 +55,7 @@ SEVERITY_EXCEPTIONS = {
     "student_nationality_code": "warning",
     "student_policy_group_code": "warning",
     "student_title_code": "warning",
+    "student_graduation_rank_code": "warning",  # ranks of QĐ 11/2006 are [INF]
     "staff_subject_code": "warning",
     "staff_extra_duty_code": "warning",
     "staff_training_standard_code": "warning",
