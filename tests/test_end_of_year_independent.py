@@ -490,3 +490,23 @@ def test_wide_sheet_numbering_row_skipped_not_read(tmp_path):
     assert hs.extra_columns["Cột 0"] == get_column_letter(4 + headers.index("Cột 0"))
     assert hs.columns["title"] == get_column_letter(4 + headers.index("Danh hiệu"))
     assert hs.frame["student_code"].tolist() == [r["Mã định danh Bộ GD&ĐT"] for r in s.learners]
+
+
+def test_numbering_row_after_a_blank_row(tmp_path):
+    """Header, a blank row, then '(1) (2) …' across 32 columns: skipped; the data follow."""
+    s = primary()
+    headers = learner_headers("TH")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "HocSinh"
+    for j, h in enumerate(headers):
+        ws.cell(1, 1 + j, h)
+        ws.cell(3, 1 + j, f"({j + 1})")
+    for i, row in enumerate(s.learners):
+        for j, h in enumerate(headers):
+            if row.get(h) is not None:
+                ws.cell(4 + i, 1 + j, row[h])
+    wb.save(tmp_path / "blank.xlsx")
+    hs = read_workbook(tmp_path / "blank.xlsx").sheets["learners"]
+    assert hs.skipped_rows == {3: "numbering"}
+    assert hs.frame["excel_row"].tolist() == list(range(4, 4 + len(s.learners)))
