@@ -150,15 +150,46 @@ def _find_header(df: pd.DataFrame, keys: Matcher) -> tuple[int, int]:
     return best_row, best
 
 
+_NUMBER_LABEL = re.compile(r"^[(\[]?\s*([1-9]\d{0,2}|[A-Za-z]{1,3})\s*[)\].]?$")
+NUMBERING_SCAN_ROWS = 3  # a numbering row sits right under the header, maybe after a blank row
+
+
+def _label(text: str) -> tuple[str, int] | None:
+    """A column label of a numbering row: ('n', 7) for '7' / '(7)' / '[7]' / '7.', ('a', 28)
+    for 'AB' (Excel-style letters: A=1 … Z=26, AA=27 …), None for anything else."""
+    m = _NUMBER_LABEL.match(text.strip())
+    if not m:
+        return None
+    t = m.group(1)
+    if t.isdigit():
+        return ("n", int(t))
+    n = 0
+    for ch in t.upper():
+        n = n * 26 + ord(ch) - 64
+    return ("a", n)
+
+
 def _is_numbering(values: list) -> bool:
-    """A '1 2 3 …' or 'A B C …' (or '(1) (2) …') row under the header."""
-    cells = [str(v).strip("() ") for v in values if isinstance(v, str) and v.strip()]
+    """A column-numbering row under the header: '1 2 3 … 30', '(1) (2) …', 'A B … Z AA AB …',
+    or the forms' 'A B C 1 2 3 …' (letters, then numbers), starting at any column. Cells may
+    be blank (a merged header column): along the row each label is greater than the one before
+    by at least 1 and by at most the number of columns between them."""
+    cells = [(j, str(v)) for j, v in enumerate(values) if v is not None and str(v).strip()]
     if len(cells) < 2:
         return False
-    if all(c.isdigit() for c in cells):
-        nums = [int(c) for c in cells]
-        return nums == list(range(nums[0], nums[0] + len(nums)))
-    return all(len(c) == 1 and c.isalpha() for c in cells)
+    labels = []
+    for j, text in cells:
+        lab = _label(text)
+        if lab is None:
+            return False
+        labels.append((j, *lab))
+    kinds = [k for _, k, _ in labels]
+    if "a" in kinds and "n" in kinds and kinds.index("n") < len(kinds) - kinds[::-1].index("a") - 1:
+        return False  # letters after numbers: not a numbering row
+    for (j1, k1, v1), (j2, k2, v2) in zip(labels, labels[1:]):
+        if k1 == k2 and not (1 <= v2 - v1 <= j2 - j1):
+            return False
+    return True
 
 
 def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> SheetData | None:
@@ -196,9 +227,18 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
             col_field[j] = fid
     body = df.iloc[h + 1 :]
     skipped: dict[int, str] = {}
-    if len(body) and _is_numbering(body.iloc[0].to_numpy(dtype=object, na_value=None).tolist()):
-        skipped[h + 2] = "numbering"
-        body = body.iloc[1:]
+    # the first non-blank row under the header (a blank row may come between) is a numbering
+    # row when it only numbers the columns; it is read across the whole row, not only the
+    # columns the contract knows
+    head = body.iloc[:NUMBERING_SCAN_ROWS].to_numpy(dtype=object, na_value=None)
+    for i, row in enumerate(head):
+        values = [None if v is None or not str(v).strip() else v for v in row.tolist()]
+        if not any(v is not None for v in values):
+            continue
+        if _is_numbering(values):
+            skipped[h + 2 + i] = "numbering"
+            body = body.drop(body.index[i])
+        break
     body = body[list(col_field)]
     body.columns = [col_field[j] for j in col_field]
     body = body.loc[:, ~body.columns.duplicated()]

@@ -56,6 +56,7 @@ SEVERITY_EXCEPTIONS = {
     "student_nationality_code": "warning",
     "student_policy_group_code": "warning",
     "student_title_code": "warning",
+    "student_graduation_rank_code": "warning",  # ranks of QĐ 11/2006 are [INF]
     "staff_subject_code": "warning",
     "staff_extra_duty_code": "warning",
     "staff_training_standard_code": "warning",
@@ -561,6 +562,9 @@ case("file_column_missing_optional", "TH", post(fx.delete_column("HocSinh", "Qu�
 case("file_column_missing_end_of_year", "THCS", post(fx.delete_column("HocSinh", "Kết quả lên lớp")),
      FILE("file_column_missing", "error", "HocSinh", says=("Kết quả lên lớp",)), period="cuoi_nam",
      bug=BUG_CONDITIONAL_COLUMN_MISSING)
+# issue 13: 'Xếp loại tốt nghiệp' is an optional column — a workbook without it is complete
+case("ok_no_graduation_rank_column", "THCS", post(fx.delete_column("HocSinh", "Xếp loại tốt nghiệp")), period="cuoi_nam",
+     solo=True)
 EXTRA_COL = get_column_letter(len(C.sheet("learners").fields_for(("TH",), "dau_nam")) + 1)
 case("file_column_unknown", "TH", post(fx.add_column("HocSinh", "Ghi chú", ["con thương binh"])),
      FILE("file_column_unknown", "notice", "HocSinh", column=EXTRA_COL, says=("Ghi chú", "HocSinh")))
@@ -686,18 +690,23 @@ case("student_result_scale_accepts_spellings", "THCS",
 case("student_result_scale_accepts_abbreviations", "THCS",
      do(cell("learners", 0, "conduct", "T"), cell("learners", 2, "conduct", "K"), cell("learners", 4, "conduct", "TB"),
         cell("learners", 6, "conduct", "K")), period="cuoi_nam", bug=BUG_SCALE_SYNONYMS)
+# grade 8 in 2022-2023 is on TT 58/2011, whose promotion conditions are [INF]: a warning
 case("student_promotion_consistent_tt58", "THCS", cell("learners", 4, "learning", "Yếu"),
-     E("student_promotion_consistent", "error", "learners", 4, "outcome", "1"), period="cuoi_nam")
+     E("student_promotion_consistent_tt58", "warning", "learners", 4, "outcome", "1"), period="cuoi_nam")
 case("student_promotion_consistent_tt22", "THCS", cell("learners", 1, "learning", "Chưa đạt"),
      E("student_promotion_consistent", "error", "learners", 1, "outcome", "1"), period="cuoi_nam")
 case("student_promotion_consistent_several", "THCS",
      do(cell("learners", 3, "conduct", "Chưa đạt"), cell("learners", 5, "learning", "Kém")),  # 7: TT 22, 8: TT 58
      E("student_promotion_consistent", "error", "learners", 3, "outcome", "1"),
-     E("student_promotion_consistent", "error", "learners", 5, "outcome", "1"), period="cuoi_nam")
+     E("student_promotion_consistent_tt58", "warning", "learners", 5, "outcome", "1"), period="cuoi_nam")
+# primary: the principal may promote a pupil who has not completed the grade (TT 27/2020) [INF]
 case("student_promotion_consistent_th", "TH", cell("learners", 0, "year_result", "4"),
-     E("student_promotion_consistent", "error", "learners", 0, "outcome", "1"), period="cuoi_nam")
+     E("student_promotion_consistent_th", "warning", "learners", 0, "outcome", "1"), period="cuoi_nam")
 case("student_promotion_consistent_th_not_completed", "TH", cell("learners", 1, "completed_grade", 0),
-     E("student_promotion_consistent", "error", "learners", 1, "outcome", "1"), period="cuoi_nam")
+     E("student_promotion_consistent_th", "warning", "learners", 1, "outcome", "1"), period="cuoi_nam")
+case("student_promotion_consistent_disabled", "THCS",  # TT 22/2021 Art. 12: the principal decides
+     do(cell("learners", 0, "learning", "Chưa đạt"), cell("learners", 0, "disability_type", "Khuyết tật vận động"),
+        cell("learners", 0, "special_education", "Hòa nhập")), period="cuoi_nam")
 case("student_promotion_consistent_not_promoted", "THCS",
      do(cell("learners", 5, "learning", "Yếu"), cell("learners", 5, "outcome", "Lưu ban")), period="cuoi_nam")
 case("student_promotion_consistent_pass_mark", "THCS",  # Đạt (TT 22) and Trung bình (TT 58) pass
@@ -706,15 +715,26 @@ case("student_absent_days_max", "THCS", cell("learners", 2, "absent_days", 46),
      E("student_absent_days_max", "error", "learners", 2, "absent_days", "46"), period="cuoi_nam")
 case("student_absent_days_max_several", "THCS", do(cell("learners", 0, "absent_days", 60), cell("learners", 7, "absent_days", "47")),
      E("student_absent_days_max", "error", "learners", 0, "absent_days", "60"),
-     E("student_absent_days_max", "error", "learners", 7, "absent_days", "47"), period="cuoi_nam")
+     E("student_absent_days_max_tt58", "warning", "learners", 7, "absent_days", "47"), period="cuoi_nam")  # grade 9: TT 58 [INF]
+case("student_absent_days_max_tt58", "THCS", cell("learners", 5, "absent_days", 50),
+     E("student_absent_days_max_tt58", "warning", "learners", 5, "absent_days", "50"), period="cuoi_nam")
+# the 45-absence rule is lower-secondary only (TT 22/2021 Art. 12): promoted primary pupils are fine
+case("student_absent_days_max_primary", "TH", do(cell("learners", 0, "absent_days", 60), cell("learners", 8, "absent_days", 46)),
+     period="cuoi_nam")
+case("student_absent_days_max_disabled", "THCS",
+     do(cell("learners", 1, "absent_days", 70), cell("learners", 1, "disability_type", "Khuyết tật vận động"),
+        cell("learners", 1, "special_education", "Hòa nhập")), period="cuoi_nam")
 case("student_absent_days_max_45", "THCS", cell("learners", 3, "absent_days", 45), period="cuoi_nam")
 case("student_absent_days_max_not_promoted", "THCS",
      do(cell("learners", 1, "absent_days", 46), cell("learners", 1, "outcome", "3")), period="cuoi_nam")
-case("student_graduation_promoted_grade8", "THCS",
+case("student_graduated_grade9", "THCS",
      do(cell("learners", 4, "graduated", 1), cell("learners", 4, "graduation_rank", "2")),
-     E("student_graduation_promoted", "error", "learners", 4, "graduated", "1", says=("8",)), period="cuoi_nam")
+     E("student_graduated_grade9", "error", "learners", 4, "graduated", "1", says=("8",)), period="cuoi_nam")
+# graduation conditions of 2022-2023 (QĐ 11/2006) are [INF]: a warning
 case("student_graduation_promoted_not_promoted", "THCS", cell("learners", 6, "outcome", "3"),
-     E("student_graduation_promoted", "error", "learners", 6, "graduated", "1"), period="cuoi_nam")
+     E("student_graduation_promoted", "warning", "learners", 6, "graduated", "1", says=("Lưu ban",)), period="cuoi_nam")
+# Xếp loại tốt nghiệp is optional: a graduate without a rank is fine
+case("ok_graduate_without_rank", "THCS", cell("learners", 7, "graduation_rank", None), period="cuoi_nam")
 case("student_completed_primary_grade5", "TH", cell("learners", 3, "completed_primary", 1),
      E("student_completed_primary_grade5", "error", "learners", 3, "completed_primary", "1"), period="cuoi_nam")
 case("student_end_of_year_labels", "TH", do(cell("learners", 4, "year_result", "Hoàn thành tốt"),
