@@ -22,6 +22,7 @@ from edustat.reader import (
 )
 from schemas import Contract, Sheet, load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
+from schemas.vocabulary import sheet_matcher
 from transforms.cast import cast_key_values, cast_table
 from transforms.checks import check_frame, cross_row_issues, row_levels
 
@@ -199,12 +200,15 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         for fid, (found, _) in data.near_headers.items():
             fr.issues.append(_issue(cat, "file_header_near", fr, sheet=data.name, column=data.columns.get(fid), field_id=fid,
                                     header=sheet.field(fid).header, value=found))
-        absent = [f.header for f in sheet.fields_for(fr.levels, period) if f.id not in data.columns]
+        absent = [f.id for f in sheet.fields_for(fr.levels, period) if f.id not in data.columns]
+        matcher = sheet_matcher(sheet)
         for header, letter in data.extra_columns.items():
-            # never silent: an unknown column while a field of the sheet is missing may be that field
-            rule = "file_column_unread" if absent else "file_column_unknown"
+            # never silent: an unknown column that resembles a field the sheet lacks is said (a
+            # warning naming the field); other extra columns (STT, Ghi chú…) are a notice
+            maybe = matcher.resembling(header, absent) if absent else []
+            rule = "file_column_unread" if maybe else "file_column_unknown"
             fr.issues.append(_issue(cat, rule, fr, sheet=data.name, column=letter, header=header,
-                                    detail=", ".join(absent[:8]) + (" …" if len(absent) > 8 else "")))
+                                    detail=", ".join(f"'{sheet.field(fid).header}'" for fid in maybe)))
         for header in data.duplicate_headers:
             fr.issues.append(_issue(cat, "file_header_duplicate", fr, sheet=data.name, header=header))
         # casting happens once per sheet over the whole collection (assemble): per-column

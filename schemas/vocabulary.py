@@ -133,6 +133,21 @@ class Matcher:
             return Reading(None, "unknown")
         return self._near(expanded)
 
+    def resembling(self, value: str, codes, min_score: float = 75.0) -> list[str]:
+        """The codes among `codes` one of whose spellings resembles `value` (rapidfuzz
+        token_set_ratio on the folded keys): an unknown header that may be a missing field."""
+        from rapidfuzz import fuzz
+
+        key = expand_all(header_key(value), self.abbreviations)
+        if len(key) < 3:
+            return []
+        out = []
+        for code in codes:
+            spellings = [k for k, tiers in self._index.items() if any(code in t for t in tiers.values())]
+            if any(fuzz.token_set_ratio(key, k) >= min_score for k in spellings):
+                out.append(code)
+        return out
+
     def _near(self, key: str) -> Reading:
         from rapidfuzz import process
         from rapidfuzz.distance import OSA

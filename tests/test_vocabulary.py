@@ -206,7 +206,7 @@ def mutated(tmp_path_factory):
         if cell.value == "Ngày sinh":
             cell.value = "Ngày sinnh"           # a typo: read as Ngày sinh, said
         if cell.value == "Miễn học phí":
-            cell.value = "Ghi chú miễn giảm"    # unknown, while Miễn học phí is missing
+            cell.value = "Diện miễn giảm học phí"  # unknown, resembling Miễn học phí which is missing
     wb.save(path)
     files.append(path)
     path = root / "partial.xlsx"
@@ -237,7 +237,7 @@ def test_a_near_header_is_read_and_said_and_an_unknown_column_is_never_silent(mu
     near = iss[iss.rule_id == "file_header_near"]
     assert near[["value", "header"]].values.tolist() == [["Ngày sinnh", "Ngày sinh"]]
     unread = iss[iss.rule_id == "file_column_unread"]
-    assert unread["header"].tolist() == ["Ghi chú miễn giảm"] and "Miễn học phí" in unread["message"].iloc[0]
+    assert unread["header"].tolist() == ["Diện miễn giảm học phí"] and "Miễn học phí" in unread["message"].iloc[0]
     assert (unread["severity"] == "warning").all()
     subs = out.submissions.set_index("school_code")["status"]
     assert subs["74718990"] == "accepted_with_warnings"
