@@ -57,9 +57,10 @@ class Catalogue:
 
 def _families_for(f: Field) -> list[str]:
     out = []
-    # a flag's blank is "no" (the spec: flags accept x / Có / 1 and blank); its column is
-    # still required (stage a), its cells are not
-    if f.required.is_required and f.type != "flag":
+    # a flag's blank is "no" (the spec: flags accept x / Có / 1 and blank): its column is
+    # required (stage a), its cells are not — except a result owed by some rows (completed
+    # the grade, when enrolled), where a blank is an answer missing, not a "no"
+    if f.required.is_required and (f.type != "flag" or f.required.when_field):
         out.append("required")
     if f.type == "code":
         out.extend(["code", "near", "said", "ambiguous"])
