@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SHARED ?= ../shared
 SAMPLE := data/sample
+# the sample city: ministry-export look-alikes, clerk-typed workbooks (abbreviations, the forms'
+# labels, a few typos), rare row errors and one file missing a required column
+SAMPLE_MIX := --export-share 0.3 --clerk-share 0.3 --typo-rate 0.05 --error-rate 0.002 --broken 1
+DEMO_CONFIG := config/demo.yaml
 YEAR   ?= 2022-2023
 
 # Quiet, offline, reproducible Prefect and GX (stack-findings §3, §4)
@@ -36,16 +40,16 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 sample: $(STAMP)
-	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period dau_nam --export-share 0.3 -o $(SAMPLE)/$(YEAR)/dau_nam
-	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period cuoi_nam --export-share 0.3 -o $(SAMPLE)/$(YEAR)/cuoi_nam
+	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period dau_nam $(SAMPLE_MIX) -o $(SAMPLE)/$(YEAR)/dau_nam
+	$(VENV)/bin/edustat synth --schools 10 --seed 2022 --year $(YEAR) --period cuoi_nam $(SAMPLE_MIX) -o $(SAMPLE)/$(YEAR)/cuoi_nam
 
 templates: $(STAMP)
 	@for lv in MN TH THCS; do for p in dau_nam cuoi_nam; do \
 	  $(VENV)/bin/edustat template --level $$lv --year $(YEAR) --period $$p -o data/curated/templates/$(YEAR)/mau_$${lv}_$$p.xlsx || exit 1; done; done
 
 demo: sample templates
-	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam
-	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam
+	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam --config $(DEMO_CONFIG)
+	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam --config $(DEMO_CONFIG)
 	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
 	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/"
 

@@ -94,6 +94,7 @@ def synth(
     workers: int = typer.Option(2, "--workers", min=1, help="Số tiến trình song song."),
     clerk_share: float = typer.Option(0.0, "--clerk-share", min=0.0, max=1.0, help="Tỉ lệ tệp gõ theo kiểu nhân viên trường (tiêu đề viết tắt, tên phòng theo biểu, GV, P.HT…)."),
     typo_rate: float = typer.Option(0.0, "--typo-rate", min=0.0, max=1.0, help="Trong tệp kiểu nhân viên: tỉ lệ ô mã có lỗi gõ (thiếu một chữ)."),
+    broken: int = typer.Option(0, "--broken", min=0, help="Số tệp thiếu một cột bắt buộc (bị từ chối ở bước kiểm tra cấu trúc)."),
 ) -> None:
     """Generate a realistic synthetic city: one workbook per school plus manifest.json.
 
@@ -109,6 +110,7 @@ def synth(
         output, schools=schools, seed=seed, school_year=year, period=period.value,
         export_share=export_share, error_rate=error_rate, province_code=province,
         district_code=district, workers=workers, clerk_share=clerk_share, typo_rate=typo_rate,
+        broken=broken,
     )
     typer.echo(
         f"Đã tạo {len(m.schools)} trường, {m.total_learners:,} học sinh, {m.total_staff:,} cán bộ, "

@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import re
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -126,6 +126,7 @@ class CitySpec:
     district_code: str = "718"
     clerk_share: float = 0.0  # schools written as clerks type (edustat.synth_clerk)
     typo_rate: float = 0.0    # share of the clerk's coded cells with a typo (a near miss)
+    broken: int = 0           # schools whose learner sheet lacks a required column (rejected)
 
     @property
     def start_year(self) -> int:
@@ -147,6 +148,7 @@ class SchoolPlan:
     region: str
     style_name: str  # "template" or a key of EXPORT_STYLES
     clean: bool      # True: no errors are injected into this school
+    broken: bool = False  # a required column of the learner sheet renamed beyond recognition
 
     @property
     def style(self) -> ExportStyle:
@@ -239,7 +241,7 @@ class CityManifest:
             "generator": "edustat.synth",
             "contract_version": self.contract_version,
             "params": {k: v for k, v in asdict(self.spec).items()
-                       if k not in ("clerk_share", "typo_rate") or v},  # older manifests stay byte-identical
+                       if k not in ("clerk_share", "typo_rate", "broken") or v},  # older manifests stay byte-identical
             "totals": {
                 "schools": len(self.schools),
                 "learners": self.total_learners,
@@ -445,6 +447,11 @@ def plan_city(spec: CitySpec) -> tuple[SchoolPlan, ...]:
             region=str(region[i]), style_name=styles.get(i, "template"),
             clean=spec.error_rate <= 0 or i % CLEAN_EVERY == 0,
         ))
+    if spec.broken:
+        # a stream of its own: asking for broken files never changes the schools themselves
+        brng = np.random.default_rng([spec.seed, 10])
+        chosen = set(brng.permutation(n)[:min(spec.broken, n)].tolist())
+        plans = [replace(p, broken=True, clean=False) if p.index in chosen else p for p in plans]
     return tuple(plans)
 
 
@@ -1374,7 +1381,7 @@ def _inject_one(rng, spec: CitySpec, df: pd.DataFrame, sheet_id: str, prefix: st
 
 
 def _spec(schools, seed, school_year, period, export_share, error_rate, province_code,
-          district_code, clerk_share=0.0, typo_rate=0.0) -> CitySpec:
+          district_code, clerk_share=0.0, typo_rate=0.0, broken=0) -> CitySpec:
     if period not in ("dau_nam", "cuoi_nam"):
         raise ValueError(f"period must be dau_nam or cuoi_nam, got {period!r}")
     if not re.fullmatch(r"\d{4}-\d{4}", school_year) or int(school_year[5:]) != int(school_year[:4]) + 1:
@@ -1384,7 +1391,7 @@ def _spec(schools, seed, school_year, period, export_share, error_rate, province
     return CitySpec(schools=int(schools), seed=int(seed), school_year=school_year, period=period,
                     export_share=float(export_share), error_rate=float(error_rate),
                     province_code=str(province_code), district_code=str(district_code),
-                    clerk_share=float(clerk_share), typo_rate=float(typo_rate))
+                    clerk_share=float(clerk_share), typo_rate=float(typo_rate), broken=int(broken))
 
 
 def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, list[InjectedError], list[InjectedError]]:
@@ -1410,6 +1417,8 @@ def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, 
             if s.kind != "word" or key not in seen:  # every header and typo; each distinct word once
                 seen.add(key)
                 spellings.append({"school_code": plan.school_code, "file": plan.file_name, **asdict(s)})
+    if plan.broken:
+        errors.append(_break_learner_sheet(plan, Path(out_dir) / plan.file_name, layouts["learners"]))
     entry = SchoolEntry(
         school_code=plan.school_code, school_name=plan.school_name,
         education_level=plan.education_level, levels=plan.levels, ownership=plan.ownership,
@@ -1420,6 +1429,21 @@ def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, 
         sheets={sid: lay.name for sid, lay in layouts.items()},
     )
     return entry, errors, notices, spellings
+
+
+def _break_learner_sheet(plan: SchoolPlan, path: Path, layout: SheetLayout) -> InjectedError:
+    """Rename the learner sheet's class column to words no vocabulary holds: the file is
+    rejected at the structure stage (file_column_missing), the rest of the city goes on."""
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path)
+    ws = wb[layout.name]
+    cell = f"{layout.columns['class_code']}{layout.header_row}"
+    before = ws[cell].value
+    ws[cell] = "Thông tin sắp xếp chỗ ngồi"
+    wb.save(path)
+    return InjectedError(plan.school_code, plan.file_name, layout.name, layout.header_row, "class_code", cell,
+                         str(before), "column_renamed", "file_column_missing", str(before), ws[cell].value, ws[cell].value)
 
 
 # ID cells that lose a leading zero when written as numbers; the reader re-pads them (a notice).
@@ -1476,12 +1500,12 @@ def _locate(plan: SchoolPlan, layout: SheetLayout, sheet_id: str, row: int, fiel
 def generate_city(out_dir: Path, *, schools: int, seed: int, school_year: str = "2022-2023",
                   period: str = "dau_nam", export_share: float = 0.0, error_rate: float = 0.0,
                   province_code: str = "74", district_code: str = "718", workers: int = 1,
-                  clerk_share: float = 0.0, typo_rate: float = 0.0) -> CityManifest:
+                  clerk_share: float = 0.0, typo_rate: float = 0.0, broken: int = 0) -> CityManifest:
     """Write one workbook per school into `out_dir` plus `manifest.json` (the ground truth:
     schools, file styles, row counts, every injected error at its cell). Same arguments →
     the same manifest bytes and sheet contents, whatever `workers` is."""
     spec = _spec(schools, seed, school_year, period, export_share, error_rate, province_code, district_code,
-                 clerk_share, typo_rate)
+                 clerk_share, typo_rate, broken)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_city(spec)
