@@ -7,7 +7,7 @@ SHARED ?= ../shared
 SAMPLE := data/sample
 # the sample city: ministry-export look-alikes, clerk-typed workbooks (abbreviations, the forms'
 # labels, a few typos), rare row errors and one file missing a required column
-SAMPLE_MIX := --export-share 0.3 --clerk-share 0.3 --typo-rate 0.05 --error-rate 0.002 --broken 1
+SAMPLE_MIX := --export-share 0.3 --clerk-share 0.3 --typo-rate 0.3 --error-rate 0.002 --broken 1
 DEMO_CONFIG := config/demo.yaml
 YEAR   ?= 2022-2023
 

@@ -445,6 +445,10 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
                             for i, fr in enumerate(results) if active(fr)],
                            columns=["_file", "levels", "_rowkey", "commune_code", "district_code", "province_code"]).set_index("_file")
     tables = {sid: frames.typed[sid] for sid in TABLE_SHEETS if sid in frames.typed}
+    if "learners" in tables and "year_result" in frames.raw.get("learners", {}):
+        # which cells were written at all (a value that did not cast is not a blank)
+        tables["learners"] = tables["learners"].assign(
+            _written_year_result=frames.raw["learners"]["year_result"].astype("string").str.strip().fillna("").ne("").to_numpy())
     found.append(cross_row_issues(tables, schools=schools, period=period, start_year=start, mappings=c.mappings,
                                   scales=scale_labels, admin=admin))
     columns = ["_rowkey", "rule_id", "detail", "field"]

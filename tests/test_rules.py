@@ -735,6 +735,9 @@ case("student_graduation_promoted_not_promoted", "THCS", cell("learners", 6, "ou
      E("student_graduation_promoted", "warning", "learners", 6, "graduated", "1", says=("Lưu ban",)), period="cuoi_nam")
 # Xếp loại tốt nghiệp is optional: a graduate without a rank is fine
 case("ok_graduate_without_rank", "THCS", cell("learners", 7, "graduation_rank", None), period="cuoi_nam")
+# TT 27/2020 grades (1–3 in 2022-23) owe a year result; grade 5 (TT 30/2014) does not
+case("student_year_result_required_tt27", "TH", do(cell("learners", 1, "year_result", None), cell("learners", 7, "year_result", None)),
+     E("student_year_result_required_tt27", "error", "learners", 1, "year_result", None), period="cuoi_nam")
 case("student_completed_primary_grade5", "TH", cell("learners", 3, "completed_primary", 1),
      E("student_completed_primary_grade5", "error", "learners", 3, "completed_primary", "1"), period="cuoi_nam")
 case("student_end_of_year_labels", "TH", do(cell("learners", 4, "year_result", "Hoàn thành tốt"),

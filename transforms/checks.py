@@ -320,6 +320,16 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
         bad = promoted & failing & thcs & _eq(scale, which) & ~disabled
         out.append(_issues(learners.loc[bad, "_rowkey"], rule, f"rèn luyện hoặc học tập dưới mức {passing}"))
     th = _eq(level, "TH")
+    # TT 27/2020 grades owe a year result (HTXS/HTT/HT/CHT); TT 30/2014 grades do not have one
+    enrolled = learners["status"].isin(mappings["learner_status"]["enrolled"]).fillna(False).astype(bool) \
+        if "status" in learners else pd.Series(True, index=idx)
+    # blank as written: a value that did not cast is its own (code) error, not a missing one
+    written = "_written_year_result"
+    blank = (~learners[written].astype(bool)) if written in learners else (
+        learners["year_result"].isna() if "year_result" in learners else pd.Series(True, index=idx))
+    bad = th & _eq(scale, "new") & enrolled & blank
+    out.append(_issues(learners.loc[bad, "_rowkey"], "student_year_result_required_tt27",
+                       num[bad].astype("Int64").astype("string"), field="year_result"))
     not_done = pd.Series(False, index=idx)
     if "year_result" in learners:
         not_done |= _eq(learners["year_result"], "4")
