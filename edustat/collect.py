@@ -173,6 +173,8 @@ def _fail(fr: FileResult, cat: Catalogue, reason: str, detail: str = "") -> File
     fr.unreadable = fr.blocked = True
     fr.raw, fr.columns, fr.headers, fr.sheet_names = {}, {}, {}, {}
     fr.school, fr.school_raw, fr.school_rows, fr.levels = {}, {}, {}, ()
+    if reason == "not_xlsx" and detail in UNREADABLE_TEXT:  # what it is instead: pdf, html, text
+        reason = detail
     text = UNREADABLE_TEXT.get(reason, reason)
     text = text.format(detail=detail) if "{detail}" in text else text
     fr.issues = [_issue(cat, "file_unreadable", fr, detail=text)]

@@ -122,7 +122,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _sniff(head: bytes) -> str:
-    """What a file that is not a zip is, for the message."""
+    """What a file that is not a zip is, for the message (the detail of "not_xlsx")."""
     if head.startswith(b"%PDF"):
         return "pdf"
     if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
@@ -131,7 +131,7 @@ def _sniff(head: bytes) -> str:
         head.decode("utf-8")
         return "text"
     except UnicodeDecodeError:
-        return "not_xlsx"
+        return "binary"
 
 
 def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
@@ -197,7 +197,7 @@ def _open(path: Path, limits: Limits | None = None) -> fastexcel.ExcelReader:
             raise UnreadableWorkbook("encrypted_or_xls", path.suffix)
         fh.seek(0)
         if not zipfile.is_zipfile(fh):
-            raise UnreadableWorkbook(_sniff(head), path.suffix)
+            raise UnreadableWorkbook("not_xlsx", _sniff(head))
     try:
         with zipfile.ZipFile(path) as z:
             _check_zip(z, limits)
