@@ -358,8 +358,10 @@ def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:
         by_hash.setdefault(fr.sha256, []).append(fr)
     for frs in by_hash.values():
         if len(frs) > 1:
+            frs.sort(key=lambda fr: (fr.unreadable, fr.name))  # keep a readable twin (a copy may be misnamed)
             for dup in frs[1:]:
                 dup.superseded = True
+                dup.issues = []  # the same bytes say the same things: once, on the twin kept
             frs[0].issues.append(_issue(cat, "file_duplicate_submission", frs[0], value=len(frs),
                                         detail=", ".join(fr.name for fr in frs)))
     by_school: dict[str, list[FileResult]] = {}

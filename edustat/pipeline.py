@@ -319,6 +319,8 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
         "missing": missing.to_dict("records"),
         "schools": {r.school_code: r.status for r in subs.itertuples(index=False) if isinstance(r.school_code, str)},
         "problem_files": _problem_files(outcome),
+        "duplicates": (outcome.issues.loc[outcome.issues["rule_id"] == "file_duplicate_submission", "message"].tolist()
+                       if len(outcome.issues) else []),
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
         "published": str(cfg.published_dir / "edustat.duckdb"),
@@ -378,6 +380,8 @@ def format_summary(s: dict) -> str:
             lines.append(f"    - {p['file']}: {p['message']}")
         if len(problems) > 40:
             lines.append(f"    (+{len(problems) - 40} tệp, xem 'edustat status')")
+    for text in s.get("duplicates") or []:
+        lines.append(f"  Tệp trùng nội dung / identical copies: {text}")
     if s["missing"]:
         names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""

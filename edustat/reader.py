@@ -8,6 +8,7 @@ Parsing only: what the reader finds wrong with the structure is returned as fact
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import stat
@@ -191,17 +192,21 @@ def _open(path: Path, limits: Limits | None = None) -> fastexcel.ExcelReader:
             raise UnreadableWorkbook("empty", "0 bytes")
         if size > limits.max_file_bytes:
             raise UnreadableWorkbook("too_large", f"{size // (1 << 20)} MB > {limits.max_file_bytes // (1 << 20)} MB")
-        head = fh.read(512)
+        content = fh.read()  # ≤ max_file_bytes; read from the fd opened without following links
+        head = content[:512]
         if head[:8] == _OLE_MAGIC:
             # An OLE container is either a legacy .xls or a password-protected .xlsx.
             raise UnreadableWorkbook("encrypted_or_xls", path.suffix)
-        fh.seek(0)
-        if not zipfile.is_zipfile(fh):
+        if not zipfile.is_zipfile(io.BytesIO(content)):
+            if head.startswith(b"PK\x03\x04"):  # a zip's start without its end: cut short
+                raise UnreadableWorkbook("corrupt", "truncated zip")
             raise UnreadableWorkbook("not_xlsx", _sniff(head))
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
             _check_zip(z, limits)
-        return fastexcel.read_excel(str(path))
+        # the bytes, not the path: a name that is not UTF-8 cannot cross into Rust, and the
+        # file that was checked is the file that is read
+        return fastexcel.read_excel(content)
     except UnreadableWorkbook:
         raise
     except Exception as exc:  # zip/calamine errors of every kind mean one thing to a school
