@@ -134,9 +134,14 @@ def test_school_codes_never_name_a_path(corpus_run):
     own = subs[subs.school_code == good_code].feedback_path.iloc[0]
     other = subs[subs.school_code == f"./{good_code}"].feedback_path.iloc[0]
     assert Path(own).name == f"{good_code}.xlsx" and Path(other).name != Path(own).name
+    raw = data / "raw" / YEAR / PERIOD
+    for entry in raw.iterdir():  # raw copies: by valid code, else unidentified / quarantine
+        assert entry.name in ("_quarantine", "_unidentified") or (entry.name.isdigit() and len(entry.name) == 8), entry
     for code in subs.school_code.dropna():
         if not (code.isdigit() and len(code) == 8):
-            assert not (data / "raw" / YEAR / PERIOD / code).exists()
+            row = subs[subs.school_code == code].iloc[0]
+            assert Path(row.raw_path).parent == raw / "_unidentified", row.raw_path
+            assert Path(row.feedback_path).name.startswith("khong_xac_dinh__"), row.feedback_path
 
 
 def test_symlink_target_is_never_read_or_copied(corpus_run):
@@ -148,3 +153,103 @@ def test_symlink_target_is_never_read_or_copied(corpus_run):
             if p.stat().st_size == len(secret):
                 assert p.read_bytes() != secret, p
     assert digest not in set(corpus_run["subs"].file_hash)
+
+
+# ------------------------------------------------------------------------------------------
+# The pieces, without a collection (fast)
+# ------------------------------------------------------------------------------------------
+
+def test_school_code_names_a_path_only_with_its_format():
+    from edustat.paths import school_code_for_path
+
+    assert school_code_for_path("74718606") == "74718606"
+    for bad in ("/abs/path", "../x", "./74718606", "7471 8606", "74718606\u200b", "７４７１８６０６", "", None, 74718606):
+        assert school_code_for_path(bad) is None, bad
+
+
+def test_inside_refuses_every_escape(tmp_path):
+    from edustat.paths import UnsafePath, inside
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)
+    assert inside(root, root / "a" / "b.xlsx") == (root / "a" / "b.xlsx").resolve()
+    for bad in (root / ".." / "x.xlsx", Path("/etc/passwd"), root / "link" / "x.xlsx", root):
+        with pytest.raises(UnsafePath):
+            inside(root, bad)
+
+
+def test_undecodable_and_nfd_names_display_as_text():
+    import unicodedata
+
+    from edustat.paths import display_name, safe_stem
+
+    name = os.fsdecode(b"Tr\xb0\xeaong.xlsx")
+    assert display_name(name) == "Tr\ufffd\ufffdong.xlsx"
+    display_name(name).encode("utf-8")  # storable
+    nfd = unicodedata.normalize("NFD", "Trường Mầm non.xlsx")
+    assert display_name(nfd) == "Trường Mầm non.xlsx"
+    assert safe_stem("../../Trường Đức/../x.xlsx").isascii() and "/" not in safe_stem("../../a/b.xlsx")
+
+
+def test_a_parser_crash_is_that_files_message(tmp_path, monkeypatch):
+    import edustat.collect as collect
+
+    manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
+    path = tmp_path / "in" / manifest.schools[0].file
+
+    def boom(*a, **k):
+        raise RecursionError("hostile sheet")
+
+    monkeypatch.setattr(collect, "_structure", boom)
+    fr = collect.ingest_file(path, raw_root=tmp_path / "raw", school_year=YEAR, period=PERIOD)
+    assert fr.unreadable and [i["rule_id"] for i in fr.issues] == ["file_unreadable"]
+    assert "RecursionError" in fr.issues[0]["message"] and path.name in fr.issues[0]["message"]
+    assert fr.raw_path.parent.name == "_quarantine"
+
+
+def test_limits_are_configurable_and_checked_before_loading(tmp_path):
+    import yaml
+
+    from edustat.collect import ingest_file
+    from edustat.config import ConfigError, load_config
+
+    manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
+    path = tmp_path / "in" / manifest.schools[0].file
+    cfg_file = tmp_path / "edustat.yaml"
+    cfg_file.write_text(yaml.safe_dump({"max_sheet_rows": 10, "max_uncompressed_mb": 1}), encoding="utf-8")
+    cfg = load_config(cfg_file, tmp_path / "data")
+    assert cfg.read_limits.max_sheet_rows == 10 and cfg.read_limits.max_uncompressed_bytes == 1 << 20
+    fr = ingest_file(path, raw_root=cfg.raw_dir, school_year=YEAR, period=PERIOD, limits=cfg.read_limits)
+    assert fr.unreadable and ("quá nhiều dòng" in fr.issues[0]["message"] or "quá lớn" in fr.issues[0]["message"])
+    cfg_file.write_text(yaml.safe_dump({"max_sheet_rows": 0}), encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(cfg_file, tmp_path / "data")
+    cfg_file.write_text(yaml.safe_dump({"salt_file": str(tmp_path / "data" / "curated" / "salt")}), encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(cfg_file, tmp_path / "data")
+
+
+def test_invisible_characters_are_stripped_with_a_notice(tmp_path):
+    import openpyxl
+
+    from edustat.collect import ingest_file
+
+    manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
+    src = tmp_path / "in" / manifest.schools[0].file
+    wb = openpyxl.load_workbook(src)
+    ws = wb["HocSinh"]
+    header = [c.value for c in ws[1]]
+    col = header.index("Số định danh cá nhân") + 1
+    rows = [r for r in range(2, ws.max_row + 1) if ws.cell(row=r, column=col).value][:2]
+    clean = [ws.cell(row=r, column=col).value for r in rows]
+    assert len(clean) == 2
+    ws.cell(row=rows[0], column=col).value = "\u200b" + clean[0] + "\u00ad"
+    ws.cell(row=rows[1], column=col).value = clean[1][:4] + "\u2060" + clean[1][4:] + "\ufeff"
+    wb.save(src)
+    fr = ingest_file(src, raw_root=tmp_path / "raw", school_year=YEAR, period=PERIOD)
+    frame = fr.raw["learners"].set_index("excel_row")
+    assert [frame.at[r, "personal_id"] for r in rows] == clean
+    notes = [i for i in fr.issues if i["rule_id"] == "file_invisible_chars"]
+    assert len(notes) == 1 and notes[0]["field"] == "personal_id" and "2 ô" in notes[0]["message"]
+    assert notes[0]["severity"] == "notice"
