@@ -64,6 +64,7 @@ SCRUB_PATTERNS = (
     r"\b\d{1,2}\s*[/.-]\s*\d{1,2}\s*[/.-]\s*\d{2,4}\b",  # 05/09/2015, 5-9-15
     r"\b\d{4}\s*[/.-]\s*\d{1,2}\s*[/.-]\s*\d{1,2}\b",  # 2015-09-05 (ISO, as a cast date prints)
 )
+NAME_LIKE = r"\pL+\s+\pL+"  # two words of letters: a person's name in whatever column it landed
 README_NAME = "README.md"
 
 
@@ -128,8 +129,10 @@ README_TEXT = """# Bản sao dữ liệu cho phân tích (edustat) — analyst s
 - `personal_id`, `student_code`, `staff_code` replaced by the first 16 hex characters of
   sha256(salt ‖ value): the same person has the same pseudonym in every run and period
   published with the same salt, so joins across periods work;
-- `validation_issue.value` is NULL for personal fields, and `message` / `fix` are published
-  with the value removed ("…") and every run of 9+ digits and every full date masked;
+- `validation_issue.value` is NULL for personal fields and for any value that looks personal
+  (two words — a name typed into the wrong column —, 9+ digits, a full date); `message` / `fix`
+  are published with such a value removed ("…") and every run of 9+ digits and every full
+  date masked;
 - `publish_info` says when it was built and the salt's fingerprint (sha256 of the salt, first
   8 hex): two snapshots with different fingerprints do not join on pseudonyms.
 
@@ -328,11 +331,19 @@ def _column_sql(col: str, dtype: str, table: str, names: set[str], hidden_fields
         src = q if dtype.startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({q} AS DATE)"
         return f"CAST(year({src}) AS INTEGER) AS {_ident(BIRTH_YEAR)}"
     if table == "validation_issue" and col == "value" and "field" in names:
-        hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
-        return f"CASE WHEN {_ident('field')} IN ({hidden}) THEN NULL ELSE {q} END AS {q}"
+        return f"CASE WHEN {_value_is_personal(names, hidden_fields)} THEN NULL ELSE {q} END AS {q}"
     if table == "validation_issue" and col in MESSAGE_COLUMNS and dtype == "VARCHAR":
         return f"{_scrubbed_text(q, names, hidden_fields)} AS {q}"
     return q
+
+
+def _value_is_personal(names: set[str], hidden_fields: set[str]) -> str:
+    """SQL: the issue's value may identify a person — its field is personal, or it looks like
+    a name (two words: a name typed into the wrong column), an ID or a full date."""
+    hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
+    v = _ident("value")
+    looks = " OR ".join(f"regexp_matches({v}, {_lit(p)})" for p in (NAME_LIKE, *SCRUB_PATTERNS))
+    return f"(coalesce({_ident('field')} IN ({hidden}), false) OR coalesce({looks}, false))"
 
 
 def _scrubbed_text(q: str, names: set[str], hidden_fields: set[str]) -> str:
@@ -342,8 +353,7 @@ def _scrubbed_text(q: str, names: set[str], hidden_fields: set[str]) -> str:
     leading zeros; school codes have 8) and every full date (d/m/yyyy, d-m-yyyy, yyyy-mm-dd)."""
     expr = q
     if {"field", "value"} <= names:
-        hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
-        expr = (f"CASE WHEN {_ident('field')} IN ({hidden}) AND NULLIF({_ident('value')}, '') IS NOT NULL "
+        expr = (f"CASE WHEN NULLIF({_ident('value')}, '') IS NOT NULL AND {_value_is_personal(names, hidden_fields)} "
                 f"THEN replace({q}, {_ident('value')}, '{REDACTED}') ELSE {q} END")
     for pattern in SCRUB_PATTERNS:
         expr = f"regexp_replace({expr}, {_lit(pattern)}, '{REDACTED}', 'g')"

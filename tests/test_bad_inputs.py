@@ -253,3 +253,22 @@ def test_invisible_characters_are_stripped_with_a_notice(tmp_path):
     notes = [i for i in fr.issues if i["rule_id"] == "file_invisible_chars"]
     assert len(notes) == 1 and notes[0]["field"] == "personal_id" and "2 ô" in notes[0]["message"]
     assert notes[0]["severity"] == "notice"
+
+
+def test_an_empty_inbox_is_a_completed_run(tmp_path, prefect_harness):
+    """The nightly scheduled run before the first school submits: completes and says so."""
+    from edustat.pipeline import format_summary
+    from flows.collect import collection_flow
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "~$dang_mo.xlsx").parent.mkdir(exist_ok=True)
+    summary = collection_flow(school_year=YEAR, period=PERIOD, inbox=str(tmp_path / "inbox"),
+                              data_dir=str(tmp_path / "data"))
+    assert summary["files"] == 0 and summary["counts"]["accepted"] == 0
+    text = format_summary(summary)
+    assert "Chưa có trường nào nộp" in text and "all checks pass" not in text
+    con = duckdb.connect(str(tmp_path / "data" / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        assert con.execute("select status from run").fetchall() == [("completed",)]
+    finally:
+        con.close()

@@ -221,3 +221,35 @@ def test_the_salt_lives_outside_the_data_tree_0600(collection):
     assert not [p for p in data.rglob("*salt*")]
     readme = (data / "curated" / "published" / "README.md").read_text(encoding="utf-8")
     assert "Rotating the salt" in readme and "EDUSTAT_SALT_FILE" in readme
+
+
+def test_messages_are_published_without_values_that_identify_a_person(tmp_path):
+    """Without a collection: issues whose value is personal by field, or looks personal in a
+    field that is not (a name typed into the ethnicity column), or whose detail quotes an ID or
+    a birth date, are published with no trace of it; harmless values stay for data quality."""
+    from edustat.publish import publish
+    from edustat.store import REGISTER_DDL
+
+    con = duckdb.connect(str(tmp_path / "c.duckdb"))
+    con.execute(REGISTER_DDL)
+    rows = [
+        ("personal_id", "079215001234", "Số định danh cá nhân '079215001234' phải gồm đúng 12 chữ số."),
+        ("ethnicity", "Nguyễn Thị Hồng Nhung", "Dân tộc 'Nguyễn Thị Hồng Nhung' không có trong danh mục."),
+        ("birth_date", "31/02/2015", "Ngày sinh '31/02/2015' không phải ngày hợp lệ."),
+        ("grade", "7", "Khối '7' không khớp khối của lớp (số định danh 79215001234, sinh 2015-03-04)."),
+        ("ethnicity", "99", "Dân tộc '99' không có trong danh mục."),
+    ]
+    for fid, value, msg in rows:
+        con.execute("insert into validation_issue (run_id, school_year, period, school_code, file_hash, field, rule_id, "
+                    "severity, value, message, fix) values ('r', ?, ?, '74718001', 'h', ?, 'x', 'error', ?, ?, ?)",
+                    [YEAR, PERIOD, fid, value, msg, f"Sửa '{value}'."])
+    res = publish(con, tmp_path / "pub", salt="s" * 32)
+    con.close()
+    out = duckdb.connect(str(res.snapshot), read_only=True)
+    got = out.execute("select field, value, message, fix from validation_issue order by rowid").fetchall()
+    out.close()
+    text = repr(got)
+    for secret in ("079215001234", "79215001234", "Nguyễn Thị Hồng Nhung", "31/02/2015", "2015-03-04"):
+        assert secret not in text, (secret, got)
+    assert got[4][1] == "99" and "'99'" in got[4][2]  # a code is not personal: kept for data quality
+    assert got[3][1] == "7" and "Khối '7'" in got[3][2]
