@@ -56,6 +56,7 @@ UNREADABLE_TEXT = {
     "lock_file": "tệp khóa tạm của Excel (~$…) sinh ra khi tệp đang mở, không phải bài nộp",
     "os_error": "không đọc được tệp trên đĩa ({detail})",
     "parser_error": "nội dung tệp làm bộ đọc gặp lỗi ({detail})",
+    "process_died": "tiến trình đọc tệp bị dừng đột ngột (tệp quá nặng hoặc làm bộ đọc hỏng)",
 }
 
 
@@ -219,6 +220,18 @@ def ingest_file(path: Path, *, raw_root: Path, school_year: str, period: str,
     dest = quarantine if fr.unreadable else raw_root / school_year / period / (code or UNIDENTIFIED)
     fr.raw_path = _keep_raw(path, fr.sha256, dest, raw_root)
     return fr
+
+
+def file_died(path: Path, *, catalogue: Catalogue | None = None) -> FileResult:
+    """The message of a file whose reading process died (killed for memory, a crash in a
+    native reader): nothing of it is kept but its name and hash."""
+    cat = catalogue or load_rules()
+    path = Path(path)
+    try:
+        sha = file_sha256(path)
+    except OSError:
+        sha = hashlib.sha256(b"unreadable:" + os.fsencode(path)).hexdigest()
+    return _fail(FileResult(path=path, sha256=sha), cat, "process_died")
 
 
 def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalogue, school_year: str, period: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -68,8 +69,25 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 def _ingest_one(args: tuple) -> FileResult:
     path, raw_root, school_year, period, severity, limits = args
+    crash = os.environ.get("EDUSTAT_FAULT_READER_DIES")  # fault-injection hook for the tests
+    if crash and crash in Path(path).name:
+        os._exit(137)  # as the kernel's OOM killer would
     return ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
                        catalogue=load_rules(severity), limits=limits)
+
+
+def _ingest_alone(job: tuple) -> FileResult:
+    """One file in a process of its own: if that process dies (a native reader crashing, the
+    OOM killer), the file gets the message and the run goes on."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from edustat.collect import file_died
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(_ingest_one, job).result()
+        except BrokenProcessPool:
+            return file_died(job[0], catalogue=load_rules(job[4]))
 
 
 def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
@@ -89,8 +107,13 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     workers = max(1, workers or cfg.workers)
     jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits) for p in files]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        except BrokenProcessPool:  # a reader process died: every file again, each alone
+            results = [_ingest_alone(j) for j in jobs]
     else:
         results = [_ingest_one(j) for j in jobs]
     return settle(results, cfg)

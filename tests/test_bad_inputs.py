@@ -271,3 +271,23 @@ def test_an_empty_inbox_is_a_completed_run(tmp_path, prefect_harness):
         assert con.execute("select status from run").fetchall() == [("completed",)]
     finally:
         con.close()
+
+
+def test_a_reader_process_that_dies_is_that_files_message(tmp_path, monkeypatch):
+    """The OOM killer (or a crash in a native reader) takes a worker: the pool breaks, every
+    file is read again alone, the one that kills its process gets the message."""
+    from edustat.config import Config
+    from edustat.pipeline import ingest_all
+
+    manifest = generate_city(tmp_path / "in", schools=3, seed=5, school_year=YEAR, period=PERIOD)
+    files = sorted((tmp_path / "in").glob("*.xlsx"))
+    victim = files[1]
+    monkeypatch.setenv("EDUSTAT_FAULT_READER_DIES", victim.name)
+    results = ingest_all(files, Config(data_dir=tmp_path / "data", workers=2), YEAR, PERIOD)
+    by_name = {fr.name: fr for fr in results}
+    assert len(results) == 3
+    dead = by_name[victim.name]
+    assert dead.unreadable and "dừng đột ngột" in dead.issues[0]["message"] and victim.name in dead.issues[0]["message"]
+    for s in manifest.schools:
+        if s.file != victim.name:
+            assert not by_name[s.file].unreadable and by_name[s.file].school_code == s.school_code
