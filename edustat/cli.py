@@ -234,18 +234,28 @@ def status(
     except duckdb.IOException:
         fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
     rows = con.execute("""
-        select s.school_code, coalesce(c.school_name, s.file_name) as name, s.version, s.status,
+        select s.school_code, coalesce(c.school_name || ' — ' || s.file_name, s.file_name) as name, s.version, s.status,
                s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c using (school_code)
-        where s.school_year = ? and s.period = ? and s.is_current
-        order by s.status desc, s.school_code""", [year, period.value, year, period.value]).fetchall()
+        where s.school_year = ? and s.period = ?
+          and (s.is_current or (s.school_code is null and s.run_id = (select max(run_id) from submission
+                                where school_year = ? and period = ?)))
+        order by s.status desc, s.school_code""", [year, period.value, year, period.value, year, period.value]).fetchall()
+    # byte-identical copies have no row of their own: their twin's notice names them
+    copies = [r[0] for r in con.execute("""
+        select v.message from validation_issue v join submission s using (school_year, period, file_hash)
+        where v.school_year = ? and v.period = ? and v.rule_id = 'file_duplicate_submission'
+          and (s.is_current or s.run_id = (select max(run_id) from submission where school_year = ? and period = ?))
+        order by 1""", [year, period.value, year, period.value]).fetchall()]
     missing = missing_schools(con, year, period.value, cfg.expected_schools)
     con.close()
     typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(rows)} trường đã nộp, {len(missing)} chưa nộp")
     typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên")
     for code, name, version, st, n, e, w, received in rows:
         typer.echo(f"{code or '?':<10} {STATUS_TEXT.get(st, st):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
+    for text in copies:
+        typer.echo(f"Tệp trùng nội dung: {text}")
     for m in missing.itertuples(index=False):
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
 

@@ -5,8 +5,10 @@ feedback writer and the flow.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-import shutil
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -14,10 +16,13 @@ from typing import Mapping
 
 import pandas as pd
 
+from edustat.paths import UNIDENTIFIED, display_name, inside, school_code_for_path
 from edustat.reader import (
+    Limits,
     ParsedWorkbook,
     UnreadableWorkbook,
     file_sha256,
+    open_regular,
     read_workbook,
 )
 from schemas import Contract, Sheet, load_codelist, load_contract
@@ -25,6 +30,8 @@ from schemas.rules import Catalogue, load_rules
 from schemas.vocabulary import sheet_matcher
 from transforms.cast import cast_key_values, cast_table
 from transforms.checks import check_frame, cross_row_issues, row_levels
+
+log = logging.getLogger(__name__)
 
 WORKBOOK_SUFFIXES = {".xlsx", ".xlsm"}
 OTHER_SUFFIXES = {".xls", ".ods", ".csv", ".pdf", ".doc", ".docx", ".zip", ".rar"}
@@ -39,6 +46,20 @@ UNREADABLE_TEXT = {
     "encrypted_or_xls": "tệp có mật khẩu hoặc là định dạng Excel cũ (.xls)",
     "not_xlsx": "không phải tệp Excel .xlsx",
     "corrupt": "tệp bị hỏng hoặc tải về không trọn vẹn",
+    "encrypted": "tệp có mật khẩu",
+    "pdf": "tệp PDF, không phải tệp Excel .xlsx",
+    "html": "trang web (HTML) đổi tên thành .xlsx, không phải tệp Excel",
+    "text": "tệp văn bản/CSV đổi tên thành .xlsx, không phải tệp Excel",
+    "zip_bomb": "tệp giải nén ra quá lớn ({detail}), không đọc để bảo vệ máy chủ",
+    "too_many_rows": "một trang tính có quá nhiều dòng dữ liệu ({detail} dòng)",
+    "symlink": "là liên kết (symlink) tới tệp khác; không đọc theo liên kết",
+    "special": "không phải tệp thường (fifo, thiết bị hoặc socket); không đọc",
+    "directory": "là một thư mục chứ không phải tệp",
+    "not_regular": "không mở được như tệp thường ({detail})",
+    "lock_file": "tệp khóa tạm của Excel (~$…) sinh ra khi tệp đang mở, không phải bài nộp",
+    "os_error": "không đọc được tệp trên đĩa ({detail})",
+    "parser_error": "nội dung tệp làm bộ đọc gặp lỗi ({detail})",
+    "process_died": "tiến trình đọc tệp bị dừng đột ngột (tệp quá nặng hoặc làm bộ đọc hỏng)",
 }
 
 
@@ -63,6 +84,11 @@ class FileResult:
     blocked: bool = False  # a structure error: row rules are not run on this file
     superseded: bool = False  # another file of the same school in this run is newer
     received_mtime: float = 0.0
+    name: str = ""  # the file name as printable text (see edustat.paths.display_name)
+
+    def __post_init__(self):
+        if not self.name:
+            self.name = display_name(self.path.name)
 
     @property
     def school_code(self) -> str | None:
@@ -73,32 +99,90 @@ class FileResult:
 
 
 def discover(inbox: Path) -> list[Path]:
-    """Every file of the inbox (recursively), workbooks and what schools send by mistake."""
-    files = [p for p in sorted(Path(inbox).rglob("*")) if p.is_file() and not p.name.startswith((".", "~$"))]
-    return [p for p in files if p.suffix.lower() in WORKBOOK_SUFFIXES | OTHER_SUFFIXES or p.suffix == ""]
+    """Every entry of the inbox (recursively, never through a symlink) a school may have meant
+    as a submission: workbooks and what schools send by mistake, Excel lock files (~$…),
+    directories named like a workbook (not entered), and every symlink and special file
+    (fifo, device, socket) — those are refused with a message at ingest, never followed."""
+    wanted = WORKBOOK_SUFFIXES | OTHER_SUFFIXES
+    out: list[Path] = []
+    for root, dirs, files in os.walk(inbox, followlinks=False):
+        here = Path(root)
+        for d in list(dirs):
+            p = here / d
+            if d.startswith("."):
+                dirs.remove(d)
+            elif os.path.islink(p) or p.suffix.lower() in WORKBOOK_SUFFIXES:
+                dirs.remove(d)  # a symlinked dir is not followed; a dir named x.xlsx is named, not entered
+                out.append(p)
+        for f in files:
+            p = here / f
+            if f.startswith("."):
+                continue
+            try:
+                mode = os.lstat(p).st_mode
+            except OSError:
+                continue
+            if not stat.S_ISREG(mode) or p.suffix.lower() in wanted or p.suffix == "":
+                out.append(p)
+    return sorted(out, key=lambda p: os.fsencode(p))
+
+
+def _refusal(path: Path) -> tuple[str, str] | None:
+    """Why an inbox entry is not read at all (lstat: a symlink is judged, never followed)."""
+    if path.name.startswith("~$"):
+        return "lock_file", ""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return "os_error", type(exc).__name__
+    if stat.S_ISLNK(mode):
+        return "symlink", ""
+    if stat.S_ISDIR(mode):
+        return "directory", ""
+    if not stat.S_ISREG(mode):
+        return "special", ""
+    return None
 
 
 def _issue(cat: Catalogue, rule_id: str, fr: FileResult, *, sheet=None, excel_row=None, column=None,
            field_id=None, header=None, value=None, detail=None) -> dict:
     r = cat[rule_id]
-    fill = dict(header=header, value=value, sheet=sheet, detail=detail, file=fr.path.name)
+    fill = dict(header=header, value=value, sheet=sheet, detail=detail, file=fr.name)
     return {
-        "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.path.name, "sheet": sheet,
+        "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name, "sheet": sheet,
         "excel_row": excel_row, "column": column, "field": field_id, "header": header, "rule_id": rule_id,
         "severity": r.severity, "value": value, "message": r.render(r.message, **fill), "fix": r.render(r.fix, **fill),
     }
 
 
-def _keep_raw(path: Path, sha: str, dest_dir: Path) -> Path:
-    """Content-addressed, immutable copy: the same file twice is a no-op."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{sha}{path.suffix.lower() or '.bin'}"
+def _keep_raw(path: Path, sha: str, dest_dir: Path, root: Path) -> Path:
+    """Content-addressed, immutable copy: the same file twice is a no-op. The destination is
+    proven inside `root` (the raw dir) and the source is read without following a symlink."""
+    suffix = path.suffix.lower() if path.suffix.lower() in WORKBOOK_SUFFIXES | OTHER_SUFFIXES else ".bin"
+    dest = inside(root, dest_dir / f"{sha}{suffix}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists():
         tmp = dest.with_suffix(dest.suffix + ".part")
-        shutil.copyfile(path, tmp)
+        with open_regular(path) as src, open(tmp, "wb") as out:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
     return dest
+
+
+def _fail(fr: FileResult, cat: Catalogue, reason: str, detail: str = "") -> FileResult:
+    """The file becomes one message: it cannot be read (whatever the structure stage found
+    before is dropped)."""
+    fr.unreadable = fr.blocked = True
+    fr.raw, fr.columns, fr.headers, fr.sheet_names = {}, {}, {}, {}
+    fr.school, fr.school_raw, fr.school_rows, fr.levels = {}, {}, {}, ()
+    if reason == "not_xlsx" and detail in UNREADABLE_TEXT:  # what it is instead: pdf, html, text
+        reason = detail
+    text = UNREADABLE_TEXT.get(reason, reason)
+    text = text.format(detail=detail) if "{detail}" in text else text
+    fr.issues = [_issue(cat, "file_unreadable", fr, detail=text)]
+    return fr
 
 
 def _version_key(v: str) -> tuple:
@@ -106,30 +190,68 @@ def _version_key(v: str) -> tuple:
 
 
 def ingest_file(path: Path, *, raw_root: Path, school_year: str, period: str,
-                contract: Contract | None = None, catalogue: Catalogue | None = None) -> FileResult:
-    """Parse one file and run the structure stage. Never raises for a bad file."""
+                contract: Contract | None = None, catalogue: Catalogue | None = None,
+                limits: Limits | None = None) -> FileResult:
+    """Parse one file and run the structure stage. Never raises for a bad file: whatever goes
+    wrong reading, parsing or checking it becomes that file's message."""
     c = contract or load_contract()
     cat = catalogue or load_rules(contract=c)
     path = Path(path)
-    fr = FileResult(path=path, sha256=file_sha256(path), received_mtime=path.stat().st_mtime)
     quarantine = raw_root / school_year / period / "_quarantine"
+    refused = _refusal(path)
+    if refused:  # not read: its hash names the entry (path), so two refusals never collide
+        fr = FileResult(path=path, sha256=hashlib.sha256(b"refused:" + os.fsencode(path)).hexdigest())
+        return _fail(fr, cat, *refused)
+    fr = FileResult(path=path, sha256="")
+    try:
+        fr.sha256 = file_sha256(path)
+        fr.received_mtime = os.lstat(path).st_mtime
+    except OSError as exc:
+        fr.sha256 = hashlib.sha256(b"unreadable:" + os.fsencode(path)).hexdigest()
+        return _fail(fr, cat, "os_error", type(exc).__name__)
     try:
         if path.suffix.lower() not in WORKBOOK_SUFFIXES:
             raise UnreadableWorkbook("not_xlsx", path.suffix)
-        parsed = read_workbook(path, c)
+        parsed = read_workbook(path, c, limits)
+        _structure(fr, parsed, c, cat, school_year, period)
     except UnreadableWorkbook as exc:
-        fr.unreadable = fr.blocked = True
-        fr.raw_path = _keep_raw(path, fr.sha256, quarantine)
-        fr.issues.append(_issue(cat, "file_unreadable", fr, detail=UNREADABLE_TEXT.get(exc.reason, exc.reason)))
-        return fr
-    _structure(fr, parsed, c, cat, school_year, period)
-    dest = raw_root / school_year / period / (fr.school_code or "_unidentified")
-    fr.raw_path = _keep_raw(path, fr.sha256, dest if not fr.unreadable else quarantine)
+        _fail(fr, cat, exc.reason, exc.detail)
+    except Exception as exc:  # a hostile sheet: this file's message, never the run's end
+        log.warning("reading %s failed: %s", fr.name, type(exc).__name__, exc_info=True)
+        _fail(fr, cat, "parser_error", type(exc).__name__)
+    code = school_code_for_path(fr.school_code)
+    dest = quarantine if fr.unreadable else raw_root / school_year / period / (code or UNIDENTIFIED)
+    fr.raw_path = _keep_raw(path, fr.sha256, dest, raw_root)
     return fr
+
+
+def file_died(path: Path, *, catalogue: Catalogue | None = None) -> FileResult:
+    """The message of a file whose reading process died (killed for memory, a crash in a
+    native reader): nothing of it is kept but its name and hash."""
+    cat = catalogue or load_rules()
+    path = Path(path)
+    try:
+        sha = file_sha256(path)
+    except OSError:
+        sha = hashlib.sha256(b"unreadable:" + os.fsencode(path)).hexdigest()
+    return _fail(FileResult(path=path, sha256=sha), cat, "process_died")
 
 
 def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalogue, school_year: str, period: str) -> None:
     school_sheet = c.sheet("school")
+    for sid, names in parsed.duplicate_sheets.items():
+        fr.issues.append(_issue(cat, "file_sheet_duplicate", fr, sheet=names[0], value=len(names),
+                                detail=", ".join(f"'{n}'" for n in names)))
+        fr.blocked = True
+    if parsed.school is not None:
+        for fid in parsed.school.invisible:
+            fr.issues.append(_issue(cat, "file_invisible_chars", fr, sheet=parsed.school.name,
+                                    excel_row=parsed.school.rows.get(fid), column=parsed.school.value_column,
+                                    field_id=fid, header=school_sheet.field(fid).header, detail=1))
+    for data in parsed.sheets.values():
+        for fid, n in data.invisible.items():
+            fr.issues.append(_issue(cat, "file_invisible_chars", fr, sheet=data.name, column=data.columns.get(fid),
+                                    field_id=fid, header=data.headers.get(fid), detail=n))
     if parsed.school is not None:
         values, problems = cast_key_values(parsed.school.values, school_sheet, parsed.school.rows)
         fr.school = {k: v for k, v in values.items() if v is not None}
@@ -270,22 +392,29 @@ def _units_within(ref: str, attr: str, parent_code: str):
 
 
 def mark_superseded(results: list[FileResult], cat: Catalogue) -> None:
-    """Two different files of one school in one run: the newest (by file time) is used."""
+    """The very same bytes twice (readable or not, whatever their school): one is kept, the
+    others are named in its notice. Two different files of one school in one run: the newest
+    (by file time) is used."""
+    by_hash: dict[str, list[FileResult]] = {}
+    for fr in results:
+        by_hash.setdefault(fr.sha256, []).append(fr)
+    for frs in by_hash.values():
+        if len(frs) > 1:
+            frs.sort(key=lambda fr: (fr.unreadable, fr.name))  # keep a readable twin (a copy may be misnamed)
+            for dup in frs[1:]:
+                dup.superseded = True
+                dup.issues = []  # the same bytes say the same things: once, on the twin kept
+            frs[0].issues.append(_issue(cat, "file_duplicate_submission", frs[0], value=len(frs),
+                                        detail=", ".join(fr.name for fr in frs)))
     by_school: dict[str, list[FileResult]] = {}
     for fr in results:
-        if fr.school_code and not fr.unreadable:
+        if fr.school_code and not fr.unreadable and not fr.superseded:
             by_school.setdefault(fr.school_code, []).append(fr)
     for code, frs in by_school.items():
-        distinct = {fr.sha256: fr for fr in frs}
-        if len(distinct) < 2:
-            if len(frs) > 1:  # the very same bytes twice: one is enough
-                for dup in frs[1:]:
-                    dup.superseded = True
-                frs[0].issues.append(_issue(cat, "file_duplicate_submission", frs[0], value=len(frs),
-                                            detail=", ".join(fr.path.name for fr in frs)))
+        if len(frs) < 2:
             continue
-        frs.sort(key=lambda fr: (fr.received_mtime, fr.path.name))
-        names = ", ".join(fr.path.name for fr in frs)
+        frs.sort(key=lambda fr: (fr.received_mtime, fr.name))
+        names = ", ".join(fr.name for fr in frs)
         for old in frs[:-1]:
             old.superseded = True
         newest = frs[-1]
@@ -494,10 +623,10 @@ def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, 
                     v = raw_by_key.at[key, fid]
                     value = None if pd.isna(v) else str(v)
             detail = None if pd.isna(rec.detail) else rec.detail
-            fill = dict(header=header, value=value, sheet=fr.sheet_names.get(sid), detail=detail, file=fr.path.name,
+            fill = dict(header=header, value=value, sheet=fr.sheet_names.get(sid), detail=detail, file=fr.name,
                         hint=c.sheet(sid).field(fid).hint if fid else "")
             out.append({
-                "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.path.name,
+                "school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name,
                 "sheet": fr.sheet_names.get(sid), "excel_row": excel_row, "column": column, "field": fid,
                 "header": header, "rule_id": rule.id, "severity": rule.severity, "value": value,
                 "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill),

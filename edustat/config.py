@@ -10,6 +10,22 @@
     task_runner: local                 # or dask (prefect-dask), with dask_address: tcp://host:8786
     feedback_engine: fast              # or faithful: the school's own workbook kept (formulas,
                                        # formats, comments) and marked, 2–3× slower
+    salt_file: /etc/edustat/pseudonym_salt   # the pseudonymisation salt; never inside data_dir
+    max_file_mb: 200                   # per submitted file, checked before it is opened
+    max_uncompressed_mb: 100           # sum of the zip's declared sizes, checked before inflating
+    max_sheet_rows: 35000              # rows holding values in any one sheet, counted streaming
+
+Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
+combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
+§4.2, TT 28/2020 and TT 32/2020 Art. 16; TT 13/2020 45 classes max) plus ~250 staff: ×10 ≈ 33,000
+rows → 35,000. A learner row of a wide ministry export is ≤ 2 KB of sheet XML (our template
+measured 0.86 KB/row: a 1,610-learner THCS school inflates to 1.5 MB), so that school is ≤ 7 MB
+inflated → ×10 ≈ 70 MB → 100 MB. Files: a 3,075-learner workbook is ≤ 2 MB zipped; the 200 MB
+cap is kept from before (a file this size is refused before any byte is inflated).
+
+The salt: `salt_file`, else the environment variable EDUSTAT_SALT_FILE, else
+`<data_dir's parent>/.<data_dir name>.pseudonym_salt` — beside the data tree, not in it, so a
+copy of the data folder (or of curated/) never carries the key that reverses the pseudonyms.
 """
 from __future__ import annotations
 
@@ -44,6 +60,10 @@ class Config:
     # fast: a values-only copy of the school's sheets (fastexcel + xlsxwriter); faithful: its own
     # workbook through openpyxl, formulas and formats kept (see edustat.feedback)
     feedback_engine: Literal["fast", "faithful"] = "fast"
+    salt_file: Path | None = None  # None: $EDUSTAT_SALT_FILE, else beside the data dir (see above)
+    max_file_mb: int = 200
+    max_uncompressed_mb: int = 100
+    max_sheet_rows: int = 35_000
 
     @property
     def raw_dir(self) -> Path:
@@ -71,7 +91,25 @@ class Config:
 
     @property
     def salt_path(self) -> Path:
+        """Where the pseudonymisation salt lives: outside the data tree (see the module doc)."""
+        if self.salt_file is not None:
+            return Path(self.salt_file)
+        if os.environ.get("EDUSTAT_SALT_FILE"):
+            return Path(os.environ["EDUSTAT_SALT_FILE"])
+        root = self.data_dir.resolve()
+        return root.parent / f".{root.name}.pseudonym_salt"
+
+    @property
+    def legacy_salt_path(self) -> Path:
+        """Where releases before issue 9 kept the salt (inside curated/): moved out on first use."""
         return self.curated_dir / ".pseudonym_salt"
+
+    @property
+    def read_limits(self):
+        from edustat.reader import Limits
+
+        return Limits(max_file_bytes=self.max_file_mb << 20, max_uncompressed_bytes=self.max_uncompressed_mb << 20,
+                      max_sheet_rows=self.max_sheet_rows)
 
     def quarantine_dir(self, school_year: str, period: str) -> Path:
         return self.raw_dir / school_year / period / "_quarantine"
@@ -102,9 +140,17 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         raise ConfigError("task_runner phải là 'local' hoặc 'dask'")
     if values.get("feedback_engine", "fast") not in FEEDBACK_ENGINES:
         raise ConfigError(f"feedback_engine phải là một trong {FEEDBACK_ENGINES}")
+    if values.get("salt_file") is not None:
+        values["salt_file"] = Path(values["salt_file"])
+    for key in ("max_file_mb", "max_uncompressed_mb", "max_sheet_rows"):
+        if key in values and (not isinstance(values[key], int) or values[key] <= 0):
+            raise ConfigError(f"{key} phải là số nguyên dương")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)
+    salt = cfg.salt_path.resolve()
+    if salt.is_relative_to(cfg.data_dir.resolve()):
+        raise ConfigError(f"tệp khóa ẩn danh (salt) {cfg.salt_path} không được nằm trong thư mục dữ liệu {cfg.data_dir}")
     if cfg.severity:
         from schemas.rules import load_rules
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
+import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +35,6 @@ from transforms.derive import (
     derive_school,
     derive_staff,
 )
-from transforms.text import strip_accents
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7))
 STATUS_TEXT = {
@@ -58,20 +57,43 @@ class RunOutcome:
     loaded: dict[str, int] = field(default_factory=dict)
 
 
+# the register row load_all writes per file (also the columns of an empty run's register)
+_REGISTER_COLUMNS = ["school_year", "period", "school_code", "version", "file_hash", "file_name", "raw_path",
+                     "received_at", "status", "n_learners", "n_staff", "n_classes", "n_rooms", "n_errors",
+                     "n_warnings", "n_notices", "loaded_rows", "run_id", "feedback_path"]
+
+
 def new_run_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(VN_TZ)
     return now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def _ingest_one(args: tuple) -> FileResult:
-    path, raw_root, school_year, period, severity = args
+    path, raw_root, school_year, period, severity, limits = args
+    crash = os.environ.get("EDUSTAT_FAULT_READER_DIES")  # fault-injection hook for the tests
+    if crash and crash in Path(path).name:
+        os._exit(137)  # as the kernel's OOM killer would
     return ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
-                       catalogue=load_rules(severity))
+                       catalogue=load_rules(severity), limits=limits)
+
+
+def _ingest_alone(job: tuple) -> FileResult:
+    """One file in a process of its own: if that process dies (a native reader crashing, the
+    OOM killer), the file gets the message and the run goes on."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from edustat.collect import file_died
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(_ingest_one, job).result()
+        except BrokenProcessPool:
+            return file_died(job[0], catalogue=load_rules(job[4]))
 
 
 def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
     """Parse a batch of files in this process (a Dask task's unit of work)."""
-    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity)) for p in files]
+    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits)) for p in files]
 
 
 def settle(results: list[FileResult], cfg: Config) -> list[FileResult]:
@@ -84,10 +106,15 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     """Parse every file (in worker processes when there are several), then settle which
     file of a school counts when it sent more than one."""
     workers = max(1, workers or cfg.workers)
-    jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity) for p in files]
+    jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits) for p in files]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        except BrokenProcessPool:  # a reader process died: every file again, each alone
+            results = [_ingest_alone(j) for j in jobs]
     else:
         results = [_ingest_one(j) for j in jobs]
     return settle(results, cfg)
@@ -180,6 +207,12 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
     status, and write register, issues and core in one transaction."""
     cat = catalogue or load_rules(cfg.severity)
+    if not results:  # an empty inbox: a completed run that loads nothing ("no submissions yet")
+        from edustat.store import ensure_tables
+
+        ensure_tables(con)
+        return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
+                          issues.reindex(columns=list(issues.columns)), {})
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
     frames = frames or assemble(results, catalogue=cat)
@@ -196,14 +229,14 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
             sid = rule.sheet
             header = fr.headers.get(sid, {}).get(rule.field)
             fill = dict(header=header, value=rec.value, detail=rec.detail, sheet=rec.sheet_name)
-            rows.append({"school_code": rec.school_code, "file_hash": rec.file_hash, "file_name": fr.path.name,
+            rows.append({"school_code": rec.school_code, "file_hash": rec.file_hash, "file_name": fr.name,
                          "sheet": rec.sheet_name, "excel_row": int(rec.excel_row),
                          "column": fr.columns.get(sid, {}).get(rule.field), "field": rule.field, "header": header,
                          "rule_id": rule.id, "severity": rule.severity, "value": rec.value,
                          "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill)})
         issues = pd.concat([issues, pd.DataFrame(rows)], ignore_index=True)
     issues = issues.astype({"excel_row": "Int64"})
-    counted = [fr for fr in results if not fr.superseded or fr.unreadable]
+    counted = [fr for fr in results if not fr.superseded]  # a byte-identical copy is named in its twin's notice
     versions = next_versions(con, school_year, period,
                              {fr.sha256: fr.school_code for fr in counted if fr.school_code})
     subs, load = [], {}
@@ -213,7 +246,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         status = _status(fr, counts, cfg.load_policy == "load_valid_rows")
         subs.append({
             "school_year": school_year, "period": period, "school_code": fr.school_code,
-            "version": versions.get(fr.sha256), "file_hash": fr.sha256, "file_name": fr.path.name,
+            "version": versions.get(fr.sha256), "file_hash": fr.sha256, "file_name": fr.name,
             "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": now, "status": status,
             "n_learners": fr.rows("learners"), "n_staff": fr.rows("staff"), "n_classes": fr.rows("classes"),
             "n_rooms": fr.rows("rooms"), "n_errors": int(counts.get("error", 0)),
@@ -223,8 +256,8 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         if fr.school_code and not fr.unreadable and not fr.blocked and not fr.superseded:
             if status in ("accepted", "accepted_with_warnings") or cfg.load_policy == "load_valid_rows":
                 load[fr.school_code] = fr.sha256
-    submissions = pd.DataFrame(subs)
-    if len(submissions):
+    submissions = pd.DataFrame(subs, columns=list(subs[0]) if subs else _REGISTER_COLUMNS)
+    if len(submissions) or not subs:
         submissions = submissions.astype({"version": "Int32", "n_learners": "Int32", "n_staff": "Int32", "n_classes": "Int32",
                                           "n_rooms": "Int32", "n_errors": "Int32", "n_warnings": "Int32",
                                           "n_notices": "Int32", "loaded_rows": "Int32"})
@@ -234,14 +267,17 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     return RunOutcome(run_id, school_year, period, submissions, issues, loaded)
 
 
-def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str) -> Path:
-    """<school code>.xlsx; a file whose school is unknown is answered under its own name."""
-    if isinstance(school_code, str) and school_code:
-        name = school_code
-    else:
-        stem = re.sub(r"[^0-9A-Za-z_.-]+", "_", strip_accents(Path(file_name).stem)).strip("_") or "tep"
-        name = f"khong_xac_dinh__{stem}"
-    return cfg.feedback_dir / school_year / period / f"{name}.xlsx"
+def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str,
+                  file_hash: str = "") -> Path:
+    """<school code>.xlsx when the code has its format (8 digits); any other file is answered
+    under its own name and hash. Proven inside the data dir (edustat.paths)."""
+    from edustat.paths import inside, safe_stem, school_code_for_path
+
+    code = school_code_for_path(school_code)
+    name = code or (f"khong_xac_dinh__{safe_stem(file_name)}" + (f"__{file_hash[:8]}" if file_hash else ""))
+    path = cfg.feedback_dir / school_year / period / f"{name}.xlsx"
+    inside(cfg.data_dir, path)
+    return path
 
 
 def _feedback_job(job: tuple) -> str:
@@ -262,9 +298,9 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     by_hash = {fr.sha256: fr for fr in results}
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
-        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name)
+        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
         mine = outcome.issues[outcome.issues["file_hash"] == sub.file_hash]
-        school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.path.name}
+        school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
@@ -310,6 +346,9 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
         "learners_loaded": int(sum(outcome.loaded.values())),
         "missing": missing.to_dict("records"),
         "schools": {r.school_code: r.status for r in subs.itertuples(index=False) if isinstance(r.school_code, str)},
+        "problem_files": _problem_files(outcome),
+        "duplicates": (outcome.issues.loc[outcome.issues["rule_id"] == "file_duplicate_submission", "message"].tolist()
+                       if len(outcome.issues) else []),
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
         "published": str(cfg.published_dir / "edustat.duckdb"),
@@ -355,6 +394,23 @@ def forms_line(s: dict) -> str:
     return f"{cover} (tất cả {sent} trường đã nộp); các phép kiểm tra của biểu đều đạt / form checks pass"
 
 
+def _problem_files(outcome: RunOutcome) -> list[dict]:
+    """Every file of the run that was not accepted, with its file-level message (row-level
+    messages may quote personal data: only their count is given)."""
+    subs, issues = outcome.submissions, outcome.issues
+    out = []
+    for r in subs.itertuples(index=False) if len(subs) else []:
+        if r.status not in ("unreadable", "rejected"):
+            continue
+        mine = issues[(issues["file_hash"] == r.file_hash) & (issues["severity"] == "error")] if len(issues) else issues
+        file_level = mine[mine["rule_id"].str.startswith("file_")] if len(mine) else mine
+        text = (file_level["message"].iloc[0] if len(file_level)
+                else f"{len(mine)} lỗi trong dữ liệu (xem tệp phản hồi)")
+        out.append({"file": r.file_name, "school_code": r.school_code if isinstance(r.school_code, str) else None,
+                    "status": r.status, "message": text})
+    return out
+
+
 def format_summary(s: dict) -> str:
     """The short bilingual text `edustat run` prints."""
     period = "đầu năm" if s["period"] == "dau_nam" else "cuối năm"
@@ -371,8 +427,19 @@ def format_summary(s: dict) -> str:
         f"  Cơ sở dữ liệu / database: {s['database']}",
         f"  Bản sao cho phân tích / analyst snapshot: {s['published']}",
     ]
-    if s.get("reports_dir"):
+    if s.get("reports_dir") and s["files"]:
         lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']} ({', '.join(s['forms'])}): {forms_line(s)}")
+    if not s["files"]:
+        lines.append("  Chưa có trường nào nộp: thư mục tệp nộp chưa có tệp nào / no submissions yet")
+    problems = s.get("problem_files") or []
+    if problems:
+        lines.append("  Tệp chưa tiếp nhận / files not accepted:")
+        for p in problems[:40]:
+            lines.append(f"    - {p['file']}: {p['message']}")
+        if len(problems) > 40:
+            lines.append(f"    (+{len(problems) - 40} tệp, xem 'edustat status')")
+    for text in s.get("duplicates") or []:
+        lines.append(f"  Tệp trùng nội dung / identical copies: {text}")
     if s["missing"]:
         names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""

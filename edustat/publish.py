@@ -56,6 +56,16 @@ DROPPED_COLUMNS = ("full_name",)
 BIRTH_DATE, BIRTH_YEAR = "birth_date", "birth_year"
 HASH_HEX_CHARS = 16
 PARTITION_COLUMNS = ("school_year", "period")
+# validation_issue text rendered with raw values (see _scrubbed_text)
+MESSAGE_COLUMNS = ("message", "fix")
+REDACTED = "…"
+SCRUB_PATTERNS = (
+    r"\d{9,}",  # personal IDs (12 digits, 11 or 10 after Excel ate the zeros), student/staff codes
+    r"\b\d{1,2}\s*[/.-]\s*\d{1,2}\s*[/.-]\s*\d{2,4}\b",  # 05/09/2015, 5-9-15
+    r"\b\d{4}\s*[/.-]\s*\d{1,2}\s*[/.-]\s*\d{1,2}\b",  # 2015-09-05 (ISO, as a cast date prints)
+)
+NAME_LIKE = r"\pL+\s+\pL+"  # two words of letters: a person's name in whatever column it landed
+README_NAME = "README.md"
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,65 @@ def load_or_create_salt(path: Path) -> str:
     if path.stat().st_mode & 0o077:
         log.warning("salt file %s is readable by group/others; expected mode 0600", path)
     return salt
+
+
+def salt_for(cfg) -> str:
+    """The salt of a config (`cfg.salt_path`: outside the data tree), created 0600 on first
+    use. A salt left in curated/ by an older release is moved out first, so pseudonyms stay
+    stable across the upgrade and no copy of curated/ carries the key any more."""
+    path, legacy = Path(cfg.salt_path), Path(cfg.legacy_salt_path)
+    if not path.exists() and legacy.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(legacy.read_text(encoding="ascii"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.warning("pseudonymisation salt moved out of the data tree: %s -> %s", legacy, path)
+    if legacy.exists() and path.exists():
+        legacy.unlink()
+    return load_or_create_salt(path)
+
+
+README_TEXT = """# Bản sao dữ liệu cho phân tích (edustat) — analyst snapshot
+
+`edustat.duckdb` and `parquet/` hold the curated tables with personal data removed:
+
+- `full_name` dropped; `birth_date` reduced to `birth_year`;
+- `personal_id`, `student_code`, `staff_code` replaced by the first 16 hex characters of
+  sha256(salt ‖ value): the same person has the same pseudonym in every run and period
+  published with the same salt, so joins across periods work;
+- `validation_issue.value` is NULL for personal fields and for any value that looks personal
+  (two words — a name typed into the wrong column —, 9+ digits, a full date); `message` / `fix`
+  are published with such a value removed ("…") and every run of 9+ digits and every full
+  date masked;
+- `publish_info` says when it was built and the salt's fingerprint (sha256 of the salt, first
+  8 hex): two snapshots with different fingerprints do not join on pseudonyms.
+
+## The salt
+
+The salt is a secret file OUTSIDE the data folder, mode 0600: the config key `salt_file`, else
+the environment variable `EDUSTAT_SALT_FILE`, else `.<data dir name>.pseudonym_salt` beside the
+data folder. Anyone holding it can recompute a pseudonym from a known ID (IDs are short and
+structured), so never copy it with the data, never put it in curated/ or published/.
+
+## Rotating the salt
+
+Rotate when the salt may have leaked, or when old pseudonyms must stop being linkable:
+
+1. Stop scheduled runs (`edustat serve` / the Prefect deployment).
+2. Move the old salt file away (keep it offline only if old snapshots must still be matched).
+3. Run `edustat report --year <năm học> --period <kỳ>` (or the next `edustat run`): a new salt
+   is created (0600) and the snapshot is rebuilt from the officer's database with it.
+4. Check `select salt_fingerprint from publish_info` changed; tell analysts that pseudonyms
+   changed (old extracts no longer join with the new snapshot).
+"""
+
+
+def _write_readme(published_dir: Path) -> None:
+    tmp = published_dir / f".{README_NAME}.tmp-{uuid.uuid4().hex}"
+    tmp.write_text(README_TEXT, encoding="utf-8")
+    os.replace(tmp, published_dir / README_NAME)
 
 
 def salt_fingerprint(salt: str) -> str:
@@ -166,6 +235,7 @@ def publish(
         os.replace(tmp_db, snapshot)
         parquet_dir = published_dir / PARQUET_DIR
         _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")
+        _write_readme(published_dir)
         _fsync_dir(published_dir)
     except BaseException:
         if attached:
@@ -261,9 +331,33 @@ def _column_sql(col: str, dtype: str, table: str, names: set[str], hidden_fields
         src = q if dtype.startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({q} AS DATE)"
         return f"CAST(year({src}) AS INTEGER) AS {_ident(BIRTH_YEAR)}"
     if table == "validation_issue" and col == "value" and "field" in names:
-        hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
-        return f"CASE WHEN {_ident('field')} IN ({hidden}) THEN NULL ELSE {q} END AS {q}"
+        return f"CASE WHEN {_value_is_personal(names, hidden_fields)} THEN NULL ELSE {q} END AS {q}"
+    if table == "validation_issue" and col in MESSAGE_COLUMNS and dtype == "VARCHAR":
+        return f"{_scrubbed_text(q, names, hidden_fields)} AS {q}"
     return q
+
+
+def _value_is_personal(names: set[str], hidden_fields: set[str]) -> str:
+    """SQL: the issue's value may identify a person — its field is personal, or it looks like
+    a name (two words: a name typed into the wrong column), an ID or a full date."""
+    hidden = ", ".join(_lit(f) for f in sorted(hidden_fields))
+    v = _ident("value")
+    looks = " OR ".join(f"regexp_matches({v}, {_lit(p)})" for p in (NAME_LIKE, *SCRUB_PATTERNS))
+    return f"(coalesce({_ident('field')} IN ({hidden}), false) OR coalesce({looks}, false))"
+
+
+def _scrubbed_text(q: str, names: set[str], hidden_fields: set[str]) -> str:
+    """A message as published: rendered with the value removed when the issue's field is
+    personal (the value is replaced by "…" wherever the template put it), then — a belt for
+    what a template quotes in its detail — every run of 9+ digits (an ID with or without its
+    leading zeros; school codes have 8) and every full date (d/m/yyyy, d-m-yyyy, yyyy-mm-dd)."""
+    expr = q
+    if {"field", "value"} <= names:
+        expr = (f"CASE WHEN NULLIF({_ident('value')}, '') IS NOT NULL AND {_value_is_personal(names, hidden_fields)} "
+                f"THEN replace({q}, {_ident('value')}, '{REDACTED}') ELSE {q} END")
+    for pattern in SCRUB_PATTERNS:
+        expr = f"regexp_replace({expr}, {_lit(pattern)}, '{REDACTED}', 'g')"
+    return expr
 
 
 def _write_info(

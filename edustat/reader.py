@@ -8,7 +8,10 @@ Parsing only: what the reader finds wrong with the structure is returned as fact
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,26 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 EXTRA_PREFIX = "extra:"
 _TOTAL = re.compile(r"^(tong cong|tong so|tong|cong)\b")
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted xlsx and legacy .xls
+
+
+# Invisible characters a copy from a web page or a PDF leaves in codes and IDs: zero-width
+# space / joiners, direction marks and embeddings, word joiner and invisible operators,
+# byte-order mark, soft hyphen. They are removed from every cell (with a notice per column).
+INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Token of a worksheet's XML for counting rows that hold values (optional namespace prefix).
+_ROW_TOKEN = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(row|v|is)[\s>/]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may cost before it is read: checked on the zip's central directory and
+    on a streaming count of the sheets' rows, never by loading the file.
+
+    Defaults are the largest real school × 10 (see edustat.config for how they were sized)."""
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_uncompressed_bytes: int = 100 * 1024 * 1024
+    max_sheet_rows: int = 35_000
 
 
 class UnreadableWorkbook(Exception):
@@ -51,6 +74,7 @@ class SheetData:
     duplicate_headers: list[str] = field(default_factory=list)
     skipped_rows: dict[int, str] = field(default_factory=dict)  # excel row → numbering/total
     near_headers: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (header found, read as)
+    invisible: dict[str, int] = field(default_factory=dict)  # field id → cells cleaned of invisible chars
 
 
 @dataclass
@@ -60,6 +84,7 @@ class KeyValueData:
     rows: dict[str, int]  # field id → Excel row
     value_column: str = "B"
     near_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (key found, read as)
+    invisible: dict[str, int] = field(default_factory=dict)  # field id → 1 when cleaned
 
 
 @dataclass
@@ -71,41 +96,120 @@ class ParsedWorkbook:
     school: KeyValueData | None = None
     unknown_sheets: list[str] = field(default_factory=list)
     template_version: str | None = None
+    # contract sheet id → every sheet name of the file that maps to it, when more than one does
+    duplicate_sheets: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def found(self) -> set[str]:
         return set(self.sheets) | ({"school"} if self.school else set())
 
 
+def open_regular(path: Path):
+    """A binary file object for a regular file, never following a symlink and never blocking
+    on a fifo; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _open(path: Path) -> fastexcel.ExcelReader:
-    size = path.stat().st_size
-    if size == 0:
-        raise UnreadableWorkbook("empty", "0 bytes")
-    if size > MAX_FILE_BYTES:
-        raise UnreadableWorkbook("too_large", f"{size} bytes")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if magic == _OLE_MAGIC:
-        # An OLE container is either a legacy .xls or a password-protected .xlsx.
-        raise UnreadableWorkbook("encrypted_or_xls", path.suffix)
-    if not zipfile.is_zipfile(path):
-        raise UnreadableWorkbook("not_xlsx", path.suffix)
+def _sniff(head: bytes) -> str:
+    """What a file that is not a zip is, for the message (the detail of "not_xlsx")."""
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "html"
     try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-            if bad is not None:
-                raise UnreadableWorkbook("corrupt", bad)
-            if "xl/workbook.xml" not in z.namelist():
-                raise UnreadableWorkbook("not_xlsx", "no xl/workbook.xml")
-        return fastexcel.read_excel(str(path))
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary"
+
+
+def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
+    """Declared sizes first (the central directory: nothing inflated), then every member read
+    through once — zipfile never inflates past a member's declared size, so a member that
+    lies about it fails its CRC instead of filling memory — counting each worksheet's rows."""
+    infos = z.infolist()
+    if any(i.flag_bits & 0x1 for i in infos):
+        raise UnreadableWorkbook("encrypted", "zip encryption")
+    declared = sum(i.file_size for i in infos)
+    if declared > limits.max_uncompressed_bytes:
+        raise UnreadableWorkbook("zip_bomb", f"{declared // (1 << 20)} MB > {limits.max_uncompressed_bytes // (1 << 20)} MB")
+    if "xl/workbook.xml" not in {i.filename for i in infos}:
+        raise UnreadableWorkbook("not_xlsx", "no xl/workbook.xml")
+    for info in infos:
+        is_sheet = info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml")
+        rows = 0
+        has_value = False
+        tail = b""
+        with z.open(info) as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if not is_sheet:
+                    if not chunk:
+                        break
+                    continue
+                buf = tail + chunk
+                last = not chunk
+                cut = len(buf) if last else max(0, len(buf) - 64)
+                for m in _ROW_TOKEN.finditer(buf, 0, len(buf)):
+                    if m.start() >= cut:
+                        break
+                    if m.group(1) == b"row":
+                        rows += has_value
+                        has_value = False
+                    else:
+                        has_value = True
+                if rows > limits.max_sheet_rows:
+                    raise UnreadableWorkbook("too_many_rows", f"> {limits.max_sheet_rows}")
+                if last:
+                    rows += has_value
+                    break
+                tail = buf[cut:]
+        if rows > limits.max_sheet_rows:
+            raise UnreadableWorkbook("too_many_rows", f"{rows} > {limits.max_sheet_rows}")
+
+
+def _open(path: Path, limits: Limits | None = None) -> fastexcel.ExcelReader:
+    limits = limits or Limits()
+    try:
+        fh = open_regular(path)
+    except OSError as exc:
+        raise UnreadableWorkbook("not_regular", type(exc).__name__) from exc
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise UnreadableWorkbook("empty", "0 bytes")
+        if size > limits.max_file_bytes:
+            raise UnreadableWorkbook("too_large", f"{size // (1 << 20)} MB > {limits.max_file_bytes // (1 << 20)} MB")
+        content = fh.read()  # ≤ max_file_bytes; read from the fd opened without following links
+        head = content[:512]
+        if head[:8] == _OLE_MAGIC:
+            # An OLE container is either a legacy .xls or a password-protected .xlsx.
+            raise UnreadableWorkbook("encrypted_or_xls", path.suffix)
+        if not zipfile.is_zipfile(io.BytesIO(content)):
+            if head.startswith(b"PK\x03\x04"):  # a zip's start without its end: cut short
+                raise UnreadableWorkbook("corrupt", "truncated zip")
+            raise UnreadableWorkbook("not_xlsx", _sniff(head))
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
+            _check_zip(z, limits)
+        # the bytes, not the path: a name that is not UTF-8 cannot cross into Rust, and the
+        # file that was checked is the file that is read
+        return fastexcel.read_excel(content)
     except UnreadableWorkbook:
         raise
     except Exception as exc:  # zip/calamine errors of every kind mean one thing to a school
@@ -120,6 +224,33 @@ def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[pd.DataFrame, 
     df = sheet.to_pandas()
     df.columns = range(df.shape[1])
     return df, offset
+
+
+def _strip_invisible(df: pd.DataFrame) -> dict[int, set[int]]:
+    """Remove invisible characters from every cell, in place: column index → row indexes cleaned."""
+    cleaned: dict[int, set[int]] = {}
+    for j in df.columns:
+        col = df[j]
+        if col.dtype != object and not isinstance(col.dtype, pd.StringDtype):
+            continue
+        text = col.astype("string")
+        hit = text.str.contains(INVISIBLE, na=False)
+        if hit.any():
+            df.loc[hit, j] = text[hit].str.replace(INVISIBLE, "", regex=True).astype(object)
+            cleaned[j] = set(np.flatnonzero(hit.to_numpy()).tolist())
+    return cleaned
+
+
+def _invisible_by_field(cleaned: dict[int, set[int]], columns: dict[str, str], offset: int,
+                        rows: dict[str, int] | None = None) -> dict[str, int]:
+    """Field id → cells cleaned in its column (in its own row only, for a key/value sheet)."""
+    out = {}
+    for fid, letter in columns.items():
+        hit = cleaned.get(_col_index(letter) - offset, set())
+        n = len(hit) if rows is None else int(rows.get(fid, 0) - 1 in hit)
+        if n:
+            out[fid] = n
+    return out
 
 
 def _match_sheet(name: str, contract: Contract) -> Sheet | None:
@@ -291,14 +422,17 @@ def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> 
     return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1), near)
 
 
-def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkbook:
-    """Parse every sheet the contract knows. Raises UnreadableWorkbook when it cannot open."""
+def read_workbook(path: Path, contract: Contract | None = None, limits: Limits | None = None) -> ParsedWorkbook:
+    """Parse every sheet the contract knows. Raises UnreadableWorkbook when it cannot open.
+    Two sheets whose names map to one contract sheet are both recorded (`duplicate_sheets`):
+    the first is parsed, the structure stage refuses the file naming both."""
     c = contract or load_contract()
     path = Path(path)
-    reader = _open(path)
+    reader = _open(path, limits)
     names = list(reader.sheet_names)
     out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
-    pending: list[tuple[str, pd.DataFrame, int]] = []
+    pending: list[tuple[str, pd.DataFrame, int, dict[int, int]]] = []
+    matched: dict[str, list[str]] = {}
     for name in names:
         if header_key(name) == FEEDBACK_SHEET_KEY:
             continue  # a school re-sending our feedback workbook: our summary sheet is not data
@@ -307,20 +441,28 @@ def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkboo
             df, offset = _load_text(reader, name)
         except Exception as exc:
             raise UnreadableWorkbook("corrupt", f"{name}: {type(exc).__name__}") from exc
+        cleaned = _strip_invisible(df)
         if sheet is None:
-            pending.append((name, df, offset))
+            pending.append((name, df, offset, cleaned))
             continue
+        matched.setdefault(sheet.id, []).append(name)
+        if len(matched[sheet.id]) > 1:
+            continue  # the first is parsed; the file is refused for the ambiguity
         if sheet.layout == "key_value":
             out.school = _parse_key_value(df, offset, sheet, name)
+            out.school.invisible = _invisible_by_field(cleaned, {f: out.school.value_column for f in out.school.values},
+                                                       offset, out.school.rows)
         else:
             data = _parse_table(df, offset, sheet, name)
-            if data is not None and sheet.id not in out.sheets:
+            if data is not None:
+                data.invisible = _invisible_by_field(cleaned, data.columns, offset)
                 out.sheets[sheet.id] = data
-            elif data is None:
+            else:
                 out.sheets[sheet.id] = SheetData(sheet.id, name, 0, pd.DataFrame({"excel_row": []}))
+    out.duplicate_sheets = {sid: ns for sid, ns in matched.items() if len(ns) > 1}
     # Sheets with other names (a plain ministry student-list export, "Sheet1"): recognise
     # them by their headers.
-    for name, df, offset in pending:
+    for name, df, offset, cleaned in pending:
         best: tuple[int, Sheet | None] = (1, None)
         for s in c.sheets:
             if s.layout != "table" or s.id in out.sheets:
@@ -331,9 +473,16 @@ def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkboo
         if best[1] is not None and best[0] >= 3:
             data = _parse_table(df, offset, best[1], name)
             if data is not None:
+                data.invisible = _invisible_by_field(cleaned, data.columns, offset)
                 out.sheets[best[1].id] = data
                 continue
         out.unknown_sheets.append(name)
     if out.school is not None:
         out.template_version = out.school.values.get("template_version")
     return out
+
+
+def _col_index(letter: str) -> int:
+    from xlsxwriter.utility import xl_cell_to_rowcol
+
+    return xl_cell_to_rowcol(f"{letter}1")[1]

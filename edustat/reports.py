@@ -748,10 +748,24 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
             else:
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
-            out = Path(reports_dir) / school_year / period / f"{code}_{scope}.xlsx"
+            out = _form_path(reports_dir, school_year, period, code, scope)
             jobs.append((code, cells_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     result.files = _render_all(jobs, workers)
     return result
+
+
+def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str) -> Path:
+    """<form>_<city | school code>.xlsx; a school code without its format never names a file
+    (edustat.paths), and the path is proven inside the reports dir."""
+    import hashlib
+
+    from edustat.paths import UNIDENTIFIED, inside, school_code_for_path
+
+    name = scope if scope == "city" else (
+        school_code_for_path(scope) or f"{UNIDENTIFIED}_{hashlib.sha256(str(scope).encode()).hexdigest()[:8]}")
+    out = Path(reports_dir) / school_year / period / f"{code}_{name}.xlsx"
+    inside(reports_dir, out)
+    return out
 
 
 def _render_job(job: tuple) -> Path:

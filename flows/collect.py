@@ -82,10 +82,10 @@ def build_forms(cfg: Config, school_year: str, period: str, school: str | None =
 
 @task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)
 def publish_snapshot(cfg: Config):
-    from edustat.publish import load_or_create_salt, publish
+    from edustat.publish import publish, salt_for
 
     with store.session(cfg.db_path) as con:
-        return publish(con, cfg.published_dir, salt=load_or_create_salt(cfg.salt_path),
+        return publish(con, cfg.published_dir, salt=salt_for(cfg),
                        pseudonymise=cfg.pseudonymise_published)
 
 

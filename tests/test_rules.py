@@ -76,6 +76,8 @@ NOT_TESTED_HERE = {
                                        "file_level_unknown (case school_education_level_blank)",
     "school_education_level_code": "unreachable by design: an unknown Cấp học stops the file with "
                                    "file_level_unknown (case school_education_level_unknown)",
+    "file_sheet_duplicate": "tests/test_bad_inputs.py (kinds duplicate_learner_sheets, duplicate_school_sheets)",
+    "file_invisible_chars": "tests/test_bad_inputs.py (kind school_code_zero_width) and test_reader",
 }
 
 # Source bugs these cases found (all fixed since; the cases stay as regression tests). A case

@@ -1,0 +1,62 @@
+"""Identifiers from files are data, never paths.
+
+Every path edustat writes that is named after something a school sent (its school code, its
+file name) goes through this module:
+
+- `school_code_for_path` gives a school code only when it matches its format (8 digits),
+  otherwise None: the caller files the thing under `_unidentified/` with the file's hash;
+- `display_name` turns a file name that is not valid UTF-8 (zips made on Windows) into text
+  that can be printed, stored and written into a workbook;
+- `safe_stem` gives a file-name-safe ASCII stem of a file name;
+- `inside` proves a path (resolved, symlinks followed) lies inside a root, or raises
+  `UnsafePath`. Every writer calls it on the path it is about to write.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+SCHOOL_CODE = re.compile(r"\d{8}")  # regulations.md §2.3 [INF: 8 digits observed]
+UNIDENTIFIED = "_unidentified"
+_UNSAFE_CHARS = re.compile(r"[^0-9A-Za-z_.-]+")
+
+
+class UnsafePath(ValueError):
+    """A path that would leave its root: a bug or a hostile input, never written."""
+
+
+def school_code_for_path(code: object) -> str | None:
+    """The school code if it may name a file or directory (exactly 8 ASCII digits), else None."""
+    if isinstance(code, str) and SCHOOL_CODE.fullmatch(code) and code.isascii():
+        return code
+    return None
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` resolved, after proving it is inside `root` (both resolved: `..` and symlinks
+    of existing parents cannot take it out). Raises UnsafePath otherwise."""
+    root_r = Path(root).resolve()
+    path_r = Path(path).resolve()
+    if not path_r.is_relative_to(root_r) or path_r == root_r:
+        raise UnsafePath(f"{path} is outside {root}")
+    return path_r
+
+
+def display_name(name: str) -> str:
+    """A file name as text: undecodable bytes (kept by Python as surrogates) become U+FFFD,
+    control characters are dropped, NFC."""
+    raw = os.fsencode(name)
+    text = raw.decode("utf-8", errors="replace")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
+    return unicodedata.normalize("NFC", text) or "?"
+
+
+def safe_stem(name: str, limit: int = 60) -> str:
+    """An ASCII, separator-free stem of a file name (diacritics removed), at most `limit` chars."""
+    stem = Path(display_name(name)).stem
+    stem = unicodedata.normalize("NFKD", stem.replace("đ", "d").replace("Đ", "D"))
+    stem = "".join(ch for ch in stem if not unicodedata.combining(ch))
+    stem = _UNSAFE_CHARS.sub("_", stem).strip("._")
+    return stem[:limit] or "tep"
