@@ -313,7 +313,8 @@ def test_every_contract_field_under_a_decorated_header_reaches_core(tmp_path, co
     from schemas.folding import strip_accents
 
     inbox = tmp_path / "plain"
-    m = generate_city(inbox, schools=2, seed=4, school_year=YEAR, period="dau_nam")
+    m = generate_city(inbox, schools=3, seed=1, school_year=YEAR, period="dau_nam")  # one MN, one TH, one THCS
+    assert {lv for s in m.schools for lv in s.levels} == {"MN", "TH", "THCS"}
     decorated = tmp_path / "decorated"
     decorated.mkdir()
     decorations = [lambda h: f"{h} (*)", lambda h: f"{h}:", lambda h: h.replace(" ", "\n", 1),
