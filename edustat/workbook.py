@@ -7,6 +7,7 @@ from `schemas/`. xlsxwriter is used (about 3× openpyxl, stack-findings §6).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -226,16 +227,21 @@ LEVEL_NAMES = {"MN": "Mầm non", "TH": "Tiểu học", "THCS": "Trung học cơ
 PERIOD_NAMES = {"dau_nam": "đầu năm (số liệu có đến 30/9)", "cuoi_nam": "cuối năm (số liệu có đến 31/5)"}
 
 
-def _print_setup(ws, *, landscape: bool, fit_width: bool, footer: str, repeat: tuple[int, int] | None = None) -> None:
-    """A4, the sheet's name and page number at the foot of every page; `fit_width`: one page
-    wide (LibreOffice reads "any number of pages tall" as one page: the count is generous)."""
-    from edustat.layout import MARGIN_IN, PAPER
+def _print_setup(ws, *, landscape: bool, fit_width: bool, footer: str, repeat: tuple[int, int] | None = None,
+                 widths: list[float] | None = None) -> None:
+    """A4, the sheet's name and page number at the foot of every page. `fit_width`: one page
+    wide; `widths` (a table's columns): as many pages wide as keep 11 pt text at ≥ 80 %, the
+    columns spread evenly over them (no page holding one stray column)."""
+    from edustat.layout import MARGIN_IN, PAPER, column_points, printable_width
 
     ws.set_paper(PAPER["A4"][2])
     ws.set_margins(**MARGIN_IN)
     ws.set_landscape() if landscape else ws.set_portrait()
     if fit_width:
-        ws.fit_to_pages(1, 20)
+        ws.fit_to_pages(1, 0)
+    elif widths:
+        total = sum(column_points(w) for w in widths)
+        ws.fit_to_pages(max(1, math.ceil(total * 0.8 / printable_width("A4", landscape))), 0)
     if repeat is not None:
         ws.repeat_rows(*repeat)
     ws.set_footer(f"&LBiểu nhập liệu thống kê giáo dục — trang {footer}&RTrang &P/&N")
@@ -396,6 +402,7 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
     header_row = row
     columns: dict[str, str] = {}
     headers: dict[str, str] = {}
+    widths: list[float] = []
     for col, f in enumerate(fields):
         label = _header_text(f, style)
         headers[f.id] = label
@@ -403,6 +410,7 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
         required = f.required.applies(levels, period) and not f.required.when_field
         text_like = f.type in ("id", "code", "text", "date", "school_year")
         width = max(10, min(32, len(label) + 2))
+        widths.append(width)
         ws.set_column(col, col, width, fmt.text if (style.template and text_like) else None)
         ws.write_string(row, col, label, fmt.required if (style.template and required) else fmt.header)
     ws.set_row(row, 36)
@@ -422,7 +430,8 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
                 _write_value(ws, row + i, col, f, values[i], style, fmt)
     if style.template:
         ws.freeze_panes(first_data, 0)
-        _print_setup(ws, landscape=True, fit_width=False, footer=sheet.name, repeat=(header_row, first_data - 1))
+        _print_setup(ws, landscape=True, fit_width=False, footer=sheet.name, repeat=(header_row, first_data - 1),
+                     widths=widths)
         last = first_data + max(n, VALIDATION_ROWS) - 1
         for col, f in enumerate(fields):
             cl = _field_codelist(f, school)
