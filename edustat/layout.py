@@ -49,8 +49,20 @@ def text_points(text: str, font_pt: float, bold: bool = False) -> float:
     return em * font_pt * (1.08 if bold else 1.0)
 
 
+# Times New Roman / Calibri set text ~16% narrower than DejaVu Serif / Sans, their stand-ins
+OFFICE_FONT_FACTOR = 0.84
+
+
 def wrapped_lines(text: str, width_points: float, font_pt: float, bold: bool = False) -> int:
-    """How many lines `text` takes when wrapped at word boundaries in a cell `width_points` wide."""
+    """How many lines `text` takes, wrapped at word boundaries in a cell `width_points` wide as
+    Excel prints it (`wrap_points`): the more of Excel (Office fonts, narrow columns) and
+    LibreOffice without them (DejaVu text, columns a third wider)."""
+    excel = _lines(text, width_points, font_pt * OFFICE_FONT_FACTOR, bold)
+    libre = _lines(text, width_points * 4 / 3, font_pt, bold)
+    return max(excel, libre)
+
+
+def _lines(text: str, width_points: float, font_pt: float, bold: bool = False) -> int:
     usable = max(1.0, width_points - 6)  # cell padding
     lines = 0
     for para in str(text).split("\n"):

@@ -836,19 +836,19 @@ def _first_header_row(sheet: dict) -> int:
 
 # What each check means, said as a sentence (KiemTra): check_name → text
 CHECK_TEXT = {
+    "rows_sum_to_total": "Dòng tổng = tổng các dòng chia ra của nó",
+    "sub_row_le_parent": "Dòng \"trong đó\" không lớn hơn dòng chứa nó",
     "total_equals_groups": "Cột Tổng số = tổng các loại hình (công lập + tư thục{dl})",
     "female_le_total": "Số nữ không lớn hơn tổng số",
     "dtts_le_total": "Số người dân tộc thiểu số không lớn hơn tổng số",
     "dtts_female_le_min": "Số nữ dân tộc thiểu số không lớn hơn số dân tộc thiểu số, cũng không lớn hơn số nữ",
     "contracts_le_total": "Viên chức (HĐLV không xác định và xác định thời hạn) + hợp đồng lao động không lớn hơn tổng số",
     "rooms_total": "Tổng số phòng = kiên cố + bán kiên cố + tạm",
-    "sub_row_le_parent": "Dòng \"trong đó\" không lớn hơn dòng chứa nó",
-    "rows_sum_to_total": "Dòng tổng = tổng các dòng chia ra của nó",
-    "submission_equals_core": "Số dòng tiếp nhận từ tệp của trường = số dòng đã nạp vào cơ sở dữ liệu",
+    "core_equals_form_schools": "Số trường trong cơ sở dữ liệu = dòng tổng số trường của biểu",
+    "core_equals_form_classes": "Số lớp (nhóm) trong cơ sở dữ liệu = dòng tổng số lớp của biểu",
     "core_equals_form_learners": "Số học sinh (trẻ em) trong cơ sở dữ liệu = dòng tổng số học sinh của biểu",
     "core_equals_form_staff": "Số cán bộ, giáo viên, nhân viên trong cơ sở dữ liệu = dòng tổng số của biểu",
-    "core_equals_form_classes": "Số lớp (nhóm) trong cơ sở dữ liệu = dòng tổng số lớp của biểu",
-    "core_equals_form_schools": "Số trường trong cơ sở dữ liệu = dòng tổng số trường của biểu",
+    "submission_equals_core": "Số dòng tiếp nhận từ tệp của trường = số dòng đã nạp vào cơ sở dữ liệu",
 }
 GROUP_TEXT = {"tong_so": "Tổng số", "cong_lap": "Công lập", "tu_thuc": "Tư thục", "dan_lap": "Dân lập"}
 MEASURE_TEXT = {"tong": "tổng số", "nu": "nữ", "dtts": "dân tộc thiểu số", "dtts_nu": "nữ dân tộc thiểu số",
@@ -893,7 +893,11 @@ SHORT_CHECK_TEXT = {
     "rooms_total": "Tổng số phòng = kiên cố + bán kiên cố + tạm",
     "submission_equals_core": "Số dòng tiếp nhận = số dòng đã nạp",
 }
-KIEMTRA_WIDTHS = [44.0, 8.0, 18.0, 8.0, 8.0]  # A4 portrait at ≥ 10 pt even where columns print 1/3 wider
+def _vn_int(n: int) -> str:
+    return f"{n:,}".replace(",", ".")
+
+
+KIEMTRA_WIDTHS = [40.0, 8.0, 22.0, 8.0, 8.0]  # A4 portrait at ≥ 10 pt even where columns print 1/3 wider
 
 
 def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: ReportHeader) -> None:
@@ -917,9 +921,9 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     if not n:
         summary = "Chưa có phép kiểm tra nào (biểu không có số liệu)."
     elif len(bad):
-        summary = f"{n:,} phép kiểm tra, {len(bad):,} không đạt: xem danh sách bên dưới.".replace(",", ".")
+        summary = f"{_vn_int(n)} phép kiểm tra, {_vn_int(len(bad))} không đạt: xem danh sách bên dưới."
     else:
-        summary = f"{n:,} phép kiểm tra, tất cả đều đạt: số liệu của biểu nhất quán.".replace(",", ".")
+        summary = f"{_vn_int(n)} phép kiểm tra, tất cả đều đạt: số liệu của biểu nhất quán."
     src = form["source"]
     origin = ("Bố cục, tên dòng và mã số theo biểu mẫu xuất từ phần mềm của Bộ GDĐT (Thông tư 24/2018)."
               if src["kind"] == "real_export" else
@@ -940,6 +944,8 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     if n:
         summary_df = checks.groupby("check_name", sort=True)["ok"].agg(
             total="size", failed=lambda x: int((~x.astype(bool)).sum()))
+        order = {name: i for i, name in enumerate(CHECK_TEXT)}  # the form's own identities first
+        summary_df = summary_df.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
         for name, t, fl in summary_df.itertuples():
             text = check_text(name, form)
             ws.write_string(r, 0, text, f["k_text"])
@@ -957,7 +963,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
         for c, h in enumerate(["Nội dung", "Mã số", "Cột", "Phải là", "Trên biểu"]):
             ws.write_string(r, c, h, f["k_head"])
         ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
-        ws.set_row(r, rows_height(1, FONT_PT))
+        ws.set_row(r, rows_height(wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
         for rec in bad.head(2000).astype(object).itertuples(index=False):
             r += 1
             text = _short_check_text(rec, form)
@@ -972,7 +978,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
             ws.set_row(r, rows_height(lines, FONT_PT))
         if len(bad) > 2000:
             r += 2
-            more = f"… và {len(bad) - 2000:,} phép kiểm tra không đạt khác (xem bảng rpt_form_check).".replace(",", ".")
+            more = f"… và {_vn_int(len(bad) - 2000)} phép kiểm tra không đạt khác (xem bảng rpt_form_check)."
             ws.merge_range(r, 0, r, 4, more, f["k_para"])
     ws.repeat_rows(*repeat)
     ws.set_portrait()

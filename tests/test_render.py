@@ -87,7 +87,7 @@ def rendered(city, tmp_path_factory):
     for engine in ("fast", "faithful"):
         path = work / f"phanhoi_{engine}.xlsx"
         write_feedback(None, path, school={"school_code": "74718001", "school_name": "Trường Tiểu học Phú Hòa"},
-                       issues=issues[issues["file_hash"] == worst], status="rejected",
+                       issues=issues[issues["file_hash"] == worst].head(150), status="rejected",
                        counts={"learners": 400, "staff": 30, "classes": 12, "errors": 3, "warnings": 9, "notices": 900},
                        school_year=YEAR, period="dau_nam", generated_at=pd.Timestamp("2022-10-03 14:30").to_pydatetime(),
                        engine=engine)
