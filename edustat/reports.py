@@ -526,7 +526,7 @@ def _formats(wb) -> dict:
         "k_text": wb.add_format({**cell, "text_wrap": True}),
         "k_num": wb.add_format({**cell, "align": "center", "num_format": "#,##0"}),
         "k_ok": wb.add_format({**cell, "align": "center", "bg_color": "#C6EFCE"}),
-        "k_bad": wb.add_format({**cell, "align": "center", "bg_color": "#FFC7CE", "bold": True}),
+        "k_bad": wb.add_format({**cell, "align": "center", "bg_color": "#FFC7CE", "bold": True, "num_format": "#,##0"}),
         "k_id": wb.add_format({**base, "font_size": 9, "font_color": "#808080"}),
         "k_para": wb.add_format({**base, "text_wrap": True, "valign": "top"}),
         "k_title": wb.add_format({**base, "bold": True, "font_size": 13, "align": "center", "valign": "vcenter", "text_wrap": True}),
@@ -541,6 +541,19 @@ def _widths(sheet: dict, ncols: int) -> list[float]:
     its default (12.58) elsewhere."""
     given = {_col_index(k): float(v) for k, v in (sheet.get("widths") or {}).items()}
     return [max(3.0, given.get(i, DEFAULT_WIDTH)) for i in range(ncols)]
+
+
+SPLIT_LABEL_WIDTH = 36.0  # the Chỉ tiêu column of a sheet printed across pages (repeated on each)
+
+
+def _print_widths(widths: list[float]) -> list[float]:
+    """The ministry's widths, except that a sheet too wide for one A4 page gets a narrower
+    label column (its labels wrap): that column is printed again on every page of the split."""
+    from edustat.layout import column_points, printable_width
+
+    if printable_width("A4", True) / sum(column_points(w) for w in widths) >= MIN_SCALE:
+        return widths
+    return [widths[0], min(widths[1], SPLIT_LABEL_WIDTH), *widths[2:]]
 
 
 def _page_setup(ws, widths: list[float], repeat_rows: tuple[int, int] | None, breaks_at: list[set[int]],
@@ -702,7 +715,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
     from edustat.layout import line_height, rows_height, wrap_points, wrapped_lines
 
     ncols = len(sheet["numbering"])
-    widths = _widths(sheet, ncols)
+    widths = _print_widths(_widths(sheet, ncols))
     pts = [wrap_points(w) for w in widths]
     for i, w in enumerate(widths):
         ws.set_column(i, i, w)
@@ -869,7 +882,7 @@ def column_text(key: object) -> str:
     if not isinstance(key, str) or "." not in key:
         return ""
     g, m = key.split(".", 1)
-    return f"{GROUP_TEXT.get(g, g)} – {MEASURE_TEXT.get(m, m)}"
+    return GROUP_TEXT.get(g, g) if m == "tong" else f"{GROUP_TEXT.get(g, g)} – {MEASURE_TEXT.get(m, m)}"
 
 
 def _short_check_text(rec, form: dict) -> str:

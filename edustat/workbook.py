@@ -294,7 +294,7 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
             required = _required_text(f, levels, period)
             hint = f.hint or ""  # the contract's `note` is for developers and never printed
             lines_needed = max(wrapped_lines(hint, wrap_points(widths[3]), 11),
-                               wrapped_lines(f.header, wrap_points(widths[1]), 11),
+                               wrapped_lines(f.header, wrap_points(widths[1]), 11, required == "Bắt buộc"),
                                wrapped_lines(required, wrap_points(widths[2]), 11))
             ws.set_row(r, rows_height(lines_needed, 11))
             ws.write_string(r, 0, sheet.name, fmt.cell)
