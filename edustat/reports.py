@@ -598,8 +598,10 @@ def _page_setup(ws, widths: list[float], repeat_rows: tuple[int, int] | None, br
             continue
         body_room = room_h * 0.97 / scale - heights[0]
         pages = len(chunks) * max(1, -(-int(heights[1] - heights[0]) // max(int(body_room), 50)))
-        if best is None or pages < best[0]:
-            best = (pages, scale, chunks)
+        # a page break inside a column group cuts its merged header: only to save pages
+        inside = sum(1 for c in chunks[1:] if c[0] not in breaks_at[0])
+        if best is None or (pages, inside) < best[0]:
+            best = ((pages, inside), scale, chunks)
     _, scale, chunks = best
     ws.set_print_scale(int(round(scale * 100)))
     ws.repeat_columns(0, REPEAT_COLS - 1)
