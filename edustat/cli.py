@@ -92,6 +92,8 @@ def synth(
     province: str = typer.Option("74", "--province", help="Mã tỉnh GSO (mặc định 74 Bình Dương)."),
     district: str = typer.Option("718", "--district", help="Mã huyện GSO (mặc định 718 TP Thủ Dầu Một)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Số tiến trình song song."),
+    clerk_share: float = typer.Option(0.0, "--clerk-share", min=0.0, max=1.0, help="Tỉ lệ tệp gõ theo kiểu nhân viên trường (tiêu đề viết tắt, tên phòng theo biểu, GV, P.HT…)."),
+    typo_rate: float = typer.Option(0.0, "--typo-rate", min=0.0, max=1.0, help="Trong tệp kiểu nhân viên: tỉ lệ ô mã có lỗi gõ (thiếu một chữ)."),
 ) -> None:
     """Generate a realistic synthetic city: one workbook per school plus manifest.json.
 
@@ -106,7 +108,7 @@ def synth(
     m = generate_city(
         output, schools=schools, seed=seed, school_year=year, period=period.value,
         export_share=export_share, error_rate=error_rate, province_code=province,
-        district_code=district, workers=workers,
+        district_code=district, workers=workers, clerk_share=clerk_share, typo_rate=typo_rate,
     )
     typer.echo(
         f"Đã tạo {len(m.schools)} trường, {m.total_learners:,} học sinh, {m.total_staff:,} cán bộ, "

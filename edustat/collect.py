@@ -22,12 +22,15 @@ from edustat.reader import (
 )
 from schemas import Contract, Sheet, load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
+from schemas.vocabulary import sheet_matcher
 from transforms.cast import cast_key_values, cast_table
 from transforms.checks import check_frame, cross_row_issues, row_levels
 
 WORKBOOK_SUFFIXES = {".xlsx", ".xlsm"}
 OTHER_SUFFIXES = {".xls", ".ods", ".csv", ".pdf", ".doc", ".docx", ".zip", ".rar"}
 TABLE_SHEETS = ("rooms", "classes", "learners", "staff")
+# casting's reports on how a cell was read → the rule family that tells the school
+READ_FAMILIES = {"id_padded": "padded", "code_near": "near", "code_said": "said", "code_ambiguous": "ambiguous"}
 ISSUE_COLUMNS = ["school_code", "file_hash", "file_name", "sheet", "excel_row", "column", "field", "header",
                  "rule_id", "severity", "value", "message", "fix"]
 UNREADABLE_TEXT = {
@@ -134,14 +137,20 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         fr.school_rows = dict(parsed.school.rows)
         fr.school_sheet = parsed.school.name
         fr.sheet_names["school"] = parsed.school.name
+        for fid, (found, _) in parsed.school.near_keys.items():
+            fr.issues.append(_issue(cat, "file_header_near", fr, sheet=parsed.school.name, excel_row=parsed.school.rows.get(fid),
+                                    column="A", field_id=fid, header=school_sheet.field(fid).header, value=found))
         raw_code = parsed.school.values.get("school_code")
         if raw_code and "school_code" not in fr.school:
             fr.school["school_code"] = raw_code
         _resolve_admin_in_context(fr.school, parsed.school.values)
-        for rec in problems[problems["kind"] == "id_padded"].itertuples(index=False):
-            fr.issues.append(_issue(cat, cat.family_id("school", rec.field, "padded"), fr, sheet=fr.school_sheet,
+        in_context = {fid for fid in ("district_code", "commune_code") if fr.school.get(fid)
+                      and fr.school.get(fid) == _units_code(fid, fr.school, parsed.school.values)}
+        for rec in problems[problems["kind"].isin(list(READ_FAMILIES)) & ~problems["field"].isin(list(in_context))].itertuples(index=False):
+            fr.issues.append(_issue(cat, cat.family_id("school", rec.field, READ_FAMILIES[rec.kind]), fr, sheet=fr.school_sheet,
                                     excel_row=int(rec.excel_row), column=parsed.school.value_column, field_id=rec.field,
-                                    header=school_sheet.field(rec.field).header, value=rec.value))
+                                    header=school_sheet.field(rec.field).header, value=rec.value,
+                                    detail=None if pd.isna(rec.detail) else rec.detail))
     else:
         fr.issues.append(_issue(cat, "file_sheet_missing", fr, sheet=school_sheet.name, detail=school_sheet.title))
     if not fr.school_code:
@@ -188,8 +197,18 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
             if f.id not in data.columns and r.applies(fr.levels, period) and _column_needed(f, sheet, data.frame):
                 fr.issues.append(_issue(cat, "file_column_missing", fr, sheet=data.name, field_id=f.id, header=f.header))
                 fr.blocked = True
+        for fid, (found, _) in data.near_headers.items():
+            fr.issues.append(_issue(cat, "file_header_near", fr, sheet=data.name, column=data.columns.get(fid), field_id=fid,
+                                    header=sheet.field(fid).header, value=found))
+        absent = [f.id for f in sheet.fields_for(fr.levels, period) if f.id not in data.columns]
+        matcher = sheet_matcher(sheet)
         for header, letter in data.extra_columns.items():
-            fr.issues.append(_issue(cat, "file_column_unknown", fr, sheet=data.name, column=letter, header=header))
+            # never silent: an unknown column that resembles a field the sheet lacks is said (a
+            # warning naming the field); other extra columns (STT, Ghi chú…) are a notice
+            maybe = matcher.resembling(header, absent) if absent else []
+            rule = "file_column_unread" if maybe else "file_column_unknown"
+            fr.issues.append(_issue(cat, rule, fr, sheet=data.name, column=letter, header=header,
+                                    detail=", ".join(f"'{sheet.field(fid).header}'" for fid in maybe)))
         for header in data.duplicate_headers:
             fr.issues.append(_issue(cat, "file_header_duplicate", fr, sheet=data.name, header=header))
         # casting happens once per sheet over the whole collection (assemble): per-column
@@ -215,6 +234,16 @@ def _column_needed(f, sheet: Sheet, frame: pd.DataFrame) -> bool:
     if r.when_in:
         return bool(codes & set(r.when_in))
     return bool(codes - set(r.when_not_in))
+
+
+def _units_code(fid: str, school: dict, raw: Mapping[str, str | None]) -> str | None:
+    """The code a district / commune name has among the units of the school's own parent."""
+    ref, attr, parent = {"district_code": ("moet-2020/DM_HUYEN", "ma_tp", "province_code"),
+                         "commune_code": ("moet-2020/DM_XA", "ma_qh", "district_code")}[fid]
+    if not raw.get(fid) or not school.get(parent):
+        return None
+    inside = _units_within(ref, attr, str(school[parent]))
+    return inside.resolve(raw[fid]) if inside is not None else None
 
 
 def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:
@@ -279,7 +308,8 @@ class Frames:
 
     raw: dict[str, pd.DataFrame]
     typed: dict[str, pd.DataFrame]
-    notices: list[dict]  # casting notices (IDs that lost their leading zeros)
+    notices: list[dict]  # casting notices (IDs that lost their leading zeros, values read as a code)
+    ambiguous: set[tuple[int, str]] = field(default_factory=set)  # (_rowkey, field) never guessed
 
     def of_file(self, sheet_id: str, file_index: int, typed: bool = True) -> pd.DataFrame:
         frame = (self.typed if typed else self.raw).get(sheet_id)
@@ -297,6 +327,7 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
     c = contract or load_contract()
     cat = catalogue or load_rules(contract=c)
     raw_out, typed_out, notices = {}, {}, []
+    ambiguous: set[tuple[int, str]] = set()
     next_key = 0
     school_sheet = c.sheet("school")
     act = [(i, fr) for i, fr in enumerate(results) if active(fr)]
@@ -333,16 +364,19 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
         typed, problems = cast_table(raw, sheet.fields)
         typed["_file"], typed["_rowkey"] = raw["_file"], raw["_rowkey"]
         raw_out[sid], typed_out[sid] = raw, typed
-        padded = problems[problems["kind"] == "id_padded"]
-        if len(padded):
-            files = raw.loc[padded["row_index"].to_numpy(), "_file"].to_numpy()
-            for rec, file_i in zip(padded.itertuples(index=False), files):
+        said = problems[problems["kind"].isin(list(READ_FAMILIES))]
+        if len(said):
+            files = raw.loc[said["row_index"].to_numpy(), "_file"].to_numpy()
+            for rec, file_i in zip(said.itertuples(index=False), files):
                 fr = results[int(file_i)]
-                rid = cat.family_id(sid, rec.field, "padded")
+                rid = cat.family_id(sid, rec.field, READ_FAMILIES[rec.kind])
                 notices.append(_issue(cat, rid, fr, sheet=fr.sheet_names.get(sid), excel_row=int(rec.excel_row),
                                       column=fr.columns.get(sid, {}).get(rec.field), field_id=rec.field,
-                                      header=fr.headers.get(sid, {}).get(rec.field), value=rec.value))
-    return Frames(raw_out, typed_out, notices)
+                                      header=fr.headers.get(sid, {}).get(rec.field), value=rec.value,
+                                      detail=None if pd.isna(rec.detail) else rec.detail))
+                if rec.kind == "code_ambiguous":
+                    ambiguous.add((int(rec.row_index), rec.field))
+    return Frames(raw_out, typed_out, notices, ambiguous)
 
 
 def build_check_frames(results: list[FileResult], school_year: str, contract: Contract | None = None,
@@ -417,6 +451,12 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
     hits = (pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found)
             else pd.DataFrame(columns=columns)).reindex(columns=columns)
     issues = [iss for fr in results for iss in fr.issues] + list(frames.notices)
+    if len(hits) and frames.ambiguous:
+        # an ambiguous spelling is reported once, with its candidates, not also as "not in the list"
+        fam = hits["rule_id"].map(lambda rid: cat[rid].family if rid in cat else None)
+        fld = hits["field"].where(hits["field"].notna(), hits["rule_id"].map(lambda rid: cat[rid].field if rid in cat else None))
+        dup = [(fm == "code" and (int(k), f) in frames.ambiguous) for k, f, fm in zip(hits["_rowkey"], fld, fam)]
+        hits = hits[~pd.Series(dup, index=hits.index)]
     if len(hits):
         hits["_rowkey"] = hits["_rowkey"].astype("int64")
         hits = hits.merge(rowindex, on="_rowkey", how="left")

@@ -54,6 +54,7 @@ TEXT: dict[str, Any] = {
     "status": {
         "accepted": "Đã tiếp nhận",
         "accepted_with_warnings": "Đã tiếp nhận, có cảnh báo cần xem lại",
+        "partially_loaded": "Đã nạp một phần: các dòng có lỗi chưa được nạp",
         "rejected": "Chưa tiếp nhận: có lỗi phải sửa và gửi lại",
         "unreadable": "Không đọc được tệp",
     },
@@ -66,6 +67,11 @@ TEXT: dict[str, Any] = {
             "Dữ liệu đã được tiếp nhận. Các ô tô vàng là cảnh báo: trường rê chuột vào ô để đọc "
             "ghi chú và kiểm tra lại. Nếu số liệu đúng thì không cần làm gì thêm; nếu sai, sửa "
             "các ô đó trong tệp của trường rồi gửi lại trước hạn. Ô tô xanh là lưu ý, không bắt buộc sửa."
+        ),
+        "partially_loaded": (
+            "Các dòng không có lỗi đã được nạp; các dòng có lỗi (ô tô đỏ) CHƯA được nạp nên chưa có "
+            "trong số liệu báo cáo. Trường sửa các ô đó theo cột «Cách sửa» ở bảng dưới rồi gửi lại cả tệp. "
+            "Ô tô vàng là cảnh báo nên xem lại; ô tô xanh là lưu ý."
         ),
         "rejected": (
             "Dữ liệu chưa được tiếp nhận vì còn lỗi (ô tô đỏ). Trường mở từng trang tính, rê chuột "
@@ -95,6 +101,9 @@ TEXT: dict[str, Any] = {
         "Mức độ", "Mã quy tắc", "Nội dung", "Cách sửa", "Số ô/dòng", "Trang tính",
         "Dòng đầu", "Dòng cuối", "Ví dụ giá trị",
     ),
+    "readings_title": "CÁCH HỆ THỐNG ĐÃ HIỂU DỮ LIỆU CỦA TRƯỜNG (kiểm tra: nếu hiểu sai, sửa tệp và gửi lại)",
+    "readings_headers": ("Trang", "Cột", "Trường đã ghi", "Hệ thống hiểu là", "Số ô", "Dòng"),
+    "readings_header_word": "tiêu đề",
     "detail_title": "DANH SÁCH CHI TIẾT TỪNG VẤN ĐỀ (bấm vào ô ở cột «Ô» để đi tới ô đó)",
     "detail_truncated": "Chỉ liệt kê {shown:,} vấn đề đầu tiên trong tổng số {total:,}; còn {more:,} "
                         "vấn đề chưa liệt kê. Sửa các vấn đề trên rồi gửi lại để xem tiếp.",
@@ -116,7 +125,7 @@ SEVERITY_TEXT: Mapping[str, str] = TEXT["severity"]
 
 SEVERITY_RANK = {"error": 0, "warning": 1, "notice": 2}
 SEVERITY_COLOR = {"error": "FFC7CE", "warning": "FFEB9C", "notice": "DDEBF7"}
-STATUS_COLOR = {"accepted": "C6EFCE", "accepted_with_warnings": "FFEB9C",
+STATUS_COLOR = {"accepted": "C6EFCE", "accepted_with_warnings": "FFEB9C", "partially_loaded": "FFEB9C",
                 "rejected": "FFC7CE", "unreadable": "FFC7CE"}
 DETAIL_LIMIT = 2000
 EXAMPLES = 3
@@ -803,6 +812,7 @@ def _phanhoi(frame: pd.DataFrame, *, school: Mapping[str, object], status: str, 
     r = _write_info(page, school=school, status=status, counts=counts, school_year=school_year,
                     period=period, generated_at=generated_at, note=note, copy_note=copy_note)
     r = _write_summary(page, r + 1, summarise(frame))
+    r = _write_readings(page, r + 1, frame)
     _write_detail(page, r + 1, _detail(frame, sheet_order), len(frame), marked)
     return page
 
@@ -871,6 +881,37 @@ def _write_summary(page: _Page, r: int, summary: pd.DataFrame) -> int:
             s["sheet"] if s["sheet"] is not None else TEXT["whole_file"], s["first_row"], s["last_row"],
             "; ".join(_short(v) for v in s["examples"]) or None,
         ), s["severity"])
+    return r
+
+
+_READ_AS = re.compile(r"(?:đã hiểu là|được hiểu là|hiểu là cột)[:]?\s*'?(.+?)'?\.?$")
+
+
+def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
+    """What the system read as what, per column: values and headers that were not written as
+    the contract has them but were accepted (near misses, spellings that name no single code).
+    A school checks these and corrects its file where the reading is wrong."""
+    rid = frame["rule_id"].astype(str)
+    mine = frame[rid.str.endswith(("_near", "_said")) | (rid == "file_header_near")]
+    if mine.empty:
+        return r
+    r += 1
+    page.put(r, 1, TEXT["readings_title"], _SECTION)
+    page.merge(r)
+    r += 1
+    _header_row(page, r, TEXT["readings_headers"])
+    groups: dict[tuple, list] = {}
+    for d in mine.itertuples(index=False):
+        m = _READ_AS.search(d.message or "")
+        read_as = m.group(1) if m else d.message
+        written = d.value if d.rule_id != "file_header_near" else f"{TEXT['readings_header_word']} '{d.value}'"
+        key = (d.sheet, d.header if d.rule_id != "file_header_near" else "", written, read_as)
+        groups.setdefault(key, []).append(d.excel_row)
+    for (sheet, header, written, read_as), rows in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        r += 1
+        rows_n = [x for x in rows if x is not None]
+        _table_row(page, r, (sheet or TEXT["whole_file"], header or None, written, read_as, len(rows),
+                             ", ".join(str(x) for x in rows_n[:8]) + (" …" if len(rows_n) > 8 else "") or None), "warning")
     return r
 
 

@@ -54,7 +54,7 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
              "n_staff": None, "n_errors": None, "n_warnings": None, "feedback_path": None, "received_at": None}
             for c in missing]
     table = pd.concat([subs, pd.DataFrame(rows)], ignore_index=True) if rows else subs
-    order = {"rejected": 0, "unreadable": 1, "missing": 2, "accepted_with_warnings": 3, "accepted": 4}
+    order = {"rejected": 0, "unreadable": 1, "missing": 2, "partially_loaded": 3, "accepted_with_warnings": 4, "accepted": 5}
     table["_o"] = table["status"].map(order)
     return table.sort_values(["_o", "school_code"], na_position="last").drop(columns="_o").reset_index(drop=True)
 
@@ -106,7 +106,7 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         f"Lần chạy `{summary['run_id']}` — {summary['files']} tệp đã xử lý; {when}.",
         "",
         "| Trạng thái | Số trường |", "|---|---:|",
-        *[f"| {STATUS_TEXT[k]} | {c.get(k, 0)} |" for k in ("accepted", "accepted_with_warnings", "rejected", "unreadable", "missing")],
+        *[f"| {STATUS_TEXT[k]} | {c.get(k, 0)} |" for k in ("accepted", "accepted_with_warnings", "partially_loaded", "rejected", "unreadable", "missing")],
         "",
         f"Lỗi: **{i['error']}**, cảnh báo: {i['warning']}, lưu ý: {i['notice']}. "
         f"Học sinh, cán bộ, lớp đã nạp: {summary.get('learners_loaded', 0):,} dòng.",
@@ -158,7 +158,7 @@ def charts_html(path: Path, summary: dict, table: pd.DataFrame, by_grade: pd.Dat
 
     status_counts = table["status"].value_counts()
     status_items = [(STATUS_TEXT[s], [int(status_counts.get(s, 0))]) for s in
-                    ("accepted", "accepted_with_warnings", "rejected", "unreadable", "missing")]
+                    ("accepted", "accepted_with_warnings", "partially_loaded", "rejected", "unreadable", "missing")]
     grade_items = [(f"Khối {r.grade}" if str(r.grade).isdigit() else r.grade, [int(r.nam), int(r.nu)])
                    for r in by_grade.itertuples(index=False)]
     title = f"Năm học {summary['school_year']}, kỳ {PERIOD_TEXT[summary['period']]}"

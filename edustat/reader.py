@@ -19,7 +19,8 @@ import pandas as pd
 from xlsxwriter.utility import xl_col_to_name
 
 from schemas import Contract, Sheet, load_contract
-from transforms.text import fold, nfc
+from schemas.vocabulary import Matcher, sheet_matcher
+from transforms.text import fold, header_key, nfc
 
 HEADER_SCAN_ROWS = 30
 FEEDBACK_SHEET_KEY = "phanhoi"  # edustat.feedback's first sheet, "PhanHoi"
@@ -49,6 +50,7 @@ class SheetData:
     extra_columns: dict[str, str] = field(default_factory=dict)  # header → column letter
     duplicate_headers: list[str] = field(default_factory=list)
     skipped_rows: dict[int, str] = field(default_factory=dict)  # excel row → numbering/total
+    near_headers: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (header found, read as)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class KeyValueData:
     values: dict[str, str | None]  # field id → text as found
     rows: dict[str, int]  # field id → Excel row
     value_column: str = "B"
+    near_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # field → (key found, read as)
 
 
 @dataclass
@@ -120,22 +123,23 @@ def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[pd.DataFrame, 
 
 
 def _match_sheet(name: str, contract: Contract) -> Sheet | None:
-    key = fold(name)
+    key = header_key(name)
     for s in contract.sheets:
         if key in s.match_keys:
             return s
     return None
 
 
-def _header_score(row: list, keys: dict[str, str]) -> int:
-    return sum(1 for v in row if isinstance(v, str) and fold(v) in keys)
+def _header_score(row: list, matcher: Matcher) -> int:
+    """How many cells of a row name a field exactly (the header row names the most)."""
+    return sum(1 for v in row if isinstance(v, str) and matcher.read(v, near=False).how == "exact")
 
 
-def _keys(sheet: Sheet) -> dict[str, str]:
-    return {k: f.id for f in sheet.fields for k in f.match_keys}
+def _keys(sheet: Sheet) -> Matcher:
+    return sheet_matcher(sheet)
 
 
-def _find_header(df: pd.DataFrame, keys: dict[str, str]) -> tuple[int, int]:
+def _find_header(df: pd.DataFrame, keys: Matcher) -> tuple[int, int]:
     """The row among the first ones whose cells name the most fields."""
     best, best_row = 0, -1
     head = df.iloc[:HEADER_SCAN_ROWS].to_numpy(dtype=object, na_value=None)  # one conversion, not one per row
@@ -146,15 +150,46 @@ def _find_header(df: pd.DataFrame, keys: dict[str, str]) -> tuple[int, int]:
     return best_row, best
 
 
+_NUMBER_LABEL = re.compile(r"^[(\[]?\s*([1-9]\d{0,2}|[A-Za-z]{1,3})\s*[)\].]?$")
+NUMBERING_SCAN_ROWS = 3  # a numbering row sits right under the header, maybe after a blank row
+
+
+def _label(text: str) -> tuple[str, int] | None:
+    """A column label of a numbering row: ('n', 7) for '7' / '(7)' / '[7]' / '7.', ('a', 28)
+    for 'AB' (Excel-style letters: A=1 … Z=26, AA=27 …), None for anything else."""
+    m = _NUMBER_LABEL.match(text.strip())
+    if not m:
+        return None
+    t = m.group(1)
+    if t.isdigit():
+        return ("n", int(t))
+    n = 0
+    for ch in t.upper():
+        n = n * 26 + ord(ch) - 64
+    return ("a", n)
+
+
 def _is_numbering(values: list) -> bool:
-    """A '1 2 3 …' or 'A B C …' (or '(1) (2) …') row under the header."""
-    cells = [str(v).strip("() ") for v in values if isinstance(v, str) and v.strip()]
+    """A column-numbering row under the header: '1 2 3 … 30', '(1) (2) …', 'A B … Z AA AB …',
+    or the forms' 'A B C 1 2 3 …' (letters, then numbers), starting at any column. Cells may
+    be blank (a merged header column): along the row each label is greater than the one before
+    by at least 1 and by at most the number of columns between them."""
+    cells = [(j, str(v)) for j, v in enumerate(values) if v is not None and str(v).strip()]
     if len(cells) < 2:
         return False
-    if all(c.isdigit() for c in cells):
-        nums = [int(c) for c in cells]
-        return nums == list(range(nums[0], nums[0] + len(nums)))
-    return all(len(c) == 1 and c.isalpha() for c in cells)
+    labels = []
+    for j, text in cells:
+        lab = _label(text)
+        if lab is None:
+            return False
+        labels.append((j, *lab))
+    kinds = [k for _, k, _ in labels]
+    if "a" in kinds and "n" in kinds and kinds.index("n") < len(kinds) - kinds[::-1].index("a") - 1:
+        return False  # letters after numbers: not a numbering row
+    for (j1, k1, v1), (j2, k2, v2) in zip(labels, labels[1:]):
+        if k1 == k2 and not (1 <= v2 - v1 <= j2 - j1):
+            return False
+    return True
 
 
 def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> SheetData | None:
@@ -165,10 +200,22 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
     header = df.iloc[h].to_numpy(dtype=object, na_value=None).tolist()
     columns, headers, extra, dups = {}, {}, {}, []
     col_field: dict[int, str] = {}
+    readings = {j: keys.read(v, near=False) for j, v in enumerate(header) if isinstance(v, str) and nfc(v)}
+    exact = {r.code for r in readings.values() if r.how == "exact"}
+    near: dict[str, tuple[str, str]] = {}
     for j, v in enumerate(header):
-        if not isinstance(v, str) or not nfc(v):
+        if j not in readings:
             continue
-        fid = keys.get(fold(v))
+        r = readings[j]
+        if r.how != "exact":
+            # a header not in the vocabulary: read as the one field it nearly names, if that
+            # field has no column of its own (never two columns for one field)
+            r = keys.read(v)
+            if r.how == "near" and r.code not in exact and r.code not in near:
+                near[r.code] = (nfc(v), r.spelling or "")
+            else:
+                r = None
+        fid = r.code if r is not None else None
         letter = xl_col_to_name(offset + j)
         if fid is None:
             extra[nfc(v)] = letter
@@ -180,9 +227,18 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
             col_field[j] = fid
     body = df.iloc[h + 1 :]
     skipped: dict[int, str] = {}
-    if len(body) and _is_numbering(body.iloc[0].to_numpy(dtype=object, na_value=None).tolist()):
-        skipped[h + 2] = "numbering"
-        body = body.iloc[1:]
+    # the first non-blank row under the header (a blank row may come between) is a numbering
+    # row when it only numbers the columns; it is read across the whole row, not only the
+    # columns the contract knows
+    head = body.iloc[:NUMBERING_SCAN_ROWS].to_numpy(dtype=object, na_value=None)
+    for i, row in enumerate(head):
+        values = [None if v is None or not str(v).strip() else v for v in row.tolist()]
+        if not any(v is not None for v in values):
+            continue
+        if _is_numbering(values):
+            skipped[h + 2 + i] = "numbering"
+            body = body.drop(body.index[i])
+        break
     body = body[list(col_field)]
     body.columns = [col_field[j] for j in col_field]
     body = body.loc[:, ~body.columns.duplicated()]
@@ -200,29 +256,39 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
         body, excel_row = body[~is_total], excel_row[~is_total]
     frame = body.astype("string").reset_index(drop=True)
     frame.insert(0, "excel_row", excel_row.to_numpy())
-    return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped)
+    return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped, near)
 
 
 def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> KeyValueData:
     keys = _keys(sheet)
     values: dict[str, str | None] = {}
     rows: dict[str, int] = {}
+    near: dict[str, tuple[str, str]] = {}
     key_col = 0
     best = -1
     for j in range(min(df.shape[1], 4)):
-        score = sum(1 for v in df[j].tolist() if isinstance(v, str) and fold(v) in keys)
+        score = _header_score(df[j].tolist(), keys)
         if score > best:
             best, key_col = score, j
-    for i, v in enumerate(df[key_col].tolist() if df.shape[1] else []):
-        if not isinstance(v, str):
+    column = df[key_col].tolist() if df.shape[1] else []
+    readings = [keys.read(v, near=False) if isinstance(v, str) else None for v in column]
+    exact = {r.code for r in readings if r is not None and r.how == "exact"}
+    for i, v in enumerate(column):
+        r = readings[i]
+        if r is None:
             continue
-        fid = keys.get(fold(v))
-        if fid is None or fid in values:
+        if r.how != "exact":
+            r = keys.read(v)
+            if r.how != "near" or r.code in exact or r.code in near:
+                continue
+            near[r.code] = (nfc(v), r.spelling or "")
+        fid = r.code
+        if fid in values:
             continue
         val = df.iat[i, key_col + 1] if df.shape[1] > key_col + 1 else None
         values[fid] = None if val is None or pd.isna(val) or not str(val).strip() else nfc(str(val))
         rows[fid] = i + 1
-    return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1))
+    return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1), near)
 
 
 def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkbook:
@@ -234,7 +300,7 @@ def read_workbook(path: Path, contract: Contract | None = None) -> ParsedWorkboo
     out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
     pending: list[tuple[str, pd.DataFrame, int]] = []
     for name in names:
-        if fold(name) == FEEDBACK_SHEET_KEY:
+        if header_key(name) == FEEDBACK_SHEET_KEY:
             continue  # a school re-sending our feedback workbook: our summary sheet is not data
         sheet = _match_sheet(name, c)
         try:

@@ -54,7 +54,7 @@ create table if not exists validation_issue (
     file_name varchar, sheet varchar, excel_row integer, "column" varchar, field varchar,
     header varchar, rule_id varchar, severity varchar, value varchar, message varchar, fix varchar);
 """
-STATUS_ORDER = ("accepted", "accepted_with_warnings", "rejected", "unreadable")
+STATUS_ORDER = ("accepted", "accepted_with_warnings", "partially_loaded", "rejected", "unreadable")
 
 
 def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckDBPyConnection:

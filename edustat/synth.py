@@ -98,6 +98,9 @@ EXPORT_STYLES: dict[str, ExportStyle] = {
     "excel_dates": ExportStyle(title_rows=0, numbering_row=False, headers="header",
                                values="label", dates="excel", ids_as_numbers=False, template=False),
 }
+# A clerk's workbook: written with codes, then rewritten by edustat.synth_clerk (own word list).
+CLERK_STYLE = ExportStyle(title_rows=2, numbering_row=True, headers="header", values="code",
+                          dates="text", ids_as_numbers=False, template=False)
 
 PID_BLOCK = 1000            # personal-ID suffixes per school and (province, sex-century, year)
 CODE_BLOCK = 20_000         # student-code serials per school
@@ -121,6 +124,8 @@ class CitySpec:
     error_rate: float = 0.0
     province_code: str = "74"
     district_code: str = "718"
+    clerk_share: float = 0.0  # schools written as clerks type (edustat.synth_clerk)
+    typo_rate: float = 0.0    # share of the clerk's coded cells with a typo (a near miss)
 
     @property
     def start_year(self) -> int:
@@ -145,6 +150,8 @@ class SchoolPlan:
 
     @property
     def style(self) -> ExportStyle:
+        if self.style_name == "clerk":
+            return CLERK_STYLE
         return TEMPLATE if self.style_name == "template" else EXPORT_STYLES[self.style_name]
 
 
@@ -217,6 +224,7 @@ class CityManifest:
     schools: tuple[SchoolEntry, ...]
     errors: tuple[InjectedError, ...]
     notices: tuple[InjectedError, ...]
+    spellings: tuple[dict, ...] = ()  # clerk-style cells: what was written for which code
 
     @property
     def total_learners(self) -> int:
@@ -230,7 +238,8 @@ class CityManifest:
         return {
             "generator": "edustat.synth",
             "contract_version": self.contract_version,
-            "params": asdict(self.spec),
+            "params": {k: v for k, v in asdict(self.spec).items()
+                       if k not in ("clerk_share", "typo_rate") or v},  # older manifests stay byte-identical
             "totals": {
                 "schools": len(self.schools),
                 "learners": self.total_learners,
@@ -242,6 +251,7 @@ class CityManifest:
             "schools": [asdict(s) for s in self.schools],
             "errors": [asdict(e) for e in self.errors],
             "notices": [asdict(e) for e in self.notices],
+            **({"spellings": list(self.spellings)} if self.spellings else {}),
         }
 
     def to_json(self) -> str:
@@ -400,6 +410,11 @@ def plan_city(spec: CitySpec) -> tuple[SchoolPlan, ...]:
     style_names = list(EXPORT_STYLES)
     offset = int(rng.integers(0, len(style_names)))
     styles = {i: style_names[(k + offset) % len(style_names)] for k, i in enumerate(export_idx)}
+    if spec.clerk_share:
+        # drawn from a stream of its own, so a clerk share never changes anything else
+        crng = np.random.default_rng([spec.seed, 8])
+        for i in sorted(crng.permutation(n)[:int(round(n * spec.clerk_share))].tolist()):
+            styles[i] = "clerk"
 
     contract = load_contract()
     used: set[str] = set()
@@ -1359,7 +1374,7 @@ def _inject_one(rng, spec: CitySpec, df: pd.DataFrame, sheet_id: str, prefix: st
 
 
 def _spec(schools, seed, school_year, period, export_share, error_rate, province_code,
-          district_code) -> CitySpec:
+          district_code, clerk_share=0.0, typo_rate=0.0) -> CitySpec:
     if period not in ("dau_nam", "cuoi_nam"):
         raise ValueError(f"period must be dau_nam or cuoi_nam, got {period!r}")
     if not re.fullmatch(r"\d{4}-\d{4}", school_year) or int(school_year[5:]) != int(school_year[:4]) + 1:
@@ -1368,7 +1383,8 @@ def _spec(schools, seed, school_year, period, export_share, error_rate, province
         raise ValueError("export_share and error_rate must be in [0, 1]")
     return CitySpec(schools=int(schools), seed=int(seed), school_year=school_year, period=period,
                     export_share=float(export_share), error_rate=float(error_rate),
-                    province_code=str(province_code), district_code=str(district_code))
+                    province_code=str(province_code), district_code=str(district_code),
+                    clerk_share=float(clerk_share), typo_rate=float(typo_rate))
 
 
 def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, list[InjectedError], list[InjectedError]]:
@@ -1383,6 +1399,17 @@ def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, 
                       e.injected)
               for e in sorted(st.errors, key=lambda e: (e.sheet_id != "learners", e.row))]
     notices = _zero_notices(plan, st, layouts) if style.ids_as_numbers else []
+    spellings: list[dict] = []
+    if plan.style_name == "clerk":
+        from edustat.synth_clerk import clerkify
+
+        rng = np.random.default_rng([spec.seed, 9, plan.index])
+        seen: set[tuple] = set()
+        for s in clerkify(Path(out_dir) / plan.file_name, layouts, rng, typo_rate=spec.typo_rate):
+            key = (s.sheet, s.field, s.code, s.written)
+            if s.kind != "word" or key not in seen:  # every header and typo; each distinct word once
+                seen.add(key)
+                spellings.append({"school_code": plan.school_code, "file": plan.file_name, **asdict(s)})
     entry = SchoolEntry(
         school_code=plan.school_code, school_name=plan.school_name,
         education_level=plan.education_level, levels=plan.levels, ownership=plan.ownership,
@@ -1392,7 +1419,7 @@ def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, 
         rows={sid: len(df) for sid, df in st.tables.items()},
         sheets={sid: lay.name for sid, lay in layouts.items()},
     )
-    return entry, errors, notices
+    return entry, errors, notices, spellings
 
 
 # ID cells that lose a leading zero when written as numbers; the reader re-pads them (a notice).
@@ -1448,11 +1475,13 @@ def _locate(plan: SchoolPlan, layout: SheetLayout, sheet_id: str, row: int, fiel
 
 def generate_city(out_dir: Path, *, schools: int, seed: int, school_year: str = "2022-2023",
                   period: str = "dau_nam", export_share: float = 0.0, error_rate: float = 0.0,
-                  province_code: str = "74", district_code: str = "718", workers: int = 1) -> CityManifest:
+                  province_code: str = "74", district_code: str = "718", workers: int = 1,
+                  clerk_share: float = 0.0, typo_rate: float = 0.0) -> CityManifest:
     """Write one workbook per school into `out_dir` plus `manifest.json` (the ground truth:
     schools, file styles, row counts, every injected error at its cell). Same arguments →
     the same manifest bytes and sheet contents, whatever `workers` is."""
-    spec = _spec(schools, seed, school_year, period, export_share, error_rate, province_code, district_code)
+    spec = _spec(schools, seed, school_year, period, export_share, error_rate, province_code, district_code,
+                 clerk_share, typo_rate)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_city(spec)
@@ -1470,6 +1499,7 @@ def generate_city(out_dir: Path, *, schools: int, seed: int, school_year: str = 
         schools=tuple(r[0] for r in results),
         errors=tuple(e for r in results for e in r[1]),
         notices=tuple(e for r in results for e in r[2]),
+        spellings=tuple(s for r in results for s in r[3]),
     )
     (out_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     return manifest

@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
 
-from transforms.text import fold
+from schemas.folding import header_key
+from schemas.vocabulary import Matcher, Reading, codelist_matcher, sheet_matcher, value_entries
 
 ROOT = Path(__file__).parent
 CODELIST_DIR = ROOT / "codelists"
@@ -35,12 +36,12 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class CodeList:
-    """One code list: codes in source order, their labels, and a tolerant resolver."""
+    """One code list: codes in source order, their labels, and its vocabulary (codes, labels,
+    the forms' words, written spellings: `schemas/vocabulary.py`)."""
 
     ref: str  # "<vintage>/<LIST>"
     codes: tuple[str, ...]
     labels: tuple[str, ...]
-    synonyms: tuple[tuple[str, str], ...] = ()
     attributes: tuple[dict[str, str], ...] = ()
 
     def __len__(self) -> int:
@@ -49,46 +50,33 @@ class CodeList:
     def label(self, code: str) -> str:
         return self.labels[self.codes.index(code)]
 
-    @cached_property
-    def _index(self) -> dict[str, str]:
-        index: dict[str, str] = {}
+    @property
+    def matcher(self) -> Matcher:
+        return codelist_matcher(self.ref, self.codes, self.labels)
 
-        def put(key: str, code: str) -> None:
-            index.setdefault(fold(key), code)
-
-        for code in self.codes:  # codes first: "01" must never mean the label "01"
-            put(code, code)
-            if code.isdigit():
-                put(str(int(code)), code)
-        for code, label in zip(self.codes, self.labels):
-            if label:
-                put(label, code)
-        for spelling, code in self.synonyms:
-            put(spelling, code)
-        return index
-
-    def resolve(self, value: object) -> str | None:
-        """A school's cell → the code, or None when it matches nothing.
-
-        Accepts the code ("02", "2", 2.0), the label in any case or without diacritics
-        ("Nữ", "nu", "NỮ"), a listed synonym, or "code - label" ("01 - Kinh").
-        """
+    def read(self, value: object, near: bool = True) -> Reading:
+        """A school's cell → how it was read: exact / said / near (accepted, the last two
+        reported) or ambiguous / unknown. Accepts the code ("02", "2", 2.0), a label in any
+        case or without diacritics, a form's label, a listed spelling or abbreviation, or
+        "code - label" ("01 - Kinh")."""
         if value is None:
-            return None
+            return Reading(None, "unknown")
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        text = str(value)
-        key = fold(text)
-        if not key:
-            return None
-        hit = self._index.get(key)
-        if hit is None and key.endswith(".0") and key[:-2].isdigit():
-            hit = self._index.get(key[:-2])
-        if hit is None:
-            m = _CODE_LABEL.match(text)
-            if m:
-                hit = self._index.get(fold(m.group(1))) or self._index.get(fold(m.group(2)))
-        return hit
+        text = str(value).strip()
+        if text.endswith(".0") and text[:-2].isdigit():
+            text = text[:-2]
+        m = _CODE_LABEL.match(text)
+        if m:  # "01 - Kinh": a code and its own label
+            hit = self.matcher.read(m.group(1), near=False)
+            if hit.accepted and self.matcher.read(m.group(2), near=False).code == hit.code:
+                return hit
+        return self.matcher.read(text, near=near)
+
+    def resolve(self, value: object) -> str | None:
+        """The code of a cell spelled as the vocabulary has it (no near misses, no guesses)."""
+        r = self.read(value, near=False)
+        return r.code if r.how in ("exact", "said") else None
 
     def subset(self, codes: Iterable[str]) -> "CodeList":
         keep = [c for c in self.codes if c in set(codes)]
@@ -100,15 +88,8 @@ class CodeList:
             ref=self.ref,
             codes=tuple(keep),
             labels=tuple(self.labels[i] for i in pos),
-            synonyms=tuple((s, c) for s, c in self.synonyms if c in keep),
             attributes=tuple(self.attributes[i] for i in pos) if self.attributes else (),
         )
-
-
-@lru_cache(maxsize=None)
-def _synonyms() -> dict[str, dict[str, str]]:
-    raw = yaml.safe_load((CODELIST_DIR / "synonyms.yaml").read_text(encoding="utf-8")) or {}
-    return {ref: {str(k): str(v) for k, v in (m or {}).items()} for ref, m in raw.items()}
 
 
 @lru_cache(maxsize=None)
@@ -129,11 +110,10 @@ def load_codelist(ref: str) -> CodeList:
         codes.append(code)
         labels.append(r["label"])
         attrs.append({k: v for k, v in r.items() if k not in ("code", "label", "label_folded")})
-    syn = _synonyms().get(ref, {})
-    bad = {c for c in syn.values() if c not in seen}
+    bad = {e.code for e in value_entries(ref) if e.code not in seen}
     if bad:
-        raise ContractError(f"synonyms.yaml: {ref} maps to unknown codes {sorted(bad)}")
-    return CodeList(ref, tuple(codes), tuple(labels), tuple(syn.items()), tuple(attrs))
+        raise ContractError(f"vocabulary.yaml: {ref} maps to unknown codes {sorted(bad)}")
+    return CodeList(ref, tuple(codes), tuple(labels), tuple(attrs))
 
 
 @lru_cache(maxsize=None)
@@ -219,7 +199,7 @@ class Field:
     @property
     def match_keys(self) -> tuple[str, ...]:
         """Folded header and aliases: what a workbook's header cell is matched against."""
-        keys = [fold(self.header), *(fold(a) for a in self.aliases)]
+        keys = [header_key(self.header), *(header_key(a) for a in self.aliases)]
         return tuple(dict.fromkeys(keys))
 
     @property
@@ -278,7 +258,7 @@ class Sheet:
 
     @property
     def match_keys(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([fold(self.name), fold(self.title), *map(fold, self.aliases)]))
+        return tuple(dict.fromkeys([header_key(self.name), header_key(self.title), *map(header_key, self.aliases)]))
 
     def fields_for(self, levels: Iterable[str], period: str) -> tuple[Field, ...]:
         lv = tuple(levels)

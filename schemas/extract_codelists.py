@@ -21,7 +21,7 @@ from pathlib import Path
 
 import openpyxl
 
-from transforms.text import fold, nfc
+from schemas.folding import fold, nfc
 
 VINTAGE = "moet-2020"
 OUT_DIR = Path(__file__).parent / "codelists" / VINTAGE
@@ -88,6 +88,25 @@ def read_list(ws) -> tuple[str, list[dict[str, str]], list[str]]:
     return title, out, [name for _, name in extra]
 
 
+SYNC_FIELD_SHEETS = ("TruongHocInfo", "LstLopHocInfo", "LstHocSinh", "LstCanBo")
+
+
+def _write_sync_fields(wb, path: Path) -> None:
+    """The sync spec's field names and their Vietnamese descriptions (columns B and E of the
+    object sheets): header spellings of the ministry's own words (schemas/vocabulary.py)."""
+    rows = []
+    for name in SYNC_FIELD_SHEETS:
+        for row in wb[name].iter_rows(min_row=3, values_only=True):
+            row = list(row) + [None] * 6
+            if isinstance(row[1], str) and row[1].strip():
+                text = [" ".join(nfc(str(v)).split()) if v is not None else "" for v in (row[1], row[4], row[5])]
+                rows.append([name, *text])
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["sheet", "field", "description", "csdl_name"])
+        w.writerows(rows)
+
+
 def extract(source: Path, out_dir: Path = OUT_DIR) -> dict:
     """Write every list of `source` to `out_dir`; return the manifest."""
     wb = openpyxl.load_workbook(source, read_only=False, data_only=True)
@@ -109,6 +128,8 @@ def extract(source: Path, out_dir: Path = OUT_DIR) -> dict:
             "count": len(rows),
             "kind": "vendor_mapping" if name.endswith("_SME") else "moet",
         }
+    (out_dir / "fields").mkdir(exist_ok=True)
+    _write_sync_fields(wb, out_dir / "fields" / "sync_fields.csv")
     manifest = {
         "vintage": VINTAGE,
         "source_file": source.name,

@@ -26,7 +26,7 @@ class Rule:
     source: str
     sheet: str | None = None  # contract sheet id
     field: str | None = None  # contract field id
-    family: str | None = None  # required | code | format | padded, for expanded rules
+    family: str | None = None  # required | code | near | said | ambiguous | format | padded
 
     def render(self, template: str, **values: object) -> str:
         """Fill {header} {value} {sheet} {detail} {file} {hint}; unknown keys stay blank."""
@@ -57,10 +57,13 @@ class Catalogue:
 
 def _families_for(f: Field) -> list[str]:
     out = []
-    if f.required.is_required:
+    # a flag's blank is "no" (the spec: flags accept x / Có / 1 and blank): its column is
+    # required (stage a), its cells are not — except a result owed by some rows (completed
+    # the grade, when enrolled), where a blank is an answer missing, not a "no"
+    if f.required.is_required and (f.type != "flag" or f.required.when_field):
         out.append("required")
     if f.type == "code":
-        out.append("code")
+        out.extend(["code", "near", "said", "ambiguous"])
     if f.type in ("date", "year_or_date", "int", "flag", "school_year") or (f.type == "id" and f.pattern):
         out.append("format")
     if f.type == "id" and f.pattern:

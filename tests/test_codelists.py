@@ -44,8 +44,8 @@ def test_every_list_of_the_source_is_extracted_with_its_count(manifest, source_b
 
 def test_committed_lists_equal_a_fresh_extraction(moet_dir, tmp_path):
     extract(moet_dir / SYNC_SPEC, tmp_path)
-    committed = sorted(p.name for p in OUT_DIR.iterdir())
-    assert committed == sorted(p.name for p in tmp_path.iterdir())
+    committed = sorted(str(p.relative_to(OUT_DIR)) for p in OUT_DIR.rglob("*") if p.is_file())
+    assert committed == sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     match, mismatch, errors = filecmp.cmpfiles(OUT_DIR, tmp_path, committed, shallow=False)
     assert not mismatch and not errors, mismatch + errors
 

@@ -77,7 +77,6 @@ def test_codes_subset_restricts_grade(contract):
         ("moet-2020/DM_DAN_TOC", "Khơ-me", "05"),
         ("moet-2020/DM_DAN_TOC", "Khmer", "05"),
         ("moet-2020/DM_DAN_TOC", "Người nước ngoài", "55"),
-        ("moet-2020/DM_KHOI", "Khối 3", "03"),
         ("moet-2020/DM_KHOI", "Lớp 9", "09"),
         ("moet-2020/DM_KHOI", "nha_tre", "16"),
         ("moet-2020/DM_TRANG_THAI_HOC_SINH", "Đang học", "01"),
@@ -91,6 +90,13 @@ def test_codes_subset_restricts_grade(contract):
 )
 def test_code_or_label_resolves(ref, value, code):
     assert load_codelist(ref).resolve(value) == code
+
+
+def test_a_label_of_two_codes_is_ambiguous_in_the_whole_list_but_not_in_the_fields_subset(contract):
+    # DM_KHOI labels codes 03 and 26 both "Khối 3" (general education and GDTX): never guessed
+    whole = load_codelist("moet-2020/DM_KHOI").read("Khối 3")
+    assert whole.how == "ambiguous" and whole.candidates == ("03", "26")
+    assert contract.sheet("learners").field("grade").codelist.resolve("Khối 3") == "03"
 
 
 @pytest.mark.parametrize("value", [None, "", "  ", "Nam Nữ", "99", "abc"])
@@ -113,7 +119,7 @@ def test_report_bucket_mappings_cover_their_code_lists(contract):
     assert set(m["very_small_minorities"]) <= _codes("moet-2020/DM_DAN_TOC")
     assert set(m["education_level_levels"]) <= _codes("moet-2020/DM_NHOM_CAP_HOC")
     for rule in m["staff_roles"]:
-        assert set(rule.get("position", [])) <= _codes("moet-2020/DM_LOAI_CAN_BO")
+        assert set(rule.get("position", [])) <= _codes("edustat/POSITION")
         assert set(rule.get("staff_group", [])) <= _codes("moet-2020/DM_NHOM_CAN_BO")
         assert set(rule.get("extra_duty", [])) <= _codes("moet-2020/DM_NHIEM_VU_KIEM_NHIEM")
     status = m["learner_status"]
@@ -140,3 +146,12 @@ def test_contract_matches_the_prose_spec(contract):
     text = spec.read_text(encoding="utf-8")
     for s in contract.sheets:
         assert f"`{s.name}`" in text, s.name
+
+
+def test_position_list_is_the_ministry_list_plus_the_specs_words():
+    """edustat/POSITION = DM_LOAI_CAN_BO (same codes, same labels, same order) + GV, TPT, TVTB."""
+    ministry = load_codelist("moet-2020/DM_LOAI_CAN_BO")
+    ours = load_codelist("edustat/POSITION")
+    n = len(ministry)
+    assert ours.codes[:n] == ministry.codes and ours.labels[:n] == ministry.labels
+    assert ours.codes[n:] == ("GV", "TPT", "TVTB")

@@ -15,7 +15,7 @@ import pandas as pd
 from schemas import Field, Sheet, load_codelist
 from transforms.text import nfc, nfc_series
 
-PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind", "row_index"]
+PROBLEM_COLUMNS = ["excel_row", "field", "value", "kind", "row_index", "detail"]
 LINEAGE = "excel_row"
 
 _DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
@@ -30,7 +30,7 @@ def _problems(rows: pd.Series, field_id: str, values: pd.Series, kind: str) -> p
     """`row_index`: the input frame's index of the row, to map a problem back to its file."""
     return pd.DataFrame(
         {"excel_row": rows.to_numpy(), "field": field_id, "value": values.astype("string").to_numpy(), "kind": kind,
-         "row_index": rows.index.to_numpy()}
+         "row_index": rows.index.to_numpy(), "detail": None}
     )
 
 
@@ -74,19 +74,14 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
             # A number that lost its leading zeros in Excel (personal IDs of provinces 001–009
             # start "00"): re-pad, and tell the school.
             short = cleaned.str.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1)).fillna(False).astype(bool)
+            if f.id == "personal_id" and short.any():
+                short &= cleaned.str.zfill(width).str[:3].isin(_PROVINCE_PREFIXES()).fillna(False).astype(bool)
             if short.any():
                 probs.append(_problems(rows[short], f.id, text[short], "id_padded"))
                 cleaned = cleaned.where(~short, cleaned.str.zfill(width))
         return cleaned, probs
     if f.type == "code":
-        cl = f.codelist
-        uniques = text.dropna().unique()
-        mapping = {u: cl.resolve(u) for u in uniques}
-        codes = text.map(mapping, na_action="ignore").astype("string")
-        bad = present & codes.isna()
-        if bad.any():
-            probs.append(_problems(rows[bad], f.id, text[bad], "code_unknown"))
-        return codes, probs
+        return _read_codes(f.id, f.codelist, text, rows, probs)
     if f.type in ("date", "year_or_date"):
         dates = parse_dates(text, allow_year=f.type == "year_or_date")
         bad = present & dates.isna()
@@ -120,6 +115,49 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
             probs.append(_problems(rows[bad], f.id, text[bad], "school_year_invalid"))
         return (m[0] + "-" + m[1]).where(ok).astype("string"), probs
     raise ValueError(f"unknown field type {f.type}")
+
+
+def _read_codes(field_id: str, cl, text: pd.Series, rows: pd.Series, probs: list) -> tuple[pd.Series, list]:
+    """Codes of a coded column, each distinct spelling read once. Near misses and spellings
+    that do not pin one code are accepted and reported (`code_near`, `code_said`, the reading
+    in `detail`); a spelling that fits two codes is never guessed (`code_ambiguous`)."""
+    present = text.notna()
+    readings = {u: cl.read(u) for u in text.dropna().unique()}
+    codes = text.map({u: r.code for u, r in readings.items()}, na_action="ignore").astype("string")
+    for how in ("near", "said", "ambiguous"):
+        hit = {u for u, r in readings.items() if r.how == how}
+        if not hit:
+            continue
+        m = present & text.isin(hit).fillna(False).astype(bool)
+        p = _problems(rows[m], field_id, text[m], f"code_{how}")
+        p["detail"] = [reading_detail(cl, readings[v]) for v in text[m]]
+        probs.append(p)
+    bad = present & codes.isna()
+    if bad.any():
+        probs.append(_problems(rows[bad], field_id, text[bad], "code_unknown"))
+    return codes, probs
+
+
+def reading_detail(cl, r) -> str:
+    """What a school reads about how its cell was read: the code and label, or the candidates."""
+    if r.how == "ambiguous":
+        return "; ".join(f"{c} = {cl.label(c)}" for c in r.candidates if c in cl.codes)
+    label = cl.label(r.code) if r.code in cl.codes else r.spelling
+    text = f"{label} (mã {r.code})" if label and label != r.code else str(r.code)
+    return f"{text}; {r.note}" if r.note else text
+
+
+def _PROVINCE_PREFIXES() -> frozenset[str]:  # noqa: N802 - a constant, loaded once
+    """'0' + a GSO province code: what the first 3 digits of a personal ID are (regulations.md
+    §1.3). An ID re-padded to anything else did not lose a leading zero: it is too short, and
+    that is the one thing the school is told (not three consequential digit errors)."""
+    global _PREFIXES
+    if _PREFIXES is None:
+        _PREFIXES = frozenset("0" + c for c in load_codelist("moet-2020/DM_TINH").codes)
+    return _PREFIXES
+
+
+_PREFIXES: frozenset[str] | None = None
 
 
 def _pattern_width(pattern: str | None) -> int | None:
@@ -159,7 +197,9 @@ def cast_key_values(values: dict[str, str | None], sheet: Sheet, rows: dict[str,
         value, kind = _cast_scalar(f, text)
         out[f.id] = value
         if kind:
-            probs.append({"excel_row": rows.get(f.id, 0), "field": f.id, "value": text, "kind": kind, "row_index": 0})
+            detail = reading_detail(f.codelist, f.codelist.read(text)) if kind in ("code_near", "code_said", "code_ambiguous") else None
+            probs.append({"excel_row": rows.get(f.id, 0), "field": f.id, "value": text, "kind": kind, "row_index": 0,
+                          "detail": detail})
     return out, pd.DataFrame(probs, columns=PROBLEM_COLUMNS)
 
 
@@ -169,8 +209,8 @@ def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
     if f.type == "text":
         return text, None
     if f.type == "code":
-        code = f.codelist.resolve(text)
-        return code, (None if code else "code_unknown")
+        r = f.codelist.read(text)
+        return r.code, ({"exact": None, "unknown": "code_unknown"}.get(r.how, f"code_{r.how}"))
     if f.type == "flag":
         code = load_codelist("edustat/FLAG").resolve(text)
         return (int(code) if code else None), (None if code else "flag_invalid")
@@ -190,7 +230,8 @@ def _cast_scalar(f: Field, text: str | None) -> tuple[object, str | None]:
     if f.type == "id":
         cleaned = re.sub(r"[\s\-]", "", re.sub(r"\.0+$", "", text) if re.fullmatch(r"\d+\.0+", text) else text)
         width = _pattern_width(f.pattern)
-        if width and re.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1), cleaned):
+        if width and re.fullmatch(r"\d{%d,%d}" % (width - 2, width - 1), cleaned) and (
+                f.id != "personal_id" or cleaned.zfill(width)[:3] in _PROVINCE_PREFIXES()):
             return cleaned.zfill(width), "id_padded"
         return cleaned, None
     raise ValueError(f"unknown field type {f.type}")

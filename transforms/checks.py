@@ -15,11 +15,12 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from schemas import Field
+from schemas import Field, load_codelist
 from transforms.text import fold_series
 
 LEVELS = ("MN", "TH", "THCS")
 ISSUE_COLUMNS = ["_rowkey", "rule_id", "detail", "field"]
+_OUTCOME = load_codelist("edustat/OUTCOME")
 
 
 def row_levels(typed: pd.DataFrame, school_levels: pd.Series, grades: Mapping[str, dict], by_grade: bool) -> pd.DataFrame:
@@ -271,14 +272,25 @@ def _scale_of(grade: pd.Series, start_year: int, mappings) -> pd.Series:
 
 
 def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> list[pd.DataFrame]:
+    """End-of-year rules (regulations.md §4.4). Each THCS learner is judged on the scale of
+    their grade in this school year (`_scale_of`): TT 22/2021 ("new") rules are errors, TT 58/2011
+    ("old") ones warnings, since that circular's promotion conditions are [INF] in the spec.
+    Primary has no absence-based retention; its promotion check is a warning ([INF]: under
+    TT 27/2020 the principal decides on a pupil who has not completed the grade)."""
     out = []
+    idx = learners.index
     grades = mappings["grades"]
     level = learners["grade"].map({g: v["level"] for g, v in grades.items()})
     num = _num(learners["grade"].map({g: v.get("number") for g, v in grades.items()}))
     scale = _scale_of(learners["grade"], start_year, mappings)
     thcs = _eq(level, "THCS")
+    thcs_new, thcs_old = thcs & _eq(scale, "new"), thcs & _eq(scale, "old")
+    # TT 22/2021 Art. 12: a disabled pupil's promotion is decided by the principal from the
+    # individual education plan — not checked against the general thresholds
+    disabled = (learners["disability_type"].notna() if "disability_type" in learners
+                else pd.Series(False, index=idx)).fillna(False).astype(bool)
     conf = mappings["assessment_scales"]["THCS"]
-    rank = {}  # label → rank (1 best); "passing" is rank ≤ Đạt / Trung bình
+    rank = {}  # (column, scale) → rank code per row (1 best)
     for col in ("conduct", "learning"):
         if col not in learners:
             continue
@@ -292,28 +304,40 @@ def _end_of_year(learners: pd.DataFrame, start_year: int, mappings, scales) -> l
             out.append(_issues(learners.loc[bad_idx, "_rowkey"], "student_result_scale",
                                pd.Series(f"{circular}: " + ", ".join(cl.labels), index=bad_idx), field=col))
             rank[(col, which)] = codes
-    if "outcome" in learners:
-        promoted = _eq(learners["outcome"], "1")
-        absent = _num(learners["absent_days"]) if "absent_days" in learners else pd.Series(np.nan, index=learners.index)
-        over = promoted & (absent > mappings["max_absent_days"])
-        out.append(_issues(learners.loc[over, "_rowkey"], "student_absent_days_max"))
-        failing = pd.Series(False, index=learners.index)
-        for (col, which), codes in rank.items():
-            # TT 22: Đạt (3) passes; TT 58: Trung bình (3) passes — rank code ≤ 3 in both scales
-            r = _num(codes.reindex(learners.index))
-            failing |= thcs & _eq(scale, which) & (r > 3)
-        if "year_result" in learners:
-            failing |= _eq(level, "TH") & _eq(learners["year_result"], "4")
-        if "completed_grade" in learners:
-            failing |= _eq(level, "TH") & _eq(learners["completed_grade"], 0) & (learners["year_result"].notna() if "year_result" in learners else False)
-        bad = promoted & failing
-        out.append(_issues(learners.loc[bad, "_rowkey"], "student_promotion_consistent", "kết quả đánh giá chưa đạt"))
+    outcome = learners["outcome"] if "outcome" in learners else pd.Series(pd.NA, index=idx, dtype="string")
+    promoted = _eq(outcome, "1")
+    absent = _num(learners["absent_days"]) if "absent_days" in learners else pd.Series(np.nan, index=idx)
+    over = promoted & (absent > mappings["max_absent_days"]) & ~disabled
+    out.append(_issues(learners.loc[over & thcs_new, "_rowkey"], "student_absent_days_max"))
+    out.append(_issues(learners.loc[over & thcs_old, "_rowkey"], "student_absent_days_max_tt58"))
+    for which, rule, passing in (("new", "student_promotion_consistent", "Đạt"),
+                                 ("old", "student_promotion_consistent_tt58", "Trung bình")):
+        failing = pd.Series(False, index=idx)
+        for col in ("conduct", "learning"):
+            if (col, which) in rank:
+                # rank code ≤ 3 passes: Đạt (TT 22) and Trung bình (TT 58) are both code 3
+                failing |= _num(rank[(col, which)].reindex(idx)) > 3
+        bad = promoted & failing & thcs & _eq(scale, which) & ~disabled
+        out.append(_issues(learners.loc[bad, "_rowkey"], rule, f"rèn luyện hoặc học tập dưới mức {passing}"))
+    th = _eq(level, "TH")
+    not_done = pd.Series(False, index=idx)
+    if "year_result" in learners:
+        not_done |= _eq(learners["year_result"], "4")
+    if "completed_grade" in learners and "year_result" in learners:
+        # a blank 'Hoàn thành chương trình lớp học' is its own (required) error, not a 0
+        not_done |= _eq(learners["completed_grade"], 0) & learners["year_result"].notna()
+    bad = promoted & th & not_done
+    out.append(_issues(learners.loc[bad, "_rowkey"], "student_promotion_consistent_th", "chưa hoàn thành"))
     if "graduated" in learners:
         grad = _eq(learners["graduated"], 1)
-        bad = grad & ((num != 9) | ~_eq(learners.get("outcome", pd.Series("1", index=learners.index)), "1"))
-        out.append(_issues(learners.loc[bad, "_rowkey"], "student_graduation_promoted",
-                           "khối " + num[bad].fillna(0).astype(int).astype(str)))
+        bad = grad & num.notna() & (num != 9)
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_graduated_grade9",
+                           "khối " + num[bad].astype(int).astype(str)))
+        labels = {c: _OUTCOME.label(c) for c in _OUTCOME.codes}
+        bad = grad & _eq(num, 9) & ~promoted
+        detail = outcome[bad].map(lambda c: labels.get(c, c) if isinstance(c, str) else "(trống)")
+        out.append(_issues(learners.loc[bad, "_rowkey"], "student_graduation_promoted", detail))
     if "completed_primary" in learners:
-        bad = _eq(learners["completed_primary"], 1) & (num != 5)
+        bad = _eq(learners["completed_primary"], 1) & num.notna() & (num != 5)
         out.append(_issues(learners.loc[bad, "_rowkey"], "student_completed_primary_grade5"))
     return out

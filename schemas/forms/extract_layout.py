@@ -18,7 +18,7 @@ import openpyxl
 import yaml
 from openpyxl.utils import get_column_letter
 
-from transforms.text import fold, nfc
+from schemas.folding import fold, nfc
 
 GROUPS = {"tong so": "tong_so", "cong lap": "cong_lap", "tu thuc": "tu_thuc", "dan lap": "dan_lap"}
 MEASURES = {
