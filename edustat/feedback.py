@@ -896,8 +896,7 @@ def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
     if mine.empty:
         return r
     r += 1
-    page.put(r, 1, TEXT["readings_title"], _SECTION)
-    page.merge(r)
+    _section(page, r, TEXT["readings_title"])
     r += 1
     _header_row(page, r, TEXT["readings_headers"])
     groups: dict[tuple, list] = {}
