@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv demo test ui bench sample templates codelists expectations golden pdf-check clean
+.PHONY: help venv sysdeps demo test ui bench sample templates codelists expectations golden pdf-check clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
@@ -29,6 +29,7 @@ help:
 	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
 	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
 	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
+	@echo "make sysdeps - install LibreOffice, poppler-utils and fonts (for the render tests) when absent"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -53,7 +54,16 @@ demo: sample templates
 	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
 	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/"
 
-test: $(STAMP)
+# The render tests print every form through LibreOffice and measure the PDF with pdftotext.
+SYSDEPS := libreoffice-calc-nogui poppler-utils fonts-dejavu-core
+sysdeps:
+	@if command -v soffice >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then :; else \
+	  echo "Installing $(SYSDEPS) (LibreOffice and pdftotext for the render tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSDEPS); \
+	fi
+
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
 codelists: $(STAMP)
@@ -72,8 +82,7 @@ golden: $(STAMP)
 expectations: $(STAMP)
 	$(VENV)/bin/edustat expectations
 
-pdf-check: templates
-	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui)
+pdf-check: templates sysdeps
 	soffice --headless --convert-to pdf --outdir build/pdf data/curated/templates/$(YEAR)/mau_TH_dau_nam.xlsx
 
 clean:

@@ -138,9 +138,11 @@ ISSUE_COLUMNS = ("sheet", "excel_row", "column", "field", "header", "rule_id", "
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MAX_CELL = 32_000  # Excel's limit is 32,767 characters per cell
 _VN = timezone(timedelta(hours=7))  # Vietnam keeps no daylight saving time
-# PhanHoi columns A–I, shared by the info block and both tables
-_WIDTHS = (11, 26, 46, 46, 10, 16, 9, 9, 30)
+# PhanHoi columns A–I, shared by the info block and both tables. 140 units in all: printed on
+# A4 landscape at ≥ 8 pt even where a unit prints a third wider (LibreOffice without Calibri).
+_WIDTHS = (9, 17, 34, 32, 8, 12, 7, 7, 14)
 _LAST = get_column_letter(len(_WIDTHS))
+_MARGIN = {"left": 0.4, "right": 0.4, "top": 0.55, "bottom": 0.55}  # inches, as the report forms
 ENGINES = ("fast", "faithful")
 
 
@@ -822,6 +824,7 @@ def _write_info(page: _Page, *, school: Mapping[str, object], status: str, count
     last row written."""
     page.put(1, 1, TEXT["title"], _TITLE)
     page.merge(1)
+    page.heights[1] = 24  # 14 pt bold: one line, clear of the rows below
     code, name = _clean(school.get("school_code")) or "", _clean(school.get("school_name")) or ""
     info: list[tuple[str, object]] = [
         (TEXT["school"], f"{code} – {name}".strip(" –")),
@@ -838,6 +841,9 @@ def _write_info(page: _Page, *, school: Mapping[str, object], status: str, count
     for r, (label, value) in enumerate(info, start=2):
         page.put(r, 1, label, _BOLD)
         page.merge(r, 1, 2)
+        lines = _lines(label, _WIDTHS[0] + _WIDTHS[1], bold=True)
+        if lines > 1:  # "Số cán bộ, giáo viên, nhân viên đã đọc" takes two lines
+            page.heights[r] = 15 * lines
         if label == TEXT["status_label"]:
             page.put(r, 3, value, _Style(font="bold", fill=STATUS_COLOR[status], align="left"))
             page.frozen = r  # title, school, year, period and status stay in view and on paper
@@ -845,7 +851,7 @@ def _write_info(page: _Page, *, school: Mapping[str, object], status: str, count
             page.put(r, 3, value, _LEFT)
         page.merge(r, 3)
     # merged cells are never auto-fitted: size the paragraph's row (~1.1 characters per unit)
-    page.heights[r] = 15 * (1 + len(paragraph) // int(sum(_WIDTHS[2:]) * 1.1))
+    page.heights[r] = 15 * max(_lines(paragraph, sum(_WIDTHS[2:])), _lines(TEXT["next_label"], _WIDTHS[0] + _WIDTHS[1], bold=True))
     if copy_note:
         r += 1
         page.put(r, 1, copy_note, _BOLD)
@@ -861,7 +867,7 @@ def _write_info(page: _Page, *, school: Mapping[str, object], status: str, count
 def _write_summary(page: _Page, r: int, summary: pd.DataFrame) -> int:
     """The table grouped by rule from row r + 1. Returns the last row written."""
     r += 1
-    page.put(r, 1, TEXT["summary_title"], _SECTION)
+    _section(page, r, TEXT["summary_title"])
     r += 1
     _header_row(page, r, TEXT["summary_headers"])
     if summary.empty:
@@ -890,8 +896,7 @@ def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
     if mine.empty:
         return r
     r += 1
-    page.put(r, 1, TEXT["readings_title"], _SECTION)
-    page.merge(r)
+    _section(page, r, TEXT["readings_title"])
     r += 1
     _header_row(page, r, TEXT["readings_headers"])
     groups: dict[tuple, list] = {}
@@ -912,7 +917,7 @@ def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
 def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked: Mapping[object, str]) -> int:
     """Each issue (up to DETAIL_LIMIT) from row r + 1, linked to its marked cell."""
     r += 1
-    page.put(r, 1, TEXT["detail_title"], _SECTION)
+    _section(page, r, TEXT["detail_title"])
     shown = min(total, DETAIL_LIMIT)
     truncated = TEXT["detail_truncated"].format(shown=shown, total=total, more=total - shown)
     if total > shown:
@@ -947,9 +952,26 @@ def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked:
     return r
 
 
+def _section(page: _Page, r: int, text: str) -> None:
+    """A section title across the whole width (wrapped in column A it ran into the table's
+    header row and lost its instruction), one 12 pt line high."""
+    page.put(r, 1, text, _SECTION)
+    page.merge(r)
+    page.heights[r] = 18 * _lines(text, sum(_WIDTHS), bold=True, size=12)
+
+
+def _lines(text: str, width: float, bold: bool = False, size: float = 11) -> int:
+    """Lines `text` wraps to in a cell `width` units wide (estimated generously, see
+    edustat.layout: spreadsheet programs do not grow the rows we write)."""
+    from edustat.layout import wrap_points, wrapped_lines
+
+    return wrapped_lines(text, wrap_points(width), size, bold)
+
+
 def _header_row(page: _Page, r: int, headers: tuple[str, ...]) -> None:
     for j, h in enumerate(headers, start=1):
         page.put(r, j, h, _HEADER)
+    page.heights[r] = 15 * max(_lines(h, w, bold=True) for h, w in zip(headers, _WIDTHS))
 
 
 def _table_row(page: _Page, r: int, values: tuple, severity: str) -> None:
@@ -1026,6 +1048,8 @@ def _layout(ws: Worksheet) -> None:
     ws.page_setup.fitToWidth = 1
     ws.page_setup.fitToHeight = 0
     ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_margins.left = ws.page_margins.right = _MARGIN["left"]
+    ws.page_margins.top = ws.page_margins.bottom = _MARGIN["top"]
 
 
 # xlsxwriter
@@ -1059,6 +1083,7 @@ def _render_xlsx(wb: xlsxwriter.Workbook, ws, page: _Page) -> None:
     ws.set_landscape()
     ws.set_paper(9)  # A4
     ws.fit_to_pages(1, 0)
+    ws.set_margins(**_MARGIN)
     if page.frozen:
         ws.freeze_panes(page.frozen, 0)
         ws.repeat_rows(0, page.frozen - 1)

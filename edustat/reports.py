@@ -464,7 +464,8 @@ class ReportHeader:
 
 
 def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: str, path: Path, header: ReportHeader) -> Path:
-    """Write the form for one scope as an .xlsx in the ministry's layout (values, not formulas)."""
+    """Write the form for one scope as an .xlsx in the ministry's layout (values, not formulas),
+    set up to print legibly on A4 (see `_page_setup`)."""
     import xlsxwriter
 
     path = Path(path)
@@ -473,16 +474,12 @@ def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: st
     mine = cells[cells["scope"] == scope]
     val = dict(zip(zip(mine["row_code"].tolist(), mine["column_key"].tolist()), mine["value"].tolist()))
     wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False})
-    wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat",
-                       "comments": form["source"]["note"]})
+    wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat"})
     f = _formats(wb)
     for sheet in form["sheets"]:
         ws = wb.add_worksheet(sheet["name"])
-        for col, width in (sheet.get("widths") or {}).items():
-            idx = _col_index(col)
-            ws.set_column(idx, idx, max(6.0, float(width)))
         if "static" in sheet:
-            _render_static(ws, sheet, f, form)
+            _render_static(ws, sheet, f, form, header)
             continue
         _render_sheet(ws, sheet, f, val, header, form)
     _render_checks(wb, f, checks[checks["scope"] == scope] if len(checks) else checks, form, header)
@@ -498,50 +495,203 @@ def _col_index(letter: str) -> int:
     return n - 1
 
 
+FONT_PT = 12  # the ministry's forms: Times New Roman 12
+DEFAULT_WIDTH = 12.58  # the ministry exports' default column width (value columns)
+MIN_SCALE = 0.74  # printed text ≥ 8.9 pt (12 pt × 0.74): below this a sheet is split, not shrunk
+SPLIT_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.74)
+REPEAT_COLS = 4  # TT, Chỉ tiêu, Đơn vị tính, Mã số: printed on every page of a split sheet
+
+
 def _formats(wb) -> dict:
-    base = {"font_name": "Times New Roman", "font_size": 11}
+    base = {"font_name": "Times New Roman", "font_size": FONT_PT}
+    cell = {**base, "border": 1, "valign": "vcenter"}
     return {
-        "title": wb.add_format({**base, "bold": True, "font_size": 12}),
-        "text": wb.add_format({**base}),
-        "italic": wb.add_format({**base, "italic": True}),
-        "head": wb.add_format({**base, "bold": True, "border": 1, "align": "center", "valign": "vcenter",
-                               "text_wrap": True, "bg_color": "#F2F2F2"}),
+        "title": wb.add_format({**base, "bold": True, "align": "center", "valign": "vcenter"}),
+        "title_sub": wb.add_format({**base, "align": "center", "valign": "vcenter"}),
+        "scope": wb.add_format({**base, "italic": True, "align": "center", "valign": "vcenter"}),
+        "text": wb.add_format({**base, "valign": "vcenter"}),
+        "italic": wb.add_format({**base, "italic": True, "text_wrap": True, "valign": "top"}),
+        "head": wb.add_format({**cell, "bold": True, "align": "center", "text_wrap": True, "bg_color": "#F2F2F2"}),
+        "head_sub": wb.add_format({**cell, "align": "center", "text_wrap": True, "bg_color": "#F2F2F2"}),
         "num_head": wb.add_format({**base, "italic": True, "border": 1, "align": "center"}),
-        "label": wb.add_format({**base, "border": 1, "text_wrap": True, "valign": "vcenter"}),
-        "label_b": wb.add_format({**base, "border": 1, "text_wrap": True, "bold": True, "valign": "vcenter"}),
-        "center": wb.add_format({**base, "border": 1, "align": "center", "valign": "vcenter"}),
-        "center_b": wb.add_format({**base, "border": 1, "align": "center", "valign": "vcenter", "bold": True}),
-        "value": wb.add_format({**base, "border": 1, "num_format": "#,##0", "valign": "vcenter"}),
-        "value_b": wb.add_format({**base, "border": 1, "num_format": "#,##0", "bold": True, "valign": "vcenter"}),
-        "na": wb.add_format({**base, "border": 1, "align": "center", "valign": "vcenter"}),
-        "ok": wb.add_format({**base, "border": 1, "bg_color": "#C6EFCE"}),
-        "bad": wb.add_format({**base, "border": 1, "bg_color": "#FFC7CE"}),
+        "label": wb.add_format({**cell, "text_wrap": True}),
+        "label_b": wb.add_format({**cell, "text_wrap": True, "bold": True}),
+        "center": wb.add_format({**cell, "align": "center", "text_wrap": True}),
+        "center_b": wb.add_format({**cell, "align": "center", "bold": True, "text_wrap": True}),
+        "value": wb.add_format({**cell, "num_format": "#,##0", "align": "center"}),
+        "value_b": wb.add_format({**cell, "num_format": "#,##0", "bold": True, "align": "center"}),
+        "na": wb.add_format({**cell, "align": "center"}),
+        # KiemTra
+        "k_head": wb.add_format({**cell, "bold": True, "align": "center", "text_wrap": True, "bg_color": "#F2F2F2"}),
+        "k_text": wb.add_format({**cell, "text_wrap": True}),
+        "k_num": wb.add_format({**cell, "align": "center", "num_format": "#,##0"}),
+        "k_ok": wb.add_format({**cell, "align": "center", "bg_color": "#C6EFCE"}),
+        "k_bad": wb.add_format({**cell, "align": "center", "bg_color": "#FFC7CE", "bold": True, "num_format": "#,##0"}),
+        "k_id": wb.add_format({**base, "font_size": 9, "font_color": "#808080"}),
+        "k_para": wb.add_format({**base, "text_wrap": True, "valign": "top"}),
+        "k_title": wb.add_format({**base, "bold": True, "font_size": 13, "align": "center", "valign": "vcenter", "text_wrap": True}),
     }
 
 
 _BLOCK_FILL = {"Sở GDĐT tỉnh………..": "unit", "Bộ Giáo dục và Đào tạo": "recipient"}
 
 
-def _render_static(ws, sheet: dict, f: dict, form: dict) -> None:
+def _widths(sheet: dict, ncols: int) -> list[float]:
+    """Column widths (character units): the ministry's where the definition records them,
+    its default (12.58) elsewhere."""
+    given = {_col_index(k): float(v) for k, v in (sheet.get("widths") or {}).items()}
+    return [max(3.0, given.get(i, DEFAULT_WIDTH)) for i in range(ncols)]
+
+
+SPLIT_LABEL_WIDTH = 36.0  # the Chỉ tiêu column of a sheet printed across pages (repeated on each)
+
+
+def _print_widths(widths: list[float]) -> list[float]:
+    """The ministry's widths, except that a sheet too wide for one A4 page gets a narrower
+    label column (its labels wrap): that column is printed again on every page of the split."""
+    from edustat.layout import column_points, printable_width
+
+    if printable_width("A4", True) / sum(column_points(w) for w in widths) >= MIN_SCALE:
+        return widths
+    return [widths[0], min(widths[1], SPLIT_LABEL_WIDTH), *widths[2:]]
+
+
+def _page_setup(ws, widths: list[float], repeat_rows: tuple[int, int] | None, breaks_at: list[set[int]],
+                footer: str, heights: tuple[float, float] = (0.0, 0.0), paper: str = "A4") -> dict:
+    """Print on `paper`: portrait when the sheet fits its width at ≥ 90 %, landscape fitted to
+    the width when that keeps text ≥ MIN_SCALE; otherwise split across pages at a fixed scale,
+    the label columns and header rows repeated on each, breaking at column groups
+    (`breaks_at`: sets of column indexes where a page may start, most preferred first).
+    `heights`: the repeated rows' and all rows' heights (points) — LibreOffice reads "fit to
+    1 page wide, any number tall" as "fit on one page", so the number of pages tall is given
+    (generously: the width decides the scale). Returns what was chosen (for tests and the report)."""
+    from edustat.layout import MARGIN_IN, PAPER, column_points, printable_height, printable_width
+
+    total = sum(column_points(w) for w in widths)
+    ws.set_paper(PAPER[paper][2])
+    ws.set_margins(**MARGIN_IN)
+    ws.set_footer(f"&L&\"Times New Roman\"&12{footer}&R&\"Times New Roman\"&12Trang &P/&N",
+                  {"scale_with_doc": False})
+    if repeat_rows:
+        ws.repeat_rows(*repeat_rows)
+    portrait = printable_width(paper, False)
+    landscape = printable_width(paper, True)
+    def tall(landscape_: bool) -> int:
+        room = printable_height(paper, landscape_) - heights[0]
+        return max(1, int(heights[1] // max(room, 100.0)) + 2)
+
+    if portrait / total >= 0.85:
+        ws.set_portrait()
+        ws.fit_to_pages(1, tall(False))
+        return {"orientation": "portrait", "scale": min(1.0, portrait / total), "pages_wide": 1}
+    ws.set_landscape()
+    if landscape / total >= MIN_SCALE:
+        ws.fit_to_pages(1, tall(True))
+        return {"orientation": "landscape", "scale": min(1.0, landscape / total), "pages_wide": 1}
+    fixed = sum(column_points(w) for w in widths[:REPEAT_COLS])
+    best = None
+    room_h = printable_height(paper, True)
+    for scale in SPLIT_SCALES:  # the fewest pages (wide × tall), then the largest text
+        chunks = _split_columns([column_points(w) for w in widths], REPEAT_COLS, landscape * 0.97 / scale - fixed,
+                                breaks_at)
+        if not chunks:
+            continue
+        body_room = room_h * 0.97 / scale - heights[0]
+        pages = len(chunks) * max(1, -(-int(heights[1] - heights[0]) // max(int(body_room), 50)))
+        # a page break inside a column group cuts its merged header: only to save pages
+        inside = sum(1 for c in chunks[1:] if c[0] not in breaks_at[0])
+        if best is None or (pages, inside) < best[0]:
+            best = ((pages, inside), scale, chunks)
+    _, scale, chunks = best
+    ws.set_print_scale(int(round(scale * 100)))
+    ws.repeat_columns(0, REPEAT_COLS - 1)
+    ws.set_v_pagebreaks([c[0] for c in chunks[1:]])
+    return {"orientation": "landscape", "scale": scale, "pages_wide": len(chunks)}
+
+
+def _split_columns(points: list[float], first: int, room: float, breaks_at: list[set[int]]) -> list[tuple[int, int]] | None:
+    """Columns first… into page chunks of at most `room` points each, each chunk starting at
+    the most preferred break it can (a column group before a sub-group before any column)."""
+    chunks, start, n = [], first, len(points)
+    while start < n:
+        used, end = 0.0, start
+        while end < n and used + points[end] <= room:
+            used += points[end]
+            end += 1
+        if end == start:
+            return None  # one column wider than the page
+        if end < n:
+            for level in breaks_at:
+                cands = [c for c in level if start < c <= end]
+                if cands:
+                    end = max(cands)
+                    break
+        chunks.append((start, end))
+        start = end
+    return chunks
+
+
+def _header_breaks(sheet: dict, ncols: int) -> list[set[int]]:
+    """Where a split page may start: at a top-level column group of the header (Tổng số, Công
+    lập, Tư thục…), else at a second-level one, else anywhere."""
+    from xlsxwriter.utility import xl_cell_to_rowcol
+
+    levels: list[set[int]] = []
+    rows = sheet["header"]["rows"]
+    offset = _first_header_row(sheet)
+    for level in range(min(2, len(rows))):
+        starts = set()
+        for c in range(REPEAT_COLS, ncols):
+            v = rows[level][c] if c < len(rows[level]) else None
+            if v not in (None, ""):
+                starts.add(c)
+        for m in sheet["header"]["merges"]:
+            r1, c1 = xl_cell_to_rowcol(m.split(":")[0])
+            if r1 - offset == level and c1 >= REPEAT_COLS:
+                starts.add(c1)
+        levels.append(starts)
+    levels.append(set(range(REPEAT_COLS, ncols)))
+    return levels
+
+
+def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -> None:
+    from edustat.layout import rows_height, wrap_points, wrapped_lines
+
     rows = sheet["static"]["rows"]
+    ncols = max(len(r) for r in rows)
+    widths = _widths(sheet, ncols)
+    for i, w in enumerate(widths):
+        ws.set_column(i, i, w)
     merged = _merge_map(sheet["static"]["merges"], 0)
+    need: dict[int, float] = {}
     for r, values in enumerate(rows):
         for c, v in enumerate(values):
             if (r, c) in merged["skip"]:
                 continue
-            fmt = f["head"] if r < 3 else f["label"]
+            fmt = (f["head"] if r == 0 else f["head_sub"]) if r < 3 else f["label"]
             if (r, c) in merged["ranges"]:
                 r2, c2 = merged["ranges"][(r, c)]
                 ws.merge_range(r, c, r2, c2, v if v is not None else "", fmt)
-            elif v is not None:
-                ws.write_string(r, c, str(v), fmt)
-            elif r >= 3:
-                ws.write_blank(r, c, None, fmt)
+            else:
+                r2, c2 = r, c
+                if v is not None:
+                    ws.write_string(r, c, str(v), fmt)
+                elif r >= 3:
+                    ws.write_blank(r, c, None, fmt)
+            if v is not None:
+                width = sum(wrap_points(widths[i]) for i in range(c, c2 + 1))
+                h = rows_height(wrapped_lines(str(v), width, FONT_PT, r < 3), FONT_PT) / (r2 - r + 1)
+                need[r] = max(need.get(r, 0), h)
+    for r in range(len(rows)):
+        ws.set_row(r, max(15.75, need.get(r, 15.75)))
+    total_h = sum(max(15.75, need.get(r, 15.75)) for r in range(len(rows)))
     note_row = len(rows) + 1
-    ws.write_string(note_row, 1, form.get("static_note", "Số liệu ngân sách do Phòng GD&ĐT / Sở GD&ĐT nhập từ quyết toán, "
-                                          "dự toán; các trường không nộp các chỉ tiêu này nên edustat để trống."), f["italic"])
-    ws.set_landscape()
-    ws.fit_to_pages(1, 0)
+    note = form.get("static_note", "Số liệu ngân sách do Phòng GD&ĐT / Sở GD&ĐT nhập từ quyết toán, "
+                                   "dự toán; các trường không nộp các chỉ tiêu này nên edustat để trống.")
+    ws.merge_range(note_row, 0, note_row, ncols - 1, note, f["italic"])
+    ws.set_row(note_row, rows_height(wrapped_lines(note, sum(wrap_points(w) for w in widths), FONT_PT), FONT_PT))
+    _page_setup(ws, widths, (0, 2), [set(range(REPEAT_COLS, ncols))], f"{form['number']} — {header.scope_label}",
+                (sum(max(15.75, need.get(r, 15.75)) for r in range(3)), total_h + 60))
 
 
 def _merge_map(merges: list[str], offset: int) -> dict:
@@ -560,56 +710,98 @@ def _merge_map(merges: list[str], offset: int) -> dict:
     return {"ranges": ranges, "skip": skip}
 
 
-def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, form: dict) -> None:
-    row_i = 0
+def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, form: dict) -> dict:
+    """One sheet of a form in the ministry's layout: its title block (with the scope written
+    in the block's own blank row, so the table starts on the ministry's row), header rows
+    sized to their text, the numbering row, then every row. Returns the page set-up."""
+    from edustat.layout import line_height, rows_height, wrap_points, wrapped_lines
+
     ncols = len(sheet["numbering"])
+    widths = _print_widths(_widths(sheet, ncols))
+    pts = [wrap_points(w) for w in widths]
+    for i, w in enumerate(widths):
+        ws.set_column(i, i, w)
+    row_i = 0
+    one_line = max(15.75, line_height(FONT_PT))
     if "title_block" in sheet:
         block = sheet["title_block"]
         merged = _merge_map(block["merges"], 0)
+        blank = [r for r, values in enumerate(block["rows"]) if not any(v not in (None, "") for v in values)]
         for r, values in enumerate(block["rows"]):
+            ws.set_row(r, one_line)
             for c, v in enumerate(values):
                 if v is None or (r, c) in merged["skip"]:
                     continue
                 text = str(v)
                 if text in _BLOCK_FILL:
                     text = getattr(header, _BLOCK_FILL[text])
-                fmt = f["title"] if c <= 2 else f["text"]
+                fmt = (f["title"] if r == 0 else f["title_sub"]) if c <= 2 else f["text"]
                 if (r, c) in merged["ranges"]:
                     r2, c2 = merged["ranges"][(r, c)]
                     ws.merge_range(r, c, r2, c2, text, fmt)
                 else:
                     ws.write_string(r, c, text, fmt)
-        row_i = len(block["rows"])
-        ws.write_string(row_i, 1, f"Năm học {header.school_year} — {header.scope_label}", f["italic"])
-        row_i += 1
+        scope = f"Năm học {header.school_year} — {header.scope_label}"
+        if blank:  # the block's first blank row (the ministry leaves two before the table)
+            ws.merge_range(blank[0], 1, blank[0], 2, scope, f["scope"])
+            row_i = len(block["rows"])
+        else:
+            ws.merge_range(len(block["rows"]), 1, len(block["rows"]), 2, scope, f["scope"])
+            row_i = len(block["rows"]) + 1
     head_top = row_i
+    nhead = len(sheet["header"]["rows"])
     merged = _merge_map(sheet["header"]["merges"], head_top - _first_header_row(sheet))
+    need_single: dict[int, float] = {}
+    need_span: list[tuple[int, int, float]] = []
     for r, values in enumerate(sheet["header"]["rows"]):
+        rr = head_top + r
+        fmt = f["head"] if r == 0 else f["head_sub"]
         for c in range(ncols):
             v = values[c] if c < len(values) else None
-            rr = head_top + r
             if (rr, c) in merged["skip"]:
                 continue
-            if (rr, c) in merged["ranges"]:
-                r2, c2 = merged["ranges"][(rr, c)]
-                ws.merge_range(rr, c, r2, c2, "" if v is None else str(v), f["head"])
+            text = "" if v is None else str(v)
+            r2, c2 = merged["ranges"].get((rr, c), (rr, c))
+            if (r2, c2) != (rr, c):
+                ws.merge_range(rr, c, r2, c2, text, fmt)
             else:
-                ws.write(rr, c, "" if v is None else str(v), f["head"])
-    row_i = head_top + len(sheet["header"]["rows"])
+                ws.write(rr, c, text, fmt)
+            if text:
+                h = rows_height(wrapped_lines(text, sum(pts[c:c2 + 1]), FONT_PT, r == 0), FONT_PT)
+                if r2 == rr:
+                    need_single[rr] = max(need_single.get(rr, one_line), h)
+                else:
+                    need_span.append((rr, r2, h))
+    heights = {rr: need_single.get(rr, one_line) for rr in range(head_top, head_top + nhead)}
+    for r1, r2, h in need_span:  # a cell over several rows: the deficit goes to its last row
+        have = sum(heights[r] for r in range(r1, r2 + 1))
+        if have < h:
+            heights[r2] += h - have
+    for rr, h in heights.items():
+        ws.set_row(rr, round(h, 2))
+    row_i = head_top + nhead
     for c, v in enumerate(sheet["numbering"]):
         ws.write(row_i, c, "" if v is None else (int(v) if str(v).isdigit() else str(v)), f["num_head"])
-    ws.repeat_rows(head_top, row_i)
-    ws.freeze_panes(row_i + 1, 4)
+    repeat = (head_top, row_i)
+    body_h = 0.0
+    ws.freeze_panes(row_i + 1, REPEAT_COLS)
     row_i += 1
     for row in sheet["rows"]:
         bold = bool(row.get("tt")) and "code" in row and not str(row.get("label", "")).startswith(("-", "+"))
         if "note_cells" in row:
-            text = " ".join(str(v) for v in row["note_cells"] if v)
-            ws.write_string(row_i, 0, text, f["italic"])
+            body_h += _render_note(ws, row_i, row["note_cells"], ncols, pts, f)
             row_i += 1
             continue
+        label_bold = bool((bold or "code" not in row) and row.get("tt"))
+        label = row.get("label", "") or ""
+        lines = max(wrapped_lines(label, pts[1], FONT_PT, label_bold),
+                    wrapped_lines(str(row.get("tt") or ""), pts[0], FONT_PT, True),
+                    wrapped_lines(str(row.get("unit") or ""), pts[2], FONT_PT))
+        h = max(one_line, rows_height(lines, FONT_PT)) if lines > 1 else one_line
+        ws.set_row(row_i, h)
+        body_h += h
         ws.write(row_i, 0, row.get("tt") or "", f["center_b"] if row.get("tt") else f["center"])
-        ws.write(row_i, 1, row.get("label", ""), f["label_b"] if (bold or "code" not in row) and row.get("tt") else f["label"])
+        ws.write(row_i, 1, label, f["label_b"] if label_bold else f["label"])
         ws.write(row_i, 2, row.get("unit") or "", f["center"])
         if "code" in row:
             ws.write_number(row_i, 3, row["code"], f["center"])
@@ -625,10 +817,30 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
             for c in range(4, ncols):
                 ws.write_blank(row_i, c, None, f["value"])
         row_i += 1
-    ws.set_landscape()
-    ws.set_paper(9)
-    ws.fit_to_pages(1, 0)
-    ws.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
+    head_h = sum(heights.values()) + one_line
+    return _page_setup(ws, widths, repeat, _header_breaks(sheet, ncols),
+                       f"{form['number']} — {header.scope_label} — năm học {header.school_year}",
+                       (head_h, head_h + body_h))
+
+
+def _render_note(ws, r: int, cells: list, ncols: int, pts: list[float], f: dict) -> float:
+    """A footnote row (the ministry's "Ghi chú: …"): each text merged up to the next text, the
+    last to the table's right edge, wrapped, the row as tall as its longest piece."""
+    from edustat.layout import line_height, rows_height, wrapped_lines
+
+    starts = [c for c, v in enumerate(cells[:ncols]) if v not in (None, "")]
+    lines = 1
+    for i, c in enumerate(starts):
+        end = (starts[i + 1] - 1) if i + 1 < len(starts) else ncols - 1
+        text = str(cells[c])
+        if end > c:
+            ws.merge_range(r, c, r, end, text, f["italic"])
+        else:
+            ws.write_string(r, c, text, f["italic"])
+        lines = max(lines, wrapped_lines(text, sum(pts[c:end + 1]), FONT_PT))
+    h = max(15.75, rows_height(lines, FONT_PT) if lines > 1 else line_height(FONT_PT))
+    ws.set_row(r, h)
+    return h
 
 
 def _first_header_row(sheet: dict) -> int:
@@ -637,48 +849,160 @@ def _first_header_row(sheet: dict) -> int:
     return len(sheet["title_block"]["rows"]) if "title_block" in sheet else 0
 
 
+# What each check means, said as a sentence (KiemTra): check_name → text
+CHECK_TEXT = {
+    "rows_sum_to_total": "Dòng tổng = tổng các dòng chia ra của nó",
+    "sub_row_le_parent": "Dòng \"trong đó\" không lớn hơn dòng chứa nó",
+    "total_equals_groups": "Cột Tổng số = tổng các loại hình (công lập + tư thục{dl})",
+    "female_le_total": "Số nữ không lớn hơn tổng số",
+    "dtts_le_total": "Số người dân tộc thiểu số không lớn hơn tổng số",
+    "dtts_female_le_min": "Số nữ dân tộc thiểu số không lớn hơn số dân tộc thiểu số, cũng không lớn hơn số nữ",
+    "contracts_le_total": "Viên chức (HĐLV không xác định và xác định thời hạn) + hợp đồng lao động không lớn hơn tổng số",
+    "rooms_total": "Tổng số phòng = kiên cố + bán kiên cố + tạm",
+    "core_equals_form_schools": "Số trường trong cơ sở dữ liệu = dòng tổng số trường của biểu",
+    "core_equals_form_classes": "Số lớp (nhóm) trong cơ sở dữ liệu = dòng tổng số lớp của biểu",
+    "core_equals_form_learners": "Số học sinh (trẻ em) trong cơ sở dữ liệu = dòng tổng số học sinh của biểu",
+    "core_equals_form_staff": "Số cán bộ, giáo viên, nhân viên trong cơ sở dữ liệu = dòng tổng số của biểu",
+    "submission_equals_core": "Số dòng tiếp nhận từ tệp của trường = số dòng đã nạp vào cơ sở dữ liệu",
+}
+GROUP_TEXT = {"tong_so": "Tổng số", "cong_lap": "Công lập", "tu_thuc": "Tư thục", "dan_lap": "Dân lập"}
+MEASURE_TEXT = {"tong": "tổng số", "nu": "nữ", "dtts": "dân tộc thiểu số", "dtts_nu": "nữ dân tộc thiểu số",
+                "vien_chuc_khong_xac_dinh": "viên chức HĐLV không xác định thời hạn",
+                "vien_chuc_xac_dinh": "viên chức HĐLV xác định thời hạn", "hop_dong_lao_dong": "hợp đồng lao động",
+                "kien_co": "kiên cố", "ban_kien_co": "bán kiên cố", "tam": "tạm"}
+
+
+def check_text(name: str, form: dict) -> str:
+    """The Vietnamese sentence of a check (an unknown check keeps a generic sentence: its id
+    is only in the hidden developer column)."""
+    text = CHECK_TEXT.get(name, "Phép kiểm tra nội bộ của biểu")
+    return text.replace("{dl}", " + dân lập" if "dan_lap" in form.get("groups", []) else "")
+
+
+def column_text(key: object) -> str:
+    """`cong_lap.nu` → "Công lập – nữ" (what a person reads instead of the column key)."""
+    if not isinstance(key, str) or "." not in key:
+        return ""
+    g, m = key.split(".", 1)
+    return GROUP_TEXT.get(g, g) if m == "tong" else f"{GROUP_TEXT.get(g, g)} – {MEASURE_TEXT.get(m, m)}"
+
+
+def _short_check_text(rec, form: dict) -> str:
+    """One failure, in a line: the row identity in words, or the check's short sentence."""
+    msg = rec.message if isinstance(rec.message, str) else ""
+    if rec.check_name in ("sub_row_le_parent", "rows_sum_to_total") and msg.startswith("Mã số"):
+        return msg.replace("≤", "không quá")
+    if rec.check_name.startswith("core_equals_form_") and rec.row_code is not None and not pd.isna(rec.row_code):
+        what = {"learners": "học sinh", "staff": "cán bộ", "classes": "lớp", "schools": "trường"}.get(
+            rec.check_name.rsplit("_", 1)[1], "dòng")
+        return f"Số {what} trong cơ sở dữ liệu = mã số {int(rec.row_code)}"
+    return SHORT_CHECK_TEXT.get(rec.check_name, check_text(rec.check_name, form))
+
+
+SHORT_CHECK_TEXT = {
+    "total_equals_groups": "Tổng số = tổng các loại hình",
+    "female_le_total": "Nữ không quá tổng số",
+    "dtts_le_total": "Dân tộc thiểu số không quá tổng số",
+    "dtts_female_le_min": "Nữ dân tộc thiểu số không quá số nữ, số dân tộc thiểu số",
+    "contracts_le_total": "Viên chức + hợp đồng không quá tổng số",
+    "rooms_total": "Tổng số phòng = kiên cố + bán kiên cố + tạm",
+    "submission_equals_core": "Số dòng tiếp nhận = số dòng đã nạp",
+}
+def _vn_int(n: int) -> str:
+    return f"{n:,}".replace(",", ".")
+
+
+KIEMTRA_WIDTHS = [40.0, 8.0, 22.0, 8.0, 8.0]  # A4 portrait at ≥ 10 pt even where columns print 1/3 wider
+
+
 def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: ReportHeader) -> None:
-    """The KiemTra sheet: every kind of check with its count, then every failure (the passing
-    checks themselves are in rpt_form_check)."""
+    """The KiemTra sheet, in Vietnamese: what was checked (one sentence per kind of check, how
+    many times, how many failed), then every failure on one line each (~45 to a printed
+    page). The check ids stay in a last, grey column outside the print area, for developers."""
+    from edustat.layout import MARGIN_IN, PAPER, rows_height, wrap_points, wrapped_lines
+
     ws = wb.add_worksheet("KiemTra")
-    ws.set_column(0, 0, 28)
-    ws.set_column(1, 2, 10)
-    ws.set_column(3, 5, 12)
-    ws.set_column(6, 6, 60)
+    cols = KIEMTRA_WIDTHS
+    for i, w in enumerate(cols):
+        ws.set_column(i, i, w)
+    ws.set_column(5, 5, 16, f["k_id"])
+    pts = [wrap_points(w) for w in cols]
+    table_w = sum(pts)
     n = len(checks)
     bad = checks[~checks["ok"].astype(bool)] if n else checks
-    ws.write_string(0, 0, f"KIỂM TRA BIỂU {form['number']} — {header.scope_label}", f["title"])
-    ws.write_string(1, 0, f"{n} phép kiểm tra, {len(bad)} không đạt." + (" Biểu nhất quán." if n and not len(bad) else ""),
-                    f["text"])
+    title = f"KIỂM TRA SỐ LIỆU {form['number'].upper()}"
+    ws.merge_range(0, 0, 0, 4, title, f["k_title"])
+    ws.set_row(0, rows_height(wrapped_lines(title, table_w, 13, True), 13))
+    if not n:
+        summary = "Chưa có phép kiểm tra nào (biểu không có số liệu)."
+    elif len(bad):
+        summary = f"{_vn_int(n)} phép kiểm tra, {_vn_int(len(bad))} không đạt: xem danh sách bên dưới."
+    else:
+        summary = f"{_vn_int(n)} phép kiểm tra, tất cả đều đạt: số liệu của biểu nhất quán."
     src = form["source"]
-    ws.write_string(2, 0, ("Nguồn bố cục: " + src.get("file", "")) if src["kind"] == "real_export"
-                    else "Biểu dựng lại (không có bản gốc): " + src.get("note", ""), f["italic"])
-    for c, h in enumerate(["Phép kiểm tra", "Số phép", "Không đạt"]):
-        ws.write_string(4, c, h, f["head"])
-    r = 5
+    origin = ("Bố cục, tên dòng và mã số theo biểu mẫu xuất từ phần mềm của Bộ GDĐT (Thông tư 24/2018)."
+              if src["kind"] == "real_export" else
+              "Biểu dựng lại: chưa có bản gốc của Bộ GDĐT cho biểu này; bố cục cột theo biểu đầu năm cùng cấp học.")
+    r = 1
+    for text in (f"{header.scope_label} — năm học {header.school_year}", summary, origin):
+        ws.merge_range(r, 0, r, 4, text, f["k_para"])
+        ws.set_row(r, rows_height(wrapped_lines(text, table_w, FONT_PT), FONT_PT))
+        r += 1
+    r += 1
+    head_row = r
+    ws.write_string(r, 0, "Nội dung kiểm tra", f["k_head"])
+    ws.merge_range(r, 1, r, 2, "Số lần kiểm tra", f["k_head"])
+    ws.merge_range(r, 3, r, 4, "Không đạt", f["k_head"])
+    ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
+    ws.set_row(r, rows_height(wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
+    r += 1
     if n:
-        summary = checks.groupby("check_name", sort=True)["ok"].agg(total="size", failed=lambda x: int((~x.astype(bool)).sum()))
-        for name, t, fl in summary.itertuples():
-            fmt = f["bad"] if fl else f["ok"]
-            ws.write_string(r, 0, name, fmt)
-            ws.write_number(r, 1, int(t), fmt)
-            ws.write_number(r, 2, int(fl), fmt)
+        summary_df = checks.groupby("check_name", sort=True)["ok"].agg(
+            total="size", failed=lambda x: int((~x.astype(bool)).sum()))
+        order = {name: i for i, name in enumerate(CHECK_TEXT)}  # the form's own identities first
+        summary_df = summary_df.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
+        for name, t, fl in summary_df.itertuples():
+            text = check_text(name, form)
+            ws.write_string(r, 0, text, f["k_text"])
+            ws.merge_range(r, 1, r, 2, int(t), f["k_num"])
+            ws.merge_range(r, 3, r, 4, int(fl), f["k_bad"] if fl else f["k_ok"])
+            ws.write_string(r, 5, name, f["k_id"])
+            ws.set_row(r, rows_height(wrapped_lines(text, pts[0], FONT_PT), FONT_PT))
             r += 1
-    r += 1
-    if not len(bad):
-        return
-    ws.write_string(r, 0, "Các phép kiểm tra không đạt", f["title"])
-    r += 1
-    for c, h in enumerate(["Phép kiểm tra", "Mã số", "Cột", "Kỳ vọng", "Thực tế", "Đạt", "Nội dung"]):
-        ws.write_string(r, c, h, f["head"])
-    for i, rec in enumerate(bad.head(2000).astype(object).itertuples(index=False), start=r + 1):
-        ws.write_string(i, 0, rec.check_name, f["bad"])
-        ws.write(i, 1, "" if pd.isna(rec.row_code) else int(rec.row_code), f["bad"])
-        ws.write_string(i, 2, rec.column_key if isinstance(rec.column_key, str) else "", f["bad"])
-        ws.write(i, 3, "" if rec.expected is None or pd.isna(rec.expected) else rec.expected, f["bad"])
-        ws.write(i, 4, "" if rec.actual is None or pd.isna(rec.actual) else rec.actual, f["bad"])
-        ws.write_string(i, 5, "KHÔNG ĐẠT", f["bad"])
-        ws.write_string(i, 6, rec.message if isinstance(rec.message, str) else "", f["bad"])
+    repeat = (head_row, head_row)
+    if len(bad):
+        r += 1
+        ws.merge_range(r, 0, r, 4, "CÁC PHÉP KIỂM TRA KHÔNG ĐẠT", f["title"])
+        r += 1
+        repeat = (r, r)
+        for c, h in enumerate(["Nội dung", "Mã số", "Cột", "Phải là", "Trên biểu"]):
+            ws.write_string(r, c, h, f["k_head"])
+        ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
+        ws.set_row(r, rows_height(wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
+        for rec in bad.head(2000).astype(object).itertuples(index=False):
+            r += 1
+            text = _short_check_text(rec, form)
+            col = column_text(rec.column_key)
+            ws.write_string(r, 0, text, f["k_text"])
+            ws.write(r, 1, "" if rec.row_code is None or pd.isna(rec.row_code) else int(rec.row_code), f["k_num"])
+            ws.write_string(r, 2, col, f["k_text"])
+            ws.write(r, 3, "" if rec.expected is None or pd.isna(rec.expected) else rec.expected, f["k_num"])
+            ws.write(r, 4, "" if rec.actual is None or pd.isna(rec.actual) else rec.actual, f["k_bad"])
+            ws.write_string(r, 5, rec.check_name, f["k_id"])
+            lines = max(wrapped_lines(text, pts[0], FONT_PT), wrapped_lines(col, pts[2], FONT_PT))
+            ws.set_row(r, rows_height(lines, FONT_PT))
+        if len(bad) > 2000:
+            r += 2
+            more = f"… và {_vn_int(len(bad) - 2000)} phép kiểm tra không đạt khác (xem bảng rpt_form_check)."
+            ws.merge_range(r, 0, r, 4, more, f["k_para"])
+    ws.repeat_rows(*repeat)
+    ws.set_portrait()
+    ws.set_paper(PAPER["A4"][2])
+    ws.set_margins(**MARGIN_IN)
+    ws.print_area(0, 0, max(r, head_row), 4)  # the id column is for developers: not printed
+    ws.fit_to_pages(1, max(1, r // 30 + 2))  # LibreOffice reads "0 pages tall" as one page
+    ws.set_footer(f"&L&\"Times New Roman\"&12{form['number']} — {header.scope_label}&R&\"Times New Roman\"&12Trang &P/&N",
+                  {"scale_with_doc": False})
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from `schemas/`. xlsxwriter is used (about 3× openpyxl, stack-findings §6).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -88,12 +89,17 @@ class _Formats:
              "bg_color": "#FCE4D6", "border": 1}
         )
         self.text = wb.add_format({"num_format": "@"})
+        self.text_top = wb.add_format({"num_format": "@", "valign": "top"})
         self.date = wb.add_format({"num_format": "dd/mm/yyyy"})
         self.title = wb.add_format({"bold": True, "font_size": 13})
         self.note = wb.add_format({"italic": True, "font_color": "#595959", "text_wrap": True,
                                    "valign": "top"})
         self.wrap = wb.add_format({"text_wrap": True, "valign": "top"})
         self.bold = wb.add_format({"bold": True})
+        self.bold_wrap = wb.add_format({"bold": True, "text_wrap": True, "valign": "top"})
+        self.cell = wb.add_format({"text_wrap": True, "valign": "top", "border": 1})
+        self.cell_bold = wb.add_format({"text_wrap": True, "valign": "top", "border": 1, "bold": True})
+        self.heading = wb.add_format({"bold": True, "font_size": 12, "valign": "vcenter"})
 
 
 class _CodeListSheet:
@@ -125,8 +131,17 @@ class _CodeListSheet:
         ws.hide()
 
 
+def _entry(code: str, label: str | None) -> str:
+    """What a dropdown offers and a blank template shows: "02 - Nữ" for a ministry code, the
+    label alone ("Đầu năm") where the code is our own identifier (dau_nam), never read by a
+    person. The reader accepts code, label and both."""
+    if not label or label == code:
+        return code
+    return f"{code} - {label}" if any(ch.isdigit() for ch in code) else label
+
+
 def _entries(cl: CodeList) -> list[str]:
-    return [f"{c} - {lab}" if lab and lab != c else c for c, lab in zip(cl.codes, cl.labels)]
+    return [_entry(c, lab) for c, lab in zip(cl.codes, cl.labels)]
 
 
 def _field_codelist(f: Field, school: Mapping[str, object] | None) -> tuple[str, CodeList] | None:
@@ -197,7 +212,8 @@ def write_submission(
         if sheet.id == "rooms" and not sheet.required.applies(levels, period):
             continue  # rooms are a start-of-year sheet
         if sheet.layout == "key_value":
-            layouts[sheet.id] = _write_key_value(wb, fmt, lists, sheet, levels, period, school, style)
+            layouts[sheet.id] = _write_key_value(wb, fmt, lists, sheet, levels, period, school, style,
+                                                 blank=style.template and tables is None)
         else:
             frame = (tables or {}).get(sheet.id)
             layouts[sheet.id] = _write_table(wb, fmt, lists, sheet, levels, period, school, frame, style)
@@ -207,16 +223,47 @@ def write_submission(
     return layouts
 
 
+LEVEL_NAMES = {"MN": "Mầm non", "TH": "Tiểu học", "THCS": "Trung học cơ sở"}
+PERIOD_NAMES = {"dau_nam": "đầu năm (số liệu có đến 30/9)", "cuoi_nam": "cuối năm (số liệu có đến 31/5)"}
+
+
+def _print_setup(ws, *, landscape: bool, fit_width: bool, footer: str, repeat: tuple[int, int] | None = None,
+                 widths: list[float] | None = None) -> None:
+    """A4, the sheet's name and page number at the foot of every page. `fit_width`: one page
+    wide; `widths` (a table's columns): as many pages wide as keep 11 pt text at ≥ 80 %, the
+    columns spread evenly over them (no page holding one stray column)."""
+    from edustat.layout import MARGIN_IN, PAPER, column_points, printable_width
+
+    ws.set_paper(PAPER["A4"][2])
+    ws.set_margins(**MARGIN_IN)
+    ws.set_landscape() if landscape else ws.set_portrait()
+    if fit_width:
+        ws.fit_to_pages(1, 0)
+    elif widths:
+        total = sum(column_points(w) for w in widths)
+        ws.fit_to_pages(max(1, math.ceil(total * 0.8 / printable_width("A4", landscape))), 0)
+    if repeat is not None:
+        ws.repeat_rows(*repeat)
+    ws.set_footer(f"&LBiểu nhập liệu thống kê giáo dục — trang {footer}&RTrang &P/&N")
+
+
 def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_year) -> None:
+    """HuongDan: how to fill the workbook, then every column of every sheet. Written for the
+    screen and for A4 landscape: one wide wrapped column of text, every row as tall as its
+    text (spreadsheet programs do not grow rows written by xlsxwriter). Nothing here comes
+    from the contract's developer notes: only headers, hints and whether a column is required."""
+    from edustat.layout import rows_height, wrap_points, wrapped_lines
+
     ws = wb.add_worksheet(INSTRUCTIONS_SHEET)
-    ws.set_column(0, 0, 16)
-    ws.set_column(1, 1, 38)
-    ws.set_column(2, 2, 16)
-    ws.set_column(3, 3, 60)
-    kỳ = "đầu năm (số liệu có đến 30/9)" if period == "dau_nam" else "cuối năm (số liệu có đến 31/5)"
+    widths = (14, 30, 15, 60)
+    for i, w in enumerate(widths):
+        ws.set_column(i, i, w)
+    full = sum(wrap_points(w) for w in widths)
+    _print_setup(ws, landscape=True, fit_width=True, footer=INSTRUCTIONS_SHEET)
+    names = ", ".join(LEVEL_NAMES.get(lv, lv) for lv in levels)
     lines = [
-        f"BIỂU NHẬP LIỆU THỐNG KÊ GIÁO DỤC — năm học {school_year}, kỳ {kỳ}",
-        f"Cấp học: {', '.join(levels)}. Phiên bản mẫu: {c.version}.",
+        f"BIỂU NHẬP LIỆU THỐNG KÊ GIÁO DỤC — năm học {school_year}, kỳ {PERIOD_NAMES.get(period, period)}",
+        f"Cấp học: {names}. Phiên bản mẫu: {c.version}.",
         "Cách điền:",
         "• Mỗi trường gửi một tệp. Không đổi tên các trang tính và không xóa, đổi tên cột; có thể đổi thứ tự cột.",
         "• Trang 'Truong': điền cột 'Giá trị' cho từng chỉ tiêu. Các trang khác: mỗi dòng một lớp / một học sinh / một cán bộ.",
@@ -227,10 +274,15 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
         "• Sau khi gửi, nhà trường nhận lại tệp phản hồi: ô có lỗi được tô màu và ghi chú cách sửa.",
     ]
     for r, text in enumerate(lines):
-        ws.write_string(r, 0, text, fmt.title if r == 0 else fmt.wrap)
+        size = 13 if r == 0 else 11
+        ws.set_row(r, rows_height(wrapped_lines(text, full, size, r == 0), size))
+        ws.merge_range(r, 0, r, len(widths) - 1, text, fmt.title if r == 0 else (fmt.heading if r == 2 else fmt.wrap))
     r = len(lines) + 1
-    for col, h in enumerate(["Trang tính", "Cột", "Bắt buộc", "Định dạng / giá trị hợp lệ"]):
+    ws.set_row(r, rows_height(2, 11))
+    for col, h in enumerate(["Trang tính", "Cột", "Bắt buộc", "Cách nhập / giá trị hợp lệ"]):
         ws.write_string(r, col, h, fmt.header)
+    ws.repeat_rows(r, r)
+    ws.freeze_panes(r + 1, 0)
     for sheet in c.sheets:
         fields = sheet.fields_for(levels, period)
         if sheet.id == "rooms" and not sheet.required.applies(levels, period):
@@ -239,10 +291,16 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
             if f.id == "template_version":
                 continue
             r += 1
-            ws.write_string(r, 0, sheet.name)
-            ws.write_string(r, 1, f.header)
-            ws.write_string(r, 2, _required_text(f, levels, period))
-            ws.write_string(r, 3, f.hint + (f" — {f.note}" if f.note and f.type != "code" else ""), fmt.wrap)
+            required = _required_text(f, levels, period)
+            hint = f.hint or ""  # the contract's `note` is for developers and never printed
+            lines_needed = max(wrapped_lines(hint, wrap_points(widths[3]), 11),
+                               wrapped_lines(f.header, wrap_points(widths[1]), 11, required == "Bắt buộc"),
+                               wrapped_lines(required, wrap_points(widths[2]), 11))
+            ws.set_row(r, rows_height(lines_needed, 11))
+            ws.write_string(r, 0, sheet.name, fmt.cell)
+            ws.write_string(r, 1, f.header, fmt.cell_bold if required == "Bắt buộc" else fmt.cell)
+            ws.write_string(r, 2, required, fmt.cell)
+            ws.write_string(r, 3, hint, fmt.cell)
 
 
 def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
@@ -270,11 +328,19 @@ def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportSty
     ws.write_string(r, col, text)
 
 
-def _write_key_value(wb, fmt, lists, sheet: Sheet, levels, period, school, style) -> SheetLayout:
+def _write_key_value(wb, fmt, lists, sheet: Sheet, levels, period, school, style, blank: bool = False) -> SheetLayout:
+    """The school sheet: one row per indicator. In a blank template, prefilled codes are
+    written as the dropdown shows them ("Đầu năm", "74 - Bình Dương"), and every row is as tall
+    as its hint."""
+    from edustat.layout import rows_height, wrap_points, wrapped_lines
+
     ws = wb.add_worksheet(sheet.name)
-    ws.set_column(0, 0, 46)
-    ws.set_column(1, 1, 28, fmt.text)
-    ws.set_column(2, 2, 60)
+    widths = (40, 28, 62)
+    ws.set_column(0, 0, widths[0])
+    ws.set_column(1, 1, widths[1], fmt.text)
+    ws.set_column(2, 2, widths[2])
+    if style.template:
+        _print_setup(ws, landscape=True, fit_width=True, footer=sheet.name)
     row = 0
     for t in range(style.title_rows):
         ws.write_string(row, 0, ("THÔNG TIN TRƯỜNG HỌC" if t == 0 else ""), fmt.title)
@@ -293,8 +359,21 @@ def _write_key_value(wb, fmt, lists, sheet: Sheet, levels, period, school, style
             continue
         label = _header_text(f, style)
         headers[f.id] = label
-        ws.write_string(row, 0, label, fmt.bold if f.required.applies(levels, period) else None)
-        _write_value(ws, row, 1, f, school.get(f.id), style, fmt)
+        if style.template:
+            lines = max(wrapped_lines(f.hint or "", wrap_points(widths[2]), 11),
+                        wrapped_lines(label, wrap_points(widths[0]), 11, True))
+            if lines > 1:
+                ws.set_row(row, rows_height(lines, 11))
+        ws.write_string(row, 0, label, (fmt.bold_wrap if style.template else fmt.bold)
+                        if f.required.applies(levels, period) else (fmt.wrap if style.template else None))
+        value = school.get(f.id)
+        if blank and not _is_blank(value):  # prefilled: as the dropdown shows it, at the row's top
+            text = str(value)
+            if f.codelist is not None and text in f.codelist.codes:
+                text = _entry(text, f.codelist.label(text))
+            ws.write_string(row, 1, text, fmt.text_top)
+        else:
+            _write_value(ws, row, 1, f, value, style, fmt)
         if style.template:
             ws.write_string(row, 2, f.hint, fmt.note)
             cl = _field_codelist(f, school)
@@ -323,6 +402,7 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
     header_row = row
     columns: dict[str, str] = {}
     headers: dict[str, str] = {}
+    widths: list[float] = []
     for col, f in enumerate(fields):
         label = _header_text(f, style)
         headers[f.id] = label
@@ -330,6 +410,7 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
         required = f.required.applies(levels, period) and not f.required.when_field
         text_like = f.type in ("id", "code", "text", "date", "school_year")
         width = max(10, min(32, len(label) + 2))
+        widths.append(width)
         ws.set_column(col, col, width, fmt.text if (style.template and text_like) else None)
         ws.write_string(row, col, label, fmt.required if (style.template and required) else fmt.header)
     ws.set_row(row, 36)
@@ -349,6 +430,8 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
                 _write_value(ws, row + i, col, f, values[i], style, fmt)
     if style.template:
         ws.freeze_panes(first_data, 0)
+        _print_setup(ws, landscape=True, fit_width=False, footer=sheet.name, repeat=(header_row, first_data - 1),
+                     widths=widths)
         last = first_data + max(n, VALIDATION_ROWS) - 1
         for col, f in enumerate(fields):
             cl = _field_codelist(f, school)

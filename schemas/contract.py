@@ -221,6 +221,10 @@ class Field:
         if self.type == "code" and self.codelist is not None:
             cl = self.codelist
             if len(cl) <= 8:
+                # our own identifier codes (dau_nam, dong_bang) are never shown: their labels are
+                # what a person types or picks, and the reader accepts them
+                if not any(ch.isdigit() for c in cl.codes for ch in c):
+                    return "Chọn một trong: " + "; ".join(lab or c for c, lab in zip(cl.codes, cl.labels)) + "."
                 return "; ".join(f"{c} = {lab}" for c, lab in zip(cl.codes, cl.labels))
             return f"Chọn trong danh sách ({len(cl)} mã); nhập mã hoặc tên đều được."
         return ""

@@ -244,4 +244,5 @@ def test_rendered_workbooks(con, computed, tmp_path):
                     seen.add(r[3])
                     assert list(r[4:4 + len(sheet["columns"])]) == [city[(r[3], k)] for k in sheet["columns"]]
         assert seen == {row["code"] for _, row in data_rows(form)}
-        assert "KHÔNG ĐẠT" not in [c.value for c in wb["KiemTra"]["F"]]
+        assert "CÁC PHÉP KIỂM TRA KHÔNG ĐẠT" not in [c.value for c in wb["KiemTra"]["A"]]
+        assert "tất cả đều đạt" in wb["KiemTra"]["A3"].value

@@ -10,7 +10,7 @@ import pytest
 
 from edustat.reader import read_workbook
 from edustat.workbook import CODELIST_SHEET, INSTRUCTIONS_SHEET, MINISTRY_EXPORT, ExportStyle, write_submission
-from transforms.cast import cast_table
+from transforms.cast import cast_key_values, cast_table
 
 CASES = [(("MN",), "dau_nam"), (("TH",), "dau_nam"), (("THCS",), "cuoi_nam"), (("TH", "THCS"), "cuoi_nam")]
 
@@ -78,10 +78,36 @@ def test_version_stamp(template, contract):
     ws = wb["Truong"]
     rows = {r[0]: r[1] for r in ws.iter_rows(values_only=True) if r[0]}
     assert rows["Phiên bản mẫu"] == contract.version
-    assert rows["Năm học"] == "2022-2023" and rows["Kỳ báo cáo"] == period
+    # a person reads labels, never our codes: "Đầu năm", not dau_nam; the reader resolves them
+    assert rows["Năm học"] == "2022-2023" and rows["Kỳ báo cáo"] == {"dau_nam": "Đầu năm", "cuoi_nam": "Cuối năm"}[period]
     assert rows["Mã trường"] == "74718001"
+    assert rows["Mã tỉnh"] == "74 - Tỉnh Bình Dương"
+    parsed = read_workbook(path).school
+    values, problems = cast_key_values(parsed.values, contract.sheet("school"), parsed.rows)
+    assert values["period"] == period and values["province_code"] == "74" and problems.empty
     props = {p.name: p.value for p in wb.custom_doc_props.props}
     assert props["edustat_template_version"] == contract.version
+
+
+def test_no_developer_notes_or_internal_codes_in_the_instructions(template, contract):
+    path, levels, period, wb = template
+    text = "\n".join(str(v) for ws in wb.worksheets if ws.title != CODELIST_SHEET
+                     for row in ws.iter_rows(values_only=True) for v in row if isinstance(v, str))
+    for leak in ("[INF", "observed", ".md", "dau_nam", "cuoi_nam", "dong_bang", "mien_nui", "nha_tre", "mau_giao"):
+        assert leak not in text, leak
+    notes = [f.note for s in contract.sheets for f in s.fields if getattr(f, "note", None)]
+    assert notes and not any(n in text for n in notes)
+
+
+def test_instruction_rows_are_sized_to_their_text(template):
+    """xlsxwriter rows do not grow by themselves: every wrapped instruction row has a height."""
+    path, levels, period, wb = template
+    ws = wb[INSTRUCTIONS_SHEET]
+    assert ws.column_dimensions["D"].width >= 50
+    long_rows = [r for r in range(1, ws.max_row + 1)
+                 if any(isinstance(c.value, str) and len(c.value) > 90 for c in ws[r])]
+    assert long_rows and all((ws.row_dimensions[r].height or 0) > 15 for r in long_rows)
+    assert ws.page_setup.orientation == "landscape" and ws.print_title_rows
 
 
 def test_commune_dropdown_is_narrowed_to_the_district(template):
