@@ -55,9 +55,12 @@ demo: sample templates
 	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/"
 
 # The render tests print every form through LibreOffice and measure the PDF with pdftotext.
-SYSDEPS := libreoffice-calc-nogui poppler-utils fonts-dejavu-core
+# Carlito and Liberation: metric twins of Calibri and Times New Roman, so LibreOffice lays the
+# workbooks out as Excel does (column widths, page breaks)
+SYSDEPS := libreoffice-calc-nogui poppler-utils fonts-dejavu-core fonts-crosextra-carlito fonts-liberation
 sysdeps:
-	@if command -v soffice >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then :; else \
+	@if command -v soffice >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 \
+	    && fc-list 2>/dev/null | grep -qi carlito; then :; else \
 	  echo "Installing $(SYSDEPS) (LibreOffice and pdftotext for the render tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSDEPS); \

@@ -141,8 +141,18 @@ def _pages(pdf: Path) -> list[dict]:
     pages = []
     for width, height, body in PAGE.findall(text):
         h = float(height)
-        words = [{"x": float(a), "y": float(b), "h": float(d) - float(b), "text": html.unescape(t)}
-                 for a, b, c, d, t in WORD.findall(body)]
+        words = []
+        for a, b, c, d, t in WORD.findall(body):
+            w = {"x": float(a), "x1": float(c), "y": float(b), "h": float(d) - float(b), "text": html.unescape(t)}
+            last = words[-1] if words else None
+            # one word in two pieces: a glyph from a fallback font ("KI" + "Ể" + "M") is its own
+            # run for pdftotext; pieces that touch on the same line are one word
+            if last and abs(last["y"] - w["y"]) < 3 and -1.0 < w["x"] - last["x1"] < 0.6:
+                last["text"] += w["text"]
+                last["x1"] = w["x1"]
+                last["h"] = min(last["h"], w["h"])
+                continue
+            words.append(w)
         pages.append({"width": float(width), "height": h, "words": words,
                       "body": [w for w in words if w["y"] < h - FOOTER_PT]})
     return pages
