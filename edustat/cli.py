@@ -300,6 +300,91 @@ def status(
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
 
 
+def _sql_print(con, query: str, csv: bool) -> None:
+    rel = con.sql(query)
+    if rel is None:  # a statement without a result
+        return
+    if csv:
+        import csv as csv_mod
+
+        w = csv_mod.writer(sys.stdout)
+        w.writerow(rel.columns)
+        for row in rel.fetchall():
+            w.writerow(["" if v is None else v for v in row])
+    else:
+        rel.show(max_rows=200, max_width=200)
+
+
+@app.command()
+def sql(
+    query: Optional[List[str]] = typer.Option(None, "--command", "-c", help="Câu lệnh SQL chạy rồi thoát; lặp lại cho nhiều câu."),
+    snapshot: Path = typer.Option(Path("data/curated/published/edustat.duckdb"), "--snapshot",
+                                  help="Tệp bản sao cho phân tích (edustat.duckdb)."),
+    csv: bool = typer.Option(False, "--csv", help="In kết quả dạng CSV (cho Excel hoặc công cụ khác)."),
+) -> None:
+    """Query the analysts' snapshot read-only: `-c "select …"` or an interactive shell.
+
+    In the shell: end a statement with ';'. `.tables` lists tables and views, `.schema NAME` shows
+    a table's columns and their meaning, `.quit` leaves. The data dictionary is DATA_DICTIONARY.md
+    beside the snapshot.
+    Example: edustat sql -c "select sex_label, count(*) from v_learner group by 1"
+    """
+    import duckdb
+
+    if not snapshot.is_file():
+        fail(f"không tìm thấy bản sao cho phân tích '{snapshot}'; chạy một đợt thu thập trước (edustat run)")
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except duckdb.Error as exc:
+        fail(f"không mở được '{snapshot}': {str(exc).splitlines()[0][:200]}")
+    shortcuts = {
+        ".tables": "select name, kind, comment from (select table_name as name, 'table' as kind, comment from duckdb_tables() "
+                   "union all select view_name, 'view', comment from duckdb_views() where not internal) order by kind desc, name",
+    }
+    try:
+        if query:
+            for q in query:
+                try:
+                    _sql_print(con, shortcuts.get(q.strip(), q), csv)
+                except duckdb.Error as exc:
+                    fail(str(exc).splitlines()[0][:300], code=1)
+            return
+        typer.echo(f"edustat sql — {snapshot} (chỉ đọc / read-only). '.tables', '.schema TÊN', '.quit'; kết thúc câu lệnh bằng ';'.")
+        buf = ""
+        while True:
+            try:
+                line = input("sql> " if not buf else "...> ")
+            except EOFError:
+                break
+            cmd = line.strip()
+            if not buf and cmd in (".quit", ".exit", r"\q"):
+                break
+            if not buf and cmd.startswith(".schema"):
+                name = cmd[len(".schema"):].strip()
+                cmd_sql = ("select column_name, data_type, comment from duckdb_columns() where table_name = "
+                           + "'" + name.replace("'", "''") + "' order by column_index")
+                _safe_sql(con, cmd_sql, csv)
+                continue
+            if not buf and cmd in shortcuts:
+                _safe_sql(con, shortcuts[cmd], csv)
+                continue
+            buf += line + "\n"
+            if cmd.endswith(";"):
+                _safe_sql(con, buf, csv)
+                buf = ""
+    finally:
+        con.close()
+
+
+def _safe_sql(con, query: str, csv: bool) -> None:
+    import duckdb
+
+    try:
+        _sql_print(con, query, csv)
+    except duckdb.Error as exc:
+        typer.echo(f"Lỗi: {str(exc).splitlines()[0][:300]}", err=True)
+
+
 def _wait_healthy(url: str, seconds: float) -> bool:
     import time
     import urllib.request
