@@ -82,7 +82,9 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c
           using (school_code)
-        where s.school_year = ? and s.period = ? and s.is_current
+        where s.school_year = ? and s.period = ?
+          and (s.is_current or (s.school_code is null and s.run_id = (
+               select max(run_id) from submission where school_year = s.school_year and period = s.period)))
         order by s.school_code""", [school_year, period, school_year, period]).df()
     names = dict(con.execute("select school_code, arg_max(school_name, school_year || period) from core_school group by 1").fetchall())
     missing = [c for c in expected if c not in set(subs["school_code"].dropna())]
@@ -116,7 +118,7 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
         late = late_days(getattr(r, "received_date", None), deadline) if deadline else None
         received = (r.received_at or "")[:10]
         out.append({
-            "Mã trường": r.school_code or "?", "Tên trường": r.school_name or "",
+            "Mã trường": r.school_code if isinstance(r.school_code, str) else "?", "Tên trường": r.school_name or "",
             "Trạng thái": STATUS_TEXT.get(r.status, r.status),
             "Bản": "" if pd.isna(r.version) else int(r.version),
             "HS": "" if pd.isna(r.n_learners) else int(r.n_learners),

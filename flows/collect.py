@@ -133,7 +133,7 @@ def load(results, frames, issues, cfg: Config, school_year: str, period: str, ru
     st = outcome.submissions["status"].value_counts().to_dict() if len(outcome.submissions) else {}
     run_log().info("Đã nạp DuckDB trong %.1f s: %d trường vào dữ liệu chính thức, %s dòng; trạng thái: %s",
                    time.perf_counter() - t0, len(outcome.loaded), f"{sum(outcome.loaded.values()):,}",
-                   ", ".join(f"{k} {v}" for k, v in sorted(st.items())) or "không có tệp")
+                   ", ".join(f"{pipeline.STATUS_TEXT.get(k, k).lower()} {v}" for k, v in sorted(st.items())) or "không có tệp")
     return outcome
 
 
@@ -246,7 +246,8 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
     summary = summarise(outcome, cfg, paths, reports, published)
     officer_artifacts(summary, cfg)
     _rename(run_title(school_year, period, summary["counts"]))
-    run_log().info("Lần chạy %s xong: %s", run_id, ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+    run_log().info("Lần chạy %s xong: %s", run_id,
+                   ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()))
     return summary
 
 
