@@ -15,7 +15,7 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv demo test ui bench sample templates codelists expectations golden pdf-check clean
+.PHONY: help venv demo test ui bench sample templates codelists expectations golden pdf-check screenshots clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
@@ -25,6 +25,7 @@ help:
 	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
 	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
 	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
+	@echo "make screenshots - Prefect UI of a small collection in headless Chromium → build/screenshots/*.png, checked"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -44,8 +45,9 @@ templates: $(STAMP)
 	  $(VENV)/bin/edustat template --level $$lv --year $(YEAR) --period $$p -o data/curated/templates/$(YEAR)/mau_$${lv}_$$p.xlsx || exit 1; done; done
 
 demo: sample templates
-	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam
-	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam
+	$(PY) scripts/demo_faults.py $(SAMPLE)/$(YEAR)/dau_nam --config $(SAMPLE)/edustat.yaml
+	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam --config $(SAMPLE)/edustat.yaml
+	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam --config $(SAMPLE)/edustat.yaml
 	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
 	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/"
 
@@ -67,6 +69,11 @@ golden: $(STAMP)
 
 expectations: $(STAMP)
 	$(VENV)/bin/edustat expectations
+
+screenshots: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core)
+	$(PY) scripts/screenshots.py --out build/screenshots
 
 pdf-check: templates
 	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui)

@@ -271,6 +271,7 @@ def status(
     cfg = _config(config, data_dir, need_db=True)
     import duckdb
 
+    from edustat.officer import status_text
     from edustat.pipeline import STATUS_TEXT
     from edustat.store import missing_schools
 
@@ -279,7 +280,7 @@ def status(
     except duckdb.IOException:
         fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
     rows = con.execute("""
-        select s.school_code, coalesce(c.school_name, s.file_name) as name, s.version, s.status,
+        select s.school_code, coalesce(c.school_name, s.file_name) as name, s.version, s.status, s.in_core,
                s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c using (school_code)
@@ -294,8 +295,8 @@ def status(
     typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(schools)} trường đã nộp, "
                f"{len(missing)} chưa nộp" + (f", {len(unknown)} tệp không rõ trường (không đọc được)" if unknown else ""))
     typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên / tệp")
-    for code, name, version, st, n, e, w, received in rows:
-        typer.echo(f"{code or '?':<10} {STATUS_TEXT.get(st, st):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
+    for code, name, version, st, in_core, n, e, w, received in rows:
+        typer.echo(f"{code or '?':<10} {status_text(st, in_core):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
     for m in missing.itertuples(index=False):
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
 

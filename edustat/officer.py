@@ -76,7 +76,7 @@ def artifact_key(kind: str, school_year: str, period: str) -> str:
 def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.DataFrame:
     """One row per expected or submitting school: status (missing included), counts, feedback."""
     subs = con.execute("""
-        select s.school_code, coalesce(c.school_name, s.file_name) as school_name, s.status, s.version,
+        select s.school_code, coalesce(c.school_name, s.file_name) as school_name, s.status, s.version, s.in_core,
                s.n_learners, s.n_staff, s.n_errors, s.n_warnings, s.feedback_path,
                strftime(s.received_at, '%d/%m/%Y %H:%M') as received_at, cast(s.received_at as date) as received_date
         from submission s
@@ -90,12 +90,23 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
     missing = [c for c in expected if c not in set(subs["school_code"].dropna())]
     rows = [{"school_code": c, "school_name": names.get(c, ""), "status": "missing", "version": None, "n_learners": None,
              "n_staff": None, "n_errors": None, "n_warnings": None, "feedback_path": None, "received_at": None,
-             "received_date": None}
+             "received_date": None, "in_core": None}
             for c in missing]
     table = pd.concat([subs, pd.DataFrame(rows)], ignore_index=True) if rows else subs
     order = {"rejected": 0, "unreadable": 1, "missing": 2, "accepted_with_warnings": 3, "accepted": 4}
     table["_o"] = table["status"].map(order)
     return table.sort_values(["_o", "school_code"], na_position="last").drop(columns="_o").reset_index(drop=True)
+
+
+PARTIAL_TEXT = "Nạp một phần (bỏ dòng lỗi)"
+
+
+def status_text(status: str, in_core: object = None) -> str:
+    """A file with errors whose valid rows were loaded (load_policy: load_valid_rows) is said
+    to be partially loaded, not simply rejected."""
+    if status == "rejected" and in_core is True:
+        return PARTIAL_TEXT
+    return STATUS_TEXT.get(status, status)
 
 
 def late_days(received: object, deadline: dt.date) -> int | None:
@@ -116,10 +127,11 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
     out = []
     for r in table.itertuples(index=False):
         late = late_days(getattr(r, "received_date", None), deadline) if deadline else None
-        received = (r.received_at or "")[:10]
+        received = r.received_at[:10] if isinstance(r.received_at, str) else ""
         out.append({
-            "Mã trường": r.school_code if isinstance(r.school_code, str) else "?", "Tên trường": r.school_name or "",
-            "Trạng thái": STATUS_TEXT.get(r.status, r.status),
+            "Mã trường": r.school_code if isinstance(r.school_code, str) else "?",
+            "Tên trường": r.school_name if isinstance(r.school_name, str) else "",
+            "Trạng thái": status_text(r.status, getattr(r, "in_core", None)),
             "Bản": "" if pd.isna(r.version) else int(r.version),
             "HS": "" if pd.isna(r.n_learners) else int(r.n_learners),
             "CB": "" if pd.isna(r.n_staff) else int(r.n_staff),

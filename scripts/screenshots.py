@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 YEAR, PERIOD = "2022-2023", "dau_nam"
 
 
@@ -137,13 +138,16 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def make_city(inbox: Path) -> None:
-    """A small city a newcomer learns from: clean, warned, wrong and unreadable files."""
+def make_city(inbox: Path, config: Path) -> None:
+    """The demo's city (scripts/demo_faults.py): accepted, warned, partially loaded, rejected
+    and unreadable files."""
+    from demo_faults import add_faults
+
     from edustat.synth import generate_city
 
-    generate_city(inbox, schools=6, seed=2022, school_year=YEAR, period=PERIOD, export_share=0.3, error_rate=0.004)
+    generate_city(inbox, schools=6, seed=2022, school_year=YEAR, period=PERIOD, export_share=0.3)
+    add_faults(inbox, config)
     (inbox / "manifest.json").unlink()
-    (inbox / "bang_tinh_gui_nham.xlsx").write_text("Đây không phải tệp Excel\n", encoding="utf-8")
 
 
 def main() -> int:
@@ -165,6 +169,11 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     failures: list[str] = []
+
+    def _terminate(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if not wait_healthy(api, 180):
             print("prefect server did not start", file=sys.stderr)
@@ -173,12 +182,13 @@ def main() -> int:
                                                "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         inbox = work / "inbox"
-        make_city(inbox)
+        config = work / "edustat.yaml"
+        make_city(inbox, config)
         from flows.collect import collection_flow
 
         t0 = time.perf_counter()
         state = collection_flow(school_year=YEAR, period=PERIOD, inbox=str(inbox), data_dir=str(work / "data"),
-                                return_state=True)
+                                config_path=str(config), return_state=True)
         print(f"collection run: {state.type.value} in {time.perf_counter() - t0:.0f} s")
         run_id = state.state_details.flow_run_id
         facts = api_facts(run_id)
@@ -202,7 +212,7 @@ def main() -> int:
             ("4-tong-ket", f"{ui}/artifacts/artifact/{arts[f'edustat-tong-ket-{key}']}", None,
              ["Thu thập số liệu năm học 2022-2023", "hạn nộp", "Tệp không đọc được"], 1440, 1700),
             ("5-bang-truong", f"{ui}/artifacts/artifact/{arts[f'edustat-truong-{key}']}", None,
-             ["Mã trường", "Trạng thái", "Nhận ngày", "Không đọc được tệp"], 1440, 1000),
+             ["Mã trường", "Trạng thái", "Nhận ngày", "Không đọc được tệp", "Nạp một phần"], 1440, 1000),
             ("6-bieu-do", f"{ui}/artifacts/artifact/{arts[f'edustat-bieu-do-{key}']}", None,
              ["Trường theo trạng thái", "Học sinh đang học theo khối", "data:image/svg+xml;base64,"], 1440, 1500),
         ]
