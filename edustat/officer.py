@@ -40,15 +40,18 @@ def run_log() -> logging.Logger:
     return log
 
 
-def run_title(school_year: str, period: str, counts: Mapping[str, int] | None = None, files: int | None = None) -> str:
+def run_title(school_year: str, period: str, counts: Mapping[str, int] | None = None, files: int | None = None,
+              partial: int = 0) -> str:
     """The flow-run name the UI lists: "2022-2023 đầu năm — 12 trường (9 tiếp nhận, 2 có lỗi, 1 tệp không đọc được)"."""
     head = f"{school_year} {PERIOD_TEXT.get(period, period)}"
     if counts is None:
         return head if files is None else f"{head} — {files} tệp"
     schools = sum(counts.get(k, 0) for k in ("accepted", "accepted_with_warnings", "rejected"))
     parts = [f"{counts.get('accepted', 0) + counts.get('accepted_with_warnings', 0)} tiếp nhận"]
-    if counts.get("rejected"):
-        parts.append(f"{counts['rejected']} có lỗi")
+    if partial:
+        parts.append(f"{partial} nạp một phần")
+    if counts.get("rejected", 0) - partial:
+        parts.append(f"{counts['rejected'] - partial} có lỗi")
     if counts.get("unreadable"):
         parts.append(f"{counts['unreadable']} tệp không đọc được")
     if counts.get("missing"):
@@ -190,6 +193,7 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         "",
         "| Trạng thái | Số trường |", "|---|---:|",
         *[f"| {STATUS_TEXT[k]} | {c.get(k, 0)} |" for k in ("accepted", "accepted_with_warnings", "rejected", "unreadable", "missing")],
+        *([f"| — trong đó {PARTIAL_TEXT.lower()} | {summary['partially_loaded']} |"] if summary.get("partially_loaded") else []),
         "",
         f"Lỗi: **{i['error']}**, cảnh báo: {i['warning']}, lưu ý: {i['notice']}. "
         f"Học sinh, cán bộ, lớp đã nạp: {summary.get('learners_loaded', 0):,} dòng.",

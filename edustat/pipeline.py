@@ -355,6 +355,8 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
         "published": str(published) if published else None,
+        "partially_loaded": sum(1 for r in subs.itertuples(index=False)
+                                if r.status == "rejected" and outcome.loaded.get(r.school_code, 0) > 0) if len(subs) else 0,
         "unreadable_files": sorted(str(n) for n in subs.loc[subs["status"] == "unreadable", "file_name"]) if len(subs) else [],
         "reports_dir": str(cfg.reports_dir / outcome.school_year / outcome.period) if reports else None,
         "forms": list(reports.forms) if reports else [],
@@ -375,7 +377,9 @@ def format_summary(s: dict) -> str:
     lines = [
         f"Năm học {s['school_year']}, kỳ {period}: {s['files']} tệp / files (run {s['run_id']})",
         f"  Đã tiếp nhận / accepted: {c['accepted']} | có cảnh báo / with warnings: {c['accepted_with_warnings']} | "
-        f"chưa tiếp nhận / rejected: {c['rejected']} | không đọc được / unreadable: {c['unreadable']} | "
+        f"chưa tiếp nhận / rejected: {c['rejected']}"
+        + (f" (nạp một phần / partially loaded: {s['partially_loaded']})" if s.get("partially_loaded") else "")
+        + f" | không đọc được / unreadable: {c['unreadable']} | "
         f"chưa nộp / missing: {c['missing']}",
         f"  Lỗi / errors: {i['error']} | cảnh báo / warnings: {i['warning']} | lưu ý / notices: {i['notice']}",
     ]

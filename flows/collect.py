@@ -245,7 +245,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
     published = publish_snapshot(cfg) if publish else None
     summary = summarise(outcome, cfg, paths, reports, published)
     officer_artifacts(summary, cfg)
-    _rename(run_title(school_year, period, summary["counts"]))
+    _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     run_log().info("Lần chạy %s xong: %s", run_id,
                    ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()))
     return summary
