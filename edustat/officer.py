@@ -102,14 +102,21 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
 
 
 PARTIAL_TEXT = "Nạp một phần (bỏ dòng lỗi)"
+SHORT_STATUS = {"accepted": "Đã tiếp nhận", "accepted_with_warnings": "Có cảnh báo", "rejected": "Có lỗi",
+                "unreadable": "Không đọc được", "missing": "Chưa nộp", "partial": "Nạp một phần"}
 
 
-def status_text(status: str, in_core: object = None) -> str:
+def status_text(status: str, in_core: object = None, short: bool = False) -> str:
     """A file with errors whose valid rows were loaded (load_policy: load_valid_rows) is said
-    to be partially loaded, not simply rejected."""
+    to be partially loaded, not simply rejected. `short`: the words of the UI's narrow table."""
     if status == "rejected" and in_core is True:
-        return PARTIAL_TEXT
-    return STATUS_TEXT.get(status, status)
+        return SHORT_STATUS["partial"] if short else PARTIAL_TEXT
+    return SHORT_STATUS.get(status, status) if short else STATUS_TEXT.get(status, status)
+
+
+def _clip(text: object, n: int = 30) -> str:
+    text = text if isinstance(text, str) else ""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def late_days(received: object, deadline: dt.date) -> int | None:
@@ -133,14 +140,14 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
         received = r.received_at[:10] if isinstance(r.received_at, str) else ""
         out.append({
             "Mã trường": r.school_code if isinstance(r.school_code, str) else "?",
-            "Tên trường": r.school_name if isinstance(r.school_name, str) else "",
-            "Trạng thái": status_text(r.status, getattr(r, "in_core", None)),
+            "Tên trường": _clip(r.school_name),
+            "Trạng thái": status_text(r.status, getattr(r, "in_core", None), short=True),
             "Bản": "" if pd.isna(r.version) else int(r.version),
             "HS": "" if pd.isna(r.n_learners) else int(r.n_learners),
             "CB": "" if pd.isna(r.n_staff) else int(r.n_staff),
             "Lỗi": "" if pd.isna(r.n_errors) else int(r.n_errors),
             "C.báo": "" if pd.isna(r.n_warnings) else int(r.n_warnings),
-            "Nhận ngày": f"{received} (muộn {late} ngày)" if late else received,
+            "Nhận": f"{received}, muộn {late} ngày" if late else received,
         })
     return out
 
@@ -154,14 +161,28 @@ def deadline_text(deadline: dt.date, today: dt.date, table: pd.DataFrame) -> str
     if days == 0:
         return f"**hôm nay là hạn nộp** ({deadline:%d/%m/%Y})"
     got = table[table["status"] != "missing"]
-    lates = [d for d in (late_days(v, deadline) for v in got.get("received_date", pd.Series(dtype=object))) if d]
+    lates = late_lines(table, deadline)
     missing = int((table["status"] == "missing").sum())
-    parts = [f"đợt đã qua hạn nộp {deadline:%d/%m/%Y}: {len(got) - len(lates)} trường nộp đúng hạn"]
+    parts = [f"đợt đã qua hạn nộp {deadline:%d/%m/%Y}: {len(got) - len(lates)} tệp nộp đúng hạn"]
     if lates:
-        parts.append(f"{len(lates)} trường nộp muộn (muộn nhất: {late_text(max(lates), deadline)})")
+        parts.append(f"{len(lates)} tệp nộp muộn")
     if missing:
         parts.append(f"{missing} trường chưa nộp")
     return ", ".join(parts)
+
+
+def late_lines(table: pd.DataFrame, deadline: dt.date) -> list[str]:
+    """One line per file received after the deadline, latest first: "74718003 Trường …: nộp
+    muộn 3 ngày so với hạn 30/10/2022"."""
+    out = []
+    for r in table.itertuples(index=False):
+        if r.status == "missing":
+            continue
+        days = late_days(getattr(r, "received_date", None), deadline)
+        if days:
+            code = r.school_code if isinstance(r.school_code, str) else "?"
+            out.append((days, f"{code} {_clip(r.school_name, 60)}: {late_text(days, deadline)}"))
+    return [line for _, line in sorted(out, key=lambda x: -x[0])]
 
 
 def previous_summary(con, school_year: str, period: str, run_id: str) -> dict | None:
@@ -204,6 +225,9 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         changed = _changed_schools(previous.get("schools", {}), summary.get("schools", {}))
         lines += ["", "## Thay đổi so với lần chạy trước", ("; ".join(delta) if delta else "Không thay đổi số trường theo trạng thái.")]
         lines += [f"- {code}: {STATUS_TEXT.get(a, a)} → {STATUS_TEXT.get(b, b)}" for code, a, b in changed[:30]]
+    lates = late_lines(table, deadline) if today > deadline else []
+    if lates:
+        lines += ["", f"## Nộp muộn ({len(lates)} tệp)"] + [f"- {t}" for t in lates[:30]]
     missing = table[table["status"] == "missing"]
     if len(missing):
         lines += ["", f"## Chưa nộp ({len(missing)} trường)"]

@@ -214,6 +214,14 @@ def _status(fr: FileResult, counts: dict[str, int]) -> str:
     return "accepted"
 
 
+def _received(fr: FileResult, now: dt.datetime) -> dt.datetime:
+    """When a file was received: its time in the inbox (saved from the mail, copied from a USB
+    stick), never later than now; a file seen before keeps its first time (store.write_run)."""
+    if not fr.received_mtime:
+        return now
+    return min(now, dt.datetime.fromtimestamp(fr.received_mtime, VN_TZ).replace(tzinfo=None))
+
+
 def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
              run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None) -> RunOutcome:
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
@@ -254,7 +262,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
             "school_year": school_year, "period": period, "school_code": fr.school_code,
             "version": versions.get(fr.sha256), "file_hash": fr.sha256, "content_hash": getattr(fr, "content_hash", None),
             "file_name": fr.path.name,
-            "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": now, "status": status,
+            "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": _received(fr, now), "status": status,
             "n_learners": fr.rows("learners"), "n_staff": fr.rows("staff"), "n_classes": fr.rows("classes"),
             "n_rooms": fr.rows("rooms"), "n_errors": int(counts.get("error", 0)),
             "n_warnings": int(counts.get("warning", 0)), "n_notices": int(counts.get("notice", 0)),

@@ -7,6 +7,8 @@ In the sample inbox (made by `edustat synth`), deterministically:
 - one school's workbook loses its staff sheet: a structure error, nothing of it is loaded (rejected);
 - a file that is not a workbook at all arrives (unreadable).
 Schools whose synthetic data carry warnings stay "accepted with warnings"; the rest accepted.
+Every file's time is set inside the collection window (the last ones after the deadline), so
+the summary's "nộp muộn N ngày so với hạn" reads as in a real collection.
 Also writes the demo's config (`load_policy: load_valid_rows`) to `--config`.
 
 Running it again on a regenerated sample gives the same cells, so a second `make demo` keeps
@@ -57,11 +59,33 @@ def add_faults(inbox: Path, config: Path) -> str:
     wb.save(path)
 
     (inbox / "bang_tinh_gui_nham.xlsx").write_text("Đây không phải tệp Excel\n", encoding="utf-8")
+    received = set_received_times(inbox, manifest)
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("# the demo: a school's rows without errors are loaded even when others have errors\n"
                       "load_policy: load_valid_rows\n", encoding="utf-8")
     return (f"Mẫu minh họa: {partial['school_code']} có 2 ô sai (nạp một phần), {rejected['school_code']} thiếu trang "
-            f"cán bộ (chưa tiếp nhận), bang_tinh_gui_nham.xlsx không phải tệp Excel (không đọc được)")
+            f"cán bộ (chưa tiếp nhận), bang_tinh_gui_nham.xlsx không phải tệp Excel (không đọc được); {received}")
+
+
+def set_received_times(inbox: Path, manifest: dict) -> str:
+    """Files arrive during the collection window, as they would: from 20 days before the deadline,
+    one school every 3 days, so the last ones are late (edustat takes a file's time in the inbox
+    as the time it was received)."""
+    import datetime as dt
+    import os
+
+    from edustat.officer import default_deadline
+
+    params = manifest["params"]
+    deadline = default_deadline(params["school_year"], params["period"])
+    start = dt.datetime.combine(deadline - dt.timedelta(days=20), dt.time(9, 30), tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    names = sorted(s["file"] for s in manifest["schools"]) + ["bang_tinh_gui_nham.xlsx"]
+    late = 0
+    for i, name in enumerate(names):
+        when = start + dt.timedelta(days=3 * i)
+        late += when.date() > deadline
+        os.utime(inbox / name, (when.timestamp(), when.timestamp()))
+    return f"tệp đến từ {start:%d/%m/%Y}, {late} tệp sau hạn {deadline:%d/%m/%Y}"
 
 
 def main() -> int:

@@ -31,11 +31,16 @@ def test_deadline_of_a_closed_collection_is_said_against_the_collection():
     deadline = dt.date(2022, 10, 30)
     table = _table([("accepted", "2022-10-20"), ("accepted", "2022-11-02"), ("rejected", "2022-10-30"), ("missing", None)])
     text = officer.deadline_text(deadline, dt.date(2026, 11, 30), table)
-    assert "nộp muộn 3 ngày so với hạn 30/10/2022" in text
-    assert "2 trường nộp đúng hạn" in text and "1 trường nộp muộn" in text and "1 trường chưa nộp" in text
-    assert "quá hạn" not in text and "1492" not in text
+    assert text == "đợt đã qua hạn nộp 30/10/2022: 2 tệp nộp đúng hạn, 1 tệp nộp muộn, 1 trường chưa nộp"
+    assert officer.late_lines(table, deadline) == ["74718001 Trường 1: nộp muộn 3 ngày so với hạn 30/10/2022"]
+    summary = {"school_year": YEAR, "period": PERIOD, "run_id": "r", "files": 3, "issues": {"error": 0, "warning": 0, "notice": 0},
+               "counts": {"accepted": 2, "accepted_with_warnings": 0, "rejected": 1, "unreadable": 0, "missing": 1},
+               "feedback_dir": "f"}
+    md = officer.summary_markdown(summary, table, None, deadline, dt.date(2026, 11, 30), pd.DataFrame(columns=["grade", "nam", "nu"]))
+    assert "nộp muộn 3 ngày so với hạn 30/10/2022" in md
+    assert "quá hạn" not in md and "1492" not in md
     rows = officer.table_artifact_rows(table, deadline)
-    assert rows[1]["Nhận ngày"] == "02/11/2022 (muộn 3 ngày)" and rows[0]["Nhận ngày"] == "20/10/2022"
+    assert rows[1]["Nhận"] == "02/11/2022, muộn 3 ngày" and rows[0]["Nhận"] == "20/10/2022"
 
 
 def test_deadline_of_an_open_collection_counts_the_days_left():
