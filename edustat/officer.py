@@ -140,7 +140,7 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
         received = r.received_at[:10] if isinstance(r.received_at, str) else ""
         out.append({
             "Mã trường": r.school_code if isinstance(r.school_code, str) else "?",
-            "Tên trường": _clip(r.school_name),
+            "Tên trường": _clip(r.school_name, 22),
             "Trạng thái": status_text(r.status, getattr(r, "in_core", None), short=True),
             "Bản": "" if pd.isna(r.version) else int(r.version),
             "HS": "" if pd.isna(r.n_learners) else int(r.n_learners),

@@ -68,8 +68,8 @@ def add_faults(inbox: Path, config: Path) -> str:
 
 
 def set_received_times(inbox: Path, manifest: dict) -> str:
-    """Files arrive during the collection window, as they would: from 20 days before the deadline,
-    one school every 3 days, so the last ones are late (edustat takes a file's time in the inbox
+    """Files arrive during the collection window, as they would: one every 3 days, the last two
+    after the deadline (edustat takes a file's time in the inbox
     as the time it was received)."""
     import datetime as dt
     import os
@@ -78,8 +78,10 @@ def set_received_times(inbox: Path, manifest: dict) -> str:
 
     params = manifest["params"]
     deadline = default_deadline(params["school_year"], params["period"])
-    start = dt.datetime.combine(deadline - dt.timedelta(days=20), dt.time(9, 30), tzinfo=dt.timezone(dt.timedelta(hours=7)))
     names = sorted(s["file"] for s in manifest["schools"]) + ["bang_tinh_gui_nham.xlsx"]
+    # the last two arrive 1 and 4 days after the deadline
+    start = dt.datetime.combine(deadline - dt.timedelta(days=3 * (len(names) - 2) - 1), dt.time(9, 30),
+                                tzinfo=dt.timezone(dt.timedelta(hours=7)))
     late = 0
     for i, name in enumerate(names):
         when = start + dt.timedelta(days=3 * i)
