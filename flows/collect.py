@@ -108,7 +108,8 @@ def task_runner(cfg: Config):
 def cast(results, cfg: Config):
     t0 = time.perf_counter()
     frames = pipeline.assemble_all(results, cfg)
-    rows = ", ".join(f"{sid} {len(f):,}" for sid, f in frames.typed.items())
+    words = {"school": "trường", "rooms": "phòng học", "classes": "lớp", "learners": "học sinh", "staff": "cán bộ"}
+    rows = ", ".join(f"{words.get(sid, sid)} {len(f):,}" for sid, f in frames.typed.items())
     run_log().info("Đã ghép và chuẩn hóa kiểu trong %.1f s: %s dòng", time.perf_counter() - t0, rows or "0")
     return frames
 
