@@ -284,17 +284,16 @@ def svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-STATUS_COLORS = {"accepted": "#2e7d32", "accepted_with_warnings": "#f9a825", "rejected": "#c62828",
-                 "unreadable": "#6a1b9a", "missing": "#9e9e9e"}
-
-
 def charts_markdown(summary: dict, table: pd.DataFrame, by_grade: pd.DataFrame) -> str:
     """The two charts as a markdown artifact the Prefect UI shows itself: each an SVG image
     embedded as a data: URI (no file, no link to follow), with its numbers as a table below
     for readers whose screen does not show images."""
-    status_counts = table["status"].value_counts()
-    statuses = ("accepted", "accepted_with_warnings", "rejected", "unreadable", "missing")
-    status_items = [(STATUS_TEXT[st], [int(status_counts.get(st, 0))]) for st in statuses]
+    in_core = table["in_core"] if "in_core" in table else pd.Series(False, index=table.index)
+    keys = table["status"].where(~((table["status"] == "rejected") & (in_core == True)), "partial")  # noqa: E712
+    status_counts = keys.value_counts()
+    statuses = ("accepted", "accepted_with_warnings", "partial", "rejected", "unreadable", "missing")
+    labels = {**STATUS_TEXT, "partial": PARTIAL_TEXT}
+    status_items = [(labels[st], [int(status_counts.get(st, 0))]) for st in statuses]
     grade_items = [(f"Khối {int(r.grade)}" if str(r.grade).isdigit() else str(r.grade), [int(r.nam), int(r.nu)])
                    for r in by_grade.itertuples(index=False)]
     title = f"Năm học {summary['school_year']}, kỳ {PERIOD_TEXT[summary['period']]}"

@@ -6,7 +6,7 @@ with headless Chromium:
 - dumps the DOM of the flow-run page, its logs and each artifact and checks that the run name,
   the stage logs and the charts (inline SVG images) are there;
 - writes build/screenshots/*.png: the runs list, the flow-run page (logs), its artifacts tab,
-  the summary, the per-school table and the charts.
+  the summary, the per-school table, the charts and the deployment's custom-run form.
 The API is checked too (run name, INFO logs, artifact kinds). Exit status 1 when a check fails.
 
     make screenshots        (installs chromium from Debian when absent)
@@ -200,6 +200,11 @@ def main() -> int:
         if not facts["charts_inline"]:
             failures.append("the charts artifact is markdown with inline SVG images")
 
+        # the deployment the officer starts runs from (flows/deploy.py), registered for its form
+        from edustat.config import load_config
+        from flows.deploy import deployments
+
+        dep_id = deployments(load_config(config, work / "data"), str(work / "data"), str(config))[0].apply()
         arts = facts["artifacts"]
         key = "2022-2023-dau-nam"
         # (file, url, tab to click, texts that must be on the page, width, height)
@@ -215,6 +220,8 @@ def main() -> int:
              ["Mã trường", "Trạng thái", "Nhận", "Không đọc được", "Nạp một phần", "muộn"], 1440, 1000),
             ("6-bieu-do", f"{ui}/artifacts/artifact/{arts[f'edustat-bieu-do-{key}']}", None,
              ["Trường theo trạng thái", "Học sinh đang học theo khối", "data:image/svg+xml;base64,"], 1440, 1500),
+            ("7-chay-tuy-chinh", f"{ui}/deployments/deployment/{dep_id}/run", None,
+             ["Năm học, ví dụ 2022-2023", "Kỳ báo cáo: dau_nam = đầu năm", "Thư mục chứa các tệp trường đã nộp"], 1440, 1500),
         ]
         browser = Browser()
         try:
