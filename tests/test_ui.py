@@ -143,3 +143,25 @@ def test_the_run_is_named_after_what_ran_and_logs_every_stage(flow_run):
     assert chart.data.count("data:image/svg+xml;base64,") == 2
     summary = next(a for a in arts if a.key.startswith("edustat-tong-ket")).data
     assert "tep_hong.xlsx" in summary and "Bản sao cho phân tích" not in summary
+
+
+@pytest.mark.slow
+def test_screenshots_script_checks_what_the_officer_sees(tmp_path):
+    """`make screenshots` end to end: a real server, a real run, headless Chromium; the script
+    exits non-zero when the run name, the stage logs or the chart images are not on the pages."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium not installed (make screenshots installs it)")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "screenshots.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["1-danh-sach-lan-chay.png", "2-lan-chay-nhat-ky.png", "3-lan-chay-bao-cao.png", "4-tong-ket.png",
+                    "5-bang-truong.png", "6-bieu-do.png", "7-chay-tuy-chinh.png"]
+    assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "nộp muộn" in (tmp_path / "4-tong-ket.txt").read_text(encoding="utf-8")
