@@ -92,6 +92,24 @@ REGISTER_COLUMNS = {
     "file_name": ("Tên tệp", "name of the file as received"), "run_id": ("Lần chạy", "the run that processed the file"),
     "rule_id": ("Mã quy tắc", "rule id in schemas/rules.yaml"), "severity": ("Mức độ", "error | warning | notice"),
     "message": ("Thông báo", "the Vietnamese message shown to the school"), "fix": ("Cách sửa", "how to fix it"),
+    "raw_path": ("Bản lưu tệp", "where the officer's machine keeps the file as received (not shipped with the snapshot)"),
+    "feedback_path": ("Tệp phản hồi", "the feedback workbook written for the school (on the officer's machine)"),
+    "sheet": ("Trang tính", "sheet of the workbook the issue is on"), "column": ("Cột", "Excel column letter"),
+    "field": ("Trường dữ liệu", "field id of the contract (schemas/submission.yaml)"),
+    "header": ("Tiêu đề cột", "the column header as the school's file wrote it"),
+    "value": ("Giá trị", "the cell's value (blank when the field is personal data)"),
+    "form_code": ("Mã biểu", "report form code of Circular 24/2018, e.g. 02-TH-DN"),
+    "scope": ("Phạm vi", "city = the whole office, else the 8-digit school code"),
+    "row_code": ("Mã dòng", "row number of the form"), "column_key": ("Mã cột", "column key of the form"),
+    "check_name": ("Phép kiểm tra", "name of the arithmetic identity checked"),
+    "expected": ("Giá trị kỳ vọng", "value the identity expects"), "actual": ("Giá trị thực", "value found"),
+    "ok": ("Đạt", "true when the identity holds"),
+    "published_at": ("Công bố lúc", "when this snapshot was published (UTC)"),
+    "pseudonymised": ("Đã ẩn danh", "true when identifiers are salted hashes and names dropped"),
+    "salt_fingerprint": ("Dấu vân tay muối", "first 8 hex of sha256(salt): tells two snapshots' salts apart"),
+    "tables": ("Các bảng", "tables published"), "pii_kept": ("Dữ liệu cá nhân giữ lại", "personal-data columns kept for statistics"),
+    "started_at": ("Bắt đầu", "when the run started"), "finished_at": ("Kết thúc", "when the run finished"),
+    "files": ("Số tệp", "files processed"), "summary": ("Tổng kết", "the run's summary as JSON"), "inbox": ("Thư mục nộp", "inbox folder"),
 }
 STATUS_LABELS = {"accepted": "Đã tiếp nhận", "accepted_with_warnings": "Tiếp nhận, có cảnh báo",
                  "rejected": "Chưa tiếp nhận (có lỗi)", "unreadable": "Không đọc được tệp"}
@@ -159,6 +177,8 @@ def _comment_columns(con, tables: dict[str, list[str]], dims: dict[tuple[str, st
     c = load_contract()
     fields = {(s.id, f.id): f for s in c.sheets for f in s.fields}
     for table, cols in tables.items():
+        if table.startswith("dim_"):  # commented where they are written
+            continue
         sid = table[5:] if table.startswith("core_") else None
         if sid in SHEET_GLOSS:
             sheet = c.sheet(sid)
@@ -167,17 +187,15 @@ def _comment_columns(con, tables: dict[str, list[str]], dims: dict[tuple[str, st
             vi, en = TABLE_GLOSS[table]
             con.execute(f"comment on table {_q(table)} is {_lit(f'{vi} — {en}')}")
         for col in cols:
-            text = _column_text(sid, col, fields, dims)
+            text = ("Giá trị — the number in that cell of the form" if (table, col) == ("rpt_form_cell", "value")
+                    else "Thông báo — what the check says" if (table, col) == ("rpt_form_check", "message")
+                    else _column_text(sid, col, fields, dims))
             if text:
                 con.execute(f"comment on column {_q(table)}.{_q(col)} is {_lit(text)}")
 
 
 def _column_text(sid: str | None, col: str, fields, dims) -> str:
     f = fields.get((sid, col)) if sid else None
-    if f is None and sid is None:
-        # register / report tables: the same ids as the sheets where they coincide
-        f = next((fields[k] for k in fields if k[1] == col and col not in KEY_GLOSS and col not in REGISTER_COLUMNS), None) \
-            if col in {"sheet", "field", "header", "value", "column"} else None
     if col in KEY_GLOSS:
         vi, en = KEY_GLOSS[col]
         return f"{vi} — {en}"
@@ -275,7 +293,7 @@ def annotate_snapshot(snapshot: Path) -> list[str]:
     Returns the views created."""
     con = duckdb.connect(str(snapshot))
     try:
-        tables = _tables(con)
+        tables = {t: c for t, c in _tables(con).items() if not t.startswith(("dim_", "v_"))}
         all_dims = column_dims()
         used = [d for (sid, col), d in all_dims.items() if col in tables.get(f"core_{sid}", [])]
         used.append(Dim("dim_period", "edustat/PERIOD"))

@@ -126,6 +126,7 @@ def test_every_table_view_and_column_is_described(analyst):
     assert {v for v, _ in views} >= {"v_learner", "v_staff", "v_dropout", "v_school"}
     assert not [v for v, c in views if not c]
     assert not [(t, c) for t, c, cm in cols if not cm], "columns without a comment"
+    assert not [(t, c, cm) for t, c, cm in cols if " — " not in cm], "every comment: Vietnamese — English"
     assert {"dim_gioi_tinh", "dim_dan_toc", "dim_khoi", "dim_trang_thai_hoc_sinh", "dim_ly_do_thoi_hoc",
             "dim_trinh_do_chuyen_mon", "dim_chuan_dao_tao", "dim_xa"} <= dims
     assert sex == {"01": "Nam", "02": "Nữ"} or set(sex.values()) >= {"Nam", "Nữ"}
