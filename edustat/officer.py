@@ -15,7 +15,6 @@ import datetime as dt
 import html
 import json
 import logging
-from pathlib import Path
 from typing import Mapping
 
 import pandas as pd

@@ -18,7 +18,6 @@ from edustat.config import load_config
 from edustat.pipeline import run_collection
 from edustat.synth import generate_city
 
-ROOT = Path(__file__).resolve().parents[1]
 YEAR, PERIOD = "2022-2023", "dau_nam"
 EDUSTAT = str(Path(sys.executable).parent / "edustat")
 pytestmark = pytest.mark.slow
