@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared
 SAMPLE := data/sample
 # the sample city: ministry-export look-alikes, clerk-typed workbooks (abbreviations, the forms'
-# labels, a few typos), rare row errors and one file missing a required column
-SAMPLE_MIX := --export-share 0.3 --clerk-share 0.3 --typo-rate 0.3 --error-rate 0.002 --broken 1
+# labels, a few typos) and rare row errors; scripts/demo_faults.py then adds a partially loaded,
+# a rejected and an unreadable file and spreads the arrival times over the collection window
+SAMPLE_MIX := --export-share 0.3 --clerk-share 0.3 --typo-rate 0.3 --error-rate 0.002
 DEMO_CONFIG := config/demo.yaml
 YEAR   ?= 2022-2023
 
@@ -19,7 +20,7 @@ export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: help venv sysdeps demo test ui bench sample templates codelists expectations golden pdf-check clean
+.PHONY: help venv sysdeps demo test ui bench sample templates codelists expectations golden pdf-check screenshots clean
 
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
@@ -30,6 +31,7 @@ help:
 	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
 	@echo "make pdf-check - convert a template to PDF with LibreOffice (installs it via apt if absent)"
 	@echo "make sysdeps - install LibreOffice, poppler-utils and fonts (for the render tests) when absent"
+	@echo "make screenshots - Prefect UI of a small collection in headless Chromium → build/screenshots/*.png, checked"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -49,6 +51,7 @@ templates: $(STAMP)
 	  $(VENV)/bin/edustat template --level $$lv --year $(YEAR) --period $$p -o data/curated/templates/$(YEAR)/mau_$${lv}_$$p.xlsx || exit 1; done; done
 
 demo: sample templates
+	$(PY) scripts/demo_faults.py $(SAMPLE)/$(YEAR)/dau_nam
 	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam --config $(DEMO_CONFIG)
 	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam --config $(DEMO_CONFIG)
 	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
@@ -84,6 +87,11 @@ golden: $(STAMP)
 
 expectations: $(STAMP)
 	$(VENV)/bin/edustat expectations
+
+screenshots: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core)
+	$(PY) scripts/screenshots.py --out build/screenshots
 
 pdf-check: templates sysdeps
 	soffice --headless --convert-to pdf --outdir build/pdf data/curated/templates/$(YEAR)/mau_TH_dau_nam.xlsx

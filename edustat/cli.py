@@ -181,26 +181,75 @@ def run(
     typer.echo(format_summary(summary))
 
 
+def _check_forms(forms: Optional[List[str]], period: str) -> Optional[list[str]]:
+    """The requested form codes, each one of the period's forms, or one Vietnamese line and exit 2."""
+    if not forms:
+        return None
+    from edustat.reports import list_forms
+
+    known = list_forms(period)
+    unknown = [f for f in forms if f not in known]
+    if unknown:
+        kind = "đầu năm" if period == "dau_nam" else "cuối năm"
+        fail(f"không có biểu {', '.join(unknown)} cho kỳ {kind}; các biểu của kỳ: {', '.join(known)}")
+    return list(dict.fromkeys(forms))
+
+
+def _check_school(cfg, school: str, year: str, period: str) -> None:
+    """A school given by code must have accepted data in this collection."""
+    import duckdb
+
+    if not (school.isdigit() and len(school) == 8):
+        fail(f"mã trường '{school}' phải gồm 8 chữ số")
+    try:
+        con = duckdb.connect(str(cfg.db_path), read_only=True)
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    try:
+        in_core = con.execute("select count(*) from core_school where school_year = ? and period = ? and school_code = ?",
+                              [year, period, school]).fetchone()[0]
+        known = con.execute("select status from submission where school_year = ? and period = ? and school_code = ? and is_current",
+                            [year, period, school]).fetchone()
+    except duckdb.CatalogException:
+        in_core, known = 0, None
+    finally:
+        con.close()
+    if in_core:
+        return
+    kind = "đầu năm" if period == "dau_nam" else "cuối năm"
+    if known:
+        from edustat.pipeline import STATUS_TEXT
+
+        fail(f"trường {school} chưa có số liệu được tiếp nhận năm học {year}, kỳ {kind} "
+             f"(bản nộp mới nhất: {STATUS_TEXT.get(known[0], known[0]).lower()}); không lập biểu")
+    fail(f"không có trường mã {school} trong đợt thu thập năm học {year}, kỳ {kind}; "
+         f"xem danh sách bằng: edustat status --year {year} --period {period}")
+
+
 @app.command()
 def report(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
     school: Optional[str] = typer.Option(None, "--school", help="Chỉ lập lại biểu của một trường (và biểu toàn thành phố)."),
+    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN); lặp lại cho nhiều biểu."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
     """Rebuild the Circular 24/2018 report forms from the loaded data (city and per school).
 
-    Example: edustat report --year 2022-2023 --period dau_nam --school 74718001
+    Example: edustat report --year 2022-2023 --period dau_nam --school 74718001 --form 02-TH-DN
     """
     _check_year(year)
-    _config(config, data_dir, need_db=True)
+    cfg = _config(config, data_dir, need_db=True)
+    forms = _check_forms(form, period.value)
+    if school is not None:
+        _check_school(cfg, school, year, period.value)
     _prefect_env()
     from flows.collect import reports_flow
 
     try:
         out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
-                           config_path=str(config) if config else None, school=school)
+                           config_path=str(config) if config else None, school=school, forms=forms)
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         fail(f"không lập được biểu: {type(exc).__name__}: {text[:300]}")
@@ -226,6 +275,7 @@ def status(
     cfg = _config(config, data_dir, need_db=True)
     import duckdb
 
+    from edustat.officer import status_text
     from edustat.pipeline import STATUS_TEXT
     from edustat.store import missing_schools
 
@@ -234,14 +284,14 @@ def status(
     except duckdb.IOException:
         fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
     rows = con.execute("""
-        select s.school_code, coalesce(c.school_name || ' — ' || s.file_name, s.file_name) as name, s.version, s.status,
+        select s.school_code, coalesce(c.school_name || ' — ' || s.file_name, s.file_name) as name, s.version, s.status, s.in_core,
                s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c using (school_code)
         where s.school_year = ? and s.period = ?
           and (s.is_current or (s.school_code is null and s.run_id = (select max(run_id) from submission
                                 where school_year = ? and period = ?)))
-        order by s.status desc, s.school_code""", [year, period.value, year, period.value, year, period.value]).fetchall()
+        order by s.school_code is null, s.status desc, s.school_code""", [year, period.value, year, period.value, year, period.value]).fetchall()
     # byte-identical copies have no row of their own: their twin's notice names them
     copies = [r[0] for r in con.execute("""
         select v.message from validation_issue v join submission s using (school_year, period, file_hash)
@@ -250,14 +300,102 @@ def status(
         order by 1""", [year, period.value, year, period.value]).fetchall()]
     missing = missing_schools(con, year, period.value, cfg.expected_schools)
     con.close()
-    typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(rows)} trường đã nộp, {len(missing)} chưa nộp")
-    typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên")
-    for code, name, version, st, n, e, w, received in rows:
-        typer.echo(f"{code or '?':<10} {STATUS_TEXT.get(st, st):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
+    schools = [r for r in rows if r[0]]
+    unknown = [r for r in rows if not r[0]]
+    typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(schools)} trường đã nộp, "
+               f"{len(missing)} chưa nộp" + (f", {len(unknown)} tệp không rõ trường (không đọc được)" if unknown else ""))
+    typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên / tệp")
+    for code, name, version, st, in_core, n, e, w, received in rows:
+        typer.echo(f"{code or '?':<10} {status_text(st, in_core):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
     for text in copies:
         typer.echo(f"Tệp trùng nội dung: {text}")
     for m in missing.itertuples(index=False):
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
+
+
+def _sql_print(con, query: str, csv: bool) -> None:
+    rel = con.sql(query)
+    if rel is None:  # a statement without a result
+        return
+    if csv:
+        import csv as csv_mod
+
+        w = csv_mod.writer(sys.stdout)
+        w.writerow(rel.columns)
+        for row in rel.fetchall():
+            w.writerow(["" if v is None else v for v in row])
+    else:
+        rel.show(max_rows=200, max_width=200)
+
+
+@app.command()
+def sql(
+    query: Optional[List[str]] = typer.Option(None, "--command", "-c", help="Câu lệnh SQL chạy rồi thoát; lặp lại cho nhiều câu."),
+    snapshot: Path = typer.Option(Path("data/curated/published/edustat.duckdb"), "--snapshot",
+                                  help="Tệp bản sao cho phân tích (edustat.duckdb)."),
+    csv: bool = typer.Option(False, "--csv", help="In kết quả dạng CSV (cho Excel hoặc công cụ khác)."),
+) -> None:
+    """Query the analysts' snapshot read-only: `-c "select …"` or an interactive shell.
+
+    In the shell: end a statement with ';'. `.tables` lists tables and views, `.schema NAME` shows
+    a table's columns and their meaning, `.quit` leaves. The data dictionary is DATA_DICTIONARY.md
+    beside the snapshot.
+    Example: edustat sql -c "select sex_label, count(*) from v_learner group by 1"
+    """
+    import duckdb
+
+    if not snapshot.is_file():
+        fail(f"không tìm thấy bản sao cho phân tích '{snapshot}'; chạy một đợt thu thập trước (edustat run)")
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except duckdb.Error as exc:
+        fail(f"không mở được '{snapshot}': {str(exc).splitlines()[0][:200]}")
+    shortcuts = {
+        ".tables": "select name, kind, comment from (select table_name as name, 'table' as kind, comment from duckdb_tables() "
+                   "union all select view_name, 'view', comment from duckdb_views() where not internal) order by kind desc, name",
+    }
+    try:
+        if query:
+            for q in query:
+                try:
+                    _sql_print(con, shortcuts.get(q.strip(), q), csv)
+                except duckdb.Error as exc:
+                    fail(str(exc).splitlines()[0][:300], code=1)
+            return
+        typer.echo(f"edustat sql — {snapshot} (chỉ đọc / read-only). '.tables', '.schema TÊN', '.quit'; kết thúc câu lệnh bằng ';'.")
+        buf = ""
+        while True:
+            try:
+                line = input("sql> " if not buf else "...> ")
+            except EOFError:
+                break
+            cmd = line.strip()
+            if not buf and cmd in (".quit", ".exit", r"\q"):
+                break
+            if not buf and cmd.startswith(".schema"):
+                name = cmd[len(".schema"):].strip()
+                cmd_sql = ("select column_name, data_type, comment from duckdb_columns() where table_name = "
+                           + "'" + name.replace("'", "''") + "' order by column_index")
+                _safe_sql(con, cmd_sql, csv)
+                continue
+            if not buf and cmd in shortcuts:
+                _safe_sql(con, shortcuts[cmd], csv)
+                continue
+            buf += line + "\n"
+            if cmd.endswith(";"):
+                _safe_sql(con, buf, csv)
+                buf = ""
+    finally:
+        con.close()
+
+
+def _safe_sql(con, query: str, csv: bool) -> None:
+    import duckdb
+
+    try:
+        _sql_print(con, query, csv)
+    except duckdb.Error as exc:
+        typer.echo(f"Lỗi: {str(exc).splitlines()[0][:300]}", err=True)
 
 
 def _wait_healthy(url: str, seconds: float) -> bool:

@@ -96,8 +96,52 @@ def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) 
     return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits)) for p in files]
 
 
-def settle(results: list[FileResult], cfg: Config) -> list[FileResult]:
-    """Which file of a school counts when it sent more than one."""
+def content_hash(fr: FileResult) -> str | None:
+    """sha256 of what a file says, not of its bytes: every sheet's cells as read (text), in
+    order, with their headers. A workbook saved again (new timestamp, new zip metadata) with
+    the same cells has the same content hash. None for a file that could not be read."""
+    if fr.unreadable or not fr.school_code:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps(list(fr.school_raw.items()), ensure_ascii=False, default=str).encode("utf-8"))
+    for sid in sorted(fr.raw):
+        frame = fr.raw[sid]
+        h.update(f"\x1d{sid}\x1f{chr(31).join(map(str, frame.columns))}\x1e".encode("utf-8"))
+        if len(frame):
+            text = frame.astype("string").fillna("\x00")
+            h.update(pd.util.hash_pandas_object(text, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def reuse_known_contents(results: list[FileResult], cfg: Config, school_year: str, period: str) -> int:
+    """A file whose content equals its school's current registered version is that version
+    (same file hash, same version, same received time), not a new one. Returns files matched."""
+    for fr in results:
+        fr.content_hash = content_hash(fr)  # type: ignore[attr-defined]
+    if not Path(cfg.db_path).exists():
+        return 0
+    from edustat.store import current_contents, session
+
+    with session(cfg.db_path) as con:
+        known = current_contents(con, school_year, period)
+    n = 0
+    for fr in results:
+        old = known.get((fr.school_code, fr.content_hash))
+        if old and old != fr.sha256:
+            for issue in fr.issues:
+                if issue.get("file_hash") == fr.sha256:
+                    issue["file_hash"] = old
+            fr.sha256, n = old, n + 1
+    return n
+
+
+def settle(results: list[FileResult], cfg: Config, school_year: str | None = None, period: str | None = None) -> list[FileResult]:
+    """Which file of a school counts when it sent more than one; a re-sent copy of the
+    current version (same cells, other bytes) is that version."""
+    if school_year and period:
+        reuse_known_contents(results, cfg, school_year, period)
     mark_superseded(results, load_rules(cfg.severity))
     return results
 
@@ -117,7 +161,7 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
             results = [_ingest_alone(j) for j in jobs]
     else:
         results = [_ingest_one(j) for j in jobs]
-    return settle(results, cfg)
+    return settle(results, cfg, school_year, period)
 
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
@@ -202,6 +246,14 @@ def _status(fr: FileResult, counts: dict[str, int], load_valid_rows: bool = Fals
     return "accepted"
 
 
+def _received(fr: FileResult, now: dt.datetime) -> dt.datetime:
+    """When a file was received: its time in the inbox (saved from the mail, copied from a USB
+    stick), never later than now; a file seen before keeps its first time (store.write_run)."""
+    if not fr.received_mtime:
+        return now
+    return min(now, dt.datetime.fromtimestamp(fr.received_mtime, VN_TZ).replace(tzinfo=None))
+
+
 def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
              run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None) -> RunOutcome:
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
@@ -246,8 +298,9 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         status = _status(fr, counts, cfg.load_policy == "load_valid_rows")
         subs.append({
             "school_year": school_year, "period": period, "school_code": fr.school_code,
-            "version": versions.get(fr.sha256), "file_hash": fr.sha256, "file_name": fr.name,
-            "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": now, "status": status,
+            "version": versions.get(fr.sha256), "file_hash": fr.sha256, "content_hash": getattr(fr, "content_hash", None),
+            "file_name": fr.name,
+            "raw_path": str(fr.raw_path) if fr.raw_path else None, "received_at": _received(fr, now), "status": status,
             "n_learners": fr.rows("learners"), "n_staff": fr.rows("staff"), "n_classes": fr.rows("classes"),
             "n_rooms": fr.rows("rooms"), "n_errors": int(counts.get("error", 0)),
             "n_warnings": int(counts.get("warning", 0)), "n_notices": int(counts.get("notice", 0)),
@@ -324,9 +377,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     return out
 
 
-def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
+def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path | None = None) -> dict:
     """What the officer needs after a run: counts by status (missing schools included),
-    issues by severity, and where things are. Records the run in the `run` table."""
+    issues by severity, the unreadable files by name, and where things are — only what was
+    written (`published`: the snapshot, when this run published one). Records the run in the
+    `run` table."""
     from edustat.store import missing_schools
 
     subs = outcome.submissions
@@ -351,7 +406,9 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None) -> dict:
                        if len(outcome.issues) else []),
         "feedback_dir": str(cfg.feedback_dir / outcome.school_year / outcome.period),
         "database": str(cfg.db_path),
-        "published": str(cfg.published_dir / "edustat.duckdb"),
+        "published": str(published) if published else None,
+        "partially_loaded": counts["partially_loaded"],
+        "unreadable_files": sorted(str(n) for n in subs.loc[subs["status"] == "unreadable", "file_name"]) if len(subs) else [],
         "reports_dir": str(cfg.reports_dir / outcome.school_year / outcome.period) if reports else None,
         "forms": list(reports.forms) if reports else [],
         "form_checks_failed": int(reports.failed_checks) if reports else 0,
@@ -423,10 +480,12 @@ def format_summary(s: dict) -> str:
         f"chưa nộp / missing: {c['missing']}",
         f"  Lỗi / errors: {i['error']} | cảnh báo / warnings: {i['warning']} | lưu ý / notices: {i['notice']}"
         + (f" | ô/tiêu đề được hiểu theo cách gần đúng / values read as near matches: {s['readings']}" if s.get("readings") else ""),
-        f"  Phản hồi cho trường / feedback: {s['feedback_dir']}",
-        f"  Cơ sở dữ liệu / database: {s['database']}",
-        f"  Bản sao cho phân tích / analyst snapshot: {s['published']}",
     ]
+    if s["files"]:
+        lines.append(f"  Phản hồi cho trường / feedback: {s['feedback_dir']}")
+    lines.append(f"  Cơ sở dữ liệu / database: {s['database']}")
+    if s.get("published"):  # never a path that was not written (run --no-publish)
+        lines.append(f"  Bản sao cho phân tích / analyst snapshot: {s['published']}")
     if s.get("reports_dir") and s["files"]:
         lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']} ({', '.join(s['forms'])}): {forms_line(s)}")
     if not s["files"]:

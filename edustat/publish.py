@@ -226,12 +226,16 @@ def publish(
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
+        from edustat.dictionary import annotate_snapshot, write_dictionary  # labels, comments, views, dictionary
+
+        annotate_snapshot(tmp_db)
         _fsync(tmp_db)
 
         snapshot = published_dir / SNAPSHOT_NAME
         # A WAL left beside the destination (someone opened the snapshot read-write) would be
         # replayed onto the new file at the next open; the snapshot is rebuilt anyway.
         Path(f"{snapshot}.wal").unlink(missing_ok=True)
+        write_dictionary(tmp_db, published_dir)
         os.replace(tmp_db, snapshot)
         parquet_dir = published_dir / PARQUET_DIR
         _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")

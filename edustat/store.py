@@ -65,6 +65,7 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckD
         try:
             con = duckdb.connect(str(db_path))
             con.execute(REGISTER_DDL)
+            con.execute("alter table submission add column if not exists content_hash varchar")
             return con
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or attempt == retries - 1:
@@ -243,6 +244,14 @@ def next_versions(con: duckdb.DuckDBPyConnection, school_year: str, period: str,
             top[code] = top.get(code, 0) + 1
             out[h] = top[code]
     return out
+
+
+def current_contents(con: duckdb.DuckDBPyConnection, school_year: str, period: str) -> dict[tuple[str, str], str]:
+    """(school code, content hash) → file hash of each school's current registered version."""
+    rows = con.execute("""select school_code, content_hash, file_hash from submission
+                          where school_year = ? and period = ? and is_current and content_hash is not null""",
+                       [school_year, period]).fetchall()
+    return {(code, ch): h for code, ch, h in rows}
 
 
 def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, period: str,

@@ -4,26 +4,77 @@ Reads top to bottom as the recipe: find submissions → read and check structure
 rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted versions in)
 → feedback to each school → the Circular 24/2018 forms → publish the analysts' snapshot. Business logic lives in
 `edustat/`; this module only orders the steps and owns the connection.
+
+What the officer sees in the Prefect UI: a run named after what ran ("2022-2023 đầu năm — 12
+trường (…)"), one INFO line per stage in the run's logs (counts, durations, file names; never
+personal data), the custom-run form with Vietnamese descriptions and choices, and the
+artifacts of `edustat/officer.py`.
 """
 from __future__ import annotations
 
+import datetime as dt
+import time
 from pathlib import Path
+from typing import Literal
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, task, unmapped
 
 from edustat import pipeline, store
 from edustat.collect import discover
 from edustat.config import Config, load_config
+from edustat.officer import run_log, run_title
+
+Period = Literal["dau_nam", "cuoi_nam"]
+# The custom-run form offers these: "auto" (the current school year) and every year from
+# 2015-2016 to next year's.
+SchoolYear = Literal[("auto", *(f"{y}-{y + 1}" for y in range(dt.date.today().year + 1, 2014, -1)))]  # type: ignore[valid-type]
+
+
+def _resolved_year(school_year: str) -> str:
+    return current_school_year() if school_year == "auto" else school_year
+
+
+def _run_name() -> str:
+    """The run's name as it starts ("2022-2023 đầu năm"); renamed with counts as it goes."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return run_title(_resolved_year(params.get("school_year", "auto")), params.get("period", "dau_nam"))
+
+
+def _rename(name: str) -> None:
+    """Rename the current flow run (best effort: a name is never worth failing a run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_name(flow_run.id, name)
+    except Exception as exc:  # noqa: BLE001
+        run_log().warning("không đổi được tên lần chạy: %s", type(exc).__name__)
 
 
 @task(name="tìm tệp nộp (find submissions)", retries=1, retry_delay_seconds=2)
 def find_submissions(inbox: Path) -> list[Path]:
-    return discover(inbox)
+    files = discover(inbox)
+    run_log().info("Tìm thấy %d tệp trong thư mục nộp %s", len(files), inbox)
+    return files
+
+
+def _log_read(results, seconds: float) -> None:
+    bad = [fr.path.name for fr in results if fr.unreadable]
+    blocked = sum(1 for fr in results if fr.blocked and not fr.unreadable)
+    run_log().info("Đã đọc %d tệp trong %.1f s: %d đọc được, %d sai cấu trúc, %d không đọc được%s",
+                   len(results), seconds, len(results) - len(bad) - blocked, blocked, len(bad),
+                   f" ({', '.join(bad)})" if bad else "")
 
 
 @task(name="đọc và kiểm tra cấu trúc (read + structure)")
 def read_files(files: list[Path], cfg: Config, school_year: str, period: str):
-    return pipeline.ingest_all(files, cfg, school_year, period)
+    t0 = time.perf_counter()
+    results = pipeline.ingest_all(files, cfg, school_year, period)
+    _log_read(results, time.perf_counter() - t0)
+    return results
 
 
 @task(name="đọc một nhóm tệp (read a batch)")
@@ -35,7 +86,10 @@ def read_fanned_out(files: list[Path], cfg: Config, school_year: str, period: st
     """Reading as one task per batch of files, submitted to the flow's task runner (Dask)."""
     batches = [files[i::parts] for i in range(parts) if files[i::parts]]
     futures = read_batch.map(batches, cfg=unmapped(cfg), school_year=unmapped(school_year), period=unmapped(period))
-    return pipeline.settle([fr for f in futures for fr in f.result()], cfg)
+    t0 = time.perf_counter()
+    results = pipeline.settle([fr for f in futures for fr in f.result()], cfg, school_year, period)
+    _log_read(results, time.perf_counter() - t0)
+    return results
 
 
 def task_runner(cfg: Config):
@@ -52,32 +106,59 @@ def task_runner(cfg: Config):
 
 @task(name="ghép và chuẩn hóa kiểu (cast)")
 def cast(results, cfg: Config):
-    return pipeline.assemble_all(results, cfg)
+    t0 = time.perf_counter()
+    frames = pipeline.assemble_all(results, cfg)
+    words = {"school": "trường", "rooms": "phòng học", "classes": "lớp", "learners": "học sinh", "staff": "cán bộ"}
+    rows = ", ".join(f"{words.get(sid, sid)} {len(f):,}" for sid, f in frames.typed.items())
+    run_log().info("Đã ghép và chuẩn hóa kiểu trong %.1f s: %s dòng", time.perf_counter() - t0, rows or "0")
+    return frames
 
 
 @task(name="kiểm tra dữ liệu (validate, Great Expectations)")
 def validate(results, frames, cfg: Config, school_year: str, period: str):
-    return pipeline.validate_all(results, cfg, school_year, period, frames)
+    t0 = time.perf_counter()
+    issues = pipeline.validate_all(results, cfg, school_year, period, frames)
+    sev = issues["severity"].value_counts().to_dict() if len(issues) else {}
+    rules = issues["rule_id"].value_counts().head(5) if len(issues) else []
+    run_log().info("Đã kiểm tra trong %.1f s: %d lỗi, %d cảnh báo, %d lưu ý%s", time.perf_counter() - t0,
+                   sev.get("error", 0), sev.get("warning", 0), sev.get("notice", 0),
+                   ("; quy tắc gặp nhiều nhất: " + ", ".join(f"{r} ({n})" for r, n in rules.items())) if len(rules) else "")
+    return issues
 
 
 @task(name="nạp DuckDB (load)", retries=2, retry_delay_seconds=5)
 def load(results, frames, issues, cfg: Config, school_year: str, period: str, run_id: str):
+    t0 = time.perf_counter()
     with store.session(cfg.db_path) as con:
-        return pipeline.load_all(con, results, issues, cfg, school_year, period, run_id, frames=frames)
+        outcome = pipeline.load_all(con, results, issues, cfg, school_year, period, run_id, frames=frames)
+    st = outcome.submissions["status"].value_counts().to_dict() if len(outcome.submissions) else {}
+    run_log().info("Đã nạp DuckDB trong %.1f s: %d trường vào dữ liệu chính thức, %s dòng; trạng thái: %s",
+                   time.perf_counter() - t0, len(outcome.loaded), f"{sum(outcome.loaded.values()):,}",
+                   ", ".join(f"{pipeline.STATUS_TEXT.get(k, k).lower()} {v}" for k, v in sorted(st.items())) or "không có tệp")
+    return outcome
 
 
 @task(name="phản hồi cho trường (feedback)")
 def feedback(outcome, results, cfg: Config):
+    t0 = time.perf_counter()
     with store.session(cfg.db_path) as con:
-        return pipeline.write_feedbacks(con, outcome, results, cfg)
+        paths = pipeline.write_feedbacks(con, outcome, results, cfg)
+    run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s", len(paths), time.perf_counter() - t0,
+                   cfg.feedback_dir / outcome.school_year / outcome.period)
+    return paths
 
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
-def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None):
+def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None):
     from edustat.reports import build_reports
 
+    t0 = time.perf_counter()
     with store.session(cfg.db_path) as con:
-        return build_reports(con, cfg.reports_dir, school_year, period, school=school, workers=cfg.workers)
+        result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
+    run_log().info("Đã lập %d tệp biểu (%s) trong %.1f s: %d ô, %d phép kiểm tra, %d không đạt", len(result.files),
+                   ", ".join(result.forms) or "không có biểu", time.perf_counter() - t0, result.cells, result.checks,
+                   result.failed_checks)
+    return result
 
 
 @task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)
@@ -85,24 +166,23 @@ def publish_snapshot(cfg: Config):
     from edustat.publish import publish, salt_for
 
     with store.session(cfg.db_path) as con:
-        return publish(con, cfg.published_dir, salt=salt_for(cfg),
-                       pseudonymise=cfg.pseudonymise_published)
+        result = publish(con, cfg.published_dir, salt=salt_for(cfg),
+                         pseudonymise=cfg.pseudonymise_published)
+    run_log().info("Đã công bố bản sao cho phân tích trong %.1f s: %d bảng, %s dòng → %s", result.seconds,
+                   len(result.tables), f"{sum(result.tables.values()):,}", result.snapshot)
+    return result
 
 
 @task(name="tổng kết (summary)")
-def summarise(outcome, cfg: Config, feedback_paths, reports) -> dict:
+def summarise(outcome, cfg: Config, feedback_paths, reports, published=None) -> dict:
     with store.session(cfg.db_path) as con:
-        return pipeline.summary(con, outcome, cfg, reports)
+        return pipeline.summary(con, outcome, cfg, reports, published=published.snapshot if published else None)
 
 
 @task(name="báo cáo cho cán bộ thống kê (artifacts)")
 def officer_artifacts(summary: dict, cfg: Config) -> dict:
     """The per-school table, the summary and the charts, under stable keys per collection."""
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from edustat import officer
     from edustat.store import expected_schools
@@ -115,14 +195,14 @@ def officer_artifacts(summary: dict, cfg: Config) -> dict:
         by_grade = officer.learners_by_grade(con, year, period)
     deadline = officer.deadline_for(cfg.deadlines, year, period)
     md = officer.summary_markdown(summary, table, previous, deadline, officer.today_vn(), by_grade)
-    chart = officer.charts_html(cfg.curated_dir / "charts" / year / period / f"{summary['run_id']}.html", summary, table, by_grade)
-    create_table_artifact(officer.table_artifact_rows(table), key=officer.artifact_key("truong", year, period),
+    create_table_artifact(officer.table_artifact_rows(table, deadline), key=officer.artifact_key("truong", year, period),
                           description=f"Trạng thái từng trường — năm học {year}, kỳ {officer.PERIOD_TEXT[period]}")
     create_markdown_artifact(md, key=officer.artifact_key("tong-ket", year, period),
                              description=f"Tổng kết đợt thu thập {year} {officer.PERIOD_TEXT[period]}")
-    create_link_artifact(chart.resolve().as_uri(), link_text="Biểu đồ (mở trong trình duyệt)",
-                         key=officer.artifact_key("bieu-do", year, period), description="Học sinh theo khối, trường theo trạng thái")
-    return {"chart": str(chart), "schools": len(table)}
+    create_markdown_artifact(officer.charts_markdown(summary, table, by_grade), key=officer.artifact_key("bieu-do", year, period),
+                             description="Biểu đồ: trường theo trạng thái, học sinh theo khối và giới tính")
+    run_log().info("Đã tạo 3 báo cáo (artifacts) cho cán bộ thống kê: bảng %d trường, tổng kết, biểu đồ", len(table))
+    return {"schools": len(table)}
 
 
 def current_school_year(today=None) -> str:
@@ -132,19 +212,28 @@ def current_school_year(today=None) -> str:
     return f"{y}-{y + 1}"
 
 
-@flow(name="edustat-collection", log_prints=True)
-def collection_flow(school_year: str = "auto", period: str = "dau_nam", inbox: str | None = None,
+@flow(name="edustat-collection", log_prints=True, flow_run_name=_run_name)
+def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", inbox: str | None = None,
                     data_dir: str = "data", config_path: str | None = None, publish: bool = True,
                     forms: bool = True) -> dict:
-    """Run one collection (năm học × kỳ) over every workbook in `inbox` (default
-    `<data_dir>/inbox/<school year>/<period>`; school year "auto" = the current one)."""
+    """Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố.
+
+    Args:
+        school_year: Năm học, ví dụ 2022-2023; "auto" = năm học hiện tại (từ tháng 8 là năm học mới).
+        period: Kỳ báo cáo: dau_nam = đầu năm (số liệu ngày 30/9), cuoi_nam = cuối năm (số liệu ngày 31/5).
+        inbox: Thư mục chứa các tệp trường đã nộp; để trống = <thư mục dữ liệu>/inbox/<năm học>/<kỳ>.
+        data_dir: Thư mục dữ liệu của phòng (raw/, curated/); thường để nguyên.
+        config_path: Tệp cấu hình edustat.yaml (danh sách trường, hạn nộp, lịch chạy); để trống nếu không có.
+        publish: Cập nhật bản sao cho phân tích (DuckDB + Parquet) sau khi nạp.
+        forms: Lập lại các biểu báo cáo TT 24/2018 sau khi nạp.
+    """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
-    if school_year == "auto":
-        school_year = current_school_year()
+    school_year = _resolved_year(school_year)
     inbox_dir = Path(inbox) if inbox else cfg.data_dir / "inbox" / school_year / period
     inbox_dir.mkdir(parents=True, exist_ok=True) if not inbox else None
     run_id = pipeline.new_run_id()
     files = find_submissions(inbox_dir)
+    _rename(run_title(school_year, period, files=len(files)))
     if cfg.task_runner == "dask":
         results = read_fanned_out(files, cfg, school_year, period, parts=max(1, cfg.workers * 4))
     else:
@@ -154,22 +243,34 @@ def collection_flow(school_year: str = "auto", period: str = "dau_nam", inbox: s
     outcome = load(results, frames, issues, cfg, school_year, period, run_id)
     paths = feedback(outcome, results, cfg)
     reports = build_forms(cfg, school_year, period) if forms else None
-    if publish:
-        publish_snapshot(cfg)
-    summary = summarise(outcome, cfg, paths, reports)
+    published = publish_snapshot(cfg) if publish else None
+    summary = summarise(outcome, cfg, paths, reports, published)
     officer_artifacts(summary, cfg)
-    get_run_logger().info("run %s: %s", run_id, summary["counts"])
+    _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
+    run_log().info("Lần chạy %s xong: %s", run_id,
+                   ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()))
     return summary
 
 
-@flow(name="edustat-reports", log_prints=True)
-def reports_flow(school_year: str = "auto", period: str = "dau_nam", data_dir: str = "data",
-                 config_path: str | None = None, school: str | None = None, publish: bool = True) -> dict:
-    """Rebuild the report forms of a collection from the curated data (no re-validation)."""
+@flow(name="edustat-reports", log_prints=True,
+      flow_run_name=lambda: f"Lập biểu {_run_name()}")
+def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", data_dir: str = "data",
+                 config_path: str | None = None, school: str | None = None, publish: bool = True,
+                 forms: list[str] | None = None) -> dict:
+    """Lập lại các biểu báo cáo TT 24/2018 từ dữ liệu đã nạp (không kiểm tra lại).
+
+    Args:
+        school_year: Năm học, ví dụ 2022-2023; "auto" = năm học hiện tại.
+        period: Kỳ báo cáo: dau_nam = đầu năm (30/9), cuoi_nam = cuối năm (31/5).
+        data_dir: Thư mục dữ liệu của phòng; thường để nguyên.
+        config_path: Tệp cấu hình edustat.yaml; để trống nếu không có.
+        school: Mã trường (8 chữ số) nếu chỉ lập lại biểu của một trường; để trống = mọi trường.
+        publish: Cập nhật bản sao cho phân tích sau khi lập biểu.
+        forms: Chỉ lập các biểu này (vd 02-TH-DN); để trống = mọi biểu của kỳ.
+    """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
-    if school_year == "auto":
-        school_year = current_school_year()
-    result = build_forms(cfg, school_year, period, school)
+    school_year = _resolved_year(school_year)
+    result = build_forms(cfg, school_year, period, school, forms)
     if publish:
         publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,

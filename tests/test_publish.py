@@ -92,11 +92,12 @@ def test_publishes_curated_tables_with_row_counts(published):
     assert res.snapshot == out / "edustat.duckdb" and res.snapshot.is_file()
     assert res.tables == {"core_learners": 3, "core_staff": 2, "submission": 1, "validation_issue": 3}
     names = {r[0] for r in _read(res.snapshot, "SELECT table_name FROM information_schema.tables")}
-    assert names == {*res.tables, "publish_info"}
+    # + the code-label tables and labelled views of edustat.dictionary
+    assert {n for n in names if not n.startswith(("dim_", "v_"))} == {*res.tables, "publish_info"}
     for table, n in res.tables.items():
         assert _read(res.snapshot, f"SELECT count(*) FROM {table}") == [(n,)]
     # no temp files left behind
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "edustat.duckdb", "parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["DATA_DICTIONARY.md", "README.md", "edustat.duckdb", "parquet"]
 
 
 def test_raw_and_stg_never_published(curated, tmp_path):
@@ -206,7 +207,7 @@ def test_failed_publish_keeps_previous_publication(curated, tmp_path, monkeypatc
     curated.execute("DELETE FROM core_staff")
     with pytest.raises(RuntimeError):
         publish(curated, out, salt=SALT)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "edustat.duckdb", "parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["DATA_DICTIONARY.md", "README.md", "edustat.duckdb", "parquet"]
     assert _read(out / "edustat.duckdb", "SELECT count(*) FROM core_staff") == [(2,)]
     assert curated.execute("SELECT count(*) FROM duckdb_databases() WHERE NOT internal").fetchone() == (1,)
 
@@ -260,7 +261,7 @@ def test_parquet_tree_replaced_not_merged(curated, tmp_path):
     parts = sorted(p.relative_to(out / "parquet/core_learners").as_posix()
                    for p in (out / "parquet/core_learners").rglob("*.parquet"))
     assert parts == ["year=2022-2023/period=cuoi_nam/part-0.parquet"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "edustat.duckdb", "parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["DATA_DICTIONARY.md", "README.md", "edustat.duckdb", "parquet"]
 
 
 # ---------------------------------------------------------------- salt
