@@ -333,6 +333,11 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
                                     detail=", ".join(f"'{sheet.field(fid).header}'" for fid in maybe)))
         for header in data.duplicate_headers:
             fr.issues.append(_issue(cat, "file_header_duplicate", fr, sheet=data.name, header=header))
+        if required_sheet and sheet.id in ("classes", "learners", "staff") and not len(data.frame):
+            # a header and no row: a school has classes, learners and staff — loading it would
+            # put a school of nobody into the forms
+            fr.issues.append(_issue(cat, "file_sheet_empty", fr, sheet=data.name, detail=sheet.title))
+            fr.blocked = True
         # casting happens once per sheet over the whole collection (assemble): per-column
         # pandas work costs milliseconds, which per school and per column adds up to minutes
         fr.raw[sheet.id] = data.frame

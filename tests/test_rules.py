@@ -77,6 +77,7 @@ NOT_TESTED_HERE = {
     "school_education_level_code": "unreachable by design: an unknown Cấp học stops the file with "
                                    "file_level_unknown (case school_education_level_unknown)",
     "file_sheet_duplicate": "tests/test_bad_inputs.py (kinds duplicate_learner_sheets, duplicate_school_sheets)",
+    "file_sheet_empty": "tests/test_bad_inputs.py (kind header_only_learners)",
     "file_invisible_chars": "tests/test_bad_inputs.py (kind school_code_zero_width) and test_reader",
 }
 

@@ -74,7 +74,7 @@ EXPECTED: tuple[Expect, ...] = (
     Expect("lock_file", "unreadable", "file_unreadable", "tệp khóa tạm", "silently skipped"),
     Expect("name_255_chars", "accepted", None, None, "accepted (kept)"),
     Expect("nfd_name", "accepted", None, None, "accepted; name stored NFD"),
-    Expect("header_only_learners", "accepted", None, None, "accepted with 0 learners (kept; no rule says a school with classes needs learners — see notes)"),
+    Expect("header_only_learners", "rejected", "file_sheet_empty", "không có dòng dữ liệu nào", "accepted with 0 learners"),
     Expect("malformed_sheet_xml", "unreadable", "file_unreadable", "bị hỏng", "unreadable (kept)"),
 )
 # fmt: on
