@@ -10,6 +10,11 @@
     task_runner: local                 # or dask (prefect-dask), with dask_address: tcp://host:8786
     feedback_engine: fast              # or faithful: the school's own workbook kept (formulas,
                                        # formats, comments) and marked, 2–3× slower
+    private_group: null                # files holding personal data (the DuckDB, feedback
+                                       # workbooks) are 0600; with a group name they are 0640
+                                       # and belong to that group (e.g. the office's staff)
+    lock_wait_seconds: 0               # a second run on the same data dir waits this long for
+                                       # the first to finish, then refuses (0: refuse at once)
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class Config:
     # fast: a values-only copy of the school's sheets (fastexcel + xlsxwriter); faithful: its own
     # workbook through openpyxl, formulas and formats kept (see edustat.feedback)
     feedback_engine: Literal["fast", "faithful"] = "fast"
+    private_group: str | None = None  # group of the personal-data files (0640); None: 0600
+    lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
 
     @property
     def raw_dir(self) -> Path:
@@ -102,6 +109,22 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         raise ConfigError("task_runner phải là 'local' hoặc 'dask'")
     if values.get("feedback_engine", "fast") not in FEEDBACK_ENGINES:
         raise ConfigError(f"feedback_engine phải là một trong {FEEDBACK_ENGINES}")
+    if values.get("private_group") is not None:
+        import grp
+
+        group = str(values["private_group"])
+        try:
+            grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+        except (KeyError, OverflowError):
+            raise ConfigError(f"private_group: không có nhóm '{group}' trên máy này") from None
+        values["private_group"] = group
+    if "lock_wait_seconds" in values:
+        try:
+            values["lock_wait_seconds"] = float(values["lock_wait_seconds"])
+        except (TypeError, ValueError):
+            raise ConfigError("lock_wait_seconds phải là một số giây") from None
+        if values["lock_wait_seconds"] < 0:
+            raise ConfigError("lock_wait_seconds phải là một số giây không âm")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)
