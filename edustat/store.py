@@ -436,8 +436,10 @@ def inconsistencies(con: duckdb.DuckDBPyConnection, school_year: str | None = No
     error (load_valid_rows leaves those out; under reject_school an in-core file has none), one
     core_school row, no other file's rows, and `loaded_rows` must be their sum. A current
     version registered "accepted" must be the one in core, and core rows need a register row.
-    `file_hash` names the file to re-stage (None when core holds rows nobody registered)."""
-    ensure_tables(con)
+    `file_hash` names the file to re-stage. Read-only: works on a read-only connection."""
+    present = {r[0] for r in con.execute("select table_name from information_schema.tables where table_schema = 'main'").fetchall()}
+    if not {"submission", "validation_issue"} | {f"{layer}_{sid}" for layer in ("raw", "stg", "core") for sid in SHEETS} <= present:
+        return pd.DataFrame(columns=["school_year", "period", "school_code", "file_hash", "problem", "detail"])
     where = "where school_year = $y and period = $p" if school_year else ""
     params = {"y": school_year, "p": period} if school_year else {}
     parts = []
