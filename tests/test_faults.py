@@ -13,6 +13,7 @@ kills at every point of `edustat.faults.POINTS` instead (slower: one run per poi
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -36,8 +37,8 @@ YEAR, PERIOD = "2022-2023", "dau_nam"
 # one kill per kind of state a crash can leave: nothing written; staging inside the open load
 # transaction (the issue's data loss); committed but not checkpointed (WAL replay); feedback
 # written, register not yet told; forms built; snapshot temp files beside the old snapshot;
-# after the summary (lock file of a dead run)
-CHAIN = ("read", "load:staged", "load:committed", "feedback:written", "publish", "publish:written", "artifacts")
+# after the summary. Every crash also leaves the lock file of a dead run (taken over next).
+CHAIN = ("read", "load:staged", "load:committed", "feedback:written", "publish:written", "artifacts")
 IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at", "generated_at"}
 
 
@@ -168,8 +169,17 @@ def _points() -> tuple[str, ...]:
 # SIGKILL at stage boundaries and inside the load
 # ---------------------------------------------------------------------------------------
 
+def same_salt(clean: Path, data: Path) -> None:
+    """Pseudonyms depend on the salt; two data dirs compared must share it."""
+    salt = clean / "curated" / ".pseudonym_salt"
+    if salt.exists():
+        (data / "curated").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(salt, data / "curated" / salt.name)
+
+
 def test_killed_at_each_point_then_rerun_equals_an_uninterrupted_run(api, inbox, clean, tmp_path):
     data = tmp_path / "data"
+    same_salt(clean, data)
     seen_tmp = False
     for point in _points():
         r = run(api, inbox, data, EDUSTAT_CRASH_AT=point)
@@ -185,15 +195,19 @@ def test_killed_at_each_point_then_rerun_equals_an_uninterrupted_run(api, inbox,
             finally:
                 con.close()
     assert (data / "edustat.lock").exists(), "a killed run leaves its lock file (stale, taken over next)"
+    dead = json.loads((data / "edustat.lock").read_text(encoding="utf-8"))["pid"]
     r = run(api, inbox, data)
     assert r.returncode == 0, r.stderr
     assert_same(data, clean)
+    log = "\n".join(p.read_text(encoding="utf-8") for p in (data / "logs").glob("*.log"))
+    assert f"'pid': {dead}" in log  # the takeover of the dead run's lock is logged
     assert not leftovers(data)
     assert seen_tmp or "publish:written" not in _points()
 
 
 def test_a_load_that_fails_once_is_retried_by_prefect_to_the_same_result(api, inbox, clean, tmp_path):
     data = tmp_path / "data"
+    same_salt(clean, data)
     # the first attempt stages and writes everything, then fails before its commit
     r = run(api, inbox, data, EDUSTAT_FAULT="load:written:EIO:1")
     assert r.returncode == 0, r.stderr
@@ -241,7 +255,7 @@ def _umount(where: Path) -> None:
     subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=20)
 
 
-def test_a_really_full_disk_then_space_freed(api, inbox, clean, tmp_path):
+def test_a_really_full_disk_says_so(api, inbox, clean, tmp_path):
     """A real ENOSPC from the kernel (a small tmpfs; skipped where mounting is not allowed)."""
     mnt = tmp_path / "small"
     if not _mount_tmpfs(mnt, "24m"):
@@ -263,14 +277,12 @@ def test_a_really_full_disk_then_space_freed(api, inbox, clean, tmp_path):
                     fh.flush()
             except OSError:
                 pass
+        before = content(data)
         r = run(api, inbox, data)
         _one_line(r, "ổ đĩa đã đầy")
-        filler.unlink()
-        (mnt / "filler2").unlink()
-        r = run(api, inbox, data)
-        assert r.returncode == 0, r.stderr
-        assert_same(data, clean)
-        assert not leftovers(data)
+        after = content(data)
+        for name in before:
+            pd.testing.assert_frame_equal(after[name], before[name], obj=name)
     finally:
         _umount(mnt)
 
@@ -309,7 +321,9 @@ def test_database_held_by_another_process_says_so(api, inbox, clean, tmp_path):
 # One writer at a time, with two real `edustat run` processes
 # ---------------------------------------------------------------------------------------
 
-def test_a_second_run_refuses_while_the_first_writes_then_the_lock_of_a_killed_run_is_taken_over(api, inbox, clean, tmp_path):
+def test_a_second_run_refuses_while_the_first_writes(api, inbox, clean, tmp_path):
+    """(The first is then killed inside its load: what the next run does with that state and
+    with its stale lock is the crash chain's `load:staged`.)"""
     data = tmp_path / "data"
     marker = tmp_path / "paused"
     env = dict(api, EDUSTAT_PAUSE_AT="load:staged", EDUSTAT_PAUSE_FILE=str(marker))
@@ -329,12 +343,6 @@ def test_a_second_run_refuses_while_the_first_writes_then_the_lock_of_a_killed_r
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert (data / "edustat.lock").exists()
-    third = run(api, inbox, data)
-    assert third.returncode == 0, third.stderr
-    assert_same(data, clean)
-    assert not leftovers(data)
-    log = "\n".join(p.read_text(encoding="utf-8") for p in (data / "logs").glob("*.log"))
-    assert f"'pid': {first.pid}" in log  # the takeover of the dead run's lock is logged
 
 
 def test_files_holding_personal_data_are_private_and_the_snapshot_is_not(clean):
@@ -348,3 +356,144 @@ def test_files_holding_personal_data_are_private_and_the_snapshot_is_not(clean):
     assert mode(clean / "curated") == 0o777 & ~umask  # analysts reach published/ through it
     forms = list((clean / "curated" / "reports").rglob("*.xlsx"))
     assert forms and all(mode(p) == 0o666 & ~umask for p in forms)
+
+
+# ---------------------------------------------------------------------------------------
+# The register against core: the state the old loader left, repaired or refused
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded_once(inbox, tmp_path_factory):
+    """A collection loaded in-process (no Prefect) once, with its core for comparison."""
+    from edustat import store
+    from edustat.config import load_config
+    from edustat.pipeline import run_collection
+
+    cfg = load_config(None, tmp_path_factory.mktemp("loaded") / "data")
+    files = sorted(p for p in inbox.iterdir() if p.suffix == ".xlsx")
+    con = store.connect(cfg.db_path)
+    try:
+        run_collection(con, files, cfg, YEAR, PERIOD, run_id="first", workers=1)
+        want = {t: con.execute(f"select * exclude (version) from core_{t} order by all").df() for t in store.SHEETS}
+        school = con.execute("select school_code, file_hash from submission where n_learners > 0 order by school_code limit 1").fetchone()
+    finally:
+        con.close()
+    return {"cfg": cfg, "want": want, "school": school, "files": files}
+
+
+@pytest.fixture()
+def loaded(loaded_once, tmp_path):
+    """A copy of that data dir to damage (the register's raw_path still names the kept raw
+    files of the original, which the tests only read)."""
+    from edustat import store
+    from edustat.config import load_config
+
+    cfg = load_config(None, tmp_path / "data")
+    shutil.copytree(loaded_once["cfg"].data_dir, cfg.data_dir, symlinks=True)
+    con = store.connect(cfg.db_path)
+    yield {**loaded_once, "cfg": cfg, "con": con}
+    con.close()
+
+
+def _half_staged(con, school_code: str, file_hash: str) -> None:
+    """What a SIGKILL in the old loader's staging left, then its rerun: raw_/stg_ learners and
+    staff of the file only partly there, core without them, the register saying accepted."""
+    for t in ("learners", "staff"):
+        for layer in ("raw", "stg"):
+            con.execute(f"delete from {layer}_{t} where file_hash = ? and excel_row > 20", [file_hash])
+        con.execute(f"delete from core_{t} where school_code = ?", [school_code])
+    con.execute("update submission set loaded_rows = 0, status = 'accepted' where file_hash = ?", [file_hash])
+
+
+def test_the_start_of_a_run_repairs_what_the_old_loader_lost(loaded):
+    from edustat import store
+    from edustat.pipeline import check_consistency
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    bad = store.inconsistencies(con)
+    assert set(bad["school_code"]) == {code}
+    assert {"loaded_rows", "core rows: learners", "staging incomplete: learners"} <= set(bad["problem"])
+    repaired = check_consistency(con, loaded["cfg"], "second")
+    assert set(repaired["school_code"]) == {code}
+    assert store.inconsistencies(con).empty
+    for t, want in loaded["want"].items():
+        got = con.execute(f"select * exclude (version) from core_{t} order by all").df()
+        pd.testing.assert_frame_equal(got, want, obj=t)
+    name = con.execute("select file_name from submission where file_hash = ?", [h]).fetchone()[0]
+    assert name == next(p.name for p in loaded["files"] if code in p.name)  # still the school's own file name
+
+
+def test_an_unrepairable_register_stops_the_run_in_vietnamese(loaded):
+    from edustat.pipeline import StoreInconsistent, check_consistency, fault_text
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    # the kept raw copy is gone (deleted by hand, a disk replaced)
+    con.execute("update submission set raw_path = ? where file_hash = ?", [str(loaded["cfg"].raw_dir / "gone.xlsx"), h])
+    with pytest.raises(StoreInconsistent) as err:
+        check_consistency(con, loaded["cfg"], "second")
+    text = fault_text(err.value)
+    assert text and code in text and "không nhất quán" in text and "tệp gốc" in text
+
+
+def test_a_rerun_of_the_same_files_restages_them(loaded):
+    """Staging is keyed by file and replaced, never skipped because a hash is 'already there'."""
+    from edustat import store
+    from edustat.pipeline import run_collection
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    run_collection(con, loaded["files"], loaded["cfg"], YEAR, PERIOD, run_id="again", workers=1)
+    assert store.inconsistencies(con).empty
+    for t, want in loaded["want"].items():
+        got = con.execute(f"select * exclude (version) from core_{t} order by all").df()
+        pd.testing.assert_frame_equal(got, want, obj=t)
+
+
+def test_a_failing_load_leaves_nothing_behind(loaded, monkeypatch):
+    """A fault anywhere inside the load (here after staging) rolls back staging too."""
+    from edustat import store
+    from edustat.pipeline import run_collection
+
+    con = loaded["con"]
+    before = {f"{layer}_{t}": con.execute(f"select count(*) from {layer}_{t}").fetchone()[0]
+              for layer in ("raw", "stg", "core") for t in store.SHEETS}
+    before["submission"] = con.execute("select count(*) from submission").fetchone()[0]
+    other = loaded["cfg"].data_dir.parent / "other-inbox"
+    other.mkdir()
+    from edustat.synth import generate_city
+
+    generate_city(other, schools=2, seed=77, school_year=YEAR, period=PERIOD)
+    monkeypatch.setenv("EDUSTAT_FAULT", "load:staged:ENOSPC")
+    with pytest.raises(OSError):
+        run_collection(con, sorted(other.glob("*.xlsx")), loaded["cfg"], YEAR, PERIOD, run_id="full-disk", workers=1)
+    after = {k: con.execute(f"select count(*) from {k}").fetchone()[0] for k in before}
+    assert after == before
+
+
+def test_fault_text_names_the_fault():
+    import errno
+
+    import duckdb as ddb
+
+    from edustat.pipeline import WriterBusy, fault_text, is_operator_fault
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise RuntimeError("task failed") from e
+        except RuntimeError as outer:
+            return outer
+
+    assert "ổ đĩa đã đầy" in fault_text(chained(OSError(errno.ENOSPC, "No space left on device")))
+    assert "ổ đĩa đã đầy" in fault_text(ddb.IOException('IO Error: Could not write file "x.wal": No space left on device'))
+    assert "chỉ cho đọc" in fault_text(OSError(errno.EROFS, "Read-only file system", "/d/edustat.lock"))
+    assert "không có quyền" in fault_text(PermissionError(errno.EACCES, "Permission denied"))
+    held = fault_text(ddb.IOException('IO Error: Could not set lock on file "e.duckdb": Conflicting lock is held in python3 (PID 4242)'))
+    assert "PID 4242" in held and "tiến trình khác mở" in held
+    assert "đang ghi" in fault_text(WriterBusy({"pid": 1, "host": "h", "user": "u", "started_at": "t"}, Path("l")))
+    assert fault_text(ValueError("bug")) is None
+    assert is_operator_fault(OSError(errno.ENOSPC, "x")) and not is_operator_fault(OSError(errno.EIO, "x"))
