@@ -58,5 +58,8 @@ def point(name: str) -> None:
         if where == name:
             _hits[name] += 1
             if times is None or _hits[name] <= times:
+                import logging
+
                 num = getattr(errno, code)
+                logging.getLogger("edustat.faults").warning("injected fault %s at %s (hit %d)", code, name, _hits[name])
                 raise OSError(num, f"{os.strerror(num)} (injected at {name})")
