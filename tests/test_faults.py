@@ -364,21 +364,20 @@ def test_files_holding_personal_data_are_private_and_the_snapshot_is_not(clean):
 # ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def loaded_once(inbox, tmp_path_factory):
-    """A collection loaded in-process (no Prefect) once, with its core for comparison."""
+def loaded_once(clean, inbox):
+    """The uninterrupted run's data dir, with its core for comparison."""
     from edustat import store
     from edustat.config import load_config
-    from edustat.pipeline import run_collection
 
-    cfg = load_config(None, tmp_path_factory.mktemp("loaded") / "data")
-    files = sorted(p for p in inbox.iterdir() if p.suffix == ".xlsx")
-    con = store.connect(cfg.db_path)
+    cfg = load_config(None, clean)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
     try:
-        run_collection(con, files, cfg, YEAR, PERIOD, run_id="first", workers=1)
         want = {t: con.execute(f"select * exclude (version) from core_{t} order by all").df() for t in store.SHEETS}
-        school = con.execute("select school_code, file_hash from submission where n_learners > 0 order by school_code limit 1").fetchone()
+        school = con.execute("select school_code, file_hash from submission where in_core and n_learners > 0 "
+                             "order by school_code limit 1").fetchone()
     finally:
         con.close()
+    files = sorted(p for p in inbox.iterdir() if p.suffix == ".xlsx")
     return {"cfg": cfg, "want": want, "school": school, "files": files}
 
 
