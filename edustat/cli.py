@@ -145,6 +145,58 @@ def _prefect_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def _log_to_file(data_dir: Path) -> Path:
+    """Send every log record (Prefect's included, tracebacks and all) to a file under the data
+    dir instead of the console: the officer reads one line, the developer the file. Falls back
+    to the temp dir when the data dir cannot be written (read-only, full)."""
+    import datetime as dt
+    import logging
+    import os
+    import tempfile
+
+    name = f"edustat-{dt.datetime.now().strftime('%Y%m%d')}.log"
+    handler = None
+    for folder in (data_dir / "logs", Path(tempfile.gettempdir()) / "edustat-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(folder / name, encoding="utf-8", delay=False)
+            os.chmod(folder / name, 0o600)  # messages may name schools and files
+            break
+        except OSError:
+            continue
+    logging.raiseExceptions = False  # a log write failing (full disk) never prints to the console
+    logging.captureWarnings(True)
+    if handler is None:
+        handler = logging.NullHandler()
+        path = Path(os.devnull)
+    else:
+        path = Path(handler.baseFilename)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+    for lg in (logging.getLogger(), logging.getLogger("prefect"), logging.getLogger("prefect._internal")):
+        lg.addHandler(handler)
+    logging.getLogger("edustat").setLevel(logging.INFO)
+    return path
+
+
+def _run_failed(exc: BaseException, log_path: Path, what: str) -> None:
+    """A run that could not complete: one Vietnamese line naming the fault, details in the log."""
+    import logging
+
+    from edustat.pipeline import fault_text
+
+    logging.getLogger("edustat").error("%s failed", what, exc_info=exc)
+    known = fault_text(exc)
+    if known:
+        fail(f"{known} (chi tiết: {log_path})")
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    fail(f"không chạy được {what}: {type(exc).__name__}: {text[:300]} (chi tiết: {log_path})")
+
+
 @app.command()
 def run(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
@@ -168,16 +220,14 @@ def run(
     from edustat.pipeline import format_summary
     from flows.collect import collection_flow, task_runner
 
+    log_path = _log_to_file(cfg.data_dir)
     runner = task_runner(cfg)
     flow_ = collection_flow.with_options(task_runner=runner) if runner else collection_flow
     try:
         summary = flow_(school_year=year, period=period.value, inbox=str(inbox), data_dir=str(data_dir),
-                                  config_path=str(config) if config else None, publish=not no_publish)
-    except Exception as exc:  # the run could not complete: one line, details in the Prefect log
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "lock" in text.lower():
-            fail("cơ sở dữ liệu đang được một tiến trình khác ghi; thử lại sau ít phút")
-        fail(f"không chạy được đợt thu thập: {type(exc).__name__}: {text[:300]}")
+                        config_path=str(config) if config else None, publish=not no_publish)
+    except Exception as exc:  # the run could not complete: one line, details in the log file
+        _run_failed(exc, log_path, "đợt thu thập")
     typer.echo(format_summary(summary))
 
 
@@ -247,12 +297,12 @@ def report(
     _prefect_env()
     from flows.collect import reports_flow
 
+    log_path = _log_to_file(data_dir)
     try:
         out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
                            config_path=str(config) if config else None, school=school, forms=forms)
     except Exception as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        fail(f"không lập được biểu: {type(exc).__name__}: {text[:300]}")
+        _run_failed(exc, log_path, "việc lập biểu")
     if not out["files"]:
         fail("không có số liệu đã tiếp nhận cho kỳ này (chưa trường nào được tiếp nhận)")
     bad = out["failed_checks"]

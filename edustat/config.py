@@ -15,6 +15,12 @@
     max_uncompressed_mb: 100           # sum of the zip's declared sizes, checked before inflating
     max_sheet_rows: 35000              # rows holding values in any one sheet, counted streaming
 
+    private_group: null                # files holding personal data (the DuckDB, feedback
+                                       # workbooks) are 0600; with a group name they are 0640
+                                       # and belong to that group (e.g. the office's staff)
+    lock_wait_seconds: 0               # a second run on the same data dir waits this long for
+                                       # the first to finish, then refuses (0: refuse at once)
+
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
 §4.2, TT 28/2020 and TT 32/2020 Art. 16; TT 13/2020 45 classes max) plus ~250 staff: ×10 ≈ 33,000
@@ -64,6 +70,8 @@ class Config:
     max_file_mb: int = 200
     max_uncompressed_mb: int = 100
     max_sheet_rows: int = 35_000
+    private_group: str | None = None  # group of the personal-data files (0640); None: 0600
+    lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
 
     @property
     def raw_dir(self) -> Path:
@@ -145,6 +153,22 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     for key in ("max_file_mb", "max_uncompressed_mb", "max_sheet_rows"):
         if key in values and (not isinstance(values[key], int) or values[key] <= 0):
             raise ConfigError(f"{key} phải là số nguyên dương")
+    if values.get("private_group") is not None:
+        import grp
+
+        group = str(values["private_group"])
+        try:
+            grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+        except (KeyError, OverflowError):
+            raise ConfigError(f"private_group: không có nhóm '{group}' trên máy này") from None
+        values["private_group"] = group
+    if "lock_wait_seconds" in values:
+        try:
+            values["lock_wait_seconds"] = float(values["lock_wait_seconds"])
+        except (TypeError, ValueError):
+            raise ConfigError("lock_wait_seconds phải là một số giây") from None
+        if values["lock_wait_seconds"] < 0:
+            raise ConfigError("lock_wait_seconds phải là một số giây không âm")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

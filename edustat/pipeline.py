@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,16 @@ from edustat.collect import (
     validate_collection,
 )
 from edustat.config import Config
-from edustat.store import cross_school_issues, next_versions, stage_frames, write_run
+from edustat import faults
+from edustat.store import (
+    cross_school_issues,
+    ensure_tables,
+    inconsistencies,
+    next_versions,
+    stage_frames,
+    transaction,
+    write_run,
+)
 from schemas import load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
 from transforms.derive import (
@@ -257,7 +267,10 @@ def _received(fr: FileResult, now: dt.datetime) -> dt.datetime:
 def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
              run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None) -> RunOutcome:
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
-    status, and write register, issues and core in one transaction."""
+    status, and write staging, register, issues and core in ONE transaction: a crash, a full
+    disk or any error before the commit leaves the database as it was, and a retry (Prefect's,
+    or the next run) redoes the same work. "accepted" is written in the same transaction as
+    the core rows it stands for."""
     cat = catalogue or load_rules(cfg.severity)
     if not results:  # an empty inbox: a completed run that loads nothing ("no submissions yet")
         from edustat.store import ensure_tables
@@ -265,11 +278,23 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         ensure_tables(con)
         return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
                           issues.reindex(columns=list(issues.columns)), {})
-    now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
-    loadable = [fr for fr in results if active(fr)]
     frames = frames or assemble(results, catalogue=cat)
     raw, stg = staged_frames(results, frames, school_year)
+    ensure_tables(con)
+    with transaction(con):
+        outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
+        faults.point("load:written")
+    faults.point("load:committed")
+    con.execute("checkpoint")
+    return outcome
+
+
+def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
+                         run_id: str, cat: Catalogue, raw: dict, stg: dict) -> RunOutcome:
+    now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
+    loadable = [fr for fr in results if active(fr)]
     stage_frames(con, raw, stg, school_year, period)
+    faults.point("load:staged")
     run_files = {fr.school_code: fr.sha256 for fr in loadable}
     cross = cross_school_issues(con, run_files, school_year, period)
     if len(cross):
@@ -315,7 +340,12 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
                                           "n_rooms": "Int32", "n_errors": "Int32", "n_warnings": "Int32",
                                           "n_notices": "Int32", "loaded_rows": "Int32"})
     loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
-                       issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows")
+                       issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows", in_transaction=True)
+    # audit before the commit: the register must say exactly what core holds for this run's files
+    bad = inconsistencies(con, school_year, period)
+    bad = bad[bad["file_hash"].isin(submissions["file_hash"]) | bad["school_code"].isin(list(load))] if len(submissions) else bad.iloc[0:0]
+    if len(bad):
+        raise StoreInconsistent(_inconsistency_text(bad, repairable=False))
     submissions["loaded_rows"] = submissions["school_code"].map(loaded).fillna(0).astype("Int32")
     return RunOutcome(run_id, school_year, period, submissions, issues, loaded)
 
@@ -368,6 +398,7 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     else:
         for job in jobs:
             _feedback_job(job)
+    faults.point("feedback:written")
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f
@@ -514,3 +545,346 @@ def run_collection(con, files: list[Path], cfg: Config, school_year: str, period
     frames = assemble_all(results, cfg)
     issues = validate_all(results, cfg, school_year, period, frames)
     return load_all(con, results, issues, cfg, school_year, period, run_id or new_run_id(), frames=frames)
+
+
+# ---------------------------------------------------------------------------------------
+# Trust: consistency at the start of a run, one writer at a time, temp files, file modes,
+# faults in one Vietnamese line
+# ---------------------------------------------------------------------------------------
+
+class StoreInconsistent(RuntimeError):
+    """The register and core disagree and the kept raw files cannot repair it."""
+
+
+def _inconsistency_text(bad: pd.DataFrame, repairable: bool) -> str:
+    schools = bad.drop_duplicates(["school_year", "period", "school_code"])
+    names = ", ".join(f"{r.school_code or '?'} ({r.school_year} {r.period})" for r in schools.head(5).itertuples(index=False))
+    more = f" và {len(schools) - 5} trường khác" if len(schools) > 5 else ""
+    first = bad.iloc[0]
+    why = f"{first['problem']}: {first['detail']}"
+    tail = ("không sửa được tự động vì thiếu tệp gốc đã lưu trong raw/; cần khôi phục tệp gốc hoặc cho các trường nộp lại"
+            if not repairable else "đã thử nạp lại từ tệp gốc nhưng vẫn chưa khớp")
+    return (f"cơ sở dữ liệu không nhất quán: sổ đăng ký và dữ liệu đã nạp (core) lệch nhau ở {names}{more} "
+            f"[{why}]; {tail}. Chưa chạy tiếp để không báo 'đã tiếp nhận' sai.")
+
+
+def check_consistency(con, cfg: Config, run_id: str) -> pd.DataFrame:
+    """At the start of every run: the register against core_* for every collection. What
+    disagrees is repaired by re-staging the file from its kept raw copy (read, validated and
+    loaded again in one transaction); what cannot be repaired stops the run with one line.
+    Returns what was repaired (empty when all was consistent)."""
+    import shutil
+    import tempfile
+
+    bad = inconsistencies(con)
+    if bad.empty:
+        return bad
+    regs = con.execute("""select school_year, period, file_hash, file_name, raw_path from submission""").df()
+    todo = bad.dropna(subset=["file_hash"]).merge(regs, on=["school_year", "period", "file_hash"], how="left")
+    missing = todo[todo["raw_path"].isna() | ~todo["raw_path"].map(lambda p: isinstance(p, str) and Path(p).is_file())]
+    if len(missing) or bad["file_hash"].isna().any():
+        raise StoreInconsistent(_inconsistency_text(bad, repairable=False))
+    for (year, period), grp in todo.drop_duplicates("file_hash").groupby(["school_year", "period"]):
+        tmp = Path(tempfile.mkdtemp(prefix=".repair-", dir=cfg.data_dir))
+        try:
+            files = []
+            for i, r in enumerate(grp.itertuples(index=False)):
+                # under its own name again (messages and the register name the school's file)
+                dest = tmp / str(i) / (Path(r.file_name).name if isinstance(r.file_name, str) and r.file_name else Path(r.raw_path).name)
+                dest.parent.mkdir()
+                shutil.copyfile(r.raw_path, dest)
+                files.append(dest)
+            results = ingest_all(files, cfg, year, period, workers=1)
+            frames = assemble_all(results, cfg)
+            issues = validate_all(results, cfg, year, period, frames)
+            load_all(con, results, issues, cfg, year, period, f"{run_id}-repair", frames=frames)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    still = inconsistencies(con)
+    if len(still):
+        raise StoreInconsistent(_inconsistency_text(still, repairable=True))
+    return bad
+
+
+class WriterBusy(RuntimeError):
+    """Another edustat process writes this data directory."""
+
+    def __init__(self, holder: dict, lock_path: Path):
+        self.holder, self.lock_path = holder, lock_path
+        who = (f"tiến trình {holder.get('pid', '?')} của {holder.get('user', '?')} trên máy {holder.get('host', '?')}, "
+               f"bắt đầu lúc {holder.get('started_at', '?')}" if holder else "một tiến trình khác")
+        super().__init__(f"một lượt chạy edustat khác đang ghi thư mục dữ liệu này ({who}; tệp khóa {lock_path}); "
+                         "chờ lượt đó xong rồi chạy lại")
+
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _read_holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+class WriterLock:
+    """One writer per data directory: `<data_dir>/edustat.lock`, an advisory lock (flock) held
+    for the whole run, its content naming the owner (PID, user, host, start time, command).
+
+    Stale-lock rule: the kernel drops a flock when its process dies, however it dies (SIGKILL,
+    OOM), so a lock file whose flock is free belongs to a dead run and is taken over (the
+    takeover is logged with the dead owner's PID). A live owner is never overridden: a second
+    run waits up to `wait` seconds (saying so once) and then refuses with `WriterBusy`."""
+
+    def __init__(self, data_dir: Path, wait: float = 0.0, say=None):
+        self.path = Path(data_dir) / "edustat.lock"
+        self.wait, self.say = wait, say
+        self.fd: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> "WriterLock":
+        import fcntl
+        import getpass
+        import os
+        import socket
+        import sys
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = _read_holder(self.path)
+                if time.monotonic() >= deadline:
+                    raise WriterBusy(holder, self.path) from None
+                if not told and self.say:
+                    self.say(f"Đang chờ: một lượt chạy edustat khác (PID {holder.get('pid', '?')}, máy "
+                             f"{holder.get('host', '?')}) đang ghi thư mục dữ liệu; sẽ chờ tối đa {self.wait:.0f} giây.")
+                    told = True
+                time.sleep(0.5)
+                continue
+            # the file may have been removed and re-created by the previous owner's release
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            break
+        self.previous = _read_holder(self.path)
+        me = {"pid": os.getpid(), "proc_start": _proc_start(os.getpid()), "user": getpass.getuser(),
+              "host": socket.gethostname(), "started_at": dt.datetime.now(VN_TZ).isoformat(timespec="seconds"),
+              "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me, ensure_ascii=False).encode("utf-8"), 0)
+        os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+        import os
+
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding the flock (see __enter__)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+TEMP_PATTERNS = ("*.part", "*.tmp", ".*.tmp-*", ".*.old-*", ".repair-*")
+
+
+def clean_temp_files(cfg: Config) -> list[Path]:
+    """Temp files and dirs a killed run left (raw copies `*.part`, workbooks `.*.tmp`, the
+    snapshot's `.edustat.duckdb.tmp-*`, `.parquet.tmp-*`/`.old-*`, repairs `.repair-*`), under
+    raw/, curated/ and the data root. Only the lock holder calls this (never another run's
+    files). Symlinks are removed as links, never followed."""
+    import fnmatch
+    import os
+    import shutil
+
+    removed: list[Path] = []
+
+    def match(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS)
+
+    roots = [cfg.raw_dir, cfg.curated_dir]
+    for entry in (cfg.data_dir.iterdir() if cfg.data_dir.is_dir() else ()):
+        if entry.name.startswith(".repair-") and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            for d in list(dirnames):
+                p = Path(dirpath) / d
+                if match(d):
+                    if p.is_symlink():
+                        p.unlink()
+                    else:
+                        shutil.rmtree(p, ignore_errors=True)
+                    dirnames.remove(d)
+                    removed.append(p)
+            for f in filenames:
+                if match(f):
+                    (Path(dirpath) / f).unlink(missing_ok=True)
+                    removed.append(Path(dirpath) / f)
+    return removed
+
+
+def private_umask(cfg: Config) -> int:
+    """The umask of a run: files it creates (the DuckDB and its WAL, feedback workbooks) are
+    0600, or 0640 when the office's group is configured. Returns the previous umask."""
+    import os
+
+    return os.umask(0o027 if cfg.private_group is not None else 0o077)
+
+
+def share_tree(root: Path, umask: int) -> None:
+    """Give the outputs meant for others (analysts' snapshot, report forms) the modes the
+    caller's umask would have given them, after a run made under `private_umask`."""
+    import os
+
+    root = Path(root)
+    if not root.exists() or root.is_symlink():
+        return
+    fmode, dmode = 0o666 & ~umask, 0o777 & ~umask
+    os.chmod(root, dmode if root.is_dir() else fmode)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for d in dirnames:
+            p = Path(dirpath) / d
+            if not p.is_symlink():
+                os.chmod(p, dmode)
+        for f in filenames:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                os.chmod(p, fmode)
+
+
+def secure_private_files(cfg: Config) -> None:
+    """The files holding personal data made private (0600, or 0640 + group): the curated
+    DuckDB and its WAL, and every feedback workbook (also those of earlier versions)."""
+    from edustat.store import private_file
+
+    private_file(cfg.db_path, cfg.private_group)
+    private_file(Path(f"{cfg.db_path}.wal"), cfg.private_group)
+    if cfg.feedback_dir.is_dir():
+        for p in cfg.feedback_dir.rglob("*.xlsx"):
+            if not p.is_symlink():
+                private_file(p, cfg.private_group)
+
+
+def fault_text(exc: BaseException) -> str | None:
+    """One Vietnamese line for a fault of the machine (disk full, read-only or forbidden
+    directory, database held by another process, another run writing) found anywhere in the
+    exception's chain; None when it is none of those."""
+    import errno as errno_
+
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (WriterBusy, StoreInconsistent)):
+            return str(e)
+        text = str(e)
+        low = text.lower()
+        where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        if (isinstance(e, OSError) and e.errno in (errno_.ENOSPC, errno_.EDQUOT)) or "no space left" in low \
+                or "disk quota" in low:
+            return f"ổ đĩa đã đầy, không ghi được dữ liệu{where}; giải phóng dung lượng rồi chạy lại (dữ liệu cũ vẫn nguyên vẹn)"
+        if (isinstance(e, OSError) and e.errno == errno_.EROFS) or "read-only file system" in low:
+            return f"thư mục dữ liệu chỉ cho đọc (read-only){where}; cần thư mục ghi được rồi chạy lại"
+        if (isinstance(e, OSError) and e.errno in (errno_.EACCES, errno_.EPERM)) or "permission denied" in low:
+            return f"không có quyền ghi vào thư mục dữ liệu{where}; kiểm tra quyền của tài khoản đang chạy"
+        if "could not set lock" in low or "conflicting lock" in low:
+            m = re.search(r"PID (\d+)", text)
+            pid = f" (PID {m.group(1)})" if m else ""
+            return (f"cơ sở dữ liệu đang được một tiến trình khác mở{pid}, ví dụ một phiên phân tích; "
+                    "đóng tiến trình đó (hoặc dùng bản sao cho phân tích) rồi chạy lại")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def is_operator_fault(exc: BaseException) -> bool:
+    """Faults a retry cannot fix (full disk, read-only or forbidden directory, another run,
+    an inconsistent store): Prefect does not retry them; the officer must act."""
+    text = fault_text(exc)
+    return text is not None and "đang được một tiến trình khác mở" not in text
+
+
+_SHARED_UMASK: int | None = None  # the umask before `sole_writer` made the run's files private
+
+
+def share_outputs(root: Path) -> None:
+    """Outputs meant for others (snapshot, forms) get the modes they had before runs made
+    files private (a no-op outside `sole_writer`)."""
+    if _SHARED_UMASK is not None:
+        share_tree(root, _SHARED_UMASK)
+
+
+def _private_prefect_db() -> None:
+    """Prefect's database (flow parameters, logs) under a PREFECT_HOME we own: private too."""
+    import os
+
+    home = os.environ.get("PREFECT_HOME")
+    if not home:
+        return
+    from edustat.store import private_file
+
+    for name in ("prefect.db", "prefect.db-wal", "prefect.db-shm"):
+        p = Path(home) / name
+        try:
+            if p.is_file() and not p.is_symlink() and p.stat().st_uid == os.getuid():
+                private_file(p)
+        except OSError:
+            pass
+
+
+@contextmanager
+def sole_writer(cfg: Config):
+    """The frame of every run that writes the data dir: the writer lock (see `WriterLock`),
+    a private umask for the files it creates, and the personal-data files made private at the
+    end. Outputs for others are re-shared by `share_outputs`."""
+    import logging
+    import os
+    import sys
+
+    global _SHARED_UMASK
+    log = logging.getLogger("edustat")
+
+    def say(text: str) -> None:
+        print(text, file=sys.__stderr__, flush=True)
+        log.warning(text)
+
+    for d in (cfg.data_dir, cfg.curated_dir):  # traversable by analysts, as before
+        d.mkdir(parents=True, exist_ok=True)
+    with WriterLock(cfg.data_dir, cfg.lock_wait_seconds, say) as lock:
+        if lock.previous.get("pid"):
+            log.warning("lock of an interrupted run taken over: %s", lock.previous)
+        old = private_umask(cfg)
+        _SHARED_UMASK = old
+        try:
+            yield lock
+        finally:
+            os.umask(old)
+            _SHARED_UMASK = None
+            try:
+                secure_private_files(cfg)
+                _private_prefect_db()
+            except OSError as exc:  # a full disk or read-only dir: reported by the run's own error
+                log.warning("could not make personal-data files private: %s", exc)

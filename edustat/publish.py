@@ -41,6 +41,8 @@ from pathlib import Path
 
 import duckdb
 
+from edustat import faults
+
 log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "edustat.duckdb"
@@ -230,6 +232,7 @@ def publish(
 
         annotate_snapshot(tmp_db)
         _fsync(tmp_db)
+        faults.point("publish:written")
 
         snapshot = published_dir / SNAPSHOT_NAME
         # A WAL left beside the destination (someone opened the snapshot read-write) would be

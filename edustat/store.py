@@ -1,13 +1,19 @@
 """The DuckDB store: layered tables, the submission register, validation issues.
 
 Layers (style.md §6): `raw_<sheet>` = every parsed file's cells as text with lineage (file
-hash, sheet, Excel row), append-only and keyed by file hash, so re-running the same files is a
-no-op; `stg_<sheet>` = the same rows typed and derived; `core_<sheet>` = the accepted version
-of each school × period. A school's new version replaces its previous one in one transaction;
-a rejected version never removes what was already accepted.
+hash, sheet, Excel row), keyed by file hash; `stg_<sheet>` = the same rows typed and derived;
+`core_<sheet>` = the accepted version of each school × period. A school's new version replaces
+its previous one; a rejected version never removes what was already accepted.
+
+Atomicity: a run's staging (raw_/stg_), its core rows, its register rows and its issues are
+written in ONE transaction (`pipeline.load_all`). Staging replaces the rows of the run's files
+(delete + insert by file hash), so a load retried by Prefect or re-run after a crash redoes
+exactly the same work; nothing of a run that did not commit is visible. `inconsistencies`
+checks the register against core at the start of every run.
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,8 +63,29 @@ create table if not exists validation_issue (
 STATUS_ORDER = ("accepted", "accepted_with_warnings", "partially_loaded", "rejected", "unreadable")
 
 
-def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckDBPyConnection:
-    """The single writer's connection; waits briefly if another writer holds the lock."""
+def private_file(path: Path, group: str | int | None = None) -> None:
+    """Make a file holding personal data 0600, or 0640 owned by the office's `group`."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not os.path.isfile(path) or os.path.islink(path):
+        return
+    mode = 0o640 if group is not None else 0o600
+    if group is not None:
+        import grp
+
+        gid = group if isinstance(group, int) else (int(group) if str(group).isdigit() else grp.getgrnam(str(group)).gr_gid)
+        if st.st_gid != gid:
+            os.chown(path, -1, gid)
+    if st.st_mode & 0o777 != mode:
+        os.chmod(path, mode)
+
+
+def connect(db_path: Path, retries: int = 20, wait: float = 0.5, group: str | int | None = None) -> duckdb.DuckDBPyConnection:
+    """The single writer's connection; waits briefly if another writer holds the lock. The
+    database file (and its WAL) hold personal data: made private (see `private_file`)."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries):
@@ -66,6 +93,8 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckD
             con = duckdb.connect(str(db_path))
             con.execute(REGISTER_DDL)
             con.execute("alter table submission add column if not exists content_hash varchar")
+            for p in (db_path, Path(f"{db_path}.wal")):
+                private_file(p, group)
             return con
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or attempt == retries - 1:
@@ -75,13 +104,30 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5) -> duckdb.DuckD
 
 
 @contextmanager
-def session(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def session(db_path: Path, group: str | int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The writer's connection for one step, closed (and its lock released) after it."""
-    con = connect(db_path)
+    con = connect(db_path, group=group)
     try:
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One DuckDB transaction: committed at the end of the block, rolled back on any error.
+    A rollback that itself fails (e.g. the database was invalidated by a full disk) is not
+    allowed to hide the original error."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        try:
+            con.execute("rollback")
+        except duckdb.Error:
+            pass
+        raise
+    con.execute("commit")
 
 
 def arrow_schema(sheet: Sheet, layer: str) -> pa.Schema:
@@ -142,28 +188,33 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame], stg: Mapping[str, pd.DataFrame],
                  school_year: str, period: str, contract: Contract | None = None) -> int:
-    """Append the raw_/stg_ rows of files not staged before (keyed by file hash). Frames carry
-    the key columns (school_code, file_hash, sheet_name, excel_row). Returns files added."""
+    """Stage the raw_/stg_ rows of the given files, replacing whatever rows those file hashes
+    had (a half-staged file from a run that crashed before this design, or this run's own
+    earlier attempt), so staging is idempotent. Call it inside the load's transaction. Frames
+    carry the key columns (school_code, file_hash, sheet_name, excel_row). Returns files staged."""
     c = contract or load_contract()
     ensure_tables(con, c)
-    seen = {r[0] for r in con.execute("select distinct file_hash from raw_school where school_year = ? and period = ?",
-                                     [school_year, period]).fetchall()}
-    added = set()
+    hashes = sorted({h for frames in (raw, stg) for f in frames.values() if f is not None and not f.empty
+                     for h in f["file_hash"].dropna().unique()})
+    if not hashes:
+        return 0
+    con.register("_staging", pd.DataFrame({"file_hash": hashes}))
+    for sid in SHEETS:
+        for layer in ("raw", "stg"):
+            con.execute(f"""delete from {layer}_{sid} where school_year = ? and period = ?
+                            and file_hash in (select file_hash from _staging)""", [school_year, period])
+    con.unregister("_staging")
     for sid in SHEETS:
         sheet = c.sheet(sid)
         for layer, frames in (("raw", raw), ("stg", stg)):
             frame = frames.get(sid)
             if frame is None or frame.empty:
                 continue
-            frame = frame[~frame["file_hash"].isin(seen)]
-            if frame.empty:
-                continue
-            added.update(frame["file_hash"].unique())
             tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
             con.register("_incoming", tbl)
             con.execute(f"insert into {layer}_{sid} select * from _incoming")
             con.unregister("_incoming")
-    return len(added)
+    return len(hashes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,89 +307,91 @@ def current_contents(con: duckdb.DuckDBPyConnection, school_year: str, period: s
 
 def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, period: str,
               submissions: pd.DataFrame, issues: pd.DataFrame, load: Mapping[str, str],
-              load_valid_rows: bool, contract: Contract | None = None) -> dict[str, int]:
+              load_valid_rows: bool, contract: Contract | None = None, in_transaction: bool = False) -> dict[str, int]:
     """In ONE transaction: upsert the register rows, replace the issues of this run's files,
-    and replace each loadable school's core rows with its accepted version.
+    and replace each loadable school's core rows with its accepted version. With
+    `in_transaction` the caller holds the transaction (and commits it with its staging).
 
     `submissions`: one row per file of the run (register columns). `load`: school → file hash
     to put in core. Returns rows loaded per school."""
     c = contract or load_contract()
     ensure_tables(con, c)
+    if not in_transaction:
+        with transaction(con):
+            loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
+                               issues=issues, load=load, load_valid_rows=load_valid_rows, contract=c,
+                               in_transaction=True)
+        con.execute("checkpoint")
+        return loaded
     loaded: dict[str, int] = {}
-    con.execute("begin transaction")
-    try:
-        hashes = submissions["file_hash"].dropna().tolist()
-        con.register("_hashes", pd.DataFrame({"file_hash": hashes}))
-        con.execute("delete from validation_issue where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
+    hashes = submissions["file_hash"].dropna().tolist()
+    con.register("_hashes", pd.DataFrame({"file_hash": hashes}))
+    con.execute("delete from validation_issue where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
+                [school_year, period])
+    if len(issues):
+        iss = issues.assign(run_id=run_id, school_year=school_year, period=period)
+        cols = ["run_id", "school_year", "period", "school_code", "file_hash", "file_name", "sheet", "excel_row",
+                "column", "field", "header", "rule_id", "severity", "value", "message", "fix"]
+        iss = iss[cols].astype({"excel_row": "Int32"})
+        con.register("_issues", iss)
+        con.execute('insert into validation_issue select * from _issues')
+        con.unregister("_issues")
+    # a file seen before keeps the time it was first received (and its feedback workbook)
+    con.execute("""create or replace temp table _old as select file_hash, received_at, feedback_path from submission
+                   where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)""",
+                [school_year, period])
+    con.execute("delete from submission where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
+                [school_year, period])
+    con.unregister("_hashes")
+    con.register("_subs", submissions)
+    con.execute("""insert into submission by name
+                   select s.* replace (coalesce(o.received_at, s.received_at) as received_at,
+                                          coalesce(s.feedback_path, o.feedback_path) as feedback_path),
+                          false as is_current, false as in_core
+                   from _subs s left join _old o using (file_hash)""")
+    con.unregister("_subs")
+    con.execute("drop table _old")
+    # every loadable school at once: one delete + one insert per sheet, not one per school;
+    # under load_valid_rows the rows with an error (file, sheet, row) are left out
+    if load:
+        con.register("_load", pd.DataFrame({"school_code": list(load), "file_hash": list(load.values())}))
+        for sid in SHEETS:
+            keep = ""
+            if load_valid_rows and sid != "school":
+                keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
+                           and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
+            con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
+                            and school_code in (select school_code from _load)""", [school_year, period])
+            con.execute(f"""insert into core_{sid} by name
+                select s.*, b.version
+                from stg_{sid} s
+                join _load l on l.file_hash = s.file_hash and l.school_code = s.school_code
+                join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
+                where s.school_year = ? and s.period = ? {keep}""", [school_year, period])
+        counts = con.execute(f"""
+            select school_code, sum(n) from (
+                {" union all ".join(f"select school_code, count(*) as n from core_{sid} where school_year = $y and period = $p "
+                                    f"and school_code in (select school_code from _load) group by 1" for sid in SHEETS if sid != "school")}
+            ) group by 1""", {"y": school_year, "p": period}).fetchall()
+        loaded = {code: int(n) for code, n in counts}
+        for code in load:
+            loaded.setdefault(code, 0)
+        con.register("_loaded", pd.DataFrame({"file_hash": [load[c] for c in loaded], "n": list(loaded.values())}))
+        con.execute("""update submission set loaded_rows = l.n from _loaded l
+                       where submission.file_hash = l.file_hash and submission.school_year = ? and submission.period = ?""",
                     [school_year, period])
-        if len(issues):
-            iss = issues.assign(run_id=run_id, school_year=school_year, period=period)
-            cols = ["run_id", "school_year", "period", "school_code", "file_hash", "file_name", "sheet", "excel_row",
-                    "column", "field", "header", "rule_id", "severity", "value", "message", "fix"]
-            iss = iss[cols].astype({"excel_row": "Int32"})
-            con.register("_issues", iss)
-            con.execute('insert into validation_issue select * from _issues')
-            con.unregister("_issues")
-        # a file seen before keeps the time it was first received
-        con.execute("""create or replace temp table _old as select file_hash, received_at from submission
-                       where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)""",
-                    [school_year, period])
-        con.execute("delete from submission where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
-                    [school_year, period])
-        con.unregister("_hashes")
-        con.register("_subs", submissions)
-        con.execute("""insert into submission by name
-                       select s.* replace (coalesce(o.received_at, s.received_at) as received_at),
-                              false as is_current, false as in_core
-                       from _subs s left join _old o using (file_hash)""")
-        con.unregister("_subs")
-        con.execute("drop table _old")
-        # every loadable school at once: one delete + one insert per sheet, not one per school;
-        # under load_valid_rows the rows with an error (file, sheet, row) are left out
-        if load:
-            con.register("_load", pd.DataFrame({"school_code": list(load), "file_hash": list(load.values())}))
-            for sid in SHEETS:
-                keep = ""
-                if load_valid_rows and sid != "school":
-                    keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
-                               and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
-                con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
-                                and school_code in (select school_code from _load)""", [school_year, period])
-                con.execute(f"""insert into core_{sid} by name
-                    select s.*, b.version
-                    from stg_{sid} s
-                    join _load l on l.file_hash = s.file_hash and l.school_code = s.school_code
-                    join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
-                    where s.school_year = ? and s.period = ? {keep}""", [school_year, period])
-            counts = con.execute(f"""
-                select school_code, sum(n) from (
-                    {" union all ".join(f"select school_code, count(*) as n from core_{sid} where school_year = $y and period = $p "
-                                        f"and school_code in (select school_code from _load) group by 1" for sid in SHEETS if sid != "school")}
-                ) group by 1""", {"y": school_year, "p": period}).fetchall()
-            loaded = {code: int(n) for code, n in counts}
-            for code in load:
-                loaded.setdefault(code, 0)
-            con.register("_loaded", pd.DataFrame({"file_hash": [load[c] for c in loaded], "n": list(loaded.values())}))
-            con.execute("""update submission set loaded_rows = l.n from _loaded l
-                           where submission.file_hash = l.file_hash and submission.school_year = ? and submission.period = ?""",
-                        [school_year, period])
-            con.unregister("_loaded")
-            con.unregister("_load")
-        # current = newest version of each school; in_core = the version core holds
-        con.execute("""
-            update submission set is_current = (version = (select max(version) from submission b
-                where b.school_year = submission.school_year and b.period = submission.period
-                  and b.school_code is not distinct from submission.school_code))
-            where school_year = ? and period = ?""", [school_year, period])
-        con.execute("""
-            update submission set in_core = file_hash in (select distinct file_hash from core_school c
-                where c.school_year = submission.school_year and c.period = submission.period)
-            where school_year = ? and period = ?""", [school_year, period])
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
-    con.execute("checkpoint")
+        con.unregister("_loaded")
+        con.unregister("_load")
+    # current = newest version of each school; in_core = the version core holds
+    con.execute("""
+        update submission set is_current = (version = (select max(version) from submission b
+            where b.school_year = submission.school_year and b.period = submission.period
+              and b.school_code is not distinct from submission.school_code))
+        where school_year = ? and period = ?""", [school_year, period])
+    con.execute("""
+        update submission set in_core = file_hash in (select distinct file_hash from core_school c
+            where c.school_year = submission.school_year and c.period = submission.period)
+        where school_year = ? and period = ?""", [school_year, period])
     return loaded
 
 
@@ -376,4 +429,95 @@ def missing_schools(con: duckdb.DuckDBPyConnection, school_year: str, period: st
             where e.school_code not in (select school_code from submitted where school_code is not null))
         select * from final order by school_code""", [school_year, period]).df()
     con.unregister("_expected")
+    return df
+
+
+# ---------------------------------------------------------------------------------------
+# Consistency: the register against core, checked at the start of every run
+# ---------------------------------------------------------------------------------------
+
+def inconsistencies(con: duckdb.DuckDBPyConnection, school_year: str | None = None, period: str | None = None) -> pd.DataFrame:
+    """Every school × period whose register disagrees with core_* (all collections, or one).
+
+    Grain: one row per (school_year, period, school_code, problem). For the file the register
+    says is in core (`in_core`): its staged rows must number what the register counted when it
+    was read (n_rooms … n_staff), core must hold exactly its staged rows less those with an
+    error (load_valid_rows leaves those out; under reject_school an in-core file has none), one
+    core_school row, no other file's rows, and `loaded_rows` must be their sum. A current
+    version registered "accepted" must be the one in core, and core rows need a register row.
+    `file_hash` names the file to re-stage. Read-only: works on a read-only connection."""
+    present = {r[0] for r in con.execute("select table_name from information_schema.tables where table_schema = 'main'").fetchall()}
+    if not {"submission", "validation_issue"} | {f"{layer}_{sid}" for layer in ("raw", "stg", "core") for sid in SHEETS} <= present:
+        return pd.DataFrame(columns=["school_year", "period", "school_code", "file_hash", "problem", "detail"])
+    where = "where school_year = $y and period = $p" if school_year else ""
+    params = {"y": school_year, "p": period} if school_year else {}
+    parts = []
+    for sid, n_col in (("rooms", "n_rooms"), ("classes", "n_classes"), ("learners", "n_learners"), ("staff", "n_staff")):
+        parts.append(f"""
+            select s.school_year, s.period, s.school_code, s.file_hash, '{sid}' as sheet, s.{n_col} as registered,
+                   (select count(*) from stg_{sid} g where g.school_year = s.school_year and g.period = s.period
+                       and g.file_hash = s.file_hash) as staged,
+                   (select count(*) from raw_{sid} g where g.school_year = s.school_year and g.period = s.period
+                       and g.file_hash = s.file_hash) as raw_staged,
+                   (select count(*) from stg_{sid} g where g.school_year = s.school_year and g.period = s.period
+                       and g.file_hash = s.file_hash and not exists (select 1 from validation_issue v
+                           where v.school_year = g.school_year and v.period = g.period and v.file_hash = g.file_hash
+                             and v.severity = 'error' and v.sheet = g.sheet_name and v.excel_row = g.excel_row)) as expected,
+                   (select count(*) from core_{sid} c where c.school_year = s.school_year and c.period = s.period
+                       and c.school_code = s.school_code) as in_core_rows,
+                   (select count(*) from core_{sid} c where c.school_year = s.school_year and c.period = s.period
+                       and c.school_code = s.school_code and c.file_hash <> s.file_hash) as foreign_rows
+            from submission s where s.in_core""")
+    per_sheet = " union all ".join(parts)
+    sql = f"""
+    with sheets as ({per_sheet}),
+    reg as (select * from submission {where}),
+    sheet_problems as (
+        select school_year, period, school_code, file_hash,
+               'staging incomplete: ' || sheet as problem,
+               'registered ' || coalesce(registered, 0) || ', staged ' || staged || ' (raw ' || raw_staged || ')' as detail
+        from sheets where coalesce(registered, 0) <> staged or coalesce(registered, 0) <> raw_staged
+        union all
+        select school_year, period, school_code, file_hash, 'core rows: ' || sheet,
+               'expected ' || expected || ', in core ' || in_core_rows || ', of another file ' || foreign_rows
+        from sheets where expected <> in_core_rows or foreign_rows > 0
+    ),
+    school_rows as (
+        select s.school_year, s.period, s.school_code, s.file_hash, s.loaded_rows,
+               (select count(*) from core_school c where c.school_year = s.school_year and c.period = s.period
+                   and c.school_code = s.school_code and c.file_hash = s.file_hash) as n_school,
+               (select sum(in_core_rows) from sheets x where x.file_hash = s.file_hash
+                   and x.school_year = s.school_year and x.period = s.period) as n_core
+        from reg s where s.in_core
+    ),
+    school_problems as (
+        select school_year, period, school_code, file_hash, 'core_school row', 'rows: ' || n_school
+        from school_rows where n_school <> 1
+        union all
+        select school_year, period, school_code, file_hash, 'loaded_rows',
+               'register ' || coalesce(loaded_rows, 0) || ', core ' || coalesce(n_core, 0)
+        from school_rows where coalesce(loaded_rows, 0) <> coalesce(n_core, 0)
+    ),
+    accepted_not_in_core as (
+        select school_year, period, school_code, file_hash, 'accepted but not in core', 'status ' || status
+        from reg where is_current and status in ('accepted', 'accepted_with_warnings') and not coalesce(in_core, false)
+    ),
+    orphans as (
+        select distinct c.school_year, c.period, c.school_code, c.file_hash,
+               'core rows without a register row', 'file not registered as in core' as detail
+        from core_school c
+        where not exists (select 1 from submission s where s.school_year = c.school_year and s.period = c.period
+                          and s.file_hash = c.file_hash and s.in_core)
+          {"and c.school_year = $y and c.period = $p" if school_year else ""}
+    ),
+    final as (
+        select * from sheet_problems where (school_year, period) in (select school_year, period from reg)
+        union all select * from school_problems
+        union all select * from accepted_not_in_core
+        union all select * from orphans
+    )
+    select * from final order by school_year, period, school_code, problem
+    """
+    df = con.execute(sql, params).df()
+    df.columns = ["school_year", "period", "school_code", "file_hash", "problem", "detail"]
     return df

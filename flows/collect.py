@@ -1,9 +1,16 @@
 """The collection flow: school workbooks in, trusted DuckDB and feedback out.
 
-Reads top to bottom as the recipe: find submissions → read and check structure → validate
-rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted versions in)
-→ feedback to each school → the Circular 24/2018 forms → publish the analysts' snapshot. Business logic lives in
-`edustat/`; this module only orders the steps and owns the connection.
+Reads top to bottom as the recipe: (one writer: take the data dir's lock; clean what a killed
+run left; check the register against core) → find submissions → read and check structure →
+validate rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted
+versions in, in one transaction) → feedback to each school → the Circular 24/2018 forms →
+publish the analysts' snapshot. Business logic lives in `edustat/`; this module only orders
+the steps and owns the connection.
+
+Every task Prefect may retry is idempotent (the load is one transaction that replaces its
+files' rows; publish swaps finished files in); faults a retry cannot fix (full disk,
+read-only directory, another run) are not retried. `faults.point` marks where the
+fault-injection tests crash or fail a run.
 
 What the officer sees in the Prefect UI: a run named after what ran ("2022-2023 đầu năm — 12
 trường (…)"), one INFO line per stage in the run's logs (counts, durations, file names; never
@@ -19,7 +26,7 @@ from typing import Literal
 
 from prefect import flow, task, unmapped
 
-from edustat import pipeline, store
+from edustat import faults, pipeline, store
 from edustat.collect import discover
 from edustat.config import Config, load_config
 from edustat.officer import run_log, run_title
@@ -54,15 +61,34 @@ def _rename(name: str) -> None:
         run_log().warning("không đổi được tên lần chạy: %s", type(exc).__name__)
 
 
-@task(name="tìm tệp nộp (find submissions)", retries=1, retry_delay_seconds=2)
+def retry_unless_operator_fault(task, task_run, state) -> bool:
+    """Retry what may pass; not a full disk, a read-only directory or another run."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return exc is None or not pipeline.is_operator_fault(exc)
+
+
+@task(name="chuẩn bị: dọn tệp tạm, đối chiếu sổ đăng ký (prepare)")
+def prepare(cfg: Config, run_id: str) -> dict:
+    """Temp files of a killed run removed; register vs core checked (repaired or refused)."""
+    removed = pipeline.clean_temp_files(cfg)
+    if not cfg.db_path.exists():
+        return {"removed": len(removed), "repaired": 0}
+    with store.session(cfg.db_path, cfg.private_group) as con:
+        repaired = pipeline.check_consistency(con, cfg, run_id)
+    return {"removed": len(removed), "repaired": int(repaired["school_code"].nunique()) if len(repaired) else 0}
+
+
+@task(name="tìm tệp nộp (find submissions)", retries=1, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_operator_fault)
 def find_submissions(inbox: Path) -> list[Path]:
+    faults.point("find")
     files = discover(inbox)
     run_log().info("Tìm thấy %d tệp trong thư mục nộp %s", len(files), inbox)
     return files
 
 
 def _log_read(results, seconds: float) -> None:
-    bad = [fr.path.name for fr in results if fr.unreadable]
+    bad = [fr.name for fr in results if fr.unreadable]
     blocked = sum(1 for fr in results if fr.blocked and not fr.unreadable)
     run_log().info("Đã đọc %d tệp trong %.1f s: %d đọc được, %d sai cấu trúc, %d không đọc được%s",
                    len(results), seconds, len(results) - len(bad) - blocked, blocked, len(bad),
@@ -71,6 +97,7 @@ def _log_read(results, seconds: float) -> None:
 
 @task(name="đọc và kiểm tra cấu trúc (read + structure)")
 def read_files(files: list[Path], cfg: Config, school_year: str, period: str):
+    faults.point("read")
     t0 = time.perf_counter()
     results = pipeline.ingest_all(files, cfg, school_year, period)
     _log_read(results, time.perf_counter() - t0)
@@ -106,6 +133,7 @@ def task_runner(cfg: Config):
 
 @task(name="ghép và chuẩn hóa kiểu (cast)")
 def cast(results, cfg: Config):
+    faults.point("cast")
     t0 = time.perf_counter()
     frames = pipeline.assemble_all(results, cfg)
     words = {"school": "trường", "rooms": "phòng học", "classes": "lớp", "learners": "học sinh", "staff": "cán bộ"}
@@ -116,6 +144,7 @@ def cast(results, cfg: Config):
 
 @task(name="kiểm tra dữ liệu (validate, Great Expectations)")
 def validate(results, frames, cfg: Config, school_year: str, period: str):
+    faults.point("validate")
     t0 = time.perf_counter()
     issues = pipeline.validate_all(results, cfg, school_year, period, frames)
     sev = issues["severity"].value_counts().to_dict() if len(issues) else {}
@@ -126,10 +155,11 @@ def validate(results, frames, cfg: Config, school_year: str, period: str):
     return issues
 
 
-@task(name="nạp DuckDB (load)", retries=2, retry_delay_seconds=5)
+@task(name="nạp DuckDB (load)", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_operator_fault)
 def load(results, frames, issues, cfg: Config, school_year: str, period: str, run_id: str):
+    faults.point("load")
     t0 = time.perf_counter()
-    with store.session(cfg.db_path) as con:
+    with store.session(cfg.db_path, cfg.private_group) as con:
         outcome = pipeline.load_all(con, results, issues, cfg, school_year, period, run_id, frames=frames)
     st = outcome.submissions["status"].value_counts().to_dict() if len(outcome.submissions) else {}
     run_log().info("Đã nạp DuckDB trong %.1f s: %d trường vào dữ liệu chính thức, %s dòng; trạng thái: %s",
@@ -140,8 +170,9 @@ def load(results, frames, issues, cfg: Config, school_year: str, period: str, ru
 
 @task(name="phản hồi cho trường (feedback)")
 def feedback(outcome, results, cfg: Config):
+    faults.point("feedback")
     t0 = time.perf_counter()
-    with store.session(cfg.db_path) as con:
+    with store.session(cfg.db_path, cfg.private_group) as con:
         paths = pipeline.write_feedbacks(con, outcome, results, cfg)
     run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s", len(paths), time.perf_counter() - t0,
                    cfg.feedback_dir / outcome.school_year / outcome.period)
@@ -152,30 +183,36 @@ def feedback(outcome, results, cfg: Config):
 def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None):
     from edustat.reports import build_reports
 
+    faults.point("forms")
     t0 = time.perf_counter()
-    with store.session(cfg.db_path) as con:
+    with store.session(cfg.db_path, cfg.private_group) as con:
         result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
     run_log().info("Đã lập %d tệp biểu (%s) trong %.1f s: %d ô, %d phép kiểm tra, %d không đạt", len(result.files),
                    ", ".join(result.forms) or "không có biểu", time.perf_counter() - t0, result.cells, result.checks,
                    result.failed_checks)
+    pipeline.share_outputs(cfg.reports_dir)
     return result
 
 
-@task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5)
+@task(name="công bố bản sao cho phân tích (publish)", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_operator_fault)
 def publish_snapshot(cfg: Config):
     from edustat.publish import publish, salt_for
 
-    with store.session(cfg.db_path) as con:
+    faults.point("publish")
+    with store.session(cfg.db_path, cfg.private_group) as con:
         result = publish(con, cfg.published_dir, salt=salt_for(cfg),
                          pseudonymise=cfg.pseudonymise_published)
     run_log().info("Đã công bố bản sao cho phân tích trong %.1f s: %d bảng, %s dòng → %s", result.seconds,
                    len(result.tables), f"{sum(result.tables.values()):,}", result.snapshot)
+    pipeline.share_outputs(cfg.published_dir)
     return result
 
 
 @task(name="tổng kết (summary)")
 def summarise(outcome, cfg: Config, feedback_paths, reports, published=None) -> dict:
-    with store.session(cfg.db_path) as con:
+    faults.point("summary")
+    with store.session(cfg.db_path, cfg.private_group) as con:
         return pipeline.summary(con, outcome, cfg, reports, published=published.snapshot if published else None)
 
 
@@ -187,8 +224,9 @@ def officer_artifacts(summary: dict, cfg: Config) -> dict:
     from edustat import officer
     from edustat.store import expected_schools
 
+    faults.point("artifacts")
     year, period = summary["school_year"], summary["period"]
-    with store.session(cfg.db_path) as con:
+    with store.session(cfg.db_path, cfg.private_group) as con:
         expected = expected_schools(con, year, period, cfg.expected_schools)
         table = officer.school_table(con, year, period, expected)
         previous = officer.previous_summary(con, year, period, summary["run_id"])
@@ -232,20 +270,23 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
     inbox_dir = Path(inbox) if inbox else cfg.data_dir / "inbox" / school_year / period
     inbox_dir.mkdir(parents=True, exist_ok=True) if not inbox else None
     run_id = pipeline.new_run_id()
-    files = find_submissions(inbox_dir)
-    _rename(run_title(school_year, period, files=len(files)))
-    if cfg.task_runner == "dask":
-        results = read_fanned_out(files, cfg, school_year, period, parts=max(1, cfg.workers * 4))
-    else:
-        results = read_files(files, cfg, school_year, period)
-    frames = cast(results, cfg)
-    issues = validate(results, frames, cfg, school_year, period)
-    outcome = load(results, frames, issues, cfg, school_year, period, run_id)
-    paths = feedback(outcome, results, cfg)
-    reports = build_forms(cfg, school_year, period) if forms else None
-    published = publish_snapshot(cfg) if publish else None
-    summary = summarise(outcome, cfg, paths, reports, published)
-    officer_artifacts(summary, cfg)
+    with pipeline.sole_writer(cfg):  # one run at a time per data dir; personal data kept private
+        prepare(cfg, run_id)
+        files = find_submissions(inbox_dir)
+        _rename(run_title(school_year, period, files=len(files)))
+        if cfg.task_runner == "dask":
+            results = read_fanned_out(files, cfg, school_year, period, parts=max(1, cfg.workers * 4))
+        else:
+            results = read_files(files, cfg, school_year, period)
+        frames = cast(results, cfg)
+        issues = validate(results, frames, cfg, school_year, period)
+        outcome = load(results, frames, issues, cfg, school_year, period, run_id)
+        paths = feedback(outcome, results, cfg)
+        reports = build_forms(cfg, school_year, period) if forms else None
+        published = publish_snapshot(cfg) if publish else None
+        summary = summarise(outcome, cfg, paths, reports, published)
+        officer_artifacts(summary, cfg)
+        faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     run_log().info("Lần chạy %s xong: %s", run_id,
                    ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()))
@@ -270,9 +311,10 @@ def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", d
     """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
-    result = build_forms(cfg, school_year, period, school, forms)
-    if publish:
-        publish_snapshot(cfg)
+    with pipeline.sole_writer(cfg):
+        result = build_forms(cfg, school_year, period, school, forms)
+        if publish:
+            publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,
             "checks": result.checks, "failed_checks": result.failed_checks,
             "reports_dir": str(cfg.reports_dir / school_year / period)}

@@ -1,0 +1,499 @@
+"""Faults of the machine, proved on the real `edustat run` (the Prefect flow, a real DuckDB
+file, real workbooks): SIGKILL of its process group at stage boundaries and inside the load,
+a load failing once and retried by Prefect, a full disk, a read-only data dir, the database
+held by another process, a second run while one is writing. After each, a rerun must leave
+core_*, the register, the forms and the analysts' snapshot equal to an uninterrupted run.
+
+The runs share one `prefect server` (PREFECT_API_URL), so each run costs its own work, not a
+server start. `edustat.faults` is the hook: EDUSTAT_CRASH_AT / EDUSTAT_PAUSE_AT / EDUSTAT_FAULT.
+
+The crash chain kills one run at each point of `CHAIN` in turn (each rerun is the next
+crash's run), then runs to the end and compares. EDUSTAT_FAULT_POINTS=all (or a comma list)
+kills at every point of `edustat.faults.POINTS` instead (slower: one run per point).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from edustat.cli import _wait_healthy
+from edustat.faults import POINTS
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+EDUSTAT = str(Path(sys.executable).parent / "edustat")
+YEAR, PERIOD = "2022-2023", "dau_nam"
+# one kill per kind of state a crash can leave: nothing written; staging inside the open load
+# transaction (the issue's data loss); committed but not checkpointed (WAL replay); feedback
+# written, register not yet told; forms built; snapshot temp files beside the old snapshot;
+# after the summary. Every crash also leaves the lock file of a dead run (taken over next).
+CHAIN = ("read", "load:staged", "load:committed", "feedback:written", "publish:written", "artifacts")
+IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at", "generated_at"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """One Prefect server for every run of this module."""
+    home = tmp_path_factory.mktemp("prefect-faults-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
+    for k in ("PREFECT_API_KEY", "EDUSTAT_CRASH_AT", "EDUSTAT_PAUSE_AT", "EDUSTAT_FAULT", "EDUSTAT_CONFIG"):
+        env.pop(k, None)
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                              "--port", str(port), "--no-ui"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait_healthy(url, 150), "prefect server did not become healthy"
+        yield env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory):
+    from edustat.synth import generate_city
+
+    d = tmp_path_factory.mktemp("faults-city") / "inbox"
+    generate_city(d, schools=4, seed=9, school_year=YEAR, period=PERIOD, export_share=0.25, error_rate=0.002)
+    return d
+
+
+def run(api: dict, inbox: Path, data: Path, timeout: float = 300, **fault_env) -> subprocess.CompletedProcess:
+    """`edustat run` in its own process group (what SIGKILL of the group hits)."""
+    env = dict(api, **fault_env)
+    p = subprocess.Popen([EDUSTAT, "run", "--year", YEAR, "--period", PERIOD, "--inbox", str(inbox), "--data-dir", str(data)],
+                         env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"edustat run timed out\n{out}\n{err}")
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def clean(api, inbox, tmp_path_factory):
+    """The uninterrupted run everything is compared with."""
+    data = tmp_path_factory.mktemp("clean") / "data"
+    r = run(api, inbox, data)
+    assert r.returncode == 0, r.stderr
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# What "equal to an uninterrupted run" means
+# ---------------------------------------------------------------------------------------
+
+def _table(con, name: str, data: Path) -> pd.DataFrame:
+    df = con.execute(f'select * from "{name}"').df()
+    df = df.drop(columns=[c for c in df.columns if c in IGNORED])
+    for col in ("raw_path", "feedback_path"):  # paths inside the data dir, compared relative to it
+        if col in df.columns:
+            df[col] = df[col].map(lambda p: os.path.relpath(p, data) if isinstance(p, str) else p)
+    df = df.astype(str)
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def content(data: Path) -> dict[str, pd.DataFrame]:
+    """core_*, the register, the issues, the forms (curated DB) and every snapshot table."""
+    out = {}
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("select table_name from information_schema.tables where table_schema = 'main'").fetchall()]
+        for n in names:
+            if n.startswith(("core_", "rpt_")) or n in ("submission", "validation_issue"):
+                out[f"curated.{n}"] = _table(con, n, data)
+    finally:
+        con.close()
+    con = duckdb.connect(str(data / "curated" / "published" / "edustat.duckdb"), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("select table_name from information_schema.tables where table_schema = 'main'").fetchall()]
+        for n in names:
+            if n != "publish_info":
+                out[f"snapshot.{n}"] = _table(con, n, data)
+    finally:
+        con.close()
+    return out
+
+
+def assert_same(got: Path, want: Path) -> None:
+    a, b = content(got), content(want)
+    assert sorted(a) == sorted(b)
+    assert b["curated.core_learners"].shape[0] > 0 and b["curated.rpt_form_cell"].shape[0] > 0
+    for name in b:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    forms = sorted(p.relative_to(want) for p in (want / "curated" / "reports").rglob("*.xlsx"))
+    assert forms and forms == sorted(p.relative_to(got) for p in (got / "curated" / "reports").rglob("*.xlsx"))
+
+
+def leftovers(data: Path) -> list[Path]:
+    """Temp files and the lock a finished run must not leave."""
+    pats = ("*.part", "*.tmp", ".*.tmp-*", ".*.old-*", ".repair-*")
+    found = [p for pat in pats for p in data.rglob(pat)]
+    return found + [p for p in (data / "edustat.lock",) if p.exists()]
+
+
+def _points() -> tuple[str, ...]:
+    chosen = os.environ.get("EDUSTAT_FAULT_POINTS")
+    if not chosen:
+        return CHAIN
+    return POINTS if chosen == "all" else tuple(chosen.split(","))
+
+
+# ---------------------------------------------------------------------------------------
+# SIGKILL at stage boundaries and inside the load
+# ---------------------------------------------------------------------------------------
+
+def same_salt(clean: Path, data: Path) -> None:
+    """Pseudonyms depend on the salt; two data dirs compared must share it."""
+    salt = clean / "curated" / ".pseudonym_salt"
+    if salt.exists():
+        (data / "curated").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(salt, data / "curated" / salt.name)
+
+
+def test_killed_at_each_point_then_rerun_equals_an_uninterrupted_run(api, inbox, clean, tmp_path):
+    data = tmp_path / "data"
+    same_salt(clean, data)
+    seen_tmp = False
+    for point in _points():
+        r = run(api, inbox, data, EDUSTAT_CRASH_AT=point)
+        assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-2000:])
+        if point == "publish:written":  # the snapshot's temp files are there until the next run
+            seen_tmp = bool(list((data / "curated" / "published").glob(".*.tmp-*")))
+        if (data / "curated" / "edustat.duckdb").exists():  # whatever it holds, it is consistent
+            from edustat.store import inconsistencies
+
+            con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+            try:
+                assert inconsistencies(con).empty, point
+            finally:
+                con.close()
+    assert (data / "edustat.lock").exists(), "a killed run leaves its lock file (stale, taken over next)"
+    dead = json.loads((data / "edustat.lock").read_text(encoding="utf-8"))["pid"]
+    r = run(api, inbox, data)
+    assert r.returncode == 0, r.stderr
+    assert_same(data, clean)
+    log = "\n".join(p.read_text(encoding="utf-8") for p in (data / "logs").glob("*.log"))
+    assert f"'pid': {dead}" in log  # the takeover of the dead run's lock is logged
+    assert not leftovers(data)
+    assert seen_tmp or "publish:written" not in _points()
+
+
+def test_a_load_that_fails_once_is_retried_by_prefect_to_the_same_result(api, inbox, clean, tmp_path):
+    data = tmp_path / "data"
+    same_salt(clean, data)
+    # the first attempt stages and writes everything, then fails before its commit
+    r = run(api, inbox, data, EDUSTAT_FAULT="load:written:EIO:1")
+    assert r.returncode == 0, r.stderr
+    log = "\n".join(p.read_text(encoding="utf-8") for p in (data / "logs").glob("*.log"))
+    # the first attempt did fail (and the run completed: Prefect retried it)
+    assert "injected fault EIO at load:written (hit 1)" in log and "(hit 2)" not in log
+    assert_same(data, clean)
+
+
+# ---------------------------------------------------------------------------------------
+# Clear faults: one Vietnamese line, the detail in the log file, data intact
+# ---------------------------------------------------------------------------------------
+
+def _one_line(r: subprocess.CompletedProcess, words: str) -> None:
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("Lỗi: ") and words in lines[0], lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_disk_full_says_so_in_one_line_and_keeps_the_data(api, inbox, clean, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(clean, data, symlinks=True)
+    before = content(data)
+    r = run(api, inbox, data, EDUSTAT_FAULT="load:staged:ENOSPC")
+    _one_line(r, "ổ đĩa đã đầy")
+    log = "\n".join(p.read_text(encoding="utf-8") for p in (data / "logs").glob("*.log"))
+    assert "Traceback" in log and "No space left on device" in log
+    after = content(data)
+    for name in before:
+        pd.testing.assert_frame_equal(after[name], before[name], obj=name)
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                           capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def _umount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=20)
+
+
+def test_a_really_full_disk_says_so(api, inbox, clean, tmp_path):
+    """A real ENOSPC from the kernel (a small tmpfs; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "24m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        data = mnt / "data"
+        shutil.copytree(clean, data, symlinks=True)
+        filler = mnt / "filler"
+        with open(filler, "wb") as fh:  # fill what is left
+            try:
+                while True:
+                    fh.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        try:  # and the last blocks
+            with open(mnt / "filler2", "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        except OSError:
+            pass
+        before = content(data)
+        r = run(api, inbox, data)
+        _one_line(r, "ổ đĩa đã đầy")
+        after = content(data)
+        for name in before:
+            pd.testing.assert_frame_equal(after[name], before[name], obj=name)
+    finally:
+        _umount(mnt)
+
+
+def test_read_only_data_dir_says_so(api, inbox, clean, tmp_path):
+    mnt = tmp_path / "ro"
+    if not _mount_tmpfs(mnt, "64m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        shutil.copytree(clean, mnt / "data", symlinks=True)
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True).returncode == 0
+        r = run(api, inbox, mnt / "data")
+        _one_line(r, "chỉ cho đọc")
+    finally:
+        _umount(mnt)
+
+
+def test_database_held_by_another_process_says_so(api, inbox, clean, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(clean, data, symlinks=True)
+    db = data / "curated" / "edustat.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"con = duckdb.connect({str(db)!r})\nprint('ready', flush=True)\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = run(api, inbox, data)
+        _one_line(r, "đang được một tiến trình khác mở")
+        assert f"PID {holder.pid}" in r.stderr
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# One writer at a time, with two real `edustat run` processes
+# ---------------------------------------------------------------------------------------
+
+def test_a_second_run_refuses_while_the_first_writes(api, inbox, clean, tmp_path):
+    """(The first is then killed inside its load: what the next run does with that state and
+    with its stale lock is the crash chain's `load:staged`.)"""
+    data = tmp_path / "data"
+    marker = tmp_path / "paused"
+    env = dict(api, EDUSTAT_PAUSE_AT="load:staged", EDUSTAT_PAUSE_FILE=str(marker))
+    first = subprocess.Popen([EDUSTAT, "run", "--year", YEAR, "--period", PERIOD, "--inbox", str(inbox), "--data-dir", str(data)],
+                             env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():  # the first run is inside its load transaction, holding the lock
+            assert first.poll() is None, "the first run ended before its load"
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        second = run(api, inbox, data)
+        _one_line(second, "một lượt chạy edustat khác đang ghi")
+        assert f"tiến trình {first.pid}" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert (data / "edustat.lock").exists()
+
+
+def test_files_holding_personal_data_are_private_and_the_snapshot_is_not(clean):
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(clean / "curated" / "edustat.duckdb") == 0o600
+    feedback = list((clean / "curated" / "feedback").rglob("*.xlsx"))
+    assert feedback and all(mode(p) == 0o600 for p in feedback)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode(clean / "curated" / "published" / "edustat.duckdb") == 0o666 & ~umask
+    assert mode(clean / "curated") == 0o777 & ~umask  # analysts reach published/ through it
+    forms = list((clean / "curated" / "reports").rglob("*.xlsx"))
+    assert forms and all(mode(p) == 0o666 & ~umask for p in forms)
+
+
+# ---------------------------------------------------------------------------------------
+# The register against core: the state the old loader left, repaired or refused
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded_once(clean, inbox):
+    """The uninterrupted run's data dir, with its core for comparison."""
+    from edustat import store
+    from edustat.config import load_config
+
+    cfg = load_config(None, clean)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
+    try:
+        want = {t: con.execute(f"select * exclude (version) from core_{t} order by all").df() for t in store.SHEETS}
+        school = con.execute("select school_code, file_hash from submission where in_core and n_learners > 0 "
+                             "order by school_code limit 1").fetchone()
+    finally:
+        con.close()
+    files = sorted(p for p in inbox.iterdir() if p.suffix == ".xlsx")
+    return {"cfg": cfg, "want": want, "school": school, "files": files}
+
+
+@pytest.fixture()
+def loaded(loaded_once, tmp_path):
+    """A copy of that data dir to damage (the register's raw_path still names the kept raw
+    files of the original, which the tests only read)."""
+    from edustat import store
+    from edustat.config import load_config
+
+    cfg = load_config(None, tmp_path / "data")
+    shutil.copytree(loaded_once["cfg"].data_dir, cfg.data_dir, symlinks=True)
+    con = store.connect(cfg.db_path)
+    yield {**loaded_once, "cfg": cfg, "con": con}
+    con.close()
+
+
+def _half_staged(con, school_code: str, file_hash: str) -> None:
+    """What a SIGKILL in the old loader's staging left, then its rerun: raw_/stg_ learners and
+    staff of the file only partly there, core without them, the register saying accepted."""
+    for t in ("learners", "staff"):
+        for layer in ("raw", "stg"):
+            con.execute(f"delete from {layer}_{t} where file_hash = ? and excel_row > 20", [file_hash])
+        con.execute(f"delete from core_{t} where school_code = ?", [school_code])
+    con.execute("update submission set loaded_rows = 0, status = 'accepted' where file_hash = ?", [file_hash])
+
+
+def test_the_start_of_a_run_repairs_what_the_old_loader_lost(loaded):
+    from edustat import store
+    from edustat.pipeline import check_consistency
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    bad = store.inconsistencies(con)
+    assert set(bad["school_code"]) == {code}
+    assert {"loaded_rows", "core rows: learners", "staging incomplete: learners"} <= set(bad["problem"])
+    repaired = check_consistency(con, loaded["cfg"], "second")
+    assert set(repaired["school_code"]) == {code}
+    assert store.inconsistencies(con).empty
+    for t, want in loaded["want"].items():
+        got = con.execute(f"select * exclude (version) from core_{t} order by all").df()
+        pd.testing.assert_frame_equal(got, want, obj=t)
+    name = con.execute("select file_name from submission where file_hash = ?", [h]).fetchone()[0]
+    assert name == next(p.name for p in loaded["files"] if code in p.name)  # still the school's own file name
+
+
+def test_an_unrepairable_register_stops_the_run_in_vietnamese(loaded):
+    from edustat.pipeline import StoreInconsistent, check_consistency, fault_text
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    # the kept raw copy is gone (deleted by hand, a disk replaced)
+    con.execute("update submission set raw_path = ? where file_hash = ?", [str(loaded["cfg"].raw_dir / "gone.xlsx"), h])
+    with pytest.raises(StoreInconsistent) as err:
+        check_consistency(con, loaded["cfg"], "second")
+    text = fault_text(err.value)
+    assert text and code in text and "không nhất quán" in text and "tệp gốc" in text
+
+
+def test_a_rerun_of_the_same_files_restages_them(loaded):
+    """Staging is keyed by file and replaced, never skipped because a hash is 'already there'."""
+    from edustat import store
+    from edustat.pipeline import run_collection
+
+    con, (code, h) = loaded["con"], loaded["school"]
+    _half_staged(con, code, h)
+    run_collection(con, loaded["files"], loaded["cfg"], YEAR, PERIOD, run_id="again", workers=1)
+    assert store.inconsistencies(con).empty
+    for t, want in loaded["want"].items():
+        got = con.execute(f"select * exclude (version) from core_{t} order by all").df()
+        pd.testing.assert_frame_equal(got, want, obj=t)
+
+
+def test_a_failing_load_leaves_nothing_behind(loaded, monkeypatch):
+    """A fault anywhere inside the load (here after staging) rolls back staging too."""
+    from edustat import store
+    from edustat.pipeline import run_collection
+
+    con = loaded["con"]
+    before = {f"{layer}_{t}": con.execute(f"select count(*) from {layer}_{t}").fetchone()[0]
+              for layer in ("raw", "stg", "core") for t in store.SHEETS}
+    before["submission"] = con.execute("select count(*) from submission").fetchone()[0]
+    other = loaded["cfg"].data_dir.parent / "other-inbox"
+    other.mkdir()
+    from edustat.synth import generate_city
+
+    generate_city(other, schools=2, seed=77, school_year=YEAR, period=PERIOD)
+    monkeypatch.setenv("EDUSTAT_FAULT", "load:staged:ENOSPC")
+    with pytest.raises(OSError):
+        run_collection(con, sorted(other.glob("*.xlsx")), loaded["cfg"], YEAR, PERIOD, run_id="full-disk", workers=1)
+    after = {k: con.execute(f"select count(*) from {k}").fetchone()[0] for k in before}
+    assert after == before
+
+
+def test_fault_text_names_the_fault():
+    import errno
+
+    import duckdb as ddb
+
+    from edustat.pipeline import WriterBusy, fault_text, is_operator_fault
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise RuntimeError("task failed") from e
+        except RuntimeError as outer:
+            return outer
+
+    assert "ổ đĩa đã đầy" in fault_text(chained(OSError(errno.ENOSPC, "No space left on device")))
+    assert "ổ đĩa đã đầy" in fault_text(ddb.IOException('IO Error: Could not write file "x.wal": No space left on device'))
+    assert "chỉ cho đọc" in fault_text(OSError(errno.EROFS, "Read-only file system", "/d/edustat.lock"))
+    assert "không có quyền" in fault_text(PermissionError(errno.EACCES, "Permission denied"))
+    held = fault_text(ddb.IOException('IO Error: Could not set lock on file "e.duckdb": Conflicting lock is held in python3 (PID 4242)'))
+    assert "PID 4242" in held and "tiến trình khác mở" in held
+    assert "đang ghi" in fault_text(WriterBusy({"pid": 1, "host": "h", "user": "u", "started_at": "t"}, Path("l")))
+    assert fault_text(ValueError("bug")) is None
+    assert is_operator_fault(OSError(errno.ENOSPC, "x")) and not is_operator_fault(OSError(errno.EIO, "x"))
