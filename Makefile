@@ -60,17 +60,19 @@ demo: sample templates
 # The render tests print every form through LibreOffice and measure the PDF with pdftotext.
 # Carlito and Liberation: metric twins of Calibri and Times New Roman, so LibreOffice lays the
 # workbooks out as Excel does (column widths, page breaks)
-SYSDEPS := libreoffice-calc-nogui poppler-utils fonts-dejavu-core fonts-crosextra-carlito fonts-liberation
+# Chromium: the Prefect UI screenshots (make screenshots, tests/test_ui.py)
+SYSDEPS := libreoffice-calc-nogui poppler-utils fonts-dejavu-core fonts-crosextra-carlito fonts-liberation chromium
 sysdeps:
 	@if command -v soffice >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 \
-	    && fc-list 2>/dev/null | grep -qi carlito; then :; else \
-	  echo "Installing $(SYSDEPS) (LibreOffice and pdftotext for the render tests)"; \
+	    && fc-list 2>/dev/null | grep -qi carlito && command -v chromium >/dev/null 2>&1; then :; else \
+	  echo "Installing $(SYSDEPS) (LibreOffice, pdftotext and Chromium for the render and UI tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSDEPS); \
 	fi
 
+# both cores: a test file per worker (module fixtures stay in one process)
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
