@@ -449,18 +449,9 @@ def _safe_sql(con, query: str, csv: bool) -> None:
 
 
 def _wait_healthy(url: str, seconds: float) -> bool:
-    import time
-    import urllib.request
+    from edustat.procs import wait_healthy
 
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.5)
-    return False
+    return wait_healthy(url, seconds)
 
 
 @app.command()

@@ -4,6 +4,7 @@ tasks and owns the order. Each step takes and returns plain data.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import json
 import os
 import uuid
@@ -273,8 +274,6 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     the core rows it stands for."""
     cat = catalogue or load_rules(cfg.severity)
     if not results:  # an empty inbox: a completed run that loads nothing ("no submissions yet")
-        from edustat.store import ensure_tables
-
         ensure_tables(con)
         return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
                           issues.reindex(columns=list(issues.columns)), {})

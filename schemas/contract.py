@@ -15,7 +15,7 @@ from typing import Any, Iterable, Literal
 import yaml
 
 from schemas.folding import header_key
-from schemas.vocabulary import Matcher, Reading, codelist_matcher, sheet_matcher, value_entries
+from schemas.vocabulary import Matcher, Reading, codelist_matcher, value_entries
 
 ROOT = Path(__file__).parent
 CODELIST_DIR = ROOT / "codelists"

@@ -40,16 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.5)
-    return False
+from edustat.procs import stop_group, wait_healthy  # noqa: E402
 
 
 def chromium() -> str:
@@ -130,11 +121,7 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            stop_group(self.proc, timeout=20)
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
@@ -252,11 +239,7 @@ def main() -> int:
             except KeyboardInterrupt:
                 pass
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_group(server)
         shutil.rmtree(work, ignore_errors=True)
     for f in failures:
         print(f"CHECK FAILED: {f}", file=sys.stderr)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import duckdb
 import openpyxl
-import pandas as pd
 import pytest
 from openpyxl.utils import get_column_letter
 

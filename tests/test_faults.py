@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from edustat.cli import _wait_healthy
+from edustat.procs import stop_group
 from edustat.faults import POINTS
 
 pytestmark = pytest.mark.slow
@@ -65,11 +66,7 @@ def api(tmp_path_factory):
         assert _wait_healthy(url, 150), "prefect server did not become healthy"
         yield env
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_group(server)
 
 
 @pytest.fixture(scope="module")

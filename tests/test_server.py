@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from edustat.cli import _wait_healthy
+from edustat.procs import stop_group
 from edustat.synth import generate_city
 
 pytestmark = pytest.mark.slow
@@ -29,11 +30,7 @@ def _free_port() -> int:
 
 def _stop(proc: subprocess.Popen, sig: int) -> None:
     """Stop a process group politely, then for good."""
-    os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, sig)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ right codes.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
