@@ -167,11 +167,12 @@ def _points() -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------
 
 def same_salt(clean: Path, data: Path) -> None:
-    """Pseudonyms depend on the salt; two data dirs compared must share it."""
-    salt = clean / "curated" / ".pseudonym_salt"
-    if salt.exists():
-        (data / "curated").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(salt, data / "curated" / salt.name)
+    """Pseudonyms depend on the salt; two data dirs compared must share it. The salt lives
+    beside the data dir (`.<data dir name>.pseudonym_salt`, edustat.config), never inside it."""
+    salt = clean.parent / f".{clean.name}.pseudonym_salt"
+    assert salt.exists(), "the clean run published with a salt beside its data dir"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(salt, data.parent / f".{data.name}.pseudonym_salt")
 
 
 def test_killed_at_each_point_then_rerun_equals_an_uninterrupted_run(api, inbox, clean, tmp_path):
@@ -256,7 +257,9 @@ def _umount(where: Path) -> None:
 def test_a_really_full_disk_says_so(api, inbox, clean, tmp_path):
     """A real ENOSPC from the kernel (a small tmpfs; skipped where mounting is not allowed)."""
     mnt = tmp_path / "small"
-    if not _mount_tmpfs(mnt, "24m"):
+    # room for a copy of the clean data dir and a little more, which the filler then takes
+    used = sum(p.stat().st_size for p in clean.rglob("*") if p.is_file() and not p.is_symlink())
+    if not _mount_tmpfs(mnt, f"{used // (1 << 20) + 16}m"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         data = mnt / "data"
