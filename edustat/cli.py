@@ -307,7 +307,8 @@ def report(
         fail("không có số liệu đã tiếp nhận cho kỳ này (chưa trường nào được tiếp nhận)")
     bad = out["failed_checks"]
     typer.echo(f"Đã lập {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) → {out['reports_dir']}; "
-               + ("mọi phép kiểm tra đều đạt." if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
+               + ("các phép kiểm tra nội bộ của biểu đều đạt (biểu chỉ gồm các trường đã tiếp nhận: xem 'edustat status')."
+                  if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
 
 
 @app.command()

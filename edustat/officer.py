@@ -232,9 +232,11 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         lines += ["", f"## Chưa nộp ({len(missing)} trường)"]
         lines += [f"- {r.school_code} {r.school_name or ''}".rstrip() for r in missing.itertuples(index=False)]
     if summary.get("reports_dir"):
-        bad = summary.get("form_checks_failed", 0)
-        lines += ["", "## Biểu báo cáo", f"Thư mục: `{summary['reports_dir']}` ({', '.join(summary.get('forms', []))}). "
-                  + ("Mọi phép kiểm tra của biểu đều đạt." if not bad else f"**{bad} phép kiểm tra không đạt** — xem trang KiemTra.")]
+        from edustat.pipeline import forms_line
+
+        # honest: how many schools the forms cover, never "all pass" while schools are left out
+        lines += ["", "## Biểu báo cáo", f"Thư mục: `{summary['reports_dir']}` ({', '.join(summary.get('forms', []))}): "
+                  + forms_line(summary, english=False) + "."]
     if summary.get("unreadable_files"):
         lines += ["", f"## Tệp không đọc được ({len(summary['unreadable_files'])})"]
         lines += [f"- `{name}`" for name in summary["unreadable_files"]]

@@ -463,22 +463,26 @@ def _schools_in_core(con, school_year: str, period: str) -> int:
         return 0
 
 
-def forms_line(s: dict) -> str:
+def forms_line(s: dict, english: bool = True) -> str:
     """Honest: never "all checks pass" while schools are rejected / unreadable or the forms
-    cover no school; always how many schools the forms cover."""
+    cover no school; always how many schools the forms cover. `english=False`: Vietnamese only
+    (the officer's Prefect artifact)."""
+    def say(vi: str, en: str) -> str:
+        return f"{vi} / {en}" if english else vi
+
     c = s["counts"]
     covered, sent = s.get("schools_in_forms", 0), sum(c.get(k, 0) for k in STATUS_TEXT if k != "missing")
-    cover = f"biểu gồm {covered} trường / forms cover {covered} schools"
+    cover = say(f"biểu gồm {covered} trường", f"forms cover {covered} schools")
     bad = s.get("form_checks_failed", 0)
     if not covered:
-        return f"KHÔNG có trường nào trong biểu — biểu để trống / forms are EMPTY ({', '.join(s['forms'])})"
+        return say("KHÔNG có trường nào trong biểu — biểu để trống", "forms are EMPTY") + f" ({', '.join(s['forms'])})"
     if bad:
-        return f"{cover}; {bad} phép kiểm tra KHÔNG ĐẠT / checks failed"
+        return f"{cover}; " + say(f"{bad} phép kiểm tra KHÔNG ĐẠT", "checks failed")
     left_out = c.get("rejected", 0) + c.get("unreadable", 0) + c.get("missing", 0)
     if left_out or c.get("partially_loaded", 0):
         return (f"{cover}; {left_out} trường chưa có trong biểu (bị từ chối / không đọc được / chưa nộp), "
-                f"{c.get('partially_loaded', 0)} trường nạp một phần — biểu CHƯA ĐỦ / forms INCOMPLETE")
-    return f"{cover} (tất cả {sent} trường đã nộp); các phép kiểm tra của biểu đều đạt / form checks pass"
+                f"{c.get('partially_loaded', 0)} trường nạp một phần — " + say("biểu CHƯA ĐỦ", "forms INCOMPLETE"))
+    return f"{cover} (tất cả {sent} trường đã nộp); " + say("các phép kiểm tra của biểu đều đạt", "form checks pass")
 
 
 def _problem_files(outcome: RunOutcome) -> list[dict]:
