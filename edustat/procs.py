@@ -35,3 +35,29 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_prefect_server(home, *, ui: bool = True, drop: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, dict]:
+    """A Prefect server on a free loopback port, in its own process group, with its home in
+    `home`: (process, API url, the environment its clients use). Stop it with `stop_group`."""
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_API_URL=url, PREFECT_UI_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
+    for k in ("PREFECT_API_KEY", *drop):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd + ([] if ui else ["--no-ui"]), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, url, env

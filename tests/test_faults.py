@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from edustat.cli import _wait_healthy
-from edustat.procs import stop_group
+from edustat.procs import start_prefect_server, stop_group
 from edustat.faults import POINTS
 
 pytestmark = pytest.mark.slow
@@ -43,25 +43,13 @@ CHAIN = ("read", "load:staged", "load:committed", "feedback:written", "publish:w
 IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at", "generated_at"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """One Prefect server for every run of this module."""
     home = tmp_path_factory.mktemp("prefect-faults-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PREFECT_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
-    for k in ("PREFECT_API_KEY", "EDUSTAT_CRASH_AT", "EDUSTAT_PAUSE_AT", "EDUSTAT_FAULT", "EDUSTAT_CONFIG"):
-        env.pop(k, None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                              "--port", str(port), "--no-ui"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    server, url, env = start_prefect_server(home, ui=False, drop=("EDUSTAT_CRASH_AT", "EDUSTAT_PAUSE_AT",
+                                                                  "EDUSTAT_FAULT", "EDUSTAT_CONFIG"))
     try:
         assert _wait_healthy(url, 150), "prefect server did not become healthy"
         yield env

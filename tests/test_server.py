@@ -3,7 +3,6 @@ PREFECT_HOME, `edustat serve` serving the deployments, a run triggered through t
 parameters, then the forms, the register and the artifacts checked."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,17 +14,12 @@ import duckdb
 import pytest
 
 from edustat.cli import _wait_healthy
-from edustat.procs import stop_group
+from edustat.procs import start_prefect_server, stop_group
 from edustat.synth import generate_city
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen, sig: int) -> None:
@@ -36,13 +30,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PREFECT_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
-    env.pop("PREFECT_API_KEY", None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server, url, env = start_prefect_server(home)
     try:
         assert _wait_healthy(url, 150), "prefect server did not become healthy"
         yield {"url": url, "env": env}
