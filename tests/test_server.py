@@ -4,7 +4,6 @@ parameters, then the forms, the register and the artifacts checked."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
