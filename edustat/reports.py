@@ -349,7 +349,7 @@ def load_adhoc(path: str | Path) -> dict:
             "numbering": [None, "A", "B", "C", *[str(i) for i in range(1, len(columns) + 1)]],
             "rows": rows_out,
             "title_block": {"rows": block, "merges": ["B1:C1", "B2:C2", "B3:C3"]},
-            "widths": {"A": 6.0, "B": 44.0, "C": 11.0, "D": 7.0},
+            "widths": _adhoc_widths(title.upper(), len(columns)),
         }],
     }
     if period:
@@ -381,6 +381,21 @@ def _adhoc_header(shown: list[str], measures: list[str], ncols: int) -> tuple[li
         sub += [MEASURE_HEAD[m] for m in measures]
         merges.append(f"{xl_col_to_name(start)}1:{xl_col_to_name(start + len(measures) - 1)}1")
     return [top, sub], merges
+
+
+def _adhoc_widths(title: str, nvalues: int) -> dict[str, float]:
+    """TT, Chỉ tiêu, Đơn vị tính, Mã số, then narrow value columns; Chỉ tiêu wide enough for
+    the bold title (merged over Chỉ tiêu and Đơn vị tính) to stay on one line."""
+    from xlsxwriter.utility import xl_col_to_name
+
+    from edustat.layout import text_points, wrap_points
+
+    unit_w, label_w = 11.0, 40.0
+    while label_w < 90 and wrap_points(label_w) + wrap_points(unit_w) < text_points(title, FONT_PT, True) * 1.05:
+        label_w += 1.0
+    widths = {"A": 6.0, "B": label_w, "C": unit_w, "D": 7.0}
+    widths.update({xl_col_to_name(4 + i): 10.0 for i in range(nvalues)})
+    return widths
 
 
 def _shift_merge(m: str, rows: int) -> str:
