@@ -154,6 +154,9 @@ MEASURE_HEAD = {"tong": "Tổng số", "nu": "Nữ", "dtts": "Dân tộc thiểu
                 "kien_co": "Kiên cố", "ban_kien_co": "Bán kiên cố", "tam": "Tạm"}
 _ADHOC_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,59}")
 _SQL_FORBIDDEN = re.compile(r";|--|/\*|\*/")
+# a report cell selected by a name, an ID, a code or a full birth date would describe one person
+# (brief: nothing personal leaves the officer's database): ad-hoc conditions may not use them
+_PERSONAL = re.compile(r"\b(full_name|personal_id|student_code|staff_code|birth_date)\b", re.I)
 
 
 def is_adhoc_ref(ref: str) -> bool:
@@ -280,6 +283,9 @@ def load_adhoc(path: str | Path) -> dict:
         for key in ("where", "sum"):
             if key in row and (not isinstance(row[key], (str, bool)) or _SQL_FORBIDDEN.search(str(row[key]))):
                 _adhoc_fail(said, f"{key} phải là một điều kiện SQL trên một dòng, không có ; hay chú thích")
+            if key in row and _PERSONAL.search(str(row[key])):
+                _adhoc_fail(said, f"{key} không được dùng thông tin cá nhân ({_PERSONAL.search(str(row[key])).group(1)}): "
+                                  "báo cáo chỉ chứa số liệu tổng hợp, không chọn từng người")
         out.update({"unit": row.get("unit", default_unit) or "", "code": next_code})
         if "sum" in row:
             out.update({"sum": str(row["sum"]), "entity": entity})
@@ -304,8 +310,9 @@ def load_adhoc(path: str | Path) -> dict:
                 _adhoc_fail(said, f"split '{sname}' không có trong splits (có: {', '.join(map(str, splits)) or 'không có'})")
             children = []
             for it in splits[sname]:
-                if _SQL_FORBIDDEN.search(str(it["where"])):
-                    _adhoc_fail(said, f"splits '{sname}', dòng '{it['label']}': where không được có ; hay chú thích")
+                if _SQL_FORBIDDEN.search(str(it["where"])) or _PERSONAL.search(str(it["where"])):
+                    _adhoc_fail(said, f"splits '{sname}', dòng '{it['label']}': where không được có ; hay chú thích, "
+                                      "không được dùng thông tin cá nhân (họ tên, mã định danh, mã học sinh, ngày sinh)")
                 child_label = str(it["label"]).strip()
                 if not child_label.startswith(("-", "+")):
                     child_label = f"- {child_label}"
@@ -1382,7 +1389,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         store_cells(con, key, school_year, period, cells, checks, scopes)
         result.cells += len(cells)
         result.checks += len(checks)
-        result.failed_checks += int((~checks["ok"]).sum())
+        result.failed_checks += int((~checks["ok"].astype(bool)).sum())  # object dtype when a form has no identities
         result.forms.append(key)
         cells_by, checks_by = dict(tuple(cells.groupby("scope"))), dict(tuple(checks.groupby("scope")))
         for scope in cells["scope"].unique():
