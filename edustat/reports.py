@@ -50,12 +50,27 @@ class FormError(ValueError):
 # Definitions
 # ---------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
 def load_form(form_code: str) -> dict:
     """A built-in form by code, or an office's ad-hoc report given as the path of its YAML
-    (see `load_adhoc`)."""
+    (see `load_adhoc`; cached per file version, so an edited file is read again by a
+    long-running server while each rendered workbook does not re-read it)."""
     if is_adhoc_ref(form_code):
-        return load_adhoc(form_code)
+        path = Path(form_code)
+        try:
+            st = path.stat()
+        except OSError:
+            return load_adhoc(path)  # raises the office's message
+        return _load_adhoc_version(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return _load_builtin(form_code)
+
+
+@lru_cache(maxsize=64)
+def _load_adhoc_version(path: str, mtime_ns: int, size: int) -> dict:
+    return load_adhoc(path)
+
+
+@lru_cache(maxsize=None)
+def _load_builtin(form_code: str) -> dict:
     path = FORMS_DIR / f"{form_code}.yaml"
     if not path.exists():
         raise FormError(f"no form definition {path}")

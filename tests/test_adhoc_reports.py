@@ -284,3 +284,16 @@ def test_shipped_definitions_are_in_the_demo_and_readme():
     for f in (DISABILITY, TEACHERS):
         rel = f"reports/{f.name}"
         assert f"--form {rel}" in make and rel in readme
+
+
+def test_an_edited_definition_is_read_again(tmp_path):
+    """A long-running server (Prefect deployment) sees the office's edit; the same version is
+    read once however many workbooks are rendered."""
+    from edustat.reports import load_form
+
+    path = tmp_path / "bao-cao.yaml"
+    path.write_text("title: Lần một\nlevel: TH\nrows:\n  - {label: a, count: learner}\n", encoding="utf-8")
+    first = load_form(str(path))
+    assert first["title"] == "Lần một" and load_form(str(path)) is first
+    path.write_text("title: Lần thứ hai\nlevel: TH\nrows:\n  - {label: a, count: learner}\n", encoding="utf-8")
+    assert load_form(str(path))["title"] == "Lần thứ hai"
