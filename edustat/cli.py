@@ -232,17 +232,37 @@ def run(
 
 
 def _check_forms(forms: Optional[List[str]], period: str) -> Optional[list[str]]:
-    """The requested form codes, each one of the period's forms, or one Vietnamese line and exit 2."""
+    """The requested forms: built-in codes of the period, or paths of ad-hoc report
+    definitions (YAML, validated here: read, checked, every `where` tried); otherwise one
+    Vietnamese line and exit 2. An ad-hoc form is passed on as its absolute path."""
     if not forms:
         return None
-    from edustat.reports import list_forms
+    from edustat.reports import AdhocError, is_adhoc_ref, list_forms, load_adhoc
 
     known = list_forms(period)
-    unknown = [f for f in forms if f not in known]
-    if unknown:
-        kind = "đầu năm" if period == "dau_nam" else "cuối năm"
-        fail(f"không có biểu {', '.join(unknown)} cho kỳ {kind}; các biểu của kỳ: {', '.join(known)}")
-    return list(dict.fromkeys(forms))
+    kind = "đầu năm" if period == "dau_nam" else "cuối năm"
+    out, codes = [], {}
+    for ref in forms:
+        if not is_adhoc_ref(ref):
+            if ref not in known:
+                fail(f"không có biểu {ref} cho kỳ {kind}; các biểu của kỳ: {', '.join(known)}; "
+                     "báo cáo theo yêu cầu: --form <tệp>.yaml")
+            out.append(ref)
+            continue
+        path = Path(ref).expanduser().resolve()
+        try:
+            definition = load_adhoc(path)
+        except AdhocError as exc:
+            fail(str(exc))
+        if definition.get("period", period) != period:
+            other = "đầu năm" if definition["period"] == "dau_nam" else "cuối năm"
+            fail(f"{path.name}: báo cáo dành cho kỳ {other} (period: {definition['period']}), không lập cho kỳ {kind}")
+        code = definition["form_code"]
+        if code in codes and codes[code] != path:
+            fail(f"{path.name} và {codes[code].name} cùng mã báo cáo '{code}'; đặt form_code khác cho một tệp")
+        codes[code] = path
+        out.append(str(path))
+    return list(dict.fromkeys(out))
 
 
 def _check_school(cfg, school: str, year: str, period: str) -> None:
@@ -281,17 +301,19 @@ def report(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
     school: Optional[str] = typer.Option(None, "--school", help="Chỉ lập lại biểu của một trường (và biểu toàn thành phố)."),
-    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN); lặp lại cho nhiều biểu."),
+    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml); lặp lại cho nhiều biểu."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Rebuild the Circular 24/2018 report forms from the loaded data (city and per school).
+    """Rebuild the Circular 24/2018 report forms from the loaded data (city and per school),
+    or an office's ad-hoc report defined in a YAML file (see reports/ and the README).
 
     Example: edustat report --year 2022-2023 --period dau_nam --school 74718001 --form 02-TH-DN
+    Example: edustat report --year 2022-2023 --period dau_nam --form reports/hoc-sinh-khuyet-tat.yaml
     """
     _check_year(year)
+    forms = _check_forms(form, period.value)  # first: an office can check its definition before any data
     cfg = _config(config, data_dir, need_db=True)
-    forms = _check_forms(form, period.value)
     if school is not None:
         _check_school(cfg, school, year, period.value)
     _prefect_env()

@@ -50,8 +50,27 @@ class FormError(ValueError):
 # Definitions
 # ---------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
 def load_form(form_code: str) -> dict:
+    """A built-in form by code, or an office's ad-hoc report given as the path of its YAML
+    (see `load_adhoc`; cached per file version, so an edited file is read again by a
+    long-running server while each rendered workbook does not re-read it)."""
+    if is_adhoc_ref(form_code):
+        path = Path(form_code)
+        try:
+            st = path.stat()
+        except OSError:
+            return load_adhoc(path)  # raises the office's message
+        return _load_adhoc_version(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return _load_builtin(form_code)
+
+
+@lru_cache(maxsize=64)
+def _load_adhoc_version(path: str, mtime_ns: int, size: int) -> dict:
+    return load_adhoc(path)
+
+
+@lru_cache(maxsize=None)
+def _load_builtin(form_code: str) -> dict:
     path = FORMS_DIR / f"{form_code}.yaml"
     if not path.exists():
         raise FormError(f"no form definition {path}")
@@ -121,6 +140,326 @@ def _part_groups(row: dict) -> list[list[int]]:
 
 def _entity(row: dict) -> str:
     return row.get("count") or row.get("entity")
+
+
+# ---------------------------------------------------------------------------------------
+# Ad-hoc reports: an office's own YAML, turned into a form the same engine computes,
+# checks, stores and renders
+# ---------------------------------------------------------------------------------------
+
+class AdhocError(FormError):
+    """An office's ad-hoc definition is wrong: the message is one Vietnamese line for the office."""
+
+
+ADHOC_KEYS = {"title", "level", "period", "form_code", "count", "unit", "columns", "by_ownership",
+              "splits", "rows", "note", "sheet"}
+ADHOC_ROW_KEYS = {"id", "tt", "label", "unit", "count", "sum", "entity", "where", "within", "parts", "split",
+                  "reconcile", "note"}
+ENTITY_TEXT = {"school": "trường", "class": "lớp, nhóm trẻ", "learner": "học sinh đang học",
+               "learner_all": "mọi học sinh có trong danh sách, kể cả đã chuyển đi, bỏ học",
+               "staff": "cán bộ, giáo viên, nhân viên đang làm việc", "room": "phòng"}
+LEVEL_TEXT = {"MN": "Giáo dục mầm non", "TH": "Giáo dục tiểu học", "THCS": "Giáo dục trung học cơ sở"}
+ADHOC_MEASURES = {  # the columns an ad-hoc report may ask for, by what it counts
+    "school": ("tong",), "class": ("tong",), "room": tuple(ROOM_VALUES),
+    "learner": tuple(PEOPLE_MEASURES)[:4], "learner_all": tuple(PEOPLE_MEASURES)[:4], "staff": tuple(PEOPLE_MEASURES),
+}
+MEASURE_HEAD = {"tong": "Tổng số", "nu": "Nữ", "dtts": "Dân tộc thiểu số", "dtts_nu": "Nữ dân tộc thiểu số",
+                "vien_chuc_khong_xac_dinh": "Viên chức HĐLV không xác định thời hạn",
+                "vien_chuc_xac_dinh": "Viên chức HĐLV xác định thời hạn", "hop_dong_lao_dong": "Hợp đồng lao động",
+                "kien_co": "Kiên cố", "ban_kien_co": "Bán kiên cố", "tam": "Tạm"}
+_ADHOC_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,59}")
+_SQL_FORBIDDEN = re.compile(r";|--|/\*|\*/")
+# a report cell selected by a name, an ID, a code or a full birth date would describe one person
+# (brief: nothing personal leaves the officer's database): ad-hoc conditions may not use them
+_PERSONAL = re.compile(r"\b(full_name|personal_id|student_code|staff_code|birth_date)\b", re.I)
+
+
+def is_adhoc_ref(ref: str) -> bool:
+    """A `--form` value naming a file (`reports/x.yaml`, `./x.yml`) rather than a form code."""
+    ref = str(ref)
+    return ref.lower().endswith((".yaml", ".yml")) or "/" in ref or os.sep in ref
+
+
+def _adhoc_fail(where: str, message: str) -> None:
+    raise AdhocError(f"{where}: {message}")
+
+
+def load_adhoc(path: str | Path) -> dict:
+    """Read an ad-hoc report definition and return it as a form the engine accepts
+    (sheets/columns/header/numbering/rows as in schemas/forms/*.yaml), or raise AdhocError
+    with one Vietnamese sentence naming the file and the row.
+
+    The office writes only: title, level, rows (label + count/sum + where), optionally the
+    period, the columns (measures: tong, nu, dtts…), by_ownership, a default `count:`/`unit:`,
+    row ids for `parts`/`within`, and `splits` (a list of sub-rows repeated under a row, whose
+    sum must equal it). Codes, header, numbering, title block and widths are derived here;
+    every `where`/`sum` is tried against the real report views (empty) so a wrong column or
+    SQL is reported now, with its row, and not half-way through a run."""
+    import unicodedata
+
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise AdhocError(f"không tìm thấy tệp định nghĩa báo cáo {path}")
+    try:
+        doc = yaml.safe_load(unicodedata.normalize("NFC", path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError:
+        raise AdhocError(f"{name}: tệp không phải văn bản UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (dòng {mark.line + 1}, cột {mark.column + 1})" if mark else ""
+        raise AdhocError(f"{name}: tệp YAML sai cú pháp{at}; kiểm tra thụt lề và dấu hai chấm") from None
+    if not isinstance(doc, dict):
+        _adhoc_fail(name, "tệp phải là một bảng khóa: giá trị (title, level, rows…)")
+    unknown = sorted(set(map(str, doc)) - ADHOC_KEYS)
+    if unknown:
+        _adhoc_fail(name, f"khóa không được hỗ trợ: {', '.join(unknown)}; các khóa dùng được: {', '.join(sorted(ADHOC_KEYS))}")
+    for key in ("title", "level", "rows"):
+        if doc.get(key) in (None, "", []):
+            _adhoc_fail(name, f"thiếu khóa bắt buộc '{key}'")
+    title = str(doc["title"]).strip()
+    level = str(doc["level"]).strip()
+    if level not in LEVEL_TEXT:
+        _adhoc_fail(name, f"cấp học '{level}' không có; dùng MN, TH hoặc THCS")
+    period = doc.get("period")
+    if period is not None and period not in ("dau_nam", "cuoi_nam"):
+        _adhoc_fail(name, f"kỳ '{period}' không có; dùng dau_nam hoặc cuoi_nam (hoặc bỏ khóa period)")
+    code = str(doc.get("form_code") or path.stem).strip()
+    if not _ADHOC_CODE.fullmatch(code):
+        _adhoc_fail(name, f"mã báo cáo '{code}' chỉ được gồm chữ thường không dấu, chữ số và dấu gạch ngang "
+                          "(vd hoc-sinh-khuyet-tat); đổi tên tệp hoặc khai báo form_code")
+    if code in {p.stem for p in FORMS_DIR.glob("*.yaml")} or code.upper() in {p.stem.upper() for p in FORMS_DIR.glob("*.yaml")}:
+        _adhoc_fail(name, f"mã báo cáo '{code}' trùng một biểu của Thông tư 24/2018; đặt form_code khác")
+    measures = doc.get("columns", ["tong"])
+    if isinstance(measures, str):
+        measures = [measures]
+    if not isinstance(measures, list) or not measures:
+        _adhoc_fail(name, "columns phải là danh sách, vd [tong, nu]")
+    measures = [str(m) for m in measures]
+    bad = [m for m in measures if m not in MEASURE_HEAD]
+    if bad:
+        _adhoc_fail(name, f"cột {', '.join(bad)} không có; dùng: {', '.join(MEASURE_HEAD)}")
+    if len(set(measures)) != len(measures):
+        _adhoc_fail(name, "columns có cột lặp lại")
+    by_ownership = doc.get("by_ownership", True)
+    if not isinstance(by_ownership, bool):
+        _adhoc_fail(name, "by_ownership phải là true hoặc false")
+    default_entity, default_unit = doc.get("count"), doc.get("unit")
+    splits = doc.get("splits") or {}
+    if not isinstance(splits, dict):
+        _adhoc_fail(name, "splits phải là bảng tên → danh sách dòng con (label, where)")
+    for sname, items in splits.items():
+        if not isinstance(items, list) or not items:
+            _adhoc_fail(name, f"splits '{sname}' phải là danh sách dòng con")
+        for it in items:
+            if not isinstance(it, dict) or not it.get("label") or "where" not in it or set(it) - {"label", "where"}:
+                _adhoc_fail(name, f"splits '{sname}': mỗi dòng con gồm đúng hai khóa label và where")
+    if not isinstance(doc["rows"], list):
+        _adhoc_fail(name, "rows phải là danh sách các dòng")
+
+    # the level's ownership groups: those of its built-in forms, so Tổng số = Σ groups as on them
+    groups = ["cong_lap", "tu_thuc", "dan_lap"] if level == "MN" else ["cong_lap", "tu_thuc"]
+    shown = ["tong_so", *(groups if by_ownership else [])]
+    columns = [f"{g}.{m}" for g in shown for m in measures]
+
+    rows_out: list[dict] = []
+    ids: dict[str, int] = {}
+    pending: list[tuple[dict, dict, str]] = []  # (out row, source row, where-said) for parts/within by id
+    next_code = 1
+    data_keys = {"count", "sum", "entity", "where", "split", "parts", "within", "reconcile", "id"}
+    for i, row in enumerate(doc["rows"], start=1):
+        if not isinstance(row, dict):
+            _adhoc_fail(name, f"dòng thứ {i} của rows phải là bảng khóa (label, where…)")
+        label = str(row.get("label") or "").strip()
+        said = f"{name}, dòng '{label}'" if label else f"{name}, dòng thứ {i}"
+        if not label:
+            _adhoc_fail(said, "thiếu label (tên dòng)")
+        unknown = sorted(set(map(str, row)) - ADHOC_ROW_KEYS)
+        if unknown:
+            hint = " (dùng id và parts/within; mã số được đánh tự động)" if "code" in unknown else ""
+            _adhoc_fail(said, f"khóa không được hỗ trợ: {', '.join(unknown)}{hint}")
+        out = {k: row[k] for k in ("tt", "note") if k in row}
+        out["label"] = label
+        if not (set(row) & data_keys):
+            rows_out.append(out)  # a heading line: no number
+            continue
+        entity = row.get("count") or row.get("entity") or default_entity
+        if entity is None:
+            _adhoc_fail(said, "thiếu count (đếm gì: " + ", ".join(f"{k} = {v}" for k, v in ENTITY_TEXT.items()) + ")")
+        if entity not in ENTITIES:
+            _adhoc_fail(said, f"đối tượng '{entity}' không có; dùng một trong: "
+                              + ", ".join(f"{k} ({v})" for k, v in ENTITY_TEXT.items()))
+        not_here = [m for m in measures if m not in ADHOC_MEASURES[entity]]
+        if not_here:
+            _adhoc_fail(said, f"cột {', '.join(not_here)} không áp dụng cho {entity} ({ENTITY_TEXT[entity]}); "
+                              f"dùng: {', '.join(ADHOC_MEASURES[entity])}")
+        if row.get("reconcile") is not None and row["reconcile"] not in RECONCILE:
+            _adhoc_fail(said, f"reconcile phải là một trong {', '.join(sorted(RECONCILE))}")
+        for key in ("where", "sum"):
+            if key in row and (not isinstance(row[key], (str, bool)) or _SQL_FORBIDDEN.search(str(row[key]))):
+                _adhoc_fail(said, f"{key} phải là một điều kiện SQL trên một dòng, không có ; hay chú thích")
+            if key in row and _PERSONAL.search(str(row[key])):
+                _adhoc_fail(said, f"{key} không được dùng thông tin cá nhân ({_PERSONAL.search(str(row[key])).group(1)}): "
+                                  "báo cáo chỉ chứa số liệu tổng hợp, không chọn từng người")
+        out.update({"unit": row.get("unit", default_unit) or "", "code": next_code})
+        if "sum" in row:
+            out.update({"sum": str(row["sum"]), "entity": entity})
+        else:
+            out["count"] = entity
+        where = row.get("where")
+        if where is not None:
+            out["where"] = "true" if where is True else ("false" if where is False else str(where))
+        if row.get("reconcile"):
+            out["reconcile"] = row["reconcile"]
+        if "id" in row:
+            rid = str(row["id"])
+            if rid in ids:
+                _adhoc_fail(said, f"id '{rid}' đã dùng cho một dòng khác")
+            ids[rid] = next_code
+        next_code += 1
+        rows_out.append(out)
+        pending.append((out, row, said))
+        if "split" in row:
+            sname = row["split"]
+            if sname not in splits:
+                _adhoc_fail(said, f"split '{sname}' không có trong splits (có: {', '.join(map(str, splits)) or 'không có'})")
+            children = []
+            for it in splits[sname]:
+                if _SQL_FORBIDDEN.search(str(it["where"])) or _PERSONAL.search(str(it["where"])):
+                    _adhoc_fail(said, f"splits '{sname}', dòng '{it['label']}': where không được có ; hay chú thích, "
+                                      "không được dùng thông tin cá nhân (họ tên, mã định danh, mã học sinh, ngày sinh)")
+                child_label = str(it["label"]).strip()
+                if not child_label.startswith(("-", "+")):
+                    child_label = f"- {child_label}"
+                child = {"label": child_label, "unit": out["unit"], "code": next_code,
+                         "where": f"({out.get('where', 'true')}) and ({it['where']})"}
+                child.update({"sum": out["sum"], "entity": entity} if "sum" in out else {"count": entity})
+                children.append(next_code)
+                next_code += 1
+                rows_out.append(child)
+                pending.append((child, {"label": child_label, "_split": (sname, it["label"])}, f"{said}, dòng con '{child_label}'"))
+            out["parts"] = [children]
+
+    def ref(said: str, r: object) -> int:
+        if str(r) not in ids:
+            _adhoc_fail(said, f"không có dòng nào có id '{r}'" + (f" (các id: {', '.join(ids)})" if ids else " (chưa dòng nào khai báo id)"))
+        return ids[str(r)]
+
+    for out, row, said in pending:
+        if "parts" in row:
+            groups_ = row["parts"] if row["parts"] and isinstance(row["parts"][0], list) else [row["parts"]]
+            resolved = [[ref(said, r) for r in g] for g in groups_]
+            out["parts"] = [*out.get("parts", []), *resolved]
+        if "within" in row:
+            out["within"] = ref(said, row["within"])
+    if next_code == 1:
+        _adhoc_fail(name, "không có dòng số liệu nào (mỗi dòng cần count/sum hoặc where)")
+
+    ncols = 4 + len(columns)
+    header_rows, merges = _adhoc_header(shown, measures, ncols)
+    nb = 5  # title block rows; the header starts on row 6
+    merges = [_shift_merge(m, nb) for m in merges]
+    block = [[None, title.upper(), None, "- Đơn vị báo cáo:"], [None, LEVEL_TEXT[level], None, "Sở GDĐT tỉnh……….."],
+             [None, "(báo cáo theo yêu cầu của Phòng GD&ĐT)", None, "- Đơn vị nhận báo cáo:"],
+             [None, None, None, "Bộ Giáo dục và Đào tạo"], [None] * 4]
+    form = {
+        "form_code": code, "number": title, "title": title, "level": level, "groups": groups,
+        "source": {"kind": "adhoc", "file": str(path)},
+        "sheets": [{
+            "name": str(doc.get("sheet") or "Báo cáo")[:31], "columns": columns,
+            "header": {"rows": header_rows, "merges": merges},
+            "numbering": [None, "A", "B", "C", *[str(i) for i in range(1, len(columns) + 1)]],
+            "rows": rows_out,
+            "title_block": {"rows": block, "merges": ["B1:C1", "B2:C2", "B3:C3"]},
+            "widths": _adhoc_widths(title.upper(), len(columns)),
+        }],
+    }
+    if period:
+        form["period"] = period
+    if doc.get("note"):
+        form["note"] = str(doc["note"])
+    try:
+        _check_definition(form)
+    except AdhocError:
+        raise
+    except FormError as exc:
+        raise AdhocError(f"{name}: định nghĩa không nhất quán ({exc})") from None
+    _probe_sql(form, name, pending)
+    return form
+
+
+def _adhoc_header(shown: list[str], measures: list[str], ncols: int) -> tuple[list[list], list[str]]:
+    """One header row (a column per group) when a single measure is asked; else two rows:
+    the group over its measures."""
+    from xlsxwriter.utility import xl_col_to_name
+
+    first = ["TT", "Chỉ tiêu", "Đơn vị tính", "Mã số"]
+    if len(measures) == 1:
+        return [first + [GROUP_TEXT[g] for g in shown]], []
+    top, sub, merges = list(first), [None] * 4, [f"{c}1:{c}2" for c in "ABCD"]
+    for i, g in enumerate(shown):
+        start = 4 + i * len(measures)
+        top += [GROUP_TEXT[g]] + [None] * (len(measures) - 1)
+        sub += [MEASURE_HEAD[m] for m in measures]
+        merges.append(f"{xl_col_to_name(start)}1:{xl_col_to_name(start + len(measures) - 1)}1")
+    return [top, sub], merges
+
+
+def _adhoc_widths(title: str, nvalues: int) -> dict[str, float]:
+    """TT, Chỉ tiêu, Đơn vị tính, Mã số, then narrow value columns; Chỉ tiêu wide enough for
+    the bold title (merged over Chỉ tiêu and Đơn vị tính) to stay on one line."""
+    from xlsxwriter.utility import xl_col_to_name
+
+    from edustat.layout import text_points, wrap_points
+
+    unit_w, label_w = 11.0, 40.0
+    while label_w < 90 and wrap_points(label_w) + wrap_points(unit_w) < text_points(title, FONT_PT, True) * 1.05:
+        label_w += 1.0
+    widths = {"A": 6.0, "B": label_w, "C": unit_w, "D": 7.0}
+    widths.update({xl_col_to_name(4 + i): 10.0 for i in range(nvalues)})
+    return widths
+
+
+def _shift_merge(m: str, rows: int) -> str:
+    def shift(cell: str) -> str:
+        col = cell.rstrip("0123456789")
+        return f"{col}{int(cell[len(col):]) + rows}"
+    a, b = m.split(":")
+    return f"{shift(a)}:{shift(b)}"
+
+
+def _probe_sql(form: dict, name: str, rows: list[tuple[dict, dict, str]]) -> None:
+    """Run every row's filtered aggregate once on empty report views (in memory, no access to
+    files): a misspelt column or bad SQL fails here, named by its row."""
+    from edustat import store
+
+    con = duckdb.connect(":memory:")
+    try:
+        store.ensure_tables(con)
+        con.execute(REPORT_DDL)
+        con.execute("set enable_external_access = false")
+        create_views(con, "2000-2001", form.get("period", "dau_nam"), form["level"], form["groups"])
+        measures = sorted({c.split(".", 1)[1] for c in form["sheets"][0]["columns"]})
+        for out, _, said in rows:
+            entity = _entity(out)
+            for m in measures:
+                try:
+                    con.execute(f"select {_measure_sql(entity, out, m)} from rpt_{entity}").fetchall()
+                except (duckdb.Error, FormError) as exc:
+                    text = str(exc).strip()
+                    miss = re.search(r'Referenced column "?([^"\s]+)"? not found', text)
+                    if miss:
+                        import difflib
+
+                        cols = [r[0] for r in con.execute(f"select column_name from (describe rpt_{entity})").fetchall()]
+                        near = difflib.get_close_matches(miss.group(1), cols, n=1)
+                        hint = f"có phải '{near[0]}'?" if near else "xem danh sách cột trong README"
+                        raise AdhocError(f"{said}: where/sum dùng cột '{miss.group(1)}' không có trong dữ liệu "
+                                         f"{ENTITY_TEXT[entity]} (bảng rpt_{entity}); {hint}") from None
+                    first = text.splitlines()[0] if text else type(exc).__name__
+                    raise AdhocError(f"{said}: where/sum không phải điều kiện SQL hợp lệ ({first})") from None
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -942,6 +1281,8 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     src = form["source"]
     origin = ("Bố cục, tên dòng và mã số theo biểu mẫu xuất từ phần mềm của Bộ GDĐT (Thông tư 24/2018)."
               if src["kind"] == "real_export" else
+              f"Báo cáo theo yêu cầu, định nghĩa trong tệp {Path(src['file']).name} (không thuộc Thông tư 24/2018)."
+              if src["kind"] == "adhoc" else
               "Biểu dựng lại: chưa có bản gốc của Bộ GDĐT cho biểu này; bố cục cột theo biểu đầu năm cùng cấp học.")
     r = 1
     for text in (f"{header.scope_label} — năm học {header.school_year}", summary, origin):
@@ -1052,6 +1393,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     names, district, province = _names(con, school_year, period)
     for code in forms or list_forms(period):
         form = load_form(code)
+        key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
         cells, checks = compute_and_check(con, form, school_year, period)
         if cells.empty:
             continue
@@ -1059,11 +1401,11 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         if school:
             cells = cells[cells["scope"].isin(scopes)]
             checks = checks[checks["scope"].isin(scopes)]
-        store_cells(con, code, school_year, period, cells, checks, scopes)
+        store_cells(con, key, school_year, period, cells, checks, scopes)
         result.cells += len(cells)
         result.checks += len(checks)
-        result.failed_checks += int((~checks["ok"]).sum())
-        result.forms.append(code)
+        result.failed_checks += int((~checks["ok"].astype(bool)).sum())  # object dtype when a form has no identities
+        result.forms.append(key)
         cells_by, checks_by = dict(tuple(cells.groupby("scope"))), dict(tuple(checks.groupby("scope")))
         for scope in cells["scope"].unique():
             if scope == "city":
@@ -1072,7 +1414,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
             else:
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
-            out = _form_path(reports_dir, school_year, period, code, scope)
+            out = _form_path(reports_dir, school_year, period, key, scope)
             jobs.append((code, cells_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     result.files = _render_all(jobs, workers)
     return result
