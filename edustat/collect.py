@@ -265,9 +265,8 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
         raw_code = parsed.school.values.get("school_code")
         if raw_code and "school_code" not in fr.school:
             fr.school["school_code"] = raw_code
-        _resolve_admin_in_context(fr.school, parsed.school.values)
-        in_context = {fid for fid in ("district_code", "commune_code") if fr.school.get(fid)
-                      and fr.school.get(fid) == _units_code(fid, fr.school, parsed.school.values)}
+        # a name read inside the school's own district is no near miss nor ambiguity to report
+        in_context = _resolve_admin_in_context(fr.school, parsed.school.values)
         for rec in problems[problems["kind"].isin(list(READ_FAMILIES)) & ~problems["field"].isin(list(in_context))].itertuples(index=False):
             fr.issues.append(_issue(cat, cat.family_id("school", rec.field, READ_FAMILIES[rec.kind]), fr, sheet=fr.school_sheet,
                                     excel_row=int(rec.excel_row), column=parsed.school.value_column, field_id=rec.field,
@@ -363,20 +362,11 @@ def _column_needed(f, sheet: Sheet, frame: pd.DataFrame) -> bool:
     return bool(codes - set(r.when_not_in))
 
 
-def _units_code(fid: str, school: dict, raw: Mapping[str, str | None]) -> str | None:
-    """The code a district / commune name has among the units of the school's own parent."""
-    ref, attr, parent = {"district_code": ("moet-2020/DM_HUYEN", "ma_tp", "province_code"),
-                         "commune_code": ("moet-2020/DM_XA", "ma_qh", "district_code")}[fid]
-    if not raw.get(fid) or not school.get(parent):
-        return None
-    inside = _units_within(ref, attr, str(school[parent]))
-    return inside.resolve(raw[fid]) if inside is not None else None
-
-
-def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> None:
+def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> set[str]:
     """Names of communes and districts repeat across the country ("Phường Phú Hòa" is in
     Thủ Dầu Một and in Pleiku): a name is looked up among the units of the school's own
-    district / province first."""
+    district / province first. Returns the fields so resolved."""
+    resolved: set[str] = set()
     for fid, parent, ref, attr in (("district_code", "province_code", "moet-2020/DM_HUYEN", "ma_tp"),
                                    ("commune_code", "district_code", "moet-2020/DM_XA", "ma_qh")):
         value, parent_code = raw.get(fid), school.get(parent)
@@ -386,6 +376,8 @@ def _resolve_admin_in_context(school: dict, raw: Mapping[str, str | None]) -> No
         hit = inside.resolve(value) if inside is not None else None
         if hit:
             school[fid] = hit
+            resolved.add(fid)
+    return resolved
 
 
 @lru_cache(maxsize=4096)

@@ -23,6 +23,7 @@ from xlsxwriter.utility import xl_col_to_name
 
 from schemas import Contract, Sheet, load_contract
 from schemas.vocabulary import Matcher, sheet_matcher
+from schemas.folding import INVISIBLE
 from transforms.text import fold, header_key, nfc
 
 HEADER_SCAN_ROWS = 30
@@ -33,10 +34,8 @@ _TOTAL = re.compile(r"^(tong cong|tong so|tong|cong)\b")
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted xlsx and legacy .xls
 
 
-# Invisible characters a copy from a web page or a PDF leaves in codes and IDs: zero-width
-# space / joiners, direction marks and embeddings, word joiner and invisible operators,
-# byte-order mark, soft hyphen. They are removed from every cell (with a notice per column).
-INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Invisible characters (schemas.folding.INVISIBLE) are removed from every cell, with a notice
+# per column.
 # Token of a worksheet's XML for counting rows that hold values (optional namespace prefix).
 _ROW_TOKEN = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(row|v|is)[\s>/]")
 

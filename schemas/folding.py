@@ -20,7 +20,11 @@ from functools import lru_cache
 from typing import Mapping
 
 _WS = re.compile(r"\s+")
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# Invisible characters a copy from a web page or a PDF leaves in codes and IDs: soft hyphen,
+# Mongolian vowel separator, zero-width space / joiners, direction marks, embeddings and
+# isolates, word joiner and invisible operators, byte-order mark. One definition: the reader
+# strips them from every cell, the keys here from every header and label.
+INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _REQUIRED_MARK = re.compile(r"\s*(\(\s*\*\s*\)|\*)\s*$")
 _DD = str.maketrans({"đ": "d", "Đ": "D"})
 # decorations a clerk adds to a header, matched on the folded text
@@ -35,11 +39,7 @@ _PAREN = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 def nfc(value: str) -> str:
     """NFC-normalise and trim, collapsing inner whitespace (incl. NBSP and newlines) and
     dropping invisible characters a copy-paste brings along."""
-    return _WS.sub(" ", _INVISIBLE.sub("", unicodedata.normalize("NFC", value))).strip()
-
-
-def has_invisible(value: str) -> bool:
-    return bool(_INVISIBLE.search(value))
+    return _WS.sub(" ", INVISIBLE.sub("", unicodedata.normalize("NFC", value))).strip()
 
 
 @lru_cache(maxsize=65536)

@@ -7,6 +7,7 @@ frame and a problem row keeps the value as submitted.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable
 
 import numpy as np
@@ -147,17 +148,12 @@ def reading_detail(cl, r) -> str:
     return f"{text}; {r.note}" if r.note else text
 
 
+@lru_cache(maxsize=1)
 def _PROVINCE_PREFIXES() -> frozenset[str]:  # noqa: N802 - a constant, loaded once
     """'0' + a GSO province code: what the first 3 digits of a personal ID are (regulations.md
     §1.3). An ID re-padded to anything else did not lose a leading zero: it is too short, and
     that is the one thing the school is told (not three consequential digit errors)."""
-    global _PREFIXES
-    if _PREFIXES is None:
-        _PREFIXES = frozenset("0" + c for c in load_codelist("moet-2020/DM_TINH").codes)
-    return _PREFIXES
-
-
-_PREFIXES: frozenset[str] | None = None
+    return frozenset("0" + c for c in load_codelist("moet-2020/DM_TINH").codes)
 
 
 def _pattern_width(pattern: str | None) -> int | None:

@@ -15,9 +15,7 @@ def nfc_series(values: pd.Series) -> pd.Series:
     """NFC + trim + collapsed whitespace for a text column, in Arrow (no Python loop);
     blanks become NA. Grain: one value per cell."""
     arr = pa.array(values.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
-    arr = pc.utf8_normalize(arr, "NFC")
-    # zero-width spaces, BOM, soft hyphen: invisible in Excel, fatal to a code or an ID
-    arr = pc.replace_substring_regex(arr, "[\\x{00AD}\\x{180E}\\x{200B}-\\x{200F}\\x{202A}-\\x{202E}\\x{2060}-\\x{2064}\\x{FEFF}]", "")
+    arr = pc.utf8_normalize(arr, "NFC")  # invisible characters: removed by the reader, cell by cell
     # RE2's \s is ASCII only: add the no-break and ideographic spaces Excel users paste
     arr = pc.replace_substring_regex(arr, r"[\s\x{00A0}\x{2007}\x{202F}\x{3000}]+", " ")
     arr = pc.utf8_trim_whitespace(arr)
