@@ -51,16 +51,26 @@ def _check_year(year: str) -> str:
 
 @app.command()
 def template(
-    level: List[LevelOpt] = typer.Option(..., "--level", "-l", help="Cấp học (MN, TH, THCS); lặp lại cho trường nhiều cấp: --level TH --level THCS."),
-    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
-    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam (30/9) hoặc cuoi_nam (31/5)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Tệp .xlsx sẽ ghi."),
-    school: Optional[str] = typer.Option(None, "--school", help="Mã trường (8 chữ số) để điền sẵn; tỉnh/huyện suy từ mã."),
+    level: Optional[List[LevelOpt]] = typer.Option(None, "--level", "-l", help="Cấp học (MN, TH, THCS); lặp lại cho trường nhiều cấp: --level TH --level THCS."),
+    year: Optional[str] = typer.Option(None, "--year", help="Năm học, ví dụ 2022-2023."),
+    period: Optional[PeriodOpt] = typer.Option(None, "--period", help="dau_nam (30/9) hoặc cuoi_nam (31/5)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tệp .xlsx sẽ ghi."),
+    school: Optional[str] = typer.Option(None, "--school", help="Mã trường (8 chữ số) để điền sẵn; tỉnh/huyện suy từ mã. Với --from-year: mã trường hoặc 'all' (mọi trường)."),
+    from_year: Optional[str] = typer.Option(None, "--from-year", help="Điền sẵn mẫu đầu năm của năm học sau từ số liệu đã tiếp nhận của năm học này (vd 2022-2023)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu (với --from-year)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml (với --from-year)."),
 ) -> None:
-    """Write the blank submission workbook a school fills.
+    """Write the blank submission workbook a school fills, or (--from-year) next year's
+    start-of-year workbook prefilled from a school's accepted data.
 
     Example: edustat template --level TH --year 2022-2023 --period dau_nam --school 74718001 -o mau_TH.xlsx
+    Example: edustat template --from-year 2022-2023 --school 74718001
     """
+    if from_year is not None:
+        _template_from_year(from_year, school, output, data_dir, config, bool(level or year or period))
+        return
+    if not level or year is None or period is None or output is None:
+        fail("cần --level, --year, --period và -o (mẫu trống), hoặc --from-year và --school (mẫu điền sẵn)")
     _check_year(year)
     from edustat.workbook import write_submission
     from schemas import load_codelist
@@ -78,6 +88,36 @@ def template(
                 prefill["district_code"] = school[2:5]
     write_submission(output, levels=levels, period=period.value, school_year=year, school=prefill)
     typer.echo(f"Đã ghi biểu mẫu {'+'.join(levels)} {year} {period.value}: {output}")
+
+
+def _template_from_year(from_year: str, school: Optional[str], output: Optional[Path], data_dir: Path,
+                        config: Optional[Path], other_options: bool) -> None:
+    """`template --from-year`: the prefilled workbooks (edustat.rollover); counts only on screen."""
+    _check_year(from_year)
+    if other_options:
+        fail("--from-year tự xác định cấp học, năm học sau và kỳ đầu năm; bỏ --level, --year, --period")
+    if not school:
+        fail("cần --school <mã trường> hoặc --school all")
+    if school != "all" and not (school.isdigit() and len(school) == 8):
+        fail(f"mã trường '{school}' phải gồm 8 chữ số (hoặc 'all' cho mọi trường)")
+    if school == "all" and output is not None:
+        fail("--school all ghi mỗi trường một tệp vào data/curated/templates/<năm học sau>/; bỏ -o")
+    cfg = _config(config, data_dir, need_db=True)
+    import duckdb
+
+    from edustat.paths import UnsafePath
+    from edustat.rollover import RolloverError, rollover
+
+    try:
+        results = rollover(cfg.db_path, cfg.data_dir, from_year, school, output, cfg.private_group)
+    except RolloverError as exc:
+        fail(str(exc))
+    except UnsafePath:
+        fail(f"tệp ghi ra phải nằm trong thư mục dữ liệu {cfg.data_dir} (tệp có thông tin cá nhân)")
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    for r in results:
+        typer.echo(f"Đã ghi mẫu điền sẵn {r.summary()}: {r.path}")
 
 
 @app.command()

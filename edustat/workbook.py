@@ -21,6 +21,7 @@ from transforms.text import strip_accents
 
 INSTRUCTIONS_SHEET = "HuongDan"
 CODELIST_SHEET = "DanhMuc"
+NOTES_SHEET = "GhiChu"  # a prefilled (rolled-over) template's notes for the school
 VALIDATION_ROWS = 3000  # rows below the header that carry dropdowns in a blank template
 TEMPLATE_VERSION_PROPERTY = "edustat_template_version"
 
@@ -180,9 +181,12 @@ def write_submission(
     tables: Mapping[str, pd.DataFrame] | None = None,
     style: ExportStyle = TEMPLATE,
     contract: Contract | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, SheetLayout]:
     """Write one school's workbook. `tables` maps sheet ids to frames whose columns are
-    field ids (codes as strings, dates as `datetime.date`); None writes a blank template."""
+    field ids (codes as strings, dates as `datetime.date`); None writes a blank template.
+    `notes` (a prefilled template, edustat.rollover): lines for the school on a sheet of
+    their own after the instructions (NOTES_SHEET, not read back by the reader)."""
     c = contract or load_contract()
     levels = tuple(levels)
     school = dict(school or {})
@@ -205,6 +209,8 @@ def write_submission(
     if style.template:
         wb.set_custom_property(TEMPLATE_VERSION_PROPERTY, c.version)
         _write_instructions(wb, fmt, c, levels, period, school_year)
+        if notes:
+            _write_notes(wb, fmt, notes)
     layouts: dict[str, SheetLayout] = {}
     for sheet in c.sheets:
         if not sheet.fields_for(levels, period):
@@ -301,6 +307,21 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
             ws.write_string(r, 1, f.header, fmt.cell_bold if required == "Bắt buộc" else fmt.cell)
             ws.write_string(r, 2, required, fmt.cell)
             ws.write_string(r, 3, hint, fmt.cell)
+
+
+def _write_notes(wb, fmt: _Formats, notes: list[str]) -> None:
+    """One wrapped line per note on A4 landscape, every row as tall as its text; the first
+    note is the sheet's title."""
+    from edustat.layout import rows_height, wrap_points, wrapped_lines
+
+    ws = wb.add_worksheet(NOTES_SHEET)
+    width = 150
+    ws.set_column(0, 0, width)
+    _print_setup(ws, landscape=True, fit_width=True, footer=NOTES_SHEET)
+    for r, text in enumerate(notes):
+        size = 13 if r == 0 else 11
+        ws.set_row(r, rows_height(wrapped_lines(text, wrap_points(width), size, r == 0), size))
+        ws.write_string(r, 0, text, fmt.title if r == 0 else fmt.wrap)
 
 
 def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
