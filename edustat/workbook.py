@@ -186,7 +186,7 @@ def write_submission(
     """Write one school's workbook. `tables` maps sheet ids to frames whose columns are
     field ids (codes as strings, dates as `datetime.date`); None writes a blank template.
     `notes` (a prefilled template, edustat.rollover): lines for the school on a sheet of
-    their own after the instructions (NOTES_SHEET, not read back by the reader)."""
+    their own, the first sheet (NOTES_SHEET, not read back by the reader)."""
     c = contract or load_contract()
     levels = tuple(levels)
     school = dict(school or {})
@@ -208,9 +208,9 @@ def write_submission(
     wb.set_properties(props)
     if style.template:
         wb.set_custom_property(TEMPLATE_VERSION_PROPERTY, c.version)
-        _write_instructions(wb, fmt, c, levels, period, school_year)
         if notes:
             _write_notes(wb, fmt, notes)
+        _write_instructions(wb, fmt, c, levels, period, school_year)
     layouts: dict[str, SheetLayout] = {}
     for sheet in c.sheets:
         if not sheet.fields_for(levels, period):
@@ -315,13 +315,12 @@ def _write_notes(wb, fmt: _Formats, notes: list[str]) -> None:
     from edustat.layout import rows_height, wrap_points, wrapped_lines
 
     ws = wb.add_worksheet(NOTES_SHEET)
-    width = 150
+    width = 115  # the instructions' full width: one A4 landscape page wide at 100 %
     ws.set_column(0, 0, width)
     _print_setup(ws, landscape=True, fit_width=True, footer=NOTES_SHEET)
     for r, text in enumerate(notes):
-        size = 13 if r == 0 else 11
-        ws.set_row(r, rows_height(wrapped_lines(text, wrap_points(width), size, r == 0), size))
-        ws.write_string(r, 0, text, fmt.title if r == 0 else fmt.wrap)
+        ws.set_row(r, rows_height(wrapped_lines(text, wrap_points(width), 11, r == 0), 11))
+        ws.write_string(r, 0, text, fmt.bold_wrap if r == 0 else fmt.wrap)
 
 
 def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
@@ -431,6 +430,11 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
         required = f.required.applies(levels, period) and not f.required.when_field
         text_like = f.type in ("id", "code", "text", "date", "school_year")
         width = max(10, min(32, len(label) + 2))
+        if style.template and frame is not None and f.id in getattr(frame, "columns", ()) and len(frame):
+            # a prefilled template (edustat.rollover): as wide as its longest text value (names)
+            longest = frame[f.id].dropna().astype(str).str.len().max()
+            if longest == longest and longest:  # not NaN, not 0
+                width = max(width, min(32, int(longest) + 2))
         widths.append(width)
         ws.set_column(col, col, width, fmt.text if (style.template and text_like) else None)
         ws.write_string(row, col, label, fmt.required if (style.template and required) else fmt.header)
