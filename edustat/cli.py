@@ -283,10 +283,26 @@ def _check_forms(forms: Optional[List[str]], period: str) -> Optional[list[str]]
     kind = "đầu năm" if period == "dau_nam" else "cuối năm"
     out, codes = [], {}
     for ref in forms:
+        if ref.lower().endswith(".sql"):  # an office's SQL report (edustat.sql_reports)
+            from edustat.sql_reports import SqlReportError, load_sql_report
+
+            path = Path(ref).expanduser().resolve()
+            try:
+                sql_report = load_sql_report(path)
+            except SqlReportError as exc:
+                fail(str(exc))
+            if sql_report.period not in (None, period):
+                fail(f"{path.name}: báo cáo dành cho kỳ {'đầu năm' if sql_report.period == 'dau_nam' else 'cuối năm'} "
+                     f"(period: {sql_report.period}), không lập cho kỳ {kind}")
+            if codes.get(sql_report.form_code, path) != path:
+                fail(f"{path.name} và {codes[sql_report.form_code].name} cùng mã báo cáo '{sql_report.form_code}'; đặt form_code khác cho một tệp")
+            codes[sql_report.form_code] = path
+            out.append(str(path))
+            continue
         if not is_adhoc_ref(ref):
             if ref not in known:
                 fail(f"không có biểu {ref} cho kỳ {kind}; các biểu của kỳ: {', '.join(known)}; "
-                     "báo cáo theo yêu cầu: --form <tệp>.yaml")
+                     "báo cáo theo yêu cầu: --form <tệp>.yaml hoặc <tệp>.sql")
             out.append(ref)
             continue
         path = Path(ref).expanduser().resolve()
@@ -341,7 +357,7 @@ def report(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
     school: Optional[str] = typer.Option(None, "--school", help="Chỉ lập lại biểu của một trường (và biểu toàn thành phố)."),
-    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml); lặp lại cho nhiều biểu."),
+    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml) hay SQL (vd reports/lop-theo-khoi.sql); lặp lại cho nhiều biểu."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
@@ -350,27 +366,61 @@ def report(
 
     Example: edustat report --year 2022-2023 --period dau_nam --school 74718001 --form 02-TH-DN
     Example: edustat report --year 2022-2023 --period dau_nam --form reports/hoc-sinh-khuyet-tat.yaml
+    Example: edustat report --year 2022-2023 --period dau_nam --form reports/lop-theo-khoi.sql
     """
     _check_year(year)
     forms = _check_forms(form, period.value)  # first: an office can check its definition before any data
     cfg = _config(config, data_dir, need_db=True)
     if school is not None:
         _check_school(cfg, school, year, period.value)
-    _prefect_env()
-    from flows.collect import reports_flow
+    sql_forms = [f for f in forms or [] if f.lower().endswith(".sql")]
+    forms = [f for f in forms or [] if f not in sql_forms] or (None if not sql_forms else [])
+    out = {"files": [], "forms": [], "failed_checks": 0, "reports_dir": str(cfg.reports_dir / year / period.value)}
+    if forms != []:
+        _prefect_env()
+        from flows.collect import reports_flow
 
-    log_path = _log_to_file(data_dir)
-    try:
-        out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
-                           config_path=str(config) if config else None, school=school, forms=forms)
-    except Exception as exc:
-        _run_failed(exc, log_path, "việc lập biểu")
+        log_path = _log_to_file(data_dir)
+        try:
+            out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
+                               config_path=str(config) if config else None, school=school, forms=forms)
+        except Exception as exc:
+            _run_failed(exc, log_path, "việc lập biểu")
+    if sql_forms:
+        out = _sql_reports(cfg, sql_forms, year, period.value, school, out)
     if not out["files"]:
         fail("không có số liệu đã tiếp nhận cho kỳ này (chưa trường nào được tiếp nhận)")
     bad = out["failed_checks"]
     typer.echo(f"Đã lập {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) → {out['reports_dir']}; "
                + ("các phép kiểm tra nội bộ của biểu đều đạt (biểu chỉ gồm các trường đã tiếp nhận: xem 'edustat status')."
                   if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
+
+
+def _sql_reports(cfg, paths: list[str], year: str, period: str, school: Optional[str], out: dict) -> dict:
+    """Run the office's SQL reports (edustat.sql_reports) on a read-only view of the collection."""
+    import duckdb
+
+    from edustat.paths import UnsafePath
+    from edustat.sql_reports import SqlReportError, load_sql_report, run_sql_report
+
+    out = {**out, "files": list(out["files"]), "forms": list(out["forms"])}
+    for ref in paths:
+        try:
+            res = run_sql_report(cfg.db_path, cfg.reports_dir, cfg.data_dir, load_sql_report(ref), year, period,
+                                 school=school, group=cfg.private_group)
+        except SqlReportError as exc:
+            fail(str(exc))
+        except UnsafePath:
+            fail(f"thư mục báo cáo nằm ngoài thư mục dữ liệu {cfg.data_dir}; không ghi")
+        except duckdb.IOException:
+            fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+        out["files"] += [str(p) for p in res.files]
+        out["forms"].append(res.form_code)
+        out["failed_checks"] += res.failed_checks
+        if res.omitted_in_city:
+            typer.echo(f"{res.form_code}: biểu toàn đơn vị không ghi {len(res.omitted_in_city)} cột thông tin cá nhân "
+                       "(có trong biểu từng trường; xem personal_in_city trong README).")
+    return out
 
 
 @app.command()
