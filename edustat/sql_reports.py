@@ -143,7 +143,7 @@ def load_sql_report(path: str | Path) -> SqlReport:
         raise SqlReportError(f"{name}: mã báo cáo '{code}' chỉ được gồm chữ thường không dấu, chữ số và dấu gạch ngang")
     from edustat.reports import list_forms
 
-    if code in list_forms():
+    if code in {c.lower() for c in list_forms()}:
         raise SqlReportError(f"{name}: mã báo cáo '{code}' trùng một biểu của Thông tư 24/2018; đặt form_code khác")
     flag = str(meta.get("personal_in_city", "no")).strip().lower()
     if flag not in ("yes", "no", "true", "false", "có", "không"):
