@@ -108,8 +108,9 @@ def _template_from_year(from_year: str, school: Optional[str], output: Optional[
     from edustat.paths import UnsafePath
     from edustat.rollover import RolloverError, rollover
 
+    failed: list[str] = []
     try:
-        results = rollover(cfg.db_path, cfg.data_dir, from_year, school, output, cfg.private_group)
+        results = rollover(cfg.db_path, cfg.data_dir, from_year, school, output, cfg.private_group, failed)
     except RolloverError as exc:
         fail(str(exc))
     except UnsafePath:
@@ -118,6 +119,10 @@ def _template_from_year(from_year: str, school: Optional[str], output: Optional[
         fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
     for r in results:
         typer.echo(f"Đã ghi mẫu điền sẵn {r.summary()}: {r.path}")
+    for line in failed:
+        typer.echo(f"Không lập được mẫu điền sẵn cho {line}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -426,6 +426,12 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
     if awaiting:
         lines.append(f"KIỂM TRA: {awaiting} cán bộ ở trạng thái Chờ nghỉ hưu được giữ lại; bỏ khỏi danh sách nếu đã nghỉ.")
         checks.append("chờ nghỉ hưu")
+    sent = con.execute("select n_learners, n_staff from submission where school_code = ? and school_year = ? and period = ? "
+                       "and is_current and in_core", [school_code, from_year, period]).fetchone()
+    if sent and ((sent[0] or 0) > len(learners) or (sent[1] or 0) > len(staff)):
+        lines.append(f"KIỂM TRA: bản nộp năm trước có {sent[0]} học sinh, {sent[1]} cán bộ; chỉ {len(learners)} học sinh, "
+                     f"{len(staff)} cán bộ được tiếp nhận (dòng có lỗi không được nạp) — các dòng đó không có trong mẫu này.")
+        checks.append("dòng chưa tiếp nhận")
     lines.append("Phòng học: điền sẵn theo số liệu đầu năm học trước; sửa nếu có thay đổi."
                  if len(frames["rooms"]) else "Phòng học: năm trước không có số liệu; nhập mới.")
     counts["to_check"] = len(checks)
@@ -481,15 +487,26 @@ def write_rollover(result: RolloverResult, path: Path, data_dir: Path, group: st
 
 
 def rollover(db_path: Path, data_dir: Path, from_year: str, school: str, output: Path | None = None,
-             group: str | int | None = None) -> list[RolloverResult]:
+             group: str | int | None = None, failed: list[str] | None = None) -> list[RolloverResult]:
     """Roll one school (or every school of the year: school="all") over to next year's
-    start-of-year workbook; read-only on the database."""
+    start-of-year workbook; read-only on the database. With "all", a school that cannot be
+    rolled over is appended to `failed` (one line each) and the others are written."""
+    failed = failed if failed is not None else []
     con = duckdb.connect(str(db_path), read_only=True)
+    results: list[RolloverResult] = []
     try:
         codes = schools_with_data(con, from_year) if school == "all" else [school]
         if not codes:
             raise RolloverError(f"không có trường nào có số liệu được tiếp nhận năm học {from_year}")
-        results = [roll_school(con, code, from_year) for code in codes]
+        if school != "all":
+            results.append(roll_school(con, school, from_year))
+        else:  # one school's failure is that school's message; the others go on
+            for code in codes:
+                try:
+                    results.append(roll_school(con, code, from_year))
+                except (RolloverError, ValueError, KeyError) as exc:
+                    failed.append(f"trường {code}: {exc}" if isinstance(exc, RolloverError) else
+                                  f"trường {code}: không lập được mẫu điền sẵn ({type(exc).__name__})")
     finally:
         con.close()
     for r in results:
