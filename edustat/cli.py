@@ -422,6 +422,10 @@ def _sql_reports(cfg, paths: list[str], year: str, period: str, school: Optional
         out["files"] += [str(p) for p in res.files]
         out["forms"].append(res.form_code)
         out["failed_checks"] += res.failed_checks
+        private = [p for p in res.files if "reports_private" in p.parts]
+        if private:
+            typer.echo(f"{res.form_code}: {len(private)} tệp có thông tin cá nhân (chỉ đọc bởi người quản trị) → "
+                       f"{private[0].parent}")
         if res.omitted_in_city:
             typer.echo(f"{res.form_code}: biểu toàn đơn vị không ghi {len(res.omitted_in_city)} cột thông tin cá nhân "
                        "(có trong biểu từng trường; xem personal_in_city trong README).")

@@ -25,9 +25,11 @@ Only one SELECT statement is accepted; anything else is refused with one Vietnam
 
 Privacy: the views hold personal data (names, personal IDs, learner/staff codes, birth dates,
 disability, policy group, nutrition) because a school's own list may need them. A school's
-workbook holds what the query selects, for that school only, and is written 0600 when it has
-a personal column; the city workbook never holds a personal column unless the header says
-`personal_in_city: yes` (it is then 0600 too). Nothing personal is printed or logged.
+workbook holds what the query selects, for that school only; with a personal column it is
+written 0600 under data/curated/reports_private/ (not reports/, whose files a collection run
+re-shares). The city workbook never holds a personal column unless the header says
+`personal_in_city: yes` (it then goes to reports_private/ too). Nothing personal is printed or
+logged.
 """
 from __future__ import annotations
 
@@ -331,18 +333,26 @@ def run_sql_report(db_path: Path, reports_dir: Path, data_dir: Path, report: Sql
     if result.omitted_in_city:
         notes.append("Biểu toàn đơn vị không ghi các cột thông tin cá nhân: " + ", ".join(_label(report, c) for c in personal)
                      + " (có trong biểu của từng trường).")
-    out = _path(reports_dir, data_dir, school_year, period, report.form_code, "city")
-    _write(out, report, city, school_year, period, unit, scope_city, notes, checks,
-           private=bool(personal) and report.personal_in_city, group=group)
+    # a workbook with personal columns goes under reports_private/, not reports/: a collection
+    # run re-shares everything under reports/ (pipeline.share_outputs) after making it
+    private_dir = private_reports_dir(data_dir)
+    city_private = bool(personal) and report.personal_in_city
+    out = _path(private_dir if city_private else reports_dir, data_dir, school_year, period, report.form_code, "city")
+    _write(out, report, city, school_year, period, unit, scope_city, notes, checks, private=city_private, group=group)
     result.files.append(out)
     for code, part in by_school.items():
         label = f"{names.get(code, code)} ({code})"
-        out = _path(reports_dir, data_dir, school_year, period, report.form_code, code)
+        out = _path(private_dir if personal else reports_dir, data_dir, school_year, period, report.form_code, code)
         _write(out, report, part, school_year, period, names.get(code, code), label, list(report.notes),
                [], private=bool(personal), group=group)
         result.files.append(out)
     result.schools = len(by_school)
     return result
+
+
+def private_reports_dir(data_dir: Path) -> Path:
+    """Where SQL reports holding personal columns are written (0600): data/curated/reports_private."""
+    return Path(data_dir) / "curated" / "reports_private"
 
 
 def _path(reports_dir: Path, data_dir: Path, school_year: str, period: str, code: str, scope: str) -> Path:

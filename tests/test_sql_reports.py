@@ -195,7 +195,10 @@ def test_personal_columns_stay_out_of_the_city_workbook(city, tmp_path):
     finally:
         wb.close()
     assert not any(n in text for n in names)
-    schools = sorted(city["out"].glob("ds-khuyet-tat_7*.xlsx"))
+    # the schools' lists (names) are private, outside reports/ (which a collection run re-shares)
+    assert not list(city["out"].glob("ds-khuyet-tat_7*.xlsx"))
+    private = city["work"] / "data" / "curated" / "reports_private" / YEAR / PERIOD
+    schools = sorted(private.glob("ds-khuyet-tat_7*.xlsx"))
     assert schools
     seen = set()
     for f in schools:
@@ -205,7 +208,8 @@ def test_personal_columns_stay_out_of_the_city_workbook(city, tmp_path):
     # asked for: the city workbook keeps them, privately
     path = write_sql(tmp_path, "ds-khuyet-tat-2.sql", sql.replace("-- title:", "-- personal_in_city: yes\n-- title:"))
     assert report(city["work"], path).returncode == 0
-    f = city["out"] / "ds-khuyet-tat-2_city.xlsx"
+    assert not (city["out"] / "ds-khuyet-tat-2_city.xlsx").exists()
+    f = private / "ds-khuyet-tat-2_city.xlsx"
     assert set(table(f)["Họ và tên"]) == names and stat.S_IMODE(f.stat().st_mode) == 0o600
 
 
