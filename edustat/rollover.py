@@ -288,10 +288,12 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
     checks: list[str] = []
 
     classes, class_map, kept_names, dropped = _advance_classes(frames["classes"], levels)
-    old_classes = frames["classes"].set_index(frames["classes"]["class_code"].astype(str), drop=False)
+    old_classes = {str(r["class_code"]): r for r in frames["classes"].to_dict("records")}
+    class_columns = list(classes.columns)
+    class_rows = classes.to_dict("records")  # dicts: one lookup per learner stays cheap
+    grade_of = {str(r["class_code"]): str(r["grade"]) for r in class_rows}
 
     learners = frames["learners"].copy()
-    status = learners["status"].astype(str)
     out_rows, summer, unknown = [], [], 0
     leavers = {"chuyển đi": 0, "thôi học / bỏ học": 0, "hoàn thành chương trình tiểu học": 0,
                "hoàn thành lớp 9": 0, "ra trường mầm non (5-6 tuổi)": 0}
@@ -301,19 +303,19 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
     def class_for(grade: str, prefer_name: str, template_code: str | None) -> str:
         """A class of `grade` for a learner kept in it: the one now named as the learner's old
         class, else the first of that grade, else a class re-created from the old one."""
-        nonlocal classes
-        same = classes[classes["grade"].astype(str) == grade]
-        if len(same):
-            named = same[same["class_name"].astype(str) == prefer_name]
-            return str((named if len(named) else same).iloc[0]["class_code"])
-        base = old_classes.loc[template_code].to_dict() if template_code in old_classes.index else {
-            "class_name": prefer_name, "mixed": 0, "two_sessions": 0, "boarding": 0}
+        same = [r for r in class_rows if str(r["grade"]) == grade]
+        if same:
+            named = [r for r in same if str(r["class_name"]) == prefer_name]
+            return str((named or same)[0]["class_code"])
+        base = dict(old_classes.get(template_code) or {"class_name": prefer_name, "mixed": 0, "two_sessions": 0,
+                                                       "boarding": 0})
         base.update(grade=grade, class_name=prefer_name or f"Khối {int(grade)}")
-        code = base["class_name"].replace(" ", "")
-        if code in set(classes["class_code"].astype(str)):
-            code = _unique_code(code, set(classes["class_code"].astype(str)))
+        code = str(base["class_name"]).replace(" ", "")
+        if code in grade_of:
+            code = _unique_code(code, set(grade_of))
         base["class_code"] = code
-        classes = pd.concat([classes, pd.DataFrame([base], columns=classes.columns)], ignore_index=True)
+        class_rows.append(base)
+        grade_of[code] = grade
         created.append(str(base["class_name"]))
         return code
 
@@ -327,7 +329,7 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
             continue
         grade = str(rec.get("grade") or "")
         old_code = str(rec.get("class_code") or "")
-        old_class = old_classes.loc[old_code].to_dict() if old_code in old_classes.index else {}
+        old_class = old_classes.get(old_code, {})
         new = {k: v for k, v in rec.items()}
         if grade in ("16", "17"):
             age = None if _is_blank(old_class.get("mn_age_group")) else str(old_class["mn_age_group"])
@@ -338,7 +340,7 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
             if target is None:
                 target = class_for(grade, str(old_class.get("class_name") or old_code), old_code)
             new["class_code"] = target
-            new["grade"] = str(classes.loc[classes["class_code"].astype(str) == target, "grade"].iloc[0])
+            new["grade"] = grade_of[target]
             new["entry_type"] = None
             new["mn_new_entrant"] = 0
             promoted += 1
@@ -361,7 +363,7 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
                 new["grade"] = new_grade
                 new["entry_type"] = ENTRY_PROMOTED
                 target = class_map.get(old_code)
-                if target is None or str(classes.loc[classes["class_code"].astype(str) == target, "grade"].iloc[0]) != new_grade:
+                if target is None or grade_of.get(target) != new_grade:
                     old_name = str(old_class.get("class_name") or "")
                     target = class_for(new_grade, advance_name(old_name, g) or old_name, old_code)
                 new["class_code"] = target
@@ -375,6 +377,7 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
         out_rows.append(new)
 
     learners_out = pd.DataFrame(out_rows, columns=learners.columns)
+    classes = pd.DataFrame(class_rows, columns=class_columns)
 
     staff = frames["staff"]
     st_status = staff["status"].astype(str)
