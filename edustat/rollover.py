@@ -169,6 +169,15 @@ def advance_mn_name(name: str, new_age: str) -> str | None:
     return None
 
 
+def _plain(v):
+    """A school-sheet value as the template writes it: None for blank, 1 not 1.0, text as text."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v.item() if hasattr(v, "item") else v
+
+
 def _grade_code(n: int) -> str:
     return f"{n:02d}"
 
@@ -280,7 +289,7 @@ def roll_school(con: duckdb.DuckDBPyConnection, school_code: str, from_year: str
     if not levels:
         raise RolloverError(f"trường {school_code}: không xác định được cấp học; không lập được mẫu điền sẵn")
     contract = load_contract()
-    school = {f.id: school_row.get(f.id) for f in contract.sheet("school").fields if f.id in school_row}
+    school = {f.id: _plain(school_row.get(f.id)) for f in contract.sheet("school").fields if f.id in school_row}
     school.update(school_code=school_code, school_year=to_year, period="dau_nam")
     school.pop("template_version", None)  # the writer stamps the current contract version
 

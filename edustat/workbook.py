@@ -218,8 +218,9 @@ def write_submission(
         if sheet.id == "rooms" and not sheet.required.applies(levels, period):
             continue  # rooms are a start-of-year sheet
         if sheet.layout == "key_value":
+            # a blank or prefilled (notes: edustat.rollover) template shows codes as its dropdowns do
             layouts[sheet.id] = _write_key_value(wb, fmt, lists, sheet, levels, period, school, style,
-                                                 blank=style.template and tables is None)
+                                                 blank=style.template and (tables is None or bool(notes)))
         else:
             frame = (tables or {}).get(sheet.id)
             layouts[sheet.id] = _write_table(wb, fmt, lists, sheet, levels, period, school, frame, style)

@@ -186,7 +186,7 @@ def test_school_sheet_and_notes(city):
         wb.close()
     text = "\n".join(notes)
     assert f"năm học {FROM}, kỳ cuối năm" in text and "Chờ nghỉ hưu" in text and "đã nghỉ hưu" in text
-    assert school["Năm học"] == TO and school["Kỳ báo cáo"] == "dau_nam" and school["Mã trường"] == city["th"]
+    assert school["Năm học"] == TO and school["Kỳ báo cáo"] == "Đầu năm" and school["Mã trường"] == city["th"]
 
 
 def test_start_of_year_only_is_said_and_everyone_promoted(city, tmp_path):
