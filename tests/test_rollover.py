@@ -270,3 +270,24 @@ def test_prefilled_workbook_prints(city, tmp_path):
     # the learner names print whole (columns as wide as their values)
     names = sheet(city["out"], "HocSinh")["Họ và tên"].head(20)
     assert sum(n in text for n in names) >= 18
+
+
+def test_all_goes_on_past_a_school_it_cannot_roll(city, tmp_path):
+    """One school's failure is that school's line; the others are written."""
+    from edustat.rollover import rollover
+
+    data = tmp_path / "data"
+    db = data / "curated" / "edustat.duckdb"
+    db.parent.mkdir(parents=True)
+    shutil.copy(city["db"], db)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("update core_school set levels = null where school_code = ?", [city["th"]])
+    finally:
+        con.close()
+    failed: list[str] = []
+    results = rollover(db, data, FROM, "all", failed=failed)
+    assert len(failed) == 1 and city["th"] in failed[0] and "cấp học" in failed[0]
+    assert {r.school_code for r in results} == set(city["schools"]["school_code"]) - {city["th"]}
+    assert all(r.path.exists() for r in results)
+    assert not (data / "curated" / "templates" / TO / f"mau_{city['th']}_dau_nam.xlsx").exists()
