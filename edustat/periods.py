@@ -39,6 +39,11 @@ DEPARTED = ("04", "08")   # chuyển đi kỳ 1 / kỳ 2 (the end-of-year forms'
 DROPPED = ("05", "09")    # thôi học kỳ 1 / kỳ 2
 LEAVING = ("04", "05", "08", "09", "11", "12")  # any leaving status explains an absence
 
+# the catalogue's cross_period rules, each emitted below (tests/test_expectations.py checks the wiring)
+CROSS_PERIOD_RULES = ("student_flow_identity", "student_vanished", "student_promoted_not_up", "student_retained_moved",
+                      "student_leaver_still_present", "staff_training_lowered", "school_learners_swing",
+                      "school_classes_swing", "school_staff_swing")
+
 OUT_COLUMNS = ["school_code", "file_hash", "sheet_name", "excel_row", "rule_id", "field", "value", "fill"]
 
 

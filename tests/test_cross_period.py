@@ -324,3 +324,39 @@ def test_swing_thresholds_are_configurable(tmp_path):
         cfg.write_text(f"swing_thresholds: {bad}\n", encoding="utf-8")
         with pytest.raises(ConfigError):
             load_config(cfg, tmp_path / "data")
+
+
+def test_swings_per_indicator_and_threshold_in_a_real_duckdb(tmp_path):
+    """Every swing rule on hand-made core/stg rows: beyond the threshold (either way) is
+    reported, at it is not, a school absent last year and a switched-off indicator say nothing."""
+    from edustat.periods import cross_period_findings
+
+    con = store.connect(tmp_path / "s.duckdb")
+    store.ensure_tables(con)
+    # last year: schools A, B with 10 classes, 10 staff, 100 learners; C absent
+    counts_now = {"A": (13, 10, 60), "B": (7, 13, 121), "C": (50, 50, 500)}  # classes, staff, learners
+    for code in ("A", "B"):
+        con.execute("insert into core_school (school_year, period, school_code, file_hash) values (?, 'dau_nam', ?, ?)",
+                    [Y1, code, f"old{code}"])
+        con.execute(f"insert into core_classes (school_year, period, school_code, file_hash, excel_row) "
+                    f"select '{Y1}', 'dau_nam', '{code}', 'old{code}', range from range(10)")
+        con.execute(f"insert into core_staff (school_year, period, school_code, file_hash, excel_row, is_active) "
+                    f"select '{Y1}', 'dau_nam', '{code}', 'old{code}', range, true from range(10)")
+        con.execute(f"insert into core_learners (school_year, period, school_code, file_hash, excel_row, is_enrolled) "
+                    f"select '{Y1}', 'dau_nam', '{code}', 'old{code}', range, range < 100 from range(104)")
+    for code, (n_cls, n_staff, n_learn) in counts_now.items():
+        for table, n, flag in (("classes", n_cls, ""), ("staff", n_staff, ", is_active"), ("learners", n_learn, ", is_enrolled")):
+            con.execute(f"insert into stg_{table} (school_year, period, school_code, file_hash, sheet_name, excel_row{flag}) "
+                        f"select '{Y2}', 'dau_nam', '{code}', 'new{code}', '{table}', range + 2{', true' if flag else ''} from range({n})")
+    run = {c: f"new{c}" for c in counts_now}
+    found = cross_period_findings(con, run, Y2, "dau_nam", {"learners": 0.2, "classes": 0.3, "staff": 0.3})
+    got = {(r.school_code, r.rule_id, r.fill["prev"], r.fill["now"]) for r in found.itertuples()}
+    # A: classes +30 % (at the threshold: not), learners −40 %; B: classes −30 % (not), staff +30 % (not),
+    # learners +21 %; C had no collection last year: nothing
+    assert got == {("A", "school_learners_swing", 100, 60), ("B", "school_learners_swing", 100, 121)}
+    found = cross_period_findings(con, run, Y2, "dau_nam", {"learners": None, "classes": 0.25, "staff": 0.25})
+    assert {(r.school_code, r.rule_id) for r in found.itertuples()} == {
+        ("A", "school_classes_swing"), ("B", "school_classes_swing"), ("B", "school_staff_swing")}
+    # no earlier collection at all: nothing, never an error
+    assert cross_period_findings(con, run, Y1, "dau_nam").empty
+    con.close()
