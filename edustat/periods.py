@@ -57,11 +57,10 @@ def compared_text(school_year: str, period: str) -> str:
 
 
 def _has(con, school_year: str, period: str) -> bool:
-    try:
-        return bool(con.execute("select count(*) from core_school where school_year = ? and period = ?",
-                                [school_year, period]).fetchall()[0][0])
-    except Exception:  # noqa: BLE001 - no core table yet: nothing to compare with
-        return False
+    """Is the collection in core? (The tables exist: the load creates them before staging; a
+    failing query here would abort the load's transaction, so none is caught.)"""
+    return bool(con.execute("select count(*) from core_school where school_year = ? and period = ?",
+                            [school_year, period]).fetchall()[0][0])
 
 
 def _rows(df: pd.DataFrame, rule_id: str, field: str | None, fill_cols: Iterable[str], compared: str,
@@ -215,8 +214,7 @@ def _staff_lowered(con, school_year: str, period: str) -> list[dict]:
         return []
     ranks = load_contract().mappings["training_rank"]
     con.register("_training_rank", pd.DataFrame({"code": list(ranks), "rank": [int(v) for v in ranks.values()]}))
-    if True:
-        df = con.execute("""
+    df = con.execute("""
         with cur as (
             select s.school_code, s.file_hash, s.sheet_name, s.excel_row, s.personal_id, s.training_level, r.rank
             from stg_staff s join _run_files f using (school_code, file_hash)
@@ -229,7 +227,7 @@ def _staff_lowered(con, school_year: str, period: str) -> list[dict]:
             where c.school_year = $py and c.period = $pp and c.personal_id is not null
             qualify row_number() over (partition by c.personal_id order by r.rank desc, c.school_code, c.excel_row) = 1
         )
-        select cur.*, prev.* exclude (personal_id) from cur join prev using (personal_id)
+        select cur.* exclude (personal_id), prev.* exclude (personal_id) from cur join prev using (personal_id)
         where cur.rank < prev.prev_rank
         order by school_code, excel_row""", {"y": school_year, "p": period, "py": py, "pp": pp}).df()
     con.unregister("_training_rank")

@@ -10,7 +10,7 @@ enrolled at 31 May carried over with the same MOET student code and personal ID:
 - retained (= 3) → the same grade;
 - grade-9 leavers, grade-5 completers of a school without lower secondary and preschool
   children of the last age group (5-year-olds) leave; a preschool child moves one age group up
-  (and leaves when the school has no class of that group);
+  (and leaves when the school has no class of that group, or no place left in it);
 - transferred-out and dropped-out learners are gone;
 - the entry grades (1, 6 and every preschool group) are filled up to their classes' planned
   sizes with new entrants, drawn by `synth._learners` with codes and IDs that never reuse one
@@ -47,14 +47,14 @@ def _planned_classes(spec: "s.CitySpec", plan: "s.SchoolPlan") -> pd.DataFrame:
 
 
 def _slots(rng: np.random.Generator, classes: pd.DataFrame, idx: np.ndarray, n: int) -> np.ndarray:
-    """`n` class positions among `idx`, proportional to the classes' planned sizes (a mixed
-    class counts half for each of its two grades), shuffled."""
+    """`n` class positions among `idx`: each class filled up to its planned size (a mixed class
+    takes half of it for each of its two grades) before any is filled beyond it, the extra
+    spread one per class in turn; shuffled, so which learner sits where is random."""
     sizes = classes["size"].to_numpy()[idx].astype(float)
     sizes = np.where(classes["mixed"].to_numpy()[idx] > 0, np.ceil(sizes / 2), sizes).astype(int)
-    base = np.repeat(idx, np.maximum(sizes, 1))
-    reps = int(np.ceil(n / max(len(base), 1))) if n else 0
-    pool = np.concatenate([rng.permutation(base) for _ in range(max(reps, 1))])
-    return pool[:n]
+    base = np.repeat(idx, np.maximum(sizes, 0))
+    extra = np.resize(idx, max(n - len(base), 0)) if len(idx) else np.array([], dtype=int)
+    return rng.permutation(np.concatenate([base, extra])[:n].astype(int))
 
 
 def _fresh_codes(rng, spec, plan, n: int, used: set[str]) -> np.ndarray:
@@ -119,6 +119,15 @@ def continued_population(spec: "s.CitySpec", plan: "s.SchoolPlan") -> "s._Popula
         if nxt in mn_groups:
             new_group[i] = nxt
             new_grade[i] = "16" if nxt <= "03" else "17"
+    # a preschool group takes no more children than its classes' planned places: the others go
+    # to another school (children move between preschools freely)
+    for a in sorted({g for g in new_group if g is not None}):
+        members = np.flatnonzero(new_group == a)
+        places = int(classes.loc[classes["mn_age_group"] == a, "size"].sum())
+        if len(members) > places:
+            gone = rng.choice(members, size=len(members) - places, replace=False)
+            new_group[gone] = None
+            new_grade[gone] = None
     keep = pd.notna(new_grade)
     cont = end[keep].reset_index(drop=True)
     cont["grade"] = new_grade[keep]
