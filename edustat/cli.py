@@ -140,10 +140,12 @@ def synth(
     clerk_share: float = typer.Option(0.0, "--clerk-share", min=0.0, max=1.0, help="Tỉ lệ tệp gõ theo kiểu nhân viên trường (tiêu đề viết tắt, tên phòng theo biểu, GV, P.HT…)."),
     typo_rate: float = typer.Option(0.0, "--typo-rate", min=0.0, max=1.0, help="Trong tệp kiểu nhân viên: tỉ lệ ô mã có lỗi gõ (thiếu một chữ)."),
     broken: int = typer.Option(0, "--broken", min=0, help="Số tệp thiếu một cột bắt buộc (bị từ chối ở bước kiểm tra cấu trúc)."),
+    continues: bool = typer.Option(False, "--continue-previous-year", help="Học sinh, cán bộ, lớp nối tiếp cuối năm học trước của cùng hạt giống (lên lớp giữ nguyên mã học sinh)."),
 ) -> None:
     """Generate a realistic synthetic city: one workbook per school plus manifest.json.
 
     Example: edustat synth --schools 10 --seed 7 --year 2022-2023 --period dau_nam --export-share 0.3 --error-rate 0.01 -o data/sample/dau_nam
+    Next year, continuing the same cohort: edustat synth --schools 10 --seed 7 --year 2023-2024 --period dau_nam --continue-previous-year -o data/sample/2023-2024_dau_nam
     """
     _check_year(year)
     import time
@@ -155,7 +157,7 @@ def synth(
         output, schools=schools, seed=seed, school_year=year, period=period.value,
         export_share=export_share, error_rate=error_rate, province_code=province,
         district_code=district, workers=workers, clerk_share=clerk_share, typo_rate=typo_rate,
-        broken=broken,
+        broken=broken, continues=continues,
     )
     typer.echo(
         f"Đã tạo {len(m.schools)} trường, {m.total_learners:,} học sinh, {m.total_staff:,} cán bộ, "
