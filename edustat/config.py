@@ -20,6 +20,10 @@
                                        # and belong to that group (e.g. the office's staff)
     lock_wait_seconds: 0               # a second run on the same data dir waits this long for
                                        # the first to finish, then refuses (0: refuse at once)
+    incremental: true                  # reuse earlier runs' results for unchanged files
+                                       # (<data>/cache; see edustat.incremental)
+    feedback_full_copy: false          # true: a school with no error/warning also gets a copy
+                                       # of its workbook (default: a one-sheet receipt)
 
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
@@ -72,6 +76,12 @@ class Config:
     max_sheet_rows: int = 35_000
     private_group: str | None = None  # group of the personal-data files (0640); None: 0600
     lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
+    # issue 12: reuse what earlier runs computed for unchanged files (<data>/cache, see
+    # edustat.incremental); false: every run reads, validates and renders everything again
+    incremental: bool = True
+    # a school with no error and no warning gets a receipt (one PhanHoi sheet) instead of a
+    # copy of its workbook; true: the full copy as for every other school
+    feedback_full_copy: bool = False
 
     @property
     def raw_dir(self) -> Path:
@@ -169,6 +179,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
             raise ConfigError("lock_wait_seconds phải là một số giây") from None
         if values["lock_wait_seconds"] < 0:
             raise ConfigError("lock_wait_seconds phải là một số giây không âm")
+    for key in ("incremental", "feedback_full_copy"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(f"{key} phải là true hoặc false")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

@@ -80,12 +80,32 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 
 def _ingest_one(args: tuple) -> FileResult:
-    path, raw_root, school_year, period, severity, limits = args
+    path, raw_root, school_year, period, severity, limits = args[:6]
+    cached = args[6] if len(args) > 6 else None  # (data dir, version key): see edustat.incremental
     crash = os.environ.get("EDUSTAT_FAULT_READER_DIES")  # fault-injection hook for the tests
     if crash and crash in Path(path).name:
         os._exit(137)  # as the kernel's OOM killer would
-    return ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
-                       catalogue=load_rules(severity), limits=limits)
+    if cached:
+        from edustat import incremental
+
+        hit = incremental.lookup(path, cached[0], cached[1], school_year, period, raw_root)
+        if hit is not None:
+            return hit
+    fr = ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
+                     catalogue=load_rules(severity), limits=limits)
+    fr.bytes_sha = fr.sha256  # type: ignore[attr-defined]  (settling may name it by an older hash)
+    if cached:
+        incremental.store_ingest(cached[0], fr, cached[1], school_year, period)
+    return fr
+
+
+def _cache_job(cfg: Config) -> tuple | None:
+    """What `_ingest_one` needs to use the per-file cache; None when runs are not incremental."""
+    if not cfg.incremental:
+        return None
+    from edustat.incremental import version_key
+
+    return (cfg.data_dir, version_key(cfg.severity, cfg.read_limits))
 
 
 def _ingest_alone(job: tuple) -> FileResult:
@@ -104,7 +124,8 @@ def _ingest_alone(job: tuple) -> FileResult:
 
 def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
     """Parse a batch of files in this process (a Dask task's unit of work)."""
-    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits)) for p in files]
+    cached = _cache_job(cfg)
+    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached)) for p in files]
 
 
 def content_hash(fr: FileResult) -> str | None:
@@ -129,8 +150,8 @@ def content_hash(fr: FileResult) -> str | None:
 def reuse_known_contents(results: list[FileResult], cfg: Config, school_year: str, period: str) -> int:
     """A file whose content equals its school's current registered version is that version
     (same file hash, same version, same received time), not a new one. Returns files matched."""
-    for fr in results:
-        fr.content_hash = content_hash(fr)  # type: ignore[attr-defined]
+    for fr in results:  # a cached file brings its content hash (its sheets are not loaded yet)
+        fr.content_hash = getattr(fr, "content_hash", None) or content_hash(fr)  # type: ignore[attr-defined]
     if not Path(cfg.db_path).exists():
         return 0
     from edustat.store import current_contents, session
@@ -161,27 +182,57 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     """Parse every file (in worker processes when there are several), then settle which
     file of a school counts when it sent more than one."""
     workers = max(1, workers or cfg.workers)
-    jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits) for p in files]
+    cached = _cache_job(cfg)
+    hits: dict[int, FileResult] = {}
+    if cached:  # files read before (same bytes, name and version key): no worker needed
+        from edustat import incremental
+
+        for i, p in enumerate(files):
+            hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
+            if hit is not None:
+                hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                                  "catalogue": load_rules(cfg.severity), "limits": cfg.read_limits}
+                hits[i] = hit
+    todo = [i for i in range(len(files)) if i not in hits]
+    jobs = [(files[i], cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached) for i in todo]
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+                read = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
         except BrokenProcessPool:  # a reader process died: every file again, each alone
-            results = [_ingest_alone(j) for j in jobs]
+            read = [_ingest_alone(j) for j in jobs]
     else:
-        results = [_ingest_one(j) for j in jobs]
+        read = [_ingest_one(j) for j in jobs]
+    fresh = dict(zip(todo, read))
+    results = [hits[i] if i in hits else fresh[i] for i in range(len(files))]
     return settle(results, cfg, school_year, period)
+
+
+def cache_stats(results: list[FileResult]) -> dict[str, int]:
+    """Per-file cache hits and misses of a run (read, and validation of the files validated)."""
+    read_hits = sum(1 for fr in results if getattr(fr, "cache", None) is not None and fr.cache.ingest_hit)
+    checked = [fr for fr in results if active(fr)]
+    val_hits = sum(1 for fr in checked if getattr(fr, "cache", None) is not None and fr.cache.issues_hit)
+    return {"read_hits": read_hits, "read_misses": len(results) - read_hits,
+            "validate_hits": val_hits, "validate_misses": len(checked) - val_hits}
 
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
     """The collection's sheets concatenated and cast once (see collect.assemble)."""
+    from edustat.incremental import materialise
+
+    materialise(results)  # the sheets of files taken from the cache
     return assemble(results, catalogue=load_rules(cfg.severity))
 
 
 def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str,
                  frames: Frames | None = None) -> pd.DataFrame:
+    if cfg.incremental:  # files validated before keep their issues; the others are validated
+        from edustat.incremental import validate_incremental
+
+        return validate_incremental(results, cfg, school_year, period, frames)
     return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity),
                                frames=frames)
 
@@ -282,6 +333,11 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     ensure_tables(con)
     with transaction(con):
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
+        from edustat.incremental import collection_fingerprint, record_load
+
+        # what this load stood for, committed with it: a later run with the same collection reuses it
+        record_load(con, school_year, period,
+                    collection_fingerprint(results, cfg, school_year, period) if cfg.incremental else None, run_id)
         faults.point("load:written")
     faults.point("load:committed")
     con.execute("checkpoint")
