@@ -225,7 +225,7 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
     try:
         meta = _meta_key(vkey, school_year, period, fr.name, fr.sha256)
         meta["fr"] = {k: _encode(getattr(fr, k)) for k in _META_FIELDS}
-        meta["content_hash"] = _content_hash(fr)
+        meta["content_hash"] = fr.content_hash = _content_hash(fr)  # settling needs it: computed once
         sheets, parts = {}, []
         for sid, frame in fr.raw.items():
             sheets[sid] = [[str(c), str(t)] for c, t in zip(frame.columns, frame.dtypes)]
@@ -528,3 +528,142 @@ def unchanged_outcome(results: list, cfg, school_year: str, period: str, run_id:
     out = RunOutcome(run_id, school_year, period, subs, issues, loaded)
     out.reused = True  # type: ignore[attr-defined]
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs: feedback workbooks and form scopes written only when what they show changed
+# ---------------------------------------------------------------------------------------
+
+def outputs_done(con, school_year: str, period: str, kind: str) -> dict[str, str]:
+    con.execute(STATE_DDL)
+    rows = con.execute("select key, fingerprint from incremental_output where school_year = ? and period = ? and kind = ?",
+                       [school_year, period, kind]).fetchall()
+    return dict(rows)
+
+
+def record_outputs(con, school_year: str, period: str, kind: str, made: dict[str, str],
+                   files: dict[str, list[str]] | None = None) -> None:
+    con.execute(STATE_DDL)
+    con.register("_made", pd.DataFrame({"key": list(made), "fingerprint": list(made.values()),
+                                        "files": [json.dumps((files or {}).get(k, [])) for k in made]}))
+    con.execute("""insert or replace into incremental_output
+                   select ?, ?, ?, key, fingerprint, files from _made""", [school_year, period, kind])
+    con.unregister("_made")
+
+
+def feedback_fingerprint(source, kwargs: dict, sub) -> str:
+    """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
+    school, its issues, the engine / receipt choice and the code that writes it."""
+    issues = kwargs["issues"]
+    body = issues.astype("string").fillna("\x00") if len(issues) else issues
+    digest = (hashlib.sha256(pd.util.hash_pandas_object(body, index=False).to_numpy().tobytes()).hexdigest()
+              if len(issues) else "-")
+    parts = [code_digest(), str(source), sub.file_hash, None if pd.isna(sub.version) else int(sub.version), sub.status,
+             sub.file_name, kwargs["counts"], kwargs["school"], kwargs["engine"], kwargs.get("received"),
+             list(issues.columns), digest, kwargs["school_year"], kwargs["period"]]
+    return hashlib.sha256(json.dumps(parts, default=str, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _outputs_with_files(con, school_year: str, period: str, kind: str) -> dict[str, tuple[str, list[str]]]:
+    con.execute(STATE_DDL)
+    rows = con.execute("select key, fingerprint, files from incremental_output where school_year = ? and period = ? and kind = ?",
+                       [school_year, period, kind]).fetchall()
+    return {k: (f, json.loads(files or "[]")) for k, f, files in rows}
+
+
+@dataclass
+class FormsOutcome:
+    """What the forms step did: `result` the ReportResult of what was rendered (totals of
+    checks over every scope, not only the rendered ones); `scopes` rendered; `skipped`."""
+
+    result: object
+    scopes: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+def build_forms_incremental(con, cfg, school_year: str, period: str) -> FormsOutcome:
+    """The Circular 24/2018 forms for the scopes whose data changed: each school whose version
+    in core changed (or left core) and the city (which sums them all); nothing when none did and
+    every file is in place. Failed checks are counted over every scope of the collection."""
+    from edustat.reports import REPORT_DDL, ReportResult, _form_path, _names, build_reports, list_forms
+
+    rows = con.execute("""select school_code, file_hash, version, loaded_rows from submission
+                          where school_year = ? and period = ? and in_core order by school_code""",
+                       [school_year, period]).fetchall() if _has_table(con, "submission") else []
+    _, district, province = _names(con, school_year, period) if rows else ({}, "", "")
+    base = [code_digest(), district, province, list_forms(period)]
+
+    def fp(parts) -> str:
+        return hashlib.sha256(json.dumps(base + [parts], default=str).encode()).hexdigest()
+
+    fps = {code: fp([code, fh, v, n]) for code, fh, v, n in rows}
+    fps_city = fp(sorted(fps.items()))
+    done = _outputs_with_files(con, school_year, period, "form")
+
+    def in_place(scope: str) -> bool:
+        return all(Path(f).is_file() and not Path(f).is_symlink() for f in done[scope][1])
+
+    changed = [c for c, f in fps.items() if c not in done or done[c][0] != f or not in_place(c)]
+    gone = [c for c, (f, _) in done.items() if c != "city" and c not in fps and f != ""]
+    city = "city" not in done or done["city"][0] != fps_city or not in_place("city")
+    if not (changed or gone or city):
+        con.execute(REPORT_DDL)
+        forms_, checks, failed = con.execute(
+            """select list(distinct form_code order by form_code), (select count(*) from rpt_form_check
+                   where school_year = $1 and period = $2),
+                  (select count(*) from rpt_form_check where school_year = $1 and period = $2 and not ok)
+               from rpt_form_cell where school_year = $1 and period = $2""", [school_year, period]).fetchone()
+        return FormsOutcome(ReportResult(files=[], cells=0, checks=int(checks), failed_checks=int(failed),
+                                         forms=list(forms_ or [])), [], skipped=True)
+    everything = len(changed) == len(fps) and not [c for c in done if c != "city" and c in fps and c not in changed]
+    result = build_reports(con, cfg.reports_dir, school_year, period, workers=cfg.workers,
+                           schools=None if everything else changed + gone)
+    files: dict[str, list[str]] = {}
+    for scope in ["city", *changed]:
+        name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
+        files[scope] = [str(p) for p in result.files if Path(p).name.endswith(name)]
+    made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
+    record_outputs(con, school_year, period, "form", made, files)
+    con.execute(REPORT_DDL)
+    result.checks, result.failed_checks = (int(x) for x in con.execute(
+        "select count(*), count(*) filter (where not ok) from rpt_form_check where school_year = ? and period = ?",
+        [school_year, period]).fetchone())
+    return FormsOutcome(result, ["city", *changed, *gone])
+
+
+def _has_table(con, name: str) -> bool:
+    return bool(con.execute("select count(*) from information_schema.tables where table_name = ?", [name]).fetchone()[0])
+
+
+# ---------------------------------------------------------------------------------------
+# The analysts' snapshot: published when what it copies changed
+# ---------------------------------------------------------------------------------------
+
+def publish_fingerprint(con, cfg, salt: str) -> str:
+    """The state the snapshot copies, as far as runs change it: every collection's last load
+    (fingerprint + run), every form scope's state, the rows of every table published (a change
+    made by another command), the pseudonymisation choice and the salt."""
+    from edustat.publish import _ident, _select_tables, salt_fingerprint
+
+    con.execute(STATE_DDL)
+    loads = con.execute("select * from incremental_collection order by all").fetchall()
+    forms = con.execute("select school_year, period, key, fingerprint from incremental_output where kind = 'form' "
+                        "order by all").fetchall()
+    counts = [(t, con.execute(f"select count(*) from {_ident(t)}").fetchone()[0]) for t in _select_tables(con, None)]
+    parts = [code_digest(), loads, forms, counts, cfg.pseudonymise_published, salt_fingerprint(salt)]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def publish_if_changed(con, cfg, salt: str):
+    """Publish the analysts' snapshot unless the one in place was made from this very state.
+    Returns (PublishResult or None when skipped, fingerprint)."""
+    from edustat.publish import SNAPSHOT_NAME, publish
+
+    fp = publish_fingerprint(con, cfg, salt)
+    done = outputs_done(con, "*", "*", "publish")
+    snap = Path(cfg.published_dir) / SNAPSHOT_NAME
+    if cfg.incremental and done.get("snapshot") == fp and snap.is_file() and not snap.is_symlink():
+        return None, fp
+    result = publish(con, cfg.published_dir, salt=salt, pseudonymise=cfg.pseudonymise_published)
+    record_outputs(con, "*", "*", "publish", {"snapshot": publish_fingerprint(con, cfg, salt)})
+    return result, fp

@@ -422,7 +422,12 @@ def _feedback_job(job: tuple) -> str:
     from edustat.feedback import write_feedback
 
     source, path, kwargs = job
-    write_feedback(source, path, **kwargs)
+    if "received" in kwargs:  # a clean school: a receipt, no copy of its data (issue 12)
+        from edustat.feedback import write_receipt
+
+        write_receipt(path, **{k: v for k, v in kwargs.items() if k != "engine"})
+    else:
+        write_feedback(source, path, **kwargs)
     return str(path)
 
 
@@ -434,6 +439,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     jobs = []
     now = dt.datetime.now(VN_TZ)
     by_hash = {fr.sha256: fr for fr in results}
+    done, made = {}, {}  # feedback path → fingerprint of what it was written from (issue 12)
+    if cfg.incremental:
+        from edustat.incremental import outputs_done
+
+        done = outputs_done(con, outcome.school_year, outcome.period, "feedback")
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
         path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
@@ -442,10 +452,21 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
-        jobs.append((source, path, dict(school=school, issues=mine, status=sub.status, counts=counts,
-                                        school_year=outcome.school_year, period=outcome.period, generated_at=now,
-                                        engine=cfg.feedback_engine)))
+        kwargs = dict(school=school, issues=mine, status=sub.status, counts=counts,
+                      school_year=outcome.school_year, period=outcome.period, generated_at=now,
+                      engine=cfg.feedback_engine)
+        if sub.status == "accepted" and not cfg.feedback_full_copy:  # no error, no warning: a receipt
+            kwargs["received"] = {"file": sub.file_name, "version": None if pd.isna(sub.version) else int(sub.version),
+                                  "hash": f"{sub.file_hash[:12]}…"}
         out[sub.file_hash] = path
+        if cfg.incremental:  # the same result as the workbook in place: not written again
+            from edustat.incremental import feedback_fingerprint
+
+            fp = feedback_fingerprint(source, kwargs, sub)
+            if fp == done.get(str(path)) and path.is_file() and not path.is_symlink():
+                continue
+            made[str(path)] = fp
+        jobs.append((source, path, kwargs))
     workers = max(1, min(cfg.workers, len(jobs)))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -454,6 +475,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         for job in jobs:
             _feedback_job(job)
     faults.point("feedback:written")
+    if made:  # after the workbooks are in place: a kill before this rewrites them next run
+        from edustat.incremental import record_outputs
+
+        record_outputs(con, outcome.school_year, outcome.period, "feedback", made)
+    outcome.feedback_written = len(jobs)  # type: ignore[attr-defined]
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f
@@ -500,6 +526,8 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         "form_checks_failed": int(reports.failed_checks) if reports else 0,
         # what the forms cover: the schools whose data is in core for this collection
         "schools_in_forms": _schools_in_core(con, outcome.school_year, outcome.period),
+        "incremental": getattr(outcome, "incremental", None),  # cache hits / misses of the run (issue 12)
+        "published_unchanged": str(cfg.published_dir) if getattr(outcome, "publish_unchanged", False) else None,
         "readings": int(outcome.issues["rule_id"].astype("string").str.endswith(("_near", "_said")).sum()
                         + (outcome.issues["rule_id"] == "file_header_near").sum()) if len(outcome.issues) else 0,
     }
@@ -571,11 +599,19 @@ def format_summary(s: dict) -> str:
         f"  Lỗi / errors: {i['error']} | cảnh báo / warnings: {i['warning']} | lưu ý / notices: {i['notice']}"
         + (f" | ô/tiêu đề được hiểu theo cách gần đúng / values read as near matches: {s['readings']}" if s.get("readings") else ""),
     ]
+    inc = s.get("incremental")
+    if inc and s["files"]:
+        lines.append(f"  Bộ nhớ đệm / cache: {inc['read_hits']} tệp không đổi, {inc['read_misses']} tệp đọc mới / "
+                     f"read hits {inc['read_hits']}, misses {inc['read_misses']}; "
+                     f"validate hits {inc['validate_hits']}, misses {inc['validate_misses']}")
     if s["files"]:
         lines.append(f"  Phản hồi cho trường / feedback: {s['feedback_dir']}")
     lines.append(f"  Cơ sở dữ liệu / database: {s['database']}")
     if s.get("published"):  # never a path that was not written (run --no-publish)
         lines.append(f"  Bản sao cho phân tích / analyst snapshot: {s['published']}")
+    elif s.get("published_unchanged"):
+        lines.append(f"  Bản sao cho phân tích không đổi, không công bố lại / analyst snapshot unchanged, "
+                     f"not republished: {s['published_unchanged']}")
     if s.get("reports_dir") and s["files"]:
         lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']} ({', '.join(s['forms'])}): {forms_line(s)}")
     if not s["files"]:
@@ -781,7 +817,7 @@ def clean_temp_files(cfg: Config) -> list[Path]:
     def match(name: str) -> bool:
         return any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS)
 
-    roots = [cfg.raw_dir, cfg.curated_dir]
+    roots = [cfg.raw_dir, cfg.curated_dir, cfg.data_dir / "cache"]  # cache: edustat.incremental's entries
     for entry in (cfg.data_dir.iterdir() if cfg.data_dir.is_dir() else ()):
         if entry.name.startswith(".repair-") and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

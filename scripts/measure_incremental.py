@@ -58,8 +58,8 @@ def read_floor(files: list[Path]) -> float:
 
 
 def one_run(cfg, inbox: Path, run_id: str) -> dict:
-    """The flow's steps in the flow's order, each timed (wall and CPU of this process and its
-    children); the cache's hits and misses."""
+    """The flow's steps in the flow's order (flows/collect.py), each timed; wall seconds and the
+    CPU seconds of this process and its children; the cache's hits and misses."""
     from edustat import pipeline, store
     from edustat.collect import discover
     from edustat.publish import publish, salt_for
@@ -70,33 +70,42 @@ def one_run(cfg, inbox: Path, run_id: str) -> dict:
     def timed(label, fn):
         t = time.perf_counter()
         out = fn()
-        times[label] = time.perf_counter() - t
+        times[label] = times.get(label, 0.0) + time.perf_counter() - t
         return out
 
+    incremental = None
+    if cfg.incremental:
+        from edustat import incremental
     timed("prepare", lambda: pipeline.clean_temp_files(cfg))
     files = timed("find", lambda: discover(inbox))
     results = timed("read", lambda: pipeline.ingest_all(files, cfg, YEAR, PERIOD))
-    frames = timed("cast", lambda: pipeline.assemble_all(results, cfg))
-    issues = timed("validate", lambda: pipeline.validate_all(results, cfg, YEAR, PERIOD, frames))
-    with store.session(cfg.db_path) as con:
-        outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, run_id, frames=frames))
+    outcome = None
+    if incremental:
+        outcome = timed("load", lambda: incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, run_id))
+    for label in ("cast", "validate"):
+        times.setdefault(label, 0.0)
+    if outcome is None:
+        frames = timed("cast", lambda: pipeline.assemble_all(results, cfg))
+        issues = timed("validate", lambda: pipeline.validate_all(results, cfg, YEAR, PERIOD, frames))
+        with store.session(cfg.db_path) as con:
+            outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, run_id, frames=frames))
     with store.session(cfg.db_path) as con:
         timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg))
-    forms = getattr(pipeline, "build_forms_incremental", None)
     with store.session(cfg.db_path) as con:
-        if forms:
-            timed("forms", lambda: forms(con, cfg, outcome))
+        if incremental:
+            timed("forms", lambda: incremental.build_forms_incremental(con, cfg, YEAR, PERIOD))
         else:
             from edustat.reports import build_reports
             timed("forms", lambda: build_reports(con, cfg.reports_dir, YEAR, PERIOD, workers=cfg.workers))
-    pub = getattr(pipeline, "publish_if_changed", None)
     with store.session(cfg.db_path) as con:
-        if pub:
-            timed("publish", lambda: pub(con, cfg, outcome))
+        if incremental:
+            timed("publish", lambda: incremental.publish_if_changed(con, cfg, salt_for(cfg)))
         else:
             timed("publish", lambda: publish(con, cfg.published_dir, salt=salt_for(cfg), pseudonymise=cfg.pseudonymise_published))
     total, cpu_s = time.perf_counter() - t0, cpu() - c0
-    stats = getattr(pipeline, "cache_stats", lambda rs: None)(results)
+    stats = pipeline.cache_stats(results) if hasattr(pipeline, "cache_stats") else None
+    if stats is not None:
+        stats["feedback_written"] = getattr(outcome, "feedback_written", None)
     return {"stages": times, "total": total, "cpu": cpu_s, "cache": stats}
 
 
@@ -112,7 +121,7 @@ def change_one(inbox: Path) -> str:
     return one.name
 
 
-def measure(kind: str, workers: int, base: Path) -> None:
+def measure(kind: str, workers: int, base: Path, incremental: bool) -> None:
     import great_expectations  # noqa: F401  (fixed start-up, paid once per process: apart)
     from edustat.config import Config
 
@@ -124,12 +133,13 @@ def measure(kind: str, workers: int, base: Path) -> None:
     data = base / kind / "data"
     shutil.rmtree(data, ignore_errors=True)
     os.environ["EDUSTAT_SALT_FILE"] = str(base / kind / "salt")
-    cfg = Config(data_dir=data, workers=workers)
+    cfg = Config(data_dir=data, workers=workers, incremental=incremental)
     runs = {"cold": one_run(cfg, inbox, "m-cold"), "nothing changed": one_run(cfg, inbox, "m-same")}
     changed = change_one(inbox)
     runs[f"one school changed ({changed[:8]})"] = one_run(cfg, inbox, "m-one")
     stages = list(next(iter(runs.values()))["stages"])
-    print(f"\n== {kind}: {SIZES[kind]} schools, workers {workers}, read floor {floor:.2f} s, load {os.getloadavg()}")
+    print(f"\n== {kind}: {SIZES[kind]} schools, incremental {incremental}, workers {workers}, read floor {floor:.2f} s, "
+          f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'run':<32}" + "".join(f"{s:>9}" for s in stages) + f"{'total':>9}{'cpu':>9}{'×floor':>8}  cache")
     for name, r in runs.items():
         print(f"{name:<32}" + "".join(f"{r['stages'][s]:>9.2f}" for s in stages)
@@ -141,9 +151,10 @@ def main() -> None:
     ap.add_argument("--only", choices=list(SIZES))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--dir", type=Path, default=ROOT / "build" / "incr")
+    ap.add_argument("--no-incremental", action="store_true", help="as before issue 12 (config incremental: false)")
     args = ap.parse_args()
     for kind in [args.only] if args.only else list(SIZES):
-        measure(kind, args.workers, args.dir)
+        measure(kind, args.workers, args.dir, not args.no_incremental)
 
 
 if __name__ == "__main__":
