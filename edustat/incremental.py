@@ -93,13 +93,17 @@ def cache_dir(data_dir: Path) -> Path:
 # Per-file entries
 # ---------------------------------------------------------------------------------------
 
-class _Unloaded(dict):
-    """The sheets of a cached file before `materialise`: any use is a bug, said loudly."""
+class _Unloaded:
+    """The sheets of a cached file before `materialise`: any use is a bug, said loudly. Not a
+    dict, so that walkers of task inputs (Prefect) pass it by instead of iterating it."""
 
     def _no(self, *a, **k):
         raise RuntimeError("cached file's sheets used before edustat.incremental.materialise")
 
     __getitem__ = __contains__ = __iter__ = __len__ = get = keys = items = values = _no
+
+    def __reduce__(self):  # a cached result crosses processes (Dask, Prefect) unloaded
+        return (_Unloaded, ())
 
 
 @dataclass
@@ -336,9 +340,11 @@ def materialise(results: Iterable) -> None:
 def _reingest(fr):
     from edustat.collect import ingest_file
 
+    from schemas.rules import load_rules
+
     ctx = fr._cache_ctx  # type: ignore[attr-defined]
     return ingest_file(fr.path, raw_root=ctx["raw_root"], school_year=ctx["school_year"], period=ctx["period"],
-                       catalogue=ctx["catalogue"], limits=ctx["limits"])
+                       catalogue=load_rules(ctx["severity"]), limits=ctx["limits"])
 
 
 # ---------------------------------------------------------------------------------------

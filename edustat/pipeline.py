@@ -89,7 +89,9 @@ def _ingest_one(args: tuple) -> FileResult:
         from edustat import incremental
 
         hit = incremental.lookup(path, cached[0], cached[1], school_year, period, raw_root)
-        if hit is not None:
+        if hit is not None:  # what to read again if the entry is gone when its sheets are needed
+            hit._cache_ctx = {"raw_root": raw_root, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                              "severity": severity, "limits": limits}
             return hit
     fr = ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
                      catalogue=load_rules(severity), limits=limits)
@@ -191,7 +193,7 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
             hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
             if hit is not None:
                 hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
-                                  "catalogue": load_rules(cfg.severity), "limits": cfg.read_limits}
+                                  "severity": cfg.severity, "limits": cfg.read_limits}
                 hits[i] = hit
     todo = [i for i in range(len(files)) if i not in hits]
     jobs = [(files[i], cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached) for i in todo]

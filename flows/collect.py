@@ -197,12 +197,13 @@ def feedback(outcome, results, cfg: Config):
 
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
-def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None):
+def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None,
+                rebuild: bool = False):
     from edustat.reports import build_reports
 
     faults.point("forms")
     t0 = time.perf_counter()
-    if cfg.incremental and school is None and forms is None:  # only the scopes whose data changed
+    if cfg.incremental and not rebuild and school is None and forms is None:  # only the scopes whose data changed
         from edustat.incremental import build_forms_incremental
 
         with store.session(cfg.db_path, cfg.private_group) as con:
@@ -356,7 +357,7 @@ def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", d
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
     with pipeline.sole_writer(cfg):
-        result = build_forms(cfg, school_year, period, school, forms)
+        result = build_forms(cfg, school_year, period, school, forms, rebuild=True)  # asked for: all of it
         if publish:
             publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,
