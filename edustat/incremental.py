@@ -496,8 +496,10 @@ def unchanged_outcome(results: list, cfg, school_year: str, period: str, run_id:
 
     if not cfg.incremental or not results or not Path(cfg.db_path).exists():
         return None
-    if any(getattr(fr, "cache", None) is None for fr in results):
-        return None  # a file read anew (or refused / unreadable uncached)
+    from edustat.collect import _refusal
+
+    if any(getattr(fr, "cache", None) is None and not _refusal(fr.path) for fr in results):
+        return None  # a file read anew (a refused entry — symlink, lock file — is never read: its message is the same)
     vkey = version_key(cfg.severity, cfg.read_limits)
     for fr in results:
         if active(fr) and lookup_issues(fr, cfg.data_dir, vkey, school_year, period) is None:

@@ -441,6 +441,9 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     jobs = []
     now = dt.datetime.now(VN_TZ)
     by_hash = {fr.sha256: fr for fr in results}
+    # each file's issues, in the run's order (one pass, not one filter per file)
+    by_file = {h: g for h, g in outcome.issues.groupby("file_hash", sort=False)} if len(outcome.issues) else {}
+    none = outcome.issues.iloc[0:0]
     done, made = {}, {}  # feedback path → fingerprint of what it was written from (issue 12)
     if cfg.incremental:
         from edustat.incremental import outputs_done
@@ -449,7 +452,7 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
         path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
-        mine = outcome.issues[outcome.issues["file_hash"] == sub.file_hash]
+        mine = by_file.get(sub.file_hash, none)
         school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
