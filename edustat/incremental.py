@@ -465,10 +465,25 @@ create table if not exists incremental_output (
 """
 
 
+# configuration that cannot change what a load writes; every other key (present or future, e.g.
+# thresholds of rules run in the load) is part of the collection's fingerprint
+_NOT_FOR_LOAD = {"data_dir", "workers", "task_runner", "dask_address", "feedback_engine", "feedback_full_copy",
+                 "salt_file", "private_group", "lock_wait_seconds", "deadlines", "schedules", "incremental",
+                 "pseudonymise_published", "expected_schools"}
+
+
+def _load_config(cfg) -> list:
+    import dataclasses
+
+    return sorted((f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg) if f.name not in _NOT_FOR_LOAD)
+
+
 def collection_fingerprint(results: list, cfg, school_year: str, period: str) -> str:
     """What a load of these results depends on: each file as settled (hash, bytes, name, time,
-    school, flags, content hash, its issues), the version key and the load policy."""
-    h = hashlib.sha256(json.dumps([version_key(cfg.severity, cfg.read_limits), cfg.load_policy, school_year, period]).encode())
+    school, flags, content hash, its issues), the version key and the configuration the load
+    reads (load policy, …). The state of the other collections is added by `_with_others`."""
+    h = hashlib.sha256(json.dumps([version_key(cfg.severity, cfg.read_limits), _load_config(cfg), school_year,
+                                   period]).encode())
     for fr in results:
         hit = getattr(fr, "cache", None)
         h.update(json.dumps([fr.sha256, getattr(fr, "bytes_sha", None) or (hit.bytes_sha if hit else None), fr.name,
@@ -479,9 +494,20 @@ def collection_fingerprint(results: list, cfg, school_year: str, period: str) ->
     return h.hexdigest()
 
 
+def _with_others(con, school_year: str, period: str, fingerprint: str) -> str:
+    """The fingerprint joined with every other collection's last load: rules run in the load may
+    compare with other collections (cross-period checks), so a load elsewhere since means this
+    collection is loaded again."""
+    others = con.execute("select school_year, period, fingerprint, run_id from incremental_collection "
+                         "where not (school_year = ? and period = ?) order by all", [school_year, period]).fetchall()
+    return hashlib.sha256(json.dumps([fingerprint, others], default=str).encode()).hexdigest()
+
+
 def record_load(con, school_year: str, period: str, fingerprint: str | None, run_id: str) -> None:
     """Inside the load's transaction: what this load stood for (None: not reusable)."""
     con.execute(STATE_DDL)
+    if fingerprint is not None:
+        fingerprint = _with_others(con, school_year, period, fingerprint)
     con.execute("insert or replace into incremental_collection values (?, ?, ?, ?)",
                 [school_year, period, fingerprint, run_id])
 
@@ -510,7 +536,7 @@ def unchanged_outcome(results: list, cfg, school_year: str, period: str, run_id:
         con.execute(STATE_DDL)
         row = con.execute("select fingerprint, run_id from incremental_collection where school_year = ? and period = ?",
                           [school_year, period]).fetchone()
-        if not row or row[0] != fp:
+        if not row or row[0] != _with_others(con, school_year, period, fp):
             return None
         subs = con.execute("select * from submission where school_year = ? and period = ? and run_id = ?",
                            [school_year, period, row[1]]).df()

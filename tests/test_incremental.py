@@ -266,6 +266,29 @@ def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path)
     assert_same(data, plain)
 
 
+def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, inbox):
+    """Rules in the load may compare with other collections (cross-period checks) and read the
+    load's settings: the skip holds only while neither changed."""
+    from edustat.collect import discover
+
+    data = cold[0]
+    results = pipeline.ingest_all(discover(inbox), cfg_for(data), YEAR, PERIOD)
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
+    assert incremental.unchanged_outcome(results, cfg_for(data, load_policy="load_valid_rows"), YEAR, PERIOD, "x") is None
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        con.execute("insert into incremental_collection values ('2021-2022', 'cuoi_nam', 'f', 'another-run')")
+    finally:
+        con.close()
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is None
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        con.execute("delete from incremental_collection where school_year = '2021-2022'")
+    finally:
+        con.close()
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
+
+
 # ---------------------------------------------------------------------------------------
 # Receipts
 # ---------------------------------------------------------------------------------------
