@@ -233,13 +233,14 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
         sheets, parts = {}, []
         for sid, frame in fr.raw.items():
             sheets[sid] = [[str(c), str(t)] for c, t in zip(frame.columns, frame.dtypes)]
-            part = frame.copy()
-            part.columns = [f"{sid}\x1f{c}" for c in frame.columns]
-            part[_SHEET_COL] = sid
-            parts.append(part)
+            part = pa.Table.from_pandas(frame, preserve_index=False)
+            part = part.rename_columns([f"{sid}\x1f{c}" for c in frame.columns])
+            parts.append(part.append_column(_SHEET_COL, pa.array([sid] * len(frame), pa.string())))
         meta["sheets"] = sheets
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({_SHEET_COL: pd.Series([], dtype="string")})
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        # one file: the sheets one under the other, each with its own columns (nulls elsewhere)
+        table = (pa.concat_tables(parts, promote_options="default") if parts
+                 else pa.table({_SHEET_COL: pa.array([], pa.string())}))
+        table = table.replace_schema_metadata(None)
         path, _ = _entry_paths(cache_dir(data_dir), fr.sha256, fr.name)
         _write_atomic(data_dir, path, table, meta)
     except OSError:
@@ -323,13 +324,16 @@ def materialise(results: Iterable) -> None:
             meta = json.loads(table.schema.metadata[b"edustat"].decode("utf-8"))
             if meta.get("sha256") != hit.bytes_sha or meta.get("sheets") != fr._cache_sheets:  # type: ignore[attr-defined]
                 raise ValueError("entry changed under the run")
-            frame = table.to_pandas(types_mapper={__import__("pyarrow").string(): pd.StringDtype()}.get)
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
             raw = {}
             for sid, cols in meta["sheets"].items():
-                part = frame[frame[_SHEET_COL] == sid]
-                out = pd.DataFrame({c: part[f"{sid}\x1f{c}"].to_numpy() for c, _ in cols}, index=pd.RangeIndex(len(part)))
+                part = table.filter(pc.equal(table[_SHEET_COL], sid)).select([f"{sid}\x1f{c}" for c, _ in cols])
+                out = part.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+                out.columns = [c for c, _ in cols]
                 out = out.astype({c: t for c, t in cols}) if cols else out
-                raw[sid] = out
+                raw[sid] = out.set_axis(pd.RangeIndex(len(out)))
             fr.raw = raw
         except Exception:  # noqa: BLE001 - read the file again, as a cold run would
             fresh = _reingest(fr)
