@@ -208,15 +208,20 @@ def _read_meta(path: Path):
 
     if not stat_.S_ISREG(st.st_mode):
         return None
+    fh = None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         fh = os.fdopen(fd, "rb")
         pf = pq.ParquetFile(fh)
         raw = (pf.schema_arrow.metadata or {}).get(b"edustat")
         meta = json.loads(raw.decode("utf-8")) if raw else None
-        return (meta, pf, fh) if isinstance(meta, dict) else None
+        if isinstance(meta, dict):
+            return meta, pf, fh
     except Exception:  # noqa: BLE001 - a corrupt entry is a miss
-        return None
+        pass
+    if fh is not None:
+        fh.close()
+    return None
 
 
 def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -> None:
