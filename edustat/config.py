@@ -23,6 +23,10 @@
     swing_thresholds: {learners: 0.2, classes: 0.3, staff: 0.2}   # year-over-year change per
                                        # school beyond which the school must confirm (a warning,
                                        # rules school_*_swing); null switches one off
+    incremental: true                  # reuse earlier runs' results for unchanged files
+                                       # (<data>/cache; see edustat.incremental)
+    feedback_full_copy: false          # true: a school with no error/warning also gets a copy
+                                       # of its workbook (default: a one-sheet receipt)
 
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
@@ -79,6 +83,12 @@ class Config:
     # a share of the previous year's figure; null switches an indicator off
     swing_thresholds: dict[str, float | None] = field(
         default_factory=lambda: {"learners": 0.20, "classes": 0.30, "staff": 0.20})
+    # issue 12: reuse what earlier runs computed for unchanged files (<data>/cache, see
+    # edustat.incremental); false: every run reads, validates and renders everything again
+    incremental: bool = True
+    # a school with no error and no warning gets a receipt (one PhanHoi sheet) instead of a
+    # copy of its workbook; true: the full copy as for every other school
+    feedback_full_copy: bool = False
 
     @property
     def raw_dir(self) -> Path:
@@ -200,6 +210,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
             raise ConfigError("lock_wait_seconds phải là một số giây không âm")
     if "swing_thresholds" in values:
         values["swing_thresholds"] = _swing_thresholds(values["swing_thresholds"])
+    for key in ("incremental", "feedback_full_copy"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(f"{key} phải là true hoặc false")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)
