@@ -20,6 +20,9 @@
                                        # and belong to that group (e.g. the office's staff)
     lock_wait_seconds: 0               # a second run on the same data dir waits this long for
                                        # the first to finish, then refuses (0: refuse at once)
+    require_certification: false       # true: a submission without the principal's confirmation
+                                       # (Truong: Hiệu trưởng xác nhận = Có, họ tên, ngày) is rejected
+    forms_certified_only: false        # true: the forms count only certified schools
 
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
@@ -72,6 +75,10 @@ class Config:
     max_sheet_rows: int = 35_000
     private_group: str | None = None  # group of the personal-data files (0640); None: 0600
     lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
+    # issue 11: the principal's confirmation (edustat.certify); when required an uncertified
+    # submission is rejected; forms may be limited to certified schools
+    require_certification: bool = False
+    forms_certified_only: bool = False
 
     @property
     def raw_dir(self) -> Path:
@@ -169,6 +176,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
             raise ConfigError("lock_wait_seconds phải là một số giây") from None
         if values["lock_wait_seconds"] < 0:
             raise ConfigError("lock_wait_seconds phải là một số giây không âm")
+    for key in ("require_certification", "forms_certified_only"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(f"{key} phải là true hoặc false")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

@@ -180,13 +180,15 @@ def feedback(outcome, results, cfg: Config):
 
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
-def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None):
-    from edustat.reports import build_reports
+def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None,
+                certified_only: bool | None = None):
+    from edustat import formbuild
 
     faults.point("forms")
     t0 = time.perf_counter()
     with store.session(cfg.db_path, cfg.private_group) as con:
-        result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
+        # recorded with the version of each school's data it used (edustat.formbuild: exact rebuilds)
+        result = formbuild.build(con, cfg, school_year, period, school=school, forms=forms, certified_only=certified_only)
     run_log().info("Đã lập %d tệp biểu (%s) trong %.1f s: %d ô, %d phép kiểm tra, %d không đạt", len(result.files),
                    ", ".join(result.forms) or "không có biểu", time.perf_counter() - t0, result.cells, result.checks,
                    result.failed_checks)
@@ -207,6 +209,20 @@ def publish_snapshot(cfg: Config):
                    len(result.tables), f"{sum(result.tables.values()):,}", result.snapshot)
     pipeline.share_outputs(cfg.published_dir)
     return result
+
+
+@task(name="khóa kỳ thu thập (close the collection)")
+def close_collection(cfg: Config, school_year: str, period: str) -> dict:
+    """The officer's `close_after`: after this run, files change nothing until reopened."""
+    from edustat import period as period_
+
+    with store.session(cfg.db_path, cfg.private_group) as con:
+        if period_.state(con, school_year, period) == "closed":
+            run_log().info("Kỳ %s %s đã khóa từ trước", school_year, period)
+            return period_.state_row(con, school_year, period)
+        done = period_.close(con, school_year, period, period_.who(), "khóa sau lần chạy (close_after)")
+    run_log().info("Đã khóa kỳ %s %s: tệp đến sau sẽ được giữ lại là 'nộp muộn'", school_year, period)
+    return done
 
 
 @task(name="tổng kết (summary)")
@@ -253,7 +269,7 @@ def current_school_year(today=None) -> str:
 @flow(name="edustat-collection", log_prints=True, flow_run_name=_run_name)
 def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", inbox: str | None = None,
                     data_dir: str = "data", config_path: str | None = None, publish: bool = True,
-                    forms: bool = True) -> dict:
+                    forms: bool = True, close_after: bool = False) -> dict:
     """Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố.
 
     Args:
@@ -264,6 +280,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         config_path: Tệp cấu hình edustat.yaml (danh sách trường, hạn nộp, lịch chạy); để trống nếu không có.
         publish: Cập nhật bản sao cho phân tích (DuckDB + Parquet) sau khi nạp.
         forms: Lập lại các biểu báo cáo TT 24/2018 sau khi nạp.
+        close_after: Khóa kỳ sau lần chạy này: tệp đến sau được giữ lại là "nộp muộn", không làm thay đổi số liệu và biểu cho đến khi cán bộ mở lại hoặc nhận tệp.
     """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
@@ -282,10 +299,13 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         issues = validate(results, frames, cfg, school_year, period)
         outcome = load(results, frames, issues, cfg, school_year, period, run_id)
         paths = feedback(outcome, results, cfg)
-        reports = build_forms(cfg, school_year, period) if forms else None
+        # a closed collection changed nothing: its forms stay as built (edustat.period)
+        reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
         published = publish_snapshot(cfg) if publish else None
         summary = summarise(outcome, cfg, paths, reports, published)
         officer_artifacts(summary, cfg)
+        if close_after:
+            close_collection(cfg, school_year, period)
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     run_log().info("Lần chạy %s xong: %s", run_id,
@@ -297,7 +317,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
       flow_run_name=lambda: f"Lập biểu {_run_name()}")
 def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", data_dir: str = "data",
                  config_path: str | None = None, school: str | None = None, publish: bool = True,
-                 forms: list[str] | None = None) -> dict:
+                 forms: list[str] | None = None, certified_only: bool | None = None) -> dict:
     """Lập lại các biểu báo cáo TT 24/2018 từ dữ liệu đã nạp (không kiểm tra lại).
 
     Args:
@@ -308,13 +328,14 @@ def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", d
         school: Mã trường (8 chữ số) nếu chỉ lập lại biểu của một trường; để trống = mọi trường.
         publish: Cập nhật bản sao cho phân tích sau khi lập biểu.
         forms: Chỉ lập các biểu này (vd 02-TH-DN); để trống = mọi biểu của kỳ.
+        certified_only: Chỉ tính các trường đã được hiệu trưởng xác nhận số liệu; để trống = theo cấu hình.
     """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
     with pipeline.sole_writer(cfg):
-        result = build_forms(cfg, school_year, period, school, forms)
+        result = build_forms(cfg, school_year, period, school, forms, certified_only)
         if publish:
             publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,
             "checks": result.checks, "failed_checks": result.failed_checks,
-            "reports_dir": str(cfg.reports_dir / school_year / period)}
+            "reports_dir": str(cfg.reports_dir / school_year / period), "build_id": getattr(result, "build_id", None)}
