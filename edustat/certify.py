@@ -55,7 +55,7 @@ def certification(fr) -> tuple[bool | None, dt.date | None]:
 def issues(results, cat) -> pd.DataFrame:
     """One `file_not_certified` issue per readable, active file that lacks the confirmation
     (called only when the config requires certification)."""
-    from edustat.collect import _issue, active
+    from edustat.collect import active, not_certified
 
     rows = []
     for fr in results:
@@ -65,6 +65,5 @@ def issues(results, cat) -> pd.DataFrame:
         if not gaps:
             continue
         first = gaps[0]
-        rows.append(_issue(cat, "file_not_certified", fr, sheet=fr.school_sheet, excel_row=fr.school_rows.get(first),
-                           field_id=first, detail="; ".join(MISSING_TEXT[g] for g in gaps)))
+        rows.append(not_certified(cat, fr, first, "; ".join(MISSING_TEXT[g] for g in gaps)))
     return pd.DataFrame(rows)
