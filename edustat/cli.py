@@ -436,7 +436,9 @@ def close(
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Close a collection: files arriving afterwards are held as late and change nothing.
+    """Khóa kỳ thu thập: tệp đến sau được giữ lại là "nộp muộn", không thay đổi số liệu.
+
+    Close a collection: files arriving afterwards are held as late and change nothing.
 
     Example: edustat close --year 2022-2023 --period dau_nam --reason "hết hạn nộp 30/10"
     """
@@ -460,16 +462,20 @@ def close(
 def reopen(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
-    reason: str = typer.Option(..., "--reason", help="Lý do mở lại (bắt buộc, ghi vào nhật ký)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Lý do mở lại (bắt buộc, ghi vào nhật ký)."),
     by: Optional[str] = typer.Option(None, "--by", help="Người thực hiện (mặc định: tài khoản máy)."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Reopen a closed collection; the next run processes the inbox as usual (late files too).
+    """Mở lại kỳ đã khóa (cần lý do); lần chạy tới xử lý thư mục nộp như thường.
+
+    Reopen a closed collection; the next run processes the inbox as usual (late files too).
 
     Example: edustat reopen --year 2022-2023 --period dau_nam --reason "Sở gia hạn đến 5/11"
     """
     _check_year(year)
+    if not (reason and reason.strip()):
+        fail("mở lại kỳ cần ghi lý do: --reason \"…\" (lý do được ghi vào nhật ký)")
     cfg = _config(config, data_dir, need_db=True)
     from edustat import period as period_
     from edustat.store import session
@@ -489,18 +495,22 @@ def reopen(
 def accept_late(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
-    reason: str = typer.Option(..., "--reason", help="Lý do nhận tệp nộp muộn (bắt buộc, ghi vào nhật ký)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Lý do nhận tệp nộp muộn (bắt buộc, ghi vào nhật ký)."),
     school: Optional[str] = typer.Option(None, "--school", help="Chỉ nhận tệp muộn của trường này (mã 8 chữ số)."),
     file_hash: Optional[str] = typer.Option(None, "--file", help="Chỉ nhận tệp có mã băm bắt đầu bằng chuỗi này (xem edustat status)."),
     by: Optional[str] = typer.Option(None, "--by", help="Người thực hiện (mặc định: tài khoản máy)."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Load files held as late (all, one school's or one file) while the collection stays closed.
+    """Nhận tệp nộp muộn (cần lý do): nạp tệp đang giữ lại, kỳ vẫn khóa.
+
+    Load files held as late (all, one school's or one file) while the collection stays closed.
 
     Example: edustat accept-late --year 2022-2023 --period dau_nam --school 74718001 --reason "trường báo trước, mất điện"
     """
     _check_year(year)
+    if not (reason and reason.strip()):
+        fail("nhận tệp nộp muộn cần ghi lý do: --reason \"…\" (lý do được ghi vào nhật ký)")
     if school is not None and not (school.isdigit() and len(school) == 8):
         fail(f"mã trường '{school}' phải gồm 8 chữ số")
     cfg = _config(config, data_dir, need_db=True)
@@ -529,7 +539,9 @@ def audit_cmd(
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Show the audit trail: who closed, reopened, accepted late files; every status change.
+    """Nhật ký: ai khóa, mở lại kỳ, nhận tệp muộn, mọi lần đổi trạng thái (khi nào, vì sao, tệp nào).
+
+    Show the audit trail: who closed, reopened, accepted late files; every status change.
 
     Example: edustat audit --year 2022-2023 --period dau_nam
     """
@@ -582,7 +594,9 @@ def builds(
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """List the recorded form builds (each with the data versions it used), for `edustat rebuild`.
+    """Danh sách các lần lập biểu đã ghi lại (cùng phiên bản số liệu của từng trường).
+
+    List the recorded form builds (each with the data versions it used), for `edustat rebuild`.
 
     Example: edustat builds --year 2022-2023 --period dau_nam
     """
@@ -617,7 +631,9 @@ def rebuild(
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
-    """Rebuild the forms of a recorded build exactly, from the data versions it used.
+    """Lập lại đúng từng ô các biểu của một lần lập biểu đã ghi, từ phiên bản số liệu nó đã dùng.
+
+    Rebuild the forms of a recorded build exactly, from the data versions it used.
 
     Example: edustat rebuild --build 20221101T080000-ab12cd -o data/curated/rebuilt
     """
