@@ -50,7 +50,11 @@ class RebuildError(ValueError):
 
 
 def ensure(con) -> None:
-    con.execute(DDL)
+    """The tables, unless they exist (so readers on a read-only connection can call it)."""
+    have = {r[0] for r in con.execute("select table_name from duckdb_tables() where database_name = current_database() "
+                                      "and table_name like 'form_build%'").fetchall()}
+    if have != {"form_build", "form_build_version", "form_build_excluded"}:
+        con.execute(DDL)
 
 
 def _versions(con, school_year: str, period: str, certified_only: bool) -> pd.DataFrame:

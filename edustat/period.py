@@ -80,7 +80,11 @@ def who(by: str | None = None) -> str:
 
 
 def ensure(con) -> None:
-    con.execute(DDL)
+    """The tables, unless they exist (so readers on a read-only connection can call it)."""
+    have = {r[0] for r in con.execute("select table_name from duckdb_tables() where database_name = current_database() "
+                                      "and table_name in ('period_state', 'audit_log')").fetchall()}
+    if have != {"period_state", "audit_log"}:
+        con.execute(DDL)
 
 
 def state(con, school_year: str, period: str) -> str:
