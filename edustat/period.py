@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from edustat import faults
+
 LATE_TEXT = "Nộp muộn — chờ Phòng xử lý"
 
 DDL = """
@@ -130,6 +132,7 @@ def _set_state(con, school_year: str, period: str, new: str, by: str, reason: st
                     [school_year, period, new, when, by, reason])
         audit(con, [{"happened_at": when, "who": by, "action": action, "school_year": school_year, "period": period,
                      "old_status": old, "new_status": new, "reason": reason}])
+        faults.point("period:written")  # the fault tests: nothing of a failed close/reopen remains
     return {"state": new, "at": when, "who": by}
 
 
@@ -257,6 +260,7 @@ def hold_late(con, results, issues: pd.DataFrame, cfg, school_year: str, period:
             audit(con, [{"happened_at": now, "who": by, "action": "late", "school_year": school_year, "period": period,
                          "school_code": r["school_code"], "file_hash": r["file_hash"], "old_status": None,
                          "new_status": "late", "reason": "kỳ đã khóa", "run_id": run_id} for r in subs])
+            faults.point("late:written")
         con.execute("checkpoint")
     return RunOutcome(run_id, school_year, period, submissions, mine.reset_index(drop=True) if len(mine) else mine, {},
                       closed=True)

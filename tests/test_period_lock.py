@@ -233,3 +233,45 @@ def test_a_prefect_flow_run_closes_after_and_holds_a_late_file(tmp_path, prefect
         trail = con.execute("select action, school_code, new_status from audit_log order by seq").fetchall()
     assert held == [(code, "late", False)]
     assert trail[-1] == ("late", code, "late") and ("close", None, "closed") in trail
+
+
+def test_a_failed_close_or_hold_leaves_nothing_and_a_lost_raw_copy_is_one_line(tmp_path, monkeypatch):
+    """Atomic: a fault inside the close's or the late hold's transaction leaves no state, no
+    register row and no audit row; accepting a late file whose kept copy is gone says so."""
+    from edustat import period, store
+    from edustat.config import load_config
+    from edustat.pipeline import run_collection
+
+    inbox = tmp_path / "inbox"
+    manifest = generate_city(inbox, schools=2, seed=13, school_year=YEAR, period=PERIOD)
+    (inbox / "manifest.json").unlink()
+    cfg = load_config(None, tmp_path / "data")
+    files = sorted(p for p in inbox.iterdir())
+    with store.session(cfg.db_path) as con:
+        run_collection(con, files, cfg, YEAR, PERIOD, workers=1)
+        trail = period.audit_rows(con)
+        monkeypatch.setenv("EDUSTAT_FAULT", "period:written:ENOSPC")
+        with pytest.raises(OSError):
+            period.close(con, YEAR, PERIOD, "A", "hết hạn")
+        assert period.state(con, YEAR, PERIOD) == "open" and period.audit_rows(con).equals(trail)
+        monkeypatch.delenv("EDUSTAT_FAULT")
+        period.close(con, YEAR, PERIOD, "A", "hết hạn")
+        code = manifest.schools[0].school_code
+        _change(inbox / manifest.schools[0].file, 2)
+        register = con.execute("select * from submission order by all").fetchall()
+        trail = period.audit_rows(con)
+        monkeypatch.setenv("EDUSTAT_FAULT", "late:written:EIO")
+        with pytest.raises(OSError):
+            run_collection(con, files, cfg, YEAR, PERIOD, workers=1)
+        assert con.execute("select * from submission order by all").fetchall() == register
+        assert period.audit_rows(con).equals(trail)
+        monkeypatch.delenv("EDUSTAT_FAULT")
+        out = run_collection(con, files, cfg, YEAR, PERIOD, workers=1)
+        assert out.closed and list(out.submissions["status"]) == ["late"]
+        raw = Path(period.late_files(con, YEAR, PERIOD)["raw_path"].iloc[0])
+    os.chmod(raw, 0o644)
+    raw.unlink()
+    with pytest.raises(period.PeriodError, match="không còn bản lưu gốc"):
+        period.accept_late(cfg, YEAR, PERIOD, "A", "cho phép", school=code)
+    with pytest.raises(period.PeriodError, match="cần lý do"):
+        period.accept_late(cfg, YEAR, PERIOD, "A", "  ", school=code)
