@@ -71,6 +71,10 @@ def who(by: str | None = None) -> str:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name in this environment
         user = "?"
+    import sys
+
+    if "prefect" not in sys.modules:  # not inside a flow run (and the CLI stays quick)
+        return user
     try:
         from prefect.runtime import flow_run
 

@@ -275,3 +275,28 @@ def test_a_failed_close_or_hold_leaves_nothing_and_a_lost_raw_copy_is_one_line(t
         period.accept_late(cfg, YEAR, PERIOD, "A", "cho phép", school=code)
     with pytest.raises(period.PeriodError, match="cần lý do"):
         period.accept_late(cfg, YEAR, PERIOD, "A", "  ", school=code)
+
+
+def test_the_officers_summary_says_closed_late_and_certified():
+    import datetime as dt
+
+    import pandas as pd
+
+    from edustat import officer
+    from edustat.pipeline import format_summary
+
+    s = {"school_year": YEAR, "period": PERIOD, "run_id": "r", "files": 2, "issues": {"error": 0, "warning": 0, "notice": 0},
+         "counts": {"accepted": 0, "accepted_with_warnings": 0, "partially_loaded": 0, "rejected": 0, "unreadable": 0,
+                    "missing": 0, "late": 2},
+         "feedback_dir": "f", "database": "d", "missing": [], "closed": True, "late_waiting": 3,
+         "certified_schools": 1, "schools_in_core": 3}
+    md = officer.summary_markdown(s, pd.DataFrame(columns=["status", "school_code", "school_name", "received_date"]), None,
+                                  dt.date(2022, 10, 30), dt.date(2022, 10, 1), pd.DataFrame(columns=["grade", "nam", "nu"]))
+    assert "Kỳ **đã khóa**" in md and "3 tệp nộp muộn đang chờ" in md and "1 / 3 trường" in md
+    text = format_summary(s)
+    assert "Kỳ đã khóa" in text and "2 tệp nộp muộn trong lần chạy này, 3 tệp đang chờ" in text and "1 / 3" in text
+    table = pd.DataFrame([{"school_code": "74718001", "school_name": "T", "status": "accepted", "version": 1, "n_learners": 1,
+                           "n_staff": 1, "n_errors": 0, "n_warnings": 0, "received_at": None, "received_date": None,
+                           "in_core": True, "certified": True}])
+    assert officer.table_artifact_rows(table)[0]["Trạng thái"] == "Đã tiếp nhận · HT xác nhận"
+    assert officer.status_text("late", False, short=True) == "Nộp muộn, chờ xử lý"
