@@ -4,8 +4,10 @@ Reads top to bottom as the recipe: (one writer: take the data dir's lock; clean 
 run left; check the register against core) → find submissions → read and check structure →
 validate rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted
 versions in, in one transaction) → feedback to each school → the Circular 24/2018 forms →
-publish the analysts' snapshot. Business logic lives in `edustat/`; this module only orders
-the steps and owns the connection.
+publish the analysts' snapshot (→ close the collection, with `close_after`). On a closed
+collection the load holds new files as "late" and writes nothing else, and the forms are left as
+built (edustat.period). Business logic lives in `edustat/`; this module only orders the steps
+and owns the connection.
 
 Every task Prefect may retry is idempotent (the load is one transaction that replaces its
 files' rows; publish swaps finished files in); faults a retry cannot fix (full disk,
