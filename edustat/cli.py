@@ -379,7 +379,7 @@ def status(
     missing = missing_schools(con, year, period.value, cfg.expected_schools)
     lock = None
     if con.execute("select count(*) from duckdb_tables() where table_name = 'period_state'").fetchone()[0]:
-        from edustat.period import state_row
+        from edustat.period_lock import state_row
 
         lock = state_row(con, year, period.value)
     con.close()
@@ -401,7 +401,7 @@ def status(
 
 
 # ---------------------------------------------------------------------------------------
-# Issue 11: period lock, late files, audit trail, versioned form builds (edustat.period,
+# Issue 11: period lock, late files, audit trail, versioned form builds (edustat.period_lock,
 # edustat.formbuild)
 # ---------------------------------------------------------------------------------------
 
@@ -444,7 +444,7 @@ def close(
     """
     _check_year(year)
     cfg = _config(config, data_dir, need_db=True)
-    from edustat import period as period_
+    from edustat import period_lock as period_
     from edustat.store import session
 
     with _writer(cfg):
@@ -477,7 +477,7 @@ def reopen(
     if not (reason and reason.strip()):
         fail("mở lại kỳ cần ghi lý do: --reason \"…\" (lý do được ghi vào nhật ký)")
     cfg = _config(config, data_dir, need_db=True)
-    from edustat import period as period_
+    from edustat import period_lock as period_
     from edustat.store import session
 
     with _writer(cfg):
@@ -514,7 +514,7 @@ def accept_late(
     if school is not None and not (school.isdigit() and len(school) == 8):
         fail(f"mã trường '{school}' phải gồm 8 chữ số")
     cfg = _config(config, data_dir, need_db=True)
-    from edustat import period as period_
+    from edustat import period_lock as period_
     from edustat.pipeline import STATUS_TEXT
 
     log_path = _log_to_file(cfg.data_dir)
@@ -550,7 +550,7 @@ def audit_cmd(
     cfg = _config(config, data_dir, need_db=True)
     import duckdb
 
-    from edustat import period as period_
+    from edustat import period_lock as period_
     from edustat.pipeline import STATUS_TEXT
 
     try:

@@ -135,7 +135,7 @@ def build(con, cfg, school_year: str, period: str, school: str | None = None, fo
     """Build the forms (reports.build_reports) and record the build: returns the ReportResult
     with `build_id` set. `certified_only` (default: config forms_certified_only) counts only
     the schools whose version in core is certified."""
-    from edustat import period as period_
+    from edustat import period_lock as period_
     from edustat.reports import build_reports
 
     ensure(con)

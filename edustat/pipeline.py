@@ -55,7 +55,7 @@ STATUS_TEXT = {
     "rejected": "Chưa tiếp nhận (có lỗi)",
     "unreadable": "Không đọc được tệp",
     "missing": "Chưa nộp",
-    "late": "Nộp muộn — chờ Phòng xử lý",  # a file received after the officer closed the collection (edustat.period)
+    "late": "Nộp muộn — chờ Phòng xử lý",  # a file received after the officer closed the collection (edustat.period_lock)
 }
 
 
@@ -283,10 +283,10 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     or the next run) redoes the same work. "accepted" is written in the same transaction as
     the core rows it stands for.
 
-    A closed collection (edustat.period) changes nothing: new files are held as "late". An
+    A closed collection (edustat.period_lock) changes nothing: new files are held as "late". An
     `override` ({"action", "reason", "who"}: the officer accepting late files, or a repair)
     loads anyway; every change is audited in the same transaction."""
-    from edustat import period as period_
+    from edustat import period_lock as period_
 
     cat = catalogue or load_rules(cfg.severity)
     if not results:  # an empty inbox: a completed run that loads nothing ("no submissions yet")
@@ -486,7 +486,7 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
 def _lock_and_certification(con, outcome: RunOutcome) -> dict:
     """Issue 11: whether the collection is closed, files held as late (all waiting, not only
     this run's), and how many schools in core are certified by their principal."""
-    from edustat import period as period_
+    from edustat import period_lock as period_
 
     y, p = outcome.school_year, outcome.period
     late = con.execute("select count(*) from submission where school_year = ? and period = ? and status = 'late'",

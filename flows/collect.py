@@ -6,7 +6,7 @@ validate rows and cross-rows → load (write–audit–publish: stage, audit, sw
 versions in, in one transaction) → feedback to each school → the Circular 24/2018 forms →
 publish the analysts' snapshot (→ close the collection, with `close_after`). On a closed
 collection the load holds new files as "late" and writes nothing else, and the forms are left as
-built (edustat.period). Business logic lives in `edustat/`; this module only orders the steps
+built (edustat.period_lock). Business logic lives in `edustat/`; this module only orders the steps
 and owns the connection.
 
 Every task Prefect may retry is idempotent (the load is one transaction that replaces its
@@ -216,7 +216,7 @@ def publish_snapshot(cfg: Config):
 @task(name="khóa kỳ thu thập (close the collection)")
 def close_collection(cfg: Config, school_year: str, period: str) -> dict:
     """The officer's `close_after`: after this run, files change nothing until reopened."""
-    from edustat import period as period_
+    from edustat import period_lock as period_
 
     with store.session(cfg.db_path, cfg.private_group) as con:
         if period_.state(con, school_year, period) == "closed":
@@ -301,7 +301,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         issues = validate(results, frames, cfg, school_year, period)
         outcome = load(results, frames, issues, cfg, school_year, period, run_id)
         paths = feedback(outcome, results, cfg)
-        # a closed collection changed nothing: its forms stay as built (edustat.period)
+        # a closed collection changed nothing: its forms stay as built (edustat.period_lock)
         reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
         published = publish_snapshot(cfg) if publish else None
         summary = summarise(outcome, cfg, paths, reports, published)

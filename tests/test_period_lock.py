@@ -238,7 +238,7 @@ def test_a_prefect_flow_run_closes_after_and_holds_a_late_file(tmp_path, prefect
 def test_a_failed_close_or_hold_leaves_nothing_and_a_lost_raw_copy_is_one_line(tmp_path, monkeypatch):
     """Atomic: a fault inside the close's or the late hold's transaction leaves no state, no
     register row and no audit row; accepting a late file whose kept copy is gone says so."""
-    from edustat import period, store
+    from edustat import period_lock as period, store
     from edustat.config import load_config
     from edustat.pipeline import run_collection
 
