@@ -23,6 +23,9 @@
     require_certification: false       # true: a submission without the principal's confirmation
                                        # (Truong: Hiệu trưởng xác nhận = Có, họ tên, ngày) is rejected
     forms_certified_only: false        # true: the forms count only certified schools
+    swing_thresholds: {learners: 0.2, classes: 0.3, staff: 0.2}   # year-over-year change per
+                                       # school beyond which the school must confirm (a warning,
+                                       # rules school_*_swing); null switches one off
 
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
@@ -79,6 +82,10 @@ class Config:
     # submission is rejected; forms may be limited to certified schools
     require_certification: bool = False
     forms_certified_only: bool = False
+    # year-over-year swing per school beyond which the school must confirm (edustat.periods);
+    # a share of the previous year's figure; null switches an indicator off
+    swing_thresholds: dict[str, float | None] = field(
+        default_factory=lambda: {"learners": 0.20, "classes": 0.30, "staff": 0.20})
 
     @property
     def raw_dir(self) -> Path:
@@ -130,6 +137,28 @@ class Config:
         return self.raw_dir / school_year / period / "_quarantine"
 
 
+def _swing_thresholds(raw: object) -> dict[str, float | None]:
+    """The configured swing thresholds over the defaults: keys learners / classes / staff, each a
+    share (0.2 = ±20 %) or null (not checked)."""
+    out: dict[str, float | None] = {"learners": 0.20, "classes": 0.30, "staff": 0.20}
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise ConfigError("swing_thresholds phải là một bảng: learners / classes / staff: tỉ lệ (ví dụ 0.2)")
+    unknown = set(raw) - set(out)
+    if unknown:
+        raise ConfigError(f"swing_thresholds: khóa không hợp lệ {', '.join(sorted(map(str, unknown)))} "
+                          "(dùng learners, classes, staff)")
+    for key, value in raw.items():
+        if value is None:
+            out[key] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"swing_thresholds.{key} phải là một tỉ lệ dương (ví dụ 0.2 cho ±20 %) hoặc null")
+        out[key] = float(value)
+    return out
+
+
 def load_config(path: Path | None = None, data_dir: Path | None = None) -> Config:
     """Read the YAML config (unknown keys are an error), then apply `data_dir`."""
     values: dict = {}
@@ -179,6 +208,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     for key in ("require_certification", "forms_certified_only"):
         if key in values and not isinstance(values[key], bool):
             raise ConfigError(f"{key} phải là true hoặc false")
+    if "swing_thresholds" in values:
+        values["swing_thresholds"] = _swing_thresholds(values["swing_thresholds"])
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

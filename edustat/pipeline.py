@@ -333,6 +333,12 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
                          "rule_id": rule.id, "severity": rule.severity, "value": rec.value,
                          "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill)})
         issues = pd.concat([issues, pd.DataFrame(rows)], ignore_index=True)
+    # stage e: against earlier collections (edustat/periods.py); nothing when there are none
+    from edustat.periods import cross_period_issues
+
+    periods = cross_period_issues(con, loadable, school_year, period, cat, cfg.swing_thresholds)
+    if len(periods):
+        issues = pd.concat([issues, periods], ignore_index=True)
     issues = issues.astype({"excel_row": "Int64"})
     counted = [fr for fr in results if not fr.superseded]  # a byte-identical copy is named in its twin's notice
     versions = next_versions(con, school_year, period,
@@ -471,6 +477,7 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         "form_checks_failed": int(reports.failed_checks) if reports else 0,
         # what the forms cover: the schools whose data is in core for this collection
         "schools_in_forms": _schools_in_core(con, outcome.school_year, outcome.period),
+        "cross_period": _cross_period_counts(outcome.issues),
         "readings": int(outcome.issues["rule_id"].astype("string").str.endswith(("_near", "_said")).sum()
                         + (outcome.issues["rule_id"] == "file_header_near").sum()) if len(outcome.issues) else 0,
         **_lock_and_certification(con, outcome),
@@ -495,6 +502,12 @@ def _lock_and_certification(con, outcome: RunOutcome) -> dict:
                           where school_year = ? and period = ? and in_core""", [y, p]).fetchone()
     return {"closed": period_.state(con, y, p) == "closed", "late_waiting": int(late),
             "certified_schools": int(cert[0] or 0), "schools_in_core": int(cert[1] or 0)}
+
+
+def _cross_period_counts(issues: pd.DataFrame) -> dict:
+    from edustat.periods import summary_counts
+
+    return summary_counts(issues)
 
 
 def _schools_in_core(con, school_year: str, period: str) -> int:
@@ -583,6 +596,12 @@ def format_summary(s: dict) -> str:
             lines.append(f"    (+{len(problems) - 40} tệp, xem 'edustat status')")
     for text in s.get("duplicates") or []:
         lines.append(f"  Tệp trùng nội dung / identical copies: {text}")
+    from edustat.periods import summary_text_lines
+
+    cross = summary_text_lines(s.get("cross_period") or {})
+    if cross:
+        lines.append(f"  So với kỳ trước / cross-period: {cross[0]}")
+        lines += [f"    - {t}" for t in cross[1:]]
     if s["missing"]:
         names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""

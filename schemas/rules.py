@@ -13,7 +13,7 @@ from schemas.contract import Contract, ContractError, Field, load_contract
 
 ROOT = Path(__file__).parent
 SEVERITIES = ("error", "warning", "notice")
-STAGES = ("file", "row", "cross_row", "cross_school")
+STAGES = ("file", "row", "cross_row", "cross_school", "cross_period")
 
 
 @dataclass(frozen=True)
