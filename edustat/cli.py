@@ -367,6 +367,8 @@ def report(
     form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml) hay SQL (vd reports/lop-theo-khoi.sql); lặp lại cho nhiều biểu."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+    certified_only: Optional[bool] = typer.Option(None, "--certified-only/--all-schools",
+                                                  help="Chỉ tính các trường đã được hiệu trưởng xác nhận số liệu (mặc định: theo cấu hình forms_certified_only)."),
 ) -> None:
     """Rebuild the Circular 24/2018 report forms from the loaded data (city and per school),
     or an office's ad-hoc report defined in a YAML file (see reports/ and the README).
@@ -390,7 +392,8 @@ def report(
         log_path = _log_to_file(data_dir)
         try:
             out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
-                               config_path=str(config) if config else None, school=school, forms=forms)
+                               config_path=str(config) if config else None, school=school, forms=forms,
+                               certified_only=certified_only)
         except Exception as exc:
             _run_failed(exc, log_path, "việc lập biểu")
     if sql_forms:
@@ -400,7 +403,9 @@ def report(
     bad = out["failed_checks"]
     typer.echo(f"Đã lập {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) → {out['reports_dir']}; "
                + ("các phép kiểm tra nội bộ của biểu đều đạt (biểu chỉ gồm các trường đã tiếp nhận: xem 'edustat status')."
-                  if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
+                  if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra).")
+               + (f" Mã lần lập biểu: {out['build_id']} (lập lại đúng như lần này: edustat rebuild --build {out['build_id']})"
+                  if out.get("build_id") else ""))
 
 
 def _sql_reports(cfg, paths: list[str], year: str, period: str, school: Optional[str], out: dict) -> dict:
@@ -459,13 +464,13 @@ def status(
         fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
     rows = con.execute("""
         select s.school_code, coalesce(c.school_name || ' — ' || s.file_name, s.file_name) as name, s.version, s.status, s.in_core,
-               s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received
+               s.n_learners, s.n_errors, s.n_warnings, strftime(s.received_at, '%d/%m/%Y %H:%M') as received, s.certified
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c using (school_code)
         where s.school_year = ? and s.period = ?
-          and (s.is_current or (s.school_code is null and s.run_id = (select max(run_id) from submission
+          and (s.is_current or s.status = 'late' or (s.school_code is null and s.run_id = (select max(run_id) from submission
                                 where school_year = ? and period = ?)))
-        order by s.school_code is null, s.status desc, s.school_code""", [year, period.value, year, period.value, year, period.value]).fetchall()
+        order by s.school_code is null, s.status desc, s.school_code, s.version""", [year, period.value, year, period.value, year, period.value]).fetchall()
     # byte-identical copies have no row of their own: their twin's notice names them
     copies = [r[0] for r in con.execute("""
         select v.message from validation_issue v join submission s using (school_year, period, file_hash)
@@ -473,18 +478,287 @@ def status(
           and (s.is_current or s.run_id = (select max(run_id) from submission where school_year = ? and period = ?))
         order by 1""", [year, period.value, year, period.value]).fetchall()]
     missing = missing_schools(con, year, period.value, cfg.expected_schools)
+    lock = None
+    if con.execute("select count(*) from duckdb_tables() where table_name = 'period_state'").fetchone()[0]:
+        from edustat.period_lock import state_row
+
+        lock = state_row(con, year, period.value)
     con.close()
+    if lock and lock["state"] == "closed":
+        typer.echo(f"KỲ ĐÃ KHÓA từ {lock['changed_at']:%d/%m/%Y %H:%M} ({lock['changed_by']}): tệp mới được giữ lại là "
+                   "nộp muộn; xử lý bằng edustat accept-late hoặc edustat reopen")
     schools = [r for r in rows if r[0]]
     unknown = [r for r in rows if not r[0]]
     typer.echo(f"Năm học {year}, kỳ {'đầu năm' if period.value == 'dau_nam' else 'cuối năm'}: {len(schools)} trường đã nộp, "
                f"{len(missing)} chưa nộp" + (f", {len(unknown)} tệp không rõ trường (không đọc được)" if unknown else ""))
-    typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6}  {'Nhận lúc':<16} Tên / tệp")
-    for code, name, version, st, in_core, n, e, w, received in rows:
-        typer.echo(f"{code or '?':<10} {status_text(st, in_core):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6}  {received or '':<16} {name or ''}")
+    typer.echo(f"{'Mã trường':<10} {'Trạng thái':<26} {'Bản':>4} {'HS':>6} {'Lỗi':>5} {'C.báo':>6} {'HT x.nhận':<9}  {'Nhận lúc':<16} Tên / tệp")
+    for code, name, version, st, in_core, n, e, w, received, certified in rows:
+        cert = "có" if certified else ("không" if certified is False else "")
+        typer.echo(f"{code or '?':<10} {status_text(st, in_core):<26} {version or '':>4} {n or 0:>6} {e or 0:>5} {w or 0:>6} {cert:<9}  {received or '':<16} {name or ''}")
     for text in copies:
         typer.echo(f"Tệp trùng nội dung: {text}")
     for m in missing.itertuples(index=False):
         typer.echo(f"{m.school_code:<10} {STATUS_TEXT['missing']:<26} {'':>4} {'':>6} {'':>5} {'':>6}  {'':<16} {m.school_name or ''}")
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 11: period lock, late files, audit trail, versioned form builds (edustat.period_lock,
+# edustat.formbuild)
+# ---------------------------------------------------------------------------------------
+
+def _kind(period: str) -> str:
+    return "đầu năm" if period == "dau_nam" else "cuối năm"
+
+
+def _writer(cfg):
+    """The data dir's writer lock (one Vietnamese line when another run holds it)."""
+    from edustat.pipeline import WriterBusy, sole_writer
+
+    class _Guard:
+        def __enter__(self):
+            self.cm = sole_writer(cfg)
+            try:
+                return self.cm.__enter__()
+            except WriterBusy as exc:
+                fail(str(exc))
+
+        def __exit__(self, *exc):
+            return self.cm.__exit__(*exc)
+
+    return _Guard()
+
+
+@app.command()
+def close(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Lý do (ghi vào nhật ký), vd 'hết hạn nộp 30/10'."),
+    by: Optional[str] = typer.Option(None, "--by", help="Người thực hiện (mặc định: tài khoản máy)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Khóa kỳ thu thập: tệp đến sau được giữ lại là "nộp muộn", không thay đổi số liệu.
+
+    Close a collection: files arriving afterwards are held as late and change nothing.
+
+    Example: edustat close --year 2022-2023 --period dau_nam --reason "hết hạn nộp 30/10"
+    """
+    _check_year(year)
+    cfg = _config(config, data_dir, need_db=True)
+    from edustat import period_lock as period_
+    from edustat.store import session
+
+    with _writer(cfg):
+        with session(cfg.db_path, cfg.private_group) as con:
+            try:
+                done = period_.close(con, year, period.value, period_.who(by), reason)
+            except period_.PeriodError as exc:
+                fail(str(exc))
+    typer.echo(f"Đã khóa kỳ {_kind(period.value)} năm học {year} ({done['who']}, {done['at']:%d/%m/%Y %H:%M}). "
+               "Tệp đến sau sẽ được giữ lại là 'nộp muộn' và không làm thay đổi số liệu, biểu báo cáo; "
+               "mở lại: edustat reopen, nhận tệp muộn: edustat accept-late.")
+
+
+@app.command()
+def reopen(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Lý do mở lại (bắt buộc, ghi vào nhật ký)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Người thực hiện (mặc định: tài khoản máy)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Mở lại kỳ đã khóa (cần lý do); lần chạy tới xử lý thư mục nộp như thường.
+
+    Reopen a closed collection; the next run processes the inbox as usual (late files too).
+
+    Example: edustat reopen --year 2022-2023 --period dau_nam --reason "Sở gia hạn đến 5/11"
+    """
+    _check_year(year)
+    if not (reason and reason.strip()):
+        fail("mở lại kỳ cần ghi lý do: --reason \"…\" (lý do được ghi vào nhật ký)")
+    cfg = _config(config, data_dir, need_db=True)
+    from edustat import period_lock as period_
+    from edustat.store import session
+
+    with _writer(cfg):
+        with session(cfg.db_path, cfg.private_group) as con:
+            try:
+                period_.reopen(con, year, period.value, period_.who(by), reason)
+            except period_.PeriodError as exc:
+                fail(str(exc))
+            late = len(period_.late_files(con, year, period.value))
+    typer.echo(f"Đã mở lại kỳ {_kind(period.value)} năm học {year}."
+               + (f" {late} tệp nộp muộn sẽ được xử lý ở lần chạy tới (edustat run)." if late else ""))
+
+
+@app.command("accept-late")
+def accept_late(
+    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
+    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Lý do nhận tệp nộp muộn (bắt buộc, ghi vào nhật ký)."),
+    school: Optional[str] = typer.Option(None, "--school", help="Chỉ nhận tệp muộn của trường này (mã 8 chữ số)."),
+    file_hash: Optional[str] = typer.Option(None, "--file", help="Chỉ nhận tệp có mã băm bắt đầu bằng chuỗi này (xem edustat status)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Người thực hiện (mặc định: tài khoản máy)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Nhận tệp nộp muộn (cần lý do): nạp tệp đang giữ lại, kỳ vẫn khóa.
+
+    Load files held as late (all, one school's or one file) while the collection stays closed.
+
+    Example: edustat accept-late --year 2022-2023 --period dau_nam --school 74718001 --reason "trường báo trước, mất điện"
+    """
+    _check_year(year)
+    if not (reason and reason.strip()):
+        fail("nhận tệp nộp muộn cần ghi lý do: --reason \"…\" (lý do được ghi vào nhật ký)")
+    if school is not None and not (school.isdigit() and len(school) == 8):
+        fail(f"mã trường '{school}' phải gồm 8 chữ số")
+    cfg = _config(config, data_dir, need_db=True)
+    from edustat import period_lock as period_
+    from edustat.pipeline import STATUS_TEXT
+
+    log_path = _log_to_file(cfg.data_dir)
+    with _writer(cfg):
+        try:
+            out = period_.accept_late(cfg, year, period.value, period_.who(by), reason, school, file_hash)
+        except period_.PeriodError as exc:
+            fail(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            _run_failed(exc, log_path, "việc nhận tệp nộp muộn")
+    for f in out["files"]:
+        typer.echo(f"{f['school_code'] or '?'}  {f['file_name']}: {STATUS_TEXT.get(f['status'], f['status'])} (bản {f['version']})")
+    typer.echo(f"Đã xử lý {len(out['files'])} tệp nộp muộn; kỳ vẫn khóa. Lập lại biểu: edustat report --year {year} --period {period.value}")
+
+
+@app.command("audit")
+def audit_cmd(
+    year: Optional[str] = typer.Option(None, "--year", help="Năm học (để trống: mọi năm)."),
+    period: Optional[PeriodOpt] = typer.Option(None, "--period", help="dau_nam hoặc cuoi_nam."),
+    school: Optional[str] = typer.Option(None, "--school", help="Chỉ các dòng của trường này."),
+    csv: bool = typer.Option(False, "--csv", help="In dạng CSV."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Nhật ký: ai khóa, mở lại kỳ, nhận tệp muộn, mọi lần đổi trạng thái (khi nào, vì sao, tệp nào).
+
+    Show the audit trail: who closed, reopened, accepted late files; every status change.
+
+    Example: edustat audit --year 2022-2023 --period dau_nam
+    """
+    if year:
+        _check_year(year)
+    cfg = _config(config, data_dir, need_db=True)
+    import duckdb
+
+    from edustat import period_lock as period_
+    from edustat.pipeline import STATUS_TEXT
+
+    try:
+        con = duckdb.connect(str(cfg.db_path), read_only=True)
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    try:
+        have = con.execute("select count(*) from duckdb_tables() where table_name = 'audit_log'").fetchone()[0]
+        rows = period_.audit_rows(con, year, period.value if period else None, school) if have else None
+    finally:
+        con.close()
+    if rows is None or rows.empty:
+        typer.echo("Nhật ký chưa có dòng nào.")
+        return
+    if csv:
+        import csv as csv_mod
+
+        w = csv_mod.writer(sys.stdout)
+        w.writerow(rows.columns)
+        for r in rows.itertuples(index=False):
+            w.writerow(["" if v is None or (isinstance(v, float) and v != v) else v for v in r])
+        return
+
+    def st(v):
+        return "" if not isinstance(v, str) else {"open": "mở", "closed": "khóa"}.get(v, STATUS_TEXT.get(v, v))
+
+    for r in rows.itertuples(index=False):
+        where = f"{r.school_year} {_kind(r.period)}"
+        what = period_.ACTION_TEXT.get(r.action, r.action)
+        school_ = f" trường {r.school_code}" if isinstance(r.school_code, str) else ""
+        file_ = f" tệp {r.file_hash[:12]}" if isinstance(r.file_hash, str) else ""
+        change = f": {st(r.old_status) or '—'} → {st(r.new_status)}" if isinstance(r.new_status, str) else ""
+        why = f" — lý do: {r.reason}" if isinstance(r.reason, str) and r.reason else ""
+        typer.echo(f"{r.seq:>5} {r.happened_at:%d/%m/%Y %H:%M:%S} {r.who}: {what} {where}{school_}{file_}{change}{why}")
+
+
+@app.command()
+def builds(
+    year: Optional[str] = typer.Option(None, "--year", help="Năm học (để trống: mọi năm)."),
+    period: Optional[PeriodOpt] = typer.Option(None, "--period", help="dau_nam hoặc cuoi_nam."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Danh sách các lần lập biểu đã ghi lại (cùng phiên bản số liệu của từng trường).
+
+    List the recorded form builds (each with the data versions it used), for `edustat rebuild`.
+
+    Example: edustat builds --year 2022-2023 --period dau_nam
+    """
+    cfg = _config(config, data_dir, need_db=True)
+    import duckdb
+
+    from edustat import formbuild
+
+    try:
+        con = duckdb.connect(str(cfg.db_path), read_only=True)
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    try:
+        have = con.execute("select count(*) from duckdb_tables() where table_name = 'form_build'").fetchone()[0]
+        rows = formbuild.builds(con, year, period.value if period else None) if have else None
+    finally:
+        con.close()
+    if rows is None or rows.empty:
+        typer.echo("Chưa có lần lập biểu nào được ghi lại.")
+        return
+    for r in rows.itertuples(index=False):
+        scope = f", trường {r.school}" if isinstance(r.school, str) else ""
+        cert = ", chỉ trường đã xác nhận" if r.certified_only else ""
+        typer.echo(f"{r.build_id}  {r.built_at:%d/%m/%Y %H:%M}  {r.school_year} {_kind(r.period)}  {r.schools} trường{scope}{cert}  "
+                   f"{', '.join(r.forms)}  ({r.built_by})")
+
+
+@app.command()
+def rebuild(
+    build_id: str = typer.Option(..., "--build", help="Mã lần lập biểu (xem edustat builds); đủ vài ký tự đầu nếu không trùng."),
+    output: Path = typer.Option(..., "--output", "-o", help="Thư mục ghi các biểu lập lại (không ghi đè biểu hiện hành)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+) -> None:
+    """Lập lại đúng từng ô các biểu của một lần lập biểu đã ghi, từ phiên bản số liệu nó đã dùng.
+
+    Rebuild the forms of a recorded build exactly, from the data versions it used.
+
+    Example: edustat rebuild --build 20221101T080000-ab12cd -o data/curated/rebuilt
+    """
+    cfg = _config(config, data_dir, need_db=True)
+    from edustat import formbuild
+    from edustat.paths import inside
+    from edustat.store import session
+
+    if output.resolve() == cfg.reports_dir.resolve() or cfg.reports_dir.resolve().is_relative_to(output.resolve()):
+        fail(f"thư mục '{output}' chứa các biểu hiện hành; chọn thư mục khác")
+    log_path = _log_to_file(cfg.data_dir)
+    with _writer(cfg):
+        try:
+            with session(cfg.db_path, cfg.private_group) as con:
+                out = formbuild.rebuild(con, cfg, build_id, output)
+        except formbuild.RebuildError as exc:
+            fail(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            _run_failed(exc, log_path, "việc lập lại biểu")
+    if not out["identical"]:
+        fail(f"đã lập lại {len(out['files'])} tệp biểu vào {output} nhưng số liệu KHÔNG khớp với lần lập biểu "
+             f"{out['build_id']} (dữ liệu đã lưu bị thay đổi?)", code=1)
+    typer.echo(f"Đã lập lại {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) của lần lập biểu {out['build_id']} "
+               f"vào {output}; số liệu khớp từng ô với lần lập biểu gốc.")
 
 
 def _sql_print(con, query: str, csv: bool) -> None:

@@ -155,6 +155,13 @@ def _issue(cat: Catalogue, rule_id: str, fr: FileResult, *, sheet=None, excel_ro
     }
 
 
+def not_certified(cat: Catalogue, fr: FileResult, field_id: str, detail: str) -> dict:
+    """The principal's confirmation is owed (config require_certification) and missing:
+    stage a's issue, at the first missing cell of the school sheet (edustat.certify)."""
+    return _issue(cat, "file_not_certified", fr, sheet=fr.school_sheet, excel_row=fr.school_rows.get(field_id),
+                  field_id=field_id, detail=detail)
+
+
 def _keep_raw(path: Path, sha: str, dest_dir: Path, root: Path) -> Path:
     """Content-addressed, immutable copy: the same file twice is a no-op. The destination is
     proven inside `root` (the raw dir) and the source is read without following a symlink."""

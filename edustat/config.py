@@ -20,6 +20,9 @@
                                        # and belong to that group (e.g. the office's staff)
     lock_wait_seconds: 0               # a second run on the same data dir waits this long for
                                        # the first to finish, then refuses (0: refuse at once)
+    require_certification: false       # true: a submission without the principal's confirmation
+                                       # (Truong: Hiệu trưởng xác nhận = Có, họ tên, ngày) is rejected
+    forms_certified_only: false        # true: the forms count only certified schools
     swing_thresholds: {learners: 0.2, classes: 0.3, staff: 0.2}   # year-over-year change per
                                        # school beyond which the school must confirm (a warning,
                                        # rules school_*_swing); null switches one off
@@ -79,6 +82,10 @@ class Config:
     max_sheet_rows: int = 35_000
     private_group: str | None = None  # group of the personal-data files (0640); None: 0600
     lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
+    # issue 11: the principal's confirmation (edustat.certify); when required an uncertified
+    # submission is rejected; forms may be limited to certified schools
+    require_certification: bool = False
+    forms_certified_only: bool = False
     # year-over-year swing per school beyond which the school must confirm (edustat.periods);
     # a share of the previous year's figure; null switches an indicator off
     swing_thresholds: dict[str, float | None] = field(
@@ -208,6 +215,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
             raise ConfigError("lock_wait_seconds phải là một số giây") from None
         if values["lock_wait_seconds"] < 0:
             raise ConfigError("lock_wait_seconds phải là một số giây không âm")
+    for key in ("require_certification", "forms_certified_only"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(f"{key} phải là true hoặc false")
     if "swing_thresholds" in values:
         values["swing_thresholds"] = _swing_thresholds(values["swing_thresholds"])
     for key in ("incremental", "feedback_full_copy"):

@@ -80,7 +80,7 @@ TABLE_GLOSS = {
     "run": ("Lần chạy", "one row per pipeline run"),
 }
 REGISTER_COLUMNS = {
-    "status": ("Trạng thái", "accepted | accepted_with_warnings | rejected | unreadable; labels in dim_submission_status"),
+    "status": ("Trạng thái", "accepted | accepted_with_warnings | partially_loaded | rejected | unreadable | late; labels in dim_submission_status"),
     "n_learners": ("Số học sinh", "learner rows in the file"), "n_staff": ("Số cán bộ", "staff rows in the file"),
     "n_classes": ("Số lớp", "class rows in the file"), "n_rooms": ("Số dòng phòng học", "room rows in the file"),
     "n_errors": ("Số lỗi", "errors found"), "n_warnings": ("Số cảnh báo", "warnings found"),
@@ -88,6 +88,8 @@ REGISTER_COLUMNS = {
     "is_current": ("Bản mới nhất", "true for the school's newest version"),
     "in_core": ("Đang dùng", "true for the version core_* tables hold"),
     "content_hash": ("Mã nội dung", "hash of the file's cells: a re-saved copy with the same cells is the same version"),
+    "certified": ("Hiệu trưởng đã xác nhận", "true when the school sheet carries the principal's confirmation (Có, name, date)"),
+    "certified_on": ("Ngày xác nhận", "the date the principal confirmed the data"),
     "received_at": ("Nhận lúc", "when the file was first received (Asia/Ho_Chi_Minh)"),
     "file_name": ("Tên tệp", "name of the file as received"), "run_id": ("Lần chạy", "the run that processed the file"),
     "rule_id": ("Mã quy tắc", "rule id in schemas/rules.yaml"), "severity": ("Mức độ", "error | warning | notice"),
@@ -112,7 +114,8 @@ REGISTER_COLUMNS = {
     "files": ("Số tệp", "files processed"), "summary": ("Tổng kết", "the run's summary as JSON"), "inbox": ("Thư mục nộp", "inbox folder"),
 }
 STATUS_LABELS = {"accepted": "Đã tiếp nhận", "accepted_with_warnings": "Tiếp nhận, có cảnh báo",
-                 "rejected": "Chưa tiếp nhận (có lỗi)", "unreadable": "Không đọc được tệp"}
+                 "rejected": "Chưa tiếp nhận (có lỗi)", "unreadable": "Không đọc được tệp",
+                 "late": "Nộp muộn — chờ Phòng xử lý"}
 DROPOUT_STATUSES = ("05", "09", "12")  # DM_TRANG_THAI_HOC_SINH: thôi học kỳ 1 / kỳ 2 / trong hè
 
 

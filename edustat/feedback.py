@@ -57,6 +57,7 @@ TEXT: dict[str, Any] = {
         "partially_loaded": "Đã nạp một phần: các dòng có lỗi chưa được nạp",
         "rejected": "Chưa tiếp nhận: có lỗi phải sửa và gửi lại",
         "unreadable": "Không đọc được tệp",
+        "late": "Nộp muộn — chờ Phòng xử lý (số liệu chưa được nạp)",
     },
     "next_steps": {
         "accepted": (
@@ -84,6 +85,12 @@ TEXT: dict[str, Any] = {
             "Hệ thống không mở được tệp trường gửi (lý do ở bảng dưới), nên chưa kiểm tra được "
             "dữ liệu. Trường mở tệp trên máy để chắc chắn tệp không hỏng, bỏ mật khẩu nếu có, "
             "lưu lại dạng Excel Workbook (.xlsx) rồi gửi lại."
+        ),
+        "late": (
+            "Tệp đến sau khi Phòng GD&ĐT đã khóa số liệu của kỳ này, nên được lưu lại nhưng CHƯA được "
+            "nạp và không làm thay đổi số liệu báo cáo. Cán bộ thống kê của Phòng sẽ xem xét và quyết "
+            "định nhận tệp hay không; trường không cần gửi lại. Các vấn đề hệ thống tìm thấy trong tệp "
+            "vẫn được liệt kê dưới đây để trường biết."
         ),
     },
     "period_names": {"dau_nam": "Đầu năm", "cuoi_nam": "Cuối năm"},
@@ -135,7 +142,7 @@ SEVERITY_TEXT: Mapping[str, str] = TEXT["severity"]
 SEVERITY_RANK = {"error": 0, "warning": 1, "notice": 2}
 SEVERITY_COLOR = {"error": "FFC7CE", "warning": "FFEB9C", "notice": "DDEBF7"}
 STATUS_COLOR = {"accepted": "C6EFCE", "accepted_with_warnings": "FFEB9C", "partially_loaded": "FFEB9C",
-                "rejected": "FFC7CE", "unreadable": "FFC7CE"}
+                "rejected": "FFC7CE", "unreadable": "FFC7CE", "late": "D9D9D9"}
 DETAIL_LIMIT = 2000
 EXAMPLES = 3
 COMMENT_AUTHOR = "edustat"

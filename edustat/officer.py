@@ -81,7 +81,8 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
     subs = con.execute("""
         select s.school_code, coalesce(c.school_name, s.file_name) as school_name, s.status, s.version, s.in_core,
                s.n_learners, s.n_staff, s.n_errors, s.n_warnings, s.feedback_path,
-               strftime(s.received_at, '%d/%m/%Y %H:%M') as received_at, cast(s.received_at as date) as received_date
+               strftime(s.received_at, '%d/%m/%Y %H:%M') as received_at, cast(s.received_at as date) as received_date,
+               s.certified
         from submission s
         left join (select distinct school_code, school_name from stg_school where school_year = ? and period = ?) c
           using (school_code)
@@ -103,7 +104,7 @@ def school_table(con, school_year: str, period: str, expected: list[str]) -> pd.
 
 PARTIAL_TEXT = "Nạp một phần (bỏ dòng lỗi)"
 SHORT_STATUS = {"accepted": "Đã tiếp nhận", "accepted_with_warnings": "Có cảnh báo", "rejected": "Có lỗi",
-                "unreadable": "Không đọc được", "missing": "Chưa nộp", "partial": "Nạp một phần"}
+                "unreadable": "Không đọc được", "missing": "Chưa nộp", "partial": "Nạp một phần", "late": "Nộp muộn, chờ xử lý"}
 
 
 def status_text(status: str, in_core: object = None, short: bool = False) -> str:
@@ -141,7 +142,8 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
         out.append({
             "Mã trường": r.school_code if isinstance(r.school_code, str) else "?",
             "Tên trường": _clip(r.school_name, 22),
-            "Trạng thái": status_text(r.status, getattr(r, "in_core", None), short=True),
+            "Trạng thái": status_text(r.status, getattr(r, "in_core", None), short=True)
+                          + (" · HT xác nhận" if _yes(getattr(r, "certified", None)) else ""),
             "Bản": "" if pd.isna(r.version) else int(r.version),
             "HS": "" if pd.isna(r.n_learners) else int(r.n_learners),
             "CB": "" if pd.isna(r.n_staff) else int(r.n_staff),
@@ -150,6 +152,10 @@ def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) ->
             "Nhận": f"{received}, muộn {late} ngày" if late else received,
         })
     return out
+
+
+def _yes(value: object) -> bool:
+    return value is not None and not pd.isna(value) and bool(value)
 
 
 def deadline_text(deadline: dt.date, today: dt.date, table: pd.DataFrame) -> str:
@@ -224,6 +230,12 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         changed = _changed_schools(previous.get("schools", {}), summary.get("schools", {}))
         lines += ["", "## Thay đổi so với lần chạy trước", ("; ".join(delta) if delta else "Không thay đổi số trường theo trạng thái.")]
         lines += [f"- {code}: {STATUS_TEXT.get(a, a)} → {STATUS_TEXT.get(b, b)}" for code, a, b in changed[:30]]
+    if summary.get("closed") or summary.get("late_waiting"):  # issue 11: the period lock
+        lines += ["", "## Khóa kỳ và tệp nộp muộn",
+                  ("Kỳ **đã khóa**: tệp đến sau được giữ lại, không thay đổi số liệu và biểu. " if summary.get("closed") else "")
+                  + f"{summary.get('late_waiting', 0)} tệp nộp muộn đang chờ Phòng xử lý (edustat accept-late / edustat reopen)."]
+    if summary.get("schools_in_core"):
+        lines += ["", f"Hiệu trưởng đã xác nhận số liệu: {summary.get('certified_schools', 0)} / {summary['schools_in_core']} trường đã nạp."]
     lates = late_lines(table, deadline) if today > deadline else []
     if lates:
         lines += ["", f"## Nộp muộn ({len(lates)} tệp)"] + [f"- {t}" for t in lates[:30]]

@@ -55,6 +55,7 @@ STATUS_TEXT = {
     "rejected": "Chưa tiếp nhận (có lỗi)",
     "unreadable": "Không đọc được tệp",
     "missing": "Chưa nộp",
+    "late": "Nộp muộn — chờ Phòng xử lý",  # a file received after the officer closed the collection (edustat.period_lock)
 }
 
 
@@ -66,12 +67,13 @@ class RunOutcome:
     submissions: pd.DataFrame  # one row per file of the run (register columns)
     issues: pd.DataFrame  # every issue of the run's files
     loaded: dict[str, int] = field(default_factory=dict)
+    closed: bool = False  # the collection was closed: new files were held as late, nothing loaded
 
 
 # the register row load_all writes per file (also the columns of an empty run's register)
 _REGISTER_COLUMNS = ["school_year", "period", "school_code", "version", "file_hash", "file_name", "raw_path",
                      "received_at", "status", "n_learners", "n_staff", "n_classes", "n_rooms", "n_errors",
-                     "n_warnings", "n_notices", "loaded_rows", "run_id", "feedback_path"]
+                     "n_warnings", "n_notices", "loaded_rows", "run_id", "feedback_path", "certified", "certified_on"]
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -231,12 +233,20 @@ def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
 
 def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str,
                  frames: Frames | None = None) -> pd.DataFrame:
+    cat = load_rules(cfg.severity)
     if cfg.incremental:  # files validated before keep their issues; the others are validated
         from edustat.incremental import validate_incremental
 
-        return validate_incremental(results, cfg, school_year, period, frames)
-    return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity),
-                               frames=frames)
+        issues = validate_incremental(results, cfg, school_year, period, frames)
+    else:
+        issues = validate_collection(results, school_year=school_year, period=period, catalogue=cat, frames=frames)
+    if cfg.require_certification:  # the principal's confirmation is owed (edustat.certify)
+        from edustat import certify
+
+        owed = certify.issues(results, cat)
+        if len(owed):
+            issues = pd.concat([issues, owed.reindex(columns=issues.columns)], ignore_index=True)
+    return issues
 
 
 def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -> tuple[dict, dict]:
@@ -319,27 +329,40 @@ def _received(fr: FileResult, now: dt.datetime) -> dt.datetime:
 
 
 def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
-             run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None) -> RunOutcome:
+             run_id: str, catalogue: Catalogue | None = None, frames: Frames | None = None,
+             override: dict | None = None) -> RunOutcome:
     """Stage the run's files, run the cross-school rules (stage d), settle each file's
     status, and write staging, register, issues and core in ONE transaction: a crash, a full
     disk or any error before the commit leaves the database as it was, and a retry (Prefect's,
     or the next run) redoes the same work. "accepted" is written in the same transaction as
-    the core rows it stands for."""
+    the core rows it stands for.
+
+    A closed collection (edustat.period_lock) changes nothing: new files are held as "late". An
+    `override` ({"action", "reason", "who"}: the officer accepting late files, or a repair)
+    loads anyway; every change is audited in the same transaction."""
+    from edustat import period_lock as period_
+
     cat = catalogue or load_rules(cfg.severity)
     if not results:  # an empty inbox: a completed run that loads nothing ("no submissions yet")
         ensure_tables(con)
         return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
                           issues.reindex(columns=list(issues.columns)), {})
+    ensure_tables(con)
+    if override is None and period_.state(con, school_year, period) == "closed":
+        return period_.hold_late(con, results, issues, cfg, school_year, period, run_id)
     frames = frames or assemble(results, catalogue=cat)
     raw, stg = staged_frames(results, frames, school_year)
     ensure_tables(con)
     with transaction(con):
+        before = period_.previous(con, school_year, period)
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
         from edustat.incremental import collection_fingerprint, record_load
 
         # what this load stood for, committed with it: a later run with the same collection reuses it
         record_load(con, school_year, period,
                     collection_fingerprint(results, cfg, school_year, period) if cfg.incremental else None, run_id)
+        period_.audit(con, period_.run_audit_rows(before, outcome.submissions, school_year, period, run_id,
+                                                  (override or {}).get("who") or period_.who(), override))
         faults.point("load:written")
     faults.point("load:committed")
     con.execute("checkpoint")
@@ -380,10 +403,15 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     versions = next_versions(con, school_year, period,
                              {fr.sha256: fr.school_code for fr in counted if fr.school_code})
     subs, load = [], {}
+    from edustat.certify import certification
+
     for fr in counted:
         mine = issues[issues["file_hash"] == fr.sha256]
         counts = mine["severity"].value_counts().to_dict()
         status = _status(fr, counts, cfg.load_policy == "load_valid_rows")
+        certified, certified_on = certification(fr)
+        if cfg.require_certification and certified is False and status != "unreadable":
+            status = "rejected"  # owed and missing: never loaded, whatever the load policy
         subs.append({
             "school_year": school_year, "period": period, "school_code": fr.school_code,
             "version": versions.get(fr.sha256), "file_hash": fr.sha256, "content_hash": getattr(fr, "content_hash", None),
@@ -392,10 +420,10 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
             "n_learners": fr.rows("learners"), "n_staff": fr.rows("staff"), "n_classes": fr.rows("classes"),
             "n_rooms": fr.rows("rooms"), "n_errors": int(counts.get("error", 0)),
             "n_warnings": int(counts.get("warning", 0)), "n_notices": int(counts.get("notice", 0)),
-            "loaded_rows": 0, "run_id": run_id, "feedback_path": None,
+            "loaded_rows": 0, "run_id": run_id, "feedback_path": None, "certified": certified, "certified_on": certified_on,
         })
         if fr.school_code and not fr.unreadable and not fr.blocked and not fr.superseded:
-            if status in ("accepted", "accepted_with_warnings") or cfg.load_policy == "load_valid_rows":
+            if status in ("accepted", "accepted_with_warnings") or (cfg.load_policy == "load_valid_rows" and status != "rejected"):
                 load[fr.school_code] = fr.sha256
     submissions = pd.DataFrame(subs, columns=list(subs[0]) if subs else _REGISTER_COLUMNS)
     if len(submissions) or not subs:
@@ -542,6 +570,7 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         "published_unchanged": str(cfg.published_dir) if getattr(outcome, "publish_unchanged", False) else None,
         "readings": int(outcome.issues["rule_id"].astype("string").str.endswith(("_near", "_said")).sum()
                         + (outcome.issues["rule_id"] == "file_header_near").sum()) if len(outcome.issues) else 0,
+        **_lock_and_certification(con, outcome),
     }
     import json
 
@@ -549,6 +578,20 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
                 [outcome.run_id, outcome.school_year, outcome.period, dt.datetime.now(VN_TZ).replace(tzinfo=None),
                  int(len(subs)), json.dumps(out, ensure_ascii=False)])
     return out
+
+
+def _lock_and_certification(con, outcome: RunOutcome) -> dict:
+    """Issue 11: whether the collection is closed, files held as late (all waiting, not only
+    this run's), and how many schools in core are certified by their principal."""
+    from edustat import period_lock as period_
+
+    y, p = outcome.school_year, outcome.period
+    late = con.execute("select count(*) from submission where school_year = ? and period = ? and status = 'late'",
+                       [y, p]).fetchone()[0]
+    cert = con.execute("""select count(*) filter (where certified), count(*) from submission
+                          where school_year = ? and period = ? and in_core""", [y, p]).fetchone()
+    return {"closed": period_.state(con, y, p) == "closed", "late_waiting": int(late),
+            "certified_schools": int(cert[0] or 0), "schools_in_core": int(cert[1] or 0)}
 
 
 def _cross_period_counts(issues: pd.DataFrame) -> dict:
@@ -622,6 +665,14 @@ def format_summary(s: dict) -> str:
         lines.append(f"  Bộ nhớ đệm / cache: {inc['read_hits']} tệp không đổi, {inc['read_misses']} tệp đọc mới / "
                      f"read hits {inc['read_hits']}, misses {inc['read_misses']}; "
                      f"validate hits {inc['validate_hits']}, misses {inc['validate_misses']}")
+    if s.get("closed"):
+        lines.append(f"  Kỳ đã khóa / collection closed: tệp mới được giữ lại là nộp muộn, không thay đổi số liệu và biểu; "
+                     f"{c.get('late', 0)} tệp nộp muộn trong lần chạy này, {s.get('late_waiting', 0)} tệp đang chờ Phòng xử lý "
+                     "(edustat accept-late / edustat reopen)")
+    elif s.get("late_waiting"):
+        lines.append(f"  Tệp nộp muộn chờ xử lý / late files waiting: {s['late_waiting']} (edustat accept-late)")
+    if s.get("schools_in_core"):
+        lines.append(f"  Hiệu trưởng đã xác nhận / certified: {s.get('certified_schools', 0)} / {s['schools_in_core']} trường đã nạp")
     if s["files"]:
         lines.append(f"  Phản hồi cho trường / feedback: {s['feedback_dir']}")
     lines.append(f"  Cơ sở dữ liệu / database: {s['database']}")
@@ -716,7 +767,9 @@ def check_consistency(con, cfg: Config, run_id: str) -> pd.DataFrame:
             results = ingest_all(files, cfg, year, period, workers=1)
             frames = assemble_all(results, cfg)
             issues = validate_all(results, cfg, year, period, frames)
-            load_all(con, results, issues, cfg, year, period, f"{run_id}-repair", frames=frames)
+            # a repair restores registered files: allowed in a closed collection, and audited
+            load_all(con, results, issues, cfg, year, period, f"{run_id}-repair", frames=frames,
+                     override={"action": "repair", "reason": "đối chiếu sổ đăng ký với dữ liệu đã nạp"})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     still = inconsistencies(con)

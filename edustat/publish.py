@@ -54,7 +54,7 @@ NEVER_PUBLISHED_PREFIXES = ("raw_", "stg_")
 # Identifiers replaced by a salted hash: stable across runs (same salt), so analysts can still
 # join a learner across periods, but not trace them back without the salt.
 HASHED_COLUMNS = ("personal_id", "student_code", "staff_code")
-DROPPED_COLUMNS = ("full_name",)
+DROPPED_COLUMNS = ("full_name", "principal_name")  # a person's name, in whatever table
 BIRTH_DATE, BIRTH_YEAR = "birth_date", "birth_year"
 HASH_HEX_CHARS = 16
 PARTITION_COLUMNS = ("school_year", "period")

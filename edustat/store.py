@@ -93,6 +93,9 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5, group: str | in
             con = duckdb.connect(str(db_path))
             con.execute(REGISTER_DDL)
             con.execute("alter table submission add column if not exists content_hash varchar")
+            # issue 11: the principal's confirmation as the register shows it (certified / not)
+            con.execute("alter table submission add column if not exists certified boolean")
+            con.execute("alter table submission add column if not exists certified_on date")
             for p in (db_path, Path(f"{db_path}.wal")):
                 private_file(p, group)
             return con
@@ -159,6 +162,23 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, contract: Contract | None = No
         sheet = c.sheet(sid)
         for layer in ("raw", "stg", "core"):
             con.execute(_ddl(f"{layer}_{sid}", arrow_schema(sheet, layer)))
+    _add_new_columns(con, c)
+
+
+def _add_new_columns(con: duckdb.DuckDBPyConnection, c: Contract) -> None:
+    """A database made before a field was added to the contract (e.g. the certification cells
+    of issue 11) gets the column, empty for the files read before; writes go by name."""
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute("select table_name, column_name from duckdb_columns() "
+                                     "where schema_name = 'main' and database_name = current_database()").fetchall():
+        have.setdefault(table, set()).add(column)
+    typemap = {pa.string(): "varchar", pa.int32(): "integer", pa.int8(): "tinyint", pa.date32(): "date", pa.bool_(): "boolean"}
+    for sid in SHEETS:
+        for layer in ("raw", "stg", "core"):
+            table = f"{layer}_{sid}"
+            for f in arrow_schema(c.sheet(sid), layer):
+                if table in have and f.name not in have[table]:
+                    con.execute(f'alter table {table} add column "{f.name}" {typemap[f.type]}')
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -212,7 +232,7 @@ def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame]
                 continue
             tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
             con.register("_incoming", tbl)
-            con.execute(f"insert into {layer}_{sid} select * from _incoming")
+            con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
             con.unregister("_incoming")
     return len(hashes)
 

@@ -4,8 +4,10 @@ Reads top to bottom as the recipe: (one writer: take the data dir's lock; clean 
 run left; check the register against core) → find submissions → read and check structure →
 validate rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted
 versions in, in one transaction) → feedback to each school → the Circular 24/2018 forms →
-publish the analysts' snapshot. Business logic lives in `edustat/`; this module only orders
-the steps and owns the connection.
+publish the analysts' snapshot (→ close the collection, with `close_after`). On a closed
+collection the load holds new files as "late" and writes nothing else, and the forms are left as
+built (edustat.period_lock). Business logic lives in `edustat/`; this module only orders the steps
+and owns the connection.
 
 Every task Prefect may retry is idempotent (the load is one transaction that replaces its
 files' rows; publish swaps finished files in); faults a retry cannot fix (full disk,
@@ -198,27 +200,24 @@ def feedback(outcome, results, cfg: Config):
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
 def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None,
-                rebuild: bool = False):
-    from edustat.reports import build_reports
+                rebuild: bool = False, certified_only: bool | None = None):
+    from edustat import formbuild
 
     faults.point("forms")
     t0 = time.perf_counter()
-    if cfg.incremental and not rebuild and school is None and forms is None:  # only the scopes whose data changed
-        from edustat.incremental import build_forms_incremental
-
-        with store.session(cfg.db_path, cfg.private_group) as con:
-            done = build_forms_incremental(con, cfg, school_year, period)
-        result = done.result
-        if done.skipped:
-            run_log().info("Biểu báo cáo không đổi (dữ liệu đã nạp không đổi từ lần lập trước): không lập lại; "
-                           "%d phép kiểm tra, %d không đạt", result.checks, result.failed_checks)
-            return result
+    # incremental: only the scopes whose data changed are rendered again (edustat.incremental)
+    incremental = cfg.incremental and not rebuild and school is None and forms is None
+    with store.session(cfg.db_path, cfg.private_group) as con:
+        # recorded with the version of each school's data it used (edustat.formbuild: exact rebuilds)
+        result = formbuild.build(con, cfg, school_year, period, school=school, forms=forms,
+                                 certified_only=certified_only, incremental=incremental)
+    if getattr(result, "skipped", False):
+        run_log().info("Biểu báo cáo không đổi (dữ liệu đã nạp không đổi từ lần lập trước): không lập lại; "
+                       "%d phép kiểm tra, %d không đạt", result.checks, result.failed_checks)
+        return result
+    if getattr(result, "scopes", None):
         run_log().info("Lập lại biểu cho %d phạm vi có dữ liệu thay đổi (toàn đơn vị và %d trường)",
-                       len(done.scopes), len(done.scopes) - 1)
-    else:
-        with store.session(cfg.db_path, cfg.private_group) as con:
-            result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms,
-                                   workers=cfg.workers)
+                       len(result.scopes), len(result.scopes) - 1)
     run_log().info("Đã lập %d tệp biểu (%s) trong %.1f s: %d ô, %d phép kiểm tra, %d không đạt", len(result.files),
                    ", ".join(result.forms) or "không có biểu", time.perf_counter() - t0, result.cells, result.checks,
                    result.failed_checks)
@@ -248,6 +247,20 @@ def publish_snapshot(cfg: Config):
                    len(result.tables), f"{sum(result.tables.values()):,}", result.snapshot)
     pipeline.share_outputs(cfg.published_dir)
     return result
+
+
+@task(name="khóa kỳ thu thập (close the collection)")
+def close_collection(cfg: Config, school_year: str, period: str) -> dict:
+    """The officer's `close_after`: after this run, files change nothing until reopened."""
+    from edustat import period_lock as period_
+
+    with store.session(cfg.db_path, cfg.private_group) as con:
+        if period_.state(con, school_year, period) == "closed":
+            run_log().info("Kỳ %s %s đã khóa từ trước", school_year, period)
+            return period_.state_row(con, school_year, period)
+        done = period_.close(con, school_year, period, period_.who(), "khóa sau lần chạy (close_after)")
+    run_log().info("Đã khóa kỳ %s %s: tệp đến sau sẽ được giữ lại là 'nộp muộn'", school_year, period)
+    return done
 
 
 @task(name="tổng kết (summary)")
@@ -294,7 +307,7 @@ def current_school_year(today=None) -> str:
 @flow(name="edustat-collection", log_prints=True, flow_run_name=_run_name)
 def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", inbox: str | None = None,
                     data_dir: str = "data", config_path: str | None = None, publish: bool = True,
-                    forms: bool = True) -> dict:
+                    forms: bool = True, close_after: bool = False) -> dict:
     """Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố.
 
     Args:
@@ -305,6 +318,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         config_path: Tệp cấu hình edustat.yaml (danh sách trường, hạn nộp, lịch chạy); để trống nếu không có.
         publish: Cập nhật bản sao cho phân tích (DuckDB + Parquet) sau khi nạp.
         forms: Lập lại các biểu báo cáo TT 24/2018 sau khi nạp.
+        close_after: Khóa kỳ sau lần chạy này: tệp đến sau được giữ lại là "nộp muộn", không làm thay đổi số liệu và biểu cho đến khi cán bộ mở lại hoặc nhận tệp.
     """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
@@ -326,11 +340,14 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             outcome = load(results, frames, issues, cfg, school_year, period, run_id)
         outcome.incremental = pipeline.cache_stats(results)
         paths = feedback(outcome, results, cfg)
-        reports = build_forms(cfg, school_year, period) if forms else None
+        # a closed collection changed nothing: its forms stay as built (edustat.period_lock)
+        reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
         published = publish_snapshot(cfg) if publish else None
         outcome.publish_unchanged = bool(publish and published is None)  # skipped: nothing changed
         summary = summarise(outcome, cfg, paths, reports, published)
         officer_artifacts(summary, cfg)
+        if close_after:
+            close_collection(cfg, school_year, period)
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     run_log().info("Lần chạy %s xong: %s", run_id,
@@ -342,7 +359,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
       flow_run_name=lambda: f"Lập biểu {_run_name()}")
 def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", data_dir: str = "data",
                  config_path: str | None = None, school: str | None = None, publish: bool = True,
-                 forms: list[str] | None = None) -> dict:
+                 forms: list[str] | None = None, certified_only: bool | None = None) -> dict:
     """Lập lại các biểu báo cáo TT 24/2018 từ dữ liệu đã nạp (không kiểm tra lại).
 
     Args:
@@ -353,13 +370,15 @@ def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", d
         school: Mã trường (8 chữ số) nếu chỉ lập lại biểu của một trường; để trống = mọi trường.
         publish: Cập nhật bản sao cho phân tích sau khi lập biểu.
         forms: Chỉ lập các biểu này (vd 02-TH-DN); để trống = mọi biểu của kỳ.
+        certified_only: Chỉ tính các trường đã được hiệu trưởng xác nhận số liệu; để trống = theo cấu hình.
     """
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
     with pipeline.sole_writer(cfg):
-        result = build_forms(cfg, school_year, period, school, forms, rebuild=True)  # asked for: all of it
+        result = build_forms(cfg, school_year, period, school, forms, rebuild=True,  # asked for: all of it
+                             certified_only=certified_only)
         if publish:
             publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,
             "checks": result.checks, "failed_checks": result.failed_checks,
-            "reports_dir": str(cfg.reports_dir / school_year / period)}
+            "reports_dir": str(cfg.reports_dir / school_year / period), "build_id": getattr(result, "build_id", None)}

@@ -52,9 +52,11 @@ def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> l
     collection = collection_flow.with_options(task_runner=runner) if runner else collection_flow
     return [
         collection.to_deployment(
-            name="thu-thap", schedules=schedules_for(cfg), parameters={**base, "school_year": "auto", "period": "dau_nam"},
+            name="thu-thap", schedules=schedules_for(cfg),
+            parameters={**base, "school_year": "auto", "period": "dau_nam", "close_after": False},
             description="Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố. "
-                        "Chạy tay: chọn năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp.",
+                        "Chạy tay: chọn năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp; "
+                        "close_after = khóa kỳ sau lần chạy (tệp đến sau là 'nộp muộn').",
             tags=["edustat"]),
         reports_flow.to_deployment(
             name="lap-bieu", parameters={**base, "school_year": "auto", "period": "dau_nam"},

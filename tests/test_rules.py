@@ -82,6 +82,7 @@ NOT_TESTED_HERE = {
                                    "file_level_unknown (case school_education_level_unknown)",
     "file_sheet_duplicate": "tests/test_bad_inputs.py (kinds duplicate_learner_sheets, duplicate_school_sheets)",
     "file_sheet_empty": "tests/test_bad_inputs.py (kind header_only_learners)",
+    "file_not_certified": "only with config require_certification: tests/test_certification.py",
     "file_invisible_chars": "tests/test_bad_inputs.py (kind school_code_zero_width) and test_reader",
 }
 

@@ -1,0 +1,275 @@
+"""Versioned form builds (issue 11, item 3): every build of the report forms records which
+version of each school's data it was built from, so a form sent to the province can be
+rebuilt exactly later, after schools have sent new versions.
+
+What is kept per version: core_* holds only each school's current version, but staging keeps
+every version: `stg_<sheet>` rows are keyed by file hash and only ever replaced by the same file
+read again (store.stage_frames), and the raw file itself is kept under raw/ by hash. A build
+records, per school in the forms, (school, version, file hash, content hash, loaded rows) and
+the staged rows of that version that were *not* in core (rows with errors left out under
+load_policy load_valid_rows) — so the exact core rows are `stg_* of the file − those rows`,
+whatever the policy or the cross-school checks of the day were.
+
+Tables (officer's DuckDB, not published): form_build (one row per build: when, who, forms,
+scope, certified_only, digest of its cells), form_build_version, form_build_excluded.
+
+Rebuild: the recorded versions' rows are copied from stg_* into an in-memory database attached
+to the connection, with the register rows of those files, and the forms are built there by the
+very code that builds them normally (reports.build_reports) into another folder. The digest of
+the rebuilt cells is compared with the recorded one. `certified_only` builds use the same
+in-memory database, filled from core_* with the certified schools only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from edustat.store import SHEETS
+
+DDL = """
+create table if not exists form_build (
+    build_id varchar primary key, school_year varchar, period varchar, built_at timestamp, built_by varchar,
+    forms varchar[], school varchar, certified_only boolean, reports_dir varchar, files varchar[], cells_digest varchar);
+create table if not exists form_build_version (
+    build_id varchar, school_code varchar, version integer, file_hash varchar, content_hash varchar,
+    loaded_rows integer, certified boolean);
+create table if not exists form_build_excluded (
+    build_id varchar, school_code varchar, file_hash varchar, sheet_id varchar, sheet_name varchar, excel_row integer);
+"""
+SOURCE = "edustat_formsrc"
+
+
+class RebuildError(ValueError):
+    """A build cannot be rebuilt exactly (one Vietnamese line)."""
+
+
+def ensure(con) -> None:
+    """The tables, unless they exist (so readers on a read-only connection can call it)."""
+    have = {r[0] for r in con.execute("select table_name from duckdb_tables() where database_name = current_database() "
+                                      "and table_name like 'form_build%'").fetchall()}
+    if have != {"form_build", "form_build_version", "form_build_excluded"}:
+        con.execute(DDL)
+
+
+def _versions(con, school_year: str, period: str, certified_only: bool) -> pd.DataFrame:
+    return con.execute(f"""select school_code, version, file_hash, content_hash, loaded_rows, coalesce(certified, false) as certified
+                           from submission where school_year = ? and period = ? and in_core
+                           {"and certified" if certified_only else ""} order by school_code""",
+                       [school_year, period]).df()
+
+
+def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scopes: Iterable[str] | None = None) -> str:
+    """sha256 of the stored cells of these forms (sorted; values as text)."""
+    forms = list(forms)
+    if not forms:
+        return hashlib.sha256(b"").hexdigest()
+    df = con.execute("""select form_code, scope, row_code, column_key, value from rpt_form_cell
+                        where school_year = ? and period = ? and form_code in (select unnest(?))
+                        order by form_code, scope, row_code, column_key""", [school_year, period, forms]).df()
+    if scopes is not None:
+        df = df[df["scope"].isin(list(scopes))]
+    text = df.to_csv(index=False, float_format="%.10g")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def _source(con, tables: dict[str, str], registers: pd.DataFrame):
+    """An in-memory database attached as the current one, holding core_* (from `tables`:
+    name → SELECT over the main database) and the register rows; the main database again after."""
+    from edustat.reports import REPORT_DDL
+    from edustat.store import ensure_tables
+
+    main = con.execute("select current_database()").fetchone()[0]
+    con.execute(f"attach ':memory:' as {SOURCE}")
+    try:
+        for name, select in tables.items():
+            con.execute(f"create table {SOURCE}.{name} as {select}")
+        con.register("_registers", registers)
+        con.execute(f"create table {SOURCE}.submission as select * from _registers")
+        con.unregister("_registers")
+        con.execute(f"use {SOURCE}")
+        ensure_tables(con)  # any sheet the versions had no rows of
+        con.execute(REPORT_DDL)
+        yield main
+    finally:
+        con.execute(f'use "{main}"')
+        con.execute(f"detach {SOURCE}")
+
+
+def _build_in_source(con, main: str, reports_dir: Path, school_year: str, period: str, school, forms, workers,
+                     copy_back: bool):
+    from edustat.reports import build_reports
+
+    result = build_reports(con, reports_dir, school_year, period, school=school, forms=forms, workers=workers)
+    digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None)
+    if copy_back and result.forms:
+        con.execute(f'use "{main}"')
+        try:
+            con.execute("begin transaction")
+            for table in ("rpt_form_cell", "rpt_form_check"):
+                con.execute(f"create table if not exists {table} as select * from {SOURCE}.{table} limit 0")
+                cond = "school_year = ? and period = ? and form_code in (select unnest(?))"
+                params: list = [school_year, period, result.forms]
+                if school:
+                    cond += " and scope in ('city', ?)"
+                    params.append(school)
+                con.execute(f"delete from {table} where {cond}", params)
+                con.execute(f"insert into {table} select * from {SOURCE}.{table} where {cond}", params)
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+        finally:
+            con.execute(f"use {SOURCE}")
+    return result, digest
+
+
+def build(con, cfg, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None,
+          certified_only: bool | None = None, by: str | None = None, incremental: bool = False):
+    """Build the forms (reports.build_reports) and record the build: returns the ReportResult
+    with `build_id` set. `certified_only` (default: config forms_certified_only) counts only
+    the schools whose version in core is certified. `incremental`: render only the scopes
+    whose data changed (edustat.incremental; the stored cells of the others are unchanged, so
+    the recorded digest still covers every scope); nothing is recorded when nothing changed
+    (`result.skipped`: the previous build stands)."""
+    from edustat import period_lock as period_
+    from edustat.reports import build_reports
+
+    ensure(con)
+    certified_only = cfg.forms_certified_only if certified_only is None else certified_only
+    versions = _versions(con, school_year, period, certified_only)
+    if certified_only:
+        con.register("_certified", versions[["school_code", "file_hash"]])
+        tables = {f"core_{sid}": f"""select c.* from core_{sid} c join _certified v using (school_code, file_hash)
+                                     where c.school_year = '{school_year}' and c.period = '{period}'""" for sid in SHEETS}
+        tables = {k: v.replace("_certified", "main_certified") for k, v in tables.items()}
+        con.execute("create or replace temp table main_certified as select * from _certified")
+        con.unregister("_certified")
+        registers = con.execute("""select * from submission where school_year = ? and period = ? and in_core
+                                   and file_hash in (select file_hash from main_certified)""", [school_year, period]).df()
+        with _source(con, tables, registers) as main:
+            result, digest = _build_in_source(con, main, cfg.reports_dir, school_year, period, school, forms,
+                                              cfg.workers, copy_back=True)
+        con.execute("drop table if exists main_certified")
+    elif incremental:
+        from edustat.incremental import build_forms_incremental
+
+        done = build_forms_incremental(con, cfg, school_year, period)
+        result = done.result
+        result.skipped, result.scopes = done.skipped, done.scopes  # type: ignore[attr-defined]
+        digest = cells_digest(con, school_year, period, result.forms, None)
+    else:
+        result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
+        digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None)
+    result.build_id = None  # type: ignore[attr-defined]
+    if not result.forms or getattr(result, "skipped", False):
+        return result
+    build_id = dt.datetime.now(dt.timezone(dt.timedelta(hours=7))).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    from edustat.store import transaction
+
+    excluded = _excluded(con, school_year, period, versions)
+    with transaction(con):
+        con.execute("insert into form_build values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [build_id, school_year, period, period_.now_vn(), period_.who(by), result.forms, school,
+                     bool(certified_only), str(cfg.reports_dir), [str(p) for p in result.files], digest])
+        con.register("_v", versions.assign(build_id=build_id))
+        con.execute("""insert into form_build_version select build_id, school_code, version, file_hash, content_hash,
+                       loaded_rows, certified from _v""")
+        con.unregister("_v")
+        if len(excluded):
+            con.register("_x", excluded.assign(build_id=build_id))
+            con.execute("""insert into form_build_excluded select build_id, school_code, file_hash, sheet_id,
+                           sheet_name, excel_row from _x""")
+            con.unregister("_x")
+    result.build_id = build_id  # type: ignore[attr-defined]
+    return result
+
+
+def _excluded(con, school_year: str, period: str, versions: pd.DataFrame) -> pd.DataFrame:
+    """Staged rows of the recorded versions that core does not hold (left out for errors)."""
+    if versions.empty:
+        return pd.DataFrame(columns=["school_code", "file_hash", "sheet_id", "sheet_name", "excel_row"])
+    con.register("_vers", versions[["school_code", "file_hash"]])
+    parts = []
+    for sid in SHEETS:
+        parts.append(con.execute(f"""
+            select s.school_code, s.file_hash, '{sid}' as sheet_id, s.sheet_name, s.excel_row
+            from stg_{sid} s join _vers v using (school_code, file_hash)
+            where s.school_year = ? and s.period = ?
+              and not exists (select 1 from core_{sid} c where c.school_year = s.school_year and c.period = s.period
+                              and c.file_hash = s.file_hash and c.sheet_name is not distinct from s.sheet_name
+                              and c.excel_row is not distinct from s.excel_row)""", [school_year, period]).df())
+    con.unregister("_vers")
+    return pd.concat(parts, ignore_index=True)
+
+
+def builds(con, school_year: str | None = None, period: str | None = None) -> pd.DataFrame:
+    ensure(con)
+    sql = """select b.build_id, b.school_year, b.period, b.built_at, b.built_by, b.forms, b.school, b.certified_only,
+                    (select count(*) from form_build_version v where v.build_id = b.build_id) as schools
+             from form_build b where true"""
+    params = []
+    if school_year:
+        sql += " and school_year = ?"
+        params.append(school_year)
+    if period:
+        sql += " and period = ?"
+        params.append(period)
+    return con.execute(sql + " order by built_at, build_id", params).df()
+
+
+def rebuild(con, cfg, build_id: str, out_dir: Path) -> dict:
+    """Build the forms of a recorded build again, from the recorded versions, into `out_dir`
+    (never over the live reports). Returns files, forms, and whether the cells' digest equals
+    the recorded one."""
+    ensure(con)
+    row = con.execute("""select school_year, period, forms, school, cells_digest from form_build
+                         where build_id = ? or starts_with(build_id, ?) order by build_id""", [build_id, build_id]).fetchall()
+    if not row:
+        raise RebuildError(f"không có lần lập biểu mã '{build_id}'; xem danh sách: edustat builds")
+    if len(row) > 1:
+        raise RebuildError(f"mã '{build_id}' khớp {len(row)} lần lập biểu; ghi đầy đủ hơn")
+    school_year, period, forms, school, digest = row[0]
+    build_id = con.execute("select build_id from form_build where build_id = ? or starts_with(build_id, ?)",
+                           [build_id, build_id]).fetchone()[0]
+    versions = con.execute("select school_code, file_hash, loaded_rows from form_build_version where build_id = ?",
+                           [build_id]).df()
+    staged = {sid: con.execute(f"""select count(*) from stg_{sid} s join form_build_version v
+                                   on v.build_id = ? and v.file_hash = s.file_hash and v.school_code = s.school_code
+                                   where s.school_year = ? and s.period = ?""", [build_id, school_year, period]).fetchone()[0]
+              for sid in ("school",)}
+    if staged["school"] != len(versions):
+        raise RebuildError("dữ liệu đã lưu của các phiên bản trong lần lập biểu này không còn đủ (stg_); "
+                           "không lập lại chính xác được")
+    con.execute("create or replace temp table main_build as select * from form_build_version where build_id = ?", [build_id])
+    con.execute("create or replace temp table main_excluded as select * from form_build_excluded where build_id = ?",
+                [build_id])
+    tables = {}
+    for sid in SHEETS:
+        tables[f"core_{sid}"] = f"""
+            select s.*, b.version from stg_{sid} s
+            join main_build b on b.file_hash = s.file_hash and b.school_code = s.school_code
+            where s.school_year = '{school_year}' and s.period = '{period}'
+              and not exists (select 1 from main_excluded x where x.file_hash = s.file_hash and x.sheet_id = '{sid}'
+                              and x.sheet_name is not distinct from s.sheet_name
+                              and x.excel_row is not distinct from s.excel_row)"""
+    registers = con.execute("""select s.* replace (true as in_core, b.loaded_rows as loaded_rows, true as is_current)
+                               from submission s join main_build b using (file_hash)
+                               where s.school_year = ? and s.period = ?""", [school_year, period]).df()
+    out_dir = Path(out_dir)
+    try:
+        with _source(con, tables, registers) as main:
+            # core_* column order as in the main database (stg_* + version)
+            result, new_digest = _build_in_source(con, main, out_dir, school_year, period, school, list(forms),
+                                                  cfg.workers, copy_back=False)
+    finally:
+        con.execute("drop table if exists main_build")
+        con.execute("drop table if exists main_excluded")
+    return {"build_id": build_id, "school_year": school_year, "period": period, "forms": result.forms,
+            "files": [str(p) for p in result.files], "identical": new_digest == digest}
