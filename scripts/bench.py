@@ -238,7 +238,7 @@ def _pick(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("stdout", "stderr")}
 
 
-def bench(kind: str, scenarios: list[str], workers: int, base: Path, server) -> dict:
+def bench(kind: str, scenarios: list[str], workers: int, base: Path, server, save=lambda res: None) -> dict:
     from edustat.procs import stop_group  # noqa: F401  (import check before the long part)
 
     src = ensure_data(kind, base, workers)
@@ -291,6 +291,7 @@ def bench(kind: str, scenarios: list[str], workers: int, base: Path, server) -> 
         if m["rc"] != 0:
             extra["error"] = m["stderr"].strip().splitlines()[-5:] + m["stdout"].strip().splitlines()[-5:]
         res["scenarios"][sc] = {**_pick(m), **extra}
+        save(res)  # a long run interrupted still leaves its finished lines in results.json
         s = res["scenarios"][sc]
         print(f"[{kind}] {sc:<8} wall {s['wall_s']:7.2f} s  cpu {s['cpu_s']:7.2f} s  peak {s['peak_mib']:5d} MiB "
               f"(tree {s['peak_tree_mib']} MiB)  load {s['load_before']}→{s['load_after']}"
@@ -358,23 +359,29 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     server = start_prefect_server(home, ui=False)
-    results = []
+    results: list[dict] = []
+    out = args.dir / "results.json"
+    prev = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "uname": os.uname().release,
+             "prefect_startup": startup, "results": results}
+    prev["runs"].append(entry)
+
+    def save(current: dict | None = None) -> None:
+        entry["results"] = results + ([current] if current is not None and current not in results else [])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(prev, ensure_ascii=False, indent=1), encoding="utf-8")
+
     try:
         if not wait_healthy(server[1], 120):
             raise SystemExit("the bench's Prefect server did not start")
         for kind in kinds:
             scen = args.scenarios.split(",") if args.scenarios else DEFAULT[kind]
-            results.append(bench(kind, scen, args.workers, args.dir, server))
+            results.append(bench(kind, scen, args.workers, args.dir, server, save))
     finally:
         stop_group(server[0])
+        save()
     for b in results:
         report(b, startup)
-    out = args.dir / "results.json"
-    prev = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    prev["runs"].append({"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "uname": os.uname().release,
-                         "prefect_startup": startup, "results": results})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(prev, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"\nresults: {out}")
 
 
