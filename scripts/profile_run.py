@@ -27,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("inbox", type=Path)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--no-profile", action="store_true", help="stage times only (no cProfile overhead)")
     ap.add_argument("--data", type=Path, default=ROOT / "build" / "bench" / "profile-data")
     ap.add_argument("--year", default="2022-2023")
     ap.add_argument("--period", default="dau_nam")
@@ -45,11 +46,13 @@ def main() -> None:
 
     def stage(name, fn):
         t, c = time.perf_counter(), time.process_time()
-        prof.enable()
+        if not args.no_profile:
+            prof.enable()
         try:
             return fn()
         finally:
-            prof.disable()
+            if not args.no_profile:
+                prof.disable()
             times[name] = (time.perf_counter() - t, time.process_time() - c)
 
     paths = discover(args.inbox)
@@ -68,6 +71,8 @@ def main() -> None:
     for k, (w, c) in times.items():
         print(f"{k:<10}{w:>9.2f}{c:>9.2f}{100 * c / total_c:>6.0f}%")
     print(f"{'total':<10}{total_w:>9.2f}{total_c:>9.2f}   issues {len(issues):,}")
+    if args.no_profile:
+        return
     out = ROOT / "build" / "bench" / f"profile-{args.inbox.parent.name}-{args.inbox.name}.prof"
     out.parent.mkdir(parents=True, exist_ok=True)
     prof.dump_stats(out)
