@@ -54,9 +54,10 @@ demo: sample templates
 	$(PY) scripts/demo_faults.py $(SAMPLE)/$(YEAR)/dau_nam
 	$(VENV)/bin/edustat run --year $(YEAR) --period dau_nam --inbox $(SAMPLE)/$(YEAR)/dau_nam --config $(DEMO_CONFIG)
 	$(VENV)/bin/edustat run --year $(YEAR) --period cuoi_nam --inbox $(SAMPLE)/$(YEAR)/cuoi_nam --config $(DEMO_CONFIG)
-	$(VENV)/bin/edustat report --year $(YEAR) --period dau_nam --form reports/hoc-sinh-khuyet-tat.yaml --form reports/giao-vien-mon-trinh-do.yaml --config $(DEMO_CONFIG)
+	$(VENV)/bin/edustat report --year $(YEAR) --period dau_nam --form reports/hoc-sinh-khuyet-tat.yaml --form reports/giao-vien-mon-trinh-do.yaml --form reports/lop-theo-khoi.sql --config $(DEMO_CONFIG)
+	$(VENV)/bin/edustat template --from-year $(YEAR) --school all --config $(DEMO_CONFIG)
 	$(VENV)/bin/edustat status --year $(YEAR) --period dau_nam
-	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/  ad-hoc reports (reports/*.yaml): data/curated/reports/$(YEAR)/dau_nam/"
+	@echo "Sample city: $(SAMPLE)/$(YEAR)/  templates: data/curated/templates/$(YEAR)/  feedback: data/curated/feedback/$(YEAR)/  ad-hoc reports (reports/*.yaml, *.sql): data/curated/reports/$(YEAR)/dau_nam/  next year's prefilled workbooks: data/curated/templates/<next year>/"
 
 # The render tests print every form through LibreOffice and measure the PDF with pdftotext.
 # Carlito and Liberation: metric twins of Calibri and Times New Roman, so LibreOffice lays the

@@ -51,16 +51,26 @@ def _check_year(year: str) -> str:
 
 @app.command()
 def template(
-    level: List[LevelOpt] = typer.Option(..., "--level", "-l", help="Cấp học (MN, TH, THCS); lặp lại cho trường nhiều cấp: --level TH --level THCS."),
-    year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
-    period: PeriodOpt = typer.Option(..., "--period", help="dau_nam (30/9) hoặc cuoi_nam (31/5)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Tệp .xlsx sẽ ghi."),
-    school: Optional[str] = typer.Option(None, "--school", help="Mã trường (8 chữ số) để điền sẵn; tỉnh/huyện suy từ mã."),
+    level: Optional[List[LevelOpt]] = typer.Option(None, "--level", "-l", help="Cấp học (MN, TH, THCS); lặp lại cho trường nhiều cấp: --level TH --level THCS."),
+    year: Optional[str] = typer.Option(None, "--year", help="Năm học, ví dụ 2022-2023."),
+    period: Optional[PeriodOpt] = typer.Option(None, "--period", help="dau_nam (30/9) hoặc cuoi_nam (31/5)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tệp .xlsx sẽ ghi."),
+    school: Optional[str] = typer.Option(None, "--school", help="Mã trường (8 chữ số) để điền sẵn; tỉnh/huyện suy từ mã. Với --from-year: mã trường hoặc 'all' (mọi trường)."),
+    from_year: Optional[str] = typer.Option(None, "--from-year", help="Điền sẵn mẫu đầu năm của năm học sau từ số liệu đã tiếp nhận của năm học này (vd 2022-2023)."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu (với --from-year)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml (với --from-year)."),
 ) -> None:
-    """Write the blank submission workbook a school fills.
+    """Write the blank submission workbook a school fills, or (--from-year) next year's
+    start-of-year workbook prefilled from a school's accepted data.
 
     Example: edustat template --level TH --year 2022-2023 --period dau_nam --school 74718001 -o mau_TH.xlsx
+    Example: edustat template --from-year 2022-2023 --school 74718001
     """
+    if from_year is not None:
+        _template_from_year(from_year, school, output, data_dir, config, bool(level or year or period))
+        return
+    if not level or year is None or period is None or output is None:
+        fail("cần --level, --year, --period và -o (mẫu trống), hoặc --from-year và --school (mẫu điền sẵn)")
     _check_year(year)
     from edustat.workbook import write_submission
     from schemas import load_codelist
@@ -80,6 +90,41 @@ def template(
     typer.echo(f"Đã ghi biểu mẫu {'+'.join(levels)} {year} {period.value}: {output}")
 
 
+def _template_from_year(from_year: str, school: Optional[str], output: Optional[Path], data_dir: Path,
+                        config: Optional[Path], other_options: bool) -> None:
+    """`template --from-year`: the prefilled workbooks (edustat.rollover); counts only on screen."""
+    _check_year(from_year)
+    if other_options:
+        fail("--from-year tự xác định cấp học, năm học sau và kỳ đầu năm; bỏ --level, --year, --period")
+    if not school:
+        fail("cần --school <mã trường> hoặc --school all")
+    if school != "all" and not (school.isdigit() and len(school) == 8):
+        fail(f"mã trường '{school}' phải gồm 8 chữ số (hoặc 'all' cho mọi trường)")
+    if school == "all" and output is not None:
+        fail("--school all ghi mỗi trường một tệp vào data/curated/templates/<năm học sau>/; bỏ -o")
+    cfg = _config(config, data_dir, need_db=True)
+    import duckdb
+
+    from edustat.paths import UnsafePath
+    from edustat.rollover import RolloverError, rollover
+
+    failed: list[str] = []
+    try:
+        results = rollover(cfg.db_path, cfg.data_dir, from_year, school, output, cfg.private_group, failed)
+    except RolloverError as exc:
+        fail(str(exc))
+    except UnsafePath:
+        fail(f"tệp ghi ra phải nằm trong thư mục dữ liệu {cfg.data_dir} (tệp có thông tin cá nhân)")
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    for r in results:
+        typer.echo(f"Đã ghi mẫu điền sẵn {r.summary()}: {r.path}")
+    for line in failed:
+        typer.echo(f"Không lập được mẫu điền sẵn cho {line}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def synth(
     schools: int = typer.Option(10, "--schools", "-n", min=1, help="Số trường."),
@@ -95,10 +140,12 @@ def synth(
     clerk_share: float = typer.Option(0.0, "--clerk-share", min=0.0, max=1.0, help="Tỉ lệ tệp gõ theo kiểu nhân viên trường (tiêu đề viết tắt, tên phòng theo biểu, GV, P.HT…)."),
     typo_rate: float = typer.Option(0.0, "--typo-rate", min=0.0, max=1.0, help="Trong tệp kiểu nhân viên: tỉ lệ ô mã có lỗi gõ (thiếu một chữ)."),
     broken: int = typer.Option(0, "--broken", min=0, help="Số tệp thiếu một cột bắt buộc (bị từ chối ở bước kiểm tra cấu trúc)."),
+    continues: bool = typer.Option(False, "--continue-previous-year", help="Học sinh, cán bộ, lớp nối tiếp cuối năm học trước của cùng hạt giống (lên lớp giữ nguyên mã học sinh)."),
 ) -> None:
     """Generate a realistic synthetic city: one workbook per school plus manifest.json.
 
     Example: edustat synth --schools 10 --seed 7 --year 2022-2023 --period dau_nam --export-share 0.3 --error-rate 0.01 -o data/sample/dau_nam
+    Next year, continuing the same cohort: edustat synth --schools 10 --seed 7 --year 2023-2024 --period dau_nam --continue-previous-year -o data/sample/2023-2024_dau_nam
     """
     _check_year(year)
     import time
@@ -110,7 +157,7 @@ def synth(
         output, schools=schools, seed=seed, school_year=year, period=period.value,
         export_share=export_share, error_rate=error_rate, province_code=province,
         district_code=district, workers=workers, clerk_share=clerk_share, typo_rate=typo_rate,
-        broken=broken,
+        broken=broken, continues=continues,
     )
     typer.echo(
         f"Đã tạo {len(m.schools)} trường, {m.total_learners:,} học sinh, {m.total_staff:,} cán bộ, "
@@ -243,10 +290,26 @@ def _check_forms(forms: Optional[List[str]], period: str) -> Optional[list[str]]
     kind = "đầu năm" if period == "dau_nam" else "cuối năm"
     out, codes = [], {}
     for ref in forms:
+        if ref.lower().endswith(".sql"):  # an office's SQL report (edustat.sql_reports)
+            from edustat.sql_reports import SqlReportError, load_sql_report
+
+            path = Path(ref).expanduser().resolve()
+            try:
+                sql_report = load_sql_report(path)
+            except SqlReportError as exc:
+                fail(str(exc))
+            if sql_report.period not in (None, period):
+                fail(f"{path.name}: báo cáo dành cho kỳ {'đầu năm' if sql_report.period == 'dau_nam' else 'cuối năm'} "
+                     f"(period: {sql_report.period}), không lập cho kỳ {kind}")
+            if codes.get(sql_report.form_code, path) != path:
+                fail(f"{path.name} và {codes[sql_report.form_code].name} cùng mã báo cáo '{sql_report.form_code}'; đặt form_code khác cho một tệp")
+            codes[sql_report.form_code] = path
+            out.append(str(path))
+            continue
         if not is_adhoc_ref(ref):
             if ref not in known:
                 fail(f"không có biểu {ref} cho kỳ {kind}; các biểu của kỳ: {', '.join(known)}; "
-                     "báo cáo theo yêu cầu: --form <tệp>.yaml")
+                     "báo cáo theo yêu cầu: --form <tệp>.yaml hoặc <tệp>.sql")
             out.append(ref)
             continue
         path = Path(ref).expanduser().resolve()
@@ -301,7 +364,7 @@ def report(
     year: str = typer.Option(..., "--year", help="Năm học, ví dụ 2022-2023."),
     period: PeriodOpt = typer.Option(..., "--period", help="dau_nam hoặc cuoi_nam."),
     school: Optional[str] = typer.Option(None, "--school", help="Chỉ lập lại biểu của một trường (và biểu toàn thành phố)."),
-    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml); lặp lại cho nhiều biểu."),
+    form: Optional[List[str]] = typer.Option(None, "--form", help="Chỉ lập biểu này (vd 02-TH-DN) hoặc báo cáo theo yêu cầu định nghĩa trong tệp YAML (vd reports/hoc-sinh-khuyet-tat.yaml) hay SQL (vd reports/lop-theo-khoi.sql); lặp lại cho nhiều biểu."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
 ) -> None:
@@ -310,27 +373,65 @@ def report(
 
     Example: edustat report --year 2022-2023 --period dau_nam --school 74718001 --form 02-TH-DN
     Example: edustat report --year 2022-2023 --period dau_nam --form reports/hoc-sinh-khuyet-tat.yaml
+    Example: edustat report --year 2022-2023 --period dau_nam --form reports/lop-theo-khoi.sql
     """
     _check_year(year)
     forms = _check_forms(form, period.value)  # first: an office can check its definition before any data
     cfg = _config(config, data_dir, need_db=True)
     if school is not None:
         _check_school(cfg, school, year, period.value)
-    _prefect_env()
-    from flows.collect import reports_flow
+    sql_forms = [f for f in forms or [] if f.lower().endswith(".sql")]
+    forms = [f for f in forms or [] if f not in sql_forms] or (None if not sql_forms else [])
+    out = {"files": [], "forms": [], "failed_checks": 0, "reports_dir": str(cfg.reports_dir / year / period.value)}
+    if forms != []:
+        _prefect_env()
+        from flows.collect import reports_flow
 
-    log_path = _log_to_file(data_dir)
-    try:
-        out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
-                           config_path=str(config) if config else None, school=school, forms=forms)
-    except Exception as exc:
-        _run_failed(exc, log_path, "việc lập biểu")
+        log_path = _log_to_file(data_dir)
+        try:
+            out = reports_flow(school_year=year, period=period.value, data_dir=str(data_dir),
+                               config_path=str(config) if config else None, school=school, forms=forms)
+        except Exception as exc:
+            _run_failed(exc, log_path, "việc lập biểu")
+    if sql_forms:
+        out = _sql_reports(cfg, sql_forms, year, period.value, school, out)
     if not out["files"]:
         fail("không có số liệu đã tiếp nhận cho kỳ này (chưa trường nào được tiếp nhận)")
     bad = out["failed_checks"]
     typer.echo(f"Đã lập {len(out['files'])} tệp biểu ({', '.join(out['forms'])}) → {out['reports_dir']}; "
                + ("các phép kiểm tra nội bộ của biểu đều đạt (biểu chỉ gồm các trường đã tiếp nhận: xem 'edustat status')."
                   if not bad else f"{bad} phép kiểm tra KHÔNG ĐẠT (xem trang KiemTra)."))
+
+
+def _sql_reports(cfg, paths: list[str], year: str, period: str, school: Optional[str], out: dict) -> dict:
+    """Run the office's SQL reports (edustat.sql_reports) on a read-only view of the collection."""
+    import duckdb
+
+    from edustat.paths import UnsafePath
+    from edustat.sql_reports import SqlReportError, load_sql_report, run_sql_report
+
+    out = {**out, "files": list(out["files"]), "forms": list(out["forms"])}
+    for ref in paths:
+        try:
+            res = run_sql_report(cfg.db_path, cfg.reports_dir, cfg.data_dir, load_sql_report(ref), year, period,
+                                 school=school, group=cfg.private_group)
+        except SqlReportError as exc:
+            fail(str(exc))
+        except UnsafePath:
+            fail(f"thư mục báo cáo nằm ngoài thư mục dữ liệu {cfg.data_dir}; không ghi")
+        except duckdb.IOException:
+            fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+        out["files"] += [str(p) for p in res.files]
+        out["forms"].append(res.form_code)
+        out["failed_checks"] += res.failed_checks
+        private = [p for p in res.files if "reports_private" in p.parts]
+        if private:
+            typer.echo(f"{res.form_code}: {len(private)} tệp có thông tin cá nhân (chỉ đọc bởi người quản trị) → "
+                       f"{private[0].parent}")
+        if res.omitted_in_city:
+            typer.echo(f"{res.form_code}: biểu toàn đơn vị không ghi {len(res.omitted_in_city)} cột thông tin cá nhân "
+                       "(có trong biểu từng trường; xem personal_in_city trong README).")
+    return out
 
 
 @app.command()

@@ -20,6 +20,13 @@
                                        # and belong to that group (e.g. the office's staff)
     lock_wait_seconds: 0               # a second run on the same data dir waits this long for
                                        # the first to finish, then refuses (0: refuse at once)
+    swing_thresholds: {learners: 0.2, classes: 0.3, staff: 0.2}   # year-over-year change per
+                                       # school beyond which the school must confirm (a warning,
+                                       # rules school_*_swing); null switches one off
+    incremental: true                  # reuse earlier runs' results for unchanged files
+                                       # (<data>/cache; see edustat.incremental)
+    feedback_full_copy: false          # true: a school with no error/warning also gets a copy
+                                       # of its workbook (default: a one-sheet receipt)
 
 Limits (defaults = the largest real school × 10): the largest school the regulations allow is a
 combined TH+THCS school of 30 classes × 35 + 45 classes × 45 = 3,075 learners (regulations.md
@@ -72,6 +79,16 @@ class Config:
     max_sheet_rows: int = 35_000
     private_group: str | None = None  # group of the personal-data files (0640); None: 0600
     lock_wait_seconds: float = 0.0  # how long a second writer waits for the data dir's lock
+    # year-over-year swing per school beyond which the school must confirm (edustat.periods);
+    # a share of the previous year's figure; null switches an indicator off
+    swing_thresholds: dict[str, float | None] = field(
+        default_factory=lambda: {"learners": 0.20, "classes": 0.30, "staff": 0.20})
+    # issue 12: reuse what earlier runs computed for unchanged files (<data>/cache, see
+    # edustat.incremental); false: every run reads, validates and renders everything again
+    incremental: bool = True
+    # a school with no error and no warning gets a receipt (one PhanHoi sheet) instead of a
+    # copy of its workbook; true: the full copy as for every other school
+    feedback_full_copy: bool = False
 
     @property
     def raw_dir(self) -> Path:
@@ -123,6 +140,28 @@ class Config:
         return self.raw_dir / school_year / period / "_quarantine"
 
 
+def _swing_thresholds(raw: object) -> dict[str, float | None]:
+    """The configured swing thresholds over the defaults: keys learners / classes / staff, each a
+    share (0.2 = ±20 %) or null (not checked)."""
+    out: dict[str, float | None] = {"learners": 0.20, "classes": 0.30, "staff": 0.20}
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise ConfigError("swing_thresholds phải là một bảng: learners / classes / staff: tỉ lệ (ví dụ 0.2)")
+    unknown = set(raw) - set(out)
+    if unknown:
+        raise ConfigError(f"swing_thresholds: khóa không hợp lệ {', '.join(sorted(map(str, unknown)))} "
+                          "(dùng learners, classes, staff)")
+    for key, value in raw.items():
+        if value is None:
+            out[key] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"swing_thresholds.{key} phải là một tỉ lệ dương (ví dụ 0.2 cho ±20 %) hoặc null")
+        out[key] = float(value)
+    return out
+
+
 def load_config(path: Path | None = None, data_dir: Path | None = None) -> Config:
     """Read the YAML config (unknown keys are an error), then apply `data_dir`."""
     values: dict = {}
@@ -169,6 +208,11 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
             raise ConfigError("lock_wait_seconds phải là một số giây") from None
         if values["lock_wait_seconds"] < 0:
             raise ConfigError("lock_wait_seconds phải là một số giây không âm")
+    if "swing_thresholds" in values:
+        values["swing_thresholds"] = _swing_thresholds(values["swing_thresholds"])
+    for key in ("incremental", "feedback_full_copy"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(f"{key} phải là true hoặc false")
     if values.get("expected_schools") is not None:
         values["expected_schools"] = tuple(str(s) for s in values["expected_schools"])
     cfg = Config(**values)

@@ -26,7 +26,8 @@ _hits: Counter = Counter()
 
 # The points, in the order a collection run passes them (documentation; tests iterate it).
 POINTS = (
-    "find", "read", "cast", "validate", "load",  # start of each task: a stage boundary
+    "find", "read", "cache:written", "cast", "validate", "load",  # start of each task: a stage boundary;
+    # cache:written: a cache entry's temp file written, not yet renamed (edustat.incremental)
     "load:staged", "load:written", "load:committed",  # inside the load
     "feedback", "feedback:written", "forms", "publish", "publish:written", "summary", "artifacts", "end",
 )

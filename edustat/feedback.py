@@ -119,6 +119,15 @@ TEXT: dict[str, Any] = {
     "not_marked": "Không mở được tệp gốc để tô màu các ô; các vấn đề vẫn được liệt kê đầy đủ bên dưới.",
     "values_only": "Bản phản hồi chép giá trị các trang của trường (không giữ định dạng và công thức); "
                    "hãy sửa trên tệp gốc của trường.",
+    # a clean school's feedback (no error, no warning): a receipt, no copy of its data
+    "receipt": "BIÊN NHẬN: dữ liệu của trường không có lỗi và không có cảnh báo nên tệp phản hồi này chỉ có "
+               "trang PhanHoi, không chép lại dữ liệu của trường. Các lưu ý (nếu có) được liệt kê ở bảng dưới "
+               "kèm trang tính, dòng và cột.",
+    "received": {
+        "file": "Tệp đã nhận",
+        "version": "Lần nộp (phiên bản)",
+        "hash": "Mã nhận dạng tệp (SHA-256, 12 ký tự đầu)",
+    },
 }
 STATUS_TEXT: Mapping[str, str] = TEXT["status"]
 SEVERITY_TEXT: Mapping[str, str] = TEXT["severity"]
@@ -190,6 +199,34 @@ def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, objec
     log.info("feedback written: engine=%s status=%s issues=%d cells_marked=%d", engine, status, len(frame),
              len(set(marked.values())))
     return out
+
+
+def write_receipt(out: Path, *, school: Mapping[str, object], issues: pd.DataFrame, status: str,
+                  counts: Mapping[str, int], school_year: str, period: str, generated_at: datetime,
+                  received: Mapping[str, object]) -> Path:
+    """A clean school's feedback (issue 12): the PhanHoi sheet alone — what was received (file
+    name, version, hash prefix), the counts, the status and the notices if any — and no copy of
+    the school's data. `received`: keys of TEXT["received"]. Written atomically to `out`."""
+    if status not in STATUS_TEXT:
+        raise ValueError(f"status {status!r}: use one of {sorted(STATUS_TEXT)}")
+    frame = _normalise(issues)
+    shown = _with_issue_counts(counts, frame)
+    shown.update({TEXT["received"][k]: v for k, v in received.items() if v is not None})
+    content = _phanhoi(frame, school=school, status=status, counts=shown, school_year=school_year, period=period,
+                       generated_at=generated_at, sheet_order=[TEXT["sheet"]], marked={}, copy_note=TEXT["receipt"])
+
+    def save(tmp: Path) -> None:
+        wb = xlsxwriter.Workbook(str(tmp), _XLSX_OPTIONS)
+        try:
+            ws = wb.add_worksheet(TEXT["sheet"])
+            _render_xlsx(wb, ws, content)
+            ws.activate()
+        finally:
+            wb.close()
+
+    _save_atomic(save, Path(out))
+    log.info("feedback receipt written: status=%s issues=%d", status, len(frame))
+    return Path(out)
 
 
 def _write_faithful(source: Path | None, out: Path, frame: pd.DataFrame, about: dict) -> dict[object, str]:

@@ -237,6 +237,11 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         # honest: how many schools the forms cover, never "all pass" while schools are left out
         lines += ["", "## Biểu báo cáo", f"Thư mục: `{summary['reports_dir']}` ({', '.join(summary.get('forms', []))}): "
                   + forms_line(summary, english=False) + "."]
+    from edustat.periods import summary_text_lines
+
+    cross = summary_text_lines(summary.get("cross_period") or {})
+    if cross:  # counts only: the messages are in each school's feedback
+        lines += ["", "## So với kỳ trước (trường cần xác nhận)", cross[0]] + [f"- {t}" for t in cross[1:]]
     if summary.get("unreadable_files"):
         lines += ["", f"## Tệp không đọc được ({len(summary['unreadable_files'])})"]
         lines += [f"- `{name}`" for name in summary["unreadable_files"]]

@@ -80,12 +80,34 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 
 def _ingest_one(args: tuple) -> FileResult:
-    path, raw_root, school_year, period, severity, limits = args
+    path, raw_root, school_year, period, severity, limits = args[:6]
+    cached = args[6] if len(args) > 6 else None  # (data dir, version key): see edustat.incremental
     crash = os.environ.get("EDUSTAT_FAULT_READER_DIES")  # fault-injection hook for the tests
     if crash and crash in Path(path).name:
         os._exit(137)  # as the kernel's OOM killer would
-    return ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
-                       catalogue=load_rules(severity), limits=limits)
+    if cached:
+        from edustat import incremental
+
+        hit = incremental.lookup(path, cached[0], cached[1], school_year, period, raw_root)
+        if hit is not None:  # what to read again if the entry is gone when its sheets are needed
+            hit._cache_ctx = {"raw_root": raw_root, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                              "severity": severity, "limits": limits}
+            return hit
+    fr = ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
+                     catalogue=load_rules(severity), limits=limits)
+    fr.bytes_sha = fr.sha256  # type: ignore[attr-defined]  (settling may name it by an older hash)
+    if cached:
+        incremental.store_ingest(cached[0], fr, cached[1], school_year, period)
+    return fr
+
+
+def _cache_job(cfg: Config) -> tuple | None:
+    """What `_ingest_one` needs to use the per-file cache; None when runs are not incremental."""
+    if not cfg.incremental:
+        return None
+    from edustat.incremental import version_key
+
+    return (cfg.data_dir, version_key(cfg.severity, cfg.read_limits))
 
 
 def _ingest_alone(job: tuple) -> FileResult:
@@ -104,7 +126,8 @@ def _ingest_alone(job: tuple) -> FileResult:
 
 def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
     """Parse a batch of files in this process (a Dask task's unit of work)."""
-    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits)) for p in files]
+    cached = _cache_job(cfg)
+    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached)) for p in files]
 
 
 def content_hash(fr: FileResult) -> str | None:
@@ -129,8 +152,8 @@ def content_hash(fr: FileResult) -> str | None:
 def reuse_known_contents(results: list[FileResult], cfg: Config, school_year: str, period: str) -> int:
     """A file whose content equals its school's current registered version is that version
     (same file hash, same version, same received time), not a new one. Returns files matched."""
-    for fr in results:
-        fr.content_hash = content_hash(fr)  # type: ignore[attr-defined]
+    for fr in results:  # a cached file brings its content hash (its sheets are not loaded yet)
+        fr.content_hash = getattr(fr, "content_hash", None) or content_hash(fr)  # type: ignore[attr-defined]
     if not Path(cfg.db_path).exists():
         return 0
     from edustat.store import current_contents, session
@@ -161,27 +184,57 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     """Parse every file (in worker processes when there are several), then settle which
     file of a school counts when it sent more than one."""
     workers = max(1, workers or cfg.workers)
-    jobs = [(p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits) for p in files]
+    cached = _cache_job(cfg)
+    hits: dict[int, FileResult] = {}
+    if cached:  # files read before (same bytes, name and version key): no worker needed
+        from edustat import incremental
+
+        for i, p in enumerate(files):
+            hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
+            if hit is not None:
+                hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                                  "severity": cfg.severity, "limits": cfg.read_limits}
+                hits[i] = hit
+    todo = [i for i in range(len(files)) if i not in hits]
+    jobs = [(files[i], cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached) for i in todo]
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                results = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+                read = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
         except BrokenProcessPool:  # a reader process died: every file again, each alone
-            results = [_ingest_alone(j) for j in jobs]
+            read = [_ingest_alone(j) for j in jobs]
     else:
-        results = [_ingest_one(j) for j in jobs]
+        read = [_ingest_one(j) for j in jobs]
+    fresh = dict(zip(todo, read))
+    results = [hits[i] if i in hits else fresh[i] for i in range(len(files))]
     return settle(results, cfg, school_year, period)
+
+
+def cache_stats(results: list[FileResult]) -> dict[str, int]:
+    """Per-file cache hits and misses of a run (read, and validation of the files validated)."""
+    read_hits = sum(1 for fr in results if getattr(fr, "cache", None) is not None and fr.cache.ingest_hit)
+    checked = [fr for fr in results if active(fr)]
+    val_hits = sum(1 for fr in checked if getattr(fr, "cache", None) is not None and fr.cache.issues_hit)
+    return {"read_hits": read_hits, "read_misses": len(results) - read_hits,
+            "validate_hits": val_hits, "validate_misses": len(checked) - val_hits}
 
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
     """The collection's sheets concatenated and cast once (see collect.assemble)."""
+    from edustat.incremental import materialise
+
+    materialise(results)  # the sheets of files taken from the cache
     return assemble(results, catalogue=load_rules(cfg.severity))
 
 
 def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str,
                  frames: Frames | None = None) -> pd.DataFrame:
+    if cfg.incremental:  # files validated before keep their issues; the others are validated
+        from edustat.incremental import validate_incremental
+
+        return validate_incremental(results, cfg, school_year, period, frames)
     return validate_collection(results, school_year=school_year, period=period, catalogue=load_rules(cfg.severity),
                                frames=frames)
 
@@ -282,6 +335,11 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     ensure_tables(con)
     with transaction(con):
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
+        from edustat.incremental import collection_fingerprint, record_load
+
+        # what this load stood for, committed with it: a later run with the same collection reuses it
+        record_load(con, school_year, period,
+                    collection_fingerprint(results, cfg, school_year, period) if cfg.incremental else None, run_id)
         faults.point("load:written")
     faults.point("load:committed")
     con.execute("checkpoint")
@@ -311,6 +369,12 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
                          "rule_id": rule.id, "severity": rule.severity, "value": rec.value,
                          "message": rule.render(rule.message, **fill), "fix": rule.render(rule.fix, **fill)})
         issues = pd.concat([issues, pd.DataFrame(rows)], ignore_index=True)
+    # stage e: against earlier collections (edustat/periods.py); nothing when there are none
+    from edustat.periods import cross_period_issues
+
+    periods = cross_period_issues(con, loadable, school_year, period, cat, cfg.swing_thresholds)
+    if len(periods):
+        issues = pd.concat([issues, periods], ignore_index=True)
     issues = issues.astype({"excel_row": "Int64"})
     counted = [fr for fr in results if not fr.superseded]  # a byte-identical copy is named in its twin's notice
     versions = next_versions(con, school_year, period,
@@ -366,7 +430,12 @@ def _feedback_job(job: tuple) -> str:
     from edustat.feedback import write_feedback
 
     source, path, kwargs = job
-    write_feedback(source, path, **kwargs)
+    if "received" in kwargs:  # a clean school: a receipt, no copy of its data (issue 12)
+        from edustat.feedback import write_receipt
+
+        write_receipt(path, **{k: v for k, v in kwargs.items() if k != "engine"})
+    else:
+        write_feedback(source, path, **kwargs)
     return str(path)
 
 
@@ -378,18 +447,37 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     jobs = []
     now = dt.datetime.now(VN_TZ)
     by_hash = {fr.sha256: fr for fr in results}
+    # each file's issues, in the run's order (one pass, not one filter per file)
+    by_file = {h: g for h, g in outcome.issues.groupby("file_hash", sort=False)} if len(outcome.issues) else {}
+    none = outcome.issues.iloc[0:0]
+    done, made = {}, {}  # feedback path → fingerprint of what it was written from (issue 12)
+    if cfg.incremental:
+        from edustat.incremental import outputs_done
+
+        done = outputs_done(con, outcome.school_year, outcome.period, "feedback")
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
         path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
-        mine = outcome.issues[outcome.issues["file_hash"] == sub.file_hash]
+        mine = by_file.get(sub.file_hash, none)
         school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
-        jobs.append((source, path, dict(school=school, issues=mine, status=sub.status, counts=counts,
-                                        school_year=outcome.school_year, period=outcome.period, generated_at=now,
-                                        engine=cfg.feedback_engine)))
+        kwargs = dict(school=school, issues=mine, status=sub.status, counts=counts,
+                      school_year=outcome.school_year, period=outcome.period, generated_at=now,
+                      engine=cfg.feedback_engine)
+        if sub.status == "accepted" and not cfg.feedback_full_copy:  # no error, no warning: a receipt
+            kwargs["received"] = {"file": sub.file_name, "version": None if pd.isna(sub.version) else int(sub.version),
+                                  "hash": f"{sub.file_hash[:12]}…"}
         out[sub.file_hash] = path
+        if cfg.incremental:  # the same result as the workbook in place: not written again
+            from edustat.incremental import feedback_fingerprint
+
+            fp = feedback_fingerprint(source, kwargs, sub)
+            if fp == done.get(str(path)) and path.is_file() and not path.is_symlink():
+                continue
+            made[str(path)] = fp
+        jobs.append((source, path, kwargs))
     workers = max(1, min(cfg.workers, len(jobs)))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -398,6 +486,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         for job in jobs:
             _feedback_job(job)
     faults.point("feedback:written")
+    if made:  # after the workbooks are in place: a kill before this rewrites them next run
+        from edustat.incremental import record_outputs
+
+        record_outputs(con, outcome.school_year, outcome.period, "feedback", made)
+    outcome.feedback_written = len(jobs)  # type: ignore[attr-defined]
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f
@@ -444,6 +537,9 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         "form_checks_failed": int(reports.failed_checks) if reports else 0,
         # what the forms cover: the schools whose data is in core for this collection
         "schools_in_forms": _schools_in_core(con, outcome.school_year, outcome.period),
+        "cross_period": _cross_period_counts(outcome.issues),
+        "incremental": getattr(outcome, "incremental", None),  # cache hits / misses of the run (issue 12)
+        "published_unchanged": str(cfg.published_dir) if getattr(outcome, "publish_unchanged", False) else None,
         "readings": int(outcome.issues["rule_id"].astype("string").str.endswith(("_near", "_said")).sum()
                         + (outcome.issues["rule_id"] == "file_header_near").sum()) if len(outcome.issues) else 0,
     }
@@ -453,6 +549,12 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
                 [outcome.run_id, outcome.school_year, outcome.period, dt.datetime.now(VN_TZ).replace(tzinfo=None),
                  int(len(subs)), json.dumps(out, ensure_ascii=False)])
     return out
+
+
+def _cross_period_counts(issues: pd.DataFrame) -> dict:
+    from edustat.periods import summary_counts
+
+    return summary_counts(issues)
 
 
 def _schools_in_core(con, school_year: str, period: str) -> int:
@@ -515,11 +617,19 @@ def format_summary(s: dict) -> str:
         f"  Lỗi / errors: {i['error']} | cảnh báo / warnings: {i['warning']} | lưu ý / notices: {i['notice']}"
         + (f" | ô/tiêu đề được hiểu theo cách gần đúng / values read as near matches: {s['readings']}" if s.get("readings") else ""),
     ]
+    inc = s.get("incremental")
+    if inc and s["files"]:
+        lines.append(f"  Bộ nhớ đệm / cache: {inc['read_hits']} tệp không đổi, {inc['read_misses']} tệp đọc mới / "
+                     f"read hits {inc['read_hits']}, misses {inc['read_misses']}; "
+                     f"validate hits {inc['validate_hits']}, misses {inc['validate_misses']}")
     if s["files"]:
         lines.append(f"  Phản hồi cho trường / feedback: {s['feedback_dir']}")
     lines.append(f"  Cơ sở dữ liệu / database: {s['database']}")
     if s.get("published"):  # never a path that was not written (run --no-publish)
         lines.append(f"  Bản sao cho phân tích / analyst snapshot: {s['published']}")
+    elif s.get("published_unchanged"):
+        lines.append(f"  Bản sao cho phân tích không đổi, không công bố lại / analyst snapshot unchanged, "
+                     f"not republished: {s['published_unchanged']}")
     if s.get("reports_dir") and s["files"]:
         lines.append(f"  Biểu báo cáo / report forms: {s['reports_dir']} ({', '.join(s['forms'])}): {forms_line(s)}")
     if not s["files"]:
@@ -533,6 +643,12 @@ def format_summary(s: dict) -> str:
             lines.append(f"    (+{len(problems) - 40} tệp, xem 'edustat status')")
     for text in s.get("duplicates") or []:
         lines.append(f"  Tệp trùng nội dung / identical copies: {text}")
+    from edustat.periods import summary_text_lines
+
+    cross = summary_text_lines(s.get("cross_period") or {})
+    if cross:
+        lines.append(f"  So với kỳ trước / cross-period: {cross[0]}")
+        lines += [f"    - {t}" for t in cross[1:]]
     if s["missing"]:
         names = ", ".join(f"{m['school_code']}" + (f" {m['school_name']}" if m.get("school_name") else "") for m in s["missing"][:10])
         more = f" (+{len(s['missing']) - 10})" if len(s["missing"]) > 10 else ""
@@ -725,7 +841,7 @@ def clean_temp_files(cfg: Config) -> list[Path]:
     def match(name: str) -> bool:
         return any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS)
 
-    roots = [cfg.raw_dir, cfg.curated_dir]
+    roots = [cfg.raw_dir, cfg.curated_dir, cfg.data_dir / "cache"]  # cache: edustat.incremental's entries
     for entry in (cfg.data_dir.iterdir() if cfg.data_dir.is_dir() else ()):
         if entry.name.startswith(".repair-") and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -1385,9 +1385,11 @@ def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: s
 
 
 def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year: str, period: str,
-                  school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2) -> ReportResult:
+                  school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2,
+                  schools: Iterable[str] | None = None) -> ReportResult:
     """Compute, check, store and render every form of the period, for the city and per school
-    (or only for `school`: its own forms and the city forms, which include it)."""
+    (or only for `school`: its own forms and the city forms, which include it; or only for
+    `schools`, the city included: an incremental run's changed schools)."""
     result = ReportResult()
     jobs: list[tuple] = []
     names, district, province = _names(con, school_year, period)
@@ -1397,8 +1399,8 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         cells, checks = compute_and_check(con, form, school_year, period)
         if cells.empty:
             continue
-        scopes = ["city", school] if school else None
-        if school:
+        scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
+        if scopes is not None:
             cells = cells[cells["scope"].isin(scopes)]
             checks = checks[checks["scope"].isin(scopes)]
         store_cells(con, key, school_year, period, cells, checks, scopes)

@@ -127,6 +127,7 @@ class CitySpec:
     clerk_share: float = 0.0  # schools written as clerks type (edustat.synth_clerk)
     typo_rate: float = 0.0    # share of the clerk's coded cells with a typo (a near miss)
     broken: int = 0           # schools whose learner sheet lacks a required column (rejected)
+    continues: bool = False   # start of year continuing the previous year's end (edustat.synth_next)
 
     @property
     def start_year(self) -> int:
@@ -241,7 +242,7 @@ class CityManifest:
             "generator": "edustat.synth",
             "contract_version": self.contract_version,
             "params": {k: v for k, v in asdict(self.spec).items()
-                       if k not in ("clerk_share", "typo_rate", "broken") or v},  # older manifests stay byte-identical
+                       if k not in ("clerk_share", "typo_rate", "broken", "continues") or v},  # older manifests stay byte-identical
             "totals": {
                 "schools": len(self.schools),
                 "learners": self.total_learners,
@@ -1216,7 +1217,12 @@ def _sheet_fields(sheet_id: str, levels: tuple[str, ...], period: str) -> list[s
 def generate_school_tables(spec: CitySpec, plan: SchoolPlan) -> SchoolTables:
     """One school's sheets in memory (errors injected when the spec asks and the school is
     not a clean one): `school` (Truong values) and `tables` (rooms, classes, learners, staff)."""
-    pop = _population(spec, plan)
+    if spec.continues:
+        from edustat.synth_next import continued_population
+
+        pop = continued_population(spec, plan)
+    else:
+        pop = _population(spec, plan)
     if spec.period == "cuoi_nam":
         learners = _finish_learners(_end_of_year(spec, plan, pop),
                                     _sheet_fields("learners", plan.levels, spec.period), True)
@@ -1381,7 +1387,7 @@ def _inject_one(rng, spec: CitySpec, df: pd.DataFrame, sheet_id: str, prefix: st
 
 
 def _spec(schools, seed, school_year, period, export_share, error_rate, province_code,
-          district_code, clerk_share=0.0, typo_rate=0.0, broken=0) -> CitySpec:
+          district_code, clerk_share=0.0, typo_rate=0.0, broken=0, continues=False) -> CitySpec:
     if period not in ("dau_nam", "cuoi_nam"):
         raise ValueError(f"period must be dau_nam or cuoi_nam, got {period!r}")
     if not re.fullmatch(r"\d{4}-\d{4}", school_year) or int(school_year[5:]) != int(school_year[:4]) + 1:
@@ -1391,7 +1397,8 @@ def _spec(schools, seed, school_year, period, export_share, error_rate, province
     return CitySpec(schools=int(schools), seed=int(seed), school_year=school_year, period=period,
                     export_share=float(export_share), error_rate=float(error_rate),
                     province_code=str(province_code), district_code=str(district_code),
-                    clerk_share=float(clerk_share), typo_rate=float(typo_rate), broken=int(broken))
+                    clerk_share=float(clerk_share), typo_rate=float(typo_rate), broken=int(broken),
+                    continues=bool(continues))
 
 
 def _write_school(args: tuple[CitySpec, SchoolPlan, str]) -> tuple[SchoolEntry, list[InjectedError], list[InjectedError]]:
@@ -1500,12 +1507,15 @@ def _locate(plan: SchoolPlan, layout: SheetLayout, sheet_id: str, row: int, fiel
 def generate_city(out_dir: Path, *, schools: int, seed: int, school_year: str = "2022-2023",
                   period: str = "dau_nam", export_share: float = 0.0, error_rate: float = 0.0,
                   province_code: str = "74", district_code: str = "718", workers: int = 1,
-                  clerk_share: float = 0.0, typo_rate: float = 0.0, broken: int = 0) -> CityManifest:
+                  clerk_share: float = 0.0, typo_rate: float = 0.0, broken: int = 0,
+                  continues: bool = False) -> CityManifest:
     """Write one workbook per school into `out_dir` plus `manifest.json` (the ground truth:
     schools, file styles, row counts, every injected error at its cell). Same arguments →
-    the same manifest bytes and sheet contents, whatever `workers` is."""
+    the same manifest bytes and sheet contents, whatever `workers` is. `continues`: the
+    learners, staff and classes continue the previous school year's end of the same seed
+    (promoted one grade up with the same codes; see edustat.synth_next)."""
     spec = _spec(schools, seed, school_year, period, export_share, error_rate, province_code, district_code,
-                 clerk_share, typo_rate, broken)
+                 clerk_share, typo_rate, broken, continues)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_city(spec)

@@ -21,6 +21,7 @@ from transforms.text import strip_accents
 
 INSTRUCTIONS_SHEET = "HuongDan"
 CODELIST_SHEET = "DanhMuc"
+NOTES_SHEET = "GhiChu"  # a prefilled (rolled-over) template's notes for the school
 VALIDATION_ROWS = 3000  # rows below the header that carry dropdowns in a blank template
 TEMPLATE_VERSION_PROPERTY = "edustat_template_version"
 
@@ -180,9 +181,12 @@ def write_submission(
     tables: Mapping[str, pd.DataFrame] | None = None,
     style: ExportStyle = TEMPLATE,
     contract: Contract | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, SheetLayout]:
     """Write one school's workbook. `tables` maps sheet ids to frames whose columns are
-    field ids (codes as strings, dates as `datetime.date`); None writes a blank template."""
+    field ids (codes as strings, dates as `datetime.date`); None writes a blank template.
+    `notes` (a prefilled template, edustat.rollover): lines for the school on a sheet of
+    their own, the first sheet (NOTES_SHEET, not read back by the reader)."""
     c = contract or load_contract()
     levels = tuple(levels)
     school = dict(school or {})
@@ -204,6 +208,8 @@ def write_submission(
     wb.set_properties(props)
     if style.template:
         wb.set_custom_property(TEMPLATE_VERSION_PROPERTY, c.version)
+        if notes:
+            _write_notes(wb, fmt, notes)
         _write_instructions(wb, fmt, c, levels, period, school_year)
     layouts: dict[str, SheetLayout] = {}
     for sheet in c.sheets:
@@ -212,8 +218,9 @@ def write_submission(
         if sheet.id == "rooms" and not sheet.required.applies(levels, period):
             continue  # rooms are a start-of-year sheet
         if sheet.layout == "key_value":
+            # a blank or prefilled (notes: edustat.rollover) template shows codes as its dropdowns do
             layouts[sheet.id] = _write_key_value(wb, fmt, lists, sheet, levels, period, school, style,
-                                                 blank=style.template and tables is None)
+                                                 blank=style.template and (tables is None or bool(notes)))
         else:
             frame = (tables or {}).get(sheet.id)
             layouts[sheet.id] = _write_table(wb, fmt, lists, sheet, levels, period, school, frame, style)
@@ -301,6 +308,20 @@ def _write_instructions(wb, fmt: _Formats, c: Contract, levels, period, school_y
             ws.write_string(r, 1, f.header, fmt.cell_bold if required == "Bắt buộc" else fmt.cell)
             ws.write_string(r, 2, required, fmt.cell)
             ws.write_string(r, 3, hint, fmt.cell)
+
+
+def _write_notes(wb, fmt: _Formats, notes: list[str]) -> None:
+    """One wrapped line per note on A4 landscape, every row as tall as its text; the first
+    note is the sheet's title."""
+    from edustat.layout import rows_height, wrap_points, wrapped_lines
+
+    ws = wb.add_worksheet(NOTES_SHEET)
+    width = 115  # the instructions' full width: one A4 landscape page wide at 100 %
+    ws.set_column(0, 0, width)
+    _print_setup(ws, landscape=True, fit_width=True, footer=NOTES_SHEET)
+    for r, text in enumerate(notes):
+        ws.set_row(r, rows_height(wrapped_lines(text, wrap_points(width), 11, r == 0), 11))
+        ws.write_string(r, 0, text, fmt.bold_wrap if r == 0 else fmt.wrap)
 
 
 def _write_value(ws, r: int, col: int, f: Field, value: object, style: ExportStyle, fmt: _Formats) -> None:
@@ -410,6 +431,11 @@ def _write_table(wb, fmt, lists, sheet: Sheet, levels, period, school, frame, st
         required = f.required.applies(levels, period) and not f.required.when_field
         text_like = f.type in ("id", "code", "text", "date", "school_year")
         width = max(10, min(32, len(label) + 2))
+        if style.template and frame is not None and f.id in getattr(frame, "columns", ()) and len(frame):
+            # a prefilled template (edustat.rollover): as wide as its longest text value (names)
+            longest = frame[f.id].dropna().astype(str).str.len().max()
+            if longest == longest and longest:  # not NaN, not 0
+                width = max(width, min(32, int(longest) + 2))
         widths.append(width)
         ws.set_column(col, col, width, fmt.text if (style.template and text_like) else None)
         ws.write_string(row, col, label, fmt.required if (style.template and required) else fmt.header)

@@ -90,9 +90,11 @@ def find_submissions(inbox: Path) -> list[Path]:
 def _log_read(results, seconds: float) -> None:
     bad = [fr.name for fr in results if fr.unreadable]
     blocked = sum(1 for fr in results if fr.blocked and not fr.unreadable)
-    run_log().info("Đã đọc %d tệp trong %.1f s: %d đọc được, %d sai cấu trúc, %d không đọc được%s",
+    hits = pipeline.cache_stats(results)["read_hits"]
+    run_log().info("Đã đọc %d tệp trong %.1f s: %d đọc được, %d sai cấu trúc, %d không đọc được%s; "
+                   "%d tệp không đổi lấy từ bộ nhớ đệm, %d tệp đọc mới",
                    len(results), seconds, len(results) - len(bad) - blocked, blocked, len(bad),
-                   f" ({', '.join(bad)})" if bad else "")
+                   f" ({', '.join(bad)})" if bad else "", hits, len(results) - hits)
 
 
 @task(name="đọc và kiểm tra cấu trúc (read + structure)")
@@ -168,25 +170,55 @@ def load(results, frames, issues, cfg: Config, school_year: str, period: str, ru
     return outcome
 
 
+@task(name="dùng lại lần nạp trước nếu không có gì đổi (reuse)")
+def reuse_load(results, cfg: Config, school_year: str, period: str, run_id: str):
+    """The last load's outcome when every file and the collection are as that load saw them
+    (edustat.incremental); None: cast, validate and load as usual."""
+    from edustat.incremental import unchanged_outcome
+
+    outcome = unchanged_outcome(results, cfg, school_year, period, run_id)
+    if outcome is not None:
+        run_log().info("Không tệp nào thay đổi so với lần nạp trước (%d tệp): không ghép, kiểm tra và nạp lại; "
+                       "dữ liệu đã nạp giữ nguyên", len(results))
+    return outcome
+
+
 @task(name="phản hồi cho trường (feedback)")
 def feedback(outcome, results, cfg: Config):
     faults.point("feedback")
     t0 = time.perf_counter()
     with store.session(cfg.db_path, cfg.private_group) as con:
         paths = pipeline.write_feedbacks(con, outcome, results, cfg)
-    run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s", len(paths), time.perf_counter() - t0,
-                   cfg.feedback_dir / outcome.school_year / outcome.period)
+    written = getattr(outcome, "feedback_written", len(paths))
+    run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s (%d tệp không đổi, giữ nguyên)", written,
+                   time.perf_counter() - t0, cfg.feedback_dir / outcome.school_year / outcome.period,
+                   len(paths) - written)
     return paths
 
 
 @task(name="lập biểu báo cáo TT 24/2018 (report forms)")
-def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None):
+def build_forms(cfg: Config, school_year: str, period: str, school: str | None = None, forms: list[str] | None = None,
+                rebuild: bool = False):
     from edustat.reports import build_reports
 
     faults.point("forms")
     t0 = time.perf_counter()
-    with store.session(cfg.db_path, cfg.private_group) as con:
-        result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
+    if cfg.incremental and not rebuild and school is None and forms is None:  # only the scopes whose data changed
+        from edustat.incremental import build_forms_incremental
+
+        with store.session(cfg.db_path, cfg.private_group) as con:
+            done = build_forms_incremental(con, cfg, school_year, period)
+        result = done.result
+        if done.skipped:
+            run_log().info("Biểu báo cáo không đổi (dữ liệu đã nạp không đổi từ lần lập trước): không lập lại; "
+                           "%d phép kiểm tra, %d không đạt", result.checks, result.failed_checks)
+            return result
+        run_log().info("Lập lại biểu cho %d phạm vi có dữ liệu thay đổi (toàn đơn vị và %d trường)",
+                       len(done.scopes), len(done.scopes) - 1)
+    else:
+        with store.session(cfg.db_path, cfg.private_group) as con:
+            result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms,
+                                   workers=cfg.workers)
     run_log().info("Đã lập %d tệp biểu (%s) trong %.1f s: %d ô, %d phép kiểm tra, %d không đạt", len(result.files),
                    ", ".join(result.forms) or "không có biểu", time.perf_counter() - t0, result.cells, result.checks,
                    result.failed_checks)
@@ -201,8 +233,17 @@ def publish_snapshot(cfg: Config):
 
     faults.point("publish")
     with store.session(cfg.db_path, cfg.private_group) as con:
-        result = publish(con, cfg.published_dir, salt=salt_for(cfg),
-                         pseudonymise=cfg.pseudonymise_published)
+        if cfg.incremental:
+            from edustat.incremental import publish_if_changed
+
+            result, _ = publish_if_changed(con, cfg, salt_for(cfg))
+            if result is None:
+                run_log().info("Không công bố lại bản sao cho phân tích: dữ liệu không đổi từ lần công bố trước (%s)",
+                               cfg.published_dir)
+                return None
+        else:
+            result = publish(con, cfg.published_dir, salt=salt_for(cfg),
+                             pseudonymise=cfg.pseudonymise_published)
     run_log().info("Đã công bố bản sao cho phân tích trong %.1f s: %d bảng, %s dòng → %s", result.seconds,
                    len(result.tables), f"{sum(result.tables.values()):,}", result.snapshot)
     pipeline.share_outputs(cfg.published_dir)
@@ -278,12 +319,16 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             results = read_fanned_out(files, cfg, school_year, period, parts=max(1, cfg.workers * 4))
         else:
             results = read_files(files, cfg, school_year, period)
-        frames = cast(results, cfg)
-        issues = validate(results, frames, cfg, school_year, period)
-        outcome = load(results, frames, issues, cfg, school_year, period, run_id)
+        outcome = reuse_load(results, cfg, school_year, period, run_id)
+        if outcome is None:
+            frames = cast(results, cfg)
+            issues = validate(results, frames, cfg, school_year, period)
+            outcome = load(results, frames, issues, cfg, school_year, period, run_id)
+        outcome.incremental = pipeline.cache_stats(results)
         paths = feedback(outcome, results, cfg)
         reports = build_forms(cfg, school_year, period) if forms else None
         published = publish_snapshot(cfg) if publish else None
+        outcome.publish_unchanged = bool(publish and published is None)  # skipped: nothing changed
         summary = summarise(outcome, cfg, paths, reports, published)
         officer_artifacts(summary, cfg)
         faults.point("end")
@@ -312,7 +357,7 @@ def reports_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam", d
     cfg = load_config(Path(config_path) if config_path else None, Path(data_dir))
     school_year = _resolved_year(school_year)
     with pipeline.sole_writer(cfg):
-        result = build_forms(cfg, school_year, period, school, forms)
+        result = build_forms(cfg, school_year, period, school, forms, rebuild=True)  # asked for: all of it
         if publish:
             publish_snapshot(cfg)
     return {"forms": result.forms, "files": [str(p) for p in result.files], "cells": result.cells,

@@ -15,7 +15,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~8x fas
 
 ROOT = Path(__file__).parent
 SEVERITIES = ("error", "warning", "notice")
-STAGES = ("file", "row", "cross_row", "cross_school")
+STAGES = ("file", "row", "cross_row", "cross_school", "cross_period")
 
 
 @dataclass(frozen=True)

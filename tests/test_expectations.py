@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from edustat.expectations import SUITE_DIR, suite_dicts, write_suites
+from edustat.periods import CROSS_PERIOD_RULES
 from edustat.store import CROSS_SCHOOL_SQL
 from schemas.rules import load_rules
 
@@ -45,6 +46,8 @@ def test_every_rule_is_wired_into_its_stage():
             ok = f'"{r.id}"' in checks
         elif r.stage == "cross_school":
             ok = r.id in CROSS_SCHOOL_SQL
+        elif r.stage == "cross_period":
+            ok = r.id in CROSS_PERIOD_RULES
         else:
             ok = f'"{r.id}"' in collect
         if not ok:

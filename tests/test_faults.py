@@ -37,8 +37,9 @@ YEAR, PERIOD = "2022-2023", "dau_nam"
 # one kill per kind of state a crash can leave: nothing written; staging inside the open load
 # transaction (the issue's data loss); committed but not checkpointed (WAL replay); feedback
 # written, register not yet told; forms built; snapshot temp files beside the old snapshot;
-# after the summary. Every crash also leaves the lock file of a dead run (taken over next).
-CHAIN = ("read", "load:staged", "load:committed", "feedback:written", "publish:written", "artifacts")
+# after the summary; a per-file cache entry half written (issue 12). Every crash also leaves the
+# lock file of a dead run (taken over next).
+CHAIN = ("read", "cache:written", "load:staged", "load:committed", "feedback:written", "publish:written", "artifacts")
 IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at", "generated_at"}
 
 
@@ -217,6 +218,7 @@ def _one_line(r: subprocess.CompletedProcess, words: str) -> None:
 def test_disk_full_says_so_in_one_line_and_keeps_the_data(api, inbox, clean, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(clean, data, symlinks=True)
+    shutil.rmtree(data / "cache")  # else nothing changed and the run skips the load (issue 12)
     before = content(data)
     r = run(api, inbox, data, EDUSTAT_FAULT="load:staged:ENOSPC")
     _one_line(r, "ổ đĩa đã đầy")

@@ -70,6 +70,10 @@ NOT_TESTED_HERE = {
     "student_personal_id_unique_city": "stage d (cross_school), store.cross_school_issues — store / flow tests",
     "student_identity_duplicate_city": "stage d (cross_school), store.cross_school_issues — store / flow tests",
     "staff_personal_id_unique_city": "stage d (cross_school), store.cross_school_issues — store / flow tests",
+    **{rid: "stage e (cross_period): edustat.periods against earlier collections in core_* — tests/test_cross_period.py"
+       for rid in ("student_flow_identity", "student_vanished", "student_promoted_not_up", "student_retained_moved",
+                   "student_leaver_still_present", "staff_training_lowered", "school_learners_swing",
+                   "school_classes_swing", "school_staff_swing")},
     "school_school_code_required": "unreachable by design: a blank Mã trường stops the file at the "
                                    "structure stage with file_school_code_missing (case school_code_blank)",
     "school_education_level_required": "unreachable by design: a blank Cấp học stops the file with "

@@ -1,0 +1,712 @@
+"""Incremental runs (issue 12): what a run may reuse from the runs before it.
+
+During a collection window the office runs nightly while schools trickle in; most files have
+not changed since the last run. This module keeps, per submitted file, what reading it and
+validating it produced, and, per output, what it was made from, so a run redoes only what
+changed:
+
+- **Per-file cache** `<data>/cache/<sha[:2]>/<sha256 of the file's bytes>-<name hash>.parquet`:
+  the parsed file (`FileResult` of `collect.ingest_file`: its sheets as read, the school sheet
+  cast, the structure stage's issues) and, once validated, its row and cross-row issues
+  (`….issues.parquet`). An entry is used only when its *version key* matches: a hash of the
+  contract, rules catalogue, code lists, vocabulary, form definitions, edustat's own code, and
+  the configuration that changes a file's result (severity overrides, read limits) — and its
+  school year, period and file name (messages name the file). A corrupt, foreign or stale
+  entry is ignored and recomputed (and overwritten). Entries hold personal data: written with
+  private modes (0600/0640), atomically (temp file + rename, inside the data dir proven, never
+  through a symlink). Cross-school rules are never cached: they run on the whole collection in
+  the load.
+- **Collection state** (table `incremental_collection`): the fingerprint of the collection a
+  load committed (every file's hash, name, time and how it was settled + the version key +
+  load policy), written in the load's own transaction. A run whose collection has the same
+  fingerprint, whose files all hit the cache and whose register still holds that load's rows
+  skips cast, validation and load: the register and issues of that load are its outcome.
+- **Output state** (table `incremental_output`): per feedback workbook and per form scope the
+  fingerprint of what it was made from, written after the file is in place. A workbook is
+  rewritten only when its fingerprint changed or the file is gone; forms render only the
+  scopes that changed (the changed schools and the city); the analysts' snapshot is published
+  only when the database state it copies changed.
+
+A kill at any point leaves a state a rerun completes: an entry is either whole or absent; a
+state row is written after (feedback, forms) or together with (load) what it stands for.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+CACHE_FORMAT = 1
+_ROOT = Path(__file__).resolve().parents[1]
+# what a file's result depends on besides its bytes: the declarations and the code that reads them
+_KEY_SOURCES = ("schemas", "edustat", "transforms", "expectations")
+_KEY_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".csv"}
+_SHEET_COL = "__edustat_sheet"
+
+
+# ---------------------------------------------------------------------------------------
+# Version key
+# ---------------------------------------------------------------------------------------
+
+def code_digest() -> str:
+    """sha256 over edustat's version and every source / declaration file it reads (contract,
+    rules catalogue, code lists, vocabulary, forms, expectations, the code)."""
+    return _code_digest_impl()
+
+
+@lru_cache(maxsize=1)
+def _code_digest_impl() -> str:
+    import edustat
+
+    h = hashlib.sha256(f"format {CACHE_FORMAT}\x00{getattr(edustat, '__version__', '?')}\x00".encode())
+    for top in _KEY_SOURCES:
+        base = _ROOT / top
+        if not base.is_dir():
+            continue
+        for p in sorted(base.rglob("*"), key=lambda q: q.as_posix()):
+            if p.is_file() and p.suffix in _KEY_SUFFIXES and "__pycache__" not in p.parts:
+                h.update(p.relative_to(_ROOT).as_posix().encode() + b"\x00")
+                h.update(p.read_bytes())
+                h.update(b"\x00")
+    return h.hexdigest()
+
+
+def version_key(severity: dict | None, limits) -> str:
+    """The code digest + the configuration that changes one file's result."""
+    conf = {"severity": sorted((severity or {}).items()),
+            "limits": [getattr(limits, f) for f in sorted(vars(limits))] if limits is not None else None}
+    return hashlib.sha256((code_digest() + json.dumps(conf, default=str)).encode()).hexdigest()
+
+
+def cache_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "cache"
+
+
+# ---------------------------------------------------------------------------------------
+# Per-file entries
+# ---------------------------------------------------------------------------------------
+
+class _Unloaded:
+    """The sheets of a cached file before `materialise`: any use is a bug, said loudly. Not a
+    dict, so that walkers of task inputs (Prefect) pass it by instead of iterating it."""
+
+    def _no(self, *a, **k):
+        raise RuntimeError("cached file's sheets used before edustat.incremental.materialise")
+
+    __getitem__ = __contains__ = __iter__ = __len__ = get = keys = items = values = _no
+
+    def __reduce__(self):  # a cached result crosses processes (Dask, Prefect) unloaded
+        return (_Unloaded, ())
+
+
+@dataclass
+class Hit:
+    """How a cached FileResult came to be (kept on the result as `fr.cache`)."""
+
+    entry: Path
+    bytes_sha: str
+    ingest_hit: bool
+    issues_hit: bool = False
+    issues: pd.DataFrame | None = None  # the file's validation issues (identity columns refilled)
+
+
+def _entry_paths(root: Path, sha: str, name: str) -> tuple[Path, Path]:
+    tag = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    base = root / sha[:2] / f"{sha}-{tag}"
+    return base.with_suffix(".parquet"), base.with_suffix(".issues.parquet")
+
+
+def _meta_key(vkey: str, school_year: str, period: str, name: str, sha: str) -> dict:
+    return {"format": CACHE_FORMAT, "version": vkey, "school_year": school_year, "period": period, "name": name,
+            "sha256": sha}
+
+
+def _encode(value):
+    import datetime as dt
+
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):  # numpy scalar
+        return _encode(value.item())
+    if isinstance(value, dt.datetime):
+        return {"__t": "datetime", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"__t": "date", "v": value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return {"__t": "tuple" if isinstance(value, tuple) else "list", "v": [_encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"__t": "dict", "v": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    raise TypeError(f"not cacheable: {type(value).__name__}")
+
+
+def _decode(value):
+    import datetime as dt
+
+    if isinstance(value, dict) and "__t" in value:
+        t, v = value["__t"], value["v"]
+        if t == "datetime":
+            return dt.datetime.fromisoformat(v)
+        if t == "date":
+            return dt.date.fromisoformat(v)
+        if t == "tuple":
+            return tuple(_decode(x) for x in v)
+        if t == "list":
+            return [_decode(x) for x in v]
+        if t == "dict":
+            return {_decode(k): _decode(x) for k, x in v}
+    return value
+
+
+_META_FIELDS = ("school", "school_raw", "school_rows", "school_sheet", "levels", "sheet_names", "columns", "headers",
+                "issues", "unreadable", "blocked")
+
+
+def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
+    """Parquet written beside `dest` and renamed over it; `dest` proven inside the data dir;
+    private mode from the start (personal data)."""
+    import pyarrow.parquet as pq
+
+    from edustat.paths import inside
+
+    inside(data_dir, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if dest.parent.is_symlink() or dest.is_symlink():
+        raise OSError(f"refusing to write through a symlink: {dest}")
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   b"edustat": json.dumps(metadata, ensure_ascii=False).encode("utf-8")})
+            pq.write_table(table, fh)
+            fh.flush()
+        from edustat import faults
+
+        faults.point("cache:written")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_meta(path: Path):
+    """(metadata dict, ParquetFile) of an entry, or None when absent, a symlink or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    import stat as stat_
+
+    if not stat_.S_ISREG(st.st_mode):
+        return None
+    fh = None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fh = os.fdopen(fd, "rb")
+        pf = pq.ParquetFile(fh)
+        raw = (pf.schema_arrow.metadata or {}).get(b"edustat")
+        meta = json.loads(raw.decode("utf-8")) if raw else None
+        if isinstance(meta, dict):
+            return meta, pf, fh
+    except Exception:  # noqa: BLE001 - a corrupt entry is a miss
+        pass
+    if fh is not None:
+        fh.close()
+    return None
+
+
+def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -> None:
+    """Keep what ingesting `fr` produced (before settling). Best effort: a failure to cache
+    never fails the file (the next run reads it again)."""
+    import pyarrow as pa
+
+    if not fr.sha256 or fr.raw_path is None or fr.superseded:
+        return
+    try:
+        meta = _meta_key(vkey, school_year, period, fr.name, fr.sha256)
+        meta["fr"] = {k: _encode(getattr(fr, k)) for k in _META_FIELDS}
+        meta["content_hash"] = fr.content_hash = _content_hash(fr)  # settling needs it: computed once
+        sheets, parts = {}, []
+        for sid, frame in fr.raw.items():
+            sheets[sid] = [[str(c), str(t)] for c, t in zip(frame.columns, frame.dtypes)]
+            part = pa.Table.from_pandas(frame, preserve_index=False)
+            part = part.rename_columns([f"{sid}\x1f{c}" for c in frame.columns])
+            parts.append(part.append_column(_SHEET_COL, pa.array([sid] * len(frame), pa.string())))
+        meta["sheets"] = sheets
+        # one file: the sheets one under the other, each with its own columns (nulls elsewhere)
+        table = (pa.concat_tables(parts, promote_options="default") if parts
+                 else pa.table({_SHEET_COL: pa.array([], pa.string())}))
+        table = table.replace_schema_metadata(None)
+        path, _ = _entry_paths(cache_dir(data_dir), fr.sha256, fr.name)
+        _write_atomic(data_dir, path, table, meta)
+    except OSError:
+        raise_if_operator_fault()
+    except (TypeError, ValueError):
+        return  # a value the cache cannot keep faithfully: not cached
+
+
+def raise_if_operator_fault() -> None:
+    """A full disk or a read-only dir is the run's fault to report, not a cache miss."""
+    import sys
+
+    from edustat.pipeline import is_operator_fault
+
+    exc = sys.exc_info()[1]
+    if exc is not None and is_operator_fault(exc):
+        raise exc
+
+
+def _content_hash(fr) -> str | None:
+    from edustat.pipeline import content_hash
+
+    return content_hash(fr)
+
+
+def lookup(path: Path, data_dir: Path, vkey: str, school_year: str, period: str, raw_root: Path):
+    """The cached FileResult of the file at `path` (sheets not loaded: see `materialise`), or
+    None. The raw copy is kept as a cold read would (content-addressed: a no-op when present)."""
+    from edustat.collect import FileResult, _keep_raw, _refusal
+    from edustat.paths import UNIDENTIFIED, display_name, school_code_for_path
+    from edustat.reader import file_sha256
+
+    path = Path(path)
+    if _refusal(path):
+        return None
+    try:
+        sha = file_sha256(path)
+        mtime = os.lstat(path).st_mtime
+    except OSError:
+        return None
+    name = display_name(path.name)
+    entry, issues_entry = _entry_paths(cache_dir(data_dir), sha, name)
+    got = _read_meta(entry)
+    if got is None:
+        return None
+    meta, pf, fh = got
+    fh.close()
+    if {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")} != \
+            _meta_key(vkey, school_year, period, name, sha):
+        return None
+    try:
+        vals = {k: _decode(v) for k, v in meta["fr"].items()}
+        fr = FileResult(path=path, sha256=sha, received_mtime=mtime, **vals)
+        fr.levels = tuple(fr.levels)
+        fr.raw = _Unloaded()
+        fr.content_hash = meta.get("content_hash")  # type: ignore[attr-defined]
+        fr.cache = Hit(entry=entry, bytes_sha=sha, ingest_hit=True)  # type: ignore[attr-defined]
+        fr._cache_sheets = meta["sheets"]  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a malformed entry is a miss
+        return None
+    code = school_code_for_path(fr.school_code)
+    quarantine = raw_root / school_year / period / "_quarantine"
+    dest = quarantine if fr.unreadable else raw_root / school_year / period / (code or UNIDENTIFIED)
+    fr.raw_path = _keep_raw(path, sha, dest, raw_root)
+    return fr
+
+
+def materialise(results: Iterable) -> None:
+    """Load the sheets of cached results (before casting); a cold result is left as it is.
+    An entry that cannot be read now (removed, corrupt) is read from the file again."""
+    import pyarrow.parquet as pq
+
+    for fr in results:
+        if not isinstance(fr.raw, _Unloaded):
+            continue
+        hit: Hit = fr.cache  # type: ignore[attr-defined]
+        try:
+            fd = os.open(hit.entry, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                table = pq.read_table(fh)
+            meta = json.loads(table.schema.metadata[b"edustat"].decode("utf-8"))
+            if meta.get("sha256") != hit.bytes_sha or meta.get("sheets") != fr._cache_sheets:  # type: ignore[attr-defined]
+                raise ValueError("entry changed under the run")
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            raw = {}
+            for sid, cols in meta["sheets"].items():
+                part = table.filter(pc.equal(table[_SHEET_COL], sid)).select([f"{sid}\x1f{c}" for c, _ in cols])
+                out = part.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+                out.columns = [c for c, _ in cols]
+                out = out.astype({c: t for c, t in cols}) if cols else out
+                raw[sid] = out.set_axis(pd.RangeIndex(len(out)))
+            fr.raw = raw
+        except Exception:  # noqa: BLE001 - read the file again, as a cold run would
+            fresh = _reingest(fr)
+            fr.raw = fresh.raw
+            hit.ingest_hit = False
+
+
+def _reingest(fr):
+    from edustat.collect import ingest_file
+
+    from schemas.rules import load_rules
+
+    ctx = fr._cache_ctx  # type: ignore[attr-defined]
+    return ingest_file(fr.path, raw_root=ctx["raw_root"], school_year=ctx["school_year"], period=ctx["period"],
+                       catalogue=load_rules(ctx["severity"]), limits=ctx["limits"])
+
+
+# ---------------------------------------------------------------------------------------
+# Validation issues per file
+# ---------------------------------------------------------------------------------------
+
+_ID_COLS = ("school_code", "file_hash", "file_name")
+
+
+def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) -> list[dict] | None:
+    """The file's validation issues (row rules, cross-row rules, casting notices) as a cold
+    validation gave them, identity columns refilled for this run; None on a miss."""
+    hit = getattr(fr, "cache", None)
+    if hit is None:
+        return None
+    _, path = _entry_paths(cache_dir(data_dir), hit.bytes_sha, fr.name)
+    got = _read_meta(path)
+    if got is None:
+        return None
+    meta, _, fh = got
+    fh.close()
+    if {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")} != \
+            _meta_key(vkey, school_year, period, fr.name, hit.bytes_sha):
+        return None
+    try:
+        ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}
+        return [{**{k: _decode(v) for k, v in rec.items()}, **ident} for rec in meta["issues"]]
+    except Exception:  # noqa: BLE001 - a malformed entry is a miss
+        return None
+
+
+def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year: str, period: str) -> None:
+    """Keep a file's validation issues (best effort, as `store_ingest`). The entry is a
+    Parquet file whose metadata holds the issues (typed JSON); its one row counts them."""
+    import pyarrow as pa
+
+    sha = getattr(fr, "bytes_sha", None) or (fr.cache.bytes_sha if getattr(fr, "cache", None) else None)
+    if not sha:
+        return
+    try:
+        meta = _meta_key(vkey, school_year, period, fr.name, sha)
+        meta["issues"] = [{k: _encode(None if (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)) else v)
+                           for k, v in rec.items() if k not in _ID_COLS} for rec in issues]
+        table = pa.table({"issues": [len(issues)]})
+        _, path = _entry_paths(cache_dir(data_dir), sha, fr.name)
+        _write_atomic(data_dir, path, table, meta)
+    except OSError:
+        raise_if_operator_fault()
+    except (TypeError, ValueError):
+        return
+
+
+def validate_incremental(results: list, cfg, school_year: str, period: str, frames=None) -> pd.DataFrame:
+    """Stages b and c per file: a file validated before (cache hit, same version key) keeps its
+    issues; the others are validated together (frames of the whole collection when they are all
+    of it). Row rules and cross-row rules see one file's rows only (rows are matched within their
+    own file), so a file's issues do not depend on the other files. Issues come in results order:
+    the structure stage's issues of every file, then each validated file's own issues — the same
+    order cold or warm. Cross-school rules run later, in the load, on the whole collection."""
+    from edustat.collect import ISSUE_COLUMNS, active, validate_collection
+    from schemas.rules import load_rules
+
+    vkey = version_key(cfg.severity, cfg.read_limits)
+    act = [i for i, fr in enumerate(results) if active(fr)]
+    per_file: dict[int, list[dict]] = {}
+    for i in act:
+        fr = results[i]
+        got = lookup_issues(fr, cfg.data_dir, vkey, school_year, period)
+        if got is not None:
+            per_file[i] = got
+            fr.cache.issues_hit = True
+    todo = [i for i in act if i not in per_file]
+    if todo:
+        sub = [results[i] for i in todo]
+        materialise(sub)
+        whole = frames if (frames is not None and len(todo) == len(act)) else None
+        if whole is None:
+            # a subset keeps its own file indexes inside validate_collection: pass it alone
+            found = validate_collection(sub, school_year=school_year, period=period,
+                                        catalogue=load_rules(cfg.severity))
+        else:
+            found = validate_collection(results, school_year=school_year, period=period,
+                                        catalogue=load_rules(cfg.severity), frames=frames)
+        n_structure = sum(len(fr.issues) for fr in (sub if whole is None else results))
+        rest = found.iloc[n_structure:]
+        recs = rest.astype(object).where(rest.notna(), None).to_dict("records")
+        by_hash: dict[str, list[dict]] = {}
+        for rec in recs:
+            by_hash.setdefault(rec["file_hash"], []).append(rec)
+        for i in todo:
+            fr = results[i]
+            mine = by_hash.get(fr.sha256, [])
+            for rec in mine:
+                if rec.get("excel_row") is not None:
+                    rec["excel_row"] = int(rec["excel_row"])
+            per_file[i] = mine
+            if cfg.incremental:
+                store_issues(fr, mine, cfg.data_dir, vkey, school_year, period)
+    issues = [iss for fr in results for iss in fr.issues]
+    for i in act:
+        issues.extend(per_file[i])
+    frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+    frame["excel_row"] = frame["excel_row"].astype("Int64")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# The collection: a load skipped when nothing changed
+# ---------------------------------------------------------------------------------------
+
+STATE_DDL = """
+create table if not exists incremental_collection (
+    school_year varchar, period varchar, fingerprint varchar, run_id varchar,
+    primary key (school_year, period));
+create table if not exists incremental_output (
+    school_year varchar, period varchar, kind varchar, key varchar, fingerprint varchar, files varchar,
+    primary key (school_year, period, kind, key));
+"""
+
+
+# configuration that cannot change what a load writes; every other key (present or future, e.g.
+# thresholds of rules run in the load) is part of the collection's fingerprint
+_NOT_FOR_LOAD = {"data_dir", "workers", "task_runner", "dask_address", "feedback_engine", "feedback_full_copy",
+                 "salt_file", "private_group", "lock_wait_seconds", "deadlines", "schedules", "incremental",
+                 "pseudonymise_published", "expected_schools"}
+
+
+def _load_config(cfg) -> list:
+    import dataclasses
+
+    return sorted((f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg) if f.name not in _NOT_FOR_LOAD)
+
+
+def collection_fingerprint(results: list, cfg, school_year: str, period: str) -> str:
+    """What a load of these results depends on: each file as settled (hash, bytes, name, time,
+    school, flags, content hash, its issues), the version key and the configuration the load
+    reads (load policy, …). The state of the other collections is added by `_with_others`."""
+    h = hashlib.sha256(json.dumps([version_key(cfg.severity, cfg.read_limits), _load_config(cfg), school_year,
+                                   period]).encode())
+    for fr in results:
+        hit = getattr(fr, "cache", None)
+        h.update(json.dumps([fr.sha256, getattr(fr, "bytes_sha", None) or (hit.bytes_sha if hit else None), fr.name,
+                             fr.received_mtime, fr.school_code, fr.unreadable, fr.blocked, fr.superseded,
+                             getattr(fr, "content_hash", None), len(fr.issues),
+                             hashlib.sha256(json.dumps(_encode(fr.issues), sort_keys=True).encode()).hexdigest()],
+                            default=str).encode())
+    return h.hexdigest()
+
+
+def _with_others(con, school_year: str, period: str, fingerprint: str) -> str:
+    """The fingerprint joined with every other collection's last load: rules run in the load may
+    compare with other collections (cross-period checks), so a load elsewhere since means this
+    collection is loaded again."""
+    others = con.execute("select school_year, period, fingerprint, run_id from incremental_collection "
+                         "where not (school_year = ? and period = ?) order by all", [school_year, period]).fetchall()
+    return hashlib.sha256(json.dumps([fingerprint, others], default=str).encode()).hexdigest()
+
+
+def record_load(con, school_year: str, period: str, fingerprint: str | None, run_id: str) -> None:
+    """Inside the load's transaction: what this load stood for (None: not reusable)."""
+    con.execute(STATE_DDL)
+    if fingerprint is not None:
+        fingerprint = _with_others(con, school_year, period, fingerprint)
+    con.execute("insert or replace into incremental_collection values (?, ?, ?, ?)",
+                [school_year, period, fingerprint, run_id])
+
+
+def unchanged_outcome(results: list, cfg, school_year: str, period: str, run_id: str):
+    """The outcome of the last load when this run would load exactly the same thing: every file
+    read and validated from the cache, the collection's fingerprint equal to the one the last
+    load committed, and the register still holding that load's rows. None otherwise."""
+    from edustat.collect import active
+    from edustat.pipeline import _REGISTER_COLUMNS, RunOutcome
+    from edustat.store import session
+
+    if not cfg.incremental or not results or not Path(cfg.db_path).exists():
+        return None
+    from edustat.collect import _refusal
+
+    if any(getattr(fr, "cache", None) is None and not _refusal(fr.path) for fr in results):
+        return None  # a file read anew (a refused entry — symlink, lock file — is never read: its message is the same)
+    vkey = version_key(cfg.severity, cfg.read_limits)
+    for fr in results:
+        if active(fr) and lookup_issues(fr, cfg.data_dir, vkey, school_year, period) is None:
+            return None
+    fp = collection_fingerprint(results, cfg, school_year, period)
+    counted = [fr.sha256 for fr in results if not fr.superseded]
+    with session(cfg.db_path) as con:
+        con.execute(STATE_DDL)
+        row = con.execute("select fingerprint, run_id from incremental_collection where school_year = ? and period = ?",
+                          [school_year, period]).fetchone()
+        if not row or row[0] != _with_others(con, school_year, period, fp):
+            return None
+        subs = con.execute("select * from submission where school_year = ? and period = ? and run_id = ?",
+                           [school_year, period, row[1]]).df()
+        if sorted(subs["file_hash"]) != sorted(counted):
+            return None  # another writer changed the register since
+        issues = con.execute("""select school_code, file_hash, file_name, sheet, excel_row, "column", field, header,
+                                       rule_id, severity, value, message, fix
+                                from validation_issue where school_year = ? and period = ? and run_id = ?""",
+                             [school_year, period, row[1]]).df()
+    for fr in results:
+        if active(fr):
+            fr.cache.issues_hit = True
+    order = {h: i for i, h in enumerate(counted)}
+    subs = subs.sort_values("file_hash", key=lambda s: s.map(order)).reset_index(drop=True)
+    cols = [c for c in _REGISTER_COLUMNS if c in subs.columns]
+    cols.insert(cols.index("file_hash") + 1, "content_hash") if "content_hash" in subs.columns else None
+    subs = subs[cols].astype({"version": "Int32", "n_learners": "Int32", "n_staff": "Int32", "n_classes": "Int32",
+                              "n_rooms": "Int32", "n_errors": "Int32", "n_warnings": "Int32", "n_notices": "Int32",
+                              "loaded_rows": "Int32"})
+    issues["excel_row"] = issues["excel_row"].astype("Int64")
+    loaded = {r.school_code: int(r.loaded_rows or 0) for r in subs.itertuples(index=False)
+              if r.status in ("accepted", "accepted_with_warnings", "partially_loaded") and isinstance(r.school_code, str)}
+    out = RunOutcome(run_id, school_year, period, subs, issues, loaded)
+    out.reused = True  # type: ignore[attr-defined]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs: feedback workbooks and form scopes written only when what they show changed
+# ---------------------------------------------------------------------------------------
+
+def outputs_done(con, school_year: str, period: str, kind: str) -> dict[str, str]:
+    con.execute(STATE_DDL)
+    rows = con.execute("select key, fingerprint from incremental_output where school_year = ? and period = ? and kind = ?",
+                       [school_year, period, kind]).fetchall()
+    return dict(rows)
+
+
+def record_outputs(con, school_year: str, period: str, kind: str, made: dict[str, str],
+                   files: dict[str, list[str]] | None = None) -> None:
+    con.execute(STATE_DDL)
+    con.register("_made", pd.DataFrame({"key": list(made), "fingerprint": list(made.values()),
+                                        "files": [json.dumps((files or {}).get(k, [])) for k in made]}))
+    con.execute("""insert or replace into incremental_output
+                   select ?, ?, ?, key, fingerprint, files from _made""", [school_year, period, kind])
+    con.unregister("_made")
+
+
+def feedback_fingerprint(source, kwargs: dict, sub) -> str:
+    """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
+    school, its issues, the engine / receipt choice and the code that writes it."""
+    issues = kwargs["issues"]
+    body = issues.astype("string").fillna("\x00") if len(issues) else issues
+    digest = (hashlib.sha256(pd.util.hash_pandas_object(body, index=False).to_numpy().tobytes()).hexdigest()
+              if len(issues) else "-")
+    parts = [code_digest(), str(source), sub.file_hash, None if pd.isna(sub.version) else int(sub.version), sub.status,
+             sub.file_name, kwargs["counts"], kwargs["school"], kwargs["engine"], kwargs.get("received"),
+             list(issues.columns), digest, kwargs["school_year"], kwargs["period"]]
+    return hashlib.sha256(json.dumps(parts, default=str, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _outputs_with_files(con, school_year: str, period: str, kind: str) -> dict[str, tuple[str, list[str]]]:
+    con.execute(STATE_DDL)
+    rows = con.execute("select key, fingerprint, files from incremental_output where school_year = ? and period = ? and kind = ?",
+                       [school_year, period, kind]).fetchall()
+    return {k: (f, json.loads(files or "[]")) for k, f, files in rows}
+
+
+@dataclass
+class FormsOutcome:
+    """What the forms step did: `result` the ReportResult of what was rendered (totals of
+    checks over every scope, not only the rendered ones); `scopes` rendered; `skipped`."""
+
+    result: object
+    scopes: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+def build_forms_incremental(con, cfg, school_year: str, period: str) -> FormsOutcome:
+    """The Circular 24/2018 forms for the scopes whose data changed: each school whose version
+    in core changed (or left core) and the city (which sums them all); nothing when none did and
+    every file is in place. Failed checks are counted over every scope of the collection."""
+    from edustat.reports import REPORT_DDL, ReportResult, _form_path, _names, build_reports, list_forms
+
+    rows = con.execute("""select school_code, file_hash, version, loaded_rows from submission
+                          where school_year = ? and period = ? and in_core order by school_code""",
+                       [school_year, period]).fetchall() if _has_table(con, "submission") else []
+    _, district, province = _names(con, school_year, period) if rows else ({}, "", "")
+    base = [code_digest(), district, province, list_forms(period)]
+
+    def fp(parts) -> str:
+        return hashlib.sha256(json.dumps(base + [parts], default=str).encode()).hexdigest()
+
+    fps = {code: fp([code, fh, v, n]) for code, fh, v, n in rows}
+    fps_city = fp(sorted(fps.items()))
+    done = _outputs_with_files(con, school_year, period, "form")
+
+    def in_place(scope: str) -> bool:
+        return all(Path(f).is_file() and not Path(f).is_symlink() for f in done[scope][1])
+
+    changed = [c for c, f in fps.items() if c not in done or done[c][0] != f or not in_place(c)]
+    gone = [c for c, (f, _) in done.items() if c != "city" and c not in fps and f != ""]
+    city = "city" not in done or done["city"][0] != fps_city or not in_place("city")
+    if not (changed or gone or city):
+        con.execute(REPORT_DDL)
+        forms_, checks, failed = con.execute(
+            """select list(distinct form_code order by form_code), (select count(*) from rpt_form_check
+                   where school_year = $1 and period = $2),
+                  (select count(*) from rpt_form_check where school_year = $1 and period = $2 and not ok)
+               from rpt_form_cell where school_year = $1 and period = $2""", [school_year, period]).fetchone()
+        return FormsOutcome(ReportResult(files=[], cells=0, checks=int(checks), failed_checks=int(failed),
+                                         forms=list(forms_ or [])), [], skipped=True)
+    everything = len(changed) == len(fps) and not [c for c in done if c != "city" and c in fps and c not in changed]
+    result = build_reports(con, cfg.reports_dir, school_year, period, workers=cfg.workers,
+                           schools=None if everything else changed + gone)
+    files: dict[str, list[str]] = {}
+    for scope in ["city", *changed]:
+        name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
+        files[scope] = [str(p) for p in result.files if Path(p).name.endswith(name)]
+    made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
+    record_outputs(con, school_year, period, "form", made, files)
+    con.execute(REPORT_DDL)
+    result.checks, result.failed_checks = (int(x) for x in con.execute(
+        "select count(*), count(*) filter (where not ok) from rpt_form_check where school_year = ? and period = ?",
+        [school_year, period]).fetchone())
+    return FormsOutcome(result, ["city", *changed, *gone])
+
+
+def _has_table(con, name: str) -> bool:
+    return bool(con.execute("select count(*) from information_schema.tables where table_name = ?", [name]).fetchone()[0])
+
+
+# ---------------------------------------------------------------------------------------
+# The analysts' snapshot: published when what it copies changed
+# ---------------------------------------------------------------------------------------
+
+def publish_fingerprint(con, cfg, salt: str) -> str:
+    """The state the snapshot copies, as far as runs change it: every collection's last load
+    (fingerprint + run), every form scope's state, the rows of every table published (a change
+    made by another command), the pseudonymisation choice and the salt."""
+    from edustat.publish import _ident, _select_tables, salt_fingerprint
+
+    con.execute(STATE_DDL)
+    loads = con.execute("select * from incremental_collection order by all").fetchall()
+    forms = con.execute("select school_year, period, key, fingerprint from incremental_output where kind = 'form' "
+                        "order by all").fetchall()
+    counts = [(t, con.execute(f"select count(*) from {_ident(t)}").fetchone()[0]) for t in _select_tables(con, None)]
+    parts = [code_digest(), loads, forms, counts, cfg.pseudonymise_published, salt_fingerprint(salt)]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def publish_if_changed(con, cfg, salt: str):
+    """Publish the analysts' snapshot unless the one in place was made from this very state.
+    Returns (PublishResult or None when skipped, fingerprint)."""
+    from edustat.publish import SNAPSHOT_NAME, publish
+
+    fp = publish_fingerprint(con, cfg, salt)
+    done = outputs_done(con, "*", "*", "publish")
+    snap = Path(cfg.published_dir) / SNAPSHOT_NAME
+    if cfg.incremental and done.get("snapshot") == fp and snap.is_file() and not snap.is_symlink():
+        return None, fp
+    result = publish(con, cfg.published_dir, salt=salt, pseudonymise=cfg.pseudonymise_published)
+    record_outputs(con, "*", "*", "publish", {"snapshot": publish_fingerprint(con, cfg, salt)})
+    return result, fp

@@ -1,0 +1,373 @@
+"""Incremental runs (issue 12), on real workbooks, a real DuckDB file and real xlsx outputs.
+
+A warm run (every file from the per-file cache) must give exactly what a cold run gives: the
+same core_*, register (apart from run ids / times), validation issues, feedback workbooks'
+cells and forms' cells; a run after one school re-sends recomputes that school only; a corrupt,
+stale or planted (symlink) cache entry is ignored and recomputed; entries are private. Clean
+schools get a receipt unless `feedback_full_copy`. The steps run in the flow's order through
+`run_steps` (the same functions `flows/collect.py` calls); one test runs the real Prefect flow.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import duckdb
+import openpyxl
+import pandas as pd
+import pytest
+
+from edustat import incremental, pipeline, store
+from edustat.config import Config
+from edustat.synth import generate_city
+
+YEAR, PERIOD = "2022-2023", "dau_nam"
+IGNORED = {"run_id", "received_at", "published_at", "generated_at"}
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("incr-city") / "inbox"
+    generate_city(d, schools=6, seed=5, school_year=YEAR, period=PERIOD, export_share=0.34, error_rate=0.004)
+    bad = d / "zz_not_a_workbook.xlsx"  # an unreadable file takes part too
+    bad.write_text("xin chào, đây không phải tệp Excel", encoding="utf-8")
+    return d
+
+
+def cfg_for(data: Path, **kw) -> Config:
+    os.environ.setdefault("EDUSTAT_SALT_FILE", str(data.parent / "salt"))
+    return Config(data_dir=data, workers=1, **kw)
+
+
+def run_steps(cfg: Config, inbox: Path, run_id: str) -> dict:
+    """The collection's steps in the order of flows/collect.py (without Prefect)."""
+    from edustat.collect import discover
+    from edustat.publish import salt_for
+
+    with pipeline.sole_writer(cfg):
+        pipeline.clean_temp_files(cfg)
+        results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
+        outcome = incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, run_id)
+        reused = outcome is not None
+        if outcome is None:
+            frames = pipeline.assemble_all(results, cfg)
+            issues = pipeline.validate_all(results, cfg, YEAR, PERIOD, frames)
+            with store.session(cfg.db_path) as con:
+                outcome = pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, run_id, frames=frames)
+        with store.session(cfg.db_path) as con:
+            pipeline.write_feedbacks(con, outcome, results, cfg)
+            if cfg.incremental:
+                forms = incremental.build_forms_incremental(con, cfg, YEAR, PERIOD)
+                published, _ = incremental.publish_if_changed(con, cfg, salt_for(cfg))
+            else:  # as before issue 12
+                from edustat.publish import publish
+                from edustat.reports import build_reports
+
+                forms = incremental.FormsOutcome(build_reports(con, cfg.reports_dir, YEAR, PERIOD, workers=1))
+                published = publish(con, cfg.published_dir, salt=salt_for(cfg), pseudonymise=cfg.pseudonymise_published)
+    return {"stats": pipeline.cache_stats(results), "reused": reused, "outcome": outcome, "forms": forms,
+            "published": published, "feedback_written": outcome.feedback_written}
+
+
+# ---------------------------------------------------------------------------------------
+# What "the same as a cold run" means
+# ---------------------------------------------------------------------------------------
+
+def _table(con, name: str, data: Path) -> pd.DataFrame:
+    df = con.execute(f'select * from "{name}"').df()
+    df = df.drop(columns=[c for c in df.columns if c in IGNORED])
+    for col in ("raw_path", "feedback_path"):
+        if col in df.columns:
+            df[col] = df[col].map(lambda p: os.path.relpath(p, data) if isinstance(p, str) else p)
+    df = df.astype(str)
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def db_content(data: Path) -> dict[str, pd.DataFrame]:
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("select table_name from information_schema.tables "
+                                           "where table_schema = 'main'").fetchall()]
+        return {n: _table(con, n, data) for n in names
+                if n.startswith(("core_", "rpt_", "raw_", "stg_")) or n in ("submission", "validation_issue")}
+    finally:
+        con.close()
+
+
+def xlsx_cells(path: Path) -> dict:
+    """Every cell's value of every sheet, the row of the feedback's check time left out."""
+    wb = openpyxl.load_workbook(path)
+    out = {}
+    for ws in wb.worksheets:
+        skip = {c.row for c in ws["A"] if c.value == "Thời điểm kiểm tra"}
+        for row in ws.iter_rows():
+            for c in row:
+                if c.value is not None and c.row not in skip:
+                    out[(ws.title, c.coordinate)] = c.value
+    return out
+
+
+def outputs(data: Path) -> dict[str, dict]:
+    files = sorted((data / "curated" / "feedback").rglob("*.xlsx")) + sorted((data / "curated" / "reports").rglob("*.xlsx"))
+    return {str(p.relative_to(data)): xlsx_cells(p) for p in files}
+
+
+def assert_same(got: Path, want: Path) -> None:
+    a, b = db_content(got), db_content(want)
+    assert sorted(a) == sorted(b)
+    assert len(b["core_learners"]) > 0 and len(b["rpt_form_cell"]) > 0 and len(b["validation_issue"]) > 0
+    for name in b:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    oa, ob = outputs(got), outputs(want)
+    assert sorted(oa) == sorted(ob)
+    for name in ob:
+        assert oa[name] == ob[name], name
+
+
+# ---------------------------------------------------------------------------------------
+# Warm equals cold
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cold(inbox, tmp_path_factory) -> tuple[Path, dict]:
+    data = tmp_path_factory.mktemp("cold") / "data"
+    return data, run_steps(cfg_for(data), inbox, "cold")
+
+
+@pytest.fixture(scope="module")
+def primed(inbox, cold, tmp_path_factory) -> tuple[Path, dict]:
+    """A data dir that ran the inbox once (its cache holds every file)."""
+    data = tmp_path_factory.mktemp("primed") / "data"
+    return data, run_steps(cfg_for(data), inbox, "prime")
+
+
+def test_a_cold_run_misses_everything_and_fills_the_cache_privately(inbox, cold):
+    data, r = cold
+    n = len([p for p in inbox.iterdir() if not p.name.startswith(".") and p.suffix == ".xlsx"])
+    assert r["stats"]["read_hits"] == 0 and r["stats"]["read_misses"] == n
+    assert r["stats"]["validate_hits"] == 0 and r["stats"]["validate_misses"] >= 5
+    entries = list((data / "cache").rglob("*.parquet"))
+    assert len(entries) >= n + r["stats"]["validate_misses"]  # read entries + validation entries
+    for p in entries:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert not list((data / "cache").rglob("*.tmp"))
+
+
+def test_a_warm_run_from_the_cache_equals_a_cold_run(inbox, cold, primed, tmp_path):
+    """Every file's read and validation come from the cache (of another data dir's run); the
+    database, feedback and forms are built anew: all equal to the cold run's."""
+    data = tmp_path / "data"
+    shutil.copytree(primed[0] / "cache", data / "cache")
+    r = run_steps(cfg_for(data), inbox, "warm")
+    assert r["stats"]["read_misses"] == 0 and r["stats"]["validate_misses"] == 0
+    assert not r["reused"]  # no database yet: cast and load ran on cached results
+    assert_same(data, cold[0])
+
+
+def test_nothing_changed_skips_load_feedback_forms_and_publish(inbox, cold, primed):
+    data = primed[0]
+    before = {p: p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")}
+    snap = (data / "curated" / "published" / "edustat.duckdb").stat().st_mtime_ns
+    r = run_steps(cfg_for(data), inbox, "same")
+    assert r["reused"] and r["stats"]["read_misses"] == 0 and r["stats"]["validate_misses"] == 0
+    assert r["feedback_written"] == 0 and r["forms"].skipped and r["published"] is None
+    assert {p: p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")} == before
+    assert (data / "curated" / "published" / "edustat.duckdb").stat().st_mtime_ns == snap
+    # the reused outcome says what the last load said
+    assert sorted(r["outcome"].submissions["status"]) == sorted(primed[1]["outcome"].submissions["status"])
+    assert len(r["outcome"].issues) == len(primed[1]["outcome"].issues)
+    assert r["forms"].result.failed_checks == primed[1]["forms"].result.failed_checks
+    assert_same(data, cold[0])
+
+
+def _resend_one(src: Path, dest: Path) -> str:
+    """A copy of the inbox where one school re-sent its workbook with a learner fewer."""
+    shutil.copytree(src, dest)
+    one = sorted(p for p in dest.glob("7*.xlsx"))[0]
+    wb = openpyxl.load_workbook(one)
+    ws = wb["HocSinh"] if "HocSinh" in wb.sheetnames else wb.worksheets[-2]
+    ws.delete_rows(ws.max_row)
+    wb.save(one)
+    return one.name[:8]
+
+
+# ---------------------------------------------------------------------------------------
+# Entries that must not be trusted
+# ---------------------------------------------------------------------------------------
+
+def test_corrupt_stale_and_planted_entries_are_ignored_and_recomputed(inbox, cold, primed, tmp_path):
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    shutil.copytree(primed[0] / "cache", data / "cache")
+    reads = sorted(p for p in (data / "cache").rglob("*.parquet") if not p.name.endswith(".issues.parquet"))
+    corrupt, stale, planted = reads[0], reads[1], reads[2]
+    corrupt.write_bytes(corrupt.read_bytes()[: len(corrupt.read_bytes()) // 2])  # a half-written file
+    tbl = pq.read_table(stale)
+    meta = dict(tbl.schema.metadata)
+    meta[b"edustat"] = meta[b"edustat"].replace(incremental.version_key({}, cfg_for(data).read_limits).encode(), b"0" * 64)
+    pq.write_table(tbl.replace_schema_metadata(meta), stale)  # made by another version of the rules
+    outside = tmp_path / "outside.parquet"
+    shutil.copy(planted, outside)
+    planted.unlink()
+    planted.symlink_to(outside)  # never followed (read or written)
+    before = outside.read_bytes()
+    r = run_steps(cfg_for(data), inbox, "mixed")
+    assert r["stats"]["read_misses"] == 3, r["stats"]
+    assert outside.read_bytes() == before
+    assert_same(data, cold[0])
+    # the corrupt and stale entries were rewritten whole: the next run hits them
+    r2 = run_steps(cfg_for(data), inbox, "again")
+    assert r2["stats"]["read_misses"] == 1  # the symlinked one is read again, never replaced through the link
+
+
+def test_the_version_key_follows_the_rules_and_the_config():
+    limits = Config().read_limits
+    base = incremental.version_key({}, limits)
+    assert incremental.version_key({"student_age_for_grade": "notice"}, limits) != base
+    assert incremental.version_key({}, Config(max_sheet_rows=1000).read_limits) != base
+    assert incremental.version_key({}, limits) == base
+
+
+def test_a_cached_file_sheets_cannot_be_used_unloaded(primed, inbox):
+    from edustat.collect import discover
+
+    cfg = cfg_for(primed[0])
+    path = [p for p in discover(inbox) if p.name.startswith("7")][0]
+    fr = incremental.lookup(path, cfg.data_dir, incremental.version_key({}, cfg.read_limits), YEAR, PERIOD, cfg.raw_dir)
+    assert fr is not None
+    with pytest.raises(RuntimeError):
+        fr.rows("learners")
+    incremental.materialise([fr])
+    assert fr.rows("learners") > 0
+
+
+def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path):
+    """(Last of the tests using `primed`: it changes that data dir.)"""
+    data = primed[0]
+    changed_inbox = tmp_path / "inbox2"
+    code = _resend_one(inbox, changed_inbox)
+    cfg = cfg_for(data)
+    before = {p.relative_to(data): p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")}
+    r = run_steps(cfg, changed_inbox, "one")
+    assert r["stats"]["read_misses"] == 1 and r["stats"]["validate_misses"] == 1
+    assert not r["reused"] and r["feedback_written"] == 1
+    assert sorted(r["forms"].scopes) == sorted(["city", code])
+    after = {p.relative_to(data): p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")}
+    rewritten = {str(p) for p in after if before.get(p) != after[p]}
+    assert rewritten and all(code in p or "_city" in p for p in rewritten), rewritten
+    # and the result is what the same two runs give without any cache
+    plain = tmp_path / "plain" / "data"
+    run_steps(cfg_for(plain, incremental=False), inbox, "plain-1")
+    assert not (plain / "cache").exists()
+    run_steps(cfg_for(plain, incremental=False), changed_inbox, "plain-2")
+    assert_same(data, plain)
+
+
+def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, inbox):
+    """Rules in the load may compare with other collections (cross-period checks) and read the
+    load's settings: the skip holds only while neither changed."""
+    from edustat.collect import discover
+
+    data = cold[0]
+    results = pipeline.ingest_all(discover(inbox), cfg_for(data), YEAR, PERIOD)
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
+    assert incremental.unchanged_outcome(results, cfg_for(data, load_policy="load_valid_rows"), YEAR, PERIOD, "x") is None
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        con.execute("insert into incremental_collection values ('2021-2022', 'cuoi_nam', 'f', 'another-run')")
+    finally:
+        con.close()
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is None
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        con.execute("delete from incremental_collection where school_year = '2021-2022'")
+    finally:
+        con.close()
+    assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
+
+
+# ---------------------------------------------------------------------------------------
+# Receipts
+# ---------------------------------------------------------------------------------------
+
+def test_a_clean_school_gets_a_receipt_unless_a_full_copy_is_configured(cold, inbox, tmp_path):
+    data, r = cold
+    subs = r["outcome"].submissions
+    clean = subs[subs["status"] == "accepted"]
+    marked = subs[subs["status"].isin(["accepted_with_warnings", "rejected", "partially_loaded"])]
+    assert len(clean) and len(marked), subs["status"].tolist()
+    fb = data / "curated" / "feedback" / YEAR / PERIOD
+    for rec in clean.itertuples():
+        wb = openpyxl.load_workbook(fb / f"{rec.school_code}.xlsx")
+        assert wb.sheetnames == ["PhanHoi"]
+        text = " ".join(str(c.value) for row in wb["PhanHoi"].iter_rows() for c in row if c.value is not None)
+        assert "BIÊN NHẬN" in text and rec.file_name in text and f"{rec.file_hash[:12]}…" in text
+        assert "Lần nộp (phiên bản)" in text and "Đã tiếp nhận" in text
+    for rec in marked.itertuples():
+        assert len(openpyxl.load_workbook(fb / f"{rec.school_code}.xlsx").sheetnames) > 1
+    full = tmp_path / "full" / "data"
+    run_steps(cfg_for(full, feedback_full_copy=True), inbox, "full")
+    for rec in clean.itertuples():
+        names = openpyxl.load_workbook(full / "curated" / "feedback" / YEAR / PERIOD / f"{rec.school_code}.xlsx").sheetnames
+        assert names[0] == "PhanHoi" and len(names) > 1
+
+
+def test_feedback_full_copy_is_a_checked_config_key(tmp_path):
+    from edustat.config import ConfigError, load_config
+
+    p = tmp_path / "edustat.yaml"
+    p.write_text("feedback_full_copy: true\nincremental: false\n", encoding="utf-8")
+    cfg = load_config(p, tmp_path / "data")
+    assert cfg.feedback_full_copy and not cfg.incremental
+    p.write_text("feedback_full_copy: 'có'\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(p, tmp_path / "data")
+
+
+# ---------------------------------------------------------------------------------------
+# The real flow: hits in the log line and the summary; publish skipped, said
+# ---------------------------------------------------------------------------------------
+
+def test_the_flow_says_what_it_reused(prefect_harness, inbox, tmp_path):
+    import logging
+
+    from flows.collect import collection_flow
+
+    class Keep(logging.Handler):  # the stages' run logger does not propagate to the root logger
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    data = tmp_path / "data"
+    os.environ["EDUSTAT_SALT_FILE"] = str(tmp_path / "salt")
+    first = collection_flow(school_year=YEAR, period=PERIOD, inbox=str(inbox), data_dir=str(data))
+    n = first["files"]
+    assert first["incremental"]["read_misses"] == n and first["published"]
+    keep = Keep()
+    from edustat.officer import RUN_LOGGER, run_log
+
+    run_log()  # the stages' logger (it does not propagate): its lines are kept here too
+    loggers = [logging.getLogger(RUN_LOGGER)]
+    for lg in loggers:
+        lg.addHandler(keep)
+    try:
+        second = collection_flow(school_year=YEAR, period=PERIOD, inbox=str(inbox), data_dir=str(data))
+    finally:
+        for lg in loggers:
+            lg.removeHandler(keep)
+    assert second["incremental"] == {"read_hits": n, "read_misses": 0, "validate_hits": first["incremental"]["validate_misses"],
+                                     "validate_misses": 0}
+    assert second["published"] is None and second["published_unchanged"]
+    assert second["counts"] == first["counts"] and second["issues"] == first["issues"]
+    assert second["forms"] == first["forms"] and second["form_checks_failed"] == first["form_checks_failed"]
+    text = pipeline.format_summary(second)
+    assert "không công bố lại" in text and f"{n} tệp không đổi" in text
+    logs = "\n".join(keep.lines)
+    assert f"{n} tệp không đổi lấy từ bộ nhớ đệm" in logs and "Không tệp nào thay đổi" in logs
+    assert "Biểu báo cáo không đổi" in logs and "Không công bố lại" in logs
