@@ -25,7 +25,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 help:
 	@echo "make demo   - set up, generate the sample city and templates, run the pipeline on it"
 	@echo "make test   - set up and run the test suite"
-	@echo "make bench  - time every stage on a synthetic city (100 schools) and province (730 schools)"
+	@echo "make bench  - read floor vs obvious implementation vs edustat cold/warm/one changed, city (100) and province (730) → build/bench/results.json"
 	@echo "make ui     - start the Prefect server + dashboard on http://127.0.0.1:4200 and serve the flows"
 	@echo "make codelists - re-extract code lists from $(SHARED)/reference/moet"
 	@echo "make golden - rewrite the report forms' golden files (tests/golden/) from the sample city"
@@ -79,9 +79,11 @@ test: $(STAMP) sysdeps
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
 
+# one table per size: read floor, the obvious implementation (city), edustat cold / warm / one
+# school changed, each in its own process; BENCH_ARGS="--scenarios floor,cold,dask" etc.
 bench: $(STAMP)
-	$(PY) scripts/bench.py --only city
-	$(PY) scripts/bench.py --only province
+	$(PY) scripts/bench.py --only city $(BENCH_ARGS)
+	$(PY) scripts/bench.py --only province --no-prefect-startup $(BENCH_ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/edustat server --port 4200

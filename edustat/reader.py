@@ -232,6 +232,10 @@ def _strip_invisible(df: pd.DataFrame) -> dict[int, set[int]]:
         col = df[j]
         if col.dtype != object and not isinstance(col.dtype, pd.StringDtype):
             continue
+        # one C-level search over the column's text first: almost no column has any, and a
+        # per-cell regex over every column was a quarter of reading a city
+        if not INVISIBLE.search("\x00".join(v for v in col.tolist() if isinstance(v, str))):
+            continue
         text = col.astype("string")
         hit = text.str.contains(INVISIBLE, na=False)
         if hit.any():
@@ -262,7 +266,25 @@ def _match_sheet(name: str, contract: Contract) -> Sheet | None:
 
 def _header_score(row: list, matcher: Matcher) -> int:
     """How many cells of a row name a field exactly (the header row names the most)."""
-    return sum(1 for v in row if isinstance(v, str) and matcher.read(v, near=False).how == "exact")
+    return sum(1 for v in row if isinstance(v, str) and _names_field(matcher, v))
+
+
+# id(matcher) → (the matcher, kept alive so the id is not reused; text → names a field exactly).
+# The same title, header and first-row texts come back in every file of a collection.
+_EXACT_MEMO: dict[int, tuple[Matcher, dict[str, bool]]] = {}
+
+
+def _names_field(matcher: Matcher, text: str) -> bool:
+    hit = _EXACT_MEMO.get(id(matcher))
+    if hit is None or hit[0] is not matcher:
+        hit = _EXACT_MEMO[id(matcher)] = (matcher, {})
+    memo = hit[1]
+    found = memo.get(text)
+    if found is None:
+        found = matcher.read(text, near=False).how == "exact"
+        if len(memo) < 100_000:
+            memo[text] = found
+    return found
 
 
 def _keys(sheet: Sheet) -> Matcher:

@@ -17,6 +17,8 @@ import yaml
 from schemas.folding import header_key
 from schemas.vocabulary import Matcher, Reading, codelist_matcher, value_entries
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~8x faster, same result (safe constructors)
+
 ROOT = Path(__file__).parent
 CODELIST_DIR = ROOT / "codelists"
 
@@ -317,8 +319,8 @@ def _parse_field(raw: dict, sheet_id: str) -> Field:
 @lru_cache(maxsize=None)
 def load_contract(path: Path | None = None) -> Contract:
     """Parse `schemas/submission.yaml` + `schemas/mappings.yaml` and check them."""
-    raw = yaml.safe_load((path or ROOT / "submission.yaml").read_text(encoding="utf-8"))
-    mappings = yaml.safe_load((ROOT / "mappings.yaml").read_text(encoding="utf-8"))
+    raw = yaml.load((path or ROOT / "submission.yaml").read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+    mappings = yaml.load((ROOT / "mappings.yaml").read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     sheets = []
     for s in raw["sheets"]:
         fields = tuple(_parse_field(f, s["id"]) for f in s["fields"])

@@ -11,6 +11,8 @@ import yaml
 
 from schemas.contract import Contract, ContractError, Field, load_contract
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~8x faster, same result (safe constructors)
+
 ROOT = Path(__file__).parent
 SEVERITIES = ("error", "warning", "notice")
 STAGES = ("file", "row", "cross_row", "cross_school", "cross_period")
@@ -73,7 +75,7 @@ def _families_for(f: Field) -> list[str]:
 
 @lru_cache(maxsize=None)
 def _raw() -> dict:
-    return yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    return yaml.load((ROOT / "rules.yaml").read_text(encoding="utf-8"), Loader=_YAML_LOADER)
 
 
 def load_rules(severity_overrides: Mapping[str, str] | None = None, contract: Contract | None = None) -> Catalogue:

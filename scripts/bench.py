@@ -1,57 +1,182 @@
-"""`make bench`: seconds per stage, rows per second, peak memory and the read floor for a
-synthetic city (100 schools) and a province (~730 schools); and a single school's
-resubmission. Prints numbers; asserts nothing.
+"""`make bench`: one run, one table, the same data for every line (issue 12 item 4).
 
-    python scripts/bench.py [--only city|province] [--workers 2]
+    python scripts/bench.py [--only city|province] [--scenarios floor,obvious,cold,warm,one,dask]
+                            [--workers 2] [--dir build/bench] [--no-prefect-startup]
+
+Scenarios (each in its own child process, so wall, CPU and peak memory are per scenario):
+  floor    the read floor: fastexcel (calamine) reading every cell of every sheet, nothing else
+  obvious  scripts/obvious.py: pandas.read_excel + row-by-row checks + openpyxl outputs
+  cold     `edustat run` on a fresh data dir (the real CLI → the Prefect flow)
+  warm     `edustat run` again, nothing changed
+  one      `edustat run` again after one school's file changed (one learner row deleted)
+  dask     `edustat run` cold with `task_runner: dask` (a local cluster of --workers processes)
+
+edustat runs talk to a Prefect server started once for the bench (edustat.procs); Prefect's own
+start-up is measured apart: the server's start until healthy, and a trivial flow against an
+ephemeral (temporary) server vs against the running one.
+
+CPU s = user + system of the scenario's process tree (os.wait4); peak = the largest single
+process (ru_maxrss) and the sum over the tree sampled every 0.1 s (psutil); server CPU = what the
+Prefect server spent during the scenario. The load average before and after is printed with every
+line: the machine may be shared. Results: <dir>/results.json (one entry per size, appended to
+the file's `runs`). Prints numbers; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
-import resource
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+SIZES = {"city": 100, "province": 730, "smoke": 4}  # smoke: a quick check of the bench itself
+ALL = ["floor", "obvious", "cold", "warm", "one", "dask"]
+DEFAULT = {"city": ["floor", "obvious", "cold", "warm", "one"], "province": ["floor", "cold", "warm", "one"],
+           "smoke": ["floor", "obvious", "cold", "warm", "one"]}
+YEAR, PERIOD = "2022-2023", "dau_nam"
+QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False",
+         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
 
-SIZES = {"city": 100, "province": 730}
+# ---------------------------------------------------------------------------------------
+# Children
+# ---------------------------------------------------------------------------------------
 
-
-def peak_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024
-
-
-def timed(label: str, fn, results: dict):
-    t = time.perf_counter()
-    out = fn()
-    results[label] = time.perf_counter() - t
-    return out
-
-
-def read_floor(files: list[Path]) -> tuple[float, int]:
-    """The fastest reader (fastexcel/calamine) reading every cell of every sheet, nothing else."""
+def child_floor(inbox: Path) -> None:
+    """The fastest reader reading every cell of every sheet, nothing else."""
     import fastexcel
 
-    t = time.perf_counter()
     cells = 0
-    for f in files:
+    for f in sorted(inbox.glob("*.xlsx")):
         r = fastexcel.read_excel(str(f))
         for name in r.sheet_names:
             tbl = r.load_sheet(name, header_row=None, dtypes="string", skip_rows=0).to_arrow()
             cells += tbl.num_rows * tbl.num_columns
-    return time.perf_counter() - t, cells
+    print(json.dumps({"cells": cells}))
 
 
-def bench(kind: str, workers: int, base: Path) -> dict:
+def child_flow() -> None:
+    """A trivial Prefect flow: what Prefect costs before any work (import, server, flow run)."""
+    from prefect import flow
+
+    @flow
+    def nothing() -> int:
+        return 1
+
+    t = time.perf_counter()
+    nothing()
+    print(json.dumps({"flow_s": time.perf_counter() - t}))
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring a child
+# ---------------------------------------------------------------------------------------
+
+def _tree(pid: int):
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _tree_cpu(pid: int) -> float:
+    import psutil
+
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(cmd: list[str], env: dict | None = None, server_pid: int | None = None, cwd: Path = ROOT) -> dict:
+    """Run `cmd`; wall, CPU (tree), peak RSS (largest process and sampled tree sum), stdout."""
+    import psutil
+
+    load0 = os.getloadavg()
+    server0 = _tree_cpu(server_pid) if server_pid else 0.0
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+    peak_sum = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            rss = 0
+            for p in _tree(proc.pid):
+                try:
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak_sum[0] = max(peak_sum[0], rss)
+            done.wait(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    done.set()
+    th.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+    return {"wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+            "peak_mib": round(ru.ru_maxrss / 1024), "peak_tree_mib": round(peak_sum[0] / 2**20),
+            "server_cpu_s": round(_tree_cpu(server_pid) - server0, 2) if server_pid else None,
+            "rc": proc.returncode, "load_before": round(load0[0], 2), "load_after": round(os.getloadavg()[0], 2),
+            "stdout": stdout, "stderr": stderr}
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+def child_stages() -> None:
+    """Seconds per task of the server's latest flow run (the flow's own tasks: read, cast, …)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        if not runs:
+            return print("{}")
+        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id])))
+    out = {}
+    for tr in sorted(trs, key=lambda t: t.start_time or t.expected_start_time):
+        if tr.start_time and tr.end_time:
+            name = re.sub(r"^.*\((.*)\)$", r"\1", tr.name.rsplit("-", 1)[0])  # "… (read + structure)-abc" → "read + structure"
+            out[name] = round(out.get(name, 0) + (tr.end_time - tr.start_time).total_seconds(), 2)
+    print(json.dumps({"flow_s": round(runs[0].total_run_time.total_seconds(), 2), "tasks": out}))
+
+
+# ---------------------------------------------------------------------------------------
+# The bench
+# ---------------------------------------------------------------------------------------
+
+def ensure_data(kind: str, base: Path, workers: int) -> Path:
     from edustat.synth import generate_city
 
     n = SIZES[kind]
@@ -61,98 +186,203 @@ def bench(kind: str, workers: int, base: Path) -> dict:
     if not (stamp.exists() and stamp.read_text() == params):
         shutil.rmtree(inbox, ignore_errors=True)
         t = time.perf_counter()
-        m = generate_city(inbox, schools=n, seed=7, school_year="2022-2023", period="dau_nam", export_share=0.2,
+        m = generate_city(inbox, schools=n, seed=7, school_year=YEAR, period=PERIOD, export_share=0.2,
                           error_rate=0.002, workers=workers)
         print(f"[{kind}] generated {len(m.schools)} schools, {m.total_learners:,} learners, {m.total_staff:,} staff "
               f"in {time.perf_counter() - t:.1f} s", flush=True)
         stamp.write_text(params)
-    files = sorted(inbox.glob("*.xlsx"))
-    floor, cells = read_floor(files)
+    return inbox
 
-    r: dict[str, float] = {}
-    t0 = time.perf_counter()
-    import great_expectations  # noqa: F401  (fixed start-up, reported apart)
-    r["startup_gx_import"] = time.perf_counter() - t0
-    from edustat import pipeline, store
-    from edustat.collect import discover
-    from edustat.config import Config
-    from edustat.publish import load_or_create_salt, publish
-    from edustat.reports import build_reports
 
-    data = base / kind / "data"
-    shutil.rmtree(data, ignore_errors=True)
-    cfg = Config(data_dir=data, workers=workers)
-    year, period = "2022-2023", "dau_nam"
-    paths = discover(inbox)
-    results = timed("read", lambda: pipeline.ingest_all(paths, cfg, year, period, workers), r)
-    frames = timed("cast", lambda: pipeline.assemble_all(results, cfg), r)
-    issues = timed("validate", lambda: pipeline.validate_all(results, cfg, year, period, frames), r)
-    con = store.connect(cfg.db_path)
-    outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, year, period, "bench", frames=frames), r)
-    timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg), r)
-    rep = timed("report", lambda: build_reports(con, cfg.reports_dir, year, period, workers=workers), r)
-    timed("publish", lambda: publish(con, cfg.published_dir, salt=load_or_create_salt(cfg.salt_path)), r)
-    rows = int(con.execute("select (select count(*) from raw_learners) + (select count(*) from raw_staff) "
-                           "+ (select count(*) from raw_classes) + (select count(*) from raw_rooms)").fetchone()[0])
-    learners = int(con.execute("select count(*) from raw_learners").fetchone()[0])
-    con.close()
-    stages = ["read", "cast", "validate", "load", "feedback", "report", "publish"]
-    e2e = sum(r[s] for s in stages)
-
-    # one school resubmits: a changed file for one school, the rest untouched
-    one = next(p for p in files if p.name.startswith("7"))
-    resub = base / kind / "resubmit"
-    shutil.rmtree(resub, ignore_errors=True)
-    resub.mkdir(parents=True)
+def change_one_school(inbox: Path) -> str:
+    """One school resubmits: its last learner row deleted (new bytes, new content)."""
     import openpyxl
 
+    one = next(p for p in sorted(inbox.glob("*.xlsx")) if p.name.startswith("7"))
     wb = openpyxl.load_workbook(one)
     ws = wb["HocSinh"] if "HocSinh" in wb.sheetnames else wb.worksheets[-2]
     ws.delete_rows(ws.max_row)
-    wb.save(resub / one.name)
-    rr: dict[str, float] = {}
-    con = store.connect(cfg.db_path)
-    t = time.perf_counter()
-    res1 = pipeline.ingest_all([resub / one.name], cfg, year, period, 1)
-    fr1 = pipeline.assemble_all(res1, cfg)
-    iss1 = pipeline.validate_all(res1, cfg, year, period, fr1)
-    out1 = pipeline.load_all(con, res1, iss1, cfg, year, period, "bench-resubmit", frames=fr1)
-    rr["revalidate+reload"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pipeline.write_feedbacks(con, out1, res1, cfg)
-    rr["feedback"] = time.perf_counter() - t
-    t = time.perf_counter()
-    code = res1[0].school_code
-    build_reports(con, cfg.reports_dir, year, period, school=code)
-    rr["forms (school + city)"] = time.perf_counter() - t
-    con.close()
-    rr["total"] = sum(rr.values())
-    return {"kind": kind, "schools": len(files), "learners": learners, "rows": rows, "cells": cells,
-            "floor": floor, "stages": {s: r[s] for s in stages}, "e2e": e2e, "gx_import": r["startup_gx_import"],
-            "peak_mib": peak_mib(), "resubmit": rr, "forms": len(rep.files), "failed_checks": rep.failed_checks}
+    tmp = one.with_suffix(".tmp")
+    wb.save(tmp)
+    os.replace(tmp, one)
+    return one.name
 
 
-def report(b: dict) -> None:
-    print(f"\n== {b['kind']}: {b['schools']} schools, {b['learners']:,} learners, {b['rows']:,} rows, {b['cells']:,} cells")
-    print(f"{'stage':<12}{'seconds':>10}{'rows/s':>12}")
-    for s, v in b["stages"].items():
-        print(f"{s:<12}{v:>10.2f}{b['rows'] / v if v else 0:>12,.0f}")
-    print(f"{'end to end':<12}{b['e2e']:>10.2f}{b['rows'] / b['e2e']:>12,.0f}")
-    print(f"{'read floor':<12}{b['floor']:>10.2f}{b['rows'] / b['floor']:>12,.0f}   (fastexcel, every cell, nothing else)")
-    print(f"ratio end-to-end / floor: {b['e2e'] / b['floor']:.2f}")
-    print(f"fixed start-up apart: GX import {b['gx_import']:.2f} s (Prefect: see README; ~3.5 s/run with a running server)")
-    print(f"peak memory: {b['peak_mib']:,.0f} MiB   forms written: {b['forms']}   failed form checks: {b['failed_checks']}")
-    print("one school resubmits: " + ", ".join(f"{k} {v:.2f} s" for k, v in b["resubmit"].items()))
+def prefect_startup(base: Path) -> dict:
+    """Prefect's fixed costs apart: a server's start until healthy; a trivial flow against an
+    ephemeral (temporary, per-process) server vs against the running one."""
+    from edustat.procs import start_prefect_server, stop_group, wait_healthy
+
+    out = {}
+    home = Path(tempfile.mkdtemp(prefix="bench-prefect-eph-"))
+    env = dict(os.environ, **QUIET, PREFECT_HOME=str(home), PREFECT_LOGGING_LEVEL="WARNING")
+    env.pop("PREFECT_API_URL", None)
+    m = measure([sys.executable, __file__, "--child", "flow"], env=env)
+    out["ephemeral_flow"] = {**_pick(m), **_last_json(m["stdout"])}
+    shutil.rmtree(home, ignore_errors=True)
+    home = Path(tempfile.mkdtemp(prefix="bench-prefect-srv-"))
+    t = time.perf_counter()
+    proc, url, senv = start_prefect_server(home, ui=False)
+    try:
+        ok = wait_healthy(url, 120)
+        out["server_start_s"] = round(time.perf_counter() - t, 2) if ok else None
+        m = measure([sys.executable, __file__, "--child", "flow"], env=dict(senv, **QUIET), server_pid=proc.pid)
+        out["running_server_flow"] = {**_pick(m), **_last_json(m["stdout"])}
+    finally:
+        stop_group(proc)
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def _pick(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k not in ("stdout", "stderr")}
+
+
+def bench(kind: str, scenarios: list[str], workers: int, base: Path, server, save=lambda res: None) -> dict:
+    from edustat.procs import stop_group  # noqa: F401  (import check before the long part)
+
+    src = ensure_data(kind, base, workers)
+    files = sorted(src.glob("*.xlsx"))
+    work = base / kind / "work"
+    inbox = work / "inbox"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, inbox, ignore=shutil.ignore_patterns(".params", "manifest.json"))
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    learners = manifest.get("totals", {}).get("learners")
+    proc, url, senv = server
+    edustat = str(Path(sys.executable).parent / "edustat")
+    data = work / "data"
+    env = dict(senv, **QUIET, PREFECT_LOGGING_LEVEL="INFO")
+    run = [edustat, "run", "--year", YEAR, "--period", PERIOD, "--inbox", str(inbox), "--data-dir", str(data)]
+    res: dict = {"kind": kind, "schools": len(files), "learners": learners, "workers": workers, "cores": os.cpu_count(),
+                 "scenarios": {}}
+    for sc in scenarios:
+        t0 = time.time()
+        if sc == "floor":
+            m = measure([sys.executable, __file__, "--child", "floor", "--inbox", str(inbox)])
+            extra = _last_json(m["stdout"])
+        elif sc == "obvious":
+            out = work / "obvious"
+            shutil.rmtree(out, ignore_errors=True)
+            m = measure([sys.executable, str(ROOT / "scripts" / "obvious.py"), str(inbox), str(out), "--year", YEAR])
+            extra = _last_json(m["stdout"])
+        elif sc in ("cold", "warm", "one", "dask"):
+            d = data
+            cmd = list(run)
+            if sc == "cold":
+                shutil.rmtree(data, ignore_errors=True)
+            if sc == "one":
+                extra_name = change_one_school(inbox)
+            if sc == "dask":
+                d = work / "data-dask"
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir(parents=True)
+                cfgp = work / "dask.yaml"
+                cfgp.write_text(f"task_runner: dask\nworkers: {workers}\n", encoding="utf-8")
+                cmd = [edustat, "run", "--year", YEAR, "--period", PERIOD, "--inbox", str(inbox), "--data-dir", str(d),
+                       "--config", str(cfgp)]
+            m = measure(cmd, env=env, server_pid=proc.pid)
+            st = measure([sys.executable, __file__, "--child", "stages"], env=dict(senv, **QUIET))
+            extra = {**_last_json(st["stdout"]), "summary": m["stdout"].strip().splitlines()[-3:]}
+            if sc == "one":
+                extra["changed"] = extra_name
+        else:
+            raise SystemExit(f"unknown scenario {sc}")
+        if m["rc"] != 0:
+            extra["error"] = m["stderr"].strip().splitlines()[-5:] + m["stdout"].strip().splitlines()[-5:]
+        res["scenarios"][sc] = {**_pick(m), **extra}
+        save(res)  # a long run interrupted still leaves its finished lines in results.json
+        s = res["scenarios"][sc]
+        print(f"[{kind}] {sc:<8} wall {s['wall_s']:7.2f} s  cpu {s['cpu_s']:7.2f} s  peak {s['peak_mib']:5d} MiB "
+              f"(tree {s['peak_tree_mib']} MiB)  load {s['load_before']}→{s['load_after']}"
+              + (f"  rc {m['rc']}" if m["rc"] else ""), flush=True)
+    return res
+
+
+def report(b: dict, startup: dict | None) -> None:
+    sc = b["scenarios"]
+    floor = sc.get("floor")
+    print(f"\n== {b['kind']}: {b['schools']} schools"
+          + (f", {b['learners']:,} learners" if b.get("learners") else "")
+          + f"; {b['workers']} workers on {b['cores']} cores; load average (1 min) before→after each line")
+    names = {"floor": "read floor (fastexcel)", "obvious": "obvious (pandas+openpyxl)", "cold": "edustat cold",
+             "warm": "edustat warm, unchanged", "one": "edustat, one school changed", "dask": "edustat cold, Dask"}
+    print(f"{'scenario':<30}{'wall s':>8}{'CPU s':>8}{'×floor':>8}{'×floor':>8}{'peak MiB':>10}{'tree MiB':>10}"
+          f"{'server':>8}  load")
+    print(f"{'':<30}{'':>8}{'':>8}{'wall':>8}{'CPU':>8}{'1 proc':>10}{'sum':>10}{'CPU s':>8}")
+    for k, s in sc.items():
+        fw = f"{s['wall_s'] / floor['wall_s']:.1f}" if floor and floor["wall_s"] else ""
+        fc = f"{s['cpu_s'] / floor['cpu_s']:.1f}" if floor and floor["cpu_s"] else ""
+        srv = f"{s['server_cpu_s']:.1f}" if s.get("server_cpu_s") is not None else ""
+        print(f"{names.get(k, k):<30}{s['wall_s']:>8.2f}{s['cpu_s']:>8.2f}{fw:>8}{fc:>8}{s['peak_mib']:>10}"
+              f"{s['peak_tree_mib']:>10}{srv:>8}  {s['load_before']}→{s['load_after']}" + ("  FAILED" if s.get("rc") else ""))
+    ob, cold = sc.get("obvious"), sc.get("cold")
+    if ob and cold:
+        print(f"obvious / edustat cold: wall {ob['wall_s'] / cold['wall_s']:.2f}×, CPU {ob['cpu_s'] / cold['cpu_s']:.2f}× "
+              f"(obvious: {ob.get('files')} files, {ob.get('outputs')} outputs, {ob.get('issues')} issues)")
+    for k in ("cold", "warm", "one", "dask"):
+        if k in sc and sc[k].get("tasks"):
+            st = sc[k]["tasks"]
+            print(f"tasks ({names[k]}), s: " + ", ".join(f"{s} {v:.1f}" for s, v in st.items())
+                  + f"; flow run {sc[k].get('flow_s', 0):.1f} s; outside the flow run (imports, start-up) "
+                  f"{sc[k]['wall_s'] - sc[k].get('flow_s', 0):.1f} s")
+    if startup:
+        e, r = startup.get("ephemeral_flow", {}), startup.get("running_server_flow", {})
+        print(f"Prefect apart: trivial flow with an ephemeral server {e.get('wall_s')} s wall / {e.get('cpu_s')} s CPU "
+              f"(flow call {e.get('flow_s', 0):.1f} s); with a running server {r.get('wall_s')} s / {r.get('cpu_s')} s "
+              f"(flow call {r.get('flow_s', 0):.1f} s); a server starts in {startup.get('server_start_s')} s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=list(SIZES))
+    ap.add_argument("--scenarios", help="comma-separated: " + ",".join(ALL) + " (default: all but dask; "
+                    "the province skips obvious)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--dir", type=Path, default=ROOT / "build" / "bench")
+    ap.add_argument("--no-prefect-startup", action="store_true", help="skip measuring Prefect's start-up apart")
+    ap.add_argument("--child", choices=["floor", "flow", "stages"], help=argparse.SUPPRESS)
+    ap.add_argument("--inbox", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    for kind in [args.only] if args.only else list(SIZES):
-        report(bench(kind, args.workers, args.dir))
+    if args.child == "floor":
+        return child_floor(args.inbox)
+    if args.child == "flow":
+        return child_flow()
+    if args.child == "stages":
+        return child_stages()
+    os.environ.update(QUIET)
+    from edustat.procs import start_prefect_server, stop_group, wait_healthy
+
+    kinds = [args.only] if args.only else ["city", "province"]
+    startup = None if args.no_prefect_startup else prefect_startup(args.dir)
+    home = args.dir / "prefect-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    server = start_prefect_server(home, ui=False)
+    results: list[dict] = []
+    out = args.dir / "results.json"
+    prev = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "uname": os.uname().release,
+             "prefect_startup": startup, "results": results}
+    prev["runs"].append(entry)
+
+    def save(current: dict | None = None) -> None:
+        entry["results"] = results + ([current] if current is not None and current not in results else [])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(prev, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    try:
+        if not wait_healthy(server[1], 120):
+            raise SystemExit("the bench's Prefect server did not start")
+        for kind in kinds:
+            scen = args.scenarios.split(",") if args.scenarios else DEFAULT[kind]
+            results.append(bench(kind, scen, args.workers, args.dir, server, save))
+    finally:
+        stop_group(server[0])
+        save()
+    for b in results:
+        report(b, startup)
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":
