@@ -5,14 +5,18 @@ and every offending cell of its sheets filled by severity and commented with mes
 Grain: one row per issue (the validation table) → one row per rule × sheet (summary) and one
 comment per offending cell. Logs carry counts only, never a value from the workbook.
 
-Two engines write the same `PhanHoi` (laid out once by `_phanhoi`, rendered by openpyxl or
-xlsxwriter) and mark the same cells:
-- "faithful": openpyxl opens the school's workbook and touches only the offending cells; the
-  school's values, formulas, styles, merges and comments are kept as they were (~0.3 s a school).
-- "fast" (default): fastexcel reads each sheet's values and xlsxwriter writes a new workbook:
-  PhanHoi, then every sheet of the school with its values at the same cells (a formula becomes
-  its cached value; formats, merges, the school's comments and other objects are not copied),
-  2–3× faster. PhanHoi says so: the school fixes its own file, not this copy.
+This module holds what both writers share: the words, the issues → tables step, where each
+issue lands (`_targets`), and the PhanHoi sheet laid out once (`_phanhoi` → `_Page`). Two
+engines render it and mark the same cells:
+- "faithful" (`edustat.feedback_openpyxl`): openpyxl opens the school's workbook and touches
+  only the offending cells; the school's values, formulas, styles, merges and comments are kept
+  as they were (~0.3 s a school).
+- "fast" (default, `edustat.feedback_xlsx`): fastexcel reads each sheet's values and xlsxwriter
+  writes a new workbook: PhanHoi, then every sheet of the school with its values at the same
+  cells (a formula becomes its cached value; formats, merges, the school's comments and other
+  objects are not copied), 2–3× faster. PhanHoi says so: the school fixes its own file, not
+  this copy.
+A clean school gets a receipt (`write_receipt`): PhanHoi alone, rendered by the fast engine.
 """
 from __future__ import annotations
 
@@ -26,17 +30,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import fastexcel
-import openpyxl
 import pandas as pd
-import pyarrow as pa
-import xlsxwriter
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, MergedCell
-from openpyxl.comments import Comment
-from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils import column_index_from_string, get_column_letter, quote_sheetname
-from openpyxl.worksheet.hyperlink import Hyperlink
-from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.utils import column_index_from_string, get_column_letter
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +156,7 @@ _WIDTHS = (9, 17, 34, 32, 8, 12, 7, 7, 14)
 _LAST = get_column_letter(len(_WIDTHS))
 _MARGIN = {"left": 0.4, "right": 0.4, "top": 0.55, "bottom": 0.55}  # inches, as the report forms
 ENGINES = ("fast", "faithful")
-
-
-class _S:
-    """Style objects shared by every PhanHoi cell (openpyxl stores each once anyway)."""
-
-    thin = Side(style="thin", color="A6A6A6")
-    border = Border(left=thin, right=thin, top=thin, bottom=thin)
-    wrap = Alignment(wrap_text=True, vertical="top")
-    center = Alignment(wrap_text=True, vertical="top", horizontal="center")
-    head = Alignment(wrap_text=True, vertical="center", horizontal="center")
-    bold = Font(bold=True)
-    title = Font(bold=True, size=14)
-    section = Font(bold=True, size=12)
-    link = Font(color="0563C1", underline="single")
-    header_fill = PatternFill("solid", start_color="D9D9D9", end_color="D9D9D9")
-
-
-_FILL = {k: PatternFill("solid", start_color=v, end_color=v) for k, v in SEVERITY_COLOR.items()}
+BORDER_COLOR = "A6A6A6"  # thin cell borders of PhanHoi, both engines
 
 
 def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, object], issues: pd.DataFrame,
@@ -201,7 +180,10 @@ def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, objec
     frame = _normalise(issues)
     about = dict(school=school, status=status, counts=_with_issue_counts(counts, frame),
                  school_year=school_year, period=period, generated_at=generated_at)
-    write = _write_fast if engine == "fast" else _write_faithful
+    if engine == "fast":
+        from edustat.feedback_xlsx import write
+    else:
+        from edustat.feedback_openpyxl import write
     marked = write(source, out, frame, about)
     log.info("feedback written: engine=%s status=%s issues=%d cells_marked=%d", engine, status, len(frame),
              len(set(marked.values())))
@@ -222,72 +204,11 @@ def write_receipt(out: Path, *, school: Mapping[str, object], issues: pd.DataFra
     content = _phanhoi(frame, school=school, status=status, counts=shown, school_year=school_year, period=period,
                        generated_at=generated_at, sheet_order=[TEXT["sheet"]], marked={}, copy_note=TEXT["receipt"])
 
-    def save(tmp: Path) -> None:
-        wb = xlsxwriter.Workbook(str(tmp), _XLSX_OPTIONS)
-        try:
-            ws = wb.add_worksheet(TEXT["sheet"])
-            _render_xlsx(wb, ws, content)
-            ws.activate()
-        finally:
-            wb.close()
+    from edustat.feedback_xlsx import write_page_only
 
-    _save_atomic(save, Path(out))
+    _save_atomic(lambda tmp: write_page_only(tmp, content), Path(out))
     log.info("feedback receipt written: status=%s issues=%d", status, len(frame))
     return Path(out)
-
-
-def _write_faithful(source: Path | None, out: Path, frame: pd.DataFrame, about: dict) -> dict[object, str]:
-    """openpyxl: the school's own workbook, marked, with PhanHoi inserted first. `about`: the
-    school, status, counts and dates PhanHoi shows. Returns issue index → marked cell."""
-    status = about["status"]
-    wb, opened = _open_source(source, status)
-    school_sheets = list(wb.worksheets)
-    marked = _mark_cells(wb, frame) if opened else {}
-
-    ws = wb.create_sheet(TEXT["sheet"], 0)
-    if not opened:
-        for other in school_sheets:  # the empty default sheet of a new workbook
-            wb.remove(other)
-    unmarked = source is not None and not opened and status != "unreadable"
-    content = _phanhoi(frame, sheet_order=[s.title for s in wb.worksheets], marked=marked,
-                       note=TEXT["not_marked"] if unmarked else None, **about)
-    _render_openpyxl(ws, content)
-    _activate(wb, ws)
-    _save_atomic(wb.save, out)
-    return marked
-
-
-def _write_fast(source: Path | None, out: Path, frame: pd.DataFrame, about: dict) -> dict[object, str]:
-    """fastexcel + xlsxwriter: a new workbook, PhanHoi first, then the school's sheets' values."""
-    status = about["status"]
-    grids = _read_grids(source, status)
-    opened = grids is not None
-    grids = grids or []
-    marks, marked = _fast_marks(grids, frame)
-    unmarked = source is not None and not opened and status != "unreadable"
-    content = _phanhoi(frame, sheet_order=[TEXT["sheet"]] + [g.name for g in grids], marked=marked,
-                       note=TEXT["not_marked"] if unmarked else None,
-                       copy_note=TEXT["values_only"] if opened else None, **about)
-
-    def save(tmp: Path) -> None:
-        wb = xlsxwriter.Workbook(str(tmp), _XLSX_OPTIONS)
-        try:
-            ws = wb.add_worksheet(TEXT["sheet"])
-            _render_xlsx(wb, ws, content)
-            cell_formats = _CellFormats(wb)
-            for grid in grids:
-                _copy_sheet(wb, grid, marks.get(grid.title, {}), cell_formats)
-            ws.activate()
-        except BaseException:
-            try:
-                wb.close()  # xlsxwriter complains about a workbook never closed; the file is dropped
-            except Exception:  # noqa: S110 - the first error is the one to report
-                pass
-            raise
-        wb.close()
-
-    _save_atomic(save, out)
-    return marked
 
 
 # --- issues → tables (pure) -------------------------------------------------------------------
@@ -408,44 +329,7 @@ def _with_issue_counts(counts: Mapping[str, int], df: pd.DataFrame) -> dict[str,
     return out
 
 
-# --- the school's sheets -----------------------------------------------------------------------
-
-
-def _open_source(source: Path | None, status: str) -> tuple[openpyxl.Workbook, bool]:
-    """The school's workbook, or a new empty one when there is none to mark."""
-    if source is not None and status != "unreadable":
-        try:
-            # A file object skips openpyxl's extension check: raw files are content-addressed.
-            with open(source, "rb") as fh:
-                wb = openpyxl.load_workbook(fh, rich_text=True)
-            _drop_previous_feedback(wb)
-            return wb, True
-        except Exception as exc:  # any failure only means the cells cannot be marked
-            log.warning("feedback: source not opened for marking (%s)", type(exc).__name__)
-    return openpyxl.Workbook(), False
-
-
-def _drop_previous_feedback(wb: openpyxl.Workbook) -> None:
-    """A school often fixes and resends the workbook we sent back: drop our old PhanHoi sheet
-    and our old comments and fills, so stale marks do not survive a fix."""
-    name = TEXT["sheet"]
-    if name not in wb.sheetnames or wb[name]["A1"].value != TEXT["title"]:
-        return
-    wb.remove(wb[name])
-    ours = {f"00{c}" for c in SEVERITY_COLOR.values()} | {f"FF{c}" for c in SEVERITY_COLOR.values()}
-    marker = re.compile(
-        "^" + re.escape(TEXT["previous_comment"]).replace(re.escape("{author}"), "(.*)") + "$",
-        re.MULTILINE)
-    for ws in wb.worksheets:
-        for cell in list(ws._cells.values()):  # only existing cells; iter_rows would create them
-            if cell.comment is None or cell.comment.author != COMMENT_AUTHOR:
-                continue
-            kept = marker.search(cell.comment.text or "")
-            cell.comment = None
-            if kept:
-                cell.comment = Comment(kept.string[kept.end() + 1:], kept.group(1))
-            if cell.fill is not None and cell.fill.fgColor.rgb in ours:
-                cell.fill = PatternFill()
+# --- where each issue lands (both engines) ---------------------------------------------------
 
 
 def _fold(name: str) -> str:
@@ -483,47 +367,6 @@ def _targets(df: pd.DataFrame, lookup: Mapping[str, str],
     return targets
 
 
-def _mark_cells(wb: openpyxl.Workbook, df: pd.DataFrame) -> dict[object, str]:
-    """Fill and comment each offending cell. Returns issue index → the marked cell, as a
-    hyperlink location (`'Sheet'!C5`)."""
-    bounds: dict[str, tuple[int, int]] = {}  # min/max column scan every cell: once per sheet
-
-    def first_filled(title: str, row: int) -> int:
-        ws = wb[title]
-        if title not in bounds:
-            bounds[title] = (ws.min_column, ws.max_column)
-        return _first_filled_column(ws, row, *bounds[title])
-
-    where: dict[object, str] = {}
-    for (title, row, col), found in _targets(df, _sheet_lookup(wb.sheetnames), first_filled).items():
-        ws = wb[title]
-        cell = ws.cell(row, col)
-        if isinstance(cell, MergedCell):
-            cell = _merge_anchor(ws, cell)
-        cell.fill = _FILL[found[0][1]]
-        cell.comment = _comment([f[:5] for f in found], cell.comment)
-        for f in found:
-            where[f[5]] = f"{quote_sheetname(title)}!{cell.coordinate}"
-    return where
-
-
-def _first_filled_column(ws: Worksheet, row: int, first: int, last: int) -> int:
-    """The first column of `row` holding a value (a row problem is flagged where the row starts)."""
-    cells = ws._cells  # read directly: ws[row] would create a cell in every column
-    for col in range(first, last + 1):
-        c = cells.get((row, col))
-        if c is not None and c.value is not None:
-            return col
-    return first
-
-
-def _merge_anchor(ws: Worksheet, cell: MergedCell):
-    for rng in ws.merged_cells.ranges:
-        if cell.coordinate in rng:
-            return ws.cell(rng.min_row, rng.min_col)
-    return cell
-
-
 def _comment_text(found: list[tuple], existing: tuple[str | None, str | None] | None = None) -> str:
     """found: (rank, severity, rule_id, message, fix), strongest first; existing: the cell's
     comment (author, text), when it has one."""
@@ -545,269 +388,6 @@ def _comment_height(text: str) -> int:
     """Pixels: enough for the text at the comment's 300-pixel width, within 150–450."""
     lines = sum(1 + len(line) // 45 for line in text.splitlines())
     return min(max(150, 15 * lines), 450)
-
-
-def _comment(found: list[tuple], existing: Comment | None) -> Comment:
-    """found: (rank, severity, rule_id, message, fix), strongest first."""
-    text = _comment_text(found, None if existing is None else (existing.author, existing.text))
-    return Comment(text, COMMENT_AUTHOR, height=_comment_height(text), width=COMMENT_WIDTH)
-
-
-# --- the school's sheets, fast: values read with fastexcel, written with xlsxwriter ------------
-
-_XLSX_OPTIONS = {
-    "constant_memory": True,  # rows are written in order and flushed: less memory, a little faster
-    # every text is a text: nothing the school typed may become a formula, a link or a number
-    "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
-}
-_EPOCH = datetime(1970, 1, 1)  # fastexcel's timestamps are naive milliseconds since 1970
-_GOT = "Expected datetime but got '"  # fastexcel's conversion error: "…got 'String(\"x\")'"
-_ERROR_TEXT = {"Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!",
-               "Ref": "#REF!", "Value": "#VALUE!", "GettingData": "#GETTING_DATA"}
-_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
-
-
-@dataclass
-class _Grid:
-    """One sheet of the school's workbook as fastexcel reads it: the values of each used
-    column (str, float, bool or datetime; None when blank), from Excel row 1."""
-
-    name: str  # as in the school's workbook: issues name it so
-    title: str  # in the feedback workbook: the same unless Excel would refuse it there
-    visible: str  # visible | hidden | veryhidden
-    columns: list[int]  # the Excel column (1 = A) of each entry of `values`
-    values: list[list[object]]
-    height: int
-
-    def first_filled(self, row: int) -> int:
-        if 1 <= row <= self.height:
-            for col, values in zip(self.columns, self.values):
-                if values[row - 1] is not None:
-                    return col
-        return self.columns[0] if self.columns else 1
-
-
-def _read_grids(source: Path | None, status: str) -> list[_Grid] | None:
-    """Every sheet of the school's workbook but our previous PhanHoi, in order; None when
-    there is nothing to copy or fastexcel cannot read it (then PhanHoi comes alone)."""
-    if source is None or status == "unreadable":
-        return None
-    try:
-        reader = fastexcel.read_excel(str(source))
-        grids: list[_Grid] = []
-        taken = {TEXT["sheet"].lower()}
-        for name in reader.sheet_names:
-            visible, columns, values, height = _read_sheet(reader, name)
-            if name == TEXT["sheet"] and columns[:1] == [1] and values[0][:1] == [TEXT["title"]]:
-                continue  # the PhanHoi we sent last time: the new one replaces it
-            grids.append(_Grid(name, _xlsx_title(name, taken), visible, columns, values, height))
-        return grids
-    except Exception as exc:  # any failure only means the school's sheets cannot be copied
-        log.warning("feedback: source not read for copying (%s)", type(exc).__name__)
-        return None
-
-
-def _read_sheet(reader: fastexcel.ExcelReader, name: str) -> tuple[str, list[int], list[list[object]], int]:
-    """(visibility, Excel columns, values by column, height) of one sheet.
-
-    fastexcel gives one type per column, and the header makes nearly every column mixed, so
-    each cell's type is found from two reads: as text (every cell; a number with all its
-    digits), and as a date, which succeeds for numbers and dates only and, for any other cell,
-    reports its kind in the error's text ("String", "Bool", "Error(Div0)", "Float" for a number
-    beyond the dates). If that text ever changes, such cells fall back to their text."""
-    text = reader.load_sheet(name, header_row=None, skip_rows=0, dtypes="string", dtype_coercion="coerce")
-    columns = [c.absolute_index + 1 for c in text.available_columns()]
-    strings = [col.to_pylist() for col in text.to_arrow().columns]
-    if not columns:
-        return text.visible, [], [], 0
-    dated, errors = reader.load_sheet(name, header_row=None, skip_rows=0, dtypes="datetime",
-                                      dtype_coercion="coerce").to_arrow_with_errors()
-    kinds: list[dict[int, str]] = [{} for _ in columns]
-    start = len(_GOT)
-    for e in errors.errors:
-        row, j = e.position
-        detail = e.detail
-        kind = detail[start:detail.find("(", start)] if detail.startswith(_GOT) else ""
-        if kind == "Error":  # a formula's error: shown as Excel shows it
-            code = detail[start + 6:detail.find(")", start)]
-            kind = _ERROR_TEXT.get(code, f"#{code.upper()}!")
-        kinds[j][row] = kind
-    values = []
-    for texts, stamps, kind in zip(strings, dated.columns, kinds):
-        if stamps.null_count == len(stamps) and all(k == "String" for k in kind.values()):
-            values.append(texts)  # text only (most columns): nothing to convert
-            continue
-        millis = stamps.cast(pa.int64()).to_pylist()  # not to_pylist(): a huge number overflows datetime
-        out: list[object] = []
-        for i, (s, ms) in enumerate(zip(texts, millis)):
-            if ms is not None:  # a number or a date; a date's text is "2014-09-05 00:00:00"
-                try:
-                    out.append(float(s))
-                except (TypeError, ValueError):
-                    out.append(_EPOCH + timedelta(milliseconds=ms))
-            elif s is None and i not in kind:
-                out.append(None)
-            else:
-                out.append(_typed(s, kind.get(i, "")))
-        values.append(out)
-    return text.visible, columns, values, len(strings[0])
-
-
-def _typed(text: str | None, kind: str) -> object:
-    """A cell that is not a number within the dates: its text and kind (String, Bool, Float,
-    Int, an error as Excel shows it, or "" when unknown) → the value to write."""
-    if kind == "Bool" and text in ("true", "false"):
-        return text == "true"
-    if kind in ("Float", "Int") and text is not None:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    if kind.startswith("#") and text is None:  # an error value, e.g. #DIV/0!
-        return kind
-    return text
-
-
-def _xlsx_title(name: str, taken: set[str]) -> str:
-    """`name`, unless Excel would refuse it in the new workbook (taken, case-insensitively,
-    or malformed by the program that wrote the school's file)."""
-    def fit(text: str, room: int = 31) -> str:
-        while len(text.encode("utf-16-le")) // 2 > room:
-            text = text[:-1]
-        return text
-
-    title = fit(_BAD_TITLE.sub("_", name).strip("'")) or "Trang"
-    base, n = title, 1
-    while title.lower() in taken:
-        n += 1
-        suffix = f" ({n})"
-        title = fit(base, 31 - len(suffix)) + suffix
-    taken.add(title.lower())
-    return title
-
-
-def _fast_marks(grids: list[_Grid], df: pd.DataFrame) -> tuple[dict[str, dict], dict[object, str]]:
-    """The cells to mark, by feedback sheet title: (row, column) → (severity, comment text,
-    comment height); and issue index → the marked cell, as a hyperlink location."""
-    by_name = {g.name: g for g in grids}
-    targets = _targets(df, _sheet_lookup(list(by_name)), lambda name, row: by_name[name].first_filled(row))
-    marks: dict[str, dict] = {}
-    where: dict[object, str] = {}
-    for (name, row, col), found in targets.items():
-        title = by_name[name].title
-        text = _comment_text([f[:5] for f in found])
-        marks.setdefault(title, {})[(row, col)] = (found[0][1], text, _comment_height(text))
-        location = f"{quote_sheetname(title)}!{get_column_letter(col)}{row}"
-        for f in found:
-            where[f[5]] = location
-    return marks, where
-
-
-class _CellFormats:
-    """xlsxwriter formats of the school's cells, by number format and fill, each made once."""
-
-    def __init__(self, wb: xlsxwriter.Workbook):
-        self._wb = wb
-        self._made: dict[tuple, object] = {(None, None): None}
-
-    def __call__(self, num_format: str | None = None, fill: str | None = None):
-        key = (num_format, fill)
-        if key not in self._made:
-            props: dict[str, object] = {"num_format": num_format} if num_format else {}
-            if fill:
-                props.update(pattern=1, bg_color=f"#{fill}")
-            self._made[key] = self._wb.add_format(props)
-        return self._made[key]
-
-
-def _date_format(value: datetime) -> str:
-    if value < datetime(1900, 1, 1):  # a time of day (Excel day 0)
-        return "hh:mm:ss" if value.second else "hh:mm"
-    if (value.hour, value.minute, value.second) == (0, 0, 0):
-        return "dd/mm/yyyy"
-    return "dd/mm/yyyy hh:mm:ss" if value.second else "dd/mm/yyyy hh:mm"
-
-
-def _copy_sheet(wb: xlsxwriter.Workbook, grid: _Grid, marks: Mapping[tuple[int, int], tuple],
-                formats: _CellFormats) -> None:
-    """The school's sheet, values only, with its offending cells filled and commented (a blank
-    one too). Rows are written in order (constant_memory)."""
-    ws = wb.add_worksheet(grid.title)
-    if grid.visible == "hidden":
-        ws.hide()
-    elif grid.visible == "veryhidden":
-        ws.very_hidden()
-    for col, width in _column_widths(grid):
-        ws.set_column(col - 1, col - 1, width)
-    by_row: dict[int, dict[int, tuple]] = {}
-    for (row, col), mark in marks.items():
-        by_row.setdefault(row, {})[col] = mark
-    columns = [c - 1 for c in grid.columns]
-    write_string, write_number, write_boolean = ws.write_string, ws.write_number, ws.write_boolean
-    for i, row in enumerate(zip(*grid.values)):
-        here = by_row.pop(i + 1, None)
-        if here is None:
-            for c, v in zip(columns, row):
-                if v is None:
-                    continue
-                kind = type(v)
-                if kind is str:
-                    write_string(i, c, v)
-                elif kind is float:
-                    write_number(i, c, v)
-                elif kind is bool:
-                    write_boolean(i, c, v)
-                else:
-                    ws.write_datetime(i, c, v, formats(_date_format(v)))
-            continue
-        for c, v in zip(columns, row):
-            mark = here.pop(c + 1, None)
-            if v is not None or mark is not None:
-                _write_marked(ws, i, c, v, mark, formats)
-        for c, mark in sorted(here.items()):  # a column the sheet does not use
-            _write_marked(ws, i, c - 1, None, mark, formats)
-    for row in sorted(by_row):  # below the sheet's last row
-        for c, mark in sorted(by_row[row].items()):
-            _write_marked(ws, row - 1, c - 1, None, mark, formats)
-
-
-def _write_marked(ws, r: int, c: int, value: object, mark: tuple | None, formats: _CellFormats) -> None:
-    fill = SEVERITY_COLOR[mark[0]] if mark else None
-    if value is None:
-        ws.write_blank(r, c, None, formats(None, fill))
-    elif type(value) is str:
-        ws.write_string(r, c, value, formats(None, fill))
-    elif type(value) is float:
-        ws.write_number(r, c, value, formats(None, fill))
-    elif type(value) is bool:
-        ws.write_boolean(r, c, value, formats(None, fill))
-    else:
-        ws.write_datetime(r, c, value, formats(_date_format(value), fill))
-    if mark:
-        ws.write_comment(r, c, mark[1], {"author": COMMENT_AUTHOR, "width": COMMENT_WIDTH, "height": mark[2]})
-
-
-def _column_widths(grid: _Grid, rows: int = 60) -> list[tuple[int, float]]:
-    """Widths from the longest value among the first rows (a one-cell row, such as a title
-    merged across, does not count), capped."""
-    widest = [0] * len(grid.columns)
-    for row in zip(*(values[:rows] for values in grid.values)):
-        if sum(v is not None for v in row) < 2:
-            continue
-        for j, v in enumerate(row):
-            if v is not None:
-                widest[j] = max(widest[j], _shown_length(v))
-    return [(col, min(45, w + 2)) for col, w in zip(grid.columns, widest) if w + 2 > 8.43]
-
-
-def _shown_length(value: object) -> int:
-    if isinstance(value, str):
-        return max(map(len, value.splitlines() or [""]))
-    if isinstance(value, datetime):
-        return len(_date_format(value))
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return len(str(int(value)))
-    return len(str(value))
 
 
 # --- the PhanHoi sheet: laid out once, written by openpyxl or xlsxwriter ---------------------
@@ -1033,123 +613,6 @@ def _table_row(page: _Page, r: int, values: tuple, severity: str) -> None:
         page.heights[r] = 15 * min(lines, 8)
 
 
-# openpyxl
-
-
-_ALIGN = {"wrap": _S.wrap, "center": _S.center, "head": _S.head,
-          "left": Alignment(horizontal="left", vertical="top", wrap_text=True)}
-_FONT = {"bold": _S.bold, "title": _S.title, "section": _S.section, "link": _S.link}
-
-
-def _render_openpyxl(ws: Worksheet, page: _Page) -> None:
-    _layout(ws)
-    for (r, c), (value, style) in page.cells.items():
-        cell = _put(ws, r, c, value, fill=style.fill, border=style.border, align=_ALIGN[style.align])
-        if style.font:
-            cell.font = _FONT[style.font]
-        if (r, c) in page.links:
-            cell.hyperlink = Hyperlink(ref=cell.coordinate, location=page.links[(r, c)])
-    for r, first, last in page.merges:  # after the cells: a merge copies its first cell's border
-        ws.merge_cells(start_row=r, start_column=first, end_row=r, end_column=last)
-    for r, height in page.heights.items():
-        ws.row_dimensions[r].height = height
-    if page.frozen:
-        ws.freeze_panes = f"A{page.frozen + 1}"
-        ws.print_title_rows = f"1:{page.frozen}"
-    if page.autofilter:
-        ws.auto_filter.ref = f"A{page.autofilter[0]}:{_LAST}{page.autofilter[1]}"
-
-
-def _put(ws: Worksheet, row: int, col: int, value: object, *, bold: bool = False, fill: str | None = None,
-         border: bool = False, align: Alignment | None = None):
-    """Write one cell. Every string is stored as text, never as a formula: school text that
-    starts with = + - @ (or a tab/CR) must not run when the sheet is opened (CSV injection)."""
-    cell = ws.cell(row, col)
-    if isinstance(value, str) or value is None:
-        text = _clean(value)
-        cell.value = text
-        if text is not None:
-            cell.data_type = "s"  # openpyxl made "=…" a formula and "#N/A" an error
-            if text.startswith(_FORMULA_START):
-                cell.quotePrefix = True  # Excel's leading apostrophe: stays text when edited
-    else:
-        cell.value = value
-    if bold:
-        cell.font = _S.bold
-    if fill:
-        cell.fill = PatternFill("solid", start_color=fill, end_color=fill)
-    if border:
-        cell.border = _S.border
-    cell.alignment = align or _S.wrap
-    return cell
-
-
-def _layout(ws: Worksheet) -> None:
-    for i, w in enumerate(_WIDTHS, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = w
-    ws.page_setup.orientation = "landscape"
-    ws.page_setup.paperSize = ws.PAPERSIZE_A4
-    ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
-    ws.sheet_properties.pageSetUpPr.fitToPage = True
-    ws.page_margins.left = ws.page_margins.right = _MARGIN["left"]
-    ws.page_margins.top = ws.page_margins.bottom = _MARGIN["top"]
-
-
-# xlsxwriter
-
-
-_XL_ALIGN = {"wrap": {}, "center": {"align": "center"}, "head": {"align": "center", "valign": "vcenter"},
-             "left": {"align": "left"}}
-_XL_FONT = {None: {}, "bold": {"bold": True}, "title": {"bold": True, "font_size": 14},
-            "section": {"bold": True, "font_size": 12}, "link": {"font_color": "#0563C1", "underline": 1}}
-
-
-def _render_xlsx(wb: xlsxwriter.Workbook, ws, page: _Page) -> None:
-    """The same page with xlsxwriter, row by row (the workbook may be in constant_memory mode).
-    Every text goes through write_string: nothing becomes a formula."""
-    formats: dict[tuple[_Style, bool], object] = {}
-
-    def fmt(style: _Style, quote: bool):
-        if (style, quote) not in formats:
-            props = {"text_wrap": True, "valign": "top", **_XL_ALIGN[style.align], **_XL_FONT[style.font]}
-            if style.fill:
-                props.update(pattern=1, bg_color=f"#{style.fill}")
-            if style.border:
-                props.update(border=1, border_color=f"#{_S.thin.color.rgb[-6:]}")
-            if quote:
-                props["quote_prefix"] = True  # Excel's leading apostrophe, as openpyxl's quotePrefix
-            formats[(style, quote)] = wb.add_format(props)
-        return formats[(style, quote)]
-
-    for i, w in enumerate(_WIDTHS):
-        ws.set_column(i, i, w)
-    ws.set_landscape()
-    ws.set_paper(9)  # A4
-    ws.fit_to_pages(1, 0)
-    ws.set_margins(**_MARGIN)
-    if page.frozen:
-        ws.freeze_panes(page.frozen, 0)
-        ws.repeat_rows(0, page.frozen - 1)
-    for r, height in page.heights.items():
-        ws.set_row(r - 1, height)
-    merged = {(r, first): last for r, first, last in page.merges}
-    for (r, c), (value, style) in sorted(page.cells.items()):
-        f = fmt(style, isinstance(value, str) and value.startswith(_FORMULA_START))
-        if (r, c) in merged:  # blank first, then the value: merge_range would not say write_string
-            ws.merge_range(r - 1, c - 1, r - 1, merged[(r, c)] - 1, "", f)
-        if (r, c) in page.links:  # the link writes its text; the value below keeps a number a number
-            ws.write_url(r - 1, c - 1, f"internal:{page.links[(r, c)]}", f, string=str(value))
-        if value is None:
-            ws.write_blank(r - 1, c - 1, None, f)
-        elif isinstance(value, str):
-            ws.write_string(r - 1, c - 1, value, f)
-        else:
-            ws.write_number(r - 1, c - 1, value, f)
-    if page.autofilter:
-        ws.autofilter(page.autofilter[0] - 1, 0, page.autofilter[1] - 1, len(_WIDTHS) - 1)
-
-
 def _short(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
@@ -1165,17 +628,6 @@ def _when(at: datetime) -> str:
     if at.tzinfo is not None:
         at = at.astimezone(_VN)
     return at.strftime("%d/%m/%Y %H:%M")
-
-
-def _activate(wb: openpyxl.Workbook, ws: Worksheet) -> None:
-    """Open on PhanHoi. Other sheets must lose `tabSelected`, or Excel opens them grouped and
-    the school's next edit lands on several sheets at once."""
-    for other in wb.worksheets:
-        other.sheet_view.tabSelected = False
-    wb.active = wb.worksheets.index(ws)
-    ws.sheet_view.tabSelected = True
-    if wb.views:
-        wb.views[0].firstSheet = 0
 
 
 def _save_atomic(save: Callable[[Path], None], out: Path) -> None:

@@ -22,6 +22,7 @@ def main() -> None:
     import xlsxwriter
 
     from edustat import feedback as fb
+    from edustat import feedback_xlsx as fx
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--inbox", type=Path, default=ROOT / "build" / "incr" / "city" / "inbox")
@@ -36,7 +37,7 @@ def main() -> None:
     t = {"read": 0.0, "phanhoi": 0.0, "write (constant_memory)": 0.0, "write (in memory)": 0.0, "receipt": 0.0}
     for i, f in enumerate(files):
         c = time.process_time()
-        grids = fb._read_grids(f, "accepted_with_warnings")
+        grids = fx._read_grids(f, "accepted_with_warnings")
         t["read"] += time.process_time() - c
         c = time.process_time()
         frame = fb._normalise(issues)
@@ -45,12 +46,12 @@ def main() -> None:
         t["phanhoi"] += time.process_time() - c
         for label, cm in (("write (constant_memory)", True), ("write (in memory)", False)):
             c = time.process_time()
-            wb = xlsxwriter.Workbook(str(out / f"{i}-{cm}.xlsx"), {**fb._XLSX_OPTIONS, "constant_memory": cm})
+            wb = xlsxwriter.Workbook(str(out / f"{i}-{cm}.xlsx"), {**fx._XLSX_OPTIONS, "constant_memory": cm})
             ws = wb.add_worksheet(fb.TEXT["sheet"])
-            fb._render_xlsx(wb, ws, content)
-            formats = fb._CellFormats(wb)
+            fx._render_xlsx(wb, ws, content)
+            formats = fx._CellFormats(wb)
             for g in grids:
-                fb._copy_sheet(wb, g, {}, formats)
+                fx._copy_sheet(wb, g, {}, formats)
             wb.close()
             t[label] += time.process_time() - c
         c = time.process_time()
