@@ -55,7 +55,7 @@ def certification(fr) -> tuple[bool | None, dt.date | None]:
 def issues(results, cat) -> pd.DataFrame:
     """One `file_not_certified` issue per readable, active file that lacks the confirmation
     (called only when the config requires certification)."""
-    from edustat.collect import active, not_certified
+    from edustat.submissions import active, not_certified
 
     rows = []
     for fr in results:

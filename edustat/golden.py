@@ -23,7 +23,7 @@ def build_sample(work: Path) -> dict[str, list[Path]]:
     """Generate the sample city for both periods and run the pipeline on it (no Prefect:
     the same steps the flow composes). Returns period → rendered workbooks."""
     from edustat import pipeline, store
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.config import Config
     from edustat.reports import build_reports
     from edustat.synth import generate_city

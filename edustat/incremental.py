@@ -6,7 +6,7 @@ validating it produced, and, per output, what it was made from, so a run redoes 
 changed:
 
 - **Per-file cache** `<data>/cache/<sha[:2]>/<sha256 of the file's bytes>-<name hash>.parquet`:
-  the parsed file (`FileResult` of `collect.ingest_file`: its sheets as read, the school sheet
+  the parsed file (`FileResult` of `submissions.ingest_file`: its sheets as read, the school sheet
   cast, the structure stage's issues) and, once validated, its row and cross-row issues
   (`….issues.parquet`). An entry is used only when its *version key* matches: a hash of the
   contract, rules catalogue, code lists, vocabulary, form definitions, edustat's own code, and
@@ -274,7 +274,7 @@ def _content_hash(fr) -> str | None:
 def lookup(path: Path, data_dir: Path, vkey: str, school_year: str, period: str, raw_root: Path):
     """The cached FileResult of the file at `path` (sheets not loaded: see `materialise`), or
     None. The raw copy is kept as a cold read would (content-addressed: a no-op when present)."""
-    from edustat.collect import FileResult, _keep_raw, _refusal
+    from edustat.submissions import FileResult, _keep_raw, _refusal
     from edustat.paths import UNIDENTIFIED, display_name, school_code_for_path
     from edustat.reader import file_sha256
 
@@ -347,7 +347,7 @@ def materialise(results: Iterable) -> None:
 
 
 def _reingest(fr):
-    from edustat.collect import ingest_file
+    from edustat.submissions import ingest_file
 
     from schemas.rules import load_rules
 
@@ -413,7 +413,7 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     own file), so a file's issues do not depend on the other files. Issues come in results order:
     the structure stage's issues of every file, then each validated file's own issues — the same
     order cold or warm. Cross-school rules run later, in the load, on the whole collection."""
-    from edustat.collect import ISSUE_COLUMNS, active, validate_collection
+    from edustat.submissions import ISSUE_COLUMNS, active, validate_collection
     from schemas.rules import load_rules
 
     vkey = version_key(cfg.severity, cfg.read_limits)
@@ -525,13 +525,13 @@ def unchanged_outcome(results: list, cfg, school_year: str, period: str, run_id:
     """The outcome of the last load when this run would load exactly the same thing: every file
     read and validated from the cache, the collection's fingerprint equal to the one the last
     load committed, and the register still holding that load's rows. None otherwise."""
-    from edustat.collect import active
+    from edustat.submissions import active
     from edustat.pipeline import _REGISTER_COLUMNS, RunOutcome
     from edustat.store import session
 
     if not cfg.incremental or not results or not Path(cfg.db_path).exists():
         return None
-    from edustat.collect import _refusal
+    from edustat.submissions import _refusal
 
     if any(getattr(fr, "cache", None) is None and not _refusal(fr.path) for fr in results):
         return None  # a file read anew (a refused entry — symlink, lock file — is never read: its message is the same)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from edustat.collect import (
+from edustat.submissions import (
     TABLE_SHEETS,
     FileResult,
     Frames,
@@ -117,7 +117,7 @@ def _ingest_alone(job: tuple) -> FileResult:
     OOM killer), the file gets the message and the run goes on."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from edustat.collect import file_died
+    from edustat.submissions import file_died
 
     with ProcessPoolExecutor(max_workers=1) as pool:
         try:
@@ -224,7 +224,7 @@ def cache_stats(results: list[FileResult]) -> dict[str, int]:
 
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
-    """The collection's sheets concatenated and cast once (see collect.assemble)."""
+    """The collection's sheets concatenated and cast once (see submissions.assemble)."""
     from edustat.incremental import materialise
 
     materialise(results)  # the sheets of files taken from the cache

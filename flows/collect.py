@@ -29,7 +29,7 @@ from typing import Literal
 from prefect import flow, task, unmapped
 
 from edustat import faults, pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config, load_config
 from edustat.officer import run_log, run_title
 

@@ -40,7 +40,7 @@ GROUP BY ALL ORDER BY ALL
 def run_office(prov: str, district: str, base: Path, schools: int) -> Path:
     """One province office's edustat run (read → … → publish, no forms): its published snapshot."""
     from edustat import pipeline, store
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.config import Config
     from edustat.publish import load_or_create_salt, publish
     from edustat.synth import generate_city

@@ -112,8 +112,8 @@ def main() -> None:
 
     if not args.inbox.is_dir():
         return print(f"(no {args.inbox}: run `make bench` once for the city's share)")
-    from edustat import collect, expectations as ex, pipeline
-    from edustat.collect import discover
+    from edustat import expectations as ex, pipeline, submissions as collect
+    from edustat.submissions import discover
     from edustat.config import Config
 
     cfg = Config(data_dir=ROOT / "build" / "bench" / "measure-gx-data", workers=2)

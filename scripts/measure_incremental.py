@@ -61,7 +61,7 @@ def one_run(cfg, inbox: Path, run_id: str) -> dict:
     """The flow's steps in the flow's order (flows/collect.py), each timed; wall seconds and the
     CPU seconds of this process and its children; the cache's hits and misses."""
     from edustat import pipeline, store
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.publish import publish, salt_for
 
     times: dict[str, float] = {}

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--period", default="dau_nam")
     args = ap.parse_args()
     from edustat import pipeline, store
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.config import Config
     from edustat.publish import load_or_create_salt, publish
     from edustat.reports import build_reports

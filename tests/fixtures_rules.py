@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import openpyxl
 import pandas as pd
 
-from edustat.collect import ingest_file, mark_superseded, validate_collection
+from edustat.submissions import ingest_file, mark_superseded, validate_collection
 from edustat.workbook import TEMPLATE, ExportStyle, write_submission
 from schemas.rules import Catalogue, load_rules
 
@@ -206,7 +206,7 @@ def run(path_or_paths, period: str = "dau_nam", *, raw_root: Path | None = None,
         catalogue: Catalogue | None = None, crashed: dict[str, str] | None = None) -> pd.DataFrame:
     """One collection run, as the pipeline does it: ingest each file (structure stage), settle
     which file of a school counts, then the row and cross-row rules over all of them.
-    Returns the issue rows (edustat.collect.ISSUE_COLUMNS). With `crashed`, a file whose
+    Returns the issue rows (edustat.submissions.ISSUE_COLUMNS). With `crashed`, a file whose
     ingest raises is recorded there (file name → exception) instead of stopping the run."""
     paths = [Path(path_or_paths)] if isinstance(path_or_paths, (str, Path)) else [Path(p) for p in path_or_paths]
     cat = catalogue or load_rules()

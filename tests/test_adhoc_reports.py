@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config
 from edustat.reports import AdhocError, load_adhoc
 from edustat.synth import generate_city

@@ -193,7 +193,7 @@ def test_undecodable_and_nfd_names_display_as_text():
 
 
 def test_a_parser_crash_is_that_files_message(tmp_path, monkeypatch):
-    import edustat.collect as collect
+    import edustat.submissions as collect
 
     manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
     path = tmp_path / "in" / manifest.schools[0].file
@@ -211,7 +211,7 @@ def test_a_parser_crash_is_that_files_message(tmp_path, monkeypatch):
 def test_limits_are_configurable_and_checked_before_loading(tmp_path):
     import yaml
 
-    from edustat.collect import ingest_file
+    from edustat.submissions import ingest_file
     from edustat.config import ConfigError, load_config
 
     manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
@@ -233,7 +233,7 @@ def test_limits_are_configurable_and_checked_before_loading(tmp_path):
 def test_invisible_characters_are_stripped_with_a_notice(tmp_path):
     import openpyxl
 
-    from edustat.collect import ingest_file
+    from edustat.submissions import ingest_file
 
     manifest = generate_city(tmp_path / "in", schools=1, seed=3, school_year=YEAR, period=PERIOD)
     src = tmp_path / "in" / manifest.schools[0].file

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import load_config
 from edustat.periods import RULE_TEXT
 from edustat.synth import generate_city

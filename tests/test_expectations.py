@@ -40,7 +40,7 @@ def test_every_rule_is_wired_into_its_stage():
     for r in cat.rules.values():
         if r.stage == "row":
             # padded / near / said / ambiguous come from casting (transforms/cast.py, rendered
-            # in edustat/collect.py); required: the test below
+            # in edustat/submissions.py); required: the test below
             ok = r.id in in_suites or r.family in ("padded", "near", "said", "ambiguous", "required")
         elif r.stage == "cross_row":
             ok = f'"{r.id}"' in checks

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config
 from edustat.reports import build_reports, compute_and_check, data_rows, load_form
 from edustat.synth import generate_city

@@ -20,7 +20,7 @@ MEASURES = ("tong", "nu", "dtts", "dtts_nu")
 def db(tmp_path_factory) -> Path:
     """A 7-school end-of-year city (3 MN, 2 TH, 1 THCS, 1 TH+THCS), loaded without Prefect."""
     from edustat import pipeline, store
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.config import load_config
     from edustat.synth import generate_city
 

@@ -43,7 +43,7 @@ def cfg_for(data: Path, **kw) -> Config:
 
 def run_steps(cfg: Config, inbox: Path, run_id: str) -> dict:
     """The collection's steps in the order of flows/collect.py (without Prefect)."""
-    from edustat.collect import discover
+    from edustat.submissions import discover
     from edustat.publish import salt_for
 
     with pipeline.sole_writer(cfg):
@@ -232,7 +232,7 @@ def test_the_version_key_follows_the_rules_and_the_config():
 
 
 def test_a_cached_file_sheets_cannot_be_used_unloaded(primed, inbox):
-    from edustat.collect import discover
+    from edustat.submissions import discover
 
     cfg = cfg_for(primed[0])
     path = [p for p in discover(inbox) if p.name.startswith("7")][0]
@@ -269,7 +269,7 @@ def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path)
 def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, inbox):
     """Rules in the load may compare with other collections (cross-period checks) and read the
     load's settings: the skip holds only while neither changed."""
-    from edustat.collect import discover
+    from edustat.submissions import discover
 
     data = cold[0]
     results = pipeline.ingest_all(discover(inbox), cfg_for(data), YEAR, PERIOD)

@@ -22,7 +22,7 @@ import pytest
 import xlsxwriter
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config
 from edustat.feedback import write_feedback
 from edustat.reports import build_reports, check_text, load_form, render_form

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config
 from edustat.rollover import advance_mn_name, advance_name, roll_school
 from edustat.synth import generate_city

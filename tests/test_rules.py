@@ -36,7 +36,7 @@ import pytest
 from openpyxl.utils import get_column_letter
 
 import fixtures_rules as fx
-from edustat.collect import ISSUE_COLUMNS
+from edustat.submissions import ISSUE_COLUMNS
 from edustat.workbook import MINISTRY_EXPORT, ExportStyle
 from fixtures_rules import SCHOOL_YEAR, Book, canonical, set_cell
 from schemas import load_contract

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from edustat import pipeline, store
-from edustat.collect import discover
+from edustat.submissions import discover
 from edustat.config import Config
 from edustat.sql_reports import SqlReportError, load_sql_report
 from edustat.synth import generate_city

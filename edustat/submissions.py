@@ -1,6 +1,7 @@
-"""Collect a period's school workbooks: discover, keep the raw file, parse, check structure
-(stage a), cast; then row rules (stage b, Great Expectations) and within-school cross-row
-rules (stage c) over the whole collection. Results are plain data for the loader, the
+"""A period's submissions (the school workbooks): discover, keep the raw file, parse, check
+structure (stage a), cast; then row rules (stage b, Great Expectations) and within-school
+cross-row rules (stage c) over the whole collection. (Named apart from `flows/collect.py`,
+the flow that orders these steps.) Results are plain data for the loader, the
 feedback writer and the flow.
 """
 from __future__ import annotations
