@@ -35,7 +35,7 @@ def test_every_rule_is_wired_into_its_stage():
     in_suites = {e["meta"]["rule_id"] for p in SUITE_DIR.glob("*.json")
                  for e in json.loads(p.read_text(encoding="utf-8"))["expectations"]}
     checks = (ROOT / "transforms" / "checks.py").read_text(encoding="utf-8")
-    collect = (ROOT / "edustat" / "collect.py").read_text(encoding="utf-8")
+    collect = (ROOT / "edustat" / "submissions.py").read_text(encoding="utf-8")
     unwired = []
     for r in cat.rules.values():
         if r.stage == "row":
