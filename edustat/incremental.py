@@ -429,7 +429,7 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     if todo:
         sub = [results[i] for i in todo]
         materialise(sub)
-        whole = frames if (frames is not None and len(todo) == len(act)) else None
+        whole = frames if (frames is not None and len(todo) == len(act) and getattr(frames, "covers", None) is None) else None
         if whole is None:
             # a subset keeps its own file indexes inside validate_collection: pass it alone
             found = validate_collection(sub, school_year=school_year, period=period,
@@ -710,3 +710,105 @@ def publish_if_changed(con, cfg, salt: str):
     result = publish(con, cfg.published_dir, salt=salt, pseudonymise=cfg.pseudonymise_published)
     record_outputs(con, "*", "*", "publish", {"snapshot": publish_fingerprint(con, cfg, salt)})
     return result, fp
+
+
+# ---------------------------------------------------------------------------------------
+# Cast and staging: only the files whose staged rows are not already what they would be
+# ---------------------------------------------------------------------------------------
+
+STAGED_DDL = """
+create table if not exists incremental_staged (
+    school_year varchar, period varchar, file_hash varchar, version varchar,
+    primary key (school_year, period, file_hash));
+"""
+
+
+class _NotHere:
+    """A file left out of a partial cast / staging: inactive for `collect.assemble` and
+    `pipeline.staged_frames`, which keep the others' indexes into the results."""
+
+    unreadable, blocked, superseded, school_code = True, False, False, None
+
+
+def _only(results: list, keep: set[int]) -> list:
+    return [fr if i in keep else _NotHere() for i, fr in enumerate(results)]
+
+
+def assemble_changed(results: list, cfg):
+    """`collect.assemble` of the files read anew (cache misses) only, when some active files
+    came from the cache: their staged rows from the load that read them are reused (see
+    `plan_staging`). Such frames carry `covers` (the results indexes cast); a cold run (every
+    active file read anew) casts the whole collection, as before, with `covers` None."""
+    from edustat.collect import active, assemble
+    from schemas.rules import load_rules
+
+    act = [i for i, fr in enumerate(results) if active(fr)]
+    fresh = {i for i in act if not (getattr(results[i], "cache", None) is not None and results[i].cache.ingest_hit)}
+    if not cfg.incremental or len(fresh) == len(act):
+        materialise(results)
+        return assemble(results, catalogue=load_rules(cfg.severity))
+    materialise([results[i] for i in fresh])
+    frames = assemble(_only(results, fresh), catalogue=load_rules(cfg.severity))
+    frames.covers = frozenset(fresh)  # type: ignore[attr-defined]
+    return frames
+
+
+def plan_staging(con, results: list, frames, cfg, school_year: str, period: str):
+    """Which active files the load stages: those cast in this run (`frames.covers`) and every
+    other whose staged rows are not proven to be what staging it now would write — staged by a
+    load with this version key (`incremental_staged`), with exactly the file's rows in every
+    raw_/stg_ sheet. Returns (results with the others left out, frames of the files to stage).
+    Cross-school rules and the copy into core still read every active file's staged rows."""
+    from edustat.collect import TABLE_SHEETS, active, assemble
+    from schemas.rules import load_rules
+
+    covers = set(frames.covers)
+    materialise(results)  # the register counts every file's rows
+    act = [i for i, fr in enumerate(results) if active(fr)]
+    others = [i for i in act if i not in covers]
+    vkey = version_key(cfg.severity, cfg.read_limits)
+    proven: set[int] = set()
+    if others:
+        from edustat.store import ensure_tables
+
+        ensure_tables(con)  # a first load into this database: nothing staged yet (as load_all would)
+        con.execute(STAGED_DDL)
+        con.register("_cand", pd.DataFrame({"file_hash": [results[i].sha256 for i in others]}))
+        try:
+            ok = {h for (h,) in con.execute(
+                """select file_hash from incremental_staged where school_year = ? and period = ? and version = ?
+                   and file_hash in (select file_hash from _cand)""", [school_year, period, vkey]).fetchall()}
+            counts: dict[tuple[str, str, str], int] = {}
+            for sid in ("school", *TABLE_SHEETS):
+                for layer in ("raw", "stg"):
+                    for h, n in con.execute(
+                            f"""select file_hash, count(*) from {layer}_{sid} where school_year = ? and period = ?
+                                and file_hash in (select file_hash from _cand) group by 1""",
+                            [school_year, period]).fetchall():
+                        counts[(layer, sid, h)] = int(n)
+        finally:
+            con.unregister("_cand")
+        for i in others:
+            fr = results[i]
+            if fr.sha256 not in ok:
+                continue
+            want = {"school": 1, **{sid: fr.rows(sid) for sid in TABLE_SHEETS}}
+            if all(counts.get((layer, sid, fr.sha256), 0) == n for sid, n in want.items() for layer in ("raw", "stg")):
+                proven.add(i)
+    todo = set(act) - proven
+    if todo != covers:  # files to stage again that this run did not cast: cast them with the others
+        frames = assemble(_only(results, todo), catalogue=load_rules(cfg.severity))
+    return _only(results, todo), frames
+
+
+def record_staged(con, school_year: str, period: str, hashes: list[str], vkey: str) -> None:
+    """Inside the load's transaction: the files this load staged, under which version key."""
+    con.execute(STAGED_DDL)
+    if not hashes:
+        return
+    con.register("_staged", pd.DataFrame({"file_hash": sorted(set(hashes))}))
+    try:
+        con.execute("""insert or replace into incremental_staged
+                       select ?, ?, file_hash, ? from _staged""", [school_year, period, vkey])
+    finally:
+        con.unregister("_staged")

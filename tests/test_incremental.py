@@ -289,6 +289,51 @@ def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, in
     assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
 
 
+def test_one_school_changed_stages_that_file_only_unless_staged_rows_are_not_proven(inbox, tmp_path, monkeypatch):
+    """The load stages the changed school's file; every other school's staged rows are kept
+    when a load with this version key staged them and they hold exactly the file's rows — a
+    school whose rows are missing, or were staged under another version key, is staged again.
+    Cross-school rules and core still see the whole collection: the result equals plain runs."""
+    data = tmp_path / "data"
+    run_steps(cfg_for(data), inbox, "first")
+    changed_inbox = tmp_path / "inbox2"
+    code = _resend_one(inbox, changed_inbox)
+    db = data / "curated" / "edustat.duckdb"
+    con = duckdb.connect(str(db))
+    try:
+        files = dict(con.execute("""select s.school_code, s.file_hash from submission s where s.is_current and s.in_core
+                                    and exists (select 1 from stg_learners l where l.file_hash = s.file_hash)
+                                    order by 1""").fetchall())
+        short, stale = [c for c in files if c != code][:2]
+        con.execute("""delete from stg_learners where rowid = (select min(rowid) from stg_learners
+                       where file_hash = ?)""", [files[short]])  # a staged row lost
+        con.execute("update incremental_staged set version = ? where file_hash = ?", ["0" * 64, files[stale]])
+        con.execute("update stg_learners set full_name = 'X' where file_hash = ?", [files[stale]])  # staged by another version
+    finally:
+        con.close()
+    staged: list[str] = []
+    real = pipeline.stage_frames
+
+    def spy(con, raw, stg, *a, **k):
+        staged.extend(sorted({h for f in stg.values() for h in f["file_hash"].dropna().unique()}))
+        return real(con, raw, stg, *a, **k)
+
+    monkeypatch.setattr(pipeline, "stage_frames", spy)
+    r = run_steps(cfg_for(data), changed_inbox, "one")
+    assert r["stats"]["read_misses"] == 1 and not r["reused"]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        new_hash = con.execute("select file_hash from submission where school_code = ? and is_current", [code]).fetchone()[0]
+    finally:
+        con.close()
+    assert sorted(staged) == sorted([new_hash, files[short], files[stale]])
+    monkeypatch.undo()
+    plain = tmp_path / "plain" / "data"
+    run_steps(cfg_for(plain, incremental=False), inbox, "plain-1")
+    run_steps(cfg_for(plain, incremental=False), changed_inbox, "plain-2")
+    assert_same(data, plain)
+
+
 # ---------------------------------------------------------------------------------------
 # Receipts
 # ---------------------------------------------------------------------------------------
