@@ -333,11 +333,14 @@ def materialise(results: Iterable) -> None:
             import pyarrow.compute as pc
 
             raw = {}
+            mapper = {pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get
             for sid, cols in meta["sheets"].items():
                 part = table.filter(pc.equal(table[_SHEET_COL], sid)).select([f"{sid}\x1f{c}" for c, _ in cols])
-                out = part.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+                out = part.to_pandas(types_mapper=mapper)
                 out.columns = [c for c, _ in cols]
-                out = out.astype({c: t for c, t in cols}) if cols else out
+                # only the columns Arrow did not give back in their dtype (astype copies every column)
+                recast = {c: t for c, t in cols if str(out[c].dtype) != t}
+                out = out.astype(recast) if recast else out
                 raw[sid] = out.set_axis(pd.RangeIndex(len(out)))
             fr.raw = raw
         except Exception:  # noqa: BLE001 - read the file again, as a cold run would
