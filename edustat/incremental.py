@@ -102,8 +102,13 @@ class _Unloaded:
 
     __getitem__ = __contains__ = __iter__ = __len__ = get = keys = items = values = _no
 
+    def __init__(self, row_counts: dict[str, int] | None = None):
+        # rows per sheet as read (FileResult.rows answers from them: the register counts a file's
+        # rows without loading its sheets); None for an entry written without them
+        self.row_counts = row_counts
+
     def __reduce__(self):  # a cached result crosses processes (Dask, Prefect) unloaded
-        return (_Unloaded, ())
+        return (_Unloaded, (self.row_counts,))
 
 
 @dataclass
@@ -242,6 +247,7 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
             part = part.rename_columns([f"{sid}\x1f{c}" for c in frame.columns])
             parts.append(part.append_column(_SHEET_COL, pa.array([sid] * len(frame), pa.string())))
         meta["sheets"] = sheets
+        meta["rows"] = {sid: int(len(frame)) for sid, frame in fr.raw.items()}
         # one file: the sheets one under the other, each with its own columns (nulls elsewhere)
         table = (pa.concat_tables(parts, promote_options="default") if parts
                  else pa.table({_SHEET_COL: pa.array([], pa.string())}))
@@ -300,7 +306,8 @@ def lookup(path: Path, data_dir: Path, vkey: str, school_year: str, period: str,
         vals = {k: _decode(v) for k, v in meta["fr"].items()}
         fr = FileResult(path=path, sha256=sha, received_mtime=mtime, **vals)
         fr.levels = tuple(fr.levels)
-        fr.raw = _Unloaded()
+        rows = meta.get("rows")
+        fr.raw = _Unloaded({str(k): int(v) for k, v in rows.items()} if isinstance(rows, dict) else None)
         fr.content_hash = meta.get("content_hash")  # type: ignore[attr-defined]
         fr.cache = Hit(entry=entry, bytes_sha=sha, ingest_hit=True)  # type: ignore[attr-defined]
         fr._cache_sheets = meta["sheets"]  # type: ignore[attr-defined]
@@ -766,7 +773,8 @@ def plan_staging(con, results: list, frames, cfg, school_year: str, period: str)
     from schemas.rules import load_rules
 
     covers = set(frames.covers)
-    materialise(results)  # the register counts every file's rows
+    # the register counts every file's rows: from the entry, or (an entry without counts) loaded
+    materialise([fr for fr in results if isinstance(fr.raw, _Unloaded) and fr.raw.row_counts is None])
     act = [i for i, fr in enumerate(results) if active(fr)]
     others = [i for i in act if i not in covers]
     vkey = version_key(cfg.severity, cfg.read_limits)
@@ -800,6 +808,7 @@ def plan_staging(con, results: list, frames, cfg, school_year: str, period: str)
                 proven.add(i)
     todo = set(act) - proven
     if todo != covers:  # files to stage again that this run did not cast: cast them with the others
+        materialise([results[i] for i in todo])
         frames = assemble(_only(results, todo), catalogue=load_rules(cfg.severity))
     return _only(results, todo), frames
 

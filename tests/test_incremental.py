@@ -239,9 +239,13 @@ def test_a_cached_file_sheets_cannot_be_used_unloaded(primed, inbox):
     fr = incremental.lookup(path, cfg.data_dir, incremental.version_key({}, cfg.read_limits), YEAR, PERIOD, cfg.raw_dir)
     assert fr is not None
     with pytest.raises(RuntimeError):
-        fr.rows("learners")
+        fr.raw["learners"]
+    with pytest.raises(RuntimeError):
+        fr.raw.get("learners")
+    counted = {sid: fr.rows(sid) for sid in ("rooms", "classes", "learners", "staff", "nosuch")}  # kept in the entry
     incremental.materialise([fr])
     assert fr.rows("learners") > 0
+    assert counted == {sid: fr.rows(sid) for sid in counted}
 
 
 def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path):
