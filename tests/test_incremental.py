@@ -27,6 +27,18 @@ YEAR, PERIOD = "2022-2023", "dau_nam"
 IGNORED = {"run_id", "received_at", "published_at", "generated_at"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _salt_env_restored():
+    """cfg_for sets EDUSTAT_SALT_FILE for this module's runs; later modules (test_faults compares
+    salts beside each data dir) must not inherit it."""
+    before = os.environ.get("EDUSTAT_SALT_FILE")
+    yield
+    if before is None:
+        os.environ.pop("EDUSTAT_SALT_FILE", None)
+    else:
+        os.environ["EDUSTAT_SALT_FILE"] = before
+
+
 @pytest.fixture(scope="module")
 def inbox(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("incr-city") / "inbox"
