@@ -277,10 +277,12 @@ def _create_views(con, tables: dict[str, list[str]], dims: dict[tuple[str, str],
         con.execute(f"create or replace view v_dropout as select * from v_learner where status in ({codes})")
         con.execute(f"comment on view v_dropout is {_lit('Học sinh thôi học (trạng thái 05, 09, 12) với lý do — dropouts with their reason')}")
         made.append("v_dropout")
+    # the base tables' column comments, read once (not one catalogue scan per column)
+    comments = {(t, c): cm for t, c, cm in con.execute("select table_name, column_name, comment from duckdb_columns()").fetchall()}
     for view in made:
         for col in [r[0] for r in con.execute(f"select column_name from information_schema.columns where table_name = {_lit(view)}").fetchall()]:
             base = {"v_school": "core_school", "v_learner": "core_learners", "v_staff": "core_staff", "v_dropout": "core_learners"}[view]
-            row = con.execute("select comment from duckdb_columns() where table_name = ? and column_name = ?", [base, col]).fetchone()
+            row = (comments[(base, col)],) if (base, col) in comments else None
             text = row[0] if row and row[0] else (
                 f"Nhãn của {col[:-6]} — label of {col[:-6]}" if col.endswith("_label")
                 else {"commune_name": "Tên xã/phường của trường — the school's ward/commune name",
@@ -302,9 +304,16 @@ def annotate_snapshot(snapshot: Path) -> list[str]:
         used.append(Dim("dim_period", "edustat/PERIOD"))
         if "core_staff" in tables:
             used.append(Dim("dim_chuan_dao_tao", "moet-2020/DM_CHUAN_DAO_TAO"))
-        _write_dims(con, used)
-        _comment_columns(con, tables, all_dims)
-        views = _create_views(con, tables, all_dims)
+        # one transaction: hundreds of catalogue statements, one commit
+        con.execute("begin transaction")
+        try:
+            _write_dims(con, used)
+            _comment_columns(con, tables, all_dims)
+            views = _create_views(con, tables, all_dims)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
         con.execute("checkpoint")
         return views
     finally:

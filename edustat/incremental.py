@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -102,8 +102,13 @@ class _Unloaded:
 
     __getitem__ = __contains__ = __iter__ = __len__ = get = keys = items = values = _no
 
+    def __init__(self, row_counts: dict[str, int] | None = None):
+        # rows per sheet as read (FileResult.rows answers from them: the register counts a file's
+        # rows without loading its sheets); None for an entry written without them
+        self.row_counts = row_counts
+
     def __reduce__(self):  # a cached result crosses processes (Dask, Prefect) unloaded
-        return (_Unloaded, ())
+        return (_Unloaded, (self.row_counts,))
 
 
 @dataclass
@@ -242,6 +247,7 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
             part = part.rename_columns([f"{sid}\x1f{c}" for c in frame.columns])
             parts.append(part.append_column(_SHEET_COL, pa.array([sid] * len(frame), pa.string())))
         meta["sheets"] = sheets
+        meta["rows"] = {sid: int(len(frame)) for sid, frame in fr.raw.items()}
         # one file: the sheets one under the other, each with its own columns (nulls elsewhere)
         table = (pa.concat_tables(parts, promote_options="default") if parts
                  else pa.table({_SHEET_COL: pa.array([], pa.string())}))
@@ -300,7 +306,8 @@ def lookup(path: Path, data_dir: Path, vkey: str, school_year: str, period: str,
         vals = {k: _decode(v) for k, v in meta["fr"].items()}
         fr = FileResult(path=path, sha256=sha, received_mtime=mtime, **vals)
         fr.levels = tuple(fr.levels)
-        fr.raw = _Unloaded()
+        rows = meta.get("rows")
+        fr.raw = _Unloaded({str(k): int(v) for k, v in rows.items()} if isinstance(rows, dict) else None)
         fr.content_hash = meta.get("content_hash")  # type: ignore[attr-defined]
         fr.cache = Hit(entry=entry, bytes_sha=sha, ingest_hit=True)  # type: ignore[attr-defined]
         fr._cache_sheets = meta["sheets"]  # type: ignore[attr-defined]
@@ -333,11 +340,14 @@ def materialise(results: Iterable) -> None:
             import pyarrow.compute as pc
 
             raw = {}
+            mapper = {pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get
             for sid, cols in meta["sheets"].items():
                 part = table.filter(pc.equal(table[_SHEET_COL], sid)).select([f"{sid}\x1f{c}" for c, _ in cols])
-                out = part.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+                out = part.to_pandas(types_mapper=mapper)
                 out.columns = [c for c, _ in cols]
-                out = out.astype({c: t for c, t in cols}) if cols else out
+                # only the columns Arrow did not give back in their dtype (astype copies every column)
+                recast = {c: t for c, t in cols if str(out[c].dtype) != t}
+                out = out.astype(recast) if recast else out
                 raw[sid] = out.set_axis(pd.RangeIndex(len(out)))
             fr.raw = raw
         except Exception:  # noqa: BLE001 - read the file again, as a cold run would
@@ -429,7 +439,7 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     if todo:
         sub = [results[i] for i in todo]
         materialise(sub)
-        whole = frames if (frames is not None and len(todo) == len(act)) else None
+        whole = frames if (frames is not None and len(todo) == len(act) and getattr(frames, "covers", None) is None) else None
         if whole is None:
             # a subset keeps its own file indexes inside validate_collection: pass it alone
             found = validate_collection(sub, school_year=school_year, period=period,
@@ -710,3 +720,107 @@ def publish_if_changed(con, cfg, salt: str):
     result = publish(con, cfg.published_dir, salt=salt, pseudonymise=cfg.pseudonymise_published)
     record_outputs(con, "*", "*", "publish", {"snapshot": publish_fingerprint(con, cfg, salt)})
     return result, fp
+
+
+# ---------------------------------------------------------------------------------------
+# Cast and staging: only the files whose staged rows are not already what they would be
+# ---------------------------------------------------------------------------------------
+
+STAGED_DDL = """
+create table if not exists incremental_staged (
+    school_year varchar, period varchar, file_hash varchar, version varchar,
+    primary key (school_year, period, file_hash));
+"""
+
+
+class _NotHere:
+    """A file left out of a partial cast / staging: inactive for `collect.assemble` and
+    `pipeline.staged_frames`, which keep the others' indexes into the results."""
+
+    unreadable, blocked, superseded, school_code = True, False, False, None
+
+
+def _only(results: list, keep: set[int]) -> list:
+    return [fr if i in keep else _NotHere() for i, fr in enumerate(results)]
+
+
+def assemble_changed(results: list, cfg):
+    """`collect.assemble` of the files read anew (cache misses) only, when some active files
+    came from the cache: their staged rows from the load that read them are reused (see
+    `plan_staging`). Such frames carry `covers` (the results indexes cast); a cold run (every
+    active file read anew) casts the whole collection, as before, with `covers` None."""
+    from edustat.submissions import active, assemble
+    from schemas.rules import load_rules
+
+    act = [i for i, fr in enumerate(results) if active(fr)]
+    fresh = {i for i in act if not (getattr(results[i], "cache", None) is not None and results[i].cache.ingest_hit)}
+    if not cfg.incremental or len(fresh) == len(act):
+        materialise(results)
+        return assemble(results, catalogue=load_rules(cfg.severity))
+    materialise([results[i] for i in fresh])
+    frames = assemble(_only(results, fresh), catalogue=load_rules(cfg.severity))
+    frames.covers = frozenset(fresh)  # type: ignore[attr-defined]
+    return frames
+
+
+def plan_staging(con, results: list, frames, cfg, school_year: str, period: str):
+    """Which active files the load stages: those cast in this run (`frames.covers`) and every
+    other whose staged rows are not proven to be what staging it now would write — staged by a
+    load with this version key (`incremental_staged`), with exactly the file's rows in every
+    raw_/stg_ sheet. Returns (results with the others left out, frames of the files to stage).
+    Cross-school rules and the copy into core still read every active file's staged rows."""
+    from edustat.submissions import TABLE_SHEETS, active, assemble
+    from schemas.rules import load_rules
+
+    covers = set(frames.covers)
+    # the register counts every file's rows: from the entry, or (an entry without counts) loaded
+    materialise([fr for fr in results if isinstance(fr.raw, _Unloaded) and fr.raw.row_counts is None])
+    act = [i for i, fr in enumerate(results) if active(fr)]
+    others = [i for i in act if i not in covers]
+    vkey = version_key(cfg.severity, cfg.read_limits)
+    proven: set[int] = set()
+    if others:
+        from edustat.store import ensure_tables
+
+        ensure_tables(con)  # a first load into this database: nothing staged yet (as load_all would)
+        con.execute(STAGED_DDL)
+        con.register("_cand", pd.DataFrame({"file_hash": [results[i].sha256 for i in others]}))
+        try:
+            ok = {h for (h,) in con.execute(
+                """select file_hash from incremental_staged where school_year = ? and period = ? and version = ?
+                   and file_hash in (select file_hash from _cand)""", [school_year, period, vkey]).fetchall()}
+            counts: dict[tuple[str, str, str], int] = {}
+            for sid in ("school", *TABLE_SHEETS):
+                for layer in ("raw", "stg"):
+                    for h, n in con.execute(
+                            f"""select file_hash, count(*) from {layer}_{sid} where school_year = ? and period = ?
+                                and file_hash in (select file_hash from _cand) group by 1""",
+                            [school_year, period]).fetchall():
+                        counts[(layer, sid, h)] = int(n)
+        finally:
+            con.unregister("_cand")
+        for i in others:
+            fr = results[i]
+            if fr.sha256 not in ok:
+                continue
+            want = {"school": 1, **{sid: fr.rows(sid) for sid in TABLE_SHEETS}}
+            if all(counts.get((layer, sid, fr.sha256), 0) == n for sid, n in want.items() for layer in ("raw", "stg")):
+                proven.add(i)
+    todo = set(act) - proven
+    if todo != covers:  # files to stage again that this run did not cast: cast them with the others
+        materialise([results[i] for i in todo])
+        frames = assemble(_only(results, todo), catalogue=load_rules(cfg.severity))
+    return _only(results, todo), frames
+
+
+def record_staged(con, school_year: str, period: str, hashes: list[str], vkey: str) -> None:
+    """Inside the load's transaction: the files this load staged, under which version key."""
+    con.execute(STAGED_DDL)
+    if not hashes:
+        return
+    con.register("_staged", pd.DataFrame({"file_hash": sorted(set(hashes))}))
+    try:
+        con.execute("""insert or replace into incremental_staged
+                       select ?, ?, file_hash, ? from _staged""", [school_year, period, vkey])
+    finally:
+        con.unregister("_staged")

@@ -225,8 +225,10 @@ def cache_stats(results: list[FileResult]) -> dict[str, int]:
 
 def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
     """The collection's sheets concatenated and cast once (see submissions.assemble)."""
-    from edustat.incremental import materialise
+    from edustat.incremental import assemble_changed, materialise
 
+    if cfg.incremental:  # only the files read anew (edustat.incremental.plan_staging)
+        return assemble_changed(results, cfg)
     materialise(results)  # the sheets of files taken from the cache
     return assemble(results, catalogue=load_rules(cfg.severity))
 
@@ -351,12 +353,20 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     if override is None and period_.state(con, school_year, period) == "closed":
         return period_.hold_late(con, results, issues, cfg, school_year, period, run_id)
     frames = frames or assemble(results, catalogue=cat)
-    raw, stg = staged_frames(results, frames, school_year)
+    staging = results
+    if getattr(frames, "covers", None) is not None:  # incremental: unchanged files' staged rows are kept
+        from edustat.incremental import plan_staging
+
+        staging, frames = plan_staging(con, results, frames, cfg, school_year, period)
+    raw, stg = staged_frames(staging, frames, school_year)
     ensure_tables(con)
     with transaction(con):
         before = period_.previous(con, school_year, period)
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
-        from edustat.incremental import collection_fingerprint, record_load
+        from edustat.incremental import collection_fingerprint, record_load, record_staged, version_key
+
+        record_staged(con, school_year, period, [fr.sha256 for fr in staging if active(fr)],
+                      version_key(cfg.severity, cfg.read_limits))
 
         # what this load stood for, committed with it: a later run with the same collection reuses it
         record_load(con, school_year, period,

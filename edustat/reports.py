@@ -1373,10 +1373,14 @@ def _names(con, school_year: str, period: str) -> tuple[dict[str, str], str, str
     return names, d, p
 
 
-def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, period: str
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every cell of a form and every check of it (identities + reconciliation)."""
+def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, period: str,
+                      scopes: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every cell of a form and every check of it (identities + reconciliation); with `scopes`
+    the cells and checks of those scopes only (the city still sums every school; checks are
+    per scope, so a scope's checks are the same either way)."""
     cells = compute_form(con, form, school_year, period)
+    if scopes is not None:
+        cells = cells[cells["scope"].isin(list(scopes))]
     if cells.empty:
         return cells, pd.DataFrame(columns=CHECK_COLUMNS)
     checks = check_form({**form, "school_year": school_year}, cells)
@@ -1396,10 +1400,10 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
-        cells, checks = compute_and_check(con, form, school_year, period)
+        scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
+        cells, checks = compute_and_check(con, form, school_year, period, scopes)
         if cells.empty:
             continue
-        scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
         if scopes is not None:
             cells = cells[cells["scope"].isin(scopes)]
             checks = checks[checks["scope"].isin(scopes)]

@@ -287,6 +287,7 @@ def cross_school_issues(con: duckdb.DuckDBPyConnection, run_files: Mapping[str, 
             from run_rows r join shared sh using (k)
         )
         select * from final
+        order by school_code, file_hash, sheet_name, excel_row, value, detail  -- the same order whatever the rows' storage order
         """
         parts.append(con.execute(sql, [school_year, period]).df())
     con.unregister("_run_files")

@@ -96,6 +96,9 @@ class FileResult:
         return self.school.get("school_code")
 
     def rows(self, sheet_id: str) -> int:
+        counted = getattr(self.raw, "row_counts", None)  # a cached file not loaded (edustat.incremental)
+        if counted is not None:
+            return counted.get(sheet_id, 0)
         return len(self.raw.get(sheet_id, ()))
 
 

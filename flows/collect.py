@@ -142,7 +142,10 @@ def cast(results, cfg: Config):
     frames = pipeline.assemble_all(results, cfg)
     words = {"school": "trường", "rooms": "phòng học", "classes": "lớp", "learners": "học sinh", "staff": "cán bộ"}
     rows = ", ".join(f"{words.get(sid, sid)} {len(f):,}" for sid, f in frames.typed.items())
-    run_log().info("Đã ghép và chuẩn hóa kiểu trong %.1f s: %s dòng", time.perf_counter() - t0, rows or "0")
+    covers = getattr(frames, "covers", None)  # incremental: only the files read anew are cast
+    tail = (f" (chỉ {len(covers):,} tệp mới hoặc đã thay đổi; các tệp khác dùng dữ liệu đã chuẩn hóa ở lần nạp trước)"
+            if covers is not None else "")
+    run_log().info("Đã ghép và chuẩn hóa kiểu trong %.1f s: %s dòng%s", time.perf_counter() - t0, rows or "0", tail)
     return frames
 
 

@@ -27,6 +27,18 @@ YEAR, PERIOD = "2022-2023", "dau_nam"
 IGNORED = {"run_id", "received_at", "published_at", "generated_at"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _salt_env_restored():
+    """cfg_for sets EDUSTAT_SALT_FILE for this module's runs; later modules (test_faults compares
+    salts beside each data dir) must not inherit it."""
+    before = os.environ.get("EDUSTAT_SALT_FILE")
+    yield
+    if before is None:
+        os.environ.pop("EDUSTAT_SALT_FILE", None)
+    else:
+        os.environ["EDUSTAT_SALT_FILE"] = before
+
+
 @pytest.fixture(scope="module")
 def inbox(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("incr-city") / "inbox"
@@ -239,9 +251,13 @@ def test_a_cached_file_sheets_cannot_be_used_unloaded(primed, inbox):
     fr = incremental.lookup(path, cfg.data_dir, incremental.version_key({}, cfg.read_limits), YEAR, PERIOD, cfg.raw_dir)
     assert fr is not None
     with pytest.raises(RuntimeError):
-        fr.rows("learners")
+        fr.raw["learners"]
+    with pytest.raises(RuntimeError):
+        fr.raw.get("learners")
+    counted = {sid: fr.rows(sid) for sid in ("rooms", "classes", "learners", "staff", "nosuch")}  # kept in the entry
     incremental.materialise([fr])
     assert fr.rows("learners") > 0
+    assert counted == {sid: fr.rows(sid) for sid in counted}
 
 
 def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path):
@@ -287,6 +303,51 @@ def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, in
     finally:
         con.close()
     assert incremental.unchanged_outcome(results, cfg_for(data), YEAR, PERIOD, "x") is not None
+
+
+def test_one_school_changed_stages_that_file_only_unless_staged_rows_are_not_proven(inbox, tmp_path, monkeypatch):
+    """The load stages the changed school's file; every other school's staged rows are kept
+    when a load with this version key staged them and they hold exactly the file's rows — a
+    school whose rows are missing, or were staged under another version key, is staged again.
+    Cross-school rules and core still see the whole collection: the result equals plain runs."""
+    data = tmp_path / "data"
+    run_steps(cfg_for(data), inbox, "first")
+    changed_inbox = tmp_path / "inbox2"
+    code = _resend_one(inbox, changed_inbox)
+    db = data / "curated" / "edustat.duckdb"
+    con = duckdb.connect(str(db))
+    try:
+        files = dict(con.execute("""select s.school_code, s.file_hash from submission s where s.is_current and s.in_core
+                                    and exists (select 1 from stg_learners l where l.file_hash = s.file_hash)
+                                    order by 1""").fetchall())
+        short, stale = [c for c in files if c != code][:2]
+        con.execute("""delete from stg_learners where rowid = (select min(rowid) from stg_learners
+                       where file_hash = ?)""", [files[short]])  # a staged row lost
+        con.execute("update incremental_staged set version = ? where file_hash = ?", ["0" * 64, files[stale]])
+        con.execute("update stg_learners set full_name = 'X' where file_hash = ?", [files[stale]])  # staged by another version
+    finally:
+        con.close()
+    staged: list[str] = []
+    real = pipeline.stage_frames
+
+    def spy(con, raw, stg, *a, **k):
+        staged.extend(sorted({h for f in stg.values() for h in f["file_hash"].dropna().unique()}))
+        return real(con, raw, stg, *a, **k)
+
+    monkeypatch.setattr(pipeline, "stage_frames", spy)
+    r = run_steps(cfg_for(data), changed_inbox, "one")
+    assert r["stats"]["read_misses"] == 1 and not r["reused"]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        new_hash = con.execute("select file_hash from submission where school_code = ? and is_current", [code]).fetchone()[0]
+    finally:
+        con.close()
+    assert sorted(staged) == sorted([new_hash, files[short], files[stale]])
+    monkeypatch.undo()
+    plain = tmp_path / "plain" / "data"
+    run_steps(cfg_for(plain, incremental=False), inbox, "plain-1")
+    run_steps(cfg_for(plain, incremental=False), changed_inbox, "plain-2")
+    assert_same(data, plain)
 
 
 # ---------------------------------------------------------------------------------------
