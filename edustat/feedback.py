@@ -480,6 +480,9 @@ def _write_info(page: _Page, *, school: Mapping[str, object], status: str, count
         r += 1
         page.put(r, 1, copy_note, _BOLD)
         page.merge(r)
+        lines = _lines(copy_note, sum(_WIDTHS), bold=True)
+        if lines > 1:  # a merged row is never auto-fitted: the receipt's note takes two lines
+            page.heights[r] = 15 * lines
     r += 1
     page.put(r, 1, TEXT["legend_label"], _BOLD)
     page.merge(r, 1, 2)
