@@ -598,3 +598,20 @@ def test_the_engine_comes_from_the_config(tmp_path):
     cfg.write_text("feedback_engine: openpyxl\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="feedback_engine"):
         load_config(cfg, data_dir=tmp_path)
+
+
+def test_a_receipt_prints_its_note_clear_of_the_legend(tmp_path):
+    """A receipt's note spans the page and wraps to two lines: its merged row must be tall
+    enough (merged rows are never auto-fitted), or the printed note runs into the legend."""
+    from edustat.feedback import ISSUE_COLUMNS, write_receipt
+    WORDS = TEXT
+
+    out = write_receipt(tmp_path / "r.xlsx", school={"school_code": "74718286", "school_name": "Nhà trẻ Phú Cường"},
+                        issues=pd.DataFrame(columns=list(ISSUE_COLUMNS)), status="accepted",
+                        counts={"learners": 87, "staff": 17, "classes": 4}, school_year="2022-2023", period="dau_nam",
+                        generated_at=datetime(2022, 10, 16, 9, 30),
+                        received={"file": "74718286_nha-tre-phu-cuong.xlsx", "version": 1, "hash": "0138dffb9673…"})
+    ws = openpyxl.load_workbook(out)[WORDS["sheet"]]
+    row = next(c.row for c in ws["A"] if c.value == WORDS["receipt"])
+    assert (ws.row_dimensions[row].height or 15) >= 30
+    assert ws.cell(row + 1, 1).value == WORDS["legend_label"]
