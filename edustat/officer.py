@@ -129,7 +129,8 @@ def late_days(received: object, deadline: dt.date) -> int | None:
 
 
 def late_text(days: int | None, deadline: dt.date) -> str:
-    return f"nộp muộn {days} ngày so với hạn {deadline:%d/%m/%Y}" if days else ""
+    # "sau hạn", not "muộn": "nộp muộn" is the status of a file held by a closed collection
+    return f"nộp sau hạn {days} ngày (hạn {deadline:%d/%m/%Y})" if days else ""
 
 
 def table_artifact_rows(table: pd.DataFrame, deadline: dt.date | None = None) -> list[dict]:
@@ -171,7 +172,7 @@ def deadline_text(deadline: dt.date, today: dt.date, table: pd.DataFrame) -> str
     missing = int((table["status"] == "missing").sum())
     parts = [f"đợt đã qua hạn nộp {deadline:%d/%m/%Y}: {len(got) - len(lates)} tệp nộp đúng hạn"]
     if lates:
-        parts.append(f"{len(lates)} tệp nộp muộn")
+        parts.append(f"{len(lates)} tệp nộp sau hạn")
     if missing:
         parts.append(f"{missing} trường chưa nộp")
     return ", ".join(parts)
@@ -238,7 +239,7 @@ def summary_markdown(summary: dict, table: pd.DataFrame, previous: dict | None, 
         lines += ["", f"Hiệu trưởng đã xác nhận số liệu: {summary.get('certified_schools', 0)} / {summary['schools_in_core']} trường đã nạp."]
     lates = late_lines(table, deadline) if today > deadline else []
     if lates:
-        lines += ["", f"## Nộp muộn ({len(lates)} tệp)"] + [f"- {t}" for t in lates[:30]]
+        lines += ["", f"## Nộp sau hạn ({len(lates)} tệp)"] + [f"- {t}" for t in lates[:30]]
     missing = table[table["status"] == "missing"]
     if len(missing):
         lines += ["", f"## Chưa nộp ({len(missing)} trường)"]

@@ -8,7 +8,7 @@ In the sample inbox (made by `edustat synth`), deterministically:
 - a file that is not a workbook at all arrives (unreadable).
 Schools whose synthetic data carry warnings stay "accepted with warnings"; the rest accepted.
 Every file's time is set inside the collection window (the last ones after the deadline), so
-the summary's "nộp muộn N ngày so với hạn" reads as in a real collection.
+the summary's "nộp sau hạn N ngày (hạn …)" reads as in a real collection.
 With `--config`, also writes a demo config (`load_policy: load_valid_rows`, as config/demo.yaml).
 
 Running it again on a regenerated sample gives the same cells, so a second `make demo` keeps

@@ -202,7 +202,7 @@ def main() -> int:
             ("3-lan-chay-bao-cao", f"{ui}/runs/flow-run/{run_id}", "Artifacts",
              [f"edustat-truong-{key}", f"edustat-tong-ket-{key}", f"edustat-bieu-do-{key}"], 1440, 1300),
             ("4-tong-ket", f"{ui}/artifacts/artifact/{arts[f'edustat-tong-ket-{key}']}", None,
-             ["Thu thập số liệu năm học 2022-2023", "nộp muộn", "so với hạn 30/10/2022", "Tệp không đọc được"], 1440, 1700),
+             ["Thu thập số liệu năm học 2022-2023", "nộp sau hạn", "(hạn 30/10/2022)", "Tệp không đọc được"], 1440, 1700),
             ("5-bang-truong", f"{ui}/artifacts/artifact/{arts[f'edustat-truong-{key}']}", None,
              ["Mã trường", "Trạng thái", "Nhận", "Không đọc được", "Nạp một phần", "muộn"], 1440, 1000),
             ("6-bieu-do", f"{ui}/artifacts/artifact/{arts[f'edustat-bieu-do-{key}']}", None,

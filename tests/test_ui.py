@@ -31,13 +31,13 @@ def test_deadline_of_a_closed_collection_is_said_against_the_collection():
     deadline = dt.date(2022, 10, 30)
     table = _table([("accepted", "2022-10-20"), ("accepted", "2022-11-02"), ("rejected", "2022-10-30"), ("missing", None)])
     text = officer.deadline_text(deadline, dt.date(2026, 11, 30), table)
-    assert text == "đợt đã qua hạn nộp 30/10/2022: 2 tệp nộp đúng hạn, 1 tệp nộp muộn, 1 trường chưa nộp"
-    assert officer.late_lines(table, deadline) == ["74718001 Trường 1: nộp muộn 3 ngày so với hạn 30/10/2022"]
+    assert text == "đợt đã qua hạn nộp 30/10/2022: 2 tệp nộp đúng hạn, 1 tệp nộp sau hạn, 1 trường chưa nộp"
+    assert officer.late_lines(table, deadline) == ["74718001 Trường 1: nộp sau hạn 3 ngày (hạn 30/10/2022)"]
     summary = {"school_year": YEAR, "period": PERIOD, "run_id": "r", "files": 3, "issues": {"error": 0, "warning": 0, "notice": 0},
                "counts": {"accepted": 2, "accepted_with_warnings": 0, "rejected": 1, "unreadable": 0, "missing": 1},
                "feedback_dir": "f"}
     md = officer.summary_markdown(summary, table, None, deadline, dt.date(2026, 11, 30), pd.DataFrame(columns=["grade", "nam", "nu"]))
-    assert "nộp muộn 3 ngày so với hạn 30/10/2022" in md
+    assert "nộp sau hạn 3 ngày (hạn 30/10/2022)" in md and "nộp muộn" not in md
     assert "quá hạn" not in md and "1492" not in md
     rows = officer.table_artifact_rows(table, deadline)
     assert rows[1]["Nhận"] == "02/11/2022, muộn 3 ngày" and rows[0]["Nhận"] == "20/10/2022"
@@ -164,4 +164,4 @@ def test_screenshots_script_checks_what_the_officer_sees(tmp_path):
     assert pngs == ["1-danh-sach-lan-chay.png", "2-lan-chay-nhat-ky.png", "3-lan-chay-bao-cao.png", "4-tong-ket.png",
                     "5-bang-truong.png", "6-bieu-do.png", "7-chay-tuy-chinh.png"]
     assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert "nộp muộn" in (tmp_path / "4-tong-ket.txt").read_text(encoding="utf-8")
+    assert "nộp sau hạn" in (tmp_path / "4-tong-ket.txt").read_text(encoding="utf-8")
