@@ -631,6 +631,22 @@ def accept_late(
     typer.echo(f"Đã xử lý {len(out['files'])} tệp nộp muộn; kỳ vẫn khóa. Lập lại biểu: edustat report --year {year} --period {period.value}")
 
 
+def _read_recorded(cfg, table: str, read):
+    """`read(con)` on a read-only connection to the officer's database; None while `table`
+    does not exist yet (nothing recorded). A database being written is one line."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(cfg.db_path), read_only=True)
+    except duckdb.IOException:
+        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
+    try:
+        have = con.execute("select count(*) from duckdb_tables() where table_name = ?", [table]).fetchone()[0]
+        return read(con) if have else None
+    finally:
+        con.close()
+
+
 @app.command("audit")
 def audit_cmd(
     year: Optional[str] = typer.Option(None, "--year", help="Năm học (để trống: mọi năm)."),
@@ -649,20 +665,10 @@ def audit_cmd(
     if year:
         _check_year(year)
     cfg = _config(config, data_dir, need_db=True)
-    import duckdb
-
     from edustat import period_lock as period_
     from edustat.pipeline import STATUS_TEXT
 
-    try:
-        con = duckdb.connect(str(cfg.db_path), read_only=True)
-    except duckdb.IOException:
-        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
-    try:
-        have = con.execute("select count(*) from duckdb_tables() where table_name = 'audit_log'").fetchone()[0]
-        rows = period_.audit_rows(con, year, period.value if period else None, school) if have else None
-    finally:
-        con.close()
+    rows = _read_recorded(cfg, "audit_log", lambda con: period_.audit_rows(con, year, period.value if period else None, school))
     if rows is None or rows.empty:
         typer.echo("Nhật ký chưa có dòng nào.")
         return
@@ -702,19 +708,9 @@ def builds(
     Example: edustat builds --year 2022-2023 --period dau_nam
     """
     cfg = _config(config, data_dir, need_db=True)
-    import duckdb
-
     from edustat import formbuild
 
-    try:
-        con = duckdb.connect(str(cfg.db_path), read_only=True)
-    except duckdb.IOException:
-        fail("cơ sở dữ liệu đang được ghi; thử lại sau ít phút")
-    try:
-        have = con.execute("select count(*) from duckdb_tables() where table_name = 'form_build'").fetchone()[0]
-        rows = formbuild.builds(con, year, period.value if period else None) if have else None
-    finally:
-        con.close()
+    rows = _read_recorded(cfg, "form_build", lambda con: formbuild.builds(con, year, period.value if period else None))
     if rows is None or rows.empty:
         typer.echo("Chưa có lần lập biểu nào được ghi lại.")
         return
@@ -740,7 +736,6 @@ def rebuild(
     """
     cfg = _config(config, data_dir, need_db=True)
     from edustat import formbuild
-    from edustat.paths import inside
     from edustat.store import session
 
     if output.resolve() == cfg.reports_dir.resolve() or cfg.reports_dir.resolve().is_relative_to(output.resolve()):

@@ -30,7 +30,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from edustat.store import SHEETS
+from edustat.store import SHEETS, and_given
 
 DDL = """
 create table if not exists form_build (
@@ -214,13 +214,7 @@ def builds(con, school_year: str | None = None, period: str | None = None) -> pd
     sql = """select b.build_id, b.school_year, b.period, b.built_at, b.built_by, b.forms, b.school, b.certified_only,
                     (select count(*) from form_build_version v where v.build_id = b.build_id) as schools
              from form_build b where true"""
-    params = []
-    if school_year:
-        sql += " and school_year = ?"
-        params.append(school_year)
-    if period:
-        sql += " and period = ?"
-        params.append(period)
+    sql, params = and_given(sql, [], {"school_year = ?": school_year, "period = ?": period})
     return con.execute(sql + " order by built_at, build_id", params).df()
 
 

@@ -201,6 +201,18 @@ def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
         raise
 
 
+def _entry_meta(path: Path, vkey: str, school_year: str, period: str, name: str, sha: str) -> dict | None:
+    """An entry's metadata when it was written for this file, collection and version key;
+    None otherwise (absent, corrupt, stale: a miss)."""
+    got = _read_meta(path)
+    if got is None:
+        return None
+    meta, _, fh = got
+    fh.close()
+    key = {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")}
+    return meta if key == _meta_key(vkey, school_year, period, name, sha) else None
+
+
 def _read_meta(path: Path):
     """(metadata dict, ParquetFile) of an entry, or None when absent, a symlink or unreadable."""
     import pyarrow.parquet as pq
@@ -294,13 +306,8 @@ def lookup(path: Path, data_dir: Path, vkey: str, school_year: str, period: str,
         return None
     name = display_name(path.name)
     entry, issues_entry = _entry_paths(cache_dir(data_dir), sha, name)
-    got = _read_meta(entry)
-    if got is None:
-        return None
-    meta, pf, fh = got
-    fh.close()
-    if {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")} != \
-            _meta_key(vkey, school_year, period, name, sha):
+    meta = _entry_meta(entry, vkey, school_year, period, name, sha)
+    if meta is None:
         return None
     try:
         vals = {k: _decode(v) for k, v in meta["fr"].items()}
@@ -380,13 +387,8 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
     if hit is None:
         return None
     _, path = _entry_paths(cache_dir(data_dir), hit.bytes_sha, fr.name)
-    got = _read_meta(path)
-    if got is None:
-        return None
-    meta, _, fh = got
-    fh.close()
-    if {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")} != \
-            _meta_key(vkey, school_year, period, fr.name, hit.bytes_sha):
+    meta = _entry_meta(path, vkey, school_year, period, fr.name, hit.bytes_sha)
+    if meta is None:
         return None
     try:
         ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}

@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from edustat import faults
+from edustat.store import and_given
 
 LATE_TEXT = "Nộp muộn — chờ Phòng xử lý"
 
@@ -155,28 +156,14 @@ def late_files(con, school_year: str, period: str, school: str | None = None, fi
     ensure(con)
     sql = """select school_code, version, file_hash, file_name, raw_path, received_at, certified
              from submission where school_year = ? and period = ? and status = 'late'"""
-    params: list = [school_year, period]
-    if school:
-        sql += " and school_code = ?"
-        params.append(school)
-    if file_hash:
-        sql += " and starts_with(file_hash, ?)"
-        params.append(file_hash)
+    sql, params = and_given(sql, [school_year, period], {"school_code = ?": school, "starts_with(file_hash, ?)": file_hash})
     return con.execute(sql + " order by received_at, file_name", params).df()
 
 
 def audit_rows(con, school_year: str | None = None, period: str | None = None, school: str | None = None) -> pd.DataFrame:
     ensure(con)
-    sql, params = "select seq, " + ", ".join(AUDIT_COLUMNS) + " from audit_log where true", []
-    if school_year:
-        sql += " and school_year = ?"
-        params.append(school_year)
-    if period:
-        sql += " and period = ?"
-        params.append(period)
-    if school:
-        sql += " and school_code = ?"
-        params.append(school)
+    sql, params = and_given("select seq, " + ", ".join(AUDIT_COLUMNS) + " from audit_log where true", [],
+                            {"school_year = ?": school_year, "period = ?": period, "school_code = ?": school})
     return con.execute(sql + " order by seq", params).df()
 
 

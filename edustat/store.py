@@ -63,6 +63,16 @@ create table if not exists validation_issue (
 STATUS_ORDER = ("accepted", "accepted_with_warnings", "partially_loaded", "rejected", "unreadable")
 
 
+def and_given(sql: str, params: list, conditions: Mapping[str, object]) -> tuple[str, list]:
+    """`sql` (ending in a where clause) narrowed by each condition whose value is given:
+    `{"school_code = ?": school, "starts_with(file_hash, ?)": prefix}`; None leaves one out."""
+    for cond, value in conditions.items():
+        if value:
+            sql += f" and {cond}"
+            params = [*params, value]
+    return sql, params
+
+
 def private_file(path: Path, group: str | int | None = None) -> None:
     """Make a file holding personal data 0600, or 0640 owned by the office's `group`."""
     path = Path(path)
