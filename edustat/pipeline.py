@@ -68,6 +68,9 @@ class RunOutcome:
     issues: pd.DataFrame  # every issue of the run's files
     loaded: dict[str, int] = field(default_factory=dict)
     closed: bool = False  # the collection was closed: new files were held as late, nothing loaded
+    incremental: dict | None = None  # cache hits / misses of the run (edustat.incremental; set by the flow)
+    publish_unchanged: bool = False  # the snapshot was not republished: nothing it copies changed
+    feedback_written: int | None = None  # feedback workbooks rewritten (the others had not changed)
 
 
 # the register row load_all writes per file (also the columns of an empty run's register)
@@ -528,7 +531,7 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         from edustat.incremental import record_outputs
 
         record_outputs(con, outcome.school_year, outcome.period, "feedback", made)
-    outcome.feedback_written = len(jobs)  # type: ignore[attr-defined]
+    outcome.feedback_written = len(jobs)
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f
@@ -576,8 +579,8 @@ def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path
         # what the forms cover: the schools whose data is in core for this collection
         "schools_in_forms": _schools_in_core(con, outcome.school_year, outcome.period),
         "cross_period": _cross_period_counts(outcome.issues),
-        "incremental": getattr(outcome, "incremental", None),  # cache hits / misses of the run (issue 12)
-        "published_unchanged": str(cfg.published_dir) if getattr(outcome, "publish_unchanged", False) else None,
+        "incremental": outcome.incremental,  # cache hits / misses of the run (issue 12)
+        "published_unchanged": str(cfg.published_dir) if outcome.publish_unchanged else None,
         "readings": int(outcome.issues["rule_id"].astype("string").str.endswith(("_near", "_said")).sum()
                         + (outcome.issues["rule_id"] == "file_header_near").sum()) if len(outcome.issues) else 0,
         **_lock_and_certification(con, outcome),

@@ -194,7 +194,7 @@ def feedback(outcome, results, cfg: Config):
     t0 = time.perf_counter()
     with store.session(cfg.db_path, cfg.private_group) as con:
         paths = pipeline.write_feedbacks(con, outcome, results, cfg)
-    written = getattr(outcome, "feedback_written", len(paths))
+    written = len(paths) if outcome.feedback_written is None else outcome.feedback_written
     run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s (%d tệp không đổi, giữ nguyên)", written,
                    time.perf_counter() - t0, cfg.feedback_dir / outcome.school_year / outcome.period,
                    len(paths) - written)
