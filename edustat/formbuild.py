@@ -160,7 +160,7 @@ def build(con, cfg, school_year: str, period: str, school: str | None = None, fo
     elif incremental:
         from edustat.incremental import build_forms_incremental
 
-        done = build_forms_incremental(con, cfg, school_year, period)
+        done = build_forms_incremental(con, cfg, school_year, period, record=False)
         result = done.result
         result.skipped, result.scopes = done.skipped, done.scopes  # type: ignore[attr-defined]
         digest = cells_digest(con, school_year, period, result.forms, None)
@@ -168,13 +168,18 @@ def build(con, cfg, school_year: str, period: str, school: str | None = None, fo
         result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
         digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None)
     result.build_id = None  # type: ignore[attr-defined]
+    pending = done if incremental and not certified_only else None  # scopes to mark done with the build
     if not result.forms or getattr(result, "skipped", False):
+        if pending is not None:
+            pending.record(con, school_year, period)
         return result
     build_id = dt.datetime.now(dt.timezone(dt.timedelta(hours=7))).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     from edustat.store import transaction
 
     excluded = _excluded(con, school_year, period, versions)
     with transaction(con):
+        if pending is not None:
+            pending.record(con, school_year, period)
         con.execute("insert into form_build values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [build_id, school_year, period, period_.now_vn(), period_.who(by), result.forms, school,
                      bool(certified_only), str(cfg.reports_dir), [str(p) for p in result.files], digest])

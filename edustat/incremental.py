@@ -272,6 +272,58 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
         return  # a value the cache cannot keep faithfully: not cached
 
 
+def prune_cache(data_dir: Path, results: Iterable, vkey: str, school_year: str, period: str) -> int:
+    """After a committed load: remove the entries no run will use again — those of this
+    collection for files it no longer holds (a school re-sent: its earlier file's entry), those
+    written under another version key (edustat, the rules or the config changed), corrupt ones
+    and anything that is not a regular file (never followed). Entries of other collections under
+    the current key stay. Returns how many were removed. Deleting only, so a kill part-way leaves
+    a cache the next run uses or prunes; entries hold personal data, so none outlives its use."""
+    root = cache_dir(data_dir)
+    keep: set[Path] = set()
+    for fr in results:
+        sha = getattr(fr, "bytes_sha", None) or (fr.cache.bytes_sha if getattr(fr, "cache", None) else None)
+        if sha:
+            keep.update(_entry_paths(root, sha, fr.name))
+    removed = 0
+    try:
+        subdirs = list(os.scandir(root))
+    except OSError:
+        return 0
+    for sub in subdirs:
+        if not sub.is_dir(follow_symlinks=False):
+            if sub.is_symlink() or sub.name.endswith(".parquet"):
+                removed += _remove(Path(sub.path))
+            continue
+        for entry in os.scandir(sub.path):
+            path = Path(entry.path)
+            if path in keep and entry.is_file(follow_symlinks=False):
+                continue
+            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                removed += _remove(path)
+                continue
+            if not entry.name.endswith(".parquet"):
+                continue  # a temp file being written by no one (the run holds the writer lock): left to clean_temp_files
+            got = _read_meta(path)
+            if got is not None:
+                got[2].close()
+            meta = got[0] if got is not None else None
+            if (meta is None or meta.get("format") != CACHE_FORMAT or meta.get("version") != vkey
+                    or (meta.get("school_year"), meta.get("period")) == (school_year, period)):
+                removed += _remove(path)
+    return removed
+
+
+def _remove(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return 0  # a directory where an entry should be: not ours to delete recursively
+        path.unlink()
+        return 1
+    except OSError:
+        return 0
+
+
 def raise_if_operator_fault() -> None:
     """A full disk or a read-only dir is the run's fault to report, not a cache miss."""
     import sys
@@ -634,12 +686,23 @@ class FormsOutcome:
     result: object
     scopes: list[str] = field(default_factory=list)
     skipped: bool = False
+    made: dict[str, str] = field(default_factory=dict)  # scope → fingerprint, to record with the build
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, con, school_year: str, period: str) -> None:
+        """Record the rendered scopes as done. The caller does it in the transaction that records
+        the build (edustat.formbuild), so a kill between the two cannot leave scopes marked done
+        whose build was never recorded (a rerun would skip them)."""
+        if self.made:
+            record_outputs(con, school_year, period, "form", self.made, self.files)
 
 
-def build_forms_incremental(con, cfg, school_year: str, period: str) -> FormsOutcome:
+def build_forms_incremental(con, cfg, school_year: str, period: str, record: bool = True) -> FormsOutcome:
     """The Circular 24/2018 forms for the scopes whose data changed: each school whose version
     in core changed (or left core) and the city (which sums them all); nothing when none did and
-    every file is in place. Failed checks are counted over every scope of the collection."""
+    every file is in place. Failed checks are counted over every scope of the collection.
+    `record=False`: the caller records the scopes done (`FormsOutcome.record`) in its own
+    transaction."""
     from edustat.reports import REPORT_DDL, ReportResult, _form_path, _names, build_reports, list_forms
 
     rows = con.execute("""select school_code, file_hash, version, loaded_rows from submission
@@ -678,12 +741,14 @@ def build_forms_incremental(con, cfg, school_year: str, period: str) -> FormsOut
         name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
         files[scope] = [str(p) for p in result.files if Path(p).name.endswith(name)]
     made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
-    record_outputs(con, school_year, period, "form", made, files)
+    outcome = FormsOutcome(result, ["city", *changed, *gone], made=made, files=files)
+    if record:
+        outcome.record(con, school_year, period)
     con.execute(REPORT_DDL)
     result.checks, result.failed_checks = (int(x) for x in con.execute(
         "select count(*), count(*) filter (where not ok) from rpt_form_check where school_year = ? and period = ?",
         [school_year, period]).fetchone())
-    return FormsOutcome(result, ["city", *changed, *gone])
+    return outcome
 
 
 def _has_table(con, name: str) -> bool:

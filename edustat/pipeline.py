@@ -379,6 +379,14 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         faults.point("load:written")
     faults.point("load:committed")
     con.execute("checkpoint")
+    if cfg.incremental:  # the cache entries this collection no longer needs (issue 12)
+        from edustat.incremental import prune_cache
+
+        pruned = prune_cache(cfg.data_dir, results, version_key(cfg.severity, cfg.read_limits), school_year, period)
+        if pruned:
+            import logging
+
+            logging.getLogger("edustat").info("cache: %d entries no longer used removed", pruned)
     return outcome
 
 

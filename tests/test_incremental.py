@@ -267,7 +267,14 @@ def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path)
     code = _resend_one(inbox, changed_inbox)
     cfg = cfg_for(data)
     before = {p.relative_to(data): p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")}
+    entries = _plant_for_pruning(data, cfg, inbox)
     r = run_steps(cfg, changed_inbox, "one")
+    # the cache keeps only what a run may use again: the re-sent school's earlier file, a stale
+    # version's entry, a corrupt one and a symlink are gone; the other collection's entry stays
+    left = {p.relative_to(data / "cache") for p in (data / "cache").rglob("*") if not p.is_dir()}
+    assert entries["other_period"] in left
+    assert not left & {entries[k] for k in ("old_file", "old_issues", "stale", "corrupt", "symlink")}
+    assert len([p for p in left if not str(p).endswith(".issues.parquet")]) == len(entries["current"]) + 1
     assert r["stats"]["read_misses"] == 1 and r["stats"]["validate_misses"] == 1
     assert not r["reused"] and r["feedback_written"] == 1
     assert sorted(r["forms"].scopes) == sorted(["city", code])
@@ -280,6 +287,76 @@ def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path)
     assert not (plain / "cache").exists()
     run_steps(cfg_for(plain, incremental=False), changed_inbox, "plain-2")
     assert_same(data, plain)
+
+
+def test_a_failure_recording_the_build_leaves_the_scopes_to_render_again(inbox, tmp_path, monkeypatch):
+    """The scopes an incremental build rendered are marked done in the transaction that records
+    the build: when recording fails (a kill, a full disk), neither is written, and the next run
+    renders those scopes again and records its build — it does not skip them as done."""
+    from edustat import formbuild, period_lock
+    from edustat.submissions import discover
+
+    data = tmp_path / "data"
+    cfg = cfg_for(data)
+    run_steps(cfg, inbox, "first")
+    changed_inbox = tmp_path / "inbox2"
+    code = _resend_one(inbox, changed_inbox)
+    with pipeline.sole_writer(cfg):
+        results = pipeline.ingest_all(discover(changed_inbox), cfg, YEAR, PERIOD)
+        frames = pipeline.assemble_all(results, cfg)
+        issues = pipeline.validate_all(results, cfg, YEAR, PERIOD, frames)
+        with store.session(cfg.db_path) as con:
+            pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, "second", frames=frames)
+            formbuild.ensure(con)
+            before = incremental.outputs_done(con, YEAR, PERIOD, "form")
+            builds = con.execute("select count(*) from form_build").fetchone()[0]
+
+            def fail(by=None):
+                raise OSError("No space left on device")
+
+            monkeypatch.setattr(period_lock, "who", fail)
+            with pytest.raises(OSError):
+                formbuild.build(con, cfg, YEAR, PERIOD, incremental=True)
+            assert incremental.outputs_done(con, YEAR, PERIOD, "form") == before
+            assert con.execute("select count(*) from form_build").fetchone()[0] == builds
+            monkeypatch.undo()
+            again = formbuild.build(con, cfg, YEAR, PERIOD, incremental=True)
+            assert sorted(again.scopes) == sorted(["city", code]) and again.build_id
+            assert con.execute("select count(*) from form_build").fetchone()[0] == builds + 1
+            assert incremental.outputs_done(con, YEAR, PERIOD, "form") != before
+            assert formbuild.build(con, cfg, YEAR, PERIOD, incremental=True).skipped
+
+
+def _plant_for_pruning(data: Path, cfg: Config, inbox: Path) -> dict:
+    """Beside the primed cache's entries: one for another collection (kept), one written under
+    another version key (stale), a corrupt one, a symlink; and the names of the entries of the
+    school about to re-send (its old file's: pruned after the run)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    root = incremental.cache_dir(data)
+    vkey = incremental.version_key(cfg.severity, cfg.read_limits)
+    one = sorted(inbox.glob("7*.xlsx"))[0]
+    sha = hashlib.sha256(one.read_bytes()).hexdigest()
+    old_file, old_issues = incremental._entry_paths(root, sha, one.name)
+    assert old_file.is_file() and old_issues.is_file()
+    other = root / "ab" / ("ab" + "0" * 62 + "-000000000000.parquet")
+    incremental._write_atomic(data, other, pa.table({"x": [1]}),
+                              incremental._meta_key(vkey, YEAR, "cuoi_nam", "x.xlsx", "ab" + "0" * 62))
+    stale = root / "cd" / ("cd" + "0" * 62 + "-000000000000.parquet")
+    incremental._write_atomic(data, stale, pa.table({"x": [1]}),
+                              incremental._meta_key("0" * 64, YEAR, "cuoi_nam", "x.xlsx", "cd" + "0" * 62))
+    corrupt = root / "ef" / ("ef" + "0" * 62 + "-000000000000.parquet")
+    corrupt.parent.mkdir(exist_ok=True)
+    corrupt.write_bytes(b"not parquet")
+    link = root / "ab" / "planted.parquet"
+    link.symlink_to(other)
+    current = [p for p in root.rglob("*.parquet") if not p.name.endswith(".issues.parquet") and p.parent.name != "ab"
+               and p.parent.name not in ("cd", "ef")]
+    return {"other_period": other.relative_to(root), "stale": stale.relative_to(root),
+            "corrupt": corrupt.relative_to(root), "symlink": link.relative_to(root),
+            "old_file": old_file.relative_to(root), "old_issues": old_issues.relative_to(root), "current": current}
 
 
 def test_a_load_elsewhere_or_a_load_setting_changed_means_loading_again(cold, inbox):
