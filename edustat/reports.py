@@ -802,17 +802,20 @@ class ReportHeader:
     scope_label: str
 
 
-def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: str, path: Path, header: ReportHeader) -> Path:
+def render_form(form: dict, cells: pd.DataFrame | None, checks: pd.DataFrame, scope: str, path: Path, header: ReportHeader,
+                values: dict | None = None) -> Path:
     """Write the form for one scope as an .xlsx in the ministry's layout (values, not formulas),
-    set up to print legibly on A4 (see `_page_setup`)."""
+    set up to print legibly on A4 (see `_page_setup`). `values`: the scope's cells as
+    {(row_code, column_key): value} (`scope_values`), instead of `cells`."""
     import xlsxwriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    mine = cells[cells["scope"] == scope]
-    val = dict(zip(zip(mine["row_code"].tolist(), mine["column_key"].tolist()), mine["value"].tolist()))
-    wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False})
+    val = values if values is not None else scope_values(cells[cells["scope"] == scope]).get(scope, {})
+    # in_memory: the parts are zipped from memory, not from one temporary file each (the same bytes)
+    wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
+                                        "in_memory": True})
     wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat"})
     f = _formats(wb)
     for sheet in form["sheets"]:
@@ -825,6 +828,28 @@ def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: st
     wb.close()
     os.replace(tmp, path)
     return path
+
+
+@lru_cache(maxsize=1 << 16)
+def _wrapped_lines(text: str, width_points: float, font_pt: float, bold: bool = False) -> int:
+    """layout.wrapped_lines, remembered: every school's workbook of a form wraps the same
+    labels in the same columns (a pure function of its arguments)."""
+    from edustat.layout import wrapped_lines
+
+    return wrapped_lines(text, width_points, font_pt, bold)
+
+
+def scope_values(cells: pd.DataFrame) -> dict[str, dict[tuple[int, object], object]]:
+    """{scope: {(row_code, column_key): value}} of long cells, in one pass (row codes as int,
+    values as float or None, as render_form writes them)."""
+    out: dict[str, dict] = {}
+    for scope, code, key, value in zip(cells["scope"].tolist(), cells["row_code"].tolist(),
+                                       cells["column_key"].tolist(), cells["value"].tolist()):
+        d = out.get(scope)
+        if d is None:
+            d = out[scope] = {}
+        d[(code, key)] = value
+    return out
 
 
 def _col_index(letter: str) -> int:
@@ -994,7 +1019,7 @@ def _header_breaks(sheet: dict, ncols: int) -> list[set[int]]:
 
 
 def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -> None:
-    from edustat.layout import rows_height, wrap_points, wrapped_lines
+    from edustat.layout import rows_height, wrap_points
 
     rows = sheet["static"]["rows"]
     ncols = max(len(r) for r in rows)
@@ -1019,7 +1044,7 @@ def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -
                     ws.write_blank(r, c, None, fmt)
             if v is not None:
                 width = sum(wrap_points(widths[i]) for i in range(c, c2 + 1))
-                h = rows_height(wrapped_lines(str(v), width, FONT_PT, r < 3), FONT_PT) / (r2 - r + 1)
+                h = rows_height(_wrapped_lines(str(v), width, FONT_PT, r < 3), FONT_PT) / (r2 - r + 1)
                 need[r] = max(need.get(r, 0), h)
     for r in range(len(rows)):
         ws.set_row(r, max(15.75, need.get(r, 15.75)))
@@ -1028,7 +1053,7 @@ def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -
     note = form.get("static_note", "Số liệu ngân sách do Phòng GD&ĐT / Sở GD&ĐT nhập từ quyết toán, "
                                    "dự toán; các trường không nộp các chỉ tiêu này nên edustat để trống.")
     ws.merge_range(note_row, 0, note_row, ncols - 1, note, f["italic"])
-    ws.set_row(note_row, rows_height(wrapped_lines(note, sum(wrap_points(w) for w in widths), FONT_PT), FONT_PT))
+    ws.set_row(note_row, rows_height(_wrapped_lines(note, sum(wrap_points(w) for w in widths), FONT_PT), FONT_PT))
     _page_setup(ws, widths, (0, 2), [set(range(REPEAT_COLS, ncols))], f"{form['number']} — {header.scope_label}",
                 (sum(max(15.75, need.get(r, 15.75)) for r in range(3)), total_h + 60))
 
@@ -1053,7 +1078,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
     """One sheet of a form in the ministry's layout: its title block (with the scope written
     in the block's own blank row, so the table starts on the ministry's row), header rows
     sized to their text, the numbering row, then every row. Returns the page set-up."""
-    from edustat.layout import line_height, rows_height, wrap_points, wrapped_lines
+    from edustat.layout import line_height, rows_height, wrap_points
 
     ncols = len(sheet["numbering"])
     widths = _print_widths(_widths(sheet, ncols))
@@ -1106,7 +1131,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
             else:
                 ws.write(rr, c, text, fmt)
             if text:
-                h = rows_height(wrapped_lines(text, sum(pts[c:c2 + 1]), FONT_PT, r == 0), FONT_PT)
+                h = rows_height(_wrapped_lines(text, sum(pts[c:c2 + 1]), FONT_PT, r == 0), FONT_PT)
                 if r2 == rr:
                     need_single[rr] = max(need_single.get(rr, one_line), h)
                 else:
@@ -1133,9 +1158,9 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
             continue
         label_bold = bool((bold or "code" not in row) and row.get("tt"))
         label = row.get("label", "") or ""
-        lines = max(wrapped_lines(label, pts[1], FONT_PT, label_bold),
-                    wrapped_lines(str(row.get("tt") or ""), pts[0], FONT_PT, True),
-                    wrapped_lines(str(row.get("unit") or ""), pts[2], FONT_PT))
+        lines = max(_wrapped_lines(label, pts[1], FONT_PT, label_bold),
+                    _wrapped_lines(str(row.get("tt") or ""), pts[0], FONT_PT, True),
+                    _wrapped_lines(str(row.get("unit") or ""), pts[2], FONT_PT))
         h = max(one_line, rows_height(lines, FONT_PT)) if lines > 1 else one_line
         ws.set_row(row_i, h)
         body_h += h
@@ -1165,7 +1190,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
 def _render_note(ws, r: int, cells: list, ncols: int, pts: list[float], f: dict) -> float:
     """A footnote row (the ministry's "Ghi chú: …"): each text merged up to the next text, the
     last to the table's right edge, wrapped, the row as tall as its longest piece."""
-    from edustat.layout import line_height, rows_height, wrapped_lines
+    from edustat.layout import line_height, rows_height
 
     starts = [c for c, v in enumerate(cells[:ncols]) if v not in (None, "")]
     lines = 1
@@ -1176,7 +1201,7 @@ def _render_note(ws, r: int, cells: list, ncols: int, pts: list[float], f: dict)
             ws.merge_range(r, c, r, end, text, f["italic"])
         else:
             ws.write_string(r, c, text, f["italic"])
-        lines = max(lines, wrapped_lines(text, sum(pts[c:end + 1]), FONT_PT))
+        lines = max(lines, _wrapped_lines(text, sum(pts[c:end + 1]), FONT_PT))
     h = max(15.75, rows_height(lines, FONT_PT) if lines > 1 else line_height(FONT_PT))
     ws.set_row(r, h)
     return h
@@ -1258,7 +1283,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     """The KiemTra sheet, in Vietnamese: what was checked (one sentence per kind of check, how
     many times, how many failed), then every failure on one line each (~45 to a printed
     page). The check ids stay in a last, grey column outside the print area, for developers."""
-    from edustat.layout import MARGIN_IN, PAPER, rows_height, wrap_points, wrapped_lines
+    from edustat.layout import MARGIN_IN, PAPER, rows_height, wrap_points
 
     ws = wb.add_worksheet("KiemTra")
     cols = KIEMTRA_WIDTHS
@@ -1271,7 +1296,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     bad = checks[~checks["ok"].astype(bool)] if n else checks
     title = f"KIỂM TRA SỐ LIỆU {form['number'].upper()}"
     ws.merge_range(0, 0, 0, 4, title, f["k_title"])
-    ws.set_row(0, rows_height(wrapped_lines(title, table_w, 13, True), 13))
+    ws.set_row(0, rows_height(_wrapped_lines(title, table_w, 13, True), 13))
     if not n:
         summary = "Chưa có phép kiểm tra nào (biểu không có số liệu)."
     elif len(bad):
@@ -1287,7 +1312,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     r = 1
     for text in (f"{header.scope_label} — năm học {header.school_year}", summary, origin):
         ws.merge_range(r, 0, r, 4, text, f["k_para"])
-        ws.set_row(r, rows_height(wrapped_lines(text, table_w, FONT_PT), FONT_PT))
+        ws.set_row(r, rows_height(_wrapped_lines(text, table_w, FONT_PT), FONT_PT))
         r += 1
     r += 1
     head_row = r
@@ -1295,7 +1320,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     ws.merge_range(r, 1, r, 2, "Số lần kiểm tra", f["k_head"])
     ws.merge_range(r, 3, r, 4, "Không đạt", f["k_head"])
     ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
-    ws.set_row(r, rows_height(wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
+    ws.set_row(r, rows_height(_wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
     r += 1
     if n:
         summary_df = checks.groupby("check_name", sort=True)["ok"].agg(
@@ -1308,7 +1333,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
             ws.merge_range(r, 1, r, 2, int(t), f["k_num"])
             ws.merge_range(r, 3, r, 4, int(fl), f["k_bad"] if fl else f["k_ok"])
             ws.write_string(r, 5, name, f["k_id"])
-            ws.set_row(r, rows_height(wrapped_lines(text, pts[0], FONT_PT), FONT_PT))
+            ws.set_row(r, rows_height(_wrapped_lines(text, pts[0], FONT_PT), FONT_PT))
             r += 1
     repeat = (head_row, head_row)
     if len(bad):
@@ -1319,7 +1344,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
         for c, h in enumerate(["Nội dung", "Mã số", "Cột", "Phải là", "Trên biểu"]):
             ws.write_string(r, c, h, f["k_head"])
         ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
-        ws.set_row(r, rows_height(wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
+        ws.set_row(r, rows_height(_wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
         for rec in bad.head(2000).astype(object).itertuples(index=False):
             r += 1
             text = _short_check_text(rec, form)
@@ -1330,7 +1355,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
             ws.write(r, 3, "" if rec.expected is None or pd.isna(rec.expected) else rec.expected, f["k_num"])
             ws.write(r, 4, "" if rec.actual is None or pd.isna(rec.actual) else rec.actual, f["k_bad"])
             ws.write_string(r, 5, rec.check_name, f["k_id"])
-            lines = max(wrapped_lines(text, pts[0], FONT_PT), wrapped_lines(col, pts[2], FONT_PT))
+            lines = max(_wrapped_lines(text, pts[0], FONT_PT), _wrapped_lines(col, pts[2], FONT_PT))
             ws.set_row(r, rows_height(lines, FONT_PT))
         if len(bad) > 2000:
             r += 2
@@ -1412,7 +1437,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         result.checks += len(checks)
         result.failed_checks += int((~checks["ok"].astype(bool)).sum())  # object dtype when a form has no identities
         result.forms.append(key)
-        cells_by, checks_by = dict(tuple(cells.groupby("scope"))), dict(tuple(checks.groupby("scope")))
+        values_by, checks_by = scope_values(cells), dict(tuple(checks.groupby("scope")))
         for scope in cells["scope"].unique():
             if scope == "city":
                 header = ReportHeader(unit=f"Phòng GD&ĐT {district}".strip(), recipient=f"Sở GD&ĐT {province}".strip(),
@@ -1421,7 +1446,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
             out = _form_path(reports_dir, school_year, period, key, scope)
-            jobs.append((code, cells_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
+            jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     result.files = _render_all(jobs, workers)
     return result
 
@@ -1441,8 +1466,8 @@ def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scop
 
 
 def _render_job(job: tuple) -> Path:
-    code, cells, checks, scope, out, header = job
-    return render_form(load_form(code), cells, checks, scope, out, header)
+    code, values, checks, scope, out, header = job
+    return render_form(load_form(code), None, checks, scope, out, header, values=values)
 
 
 def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
