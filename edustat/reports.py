@@ -911,7 +911,9 @@ def render_form(form: dict, cells: pd.DataFrame | None, checks: pd.DataFrame, sc
             _render_static(ws, sheet, f, form, header)
             continue
         _render_sheet(ws, sheet, f, val, header, form)
-    _render_checks(wb, f, checks[checks["scope"] == scope] if len(checks) else checks, form, header)
+    if len(checks) and not (checks["scope"] == scope).all():
+        checks = checks[checks["scope"] == scope]
+    _render_checks(wb, f, checks, form, header)
     wb.close()
     os.replace(tmp, path)
     return path
@@ -1410,11 +1412,14 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     ws.set_row(r, rows_height(_wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
     r += 1
     if n:
-        summary_df = checks.assign(_failed=(~checks["ok"].astype(bool)).astype("int64")).groupby(
-            "check_name", sort=True).agg(total=("ok", "size"), failed=("_failed", "sum"))
+        from collections import Counter
+
+        names = checks["check_name"].tolist()
+        total = Counter(names)
+        failed = Counter(nm for nm, ok in zip(names, checks["ok"].astype(bool).tolist()) if not ok)
         order = {name: i for i, name in enumerate(CHECK_TEXT)}  # the form's own identities first
-        summary_df = summary_df.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
-        for name, t, fl in summary_df.itertuples():
+        for name in sorted(total, key=lambda v: (order.get(v, len(order)), v)):
+            t, fl = total[name], failed[name]
             text = check_text(name, form)
             ws.write_string(r, 0, text, f["k_text"])
             ws.merge_range(r, 1, r, 2, int(t), f["k_num"])
