@@ -585,28 +585,11 @@ def compute_form(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, p
         by_entity.setdefault(_entity(row), []).append((sheet, row))
     long_parts = []
     for entity, rows in by_entity.items():
-        fast = _entity_long(con, form, entity, rows)
-        if fast is not None:
-            if len(fast):
-                long_parts.append(fast)
-            continue
-        selects, keys = [], []
-        for sheet, row in rows:
-            measures = sorted({c.split(".", 1)[1] for c in sheet["columns"]})
-            for m in measures:
-                alias = f"c{row['code']}__{m}"
-                selects.append(f'{_measure_sql(entity, row, m)} as "{alias}"')
-                keys.append((alias, row["code"], m))
-        sql = f"select school_code, grp, {', '.join(selects)} from rpt_{entity} group by all"
-        try:
-            wide = con.execute(sql).df()
-        except duckdb.Error as exc:
-            raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
-        if wide.empty:
-            continue
-        long = wide.melt(id_vars=["school_code", "grp"], var_name="alias", value_name="value")
-        meta = pd.DataFrame(keys, columns=["alias", "row_code", "measure"])
-        long_parts.append(long.merge(meta, on="alias").drop(columns="alias"))
+        long = _entity_long(con, form, entity, rows)
+        if long is None:
+            long = _entity_long_sql(con, form, entity, rows)
+        if long is not None and len(long):
+            long_parts.append(long)
     cells = _assemble(form, pd.concat(long_parts, ignore_index=True) if long_parts else
                       pd.DataFrame(columns=["school_code", "grp", "value", "row_code", "measure"]), school_list)
     cells.insert(0, "form_code", form["form_code"])
@@ -690,6 +673,29 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
         "row_code": np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng),
         "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
     })
+
+
+def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
+                     rows: list[tuple[dict, dict]]) -> pd.DataFrame | None:
+    """The long cells of one entity's rows from one grouped query of filtered aggregates
+    (`_measure_sql`): any summed expression; None when the entity has no records."""
+    selects, keys = [], []
+    for sheet, row in rows:
+        measures = sorted({c.split(".", 1)[1] for c in sheet["columns"]})
+        for m in measures:
+            alias = f"c{row['code']}__{m}"
+            selects.append(f'{_measure_sql(entity, row, m)} as "{alias}"')
+            keys.append((alias, row["code"], m))
+    sql = f"select school_code, grp, {', '.join(selects)} from rpt_{entity} group by all"
+    try:
+        wide = con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
+    if wide.empty:
+        return None
+    long = wide.melt(id_vars=["school_code", "grp"], var_name="alias", value_name="value")
+    meta = pd.DataFrame(keys, columns=["alias", "row_code", "measure"])
+    return long.merge(meta, on="alias").drop(columns="alias")
 
 
 def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
