@@ -74,7 +74,8 @@ def _load_builtin(form_code: str) -> dict:
     path = FORMS_DIR / f"{form_code}.yaml"
     if not path.exists():
         raise FormError(f"no form definition {path}")
-    form = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # libyaml's parser when present (the same SafeConstructor builds the objects; ~10× faster)
+    form = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     _check_definition(form)
     return form
 
@@ -584,29 +585,117 @@ def compute_form(con: duckdb.DuckDBPyConnection, form: dict, school_year: str, p
         by_entity.setdefault(_entity(row), []).append((sheet, row))
     long_parts = []
     for entity, rows in by_entity.items():
-        selects, keys = [], []
-        for sheet, row in rows:
-            measures = sorted({c.split(".", 1)[1] for c in sheet["columns"]})
-            for m in measures:
-                alias = f"c{row['code']}__{m}"
-                selects.append(f'{_measure_sql(entity, row, m)} as "{alias}"')
-                keys.append((alias, row["code"], m))
-        sql = f"select school_code, grp, {', '.join(selects)} from rpt_{entity} group by all"
-        try:
-            wide = con.execute(sql).df()
-        except duckdb.Error as exc:
-            raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
-        if wide.empty:
-            continue
-        long = wide.melt(id_vars=["school_code", "grp"], var_name="alias", value_name="value")
-        meta = pd.DataFrame(keys, columns=["alias", "row_code", "measure"])
-        long_parts.append(long.merge(meta, on="alias").drop(columns="alias"))
+        long = _entity_long(con, form, entity, rows)
+        if long is None:
+            long = _entity_long_sql(con, form, entity, rows)
+        if long is not None and len(long):
+            long_parts.append(long)
     cells = _assemble(form, pd.concat(long_parts, ignore_index=True) if long_parts else
                       pd.DataFrame(columns=["school_code", "grp", "value", "row_code", "measure"]), school_list)
     cells.insert(0, "form_code", form["form_code"])
     cells.insert(0, "period", period)
     cells.insert(0, "school_year", school_year)
     return cells[CELL_COLUMNS]
+
+
+def _cell_terms(entity: str, row: dict, measure: str) -> tuple[str, str | None, str | None]:
+    """The aggregate `_measure_sql` writes, as its three terms: (where, measure predicate or
+    None, summed expression or None for a count): the cell is Σ value over the rows where
+    both conditions are true (a NULL condition counts as false, as in FILTER)."""
+    where = row.get("where", "true")
+    if entity == "room":
+        value = row.get("sum", ROOM_VALUES[measure]) if measure == "tong" else ROOM_VALUES[measure]
+        return where, None, value
+    pred = PEOPLE_MEASURES.get(measure)
+    if pred is None:
+        raise FormError(f"measure {measure!r} is not defined for {entity}")
+    return where, pred, row.get("sum")
+
+
+def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
+                 rows: list[tuple[dict, dict]]) -> pd.DataFrame | None:
+    """The long cells (school_code, grp, value, row_code, measure) of one entity's rows, from
+    ONE projection that evaluates each distinct condition and summed expression once per
+    record, the filtered sums then taken per (school, group) in numpy — what the grouped
+    query of filtered aggregates computes (hundreds of them cost DuckDB ~1 ms each even on a
+    few hundred records). Exact: counts, and sums of integer expressions, are integers (float64
+    is exact below 2**53). None when a summed expression is not of an integer type (the
+    caller then runs the filtered aggregates)."""
+    import numpy as np
+
+    exprs: dict[tuple[str, str], str] = {}
+
+    def alias(kind: str, text: str) -> str:
+        return exprs.setdefault((kind, text), f"e{len(exprs)}")
+
+    specs = []
+    for sheet, row in rows:
+        for m in sorted({c.split(".", 1)[1] for c in sheet["columns"]}):
+            where, pred, value = _cell_terms(entity, row, m)
+            specs.append((row["code"], m, alias("b", where), pred and alias("b", pred), value and alias("v", value)))
+    cols = [f"coalesce((({text}) and true), false) as {a}" if kind == "b" else f"({text}) as {a}"
+            for (kind, text), a in exprs.items()]
+    try:
+        tbl = con.sql(f"select school_code, grp, {', '.join(cols)} from rpt_{entity}").to_arrow_table()
+    except duckdb.Error as exc:
+        raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
+    import pyarrow as pa
+
+    for (kind, _), a in exprs.items():
+        t = tbl.schema.field(a).type
+        if kind == "v" and not (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
+            return None
+    empty = pd.DataFrame({"school_code": pd.Series(dtype=object), "grp": pd.Series(dtype=object),
+                          "value": pd.Series(dtype="float64"), "row_code": pd.Series(dtype="int64"),
+                          "measure": pd.Series(dtype=object)})
+    if tbl.num_rows == 0:
+        return empty
+    keys = pd.MultiIndex.from_arrays([tbl.column("school_code").to_pandas(), tbl.column("grp").to_pandas()])
+    gid, groups = keys.factorize()
+    ng = len(groups)
+    arrays = {}
+    for (kind, _), a in exprs.items():
+        col = tbl.column(a)
+        if kind == "b":
+            arrays[a] = col.to_numpy(zero_copy_only=False).astype(bool)
+        else:  # NULL adds nothing to a sum
+            arrays[a] = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype("float64")
+    values = []
+    for _, _, w, pr, v in specs:
+        mask = arrays[w] & arrays[pr] if pr else arrays[w]
+        weights = np.where(mask, arrays[v], 0.0) if v else mask.astype("float64")
+        values.append(np.bincount(gid, weights=weights, minlength=ng))
+    n = len(specs)
+    return pd.DataFrame({
+        "school_code": np.tile(groups.get_level_values(0).to_numpy(dtype=object), n),
+        "grp": np.tile(groups.get_level_values(1).to_numpy(dtype=object), n),
+        "value": np.concatenate(values),
+        "row_code": np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng),
+        "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
+    })
+
+
+def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
+                     rows: list[tuple[dict, dict]]) -> pd.DataFrame | None:
+    """The long cells of one entity's rows from one grouped query of filtered aggregates
+    (`_measure_sql`): any summed expression; None when the entity has no records."""
+    selects, keys = [], []
+    for sheet, row in rows:
+        measures = sorted({c.split(".", 1)[1] for c in sheet["columns"]})
+        for m in measures:
+            alias = f"c{row['code']}__{m}"
+            selects.append(f'{_measure_sql(entity, row, m)} as "{alias}"')
+            keys.append((alias, row["code"], m))
+    sql = f"select school_code, grp, {', '.join(selects)} from rpt_{entity} group by all"
+    try:
+        wide = con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
+    if wide.empty:
+        return None
+    long = wide.melt(id_vars=["school_code", "grp"], var_name="alias", value_name="value")
+    meta = pd.DataFrame(keys, columns=["alias", "row_code", "measure"])
+    return long.merge(meta, on="alias").drop(columns="alias")
 
 
 def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
@@ -726,7 +815,11 @@ def reconcile_form(con: duckdb.DuckDBPyConnection, form: dict, cells: pd.DataFra
     """Per school and city: rows in the accepted submissions = rows in core = the form's totals.
     Views must be those of this form (compute_form creates them)."""
     out = []
-    val = {(r.scope, r.row_code, r.column_key): r.value for r in cells.itertuples(index=False)}
+    # only the totals reconciled below are looked up: the rows with `reconcile:`, column tong_so.tong
+    wanted = [row["code"] for _, row in data_rows(form) if row.get("reconcile")]
+    sel = cells[(cells["column_key"] == "tong_so.tong") & cells["row_code"].isin(wanted)]
+    val = {(s, c, k): v for s, c, k, v in zip(sel["scope"].tolist(), sel["row_code"].tolist(),
+                                               sel["column_key"].tolist(), sel["value"].tolist())}
     scopes = cells["scope"].unique().tolist()
     # accepted submissions (the version core holds) = core rows, per school, all sheets
     sub = dict(con.execute("""select school_code, loaded_rows from submission
@@ -802,17 +895,20 @@ class ReportHeader:
     scope_label: str
 
 
-def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: str, path: Path, header: ReportHeader) -> Path:
+def render_form(form: dict, cells: pd.DataFrame | None, checks: pd.DataFrame, scope: str, path: Path, header: ReportHeader,
+                values: dict | None = None) -> Path:
     """Write the form for one scope as an .xlsx in the ministry's layout (values, not formulas),
-    set up to print legibly on A4 (see `_page_setup`)."""
+    set up to print legibly on A4 (see `_page_setup`). `values`: the scope's cells as
+    {(row_code, column_key): value} (`scope_values`), instead of `cells`."""
     import xlsxwriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    mine = cells[cells["scope"] == scope]
-    val = dict(zip(zip(mine["row_code"].tolist(), mine["column_key"].tolist()), mine["value"].tolist()))
-    wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False})
+    val = values if values is not None else scope_values(cells[cells["scope"] == scope]).get(scope, {})
+    # in_memory: the parts are zipped from memory, not from one temporary file each (the same bytes)
+    wb = xlsxwriter.Workbook(str(tmp), {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
+                                        "in_memory": True})
     wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat"})
     f = _formats(wb)
     for sheet in form["sheets"]:
@@ -821,10 +917,34 @@ def render_form(form: dict, cells: pd.DataFrame, checks: pd.DataFrame, scope: st
             _render_static(ws, sheet, f, form, header)
             continue
         _render_sheet(ws, sheet, f, val, header, form)
-    _render_checks(wb, f, checks[checks["scope"] == scope] if len(checks) else checks, form, header)
+    if len(checks) and not (checks["scope"] == scope).all():
+        checks = checks[checks["scope"] == scope]
+    _render_checks(wb, f, checks, form, header)
     wb.close()
     os.replace(tmp, path)
     return path
+
+
+@lru_cache(maxsize=1 << 16)
+def _wrapped_lines(text: str, width_points: float, font_pt: float, bold: bool = False) -> int:
+    """layout.wrapped_lines, remembered: every school's workbook of a form wraps the same
+    labels in the same columns (a pure function of its arguments)."""
+    from edustat.layout import wrapped_lines
+
+    return wrapped_lines(text, width_points, font_pt, bold)
+
+
+def scope_values(cells: pd.DataFrame) -> dict[str, dict[tuple[int, object], object]]:
+    """{scope: {(row_code, column_key): value}} of long cells, in one pass (row codes as int,
+    values as float or None, as render_form writes them)."""
+    out: dict[str, dict] = {}
+    for scope, code, key, value in zip(cells["scope"].tolist(), cells["row_code"].tolist(),
+                                       cells["column_key"].tolist(), cells["value"].tolist()):
+        d = out.get(scope)
+        if d is None:
+            d = out[scope] = {}
+        d[(code, key)] = value
+    return out
 
 
 def _col_index(letter: str) -> int:
@@ -994,7 +1114,7 @@ def _header_breaks(sheet: dict, ncols: int) -> list[set[int]]:
 
 
 def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -> None:
-    from edustat.layout import rows_height, wrap_points, wrapped_lines
+    from edustat.layout import rows_height, wrap_points
 
     rows = sheet["static"]["rows"]
     ncols = max(len(r) for r in rows)
@@ -1019,7 +1139,7 @@ def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -
                     ws.write_blank(r, c, None, fmt)
             if v is not None:
                 width = sum(wrap_points(widths[i]) for i in range(c, c2 + 1))
-                h = rows_height(wrapped_lines(str(v), width, FONT_PT, r < 3), FONT_PT) / (r2 - r + 1)
+                h = rows_height(_wrapped_lines(str(v), width, FONT_PT, r < 3), FONT_PT) / (r2 - r + 1)
                 need[r] = max(need.get(r, 0), h)
     for r in range(len(rows)):
         ws.set_row(r, max(15.75, need.get(r, 15.75)))
@@ -1028,7 +1148,7 @@ def _render_static(ws, sheet: dict, f: dict, form: dict, header: ReportHeader) -
     note = form.get("static_note", "Số liệu ngân sách do Phòng GD&ĐT / Sở GD&ĐT nhập từ quyết toán, "
                                    "dự toán; các trường không nộp các chỉ tiêu này nên edustat để trống.")
     ws.merge_range(note_row, 0, note_row, ncols - 1, note, f["italic"])
-    ws.set_row(note_row, rows_height(wrapped_lines(note, sum(wrap_points(w) for w in widths), FONT_PT), FONT_PT))
+    ws.set_row(note_row, rows_height(_wrapped_lines(note, sum(wrap_points(w) for w in widths), FONT_PT), FONT_PT))
     _page_setup(ws, widths, (0, 2), [set(range(REPEAT_COLS, ncols))], f"{form['number']} — {header.scope_label}",
                 (sum(max(15.75, need.get(r, 15.75)) for r in range(3)), total_h + 60))
 
@@ -1053,7 +1173,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
     """One sheet of a form in the ministry's layout: its title block (with the scope written
     in the block's own blank row, so the table starts on the ministry's row), header rows
     sized to their text, the numbering row, then every row. Returns the page set-up."""
-    from edustat.layout import line_height, rows_height, wrap_points, wrapped_lines
+    from edustat.layout import line_height, rows_height, wrap_points
 
     ncols = len(sheet["numbering"])
     widths = _print_widths(_widths(sheet, ncols))
@@ -1106,7 +1226,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
             else:
                 ws.write(rr, c, text, fmt)
             if text:
-                h = rows_height(wrapped_lines(text, sum(pts[c:c2 + 1]), FONT_PT, r == 0), FONT_PT)
+                h = rows_height(_wrapped_lines(text, sum(pts[c:c2 + 1]), FONT_PT, r == 0), FONT_PT)
                 if r2 == rr:
                     need_single[rr] = max(need_single.get(rr, one_line), h)
                 else:
@@ -1133,9 +1253,9 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
             continue
         label_bold = bool((bold or "code" not in row) and row.get("tt"))
         label = row.get("label", "") or ""
-        lines = max(wrapped_lines(label, pts[1], FONT_PT, label_bold),
-                    wrapped_lines(str(row.get("tt") or ""), pts[0], FONT_PT, True),
-                    wrapped_lines(str(row.get("unit") or ""), pts[2], FONT_PT))
+        lines = max(_wrapped_lines(label, pts[1], FONT_PT, label_bold),
+                    _wrapped_lines(str(row.get("tt") or ""), pts[0], FONT_PT, True),
+                    _wrapped_lines(str(row.get("unit") or ""), pts[2], FONT_PT))
         h = max(one_line, rows_height(lines, FONT_PT)) if lines > 1 else one_line
         ws.set_row(row_i, h)
         body_h += h
@@ -1165,7 +1285,7 @@ def _render_sheet(ws, sheet: dict, f: dict, val: dict, header: ReportHeader, for
 def _render_note(ws, r: int, cells: list, ncols: int, pts: list[float], f: dict) -> float:
     """A footnote row (the ministry's "Ghi chú: …"): each text merged up to the next text, the
     last to the table's right edge, wrapped, the row as tall as its longest piece."""
-    from edustat.layout import line_height, rows_height, wrapped_lines
+    from edustat.layout import line_height, rows_height
 
     starts = [c for c, v in enumerate(cells[:ncols]) if v not in (None, "")]
     lines = 1
@@ -1176,7 +1296,7 @@ def _render_note(ws, r: int, cells: list, ncols: int, pts: list[float], f: dict)
             ws.merge_range(r, c, r, end, text, f["italic"])
         else:
             ws.write_string(r, c, text, f["italic"])
-        lines = max(lines, wrapped_lines(text, sum(pts[c:end + 1]), FONT_PT))
+        lines = max(lines, _wrapped_lines(text, sum(pts[c:end + 1]), FONT_PT))
     h = max(15.75, rows_height(lines, FONT_PT) if lines > 1 else line_height(FONT_PT))
     ws.set_row(r, h)
     return h
@@ -1258,7 +1378,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     """The KiemTra sheet, in Vietnamese: what was checked (one sentence per kind of check, how
     many times, how many failed), then every failure on one line each (~45 to a printed
     page). The check ids stay in a last, grey column outside the print area, for developers."""
-    from edustat.layout import MARGIN_IN, PAPER, rows_height, wrap_points, wrapped_lines
+    from edustat.layout import MARGIN_IN, PAPER, rows_height, wrap_points
 
     ws = wb.add_worksheet("KiemTra")
     cols = KIEMTRA_WIDTHS
@@ -1271,7 +1391,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     bad = checks[~checks["ok"].astype(bool)] if n else checks
     title = f"KIỂM TRA SỐ LIỆU {form['number'].upper()}"
     ws.merge_range(0, 0, 0, 4, title, f["k_title"])
-    ws.set_row(0, rows_height(wrapped_lines(title, table_w, 13, True), 13))
+    ws.set_row(0, rows_height(_wrapped_lines(title, table_w, 13, True), 13))
     if not n:
         summary = "Chưa có phép kiểm tra nào (biểu không có số liệu)."
     elif len(bad):
@@ -1287,7 +1407,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     r = 1
     for text in (f"{header.scope_label} — năm học {header.school_year}", summary, origin):
         ws.merge_range(r, 0, r, 4, text, f["k_para"])
-        ws.set_row(r, rows_height(wrapped_lines(text, table_w, FONT_PT), FONT_PT))
+        ws.set_row(r, rows_height(_wrapped_lines(text, table_w, FONT_PT), FONT_PT))
         r += 1
     r += 1
     head_row = r
@@ -1295,20 +1415,23 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     ws.merge_range(r, 1, r, 2, "Số lần kiểm tra", f["k_head"])
     ws.merge_range(r, 3, r, 4, "Không đạt", f["k_head"])
     ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
-    ws.set_row(r, rows_height(wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
+    ws.set_row(r, rows_height(_wrapped_lines("Không đạt", pts[3] + pts[4], FONT_PT, True), FONT_PT))
     r += 1
     if n:
-        summary_df = checks.groupby("check_name", sort=True)["ok"].agg(
-            total="size", failed=lambda x: int((~x.astype(bool)).sum()))
+        from collections import Counter
+
+        names = checks["check_name"].tolist()
+        total = Counter(names)
+        failed = Counter(nm for nm, ok in zip(names, checks["ok"].astype(bool).tolist()) if not ok)
         order = {name: i for i, name in enumerate(CHECK_TEXT)}  # the form's own identities first
-        summary_df = summary_df.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
-        for name, t, fl in summary_df.itertuples():
+        for name in sorted(total, key=lambda v: (order.get(v, len(order)), v)):
+            t, fl = total[name], failed[name]
             text = check_text(name, form)
             ws.write_string(r, 0, text, f["k_text"])
             ws.merge_range(r, 1, r, 2, int(t), f["k_num"])
             ws.merge_range(r, 3, r, 4, int(fl), f["k_bad"] if fl else f["k_ok"])
             ws.write_string(r, 5, name, f["k_id"])
-            ws.set_row(r, rows_height(wrapped_lines(text, pts[0], FONT_PT), FONT_PT))
+            ws.set_row(r, rows_height(_wrapped_lines(text, pts[0], FONT_PT), FONT_PT))
             r += 1
     repeat = (head_row, head_row)
     if len(bad):
@@ -1319,7 +1442,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
         for c, h in enumerate(["Nội dung", "Mã số", "Cột", "Phải là", "Trên biểu"]):
             ws.write_string(r, c, h, f["k_head"])
         ws.write_string(r, 5, "mã kiểm tra", f["k_id"])
-        ws.set_row(r, rows_height(wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
+        ws.set_row(r, rows_height(_wrapped_lines("Trên biểu", pts[4], FONT_PT, True), FONT_PT))
         for rec in bad.head(2000).astype(object).itertuples(index=False):
             r += 1
             text = _short_check_text(rec, form)
@@ -1330,7 +1453,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
             ws.write(r, 3, "" if rec.expected is None or pd.isna(rec.expected) else rec.expected, f["k_num"])
             ws.write(r, 4, "" if rec.actual is None or pd.isna(rec.actual) else rec.actual, f["k_bad"])
             ws.write_string(r, 5, rec.check_name, f["k_id"])
-            lines = max(wrapped_lines(text, pts[0], FONT_PT), wrapped_lines(col, pts[2], FONT_PT))
+            lines = max(_wrapped_lines(text, pts[0], FONT_PT), _wrapped_lines(col, pts[2], FONT_PT))
             ws.set_row(r, rows_height(lines, FONT_PT))
         if len(bad) > 2000:
             r += 2
@@ -1412,7 +1535,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
         result.checks += len(checks)
         result.failed_checks += int((~checks["ok"].astype(bool)).sum())  # object dtype when a form has no identities
         result.forms.append(key)
-        cells_by, checks_by = dict(tuple(cells.groupby("scope"))), dict(tuple(checks.groupby("scope")))
+        values_by, checks_by = scope_values(cells), dict(tuple(checks.groupby("scope")))
         for scope in cells["scope"].unique():
             if scope == "city":
                 header = ReportHeader(unit=f"Phòng GD&ĐT {district}".strip(), recipient=f"Sở GD&ĐT {province}".strip(),
@@ -1421,7 +1544,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
             out = _form_path(reports_dir, school_year, period, key, scope)
-            jobs.append((code, cells_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
+            jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     result.files = _render_all(jobs, workers)
     return result
 
@@ -1441,8 +1564,8 @@ def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scop
 
 
 def _render_job(job: tuple) -> Path:
-    code, cells, checks, scope, out, header = job
-    return render_form(load_form(code), cells, checks, scope, out, header)
+    code, values, checks, scope, out, header = job
+    return render_form(load_form(code), None, checks, scope, out, header, values=values)
 
 
 def _render_all(jobs: list[tuple], workers: int) -> list[Path]:

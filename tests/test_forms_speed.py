@@ -1,0 +1,144 @@
+"""The faster forms stage (issue 12) computes what the slower one did: each entity's cells
+from one projection + numpy sums equal the grouped FILTER aggregates, on the sample city and
+on a copy of it damaged with NULLs and contradictions; a non-integer sum falls back to SQL;
+a workbook rendered from per-scope values is byte-identical (XML parts) to one rendered from
+the long cells; scripts/compare_forms.py finds a changed cell."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from edustat import reports as R
+from edustat.golden import SAMPLE, build_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+YEAR = SAMPLE["school_year"]
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("compare_forms", ROOT / "scripts" / "compare_forms.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    work = tmp_path_factory.mktemp("speed")
+    files = build_sample(work)
+    db = work / "data" / "curated" / "edustat.duckdb"
+    damaged = work / "damaged.duckdb"
+    shutil.copyfile(db, damaged)
+    con = duckdb.connect(str(damaged))
+    try:  # NULL conditions and flags, shifted ages, rooms: what FILTER treats as false / skips
+        con.execute("update core_learners set grade = null, grade_number = null where hash(excel_row, school_code) % 7 = 0")
+        con.execute("update core_learners set is_female = null, is_dtts = null where hash(excel_row, school_code) % 9 = 1")
+        con.execute("update core_learners set age = age + 5, birth_date = null where hash(excel_row, school_code) % 11 = 2")
+        con.execute("update core_staff set is_female = null, contract_bucket = null where hash(excel_row, school_code) % 5 = 3")
+        con.execute("update core_rooms set permanent = null, temporary = coalesce(temporary, 0) + 2 "
+                    "where hash(excel_row, school_code) % 3 = 1")
+        con.execute("update core_classes set care_level = null where hash(excel_row, school_code) % 4 = 2")
+    finally:
+        con.close()
+    return {"files": files, "db": db, "damaged": damaged, "work": work}
+
+
+def _norm(long: pd.DataFrame | None) -> pd.DataFrame:
+    cols = ["school_code", "grp", "row_code", "measure", "value"]
+    if long is None or long.empty:
+        return pd.DataFrame(columns=cols)
+    out = long.assign(value=pd.to_numeric(long["value"]).astype("float64"), row_code=long["row_code"].astype("int64"),
+                      school_code=long["school_code"].astype(str), grp=long["grp"].astype(str),
+                      measure=long["measure"].astype(str))[cols]
+    return out.sort_values(cols[:4]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("which", ["db", "damaged"])
+def test_projection_cells_equal_the_filtered_aggregates(sample, which):
+    con = duckdb.connect(str(sample[which]))
+    compared = 0
+    try:
+        for period in ("dau_nam", "cuoi_nam"):
+            for code in R.list_forms(period):
+                form = R.load_form(code)
+                R.create_views(con, YEAR, period, form["level"], form["groups"])
+                by_entity: dict[str, list] = {}
+                for sheet, row in R.data_rows(form):
+                    by_entity.setdefault(R._entity(row), []).append((sheet, row))
+                for entity, rows in by_entity.items():
+                    fast = R._entity_long(con, form, entity, rows)
+                    assert fast is not None, (code, entity)  # every built-in sum is of integers
+                    slow = R._entity_long_sql(con, form, entity, rows)
+                    a, b = _norm(fast), _norm(slow)
+                    pd.testing.assert_frame_equal(a, b, check_exact=True, obj=f"{code} {period} {entity}")
+                    compared += len(a)
+    finally:
+        con.close()
+    assert compared > 5_000
+
+
+def test_a_non_integer_sum_is_computed_by_the_filtered_aggregates(sample):
+    form = {"form_code": "x", "level": "TH", "groups": ["cong_lap", "tu_thuc"], "sheets": [{
+        "name": "x", "columns": ["tong_so.tong", "cong_lap.tong", "tu_thuc.tong"],
+        "rows": [{"code": 1, "label": "nửa số học sinh", "sum": "n_learners * 0.5", "entity": "class"},
+                 {"code": 2, "label": "số học sinh", "sum": "n_learners", "entity": "class"}]}]}
+    con = duckdb.connect(str(sample["db"]), read_only=True)
+    try:
+        R.create_views(con, YEAR, "dau_nam", "TH", form["groups"])
+        rows = [(form["sheets"][0], r) for r in form["sheets"][0]["rows"]]
+        assert R._entity_long(con, form, "class", rows) is None
+        cells = R.compute_form(con, form, YEAR, "dau_nam")
+    finally:
+        con.close()
+    city = cells[(cells["scope"] == "city") & (cells["column_key"] == "tong_so.tong")].set_index("row_code")["value"]
+    assert city[2] > 0 and city[1] == city[2] * 0.5
+
+
+def test_rendering_from_scope_values_is_byte_identical(sample, tmp_path):
+    con = duckdb.connect(str(sample["db"]), read_only=True)
+    try:
+        form = R.load_form("02-TH-DN")
+        cells = con.execute("select * from rpt_form_cell where school_year = ? and period = 'dau_nam' "
+                            "and form_code = '02-TH-DN'", [YEAR]).df()
+        checks = con.execute("select * from rpt_form_check where school_year = ? and period = 'dau_nam' "
+                             "and form_code = '02-TH-DN'", [YEAR]).df()
+    finally:
+        con.close()
+    cells["value"] = cells["value"].astype(object).where(cells["value"].notna(), None)
+    scope = sorted(set(cells["scope"]) - {"city"})[0]
+    header = R.ReportHeader(unit="Trường", recipient="Phòng GD&ĐT", school_year=YEAR, scope_label=scope)
+    a = R.render_form(form, cells, checks, scope, tmp_path / "a" / "f.xlsx", header)
+    b = R.render_form(form, None, checks[checks["scope"] == scope], scope, tmp_path / "b" / "f.xlsx", header,
+                      values=R.scope_values(cells)[scope])
+    cmp = _compare_module()
+    assert cmp.compare_workbook(a, b) == []
+    # the comparison sees a changed value
+    changed = cells.copy()
+    hit = (changed["scope"] == scope) & changed["value"].notna()
+    changed.loc[changed.index[hit][0], "value"] = 12345.0
+    c = R.render_form(form, changed, checks, scope, tmp_path / "c" / "f.xlsx", header)
+    diffs = cmp.compare_workbook(a, c)
+    assert any("12345" in d for d in diffs) and any("part xl/worksheets" in d for d in diffs)
+
+
+def test_compare_script_proves_a_build_identical_and_sees_a_changed_cell(sample, tmp_path):
+    cmp = _compare_module()
+    reports = sample["work"] / "data" / "curated" / "reports"
+    copy = tmp_path / "reports"
+    shutil.copytree(reports, copy)
+    db2 = tmp_path / "e.duckdb"
+    shutil.copyfile(sample["db"], db2)
+    assert cmp.compare_tables(sample["db"], db2) == []
+    assert cmp.compare_reports(reports, copy)[0] == []
+    con = duckdb.connect(str(db2))
+    try:
+        con.execute("update rpt_form_cell set value = value + 1 where scope = 'city' and row_code = 1 "
+                    "and column_key = 'tong_so.tong'")
+    finally:
+        con.close()
+    assert any("only in" in d for d in cmp.compare_tables(sample["db"], db2))
