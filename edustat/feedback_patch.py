@@ -601,17 +601,30 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
         for (row, col), found in cells.items():
             for f in found:
                 marked[f[5]] = f"{quote_sheetname(name)}!{get_column_letter(col)}{row}"
+    existing: dict[str, tuple[str, str, dict]] = {}  # sheet → (comments part, vml part, cell → comment)
     for name in marks:
         s = sheet(name)
         rels_name = _rels_path(s.part)
-        if re.search(r"<legacyDrawing\b", s.xml):
-            raise Fallback("sheet_has_legacy_drawing")
-        if rels_name in z.infos and "/comments\"" in z.text(rels_name).replace("'", '"'):
-            raise Fallback("sheet_has_comments")
+        srels = _relationships(z.text(rels_name)) if rels_name in z.infos else []
+        comments = [r for r in srels if r.get("Type", "").endswith("/comments")]
+        legacy = re.search(r"<legacyDrawing\b[^>]*>", s.xml)
+        if not comments and not legacy:
+            continue
+        if len(comments) != 1 or legacy is None:  # a legacy drawing of form controls, or broken
+            raise Fallback("sheet_legacy_drawing_without_comments")
+        vml_rel = [r for r in srels if r.get("Id") == _attrs(legacy.group(0)).get(f"{_rel_prefix(s.xml)}:id")]
+        if len(vml_rel) != 1:
+            raise Fallback("sheet_legacy_drawing_target")
+        c_part = _resolve(s.part, comments[0].get("Target", ""))
+        v_part = _resolve(s.part, vml_rel[0].get("Target", ""))
+        if c_part not in z.infos or v_part not in z.infos:
+            raise Fallback("sheet_comment_parts")
+        existing[name] = (c_part, v_part, _school_comments(z.text(c_part)))
 
     # PhanHoi and the comments, rendered by xlsxwriter in a scratch workbook
     content = _phanhoi(frame, sheet_order=[TEXT["sheet"]] + [n for n, _, _ in sheets], marked=marked, **about)
-    scratch = _scratch(content, [(sheet(name), cells) for name, cells in marks.items()])
+    scratch = _scratch(content, [(sheet(name), cells, existing.get(name, (None, None, {}))[2])
+                                 for name, cells in marks.items()])
     sz = zipfile.ZipFile(io.BytesIO(scratch))
 
     taken: set[str] = set()
@@ -649,6 +662,12 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
                for r in _relationships(srels)}
         comments = sz.read(got["comments"])
         vml = sz.read(got["vmlDrawing"]).decode("utf-8")
+        if name in existing:  # the sheet's own comments: ours merged into its parts
+            c_part, v_part, theirs = existing[name]
+            replaced[c_part], replaced[v_part] = _merge_comments(
+                z.text(c_part), z.zf.read(v_part).decode("latin-1"), comments.decode("utf-8"), vml,
+                [at for at in marks[name] if at in theirs])
+            continue
         if vml_offset:
             vml = re.sub(r'data="(\d+)"', lambda m: f'data="{int(m.group(1)) + vml_offset}"', vml)
             vml = re.sub(r"_x0000_s(\d+)", lambda m: f"_x0000_s{int(m.group(1)) + 1024 * vml_offset}", vml)
@@ -722,6 +741,79 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     return z.build(replaced, added), marked
 
 
+_COMMENT = re.compile(r"<comment\b([^>]*)>(.*?)</comment>", re.S)
+_SHAPE = re.compile(r"<v:shape\b[^>]*>.*?</v:shape>", re.S)
+
+
+def _authors(xml: str) -> list[str]:
+    m = re.search(r"<authors\b[^>]*>(.*?)</authors>", xml, re.S)
+    return [unescape(a or "") for a in re.findall(r"<author(?:\s*/>|>(.*?)</author>)", m.group(1) if m else "", re.S)]
+
+
+def _school_comments(xml: str) -> dict[tuple[int, int], tuple[str, str]]:
+    """cell → (author, text) of a comments part."""
+    _root_ok(xml, "comments")
+    authors = _authors(xml)
+    out = {}
+    for attrs, body in _COMMENT.findall(xml):
+        a = _attrs(attrs)
+        i = int(a.get("authorId", "0"))
+        text = "".join(unescape(t) for t in re.findall(r"<t\b[^>]*>(.*?)</t>", body, re.S))
+        out[_cell_ref(a.get("ref", ""))] = (authors[i] if 0 <= i < len(authors) else "", text)
+    return out
+
+
+def _merge_comments(theirs: str, their_vml: str, ours: str, our_vml: str,
+                    replaced_cells: list[tuple[int, int]]) -> tuple[bytes, bytes]:
+    """The sheet's comments part and VML drawing with ours added; the school's comment of a
+    cell we mark is dropped (its text is inside ours, as the faithful engine does)."""
+    gone = set(replaced_cells)
+
+    def keep(m: re.Match) -> str:
+        return "" if _cell_ref(_attrs(m.group(1)).get("ref", "")) in gone else m.group(0)
+
+    theirs = _COMMENT.sub(keep, theirs)
+    authors = _authors(theirs)
+    if COMMENT_AUTHOR in authors:
+        me = authors.index(COMMENT_AUTHOR)
+    else:
+        me = len(authors)
+        if re.search(r"<authors\s*/>", theirs):
+            theirs = re.sub(r"<authors\s*/>", f"<authors><author>{COMMENT_AUTHOR}</author></authors>", theirs, count=1)
+        else:
+            at = theirs.index("</authors>")
+            theirs = theirs[:at] + f"<author>{COMMENT_AUTHOR}</author>" + theirs[at:]
+    mine = "".join(re.sub(r'authorId="\d+"', f'authorId="{me}"', m.group(0)) for m in _COMMENT.finditer(ours))
+    if re.search(r"<commentList\s*/>", theirs):
+        theirs = re.sub(r"<commentList\s*/>", f"<commentList>{mine}</commentList>", theirs, count=1)
+    else:
+        at = theirs.index("</commentList>")
+        theirs = theirs[:at] + mine + theirs[at:]
+
+    def shape_cell(shape: str) -> tuple[int, int] | None:
+        r, c = re.search(r"<x:Row>(\d+)</x:Row>", shape), re.search(r"<x:Column>(\d+)</x:Column>", shape)
+        return (int(r.group(1)) + 1, int(c.group(1)) + 1) if r and c else None
+
+    if 'id="_x0000_t202"' not in their_vml or "</xml>" not in their_vml:
+        raise Fallback("vml_layout")
+    their_vml = _SHAPE.sub(lambda m: "" if shape_cell(m.group(0)) in gone and "ObjectType=\"Note\"" in m.group(0)
+                           else m.group(0), their_vml)
+    blocks = [int(x) for g in re.findall(r'data="([\d,\s]+)"', their_vml) for x in g.split(",") if x.strip()]
+    used = [int(x) for x in re.findall(r"_x0000_s(\d+)", their_vml)]
+    if not blocks:
+        raise Fallback("vml_idmap")
+    next_id = max([min(blocks) * 1024, *used]) + 1
+    shapes = []
+    for shape in _SHAPE.findall(our_vml):
+        if next_id // 1024 not in blocks:
+            raise Fallback("vml_ids_full")
+        shapes.append(re.sub(r'id="_x0000_s\d+"', f'id="_x0000_s{next_id}"', shape, count=1))
+        next_id += 1
+    at = their_vml.rindex("</xml>")
+    their_vml = their_vml[:at] + "".join(shapes) + their_vml[at:]
+    return theirs.encode("utf-8"), their_vml.encode("latin-1")
+
+
 def _free_id(ids: set[str], stem: str) -> str:
     n = 1
     while f"{stem}{n}" in ids:
@@ -730,7 +822,7 @@ def _free_id(ids: set[str], stem: str) -> str:
     return f"{stem}{n}"
 
 
-def _scratch(content, marked_sheets: list[tuple[_Sheet, dict]]) -> bytes:
+def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> bytes:
     """xlsxwriter: PhanHoi (sheet1) and, per marked school sheet, a sheet holding only its
     comments (sheet k + 2), with the school's column widths so comment boxes sit near."""
     from edustat.feedback_xlsx import _XLSX_OPTIONS, _render_xlsx
@@ -741,13 +833,13 @@ def _scratch(content, marked_sheets: list[tuple[_Sheet, dict]]) -> bytes:
         ws = wb.add_worksheet(TEXT["sheet"])
         _render_xlsx(wb, ws, content)
         ws.activate()
-        for k, (s, cells) in enumerate(marked_sheets):
+        for k, (s, cells, theirs) in enumerate(marked_sheets):
             cw = wb.add_worksheet(f"c{k}")
             for lo, hi, width in s.col_widths:
                 if 1 <= lo <= hi <= 16384:
                     cw.set_column(lo - 1, hi - 1, max(0.0, width - 0.71))
             for (row, col), found in sorted(cells.items()):
-                text = _comment_text([f[:5] for f in found])
+                text = _comment_text([f[:5] for f in found], theirs.get((row, col)))
                 cw.write_comment(row - 1, col - 1, text,
                                  {"author": COMMENT_AUTHOR, "width": COMMENT_WIDTH, "height": _comment_height(text)})
     finally:
