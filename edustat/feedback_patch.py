@@ -39,7 +39,7 @@ import pandas as pd
 import xlsxwriter
 from openpyxl.utils import column_index_from_string, get_column_letter, quote_sheetname
 
-from edustat.feedback import (COMMENT_AUTHOR, COMMENT_WIDTH, SEVERITY_COLOR, TEXT, _comment_height, _comment_text,
+from edustat.feedback import (COMMENT_AUTHOR, COMMENT_WIDTH, SEVERITY_COLOR, TEXT, _clean, _comment_height, _comment_text,
                               _phanhoi, _save_atomic, _sheet_lookup, _targets, log)
 
 MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -759,6 +759,9 @@ def _school_comments(xml: str) -> dict[tuple[int, int], tuple[str, str]]:
         a = _attrs(attrs)
         i = int(a.get("authorId", "0"))
         text = "".join(unescape(t) for t in re.findall(r"<t\b[^>]*>(.*?)</t>", body, re.S))
+        # ST_Xstring escapes (_x000D_ is Excel's carriage return), then one kind of line break
+        text = re.sub(r"_x([0-9A-Fa-f]{4})_", lambda m: chr(int(m.group(1), 16)), text)
+        text = _clean(text.replace("\r\n", "\n").replace("\r", "\n")) or ""
         out[_cell_ref(a.get("ref", ""))] = (authors[i] if 0 <= i < len(authors) else "", text)
     return out
 
@@ -838,7 +841,11 @@ def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> bytes:
             for lo, hi, width in s.col_widths:
                 if 1 <= lo <= hi <= 16384:
                     cw.set_column(lo - 1, hi - 1, max(0.0, width - 0.71))
+            last = None
             for (row, col), found in sorted(cells.items()):
+                if row != last:  # constant_memory: a comment on a row without data needs the row known
+                    cw.set_row(row - 1, None)
+                    last = row
                 text = _comment_text([f[:5] for f in found], theirs.get((row, col)))
                 cw.write_comment(row - 1, col - 1, text,
                                  {"author": COMMENT_AUTHOR, "width": COMMENT_WIDTH, "height": _comment_height(text)})
