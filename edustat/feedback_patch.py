@@ -813,8 +813,31 @@ def _merge_comments(theirs: str, their_vml: str, ours: str, our_vml: str,
         shapes.append(re.sub(r'id="_x0000_s\d+"', f'id="_x0000_s{next_id}"', shape, count=1))
         next_id += 1
     at = their_vml.rindex("</xml>")
-    their_vml = their_vml[:at] + "".join(shapes) + their_vml[at:]
+    their_vml = their_vml[:at] + _vml_prefixes("".join(shapes), their_vml) + their_vml[at:]
     return theirs.encode("utf-8"), their_vml.encode("latin-1")
+
+
+_VML_NS = {"v": "urn:schemas-microsoft-com:vml", "o": "urn:schemas-microsoft-com:office:office",
+           "x": "urn:schemas-microsoft-com:office:excel"}
+
+
+def _vml_prefixes(shapes: str, vml: str) -> str:
+    """xlsxwriter's shapes (prefixes v:, o:, x:) in the prefixes `vml` binds to the same
+    namespaces (openpyxl writes ns0:, ns1:, …); a namespace it does not bind is declared on
+    each shape."""
+    root = re.search(r"<xml\b[^>]*>", vml)
+    declared = dict((uri, p) for p, uri in re.findall(r'xmlns:([\w.-]+)\s*=\s*"([^"]*)"', root.group(0) if root else ""))
+    rename = {ours: declared.get(uri) for ours, uri in _VML_NS.items()}
+    missing = " ".join(f'xmlns:{ours}="{uri}"' for ours, uri in _VML_NS.items() if rename[ours] is None)
+
+    def fix(m: re.Match) -> str:
+        p = m.group(2)
+        return m.group(1) + (rename[p] or p) + ":"
+
+    shapes = re.sub(r"(</?|\s)(v|o|x):(?=[A-Za-z])", fix, shapes)
+    if missing:
+        shapes = re.sub(r"<([\w.-]+:shape)\b", lambda m: f"<{m.group(1)} {missing}", shapes)
+    return shapes
 
 
 def _free_id(ids: set[str], stem: str) -> str:
