@@ -49,7 +49,7 @@ _CT_SHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.workshe
 _CT_COMMENTS = "application/vnd.openxmlformats-officedocument.spreadsheetml.comments+xml"
 _CT_VML = "application/vnd.openxmlformats-officedocument.vmlDrawing"
 _MAX_INFLATED = 100 * 1024 * 1024  # as edustat.reader.Limits: the file was read through it already
-_LEVEL = 6  # zlib level of the members we rewrite
+_LEVEL = 1  # zlib level of the members we rewrite: 3× faster than 6, a few % larger
 
 
 class Fallback(Exception):
@@ -344,6 +344,14 @@ _ROW = re.compile(r"<row\b([^>]*?)(/?)>")
 _CELL = re.compile(r"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.S)
 _R_ATTR = re.compile(r'\sr\s*=\s*"([^"]*)"')
 _S_ATTR = re.compile(r'\ss\s*=\s*"(\d+)"')
+_REF_ATTR = re.compile(r'\sr\s*=\s*"([A-Z]{1,3})(\d+)"')
+_COLUMNS: dict[str, int] = {}
+
+
+def _column(letters: str) -> int:
+    if letters not in _COLUMNS:
+        _COLUMNS[letters] = column_index_from_string(letters)
+    return _COLUMNS[letters]
 # CT_Worksheet children after <legacyDrawing>: it goes before the first of them
 _AFTER_LEGACY = ("legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls", "webPublishItems",
                  "tableParts", "extLst")
@@ -361,6 +369,17 @@ class _Sheet:
         self.data_end = m.end() if m.group(1) else xml.index("</sheetData>", m.end())
         self.rows: dict[int, tuple[int, int, int, str]] = {}  # row → (start, content start, end, attrs)
         self.row_order: list[int] = []
+        self.indexed = False
+        self.lookups = 0
+        self._tail_parsed(xml, m)
+
+    def index(self) -> None:
+        """Every row's place (for a row the sheet lacks: where it goes); checks rows are in order."""
+        if self.indexed:
+            return
+        self.indexed = True
+        xml, m = self.xml, self.data_open
+        self.rows.clear()
         for rm in _ROW.finditer(xml, m.end(), self.data_end):
             r = _R_ATTR.search(rm.group(1))
             if r is None:
@@ -371,6 +390,26 @@ class _Sheet:
             self.row_order.append(n)
         if any(a >= b for a, b in zip(self.row_order, self.row_order[1:])):
             raise Fallback("rows_out_of_order")
+
+    def row(self, n: int) -> tuple[int, int, int, str] | None:
+        """(start, content start, end, attrs) of row `n`, None when the sheet lacks it: found
+        directly where `r` is the first attribute (as Excel, openpyxl and xlsxwriter write it)."""
+        if n in self.rows:
+            return self.rows[n]
+        self.lookups += 1
+        if self.lookups > 8:  # many rows: one pass over the sheet beats a search per row
+            self.index()
+        if not self.indexed:
+            at = self.xml.find(f'<row r="{n}"', self.data_open.end(), self.data_end)
+            if at >= 0:
+                rm = _ROW.match(self.xml, at)
+                end = rm.end() if rm.group(2) else self.xml.index("</row>", rm.end()) + len("</row>")
+                self.rows[n] = (rm.start(), rm.end(), end, rm.group(1))
+                return self.rows[n]
+            self.index()
+        return self.rows.get(n)
+
+    def _tail_parsed(self, xml: str, m: re.Match) -> None:
         tail = xml[self.data_end:]
         self.merges = [tuple(r.split(":")) for r in re.findall(r'<mergeCell\b[^>]*ref="([A-Z0-9:$]+)"', tail)]
         self.col_styles: list[tuple[int, int, int]] = []
@@ -387,15 +426,16 @@ class _Sheet:
 
     def cells(self, row: int) -> list[tuple[int, int, int, str, str | None]]:
         """(column, start, end, attrs, inner) of each cell of `row` (empty when absent)."""
-        if row not in self.rows:
+        found = self.row(row)
+        if found is None:
             return []
-        _, start, end, _ = self.rows[row]
+        _, start, end, _ = found
         out = []
         for cm in _CELL.finditer(self.xml, start, end):
-            r = _R_ATTR.search(cm.group(1))
+            r = _REF_ATTR.search(cm.group(1))
             if r is None:
                 raise Fallback("cell_without_r")
-            rr, c = _cell_ref(r.group(1))
+            rr, c = int(r.group(2)), _column(r.group(1))
             if rr != row:
                 raise Fallback("cell_row_mismatch")
             out.append((c, cm.start(), cm.end(), cm.group(1), cm.group(2)))
@@ -420,8 +460,9 @@ class _Sheet:
         return row, col
 
     def base_style(self, row: int, col: int) -> int:
-        if row in self.rows:
-            a = _attrs(f"<row{self.rows[row][3]}>")
+        found = self.row(row)
+        if found is not None:
+            a = _attrs(f"<row{found[3]}>")
             if a.get("customFormat") in ("1", "true") and "s" in a:
                 return int(a["s"])
         for lo, hi, style in self.col_styles:
@@ -439,8 +480,8 @@ class _Sheet:
         for (r, c), sev in marks.items():
             by_row.setdefault(r, {})[c] = sev
         for r, cols in by_row.items():
-            if r in self.rows:
-                start, content, end, _ = self.rows[r]
+            if self.row(r) is not None:
+                start, content, end, _ = self.row(r)
                 closed = xml[start:content].endswith("/>")
                 inner_end = content if closed else end - len("</row>")
                 parts = []
@@ -467,6 +508,7 @@ class _Sheet:
                     head = head[:-2].rstrip() + ">"
                 edits.append((start, end, 0, head + "".join(parts) + "</row>"))
             else:
+                self.index()
                 nxt = next((n for n in self.row_order if n > r), None)
                 at = self.rows[nxt][0] if nxt is not None else self.data_end
                 cells = "".join(self._new_cell(r, c, cols[c], styles) for c in sorted(cols))
@@ -642,8 +684,12 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     # PhanHoi's sheet: its cell formats renumbered
     ph = sz.read("xl/worksheets/sheet1.xml").decode("utf-8")
     ph = re.sub(r'(<(?:c|row|col)\b[^>]*?\s(?:s|style)=")(\d+)"', lambda m: f'{m.group(1)}{xf_map[int(m.group(2))]}"', ph)
-    if "sharedStrings" in "".join(sz.namelist()) and 't="s"' in ph:
-        raise Fallback("scratch_shared_strings")
+    if 't="s"' in ph:  # the scratch book is written in memory, with shared strings: made inline
+        shared = re.findall(r"<si>(.*?)</si>", sz.read("xl/sharedStrings.xml").decode("utf-8"), re.S)
+        ph = re.sub(r'(<c\b[^>]*?)\st="s"([^>]*)><v>(\d+)</v></c>',
+                    lambda m: f'{m.group(1)} t="inlineStr"{m.group(2)}><is>{shared[int(m.group(3))]}</is></c>', ph)
+        if 't="s"' in ph:
+            raise Fallback("scratch_shared_strings")
     ph_part = z.free("xl/worksheets/sheet{}.xml", taken)
     added.append((ph_part, ph.encode("utf-8")))
     overrides.append(("/" + ph_part, _CT_SHEET))
@@ -854,7 +900,9 @@ def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> bytes:
     from edustat.feedback_xlsx import _XLSX_OPTIONS, _render_xlsx
 
     buf = io.BytesIO()
-    wb = xlsxwriter.Workbook(buf, _XLSX_OPTIONS)
+    # in memory: xlsxwriter's temporary files (one per part, created and removed) cost more
+    # than the whole patch; its shared strings are made inline above
+    wb = xlsxwriter.Workbook(buf, {**_XLSX_OPTIONS, "constant_memory": False, "in_memory": True})
     try:
         ws = wb.add_worksheet(TEXT["sheet"])
         _render_xlsx(wb, ws, content)
