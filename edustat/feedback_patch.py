@@ -166,6 +166,9 @@ class _Zip:
             raw = raw[3:]
         elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise Fallback("utf16_part")
+        declared = re.match(rb'<\?xml[^>]*encoding\s*=\s*["\']([\w.-]+)', raw)
+        if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+            raise Fallback("xml_encoding")
         return raw.decode("utf-8")
 
     def head(self, name: str, size: int = 8192) -> str:
@@ -614,16 +617,23 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     if sheets_m is None:
         raise Fallback("no_sheets")
     sheets = []  # (name, part, sheetId)
+    others: list[str] = []  # parts of chart and dialog sheets
     for tag in re.findall(r"<sheet\b[^>]*>", sheets_m.group(1)):
         a = _attrs(tag)
         rel = by_id.get(a.get(f"{rprefix}:id"))
         if rel is None or "name" not in a or "sheetId" not in a:
             raise Fallback("sheet_entry")
         part = _resolve("xl/workbook.xml", rel.get("Target", ""))
-        sheets.append((a["name"], part if rel.get("Type", "").endswith("/worksheet") else None, int(a["sheetId"])))
+        is_sheet = rel.get("Type", "").endswith("/worksheet")
+        sheets.append((a["name"], part if is_sheet else None, int(a["sheetId"])))
+        if not is_sheet:
+            others.append(part)
     if any(name.casefold() == TEXT["sheet"].casefold() for name, _, _ in sheets):
         raise Fallback("phanhoi_present")  # our earlier feedback resent, or a sheet of that name
     worksheets = {name: part for name, part, _ in sheets if part is not None and part in z.infos}
+    for other in others:  # a chart sheet left selected would open grouped with PhanHoi
+        if other in z.infos and "tabSelected" in z.head(other):
+            raise Fallback("chartsheet_selected")
     loaded: dict[str, _Sheet] = {}
 
     def sheet(name: str) -> _Sheet:
@@ -635,6 +645,8 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     targets = _targets(frame, _sheet_lookup(list(worksheets)), lambda name, row: sheet(name).first_filled(row))
     marks: dict[str, dict[tuple[int, int], list[tuple]]] = {}
     for (name, row, col), found in targets.items():
+        if not 1 <= col <= 16384:
+            raise Fallback("column_beyond_xfd")
         at = sheet(name).anchor(row, col)
         here = marks.setdefault(name, {})
         here[at] = sorted(here.get(at, []) + found, key=lambda f: f[0])
@@ -649,6 +661,8 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
         rels_name = _rels_path(s.part)
         srels = _relationships(z.text(rels_name)) if rels_name in z.infos else []
         comments = [r for r in srels if r.get("Type", "").endswith("/comments")]
+        if any("threadedComment" in r.get("Type", "") for r in srels):
+            raise Fallback("threaded_comments")  # Excel 365's threaded comments are tied to the legacy ones
         legacy = re.search(r"<legacyDrawing\b[^>]*>", s.xml)
         if not comments and not legacy:
             continue
