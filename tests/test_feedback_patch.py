@@ -270,6 +270,13 @@ def test_ministry_files(tmp_path, name, sheet, cells):
         for row in ws.iter_rows(max_row=60):
             for c in row:
                 assert after[ws.title][c.coordinate].value == c.value
+    import xml.etree.ElementTree as ET
+
+    with zipfile.ZipFile(out) as z:
+        assert z.testzip() is None
+        for part in z.namelist():
+            if part.endswith((".xml", ".rels", ".vml")):
+                ET.fromstring(z.read(part))  # well-formed, every prefix bound
 
 
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice not installed")
