@@ -726,7 +726,7 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
             c_part, v_part, theirs = existing[name]
             replaced[c_part], replaced[v_part] = _merge_comments(
                 z.text(c_part), z.zf.read(v_part).decode("latin-1"), comments.decode("utf-8"), vml,
-                [at for at in marks[name] if at in theirs])
+                [at for at in marks[name] if at in theirs], vml_offset + len(marks) + 1 + k)
             continue
         if vml_offset:
             vml = re.sub(r'data="(\d+)"', lambda m: f'data="{int(m.group(1)) + vml_offset}"', vml)
@@ -802,7 +802,8 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
 
 
 _COMMENT = re.compile(r"<comment\b([^>]*)>(.*?)</comment>", re.S)
-_SHAPE = re.compile(r"<v:shape\b[^>]*>.*?</v:shape>", re.S)
+_SHAPE = re.compile(r"<v:shape\b[^>]*>.*?</v:shape>", re.S)  # xlsxwriter's
+_ANY_SHAPE = re.compile(r"<((?:[\w.-]+:)?)shape\b[^>]*>.*?</\1shape>", re.S)  # any VML's, any prefix
 
 
 def _authors(xml: str) -> list[str]:
@@ -827,7 +828,7 @@ def _school_comments(xml: str) -> dict[tuple[int, int], tuple[str, str]]:
 
 
 def _merge_comments(theirs: str, their_vml: str, ours: str, our_vml: str,
-                    replaced_cells: list[tuple[int, int]]) -> tuple[bytes, bytes]:
+                    replaced_cells: list[tuple[int, int]], spare_block: int) -> tuple[bytes, bytes]:
     """The sheet's comments part and VML drawing with ours added; the school's comment of a
     cell we mark is dropped (its text is inside ours, as the faithful engine does)."""
     gone = set(replaced_cells)
@@ -854,17 +855,18 @@ def _merge_comments(theirs: str, their_vml: str, ours: str, our_vml: str,
         theirs = theirs[:at] + mine + theirs[at:]
 
     def shape_cell(shape: str) -> tuple[int, int] | None:
-        r, c = re.search(r"<x:Row>(\d+)</x:Row>", shape), re.search(r"<x:Column>(\d+)</x:Column>", shape)
+        r = re.search(r"<(?:[\w.-]+:)?Row>\s*(\d+)\s*</", shape)
+        c = re.search(r"<(?:[\w.-]+:)?Column>\s*(\d+)\s*</", shape)
         return (int(r.group(1)) + 1, int(c.group(1)) + 1) if r and c else None
 
     if 'id="_x0000_t202"' not in their_vml or "</xml>" not in their_vml:
         raise Fallback("vml_layout")
-    their_vml = _SHAPE.sub(lambda m: "" if shape_cell(m.group(0)) in gone and "ObjectType=\"Note\"" in m.group(0)
+    their_vml = _ANY_SHAPE.sub(lambda m: "" if shape_cell(m.group(0)) in gone and "ObjectType=\"Note\"" in m.group(0)
                            else m.group(0), their_vml)
     blocks = [int(x) for g in re.findall(r'data="([\d,\s]+)"', their_vml) for x in g.split(",") if x.strip()]
     used = [int(x) for x in re.findall(r"_x0000_s(\d+)", their_vml)]
-    if not blocks:
-        raise Fallback("vml_idmap")
+    if not blocks:  # LibreOffice writes no idmap (and ids "shape_0"): ids from a block of our own
+        blocks = [spare_block]
     next_id = max([min(blocks) * 1024, *used]) + 1
     shapes = []
     for shape in _SHAPE.findall(our_vml):

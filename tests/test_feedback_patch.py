@@ -349,3 +349,32 @@ def test_every_part_is_well_formed_and_keeps_its_prefixes(rich):
                 ET.fromstring(data)  # raises on an unbound prefix
                 if name not in theirs or b"<ns0:" not in theirs[name]:
                     assert not re.search(rb"<ns\d+:", data), name
+
+
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice not installed")
+def test_a_workbook_saved_by_libreoffice(tmp_path):
+    """LibreOffice writes its own xlsx (shared strings, a VML without idmap, shape ids
+    "shape_0"): patched, not handed to the fast engine, the same cells marked."""
+    import xml.etree.ElementTree as ET
+
+    from edustat.feedback import _normalise
+
+    src = _openpyxl_book(tmp_path / "src.xlsx")
+    run = subprocess.run(["soffice", f"-env:UserInstallation=file://{tmp_path}/lo", "--headless", "--convert-to",
+                          "xlsx:Calc MS Excel 2007 XML", "--outdir", str(tmp_path / "lo"), str(src)],
+                         capture_output=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    lo = tmp_path / "lo" / "src.xlsx"
+    issues = _issues(OPENPYXL_ISSUES)
+    patch(lo.read_bytes(), _normalise(issues), _about(issues))  # raises Fallback if not handled
+    out = _write(lo, tmp_path / "patch.xlsx", issues, "patch")
+    fast = _write(lo, tmp_path / "fast.xlsx", issues, "fast")
+    mine, theirs = _marks(out), _marks(fast)
+    assert mine.pop(("HocSinh", "F3"))[0] == BLUE and theirs.pop(("HocSinh", "F4"))
+    assert set(mine) == set(theirs)
+    with zipfile.ZipFile(out) as z:
+        for part in z.namelist():
+            if part.endswith((".xml", ".rels", ".vml")):
+                ET.fromstring(z.read(part))
+    hs = openpyxl.load_workbook(out)["HocSinh"]
+    assert "đã kiểm tra với phụ huynh" in hs["B6"].comment.text and hs["A1"].comment.text == "cột số thứ tự"
