@@ -630,7 +630,9 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
             others.append(part)
     if any(name.casefold() == TEXT["sheet"].casefold() for name, _, _ in sheets):
         raise Fallback("phanhoi_present")  # our earlier feedback resent, or a sheet of that name
-    worksheets = {name: part for name, part, _ in sheets if part is not None and part in z.infos}
+    if any(part is not None and part not in z.infos for _, part, _ in sheets):
+        raise Fallback("sheet_part_missing")  # e.g. a target spelled in another case than the member
+    worksheets = {name: part for name, part, _ in sheets if part is not None}
     for other in others:  # a chart sheet left selected would open grouped with PhanHoi
         if other in z.infos and "tabSelected" in z.head(other):
             raise Fallback("chartsheet_selected")
