@@ -8,8 +8,9 @@
     pseudonymise_published: true
     workers: 2
     task_runner: local                 # or dask (prefect-dask), with dask_address: tcp://host:8786
-    feedback_engine: fast              # or faithful: the school's own workbook kept (formulas,
-                                       # formats, comments) and marked, 2–3× slower
+    feedback_engine: patch             # the school's .xlsx patched in place (formulas, formats
+                                       # kept; the fast copy for files it cannot patch); fast: a
+                                       # values-only copy; faithful: through openpyxl, slowest
     salt_file: /etc/edustat/pseudonym_salt   # the pseudonymisation salt; never inside data_dir
     max_file_mb: 200                   # per submitted file, checked before it is opened
     max_uncompressed_mb: 100           # sum of the zip's declared sizes, checked before inflating
@@ -54,7 +55,7 @@ from typing import Literal
 import yaml
 
 LOAD_POLICIES = ("reject_school", "load_valid_rows")
-FEEDBACK_ENGINES = ("fast", "faithful")
+FEEDBACK_ENGINES = ("patch", "fast", "faithful")
 
 
 class ConfigError(ValueError):
@@ -75,7 +76,9 @@ class Config:
     dask_address: str | None = None  # tcp://scheduler:8786; None = a local cluster of `workers`
     # fast: a values-only copy of the school's sheets (fastexcel + xlsxwriter); faithful: its own
     # workbook through openpyxl, formulas and formats kept (see edustat.feedback)
-    feedback_engine: Literal["fast", "faithful"] = "fast"
+    # patch (default): the school's own .xlsx, PhanHoi, fills and comments added at zip/XML level
+    # (edustat.feedback_patch), the fast copy for any file it does not handle
+    feedback_engine: Literal["patch", "fast", "faithful"] = "patch"
     salt_file: Path | None = None  # None: $EDUSTAT_SALT_FILE, else beside the data dir (see above)
     max_file_mb: int = 200
     max_uncompressed_mb: int = 100
@@ -192,7 +195,7 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         raise ConfigError(f"load_policy phải là một trong {LOAD_POLICIES}")
     if values.get("task_runner", "local") not in ("local", "dask"):
         raise ConfigError("task_runner phải là 'local' hoặc 'dask'")
-    if values.get("feedback_engine", "fast") not in FEEDBACK_ENGINES:
+    if values.get("feedback_engine", "patch") not in FEEDBACK_ENGINES:
         raise ConfigError(f"feedback_engine phải là một trong {FEEDBACK_ENGINES}")
     if values.get("salt_file") is not None:
         values["salt_file"] = Path(values["salt_file"])

@@ -11,7 +11,13 @@ engines render it and mark the same cells:
 - "faithful" (`edustat.feedback_openpyxl`): openpyxl opens the school's workbook and touches
   only the offending cells; the school's values, formulas, styles, merges and comments are kept
   as they were (~0.3 s a school).
-- "fast" (default, `edustat.feedback_xlsx`): fastexcel reads each sheet's values and xlsxwriter
+- "patch" (default, `edustat.feedback_patch`): the school's own .xlsx, every zip member copied
+  as it came but the few edited as text: PhanHoi (rendered by the fast engine's xlsxwriter
+  code) inserted first, offending cells' formats cloned with the severity fill, comments
+  added. Formulas, formats, merges and names kept, at a fraction of the fast engine's cost;
+  any file it does not handle (.xls, .xlsm, comments already on a marked sheet, a resent
+  feedback workbook, …) gets the fast engine's copy instead.
+- "fast" (`edustat.feedback_xlsx`): fastexcel reads each sheet's values and xlsxwriter
   writes a new workbook: PhanHoi, then every sheet of the school with its values at the same
   cells (a formula becomes its cached value; formats, merges, the school's comments and other
   objects are not copied), 2–3× faster. PhanHoi says so: the school fixes its own file, not
@@ -155,19 +161,21 @@ _VN = timezone(timedelta(hours=7))  # Vietnam keeps no daylight saving time
 _WIDTHS = (9, 17, 34, 32, 8, 12, 7, 7, 14)
 _LAST = get_column_letter(len(_WIDTHS))
 _MARGIN = {"left": 0.4, "right": 0.4, "top": 0.55, "bottom": 0.55}  # inches, as the report forms
-ENGINES = ("fast", "faithful")
+ENGINES = ("patch", "fast", "faithful")
 BORDER_COLOR = "A6A6A6"  # thin cell borders of PhanHoi, both engines
 
 
 def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, object], issues: pd.DataFrame,
                    status: str, counts: Mapping[str, int], school_year: str, period: str,
-                   generated_at: datetime, engine: str = "fast") -> Path:
+                   generated_at: datetime, engine: str = "patch") -> Path:
     """Write the school's workbook (or, when it cannot be opened, a new one) with a first sheet
     `PhanHoi` and its offending cells marked, to `out` atomically. Returns `out`.
 
     One row of `issues` per problem (columns ISSUE_COLUMNS; `sheet`/`excel_row`/`column` None
     when the problem is not tied to a cell). `source` itself is never written. `engine`:
-    "fast" (a values-only copy written with xlsxwriter) or "faithful" (the school's own
+    "patch" (default: the school's .xlsx with only PhanHoi, the marks and comments added at
+    zip/XML level; the fast engine for any file it does not handle), "fast" (a values-only
+    copy written with xlsxwriter) or "faithful" (the school's own
     workbook, formulas and formats kept, through openpyxl); see the module docstring.
     """
     if status not in STATUS_TEXT:
@@ -180,7 +188,9 @@ def write_feedback(source: Path | None, out: Path, *, school: Mapping[str, objec
     frame = _normalise(issues)
     about = dict(school=school, status=status, counts=_with_issue_counts(counts, frame),
                  school_year=school_year, period=period, generated_at=generated_at)
-    if engine == "fast":
+    if engine == "patch":  # the school's own .xlsx patched at zip/XML level; else the fast engine
+        from edustat.feedback_patch import write
+    elif engine == "fast":
         from edustat.feedback_xlsx import write
     else:
         from edustat.feedback_openpyxl import write

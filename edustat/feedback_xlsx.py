@@ -366,8 +366,9 @@ def _render_xlsx(wb: xlsxwriter.Workbook, ws, page: _Page) -> None:
 
 
 def write_page_only(path: Path, content: _Page) -> None:
-    """A workbook of the PhanHoi sheet alone (a clean school's receipt)."""
-    wb = xlsxwriter.Workbook(str(path), _XLSX_OPTIONS)
+    """A workbook of the PhanHoi sheet alone (a clean school's receipt). In memory: for one
+    small sheet xlsxwriter's temporary files cost more than the sheet (issue 12)."""
+    wb = xlsxwriter.Workbook(str(path), {**_XLSX_OPTIONS, "constant_memory": False, "in_memory": True})
     try:
         ws = wb.add_worksheet(TEXT["sheet"])
         _render_xlsx(wb, ws, content)

@@ -490,7 +490,8 @@ def _feedback_job(job: tuple) -> str:
 
 def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
     """One feedback workbook per file of the run (the school's workbook, annotated; with
-    cfg.feedback_engine "fast" a values-only copy, with "faithful" the school's own file),
+    cfg.feedback_engine "patch" the school's own .xlsx patched, "fast" a values-only copy,
+    "faithful" the school's own file through openpyxl),
     written in worker processes (reading and writing each workbook dominates)."""
     out = {}
     jobs = []
