@@ -29,7 +29,7 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """uint64 per row, equal to `hash_pandas_object(frame.astype("string").fillna("\\x00"),
     index=False).to_numpy()`. The frame must have at least one column."""
     n = len(frame)
-    cols = [_text(frame.iloc[:, j]) for j in range(frame.shape[1])]
+    cols = [_text(col) for _, col in frame.items()]
     cells = pc.fill_null(pa.concat_arrays(cols), _NA_TEXT)
     encoded = pc.dictionary_encode(cells)
     hashed = hash_array(encoded.dictionary.to_numpy(zero_copy_only=False), "utf8", _default_hash_key,

@@ -139,7 +139,6 @@ def _sniff(head: bytes) -> str:
         return "binary"
 
 
-_ROW_ONLY = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row[\s>/]")  # the row tokens of _ROW_TOKEN
 _CHUNK = 1 << 20
 _TAIL = 64  # a token starting in a chunk's last bytes is read with the next chunk
 
@@ -149,9 +148,9 @@ def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
     through once — zipfile never inflates past a member's declared size, so a member that
     lies about it fails its CRC instead of filling memory — counting each worksheet's rows.
 
-    A sheet can hold no more rows with values than row tags + 1: the tags are counted in C
-    (one regex over each 1 MB chunk); only a sheet with more tags than the limit is counted
-    exactly, row by row (`_count_rows`)."""
+    A sheet can hold no more rows with values than row tags + 1, nor more row tags than
+    occurrences of "row": those are counted in C; only a sheet with more than the limit is
+    counted exactly, token by token (`_count_rows`)."""
     infos = z.infolist()
     if any(i.flag_bits & 0x1 for i in infos):
         raise UnreadableWorkbook("encrypted", "zip encryption")
@@ -171,17 +170,13 @@ def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
                     if not chunk:
                         break
                     continue
+                # every row tag holds "row" and tags never overlap: an upper bound counted at
+                # memchr speed (the last 2 bytes read before catch a "row" split in two)
                 buf = tail + chunk
-                last = not chunk
-                cut = len(buf) if last else max(0, len(buf) - _TAIL)
-                # tags starting before `cut` (a tag holds no "<" after its first byte: the
-                # ones starting from `cut` on are exactly those found from there)
-                tags += len(_ROW_ONLY.findall(buf)) - (len(_ROW_ONLY.findall(buf, cut)) if cut < len(buf) else 0)
-                if tags + 1 > limits.max_sheet_rows:
+                tags += buf.count(b"row")
+                if tags + 1 > limits.max_sheet_rows or not chunk:
                     break
-                if last:
-                    break
-                tail = buf[cut:]
+                tail = buf[-2:]
         if is_sheet and tags + 1 > limits.max_sheet_rows:
             _count_rows(z, info, limits)
 
@@ -495,7 +490,8 @@ def _parse_table(grid: Grid, offset: int, sheet: Sheet, name: str) -> SheetData 
             at = np.flatnonzero(first == k)
             if len(at):
                 texts = arr.take(pa.array(keep[at])).to_pylist()
-                is_total[at] = [bool(_TOTAL.match(fold(str(t)))) for t in texts]
+                # ASCII digits (a row number, a code) fold to themselves: never "tổng"/"cộng"
+                is_total[at] = [not (t.isascii() and t.isdigit()) and bool(_TOTAL.match(fold(str(t)))) for t in texts]
         for pos in keep[is_total]:
             skipped[int(start + pos + 1)] = "total"
         keep = keep[~is_total]
