@@ -16,11 +16,18 @@ from pandas.core.util.hashing import _default_hash_key, combine_hash_arrays, has
 _NA_TEXT = "\x00"
 
 
-def _text(col: pd.Series) -> pa.Array:
+def column_arrays(frame: pd.DataFrame) -> list:
+    """The frame's column arrays (numpy or extension arrays), without building a Series each."""
+    it = getattr(frame, "_iter_column_arrays", None)  # pandas internals: ~40x faster than items()
+    return list(it()) if it is not None else [col.array for _, col in frame.items()]
+
+
+def _text(values) -> pa.Array:
     """The column as `astype("string")` gives it, as one Arrow array (large_string)."""
-    if not (isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow" and col.dtype.na_value is pd.NA):
-        col = col.astype("string")
-    arr = col.array._pa_array  # ArrowStringArray: a ChunkedArray
+    dtype = values.dtype
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and dtype.na_value is pd.NA):
+        values = pd.array(values, copy=False).astype("string")
+    arr = values._pa_array  # ArrowStringArray: a ChunkedArray
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
 
@@ -29,7 +36,7 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """uint64 per row, equal to `hash_pandas_object(frame.astype("string").fillna("\\x00"),
     index=False).to_numpy()`. The frame must have at least one column."""
     n = len(frame)
-    cols = [_text(col) for _, col in frame.items()]
+    cols = [_text(values) for values in column_arrays(frame)]
     cells = pc.fill_null(pa.concat_arrays(cols), _NA_TEXT)
     encoded = pc.dictionary_encode(cells)
     hashed = hash_array(encoded.dictionary.to_numpy(zero_copy_only=False), "utf8", _default_hash_key,

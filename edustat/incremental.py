@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 CACHE_FORMAT = 1
@@ -280,13 +281,15 @@ def _arrow_table(frame: pd.DataFrame):
 
     if frame.columns.has_duplicates or not all(isinstance(c, str) for c in frame.columns):
         return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    from edustat.framehash import column_arrays
+
     arrays = []
-    for _, col in frame.items():
-        dtype = col.dtype
+    for values in column_arrays(frame):
+        dtype = values.dtype
         if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-            arrays.append(col.array._pa_array)
-        elif dtype == "int64":
-            arrays.append(pa.chunked_array([pa.array(col.to_numpy(), pa.int64())]))
+            arrays.append(values._pa_array)
+        elif isinstance(values, np.ndarray) and dtype == np.int64:
+            arrays.append(pa.chunked_array([pa.array(values, pa.int64())]))
         else:  # anything else: pandas' own conversion
             return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
     return pa.Table.from_arrays(arrays, names=list(frame.columns))

@@ -353,6 +353,30 @@ def _header_score(row: list, matcher: Matcher) -> int:
 _EXACT_MEMO: dict[int, tuple[Matcher, dict[str, bool]]] = {}
 
 
+# A code, a number or a date: every key Matcher.read derives from such a text (its casefold,
+# header key, expansion, bare key) is again made of these characters only.
+_NUMERIC_TEXT = re.compile(r"[0-9/.\- ]*")
+_NUMERIC_NEVER: dict[int, tuple[Matcher, bool]] = {}
+
+
+def _numeric_never_exact(matcher: Matcher) -> bool:
+    """No numeric text (`_NUMERIC_TEXT`) can name a field of `matcher` exactly: none of its keys
+    is numeric, and no abbreviation (which could rewrite a numeric key) is made of digits and
+    spaces. The data cells under a header are mostly such texts (codes, IDs, dates), each new:
+    this spares the header scan a vocabulary look-up per cell (tests/test_reader.py checks it
+    against Matcher.read)."""
+    hit = _NUMERIC_NEVER.get(id(matcher))
+    if hit is None or hit[0] is not matcher:
+        index, abbr = getattr(matcher, "_index", None), getattr(matcher, "abbreviations", None)
+        ok = isinstance(index, dict) and hasattr(abbr, "get")
+        if ok:
+            shorts = [k for k in abbr if k != "__phrases__"] + list(abbr.get("__phrases__") or {})
+            ok = not any(_NUMERIC_TEXT.fullmatch(k) for k in index) and \
+                not any(re.fullmatch(r"[0-9 ]*", str(s)) for s in shorts)
+        hit = _NUMERIC_NEVER[id(matcher)] = (matcher, ok)
+    return hit[1]
+
+
 def _names_field(matcher: Matcher, text: str) -> bool:
     hit = _EXACT_MEMO.get(id(matcher))
     if hit is None or hit[0] is not matcher:
@@ -360,6 +384,8 @@ def _names_field(matcher: Matcher, text: str) -> bool:
     memo = hit[1]
     found = memo.get(text)
     if found is None:
+        if _NUMERIC_TEXT.fullmatch(text) and _numeric_never_exact(matcher):
+            return False  # not remembered: codes and dates are new in every file
         found = matcher.read(text, near=False).how == "exact"
         if len(memo) < 100_000:
             memo[text] = found
@@ -497,8 +523,14 @@ def _parse_table(grid: Grid, offset: int, sheet: Sheet, name: str) -> SheetData 
         keep = keep[~is_total]
     take = pa.array(keep, pa.int64())
     frame = pd.DataFrame({"excel_row": (keep + start + 1).astype("int64"),
-                          **{col: pd.array(arr.take(take), dtype="string") for col, arr in zip(names, arrays)}})
+                          **{col: _text_array(arr.take(take)) for col, arr in zip(names, arrays)}}, copy=False)
     return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped, near)
+
+
+def _text_array(arr: pa.Array) -> pd.api.extensions.ExtensionArray:
+    """An Arrow text column as pandas' "string" dtype (what `.astype("string")` gives: large_string
+    storage, <NA> for a blank), wrapped without a copy through Python objects."""
+    return pd.arrays.ArrowStringArray(pa.chunked_array([arr.cast(pa.large_string())]))
 
 
 def _parse_key_value(grid: Grid, offset: int, sheet: Sheet, name: str) -> KeyValueData:

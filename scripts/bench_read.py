@@ -1,7 +1,9 @@
 """The read stage alone (pipeline.ingest_all, one process, per-file cache written as a cold run
 does): wall and CPU seconds, per file, and optionally a cProfile of it.
 
-    python scripts/bench_read.py INBOX [--profile] [--top 30] [--repeat 1]
+    python scripts/bench_read.py INBOX [--profile] [--top 30] [--repeat 1] [--code CHECKOUT]
+
+`--code` measures another checkout's code (e.g. main's) with this same harness.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if "--code" in sys.argv:
+    ROOT = Path(sys.argv[sys.argv.index("--code") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--year", default="2022-2023")
     ap.add_argument("--period", default="dau_nam")
+    ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose code is measured")
     args = ap.parse_args()
     from edustat import pipeline
     from edustat.config import Config
@@ -36,6 +41,7 @@ def main() -> None:
     from schemas import load_contract
     from schemas.rules import load_rules
 
+    print(f"code: {Path(pipeline.__file__).resolve().parents[1]}")
     paths = discover(args.inbox)
     load_contract(), load_rules(), code_digest()  # warm what every run loads once
     prof = cProfile.Profile() if args.profile else None
