@@ -250,6 +250,8 @@ PY_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(ch
     "\u2028\u2029\u202f\u205f\u3000"
 _NOT_SPACE = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]"
 _INVISIBLE_RE2 = INVISIBLE.pattern  # a class of literal characters: the same set for RE2
+_INVISIBLE_BYTES = re.compile(b"|".join(re.escape(chr(i).encode("utf-8")) for i in range(0x10000)
+                                        if not 0xD800 <= i <= 0xDFFF and INVISIBLE.match(chr(i))))
 
 
 class Grid:
@@ -288,11 +290,9 @@ def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[Grid, int]:
     for a in batch.columns:
         if isinstance(a, pa.ChunkedArray):
             a = a.combine_chunks()
-        if pa.types.is_null(a.type):
-            a = a.cast(pa.string())
-        elif not (pa.types.is_string(a.type) or pa.types.is_large_string(a.type)):
+        if not (pa.types.is_null(a.type) or pa.types.is_string(a.type) or pa.types.is_large_string(a.type)):
             raise TypeError(f"column of type {a.type}")  # dtypes="string": never; a corrupt file
-        arrays.append(a)
+        arrays.append(a.cast(pa.large_string()))  # pandas' "string" storage: cast once, here
     return Grid(arrays, batch.num_rows), offset
 
 
@@ -301,7 +301,10 @@ def _strip_invisible(grid: Grid) -> dict[int, set[int]]:
     cleaned: dict[int, set[int]] = {}
     if not grid.cols or not grid.nrows:
         return cleaned
-    # one search over the whole sheet first (Arrow's per-call cost is a column's worth of cells)
+    # the columns' UTF-8 bytes searched in place first: they hold every cell's characters
+    # whole, so no match there means no cell has one (a match is checked cell by cell)
+    if not any(buf is not None and _INVISIBLE_BYTES.search(buf) for col in grid.cols for buf in col.buffers()[2:3]):
+        return cleaned
     hit = _matches(grid.cols, _INVISIBLE_RE2)
     if not hit.any():
         return cleaned
@@ -530,7 +533,9 @@ def _parse_table(grid: Grid, offset: int, sheet: Sheet, name: str) -> SheetData 
 def _text_array(arr: pa.Array) -> pd.api.extensions.ExtensionArray:
     """An Arrow text column as pandas' "string" dtype (what `.astype("string")` gives: large_string
     storage, <NA> for a blank), wrapped without a copy through Python objects."""
-    return pd.arrays.ArrowStringArray(pa.chunked_array([arr.cast(pa.large_string())]))
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    return pd.arrays.ArrowStringArray(pa.chunked_array([arr]))
 
 
 def _parse_key_value(grid: Grid, offset: int, sheet: Sheet, name: str) -> KeyValueData:
