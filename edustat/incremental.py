@@ -191,7 +191,7 @@ def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
         with os.fdopen(fd, "wb") as fh:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                    b"edustat": json.dumps(metadata, ensure_ascii=False).encode("utf-8")})
-            pq.write_table(table, fh, use_dictionary=False)  # cells mostly unique: smaller and faster
+            pq.write_table(table, fh, use_dictionary=False, write_statistics=False)  # cells mostly unique; read whole
             fh.flush()
         from edustat import faults
 

@@ -15,7 +15,9 @@ repository checkout to import) and everything the read stage produces is compare
 
     python scripts/compare_ingest.py --base /work/main --new . INBOX [INBOX ...] [--corpus]
 
-`--corpus` adds the hostile-files corpus of tests/bad_inputs (built once, into a temp dir).
+`--corpus` adds the hostile-files corpus of tests/bad_inputs (built once, into a temp dir);
+`--mixed` a 40-school city of every layout (ministry exports, clerks' headers and typos, broken
+files) and the ministry's own files (../shared/reference/moet).
 Prints every difference; exit status 1 when there is one.
 """
 from __future__ import annotations
@@ -168,17 +170,43 @@ def _corpus(root: Path) -> Path:
     return inbox
 
 
+def _mixed(root: Path) -> list[Path]:
+    """A city of every layout (ministry exports, clerks' reworded headers and typos, broken
+    files, row errors) and the real ministry files of ../shared/reference/moet."""
+    sys.path.insert(0, str(HERE.parents[1]))
+    import shutil
+
+    from edustat.synth import generate_city
+
+    city = root / "mixed"
+    generate_city(city, schools=40, seed=12, school_year=YEAR, period=PERIOD, export_share=0.3, clerk_share=0.4,
+                  typo_rate=0.05, error_rate=0.02, broken=3)
+    (city / "manifest.json").unlink()
+    out = [city]
+    moet = HERE.parents[2] / "shared" / "reference" / "moet"
+    if moet.is_dir():
+        ref = root / "moet"
+        ref.mkdir()
+        for p in moet.glob("*.xlsx"):
+            shutil.copy(p, ref / p.name)
+        out.append(ref)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("inboxes", nargs="*", type=Path)
     ap.add_argument("--base", type=Path, required=True, help="checkout of the reference version (e.g. main)")
     ap.add_argument("--new", type=Path, default=HERE.parents[1])
     ap.add_argument("--corpus", action="store_true", help="add the hostile-files corpus (tests/bad_inputs)")
+    ap.add_argument("--mixed", action="store_true", help="add a city of every layout and the ministry's own files")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cmp-"))
     inboxes = [p.resolve() for p in args.inboxes]
     if args.corpus:
         inboxes.append(_corpus(tmp / "corpus"))
+    if args.mixed:
+        inboxes.extend(_mixed(tmp))
     _run(args.base.resolve(), inboxes, tmp / "base.pkl")
     _run(args.new.resolve(), inboxes, tmp / "new.pkl")
     base = pickle.loads((tmp / "base.pkl").read_bytes())

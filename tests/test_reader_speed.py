@@ -146,3 +146,28 @@ def test_table_rows_blank_numbering_total_and_offset_columns(tmp_path):
     assert data.frame["extra:Ghi chú"].tolist() == [pd.NA, "\u00a0y"]
     assert data.invisible == {"full_name": 1}
     assert all(isinstance(t, pd.StringDtype) and t.na_value is pd.NA for t in data.frame.dtypes.iloc[1:])
+
+
+def test_the_identity_proof_sees_a_difference():
+    """scripts/compare_ingest.py's comparison: a changed cell, dtype, row number or message is
+    reported (its zero differences on the city mean something)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_ingest",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "compare_ingest.py")
+    cmp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp)
+    base = pd.DataFrame({"excel_row": np.array([5, 6], dtype="int64"), "a": pd.array(["x", None], dtype="string")})
+    same = {"raw": cmp._frame(base.copy()), "issues": [{"message": "Ô trống", "excel_row": 5}]}
+    for changed in (base.assign(a=pd.array(["y", None], dtype="string")), base.assign(a=base["a"].astype(object)),
+                    base.assign(excel_row=np.array([5, 7], dtype="int64")), base.astype({"a": "str"})):
+        out = []
+        cmp._diff(same, {"raw": cmp._frame(changed), "issues": same["issues"]}, "f", out)
+        assert out, changed.dtypes
+    out = []
+    cmp._diff(same, {"raw": cmp._frame(base.copy()), "issues": [{"message": "Ô trống ", "excel_row": 5}]}, "f", out)
+    assert out == ["f.issues[0].message: 'Ô trống' != 'Ô trống '"]
+    out = []
+    cmp._diff(same, {"raw": cmp._frame(base.copy()), "issues": same["issues"]}, "f", out)
+    assert out == []
