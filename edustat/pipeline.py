@@ -143,14 +143,15 @@ def content_hash(fr: FileResult) -> str | None:
         return None
     import hashlib
 
+    from edustat.framehash import row_hashes
+
     h = hashlib.sha256()
     h.update(json.dumps(list(fr.school_raw.items()), ensure_ascii=False, default=str).encode("utf-8"))
     for sid in sorted(fr.raw):
         frame = fr.raw[sid]
         h.update(f"\x1d{sid}\x1f{chr(31).join(map(str, frame.columns))}\x1e".encode("utf-8"))
-        if len(frame):
-            text = frame.astype("string").fillna("\x00")
-            h.update(pd.util.hash_pandas_object(text, index=False).to_numpy().tobytes())
+        if len(frame):  # hash_pandas_object(frame.astype("string").fillna("\x00"), index=False), faster
+            h.update(row_hashes(frame).tobytes())
     return h.hexdigest()
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import fastexcel
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from xlsxwriter.utility import xl_col_to_name
 
 from schemas import Contract, Sheet, load_contract
@@ -137,10 +139,18 @@ def _sniff(head: bytes) -> str:
         return "binary"
 
 
+_CHUNK = 1 << 20
+_TAIL = 64  # a token starting in a chunk's last bytes is read with the next chunk
+
+
 def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
     """Declared sizes first (the central directory: nothing inflated), then every member read
     through once — zipfile never inflates past a member's declared size, so a member that
-    lies about it fails its CRC instead of filling memory — counting each worksheet's rows."""
+    lies about it fails its CRC instead of filling memory — counting each worksheet's rows.
+
+    A sheet can hold no more rows with values than row tags + 1, nor more row tags than
+    occurrences of "row": those are counted in C; only a sheet with more than the limit is
+    counted exactly, token by token (`_count_rows`)."""
     infos = z.infolist()
     if any(i.flag_bits & 0x1 for i in infos):
         raise UnreadableWorkbook("encrypted", "zip encryption")
@@ -151,35 +161,53 @@ def _check_zip(z: zipfile.ZipFile, limits: Limits) -> None:
         raise UnreadableWorkbook("not_xlsx", "no xl/workbook.xml")
     for info in infos:
         is_sheet = info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml")
-        rows = 0
-        has_value = False
+        tags = 0
         tail = b""
         with z.open(info) as fh:
             while True:
-                chunk = fh.read(1 << 20)
+                chunk = fh.read(_CHUNK)
                 if not is_sheet:
                     if not chunk:
                         break
                     continue
+                # every row tag holds "row" and tags never overlap: an upper bound counted at
+                # memchr speed (the last 2 bytes read before catch a "row" split in two)
                 buf = tail + chunk
-                last = not chunk
-                cut = len(buf) if last else max(0, len(buf) - 64)
-                for m in _ROW_TOKEN.finditer(buf, 0, len(buf)):
-                    if m.start() >= cut:
-                        break
-                    if m.group(1) == b"row":
-                        rows += has_value
-                        has_value = False
-                    else:
-                        has_value = True
-                if rows > limits.max_sheet_rows:
-                    raise UnreadableWorkbook("too_many_rows", f"> {limits.max_sheet_rows}")
-                if last:
-                    rows += has_value
+                tags += buf.count(b"row")
+                if tags + 1 > limits.max_sheet_rows or not chunk:
                     break
-                tail = buf[cut:]
-        if rows > limits.max_sheet_rows:
-            raise UnreadableWorkbook("too_many_rows", f"{rows} > {limits.max_sheet_rows}")
+                tail = buf[-2:]
+        if is_sheet and tags + 1 > limits.max_sheet_rows:
+            _count_rows(z, info, limits)
+
+
+def _count_rows(z: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> None:
+    """The rows of one worksheet that hold a value, streamed; UnreadableWorkbook past the limit."""
+    rows = 0
+    has_value = False
+    tail = b""
+    with z.open(info) as fh:
+        while True:
+            chunk = fh.read(_CHUNK)
+            buf = tail + chunk
+            last = not chunk
+            cut = len(buf) if last else max(0, len(buf) - _TAIL)
+            for m in _ROW_TOKEN.finditer(buf, 0, len(buf)):
+                if m.start() >= cut:
+                    break
+                if m.group(1) == b"row":
+                    rows += has_value
+                    has_value = False
+                else:
+                    has_value = True
+            if rows > limits.max_sheet_rows:
+                raise UnreadableWorkbook("too_many_rows", f"> {limits.max_sheet_rows}")
+            if last:
+                rows += has_value
+                break
+            tail = buf[cut:]
+    if rows > limits.max_sheet_rows:
+        raise UnreadableWorkbook("too_many_rows", f"{rows} > {limits.max_sheet_rows}")
 
 
 def _open(path: Path, limits: Limits | None = None) -> fastexcel.ExcelReader:
@@ -215,33 +243,87 @@ def _open(path: Path, limits: Limits | None = None) -> fastexcel.ExcelReader:
         raise UnreadableWorkbook("corrupt", type(exc).__name__) from exc
 
 
-def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[pd.DataFrame, int]:
+# Every character Python's str.strip() removes (str.isspace; tests/test_reader.py proves the
+# list), as an RE2 class: a cell is filled when it holds a character outside it — the
+# vectorised `str(v).strip() != ""` of the reader's blank-row test.
+PY_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
+_NOT_SPACE = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]"
+_INVISIBLE_RE2 = INVISIBLE.pattern  # a class of literal characters: the same set for RE2
+_INVISIBLE_BYTES = re.compile(b"|".join(re.escape(chr(i).encode("utf-8")) for i in range(0x10000)
+                                        if not 0xD800 <= i <= 0xDFFF and INVISIBLE.match(chr(i))))
+
+
+class Grid:
+    """A sheet's cells as Arrow text columns, index 0 = Excel row 1: loaded once, never turned
+    into pandas objects cell by cell (only the first rows are read in Python, for the header)."""
+
+    __slots__ = ("cols", "nrows")
+
+    def __init__(self, cols: list, nrows: int):
+        self.cols = cols
+        self.nrows = nrows
+
+    @property
+    def ncols(self) -> int:
+        return len(self.cols)
+
+    def rows(self, start: int, stop: int) -> list[list]:
+        """Rows [start, stop) as lists of str / None."""
+        stop = min(stop, self.nrows)
+        if start >= stop:
+            return []
+        cols = [c.slice(start, stop - start).to_pylist() for c in self.cols]
+        return [list(r) for r in zip(*cols)] if cols else [[] for _ in range(stop - start)]
+
+    def column(self, j: int) -> list:
+        return self.cols[j].to_pylist()
+
+
+def _load_text(reader: fastexcel.ExcelReader, name: str) -> tuple[Grid, int]:
     """The whole sheet as text from Excel row 1, and the Excel column index of column 0."""
     sheet = reader.load_sheet(name, header_row=None, dtypes="string", skip_rows=0)
     cols = sheet.available_columns()
     offset = cols[0].absolute_index if cols else 0
-    df = sheet.to_pandas()
-    df.columns = range(df.shape[1])
-    return df, offset
+    batch = sheet.to_arrow()
+    arrays = []
+    for a in batch.columns:
+        if isinstance(a, pa.ChunkedArray):
+            a = a.combine_chunks()
+        if not (pa.types.is_null(a.type) or pa.types.is_string(a.type) or pa.types.is_large_string(a.type)):
+            raise TypeError(f"column of type {a.type}")  # dtypes="string": never; a corrupt file
+        arrays.append(a.cast(pa.large_string()))  # pandas' "string" storage: cast once, here
+    return Grid(arrays, batch.num_rows), offset
 
 
-def _strip_invisible(df: pd.DataFrame) -> dict[int, set[int]]:
+def _strip_invisible(grid: Grid) -> dict[int, set[int]]:
     """Remove invisible characters from every cell, in place: column index → row indexes cleaned."""
     cleaned: dict[int, set[int]] = {}
-    for j in df.columns:
-        col = df[j]
-        if col.dtype != object and not isinstance(col.dtype, pd.StringDtype):
-            continue
-        # one C-level search over the column's text first: almost no column has any, and a
-        # per-cell regex over every column was a quarter of reading a city
-        if not INVISIBLE.search("\x00".join(v for v in col.tolist() if isinstance(v, str))):
-            continue
-        text = col.astype("string")
-        hit = text.str.contains(INVISIBLE, na=False)
-        if hit.any():
-            df.loc[hit, j] = text[hit].str.replace(INVISIBLE, "", regex=True).astype(object)
-            cleaned[j] = set(np.flatnonzero(hit.to_numpy()).tolist())
+    if not grid.cols or not grid.nrows:
+        return cleaned
+    # the columns' UTF-8 bytes searched in place first: they hold every cell's characters
+    # whole, so no match there means no cell has one (a match is checked cell by cell)
+    if not any(buf is not None and _INVISIBLE_BYTES.search(buf) for col in grid.cols for buf in col.buffers()[2:3]):
+        return cleaned
+    hit = _matches(grid.cols, _INVISIBLE_RE2)
+    if not hit.any():
+        return cleaned
+    for j in np.flatnonzero(hit.any(axis=1)).tolist():
+        grid.cols[j] = pc.replace_substring_regex(grid.cols[j], _INVISIBLE_RE2, "")
+        cleaned[j] = set(np.flatnonzero(hit[j]).tolist())
     return cleaned
+
+
+def _matches(arrays: list, pattern: str) -> np.ndarray:
+    """(column, row) → the cell holds a match of `pattern` (RE2), for equal-length text columns:
+    one Arrow call over them all."""
+    n = len(arrays[0]) if arrays else 0
+    if not arrays or not n:
+        return np.zeros((len(arrays), n), dtype=bool)
+    cells = pa.chunked_array(arrays, type=arrays[0].type) if len({a.type for a in arrays}) == 1 else \
+        pa.chunked_array([a.cast(pa.large_string()) for a in arrays])
+    hit = pc.match_substring_regex(cells, pattern).fill_null(False).to_numpy()
+    return hit.reshape(len(arrays), n)
 
 
 def _invisible_by_field(cleaned: dict[int, set[int]], columns: dict[str, str], offset: int,
@@ -274,6 +356,30 @@ def _header_score(row: list, matcher: Matcher) -> int:
 _EXACT_MEMO: dict[int, tuple[Matcher, dict[str, bool]]] = {}
 
 
+# A code, a number or a date: every key Matcher.read derives from such a text (its casefold,
+# header key, expansion, bare key) is again made of these characters only.
+_NUMERIC_TEXT = re.compile(r"[0-9/.\- ]*")
+_NUMERIC_NEVER: dict[int, tuple[Matcher, bool]] = {}
+
+
+def _numeric_never_exact(matcher: Matcher) -> bool:
+    """No numeric text (`_NUMERIC_TEXT`) can name a field of `matcher` exactly: none of its keys
+    is numeric, and no abbreviation (which could rewrite a numeric key) is made of digits and
+    spaces. The data cells under a header are mostly such texts (codes, IDs, dates), each new:
+    this spares the header scan a vocabulary look-up per cell (tests/test_reader.py checks it
+    against Matcher.read)."""
+    hit = _NUMERIC_NEVER.get(id(matcher))
+    if hit is None or hit[0] is not matcher:
+        index, abbr = getattr(matcher, "_index", None), getattr(matcher, "abbreviations", None)
+        ok = isinstance(index, dict) and hasattr(abbr, "get")
+        if ok:
+            shorts = [k for k in abbr if k != "__phrases__"] + list(abbr.get("__phrases__") or {})
+            ok = not any(_NUMERIC_TEXT.fullmatch(k) for k in index) and \
+                not any(re.fullmatch(r"[0-9 ]*", str(s)) for s in shorts)
+        hit = _NUMERIC_NEVER[id(matcher)] = (matcher, ok)
+    return hit[1]
+
+
 def _names_field(matcher: Matcher, text: str) -> bool:
     hit = _EXACT_MEMO.get(id(matcher))
     if hit is None or hit[0] is not matcher:
@@ -281,6 +387,8 @@ def _names_field(matcher: Matcher, text: str) -> bool:
     memo = hit[1]
     found = memo.get(text)
     if found is None:
+        if _NUMERIC_TEXT.fullmatch(text) and _numeric_never_exact(matcher):
+            return False  # not remembered: codes and dates are new in every file
         found = matcher.read(text, near=False).how == "exact"
         if len(memo) < 100_000:
             memo[text] = found
@@ -291,11 +399,10 @@ def _keys(sheet: Sheet) -> Matcher:
     return sheet_matcher(sheet)
 
 
-def _find_header(df: pd.DataFrame, keys: Matcher) -> tuple[int, int]:
+def _find_header(grid: Grid, keys: Matcher) -> tuple[int, int]:
     """The row among the first ones whose cells name the most fields."""
     best, best_row = 0, -1
-    head = df.iloc[:HEADER_SCAN_ROWS].to_numpy(dtype=object, na_value=None)  # one conversion, not one per row
-    for i, row in enumerate(head):
+    for i, row in enumerate(grid.rows(0, HEADER_SCAN_ROWS)):
         score = _header_score(row, keys)
         if score > best:
             best, best_row = score, i
@@ -344,12 +451,12 @@ def _is_numbering(values: list) -> bool:
     return True
 
 
-def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> SheetData | None:
+def _parse_table(grid: Grid, offset: int, sheet: Sheet, name: str) -> SheetData | None:
     keys = _keys(sheet)
-    h, score = _find_header(df, keys)
+    h, score = _find_header(grid, keys)
     if h < 0 or score < 2:
         return None
-    header = df.iloc[h].to_numpy(dtype=object, na_value=None).tolist()
+    header = grid.rows(h, h + 1)[0]
     columns, headers, extra, dups = {}, {}, {}, []
     col_field: dict[int, str] = {}
     readings = {j: keys.read(v, near=False) for j, v in enumerate(header) if isinstance(v, str) and nfc(v)}
@@ -377,52 +484,73 @@ def _parse_table(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> Shee
         else:
             columns[fid], headers[fid] = letter, nfc(v)
             col_field[j] = fid
-    body = df.iloc[h + 1 :]
+    start = h + 1  # the body: every row under the header
     skipped: dict[int, str] = {}
     # the first non-blank row under the header (a blank row may come between) is a numbering
     # row when it only numbers the columns; it is read across the whole row, not only the
     # columns the contract knows
-    head = body.iloc[:NUMBERING_SCAN_ROWS].to_numpy(dtype=object, na_value=None)
-    for i, row in enumerate(head):
-        values = [None if v is None or not str(v).strip() else v for v in row.tolist()]
+    numbering = -1
+    for i, row in enumerate(grid.rows(start, start + NUMBERING_SCAN_ROWS)):
+        values = [None if v is None or not str(v).strip() else v for v in row]
         if not any(v is not None for v in values):
             continue
         if _is_numbering(values):
             skipped[h + 2 + i] = "numbering"
-            body = body.drop(body.index[i])
+            numbering = i
         break
-    body = body[list(col_field)]
-    body.columns = [col_field[j] for j in col_field]
-    body = body.loc[:, ~body.columns.duplicated()]
-    cells = body.to_numpy(dtype=object, na_value=None)
-    filled = np.vectorize(lambda v: v is not None and str(v).strip() != "", otypes=[bool])(cells) if cells.size else cells.astype(bool)
-    keep = filled.any(axis=1) if cells.size else np.zeros(len(body), dtype=bool)
-    body, cells, filled = body[keep], cells[keep], filled[keep]
-    excel_row = pd.Series(body.index.to_numpy() + 1, index=body.index, dtype="int64")
-    if len(body):
+    # the contract's and the extra columns, each name once (the first column of a name)
+    chosen: dict[str, int] = {}
+    for j, col_name in col_field.items():
+        chosen.setdefault(col_name, j)
+    names = list(chosen)
+    arrays = [grid.cols[j].slice(start) for j in chosen.values()]
+    n = max(0, grid.nrows - start)
+    # a row is kept when one of its cells holds more than whitespace (numbering row: dropped)
+    filled = _matches(arrays, _NOT_SPACE)
+    if numbering >= 0:
+        filled = filled.copy()
+        filled[:, numbering] = False
+    keep = np.flatnonzero(filled.any(axis=0)) if len(arrays) else np.zeros(0, dtype=np.int64)
+    if len(keep):
         # a total row: its first filled cell says "Tổng cộng" / "Tổng số" / "Cộng"
-        first = cells[np.arange(len(cells)), filled.argmax(axis=1)]
-        is_total = np.array([bool(_TOTAL.match(fold(str(t)))) for t in first], dtype=bool)
-        for idx in body.index[is_total]:
-            skipped[int(excel_row[idx])] = "total"
-        body, excel_row = body[~is_total], excel_row[~is_total]
-    frame = body.astype("string").reset_index(drop=True)
-    frame.insert(0, "excel_row", excel_row.to_numpy())
+        first = filled[:, keep].argmax(axis=0)
+        is_total = np.zeros(len(keep), dtype=bool)
+        for k, arr in enumerate(arrays):
+            at = np.flatnonzero(first == k)
+            if len(at):
+                texts = arr.take(pa.array(keep[at])).to_pylist()
+                # ASCII digits (a row number, a code) fold to themselves: never "tổng"/"cộng"
+                is_total[at] = [not (t.isascii() and t.isdigit()) and bool(_TOTAL.match(fold(str(t)))) for t in texts]
+        for pos in keep[is_total]:
+            skipped[int(start + pos + 1)] = "total"
+        keep = keep[~is_total]
+    take = pa.array(keep, pa.int64())
+    frame = pd.DataFrame({"excel_row": (keep + start + 1).astype("int64"),
+                          **{col: _text_array(arr.take(take)) for col, arr in zip(names, arrays)}}, copy=False)
     return SheetData(sheet.id, name, h + 1, frame, columns, headers, extra, dups, skipped, near)
 
 
-def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> KeyValueData:
+def _text_array(arr: pa.Array) -> pd.api.extensions.ExtensionArray:
+    """An Arrow text column as pandas' "string" dtype (what `.astype("string")` gives: large_string
+    storage, <NA> for a blank), wrapped without a copy through Python objects."""
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    return pd.arrays.ArrowStringArray(pa.chunked_array([arr]))
+
+
+def _parse_key_value(grid: Grid, offset: int, sheet: Sheet, name: str) -> KeyValueData:
     keys = _keys(sheet)
     values: dict[str, str | None] = {}
     rows: dict[str, int] = {}
     near: dict[str, tuple[str, str]] = {}
     key_col = 0
     best = -1
-    for j in range(min(df.shape[1], 4)):
-        score = _header_score(df[j].tolist(), keys)
+    cols = [grid.column(j) for j in range(grid.ncols)]  # a key/value sheet: a few dozen rows
+    for j in range(min(grid.ncols, 4)):
+        score = _header_score(cols[j], keys)
         if score > best:
             best, key_col = score, j
-    column = df[key_col].tolist() if df.shape[1] else []
+    column = cols[key_col] if grid.ncols else []
     readings = [keys.read(v, near=False) if isinstance(v, str) else None for v in column]
     exact = {r.code for r in readings if r is not None and r.how == "exact"}
     for i, v in enumerate(column):
@@ -437,8 +565,8 @@ def _parse_key_value(df: pd.DataFrame, offset: int, sheet: Sheet, name: str) -> 
         fid = r.code
         if fid in values:
             continue
-        val = df.iat[i, key_col + 1] if df.shape[1] > key_col + 1 else None
-        values[fid] = None if val is None or pd.isna(val) or not str(val).strip() else nfc(str(val))
+        val = cols[key_col + 1][i] if grid.ncols > key_col + 1 else None
+        values[fid] = None if val is None or not str(val).strip() else nfc(str(val))
         rows[fid] = i + 1
     return KeyValueData(name, values, rows, xl_col_to_name(offset + key_col + 1), near)
 
@@ -452,29 +580,29 @@ def read_workbook(path: Path, contract: Contract | None = None, limits: Limits |
     reader = _open(path, limits)
     names = list(reader.sheet_names)
     out = ParsedWorkbook(path=path, sha256=file_sha256(path), sheet_names=names)
-    pending: list[tuple[str, pd.DataFrame, int, dict[int, int]]] = []
+    pending: list[tuple[str, Grid, int, dict[int, set[int]]]] = []
     matched: dict[str, list[str]] = {}
     for name in names:
         if header_key(name) == FEEDBACK_SHEET_KEY:
             continue  # a school re-sending our feedback workbook: our summary sheet is not data
         sheet = _match_sheet(name, c)
         try:
-            df, offset = _load_text(reader, name)
+            grid, offset = _load_text(reader, name)
         except Exception as exc:
             raise UnreadableWorkbook("corrupt", f"{name}: {type(exc).__name__}") from exc
-        cleaned = _strip_invisible(df)
+        cleaned = _strip_invisible(grid)
         if sheet is None:
-            pending.append((name, df, offset, cleaned))
+            pending.append((name, grid, offset, cleaned))
             continue
         matched.setdefault(sheet.id, []).append(name)
         if len(matched[sheet.id]) > 1:
             continue  # the first is parsed; the file is refused for the ambiguity
         if sheet.layout == "key_value":
-            out.school = _parse_key_value(df, offset, sheet, name)
+            out.school = _parse_key_value(grid, offset, sheet, name)
             out.school.invisible = _invisible_by_field(cleaned, {f: out.school.value_column for f in out.school.values},
                                                        offset, out.school.rows)
         else:
-            data = _parse_table(df, offset, sheet, name)
+            data = _parse_table(grid, offset, sheet, name)
             if data is not None:
                 data.invisible = _invisible_by_field(cleaned, data.columns, offset)
                 out.sheets[sheet.id] = data
@@ -483,16 +611,16 @@ def read_workbook(path: Path, contract: Contract | None = None, limits: Limits |
     out.duplicate_sheets = {sid: ns for sid, ns in matched.items() if len(ns) > 1}
     # Sheets with other names (a plain ministry student-list export, "Sheet1"): recognise
     # them by their headers.
-    for name, df, offset, cleaned in pending:
+    for name, grid, offset, cleaned in pending:
         best: tuple[int, Sheet | None] = (1, None)
         for s in c.sheets:
             if s.layout != "table" or s.id in out.sheets:
                 continue
-            _, score = _find_header(df, _keys(s))
+            _, score = _find_header(grid, _keys(s))
             if score > best[0]:
                 best = (score, s)
         if best[1] is not None and best[0] >= 3:
-            data = _parse_table(df, offset, best[1], name)
+            data = _parse_table(grid, offset, best[1], name)
             if data is not None:
                 data.invisible = _invisible_by_field(cleaned, data.columns, offset)
                 out.sheets[best[1].id] = data

@@ -1,0 +1,173 @@
+"""The read stage's vectorised paths (issue 12) against the per-cell Python they replaced: the
+same blank rows, invisible characters, row limits, header matches and content hashes. The
+whole-city identity proof is scripts/compare_ingest.py (main's code vs this one, every frame
+and message); these tests pin each shortcut's reasoning on the inputs that could break it."""
+import zipfile
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from edustat import reader
+from edustat.framehash import row_hashes
+from edustat.reader import Limits, UnreadableWorkbook, read_workbook
+from schemas import load_contract
+from schemas.folding import INVISIBLE
+from schemas.vocabulary import TIER_LABEL, Entry, Matcher, sheet_matcher
+
+TRICKY = [None, "", " ", "\u00a0", "\u3000", "\x1c\x1d", "\t\n", "\u2028", "\u200b", "\ufeff", "a", " a ",
+          "\u00a0x", "Tổng cộng", "\u0301", "0", "\x85", "\u180e", "x\u200by", "\u00ad", "\u205f\u202f"]
+
+
+def test_whitespace_class_is_what_str_strip_removes():
+    assert set(reader.PY_WHITESPACE) == {chr(i) for i in range(0x110000) if chr(i).isspace()}
+
+
+def test_filled_cells_are_those_python_strips_to_something():
+    arrays = [pa.array(TRICKY, pa.string()), pa.array(list(reversed(TRICKY)), pa.large_string())]
+    got = reader._matches(arrays, reader._NOT_SPACE)
+    want = np.array([[v is not None and str(v).strip() != "" for v in TRICKY],
+                     [v is not None and str(v).strip() != "" for v in reversed(TRICKY)]])
+    assert (got == want).all()
+
+
+def test_invisible_characters_are_removed_as_python_removes_them():
+    grid = reader.Grid([pa.array(TRICKY), pa.array(["ok"] * len(TRICKY))], len(TRICKY))
+    cleaned = reader._strip_invisible(grid)
+    assert grid.cols[0].to_pylist() == [None if v is None else INVISIBLE.sub("", v) for v in TRICKY]
+    assert cleaned == {0: {i for i, v in enumerate(TRICKY) if v is not None and INVISIBLE.search(v)}}
+    assert grid.cols[1].to_pylist() == ["ok"] * len(TRICKY)
+
+
+def test_row_hashes_equal_pandas_hash_of_the_text_frame():
+    frame = pd.DataFrame({
+        "excel_row": np.array([3, 4, 5, 6, 7], dtype="int64"),
+        "a": pd.array(["x", None, "", "Nguyễn", "\x00"], dtype="string"),
+        "b": pd.array([None, None, None, None, None], dtype="string"),
+        "c": pd.array(["1", "2", "3", None, "x"], dtype="str"),
+        "d": [1.5, np.nan, 2.0, 3.0, -0.0],
+        "e": pd.array([1, None, 3, 4, 5], dtype="Int64"),
+    })
+    want = pd.util.hash_pandas_object(frame.astype("string").fillna("\x00"), index=False).to_numpy()
+    assert (row_hashes(frame) == want).all()
+    assert (row_hashes(frame[["b"]]) == pd.util.hash_pandas_object(frame[["b"]].astype("string").fillna("\x00"),
+                                                                    index=False).to_numpy()).all()
+
+
+def _sheet_xml(rows: list[str]) -> bytes:
+    return ('<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+            'spreadsheetml/2006/main"><sheetData>' + "".join(rows) + "</sheetData></worksheet>").encode()
+
+
+def _with_sheet(tmp_path, name: str, xml: bytes):
+    src = tmp_path / "src.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(["x"])
+    wb.save(src)
+    dest = tmp_path / name
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info, xml if info.filename == "xl/worksheets/sheet1.xml" else zin.read(info))
+    return dest
+
+
+def _reason(path, limits):
+    try:
+        with zipfile.ZipFile(path) as z:
+            reader._check_zip(z, limits)
+        return None
+    except UnreadableWorkbook as exc:
+        return exc.reason, exc.detail
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7, 5, 3])
+def test_row_limit_counts_rows_with_values_exactly(tmp_path, chunk, monkeypatch):
+    monkeypatch.setattr(reader, "_CHUNK", chunk)
+    value = '<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>row</t></is></c></row>'
+    empty = '<row r="{r}"/>'
+    # 6 rows with a value among 40 row tags (and "row" as cell text too)
+    rows = [(value if r % 6 == 0 else empty).format(r=r) for r in range(1, 41)]
+    path = _with_sheet(tmp_path, "rows.xlsx", _sheet_xml(rows))
+    assert _reason(path, Limits(max_sheet_rows=6)) is None  # 40 tags > 6: counted exactly, passes
+    got = _reason(path, Limits(max_sheet_rows=5))
+    with zipfile.ZipFile(path) as z:  # the exact count (the check before issue 12) says the same
+        with pytest.raises(UnreadableWorkbook) as exact:
+            reader._count_rows(z, z.getinfo("xl/worksheets/sheet1.xml"), Limits(max_sheet_rows=5))
+    assert got == ("too_many_rows", exact.value.detail)
+    # a namespace prefix on the tags is still a row
+    prefixed = _with_sheet(tmp_path, "ns.xlsx", _sheet_xml([value.format(r=r).replace("<row", "<x:row")
+                                                             .replace("</row", "</x:row") for r in range(1, 9)]))
+    assert _reason(prefixed, Limits(max_sheet_rows=8)) is None
+    assert _reason(prefixed, Limits(max_sheet_rows=7))[0] == "too_many_rows"
+
+
+def test_numeric_texts_never_name_a_field_as_the_vocabulary_says():
+    texts = ["1", "01", "2022-2023", "05/09/2014", "1.", "1. 2", " 12 ", "74214000123", "0", "-", "/", ".", " ",
+             "3 - 4", "2014-01-02"]
+    for sheet in load_contract().sheets:
+        m = sheet_matcher(sheet)
+        assert reader._numeric_never_exact(m), sheet.id  # the shortcut is in use for every sheet
+        for t in texts:
+            assert reader._names_field(m, t) == (m.read(t, near=False).how == "exact"), (sheet.id, t)
+    # a vocabulary with a numeric spelling: no shortcut, the look-up finds it
+    m = Matcher([Entry("Mã trường", "school_code", "test", TIER_LABEL), Entry("2022", "year", "test", TIER_LABEL)],
+                {}, headers=True)
+    assert not reader._numeric_never_exact(m)
+    assert reader._names_field(m, "2022") and m.read("2022", near=False).how == "exact"
+
+
+def test_table_rows_blank_numbering_total_and_offset_columns(tmp_path):
+    path = tmp_path / "t.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "HocSinh"
+    rows = [
+        [None, None, "DANH SÁCH HỌC SINH"],
+        [],
+        [None, None, "STT", "Mã học sinh", "Họ và tên", "Ngày sinh", "Ghi chú", "Ghi chú"],
+        [None, None, "(1)", "(2)", "(3)", "(4)", "(5)", "(6)"],
+        [None, None, "1", "7401234567", "Nguyễn\u200b Văn An", "05/09/2014", None, "x"],
+        [None, None, "\u00a0", " ", None, "\u3000", None, None],  # whitespace only: dropped
+        [None, None, None, None, None, None, None, "only in a duplicate column"],  # dropped with it
+        [None, None, "2", "7401234568", "Phạm Thị Bình", "2014-01-02", "\u00a0y", None],
+        [None, None, "Tổng cộng", None, None, None, None, None],
+    ]
+    for r in rows:
+        ws.append(r)
+    wb.save(path)
+    data = read_workbook(path).sheets["learners"]
+    assert data.header_row == 3
+    assert data.skipped_rows == {4: "numbering", 9: "total"}
+    assert data.columns["full_name"] == "E" and data.extra_columns == {"STT": "C", "Ghi chú": "H"}
+    assert data.frame["excel_row"].tolist() == [5, 8] and str(data.frame["excel_row"].dtype) == "int64"
+    assert data.frame["full_name"].tolist() == ["Nguyễn Văn An", "Phạm Thị Bình"]
+    assert data.frame["extra:Ghi chú"].tolist() == [pd.NA, "\u00a0y"]
+    assert data.invisible == {"full_name": 1}
+    assert all(isinstance(t, pd.StringDtype) and t.na_value is pd.NA for t in data.frame.dtypes.iloc[1:])
+
+
+def test_the_identity_proof_sees_a_difference():
+    """scripts/compare_ingest.py's comparison: a changed cell, dtype, row number or message is
+    reported (its zero differences on the city mean something)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_ingest",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "compare_ingest.py")
+    cmp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp)
+    base = pd.DataFrame({"excel_row": np.array([5, 6], dtype="int64"), "a": pd.array(["x", None], dtype="string")})
+    same = {"raw": cmp._frame(base.copy()), "issues": [{"message": "Ô trống", "excel_row": 5}]}
+    for changed in (base.assign(a=pd.array(["y", None], dtype="string")), base.assign(a=base["a"].astype(object)),
+                    base.assign(excel_row=np.array([5, 7], dtype="int64")), base.astype({"a": "str"})):
+        out = []
+        cmp._diff(same, {"raw": cmp._frame(changed), "issues": same["issues"]}, "f", out)
+        assert out, changed.dtypes
+    out = []
+    cmp._diff(same, {"raw": cmp._frame(base.copy()), "issues": [{"message": "Ô trống ", "excel_row": 5}]}, "f", out)
+    assert out == ["f.issues[0].message: 'Ô trống' != 'Ô trống '"]
+    out = []
+    cmp._diff(same, {"raw": cmp._frame(base.copy()), "issues": same["issues"]}, "f", out)
+    assert out == []
