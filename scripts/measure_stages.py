@@ -36,13 +36,41 @@ def _peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def fingerprint(con):
+    """Per table of the database: rows and an order-free hash of every row, without the
+    columns that name the run or its time (run_id, *_at, *_time)."""
+    import pandas as pd
+
+    out = []
+    for (table,) in con.execute("select table_name from information_schema.tables where table_schema = 'main' "
+                                "and table_type = 'BASE TABLE' order by 1").fetchall():
+        cols = [c for (c,) in con.execute("select column_name from information_schema.columns where table_name = ? "
+                                          "order by ordinal_position", [table]).fetchall()
+                if c not in ("run_id", "loaded_run") and not c.endswith(("_at", "_time", "_path"))
+                # the incremental tables' version keys digest the code itself (edustat.incremental)
+                and not (table.startswith("incremental_") and c in ("version", "fingerprint"))]
+        if not cols:
+            continue
+        row = ", ".join(f'"{c}"' for c in cols)
+        n, h = con.execute(f"select count(*), coalesce(sum(hash(struct_pack({row})) % 1000000007), 0) from {table}").fetchone()
+        out.append({"table": table, "rows": n, "hash": int(h)})
+    return pd.DataFrame(out)
+
+
 def compare(a: Path, b: Path) -> int:
     import pandas as pd
 
     x, y = pd.read_parquet(a), pd.read_parquet(b)
     print(f"{a}: {len(x):,} issues; {b}: {len(y):,} issues")
+    da, db = a.with_suffix(".db.csv"), b.with_suffix(".db.csv")
+    if da.exists() and db.exists():
+        fa, fb = pd.read_csv(da), pd.read_csv(db)
+        same_db = fa.equals(fb)
+        print(f"database: {'IDENTICAL' if same_db else 'DIFFERENT'} ({len(fa)} tables, {fa['rows'].sum():,} rows)")
+        if not same_db:
+            print(fa.merge(fb, on="table", how="outer", suffixes=("_a", "_b")).query("rows_a != rows_b or hash_a != hash_b").to_string())
     if x.equals(y):
-        print("IDENTICAL (every column, same order after sorting)")
+        print("issues: IDENTICAL (every column, same order after sorting)")
         return 0
     m = x.merge(y, how="outer", indicator=True)
     print(m["_merge"].value_counts().to_string())
@@ -123,6 +151,10 @@ def main() -> None:
     if "load" in wanted:
         con = store.connect(cfg.db_path)
         stage("load", lambda: pipeline.load_all(con, results, issues, cfg, y, p, "measure", frames=frames))
+        if args.out:
+            fp = fingerprint(con)
+            fp.to_csv(args.out.with_suffix(".db.csv"), index=False)
+            print(f"database fingerprint ({len(fp)} tables) → {args.out.with_suffix('.db.csv')}")
         con.close()
     for s, pr in prof.items():
         pr.dump_stats(base / f"{s}.prof")
