@@ -418,9 +418,11 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     subs, load = [], {}
     from edustat.certify import certification
 
+    by_file: dict[str, dict[str, int]] = {}  # one pass over the issues, not one filter per file
+    for (file_hash, severity), n in issues.groupby(["file_hash", "severity"]).size().items():
+        by_file.setdefault(file_hash, {})[severity] = int(n)
     for fr in counted:
-        mine = issues[issues["file_hash"] == fr.sha256]
-        counts = mine["severity"].value_counts().to_dict()
+        counts = by_file.get(fr.sha256, {})
         status = _status(fr, counts, cfg.load_policy == "load_valid_rows")
         certified, certified_on = certification(fr)
         if cfg.require_certification and certified is False and status != "unreadable":

@@ -488,7 +488,9 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
         for i, fr in enumerate(results):
             if active(fr) and sid in fr.raw and len(fr.raw[sid]):
                 f = fr.raw[sid]
-                parts.append(f[[col for col in f.columns if col in ids or col == "excel_row"]].assign(_file=i))
+                # by position: a label lookup hashes the (Arrow-backed) column index each time
+                keep = [j for j, col in enumerate(f.columns) if col in ids or col == "excel_row"]
+                parts.append(f.iloc[:, keep].assign(_file=i))
         if not parts:
             continue
         raw = pd.concat(parts, ignore_index=True)
