@@ -398,6 +398,10 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
     stage_frames(con, raw, stg, school_year, period)
+    # staged: the frames (a province's ~0.4 GiB) are not needed by the rest of the load (a
+    # retry stages them again from the top), so they are let go before it peaks
+    raw.clear()
+    stg.clear()
     faults.point("load:staged")
     run_files = {fr.school_code: fr.sha256 for fr in loadable}
     cross = cross_school_issues(con, run_files, school_year, period)

@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=35)
     ap.add_argument("--stages", default="cast,validate,load")
     ap.add_argument("--compare", nargs=2, type=Path)
+    ap.add_argument("--tag", default="", help="suffix of the data dir (two runs at once)")
     ap.add_argument("--year", default="2022-2023")
     ap.add_argument("--period", default="dau_nam")
     args = ap.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
 
     name = f"{args.inbox.parent.name}-{args.inbox.name}"
     base = ROOT / "build" / "bench" / f"stages-{name}"
-    kept, data = base / "read", base / "data"
+    kept, data = base / "read", base / f"data{args.tag}"
     y, p = args.year, args.period
     if not (kept / "results.pkl").exists():
         shutil.rmtree(kept, ignore_errors=True)
@@ -138,6 +139,22 @@ def main() -> None:
             print(f"{stage_name:<10} wall {times[stage_name][0]:7.2f}  CPU {times[stage_name][1]:6.2f}  "
                   f"rss {_rss():6.0f} MiB  peak {_peak():6.0f} MiB  (load {os.getloadavg()[0]:.2f})", flush=True)
 
+    if os.environ.get("TRACE_LOAD"):  # RSS and peak after each step of the load
+        from edustat import pipeline as pl
+        from edustat import store as st
+
+        def traced(mod, name):
+            fn = getattr(mod, name)
+
+            def wrapper(*a, **k):
+                try:
+                    return fn(*a, **k)
+                finally:
+                    print(f"  {name:<22} rss {_rss():6.0f} MiB  peak {_peak():6.0f} MiB", flush=True)
+            setattr(mod, name, wrapper)
+        for mod, name in ((pl, "staged_frames"), (pl, "stage_frames"), (pl, "cross_school_issues"),
+                          (pl, "write_run"), (pl, "inconsistencies"), (st, "to_arrow")):
+            traced(mod, name)
     frames = stage("cast", lambda: pipeline.assemble_all(results, cfg))
     issues = stage("validate", lambda: pipeline.validate_all(results, cfg, y, p, frames))
     if issues is not None and args.out:
