@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from edustat.submissions import (
@@ -270,19 +271,29 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
         raw["school"] = pd.DataFrame([{**{k: (None if v is None else str(v)) for k, v in fr.school.items()}, "_file": i}
                                       for i, fr in act.items()])
     for sid in TABLE_SHEETS:
-        parts = []
+        # the files' frames are copied once, by the concat (not also per file: a province's
+        # sheets are ~0.2 GiB of text; see scripts/measure_stages.py)
+        parts, files, extras = [], [], []
         for i, fr in act.items():
             frame = fr.raw.get(sid)
             if frame is None or frame.empty:
                 continue
             extra = [col for col in frame.columns if col.startswith("extra:")]
-            part = frame.drop(columns=extra).assign(_file=i)
             if extra:
-                part["extra_columns"] = [json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
-                                         for vals in frame[extra].itertuples(index=False)]
-            parts.append(part)
+                keep = [j for j, col in enumerate(frame.columns) if not col.startswith("extra:")]
+                parts.append(frame.iloc[:, keep])
+                extras.extend(json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
+                              for vals in frame[extra].itertuples(index=False))
+            else:
+                parts.append(frame)
+                extras.extend([None] * len(frame))
+            files.append(np.full(len(frame), i, dtype="int64"))
         if parts:
             raw[sid] = pd.concat(parts, ignore_index=True)
+            raw[sid]["_file"] = np.concatenate(files)
+            if any(e is not None for e in extras):
+                raw[sid]["extra_columns"] = pd.array(extras, dtype="string")
+            del parts, files, extras
         typed = frames.typed.get(sid)
         if typed is None or typed.empty:
             continue
@@ -396,6 +407,10 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
     stage_frames(con, raw, stg, school_year, period)
+    # staged: the frames (a province's ~0.4 GiB) are not needed by the rest of the load (a
+    # retry stages them again from the top), so they are let go before it peaks
+    raw.clear()
+    stg.clear()
     faults.point("load:staged")
     run_files = {fr.school_code: fr.sha256 for fr in loadable}
     cross = cross_school_issues(con, run_files, school_year, period)
@@ -427,9 +442,11 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     subs, load = [], {}
     from edustat.certify import certification
 
+    by_file: dict[str, dict[str, int]] = {}  # one pass over the issues, not one filter per file
+    for (file_hash, severity), n in issues.groupby(["file_hash", "severity"]).size().items():
+        by_file.setdefault(file_hash, {})[severity] = int(n)
     for fr in counted:
-        mine = issues[issues["file_hash"] == fr.sha256]
-        counts = mine["severity"].value_counts().to_dict()
+        counts = by_file.get(fr.sha256, {})
         status = _status(fr, counts, cfg.load_policy == "load_valid_rows")
         certified, certified_on = certification(fr)
         if cfg.require_certification and certified is False and status != "unreadable":

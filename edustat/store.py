@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from schemas import Contract, Sheet, load_contract
+from transforms.text import arrow_strings
 
 SHEETS = ("school", "rooms", "classes", "learners", "staff")
 KEYS = [("school_year", pa.string()), ("period", pa.string()), ("school_code", pa.string()),
@@ -203,7 +204,7 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
                 days = pd.to_datetime(s, errors="coerce").to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
                 arr = pa.array(days, type=pa.date32(), from_pandas=True)
             elif pa.types.is_string(f.type):
-                arr = pa.array(s.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
+                arr = arrow_strings(s)  # no Python string per cell: a province stages ~20M cells
             elif pa.types.is_boolean(f.type):
                 arr = pa.array(s.astype("boolean").to_numpy(dtype=object, na_value=None), type=pa.bool_())
             else:

@@ -488,7 +488,9 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
         for i, fr in enumerate(results):
             if active(fr) and sid in fr.raw and len(fr.raw[sid]):
                 f = fr.raw[sid]
-                parts.append(f[[col for col in f.columns if col in ids or col == "excel_row"]].assign(_file=i))
+                # by position: a label lookup hashes the (Arrow-backed) column index each time
+                keep = [j for j, col in enumerate(f.columns) if col in ids or col == "excel_row"]
+                parts.append(f.iloc[:, keep].assign(_file=i))
         if not parts:
             continue
         raw = pd.concat(parts, ignore_index=True)
@@ -607,13 +609,27 @@ def validate_collection(results: list[FileResult], *, school_year: str, period: 
     return frame
 
 
+def _hit_values(hits: pd.DataFrame, cat: Catalogue, frames: Frames) -> pd.Series:
+    """The submitted text of each hit's cell (None when blank or not a table sheet's column):
+    one lookup per (sheet, field) over the collection, not one frame slice per file."""
+    values = pd.Series(None, index=hits.index, dtype=object)
+    rule_field = {rid: cat[rid].field for rid in hits["rule_id"].unique()}
+    fids = [f if isinstance(f, str) else rule_field[r] for f, r in zip(hits["field"], hits["rule_id"])]
+    for (sid, fid), idx in pd.Series(hits.index, index=hits.index).groupby([hits["sheet_id"], pd.Series(fids, index=hits.index)]):
+        raw = frames.raw.get(sid)
+        if sid == "school" or raw is None or not isinstance(fid, str) or fid not in raw.columns:
+            continue
+        got = raw[fid].reindex(hits.loc[idx.to_numpy(), "_rowkey"].to_numpy())
+        values.loc[idx.to_numpy()] = [None if pd.isna(v) else str(v) for v in got.to_numpy(dtype=object)]
+    return values
+
+
 def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, c: Contract, frames: Frames) -> list[dict]:
     out = []
+    values = _hit_values(hits, cat, frames)
     for (file_i, sid), grp in hits.groupby(["_file", "sheet_id"], sort=True):
         fr = results[int(file_i)]
-        raw_all = frames.raw.get(sid)
-        raw_by_key = raw_all.loc[grp["_rowkey"].unique()] if raw_all is not None and sid != "school" else None
-        for key, rec in zip(grp["_rowkey"].to_numpy(), grp.itertuples(index=False)):
+        for value, rec in zip(values.loc[grp.index].to_numpy(), grp.itertuples(index=False)):
             rule = cat[rec.rule_id]
             fid = rec.field if isinstance(rec.field, str) else rule.field  # a rule over several columns names its cell
             if sid == "school":
@@ -626,10 +642,6 @@ def _render_hits(hits: pd.DataFrame, results: list[FileResult], cat: Catalogue, 
                 excel_row = int(rec.excel_row)
                 column = fr.columns.get(sid, {}).get(fid)
                 header = fr.headers.get(sid, {}).get(fid) or (c.sheet(sid).field(fid).header if fid else None)
-                value = None
-                if raw_by_key is not None and fid in raw_by_key.columns:
-                    v = raw_by_key.at[key, fid]
-                    value = None if pd.isna(v) else str(v)
             detail = None if pd.isna(rec.detail) else rec.detail
             fill = dict(header=header, value=value, sheet=fr.sheet_names.get(sid), detail=detail, file=fr.name,
                         hint=c.sheet(sid).field(fid).hint if fid else "")

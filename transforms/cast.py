@@ -37,7 +37,19 @@ def _problems(rows: pd.Series, field_id: str, values: pd.Series, kind: str) -> p
 
 def parse_dates(text: pd.Series, allow_year: bool = False) -> pd.Series:
     """dd/mm/yyyy, d/m/yyyy, yyyy-mm-dd (with a '00:00:00' tail as readers render real Excel
-    dates), Excel serial numbers, and (when allowed) a bare year → datetime64; else NaT."""
+    dates), Excel serial numbers, and (when allowed) a bare year → datetime64; else NaT.
+    Each distinct spelling is parsed once (birth dates repeat: a province's 400k learners
+    have a few thousand)."""
+    s = text.astype("string")
+    spellings = s.dropna().unique()
+    if len(spellings) * 2 > len(s):
+        return _parse_dates(s, allow_year)
+    parsed = _parse_dates(pd.Series(spellings, dtype="string"), allow_year)
+    found = pd.Series(parsed.to_numpy(), index=pd.Index(spellings, dtype="string"))
+    return pd.Series(found.reindex(s.to_numpy()).to_numpy(), index=s.index, dtype="datetime64[us]")
+
+
+def _parse_dates(text: pd.Series, allow_year: bool) -> pd.Series:
     s = text.astype("string").str.strip()
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
     for pattern, (y, mo, d) in ((_DMY, (2, 1, 0)), (_YMD, (0, 1, 2))):  # group positions of year, month, day
