@@ -260,3 +260,30 @@ def test_missing_schools_come_from_the_configured_list(first_run, tmp_path):
     finally:
         con.close()
     assert set(m.school_code) <= {"74718001", "99999999"} and "99999999" in set(m.school_code)
+
+
+def test_the_run_graph_links_each_step_to_the_steps_whose_results_it_takes(first_run, prefect_harness):
+    """The collection reaches the steps wrapped in `opaque` (Prefect does not walk into it: for a
+    province that walk cost half the run); the UI's graph must still draw read → cast → validate
+    → load → feedback."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["edustat-collection"])),
+                                    sort=FlowRunSort.START_TIME_ASC, limit=1)[0]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    by_id = {t.id: t for t in tasks}
+
+    def sources(name: str) -> dict[str, set[str]]:
+        t = next(t for t in tasks if f"({name})" in t.name)
+        return {arg: {by_id[i.id].name.split(" (")[-1].split(")")[0] for i in ins if getattr(i, "id", None) in by_id}
+                for arg, ins in t.task_inputs.items()}
+
+    assert sources("cast")["results"] == {"read + structure"}
+    v = sources("validate, Great Expectations")
+    assert v["results"] == {"read + structure"} and v["frames"] == {"cast"}
+    ld = sources("load")
+    assert ld["frames"] == {"cast"} and ld["issues"] == {"validate, Great Expectations"}
+    assert sources("feedback")["outcome"] == {"load"}
