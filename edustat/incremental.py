@@ -681,13 +681,22 @@ def record_outputs(con, school_year: str, period: str, kind: str, made: dict[str
     con.unregister("_made")
 
 
-def feedback_fingerprint(source, kwargs: dict, sub) -> str:
-    """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
-    school, its issues, the engine / receipt choice and the code that writes it."""
-    issues = kwargs["issues"]
+def issue_row_hashes(issues: pd.DataFrame):
+    """One 64-bit hash per issue row (every column as text), for `feedback_fingerprint`: computed
+    once for the run's issues — a row's hash does not depend on the other rows, so a school's
+    slice of it equals hashing the school's issues alone (one pandas pass, not one per school)."""
     body = issues.astype("string").fillna("\x00") if len(issues) else issues
-    digest = (hashlib.sha256(pd.util.hash_pandas_object(body, index=False).to_numpy().tobytes()).hexdigest()
-              if len(issues) else "-")
+    return pd.util.hash_pandas_object(body, index=False).to_numpy() if len(issues) else None
+
+
+def feedback_fingerprint(source, kwargs: dict, sub, row_hashes=None) -> str:
+    """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
+    school, its issues, the engine / receipt choice and the code that writes it. `row_hashes`:
+    the school's rows of `issue_row_hashes` (computed here when not given)."""
+    issues = kwargs["issues"]
+    if len(issues) and row_hashes is None:
+        row_hashes = issue_row_hashes(issues)
+    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest() if len(issues) else "-"
     parts = [code_digest(), str(source), sub.file_hash, None if pd.isna(sub.version) else int(sub.version), sub.status,
              sub.file_name, kwargs["counts"], kwargs["school"], kwargs["engine"], kwargs.get("received"),
              list(issues.columns), digest, kwargs["school_year"], kwargs["period"]]

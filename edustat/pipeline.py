@@ -517,6 +517,12 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     by_hash = {fr.sha256: fr for fr in results}
     # each file's issues, in the run's order (one pass, not one filter per file)
     by_file = {h: g for h, g in outcome.issues.groupby("file_hash", sort=False)} if len(outcome.issues) else {}
+    hashes = {}  # each file's issue rows hashed, from one pass over the run's issues (incremental)
+    if cfg.incremental and len(outcome.issues):
+        from edustat.incremental import issue_row_hashes
+
+        every = issue_row_hashes(outcome.issues)
+        hashes = {h: every[pos] for h, pos in outcome.issues.groupby("file_hash", sort=False).indices.items()}
     none = outcome.issues.iloc[0:0]
     done, made = {}, {}  # feedback path → fingerprint of what it was written from (issue 12)
     if cfg.incremental:
@@ -541,7 +547,7 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         if cfg.incremental:  # the same result as the workbook in place: not written again
             from edustat.incremental import feedback_fingerprint
 
-            fp = feedback_fingerprint(source, kwargs, sub)
+            fp = feedback_fingerprint(source, kwargs, sub, hashes.get(sub.file_hash))
             if fp == done.get(str(path)) and path.is_file() and not path.is_symlink():
                 continue
             made[str(path)] = fp
