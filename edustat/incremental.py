@@ -517,13 +517,15 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
         sub = [results[i] for i in todo]
         materialise(sub)
         whole = frames if (frames is not None and len(todo) == len(act) and getattr(frames, "covers", None) is None) else None
+        from edustat.pipeline import validate_isolated
+
         if whole is None:
             # a subset keeps its own file indexes inside validate_collection: pass it alone
-            found = validate_collection(sub, school_year=school_year, period=period,
-                                        catalogue=load_rules(cfg.severity))
+            found = validate_isolated(sub, school_year=school_year, period=period,
+                                      catalogue=load_rules(cfg.severity))
         else:
-            found = validate_collection(results, school_year=school_year, period=period,
-                                        catalogue=load_rules(cfg.severity), frames=frames)
+            found = validate_isolated(results, school_year=school_year, period=period,
+                                      catalogue=load_rules(cfg.severity), frames=frames)
         n_structure = sum(len(fr.issues) for fr in (sub if whole is None else results))
         rest = found.iloc[n_structure:]
         recs = rest.astype(object).where(rest.notna(), None).to_dict("records")

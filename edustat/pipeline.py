@@ -238,6 +238,18 @@ def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
     return assemble(results, catalogue=load_rules(cfg.severity))
 
 
+def validate_isolated(results: list[FileResult], **kwargs) -> pd.DataFrame:
+    """submissions.validate_collection; for a large collection in a forked child process, so
+    that Great Expectations' import and what validation allocates do not stay in the flow's
+    process through the load (edustat.isolate). The same issues either way."""
+    from edustat import isolate
+
+    rows = sum(fr.rows(sid) for fr in results if active(fr) for sid in TABLE_SHEETS)
+    if rows >= isolate.VALIDATE_IN_CHILD_ROWS:
+        return isolate.in_child(validate_collection, results, **kwargs)
+    return validate_collection(results, **kwargs)
+
+
 def validate_all(results: list[FileResult], cfg: Config, school_year: str, period: str,
                  frames: Frames | None = None) -> pd.DataFrame:
     cat = load_rules(cfg.severity)
@@ -246,7 +258,7 @@ def validate_all(results: list[FileResult], cfg: Config, school_year: str, perio
 
         issues = validate_incremental(results, cfg, school_year, period, frames)
     else:
-        issues = validate_collection(results, school_year=school_year, period=period, catalogue=cat, frames=frames)
+        issues = validate_isolated(results, school_year=school_year, period=period, catalogue=cat, frames=frames)
     if cfg.require_certification:  # the principal's confirmation is owed (edustat.certify)
         from edustat import certify
 

@@ -1,0 +1,64 @@
+"""One step run in a forked child process, so that what it imports and allocates is handed back
+to the system when it ends instead of staying in the flow's process.
+
+Used for the row and cross-row validation of a large collection: Great Expectations' import
+(~150 MiB) and what a province's validation leaves behind (~240 MiB of frames and results) would
+otherwise stay in the flow's process through the load, whose peak they raise (issue 12: a
+province ≤ 2 GiB). The child is forked, so it reads the parent's frames without copying or
+pickling them; only its result (the issue rows) comes back through a pipe. Small collections
+validate in the process (a child would pay GX's import again at every run of a test session).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any, Callable
+
+# rows (every sheet) from which validation runs in a child: a province (~440 k) does, a city
+# (~62 k) does not
+VALIDATE_IN_CHILD_ROWS = 150_000
+
+
+class ChildDied(RuntimeError):
+    """The child ended without a result (killed, out of memory)."""
+
+
+def can_fork() -> bool:
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
+
+
+def in_child(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) in a forked child; its result or its exception, as if called here.
+    Where a fork is not possible (another OS, a daemonic worker) it is simply called here."""
+    if not can_fork():
+        return fn(*args, **kwargs)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_run, args=(send, fn, args, kwargs), name=f"edustat-{getattr(fn, '__name__', 'step')}")
+    child.start()
+    send.close()
+    try:
+        kind, payload = receive.recv()
+    except EOFError:
+        child.join()
+        raise ChildDied(f"{getattr(fn, '__name__', 'step')}: the child process ended without a result "
+                        f"(exit code {child.exitcode})") from None
+    finally:
+        receive.close()
+    child.join()
+    if kind == "error":
+        raise payload
+    return payload
+
+
+def _run(send, fn, args, kwargs) -> None:
+    try:
+        out = ("ok", fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        out = ("error", exc)
+    try:
+        send.send(out)
+    except Exception:  # noqa: BLE001 - an exception (or result) that does not pickle: its text
+        err = out[1] if out[0] == "error" else None
+        send.send(("error", RuntimeError(f"{type(err).__name__}: {err}" if err is not None
+                                         else "result could not be sent back")))
+    send.close()
