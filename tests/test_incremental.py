@@ -336,6 +336,7 @@ def _plant_for_pruning(data: Path, cfg: Config, inbox: Path) -> dict:
     import pyarrow as pa
 
     root = incremental.cache_dir(data)
+    current = [p for p in root.rglob("*.parquet") if not p.name.endswith(".issues.parquet")]  # before planting
     vkey = incremental.version_key(cfg.severity, cfg.read_limits)
     one = sorted(inbox.glob("7*.xlsx"))[0]
     sha = hashlib.sha256(one.read_bytes()).hexdigest()
@@ -352,8 +353,6 @@ def _plant_for_pruning(data: Path, cfg: Config, inbox: Path) -> dict:
     corrupt.write_bytes(b"not parquet")
     link = root / "ab" / "planted.parquet"
     link.symlink_to(other)
-    current = [p for p in root.rglob("*.parquet") if not p.name.endswith(".issues.parquet") and p.parent.name != "ab"
-               and p.parent.name not in ("cd", "ef")]
     return {"other_period": other.relative_to(root), "stale": stale.relative_to(root),
             "corrupt": corrupt.relative_to(root), "symlink": link.relative_to(root),
             "old_file": old_file.relative_to(root), "old_issues": old_issues.relative_to(root), "current": current}
