@@ -271,8 +271,10 @@ def test_the_run_graph_links_each_step_to_the_steps_whose_results_it_takes(first
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
-        run = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["edustat-collection"])),
-                                    sort=FlowRunSort.START_TIME_ASC, limit=1)[0]
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["edustat-collection"])),
+                                     sort=FlowRunSort.START_TIME_ASC)
+        # this module's first run (other modules of the session run flows on the same server)
+        run = next(r for r in runs if r.parameters.get("data_dir") == str(first_run["data"]))
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     by_id = {t.id: t for t in tasks}
 
