@@ -92,20 +92,6 @@ def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scope
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _cells_digest_pandas(con, school_year: str, period: str, forms: Iterable[str], scopes: Iterable[str] | None = None) -> str:
-    """The digest as computed before (pandas to_csv): kept for the test that proves the two equal."""
-    forms = list(forms)
-    if not forms:
-        return hashlib.sha256(b"").hexdigest()
-    df = con.execute("""select form_code, scope, row_code, column_key, value from rpt_form_cell
-                        where school_year = ? and period = ? and form_code in (select unnest(?))
-                        order by form_code, scope, row_code, column_key""", [school_year, period, forms]).df()
-    if scopes is not None:
-        df = df[df["scope"].isin(list(scopes))]
-    text = df.to_csv(index=False, float_format="%.10g")
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 @contextmanager
 def _source(con, tables: dict[str, str], registers: pd.DataFrame):
     """An in-memory database attached as the current one, holding core_* (from `tables`:

@@ -500,7 +500,7 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     own file), so a file's issues do not depend on the other files. Issues come in results order:
     the structure stage's issues of every file, then each validated file's own issues — the same
     order cold or warm. Cross-school rules run later, in the load, on the whole collection."""
-    from edustat.submissions import ISSUE_COLUMNS, active, validate_collection
+    from edustat.submissions import ISSUE_COLUMNS, active
     from schemas.rules import load_rules
 
     vkey = version_key(cfg.severity, cfg.read_limits)

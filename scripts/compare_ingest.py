@@ -153,20 +153,10 @@ def _run(code: Path, inboxes: list[Path], out: Path) -> None:
 def _corpus(root: Path) -> Path:
     """The hostile-files corpus next to good schools, as tests/test_bad_inputs.py builds it."""
     sys.path.insert(0, str(HERE.parents[1]))
-    from edustat.synth import generate_city
-    from tests.bad_inputs import NEEDS_OWN_SCHOOL, build_corpus
+    from tests.bad_inputs import build_corpus_city
 
     inbox, outside = root / "inbox", root / "outside"
-    manifest = generate_city(inbox, schools=len(NEEDS_OWN_SCHOOL) + 4, seed=31, school_year=YEAR, period=PERIOD,
-                             error_rate=0.0)
-    (inbox / "manifest.json").unlink()
-    by_size = sorted(manifest.schools, key=lambda s: (s.rows["learners"], s.school_code))
-    donors = [inbox / s.file for s in by_size[:len(NEEDS_OWN_SCHOOL)]]
-    good = by_size[len(NEEDS_OWN_SCHOOL):]
-    codes = {s.school_code for s in manifest.schools}
-    spare = [c for c in (f"74718{i:03d}" for i in range(999, 900, -1)) if c not in codes]
-    build_corpus(inbox, donors=donors, good=inbox / good[0].file, good_code=good[0].school_code, spare_codes=spare,
-                 outside=outside)
+    build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD)
     return inbox
 
 

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from edustat.synth import generate_city
-from tests.bad_inputs import BY_KIND, EXPECTED, NEEDS_OWN_SCHOOL, build_corpus
+from tests.bad_inputs import BY_KIND, EXPECTED, build_corpus_city
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,17 +30,7 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 def corpus_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     inbox, outside, data = root / "inbox", root / "outside", root / "data"
-    n_good = 4
-    manifest = generate_city(inbox, schools=len(NEEDS_OWN_SCHOOL) + n_good, seed=31, school_year=YEAR,
-                             period=PERIOD, error_rate=0.0)
-    (inbox / "manifest.json").unlink()
-    by_size = sorted(manifest.schools, key=lambda s: (s.rows["learners"], s.school_code))
-    donors = [inbox / s.file for s in by_size[:len(NEEDS_OWN_SCHOOL)]]
-    good = by_size[len(NEEDS_OWN_SCHOOL):]
-    codes = {s.school_code for s in manifest.schools}
-    spare = [c for c in (f"74718{i:03d}" for i in range(999, 900, -1)) if c not in codes]
-    built = build_corpus(inbox, donors=donors, good=inbox / good[0].file, good_code=good[0].school_code,
-                         spare_codes=spare, outside=outside)
+    built, good = build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD)
     outside_before = sorted(p.name for p in outside.iterdir())
     env = dict(os.environ, PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="False",

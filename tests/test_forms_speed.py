@@ -144,6 +144,22 @@ def test_compare_script_proves_a_build_identical_and_sees_a_changed_cell(sample,
     assert any("only in" in d for d in cmp.compare_tables(sample["db"], db2))
 
 
+def _cells_digest_pandas(con, school_year: str, period: str, forms, scopes=None) -> str:
+    """The digest as formbuild computed it before (pandas to_csv): builds recorded then hold it."""
+    import hashlib
+
+    forms = list(forms)
+    if not forms:
+        return hashlib.sha256(b"").hexdigest()
+    df = con.execute("""select form_code, scope, row_code, column_key, value from rpt_form_cell
+                        where school_year = ? and period = ? and form_code in (select unnest(?))
+                        order by form_code, scope, row_code, column_key""", [school_year, period, forms]).df()
+    if scopes is not None:
+        df = df[df["scope"].isin(list(scopes))]
+    text = df.to_csv(index=False, float_format="%.10g")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def test_the_cells_digest_built_by_duckdb_equals_the_pandas_csv_digest(sample, tmp_path):
     """formbuild.cells_digest builds the CSV text in DuckDB; builds recorded before hold the
     digest of pandas' to_csv text: a rebuild compares the two, so they must be the same text —
@@ -161,13 +177,13 @@ def test_the_cells_digest_built_by_duckdb_equals_the_pandas_csv_digest(sample, t
         school = con.execute("select min(scope) from rpt_form_cell where scope <> 'city'").fetchone()[0]
         for scopes in (None, ["city"], ["city", school], []):
             got = formbuild.cells_digest(con, year, period, forms, scopes)
-            assert got == formbuild._cells_digest_pandas(con, year, period, forms, scopes), scopes
+            assert got == _cells_digest_pandas(con, year, period, forms, scopes), scopes
         con.execute("""insert into rpt_form_cell (school_year, period, form_code, scope, row_code, column_key, value)
                        values ($1, $2, $3, 'city', NULL, 'a,b', 'nan'::double), ($1, $2, $3, 'ci"ty', 5, 'x' || chr(10) || 'y', NULL),
                               ($1, $2, $3, 'city', 7, 'k', 123456789012.25), ($1, $2, $3, 'city', 8, 'k', -0.0000001)""",
                     [year, period, forms[0]])
         before = formbuild.cells_digest(con, year, period, forms)
-        assert before == formbuild._cells_digest_pandas(con, year, period, forms)
+        assert before == _cells_digest_pandas(con, year, period, forms)
         con.execute("update rpt_form_cell set value = 42 where row_code = 8 and column_key = 'k'")
         assert formbuild.cells_digest(con, year, period, forms) != before
     finally:

@@ -375,3 +375,23 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     missing = [e.kind for e in EXPECTED if e.kind not in out]
     assert not missing, missing
     return out
+
+
+def build_corpus_city(inbox: Path, outside: Path, *, school_year: str, period: str, n_good: int = 4):
+    """A synthetic city (seed 31, no row errors) whose smallest schools donate their workbooks to
+    the corpus's kinds that need a school of their own, the rest staying good: the inbox
+    tests/test_bad_inputs.py runs and scripts/compare_ingest.py reads. Returns (what
+    `build_corpus` built, the good schools of the manifest)."""
+    from edustat.synth import generate_city
+
+    manifest = generate_city(inbox, schools=len(NEEDS_OWN_SCHOOL) + n_good, seed=31, school_year=school_year,
+                             period=period, error_rate=0.0)
+    (Path(inbox) / "manifest.json").unlink()
+    by_size = sorted(manifest.schools, key=lambda s: (s.rows["learners"], s.school_code))
+    donors = [Path(inbox) / s.file for s in by_size[:len(NEEDS_OWN_SCHOOL)]]
+    good = by_size[len(NEEDS_OWN_SCHOOL):]
+    codes = {s.school_code for s in manifest.schools}
+    spare = [c for c in (f"74718{i:03d}" for i in range(999, 900, -1)) if c not in codes]
+    built = build_corpus(inbox, donors=donors, good=Path(inbox) / good[0].file, good_code=good[0].school_code,
+                         spare_codes=spare, outside=outside)
+    return built, good
