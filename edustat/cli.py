@@ -851,6 +851,7 @@ def _wait_healthy(url: str, seconds: float) -> bool:
 def serve(
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml (lịch chạy: schedules)."),
+    cold_start: bool = typer.Option(False, "--cold-start", help="Mỗi lần chạy tự nạp lại thư viện (chậm hơn vài giây; để dò lỗi)."),
 ) -> None:
     """Serve the collection and report flows as Prefect deployments with their schedules.
 
@@ -865,7 +866,7 @@ def serve(
     cfg = _config(config, data_dir)
     from flows.deploy import serve as serve_flows
 
-    serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)
+    serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None, warm=not cold_start)
 
 
 @app.command()
@@ -873,6 +874,7 @@ def server(
     port: int = typer.Option(4200, "--port", help="Cổng của máy chủ Prefect trên máy này."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Thư mục dữ liệu."),
     config: Optional[Path] = typer.Option(None, "--config", help="Tệp cấu hình edustat.yaml."),
+    cold_start: bool = typer.Option(False, "--cold-start", help="Mỗi lần chạy tự nạp lại thư viện (chậm hơn vài giây; để dò lỗi)."),
 ) -> None:
     """Start a Prefect server with its dashboard on localhost, then serve the edustat flows.
 
@@ -897,7 +899,7 @@ def server(
         cfg = _config(config, data_dir)
         from flows.deploy import serve as serve_flows
 
-        serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None)
+        serve_flows(cfg, str(data_dir.resolve()), str(config.resolve()) if config else None, warm=not cold_start)
     finally:
         proc.terminate()
         try:

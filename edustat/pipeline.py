@@ -85,6 +85,17 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def process_usage() -> dict:
+    """CPU seconds (user + system) of this process and the children it waited for (readers,
+    the validation child), and the largest of their peak memories, in MiB. A served run is a
+    fresh fork (edustat.warm), whose counters start at zero: this is the run's own cost."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 2),
+            "peak_mib": round(max(me.ru_maxrss, kids.ru_maxrss) / 1024)}
+
+
 def _ingest_one(args: tuple) -> FileResult:
     path, raw_root, school_year, period, severity, limits = args[:6]
     cached = args[6] if len(args) > 6 else None  # (data dir, version key): see edustat.incremental

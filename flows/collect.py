@@ -19,7 +19,10 @@ trường (…)"), one INFO line per stage in the run's logs (counts, durations,
 personal data), the custom-run form with Vietnamese descriptions and choices, and the
 artifacts of `edustat/officer.py`.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: a served run receives the flow by value
+# (flows/deploy.py hands the runner the flow itself), and a function pickled by value keeps its
+# annotations but not the module names they would be resolved from (Prefect builds the run
+# form's parameter model from them: "SchoolYear is not defined").
 
 import datetime as dt
 import time
@@ -366,8 +369,10 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             close_collection(cfg, school_year, period)
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
-    run_log().info("Lần chạy %s xong: %s", run_id,
-                   ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()))
+    use = pipeline.process_usage()
+    run_log().info("Lần chạy %s xong: %s (CPU %.1f s, bộ nhớ tối đa %d MiB)", run_id,
+                   ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()),
+                   use["cpu_s"], use["peak_mib"])
     return summary
 
 

@@ -43,30 +43,68 @@ def schedules_for(cfg: Config) -> list[Cron]:
     return out
 
 
-def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> list:
-    """The collection (scheduled + on demand) and the report rebuild (on demand)."""
+def served_flows(cfg: Config, data_dir: str, config_path: str | None = None) -> list[tuple]:
+    """(flow, deployment settings): the collection (scheduled + on demand) and the report
+    rebuild (on demand)."""
     from flows.collect import collection_flow, reports_flow, task_runner
 
     base: Mapping[str, Any] = {"data_dir": data_dir, "config_path": config_path}
     runner = task_runner(cfg)
     collection = collection_flow.with_options(task_runner=runner) if runner else collection_flow
     return [
-        collection.to_deployment(
+        (collection, dict(
             name="thu-thap", schedules=schedules_for(cfg),
             parameters={**base, "school_year": "auto", "period": "dau_nam", "close_after": False},
             description="Đợt thu thập: đọc tệp của trường → kiểm tra → nạp → phản hồi → lập biểu → công bố. "
                         "Chạy tay: chọn năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp; "
                         "close_after = khóa kỳ sau lần chạy (tệp đến sau là 'nộp muộn').",
-            tags=["edustat"]),
-        reports_flow.to_deployment(
+            tags=["edustat"])),
+        (reports_flow, dict(
             name="lap-bieu", parameters={**base, "school_year": "auto", "period": "dau_nam"},
             description="Lập lại các biểu báo cáo TT 24/2018 từ dữ liệu đã nạp (toàn thành phố hoặc một trường).",
-            tags=["edustat"]),
+            tags=["edustat"])),
     ]
 
 
-def serve(cfg: Config, data_dir: str, config_path: str | None = None) -> None:
-    """Serve the deployments until interrupted (needs PREFECT_API_URL of a running server)."""
-    from prefect import serve as prefect_serve
+def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> list:
+    """The served flows as Prefect deployments (to register without serving them)."""
+    return [f.to_deployment(**settings) for f, settings in served_flows(cfg, data_dir, config_path)]
 
-    prefect_serve(*deployments(cfg, data_dir, config_path), print_starting_message=True)
+
+# How often the serving process asks the server for runs to start: a run the officer starts from
+# the UI begins within this many seconds (Prefect's default is 10); a query to a local server is cheap.
+QUERY_SECONDS = 2
+
+
+def serve(cfg: Config, data_dir: str, config_path: str | None = None, warm: bool = True) -> None:
+    """Serve the deployments until interrupted (needs PREFECT_API_URL of a running server).
+
+    The runner holds the flows themselves (Runner.add_flow), so it starts a run from the flow in
+    memory rather than a new `python -m prefect.engine` that imports everything again; with
+    `warm`, each run is forked from a process that has already imported edustat and its
+    libraries (edustat.warm)."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    if warm:
+        from edustat import warm as warm_start
+
+        why_not = warm_start.install()
+        if why_not:
+            print(f"Các lần chạy khởi động nguội (không nạp sẵn thư viện): {why_not}", flush=True)
+            warm = False
+        else:
+            warm_start.start()
+    runner = Runner(name="edustat", pause_on_shutdown=True, query_seconds=QUERY_SECONDS)
+    names = []
+    for f, settings in served_flows(cfg, data_dir, config_path):
+        runner.add_flow(f, **settings)
+        names.append(f"{f.name}/{settings['name']}")
+    print("Đang phục vụ các lần chạy: " + ", ".join(names)
+          + (" (khởi động nóng: thư viện đã nạp sẵn)" if warm else " (mỗi lần chạy tự nạp thư viện)"), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        print("Đã dừng phục vụ.", flush=True)

@@ -10,6 +10,10 @@ Scenarios (each in its own child process, so wall, CPU and peak memory are per s
   warm     `edustat run` again, nothing changed
   one      `edustat run` again after one school's file changed (one learner row deleted)
   dask     `edustat run` cold with `task_runner: dask` (a local cluster of --workers processes)
+  served   the officer's path: `edustat serve` (started once, runs forked warm: edustat.warm)
+           and three runs triggered through the API as from the UI: cold, nothing changed, one
+           school changed
+  served-cold  the same with `edustat serve --cold-start` (each run starts a new interpreter)
 
 edustat runs talk to a Prefect server started once for the bench (edustat.procs); Prefect's own
 start-up is measured apart: the server's start until healthy, and a trivial flow against an
@@ -17,7 +21,9 @@ ephemeral (temporary) server vs against the running one.
 
 CPU s = user + system of the scenario's process tree (os.wait4); peak = the largest single
 process (ru_maxrss) and the sum over the tree sampled every 0.1 s (psutil); server CPU = what the
-Prefect server spent during the scenario. The load average before and after is printed with every
+Prefect server spent during the scenario. Served runs: wall = the run's start to its end on the
+server (its wait to be picked up is printed apart); CPU and peak = what the run's own process and
+its children used, as the flow logs it at its end (a served run is a fresh process). The load average before and after is printed with every
 line: the machine may be shared. Results: <dir>/results.json (one entry per size, appended to
 the file's `runs`). Prints numbers; asserts nothing.
 """
@@ -39,8 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SIZES = {"city": 100, "province": 730, "smoke": 4}  # smoke: a quick check of the bench itself
-ALL = ["floor", "obvious", "cold", "warm", "one", "dask"]
-DEFAULT = {"city": ["floor", "obvious", "cold", "warm", "one"], "province": ["floor", "cold", "warm", "one"],
+ALL = ["floor", "obvious", "cold", "warm", "one", "dask", "served", "served-cold"]
+DEFAULT = {"city": ["floor", "obvious", "cold", "warm", "one", "served", "served-cold"],
+           "province": ["floor", "cold", "warm", "one", "served"],
            "smoke": ["floor", "obvious", "cold", "warm", "one"]}
 YEAR, PERIOD = "2022-2023", "dau_nam"
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False",
@@ -234,6 +241,78 @@ def prefect_startup(base: Path) -> dict:
     return out
 
 
+USAGE = re.compile(r"CPU ([0-9.]+) s, bộ nhớ tối đa ([0-9]+) MiB")
+
+
+def served_runs(inbox_src: Path, work: Path, senv: dict, cold_start: bool) -> dict:
+    """`edustat serve` started once; cold, nothing changed and one school changed, each a run of
+    the deployment triggered through the API (as the officer's Run button does)."""
+    import psutil  # noqa: F401
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    tag = "served-cold" if cold_start else "served"
+    inbox, data = work / f"inbox-{tag}", work / f"data-{tag}"
+    for d in (inbox, data):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(inbox_src, inbox, ignore=shutil.ignore_patterns(".params", "manifest.json"))
+    env = dict(senv, **QUIET, PREFECT_LOGGING_LEVEL="INFO")
+    cmd = [str(Path(sys.executable).parent / "edustat"), "serve", "--data-dir", str(data)] + (["--cold-start"] if cold_start else [])
+    log = open(work / f"{tag}.log", "wb")
+    t_serve = time.perf_counter()
+    serve = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    out: dict = {}
+    from edustat.procs import stop_group
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: senv["PREFECT_API_URL"]}), get_client(sync_client=True) as c:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    dep = c.read_deployment_by_name("edustat-collection/thu-thap")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or serve.poll() is not None:
+                        raise SystemExit(f"edustat serve did not register its deployment (see {log.name})")
+                    time.sleep(0.2)
+            out["serve_ready_s"] = round(time.perf_counter() - t_serve, 2)
+            for step in ("cold", "warm", "one"):
+                if step == "one":
+                    out["changed"] = change_one_school(inbox)
+                load0 = os.getloadavg()[0]
+                t = time.perf_counter()
+                run = c.create_flow_run_from_deployment(dep.id, parameters={
+                    "school_year": YEAR, "period": PERIOD, "inbox": str(inbox), "data_dir": str(data)})
+                while True:
+                    run = c.read_flow_run(run.id)
+                    if run.state and run.state.is_final():
+                        break
+                    time.sleep(0.1)
+                total = time.perf_counter() - t
+                use, until = None, time.monotonic() + 15  # the run's last log lines reach the server as it exits
+                while use is None and time.monotonic() < until:
+                    logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+                                       sort=LogSort.TIMESTAMP_DESC, limit=20)
+                    use = next((USAGE.search(lg.message) for lg in logs if USAGE.search(lg.message)), None)
+                    time.sleep(0.2 if use is None else 0)
+                wall = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else None
+                out[step] = {"wall_s": round(wall, 2) if wall is not None else None,
+                             "cpu_s": float(use.group(1)) if use else None,
+                             "peak_mib": int(use.group(2)) if use else None,
+                             "pickup_s": round((run.start_time - run.created).total_seconds(), 2) if run.start_time else None,
+                             "trigger_to_done_s": round(total, 2), "state": run.state.type.value,
+                             "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
+                st = measure([sys.executable, __file__, "--child", "stages"], env=dict(senv, **QUIET))
+                out[step].update(_last_json(st["stdout"]))
+    finally:
+        stop_group(serve, __import__("signal").SIGINT)
+        log.close()
+    return out
+
+
 def _pick(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("stdout", "stderr")}
 
@@ -286,6 +365,14 @@ def bench(kind: str, scenarios: list[str], workers: int, base: Path, server, sav
             extra = {**_last_json(st["stdout"]), "summary": m["stdout"].strip().splitlines()[-3:]}
             if sc == "one":
                 extra["changed"] = extra_name
+        elif sc in ("served", "served-cold"):
+            res["scenarios"][sc] = served_runs(src, work, senv, cold_start=sc == "served-cold")
+            save(res)
+            for step, s in res["scenarios"][sc].items():
+                if isinstance(s, dict):
+                    print(f"[{kind}] {sc} {step:<5} wall {s['wall_s']} s  cpu {s['cpu_s']} s  peak {s['peak_mib']} MiB  "
+                          f"picked up after {s['pickup_s']} s  {s['state']}  load {s['load_before']}→{s['load_after']}", flush=True)
+            continue
         else:
             raise SystemExit(f"unknown scenario {sc}")
         if m["rc"] != 0:
@@ -311,6 +398,8 @@ def report(b: dict, startup: dict | None) -> None:
           f"{'server':>8}  load")
     print(f"{'':<30}{'':>8}{'':>8}{'wall':>8}{'CPU':>8}{'1 proc':>10}{'sum':>10}{'CPU s':>8}")
     for k, s in sc.items():
+        if k.startswith("served"):
+            continue
         fw = f"{s['wall_s'] / floor['wall_s']:.1f}" if floor and floor["wall_s"] else ""
         fc = f"{s['cpu_s'] / floor['cpu_s']:.1f}" if floor and floor["cpu_s"] else ""
         srv = f"{s['server_cpu_s']:.1f}" if s.get("server_cpu_s") is not None else ""
@@ -326,6 +415,20 @@ def report(b: dict, startup: dict | None) -> None:
             print(f"tasks ({names[k]}), s: " + ", ".join(f"{s} {v:.1f}" for s, v in st.items())
                   + f"; flow run {sc[k].get('flow_s', 0):.1f} s; outside the flow run (imports, start-up) "
                   f"{sc[k]['wall_s'] - sc[k].get('flow_s', 0):.1f} s")
+    for k in ("served", "served-cold"):
+        if k not in sc:
+            continue
+        how = "each run a new interpreter (--cold-start)" if k == "served-cold" else "each run forked warm (edustat.warm)"
+        print(f"edustat serve, runs triggered through the API, {how}; serve ready in {sc[k].get('serve_ready_s')} s:")
+        for step in ("cold", "warm", "one"):
+            s = sc[k].get(step)
+            if not s:
+                continue
+            fc = f"{s['cpu_s'] / floor['cpu_s']:.1f}" if floor and floor["cpu_s"] and s.get("cpu_s") else ""
+            print(f"  {names[step]:<28}{s['wall_s']!s:>8}{s['cpu_s']!s:>8}{'':>8}{fc:>8}{s['peak_mib']!s:>10}"
+                  f"   picked up after {s['pickup_s']} s; {s['state']}; load {s['load_before']}→{s['load_after']}")
+            if s.get("tasks"):
+                print("    tasks, s: " + ", ".join(f"{n} {v:.1f}" for n, v in s["tasks"].items()))
     if startup:
         e, r = startup.get("ephemeral_flow", {}), startup.get("running_server_flow", {})
         print(f"Prefect apart: trivial flow with an ephemeral server {e.get('wall_s')} s wall / {e.get('cpu_s')} s CPU "

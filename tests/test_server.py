@@ -26,6 +26,39 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
     stop_group(proc, sig)
 
 
+class _watch_forked_runs:
+    """Samples the serve command's process tree while a run goes: the processes whose parent is
+    its multiprocessing forkserver (the flow run's process, forked warm)."""
+
+    def __init__(self, serve: subprocess.Popen):
+        import threading
+
+        self.forked_runs: set[int] = set()
+        self._done = threading.Event()
+        self._serve = serve
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._done.is_set():
+            try:
+                for p in psutil.Process(self._serve.pid).children(recursive=True):
+                    try:
+                        if "multiprocessing.forkserver" in " ".join(p.parent().cmdline()):
+                            self.forked_runs.add(p.pid)
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            self._done.wait(0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server-home")
@@ -45,7 +78,7 @@ def served(prefect_server, tmp_path_factory):
                              env=prefect_server["env"], cwd=str(ROOT), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        yield {"data": data, "work": work, **prefect_server}
+        yield {"data": data, "work": work, "serve": serve, **prefect_server}
     finally:
         _stop(serve, signal.SIGINT)
 
@@ -73,9 +106,14 @@ def test_a_run_triggered_through_the_api(served):
             dep = client.read_deployment_by_name("edustat-collection/thu-thap")
             assert dep.schedules, "the collection deployment carries its schedules"
             assert all(s.schedule.timezone == "Asia/Ho_Chi_Minh" for s in dep.schedules)
-        run = run_deployment("edustat-collection/thu-thap", timeout=900,
+        seen = _watch_forked_runs(served["serve"])
+        run = run_deployment("edustat-collection/thu-thap", timeout=900, poll_interval=1,
                              parameters={"school_year": "2022-2023", "period": "dau_nam", "inbox": str(inbox)})
+        seen.stop()
         assert run.state.is_completed(), run.state
+        # the run's process was forked from the serve command's warm server (edustat.warm), not
+        # started as a new interpreter
+        assert seen.forked_runs, "no flow-run process forked from the warm server was seen"
         with get_client(sync_client=True) as client:
             keys = {"edustat-truong-2022-2023-dau-nam", "edustat-tong-ket-2022-2023-dau-nam", "edustat-bieu-do-2022-2023-dau-nam"}
             arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(keys))))

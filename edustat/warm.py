@@ -1,0 +1,116 @@
+"""Served flow runs start warm: each run is forked from a process that has already imported
+pandas, pyarrow, DuckDB, Prefect, Great Expectations and edustat.
+
+`edustat serve` (Prefect 3's runner) starts every flow run of a deployment in a new process,
+and Prefect 3.9 starts it with multiprocessing's "spawn": the run imports everything again,
+~3 s, plus Great Expectations' ~2.5 s when it validates: half of what a nightly run with one
+changed school costs. Here the runner starts runs with a "forkserver" instead: one server
+process, started once with the serve command, imports the modules below; each run is a fork of
+it. A run still gets its own process (a crash, a kill -9 or a leak ends with the run; memory is
+returned when it ends; cancelling still kills that process), the same environment and the same
+Prefect engine entry point; only the imports are already done.
+
+The forkserver imports modules only: no Python thread, file, connection or client is opened
+there (a fork copies the forking thread alone). The native threads the imports start (numpy's
+BLAS pool, Arrow's jemalloc background thread) register fork handlers; the flow itself already
+forks from a process holding them (edustat.isolate, the read workers). Modules added to PRELOAD
+must not open anything at import time.
+
+Prefect documents its direct starter's module-level `run_flow_in_subprocess` as the point to
+patch (prefect/runner/_starter_direct.py: "patch the module to override"). `install()` replaces
+it with a wrapper that hands Prefect's own function a forkserver context in place of "spawn";
+it checks the pinned Prefect version and the names it relies on, and otherwise leaves Prefect
+as it is (runs start cold, and the serve log says why).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from typing import Any
+
+PREFECT_VERSION = "3.9.1"  # the version whose runner internals install() was checked against
+PRELOAD = (
+    "numpy", "pandas", "pyarrow", "pyarrow.compute", "pyarrow.parquet", "duckdb", "fastexcel", "openpyxl",
+    "xlsxwriter", "prefect", "prefect.flow_engine", "prefect.task_engine", "prefect.runtime",
+    "prefect.client.orchestration", "great_expectations", "great_expectations.expectations",
+    "edustat.expectations", "edustat.pipeline", "edustat.reports", "edustat.formbuild", "edustat.feedback",
+    "edustat.feedback_patch", "edustat.publish", "edustat.officer", "flows.collect",
+)
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_ctx: multiprocessing.context.ForkServerContext | None = None
+
+
+def context(preload: tuple[str, ...] = PRELOAD) -> multiprocessing.context.ForkServerContext:
+    """This process's forkserver context, its server importing `preload` when first used."""
+    global _ctx
+    with _lock:
+        if _ctx is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(list(preload))
+            _ctx = ctx
+        return _ctx
+
+
+def start(preload: tuple[str, ...] = PRELOAD) -> int:
+    """Start the forkserver now (its imports take seconds: better at serve start than at the
+    first run); returns the server's pid."""
+    from multiprocessing import forkserver
+
+    context(preload)
+    forkserver.ensure_running()
+    return forkserver._forkserver._forkserver_pid  # noqa: SLF001 — read-only, for logs and tests
+
+
+class _Multiprocessing:
+    """Stands in for the `multiprocessing` module inside one call of Prefect's
+    run_flow_in_subprocess: its get_context("spawn") gives the warm forkserver context."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def get_context(self, method: str | None = None):
+        return self._ctx
+
+    def __getattr__(self, name: str):
+        return getattr(multiprocessing, name)
+
+
+def run_flow_in_warm_subprocess(*args: Any, **kwargs: Any):
+    """Prefect's run_flow_in_subprocess (its environment, settings and control-channel handling
+    unchanged), with the process forked from the warm server instead of spawned."""
+    import prefect.flow_engine as engine
+
+    shim = _Multiprocessing(context())
+    with _lock:  # one start at a time: the module attribute is swapped for this call only
+        saved = engine.multiprocessing
+        engine.multiprocessing = shim  # type: ignore[assignment]
+        try:
+            return _PREFECT_RUN_IN_SUBPROCESS(*args, **kwargs)
+        finally:
+            engine.multiprocessing = saved
+
+
+_PREFECT_RUN_IN_SUBPROCESS = None
+
+
+def install() -> str | None:
+    """Make Prefect's runner start flow runs from the warm forkserver. Returns None when done,
+    else why not (the runs then start as Prefect starts them)."""
+    global _PREFECT_RUN_IN_SUBPROCESS
+    import prefect
+    import prefect.flow_engine as engine
+
+    try:
+        import prefect.runner._starter_direct as starter
+    except ImportError:
+        return "prefect.runner._starter_direct không có trong phiên bản Prefect này"
+    if prefect.__version__ != PREFECT_VERSION:
+        return f"Prefect {prefect.__version__} khác {PREFECT_VERSION} (phiên bản đã kiểm tra)"
+    if not (hasattr(starter, "run_flow_in_subprocess") and getattr(engine, "multiprocessing", None) is multiprocessing):
+        return "cấu trúc Prefect khác với phiên bản đã kiểm tra"
+    if starter.run_flow_in_subprocess is not run_flow_in_warm_subprocess:
+        _PREFECT_RUN_IN_SUBPROCESS = engine.run_flow_in_subprocess
+        starter.run_flow_in_subprocess = run_flow_in_warm_subprocess
+    return None

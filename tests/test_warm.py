@@ -1,0 +1,64 @@
+"""Served runs start warm (edustat.warm): the runner's flow-run process is forked from a server
+that has already imported edustat, Prefect and Great Expectations; it is still a process of its
+own, reporting to the real (test-started) Prefect server."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from edustat import warm
+
+pytestmark = pytest.mark.slow
+
+
+@flow(name="edustat-warm-probe")
+def probe(out: str) -> None:
+    """What the run's process had loaded when the flow started, and who forked it."""
+    Path(out).write_text(json.dumps({
+        "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
+        "pid": os.getpid(), "ppid": os.getppid(),
+        "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
+    }))
+
+
+def test_install_replaces_the_runners_starter_and_only_for_the_pinned_prefect(monkeypatch):
+    import prefect
+    import prefect.flow_engine as engine
+    import prefect.runner._starter_direct as starter
+
+    original = starter.run_flow_in_subprocess
+    try:
+        assert warm.install() is None
+        assert starter.run_flow_in_subprocess is warm.run_flow_in_warm_subprocess
+        assert warm.install() is None, "installing twice keeps Prefect's own function underneath"
+        assert warm._PREFECT_RUN_IN_SUBPROCESS is engine.run_flow_in_subprocess
+    finally:
+        starter.run_flow_in_subprocess = original
+    monkeypatch.setattr(prefect, "__version__", "3.99.0")
+    why = warm.install()
+    assert why and "3.99.0" in why, "another Prefect version: runs start cold, and the serve log says why"
+    assert starter.run_flow_in_subprocess is original
+
+
+def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    assert warm.install() is None
+    server_pid = warm.start()
+    out = tmp_path / "probe.json"
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(probe, parameters={"out": str(out)})
+    process = warm.run_flow_in_warm_subprocess(probe, flow_run=run)
+    process.join(300)
+    assert process.exitcode == 0
+    seen = json.loads(out.read_text())
+    assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
+    assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
+    assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).state.is_completed()
