@@ -769,7 +769,7 @@ def build_forms_incremental(con, cfg, school_year: str, period: str, record: boo
                                          forms=list(forms_ or [])), [], skipped=True)
     everything = len(changed) == len(fps) and not [c for c in done if c != "city" and c in fps and c not in changed]
     result = build_reports(con, cfg.reports_dir, school_year, period, workers=cfg.workers,
-                           schools=None if everything else changed + gone)
+                           schools=None if everything else changed + gone, delta=True)
     files: dict[str, list[str]] = {}
     for scope in ["city", *changed]:
         name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
