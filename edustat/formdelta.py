@@ -168,7 +168,8 @@ def compute_and_check_delta(con, form: dict, school_year: str, period: str, chan
     checks = check_form({**form, "school_year": school_year}, cells)
     checks["period"] = period
     checks = pd.concat([checks, reconcile_form(con, form, cells, school_year, period)], ignore_index=True)
-    # the full views again: whoever queries rpt_* next sees the whole collection, as after compute_form
-    create_views(con, school_year, period, form["level"], form["groups"])
+    # the restricted views go: nothing may take them for the whole collection's
+    for view in ("rpt_room", "rpt_staff", "rpt_class", "rpt_learner", "rpt_learner_all", "rpt_school"):
+        con.execute(f"drop view if exists {view}")
     con.execute("drop table if exists rpt_delta_schools")
     return cells, checks, None
