@@ -70,9 +70,10 @@ def _versions(con, school_year: str, period: str, certified_only: bool) -> pd.Da
 BLOCK_DDL = """
 create table if not exists form_cell_block (school_year varchar, period varchar, form_code varchar, scope varchar,
     n bigint, h1 hugeint, h2 hugeint, block varchar)"""
+# (DuckDB hashes 0.0 and -0.0 alike, which print '0' and '-0': the sign bit is hashed too)
 FINGERPRINT_SQL = """select form_code, scope, count(*) as n,
-    sum(hash(row_code, column_key, value)::hugeint) as h1,
-    sum(hash(value, column_key, row_code, 'edustat')::hugeint) as h2
+    sum(hash(row_code, column_key, value, signbit(value))::hugeint) as h1,
+    sum(hash(value, signbit(value), column_key, row_code, 'edustat')::hugeint) as h2
     from rpt_form_cell where {cond} group by form_code, scope"""
 
 

@@ -295,6 +295,18 @@ def test_the_digest_from_kept_blocks_equals_the_whole_text_digest(loaded, tmp_pa
                     "(select min(row_code) from rpt_form_cell)")
         con.execute("delete from rpt_form_cell where scope = ?", [school])
         assert both() not in (first, changed)
+        zero = con.execute("select row_code, column_key from rpt_form_cell where scope = 'city' and value = 0 "
+                           "order by all limit 1").fetchone()
+        assert zero is not None
+        row = con.execute("select * from rpt_form_cell where scope = 'city' and row_code = ? and column_key = ?",
+                          list(zero)).df().assign(value=-0.0)  # DuckDB's own arithmetic gives 0.0; a frame can hold -0.0
+        con.execute("delete from rpt_form_cell where scope = 'city' and row_code = ? and column_key = ?", list(zero))
+        con.register("_neg", row)
+        con.execute("insert into rpt_form_cell select * from _neg")
+        con.unregister("_neg")
+        assert con.execute("select printf('%.10g', value) from rpt_form_cell where scope = 'city' and row_code = ? "
+                           "and column_key = ?", list(zero)).fetchone()[0] == "-0"
+        assert both() not in (first, changed)  # 0 and -0 print differently: the block is made again
         con.execute("update form_cell_block set block = 'x' || block")  # a kept block spoilt: its fingerprint
         con.execute("update form_cell_block set n = n + 1")  # no longer matches, so it is made again
         both()
