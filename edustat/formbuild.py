@@ -64,32 +64,99 @@ def _versions(con, school_year: str, period: str, certified_only: bool) -> pd.Da
                        [school_year, period]).df()
 
 
-def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scopes: Iterable[str] | None = None) -> str:
-    """sha256 of the stored cells of these forms: the CSV text (header; form_code, scope,
-    row_code, column_key, value as '%.10g'; sorted) built by DuckDB — the same text, byte for
-    byte, as pandas' to_csv gave before (a rebuild compares digests recorded by either), without
-    fetching a province's million cells into Python (3 s)."""
-    forms = list(forms)
-    if not forms:
-        return hashlib.sha256(b"").hexdigest()
+# Each (form, scope)'s lines of the digest text are kept with a fingerprint of the cells they
+# were made from (count and two sums of 64-bit hashes): a later digest makes again only the
+# blocks of the scopes whose cells changed (the province's 860,000 cells: 1.9 s → a few tenths).
+BLOCK_DDL = """
+create table if not exists form_cell_block (school_year varchar, period varchar, form_code varchar, scope varchar,
+    n bigint, h1 hugeint, h2 hugeint, block varchar)"""
+# (DuckDB hashes 0.0 and -0.0 alike, which print '0' and '-0': the sign bit is hashed too)
+FINGERPRINT_SQL = """select form_code, scope, count(*) as n,
+    sum(hash(row_code, column_key, value, signbit(value))::hugeint) as h1,
+    sum(hash(value, signbit(value), column_key, row_code, 'edustat')::hugeint) as h2
+    from rpt_form_cell where {cond} group by form_code, scope"""
 
+
+def _digest_line_sql() -> str:
     def q(col: str) -> str:  # to_csv's minimal quoting
         return (f"""case when {col} is null then '' when regexp_matches({col}, '[,"\n\r]')
                     then '"' || replace({col}, '"', '""') || '"' else {col} end""")
+
+    return (f"{q('form_code')} || ',' || {q('scope')} || ',' || coalesce(row_code::varchar, '') || ',' || "
+            f"{q('column_key')} || ',' || case when value is null or isnan(value) then '' "
+            f"else printf('%.10g', value) end")
+
+
+def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scopes: Iterable[str] | None = None,
+                 cache: bool = False) -> str:
+    """sha256 of the stored cells of these forms: the CSV text (header; form_code, scope,
+    row_code, column_key, value as '%.10g'; sorted) built by DuckDB — the same text, byte for
+    byte, as pandas' to_csv gave before (a rebuild compares digests recorded by either), without
+    fetching a province's million cells into Python (3 s). `cache` (every scope): the text is
+    assembled from the kept blocks of the scopes whose cells did not change (same bytes)."""
+    forms = list(forms)
+    if not forms:
+        return hashlib.sha256(b"").hexdigest()
+    if cache and scopes is None:
+        return _cells_digest_cached(con, school_year, period, forms)
 
     cond = "school_year = ? and period = ? and form_code in (select unnest(?))"
     params: list = [school_year, period, forms]
     if scopes is not None:
         cond += " and scope in (select unnest(?))"
         params.append(list(scopes))
-    line = (f"{q('form_code')} || ',' || {q('scope')} || ',' || coalesce(row_code::varchar, '') || ',' || "
-            f"{q('column_key')} || ',' || case when value is null or isnan(value) then '' "
-            f"else printf('%.10g', value) end")
+    line = _digest_line_sql()
     body = con.execute(f"""select coalesce(string_agg({line}, chr(10) order by form_code, scope, row_code, column_key)
                                           || chr(10), '')
                            from rpt_form_cell where {cond}""", params).fetchall()[0][0]
-    text = "form_code,scope,row_code,column_key,value\n" + body
+    text = DIGEST_HEADER + body
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+DIGEST_HEADER = "form_code,scope,row_code,column_key,value\n"
+
+
+def _cells_digest_cached(con, school_year: str, period: str, forms: list[str]) -> str:
+    """cells_digest of every scope, from the kept blocks (form_cell_block) of the scopes whose
+    cells' fingerprint is unchanged and new blocks for the others (which are then kept)."""
+    con.execute(BLOCK_DDL)
+    cond = "school_year = $1 and period = $2 and form_code in (select unnest($3::varchar[]))"
+    params = [school_year, period, forms]
+    con.execute(f"create or replace temp table _digest_cur as {FINGERPRINT_SQL.format(cond=cond)}", params)
+    try:
+        if con.execute("select count(*) from _digest_cur where scope is null").fetchone()[0]:
+            return cells_digest(con, school_year, period, forms)  # a block cannot be keyed: the whole text
+        con.execute("""create or replace temp table _digest_stale as select c.form_code, c.scope from _digest_cur c
+                       where not exists (select 1 from form_cell_block b where b.school_year = $1 and b.period = $2
+                                         and b.form_code = c.form_code and b.scope = c.scope and b.n = c.n
+                                         and b.h1 = c.h1 and b.h2 = c.h2)""", [school_year, period])
+        con.execute("""delete from form_cell_block b where b.school_year = $1 and b.period = $2
+                       and b.form_code in (select unnest($3::varchar[]))
+                       and ((b.form_code, b.scope) in (select (form_code, scope) from _digest_stale)
+                            or (b.form_code, b.scope) not in (select (form_code, scope) from _digest_cur))""", params)
+        con.execute(f"""insert into form_cell_block
+                        select $1, $2, c.form_code, c.scope, c.n, c.h1, c.h2, k.block
+                        from _digest_cur c join _digest_stale s using (form_code, scope)
+                        join (select form_code, scope,
+                                     string_agg({_digest_line_sql()}, chr(10) order by row_code, column_key) || chr(10)
+                                       as block
+                              from rpt_form_cell where {cond}
+                                and (form_code, scope) in (select (form_code, scope) from _digest_stale)
+                              group by form_code, scope) k using (form_code, scope)""", params)
+        blocks = con.execute("""select b.block from _digest_cur c join form_cell_block b
+                                on b.school_year = $1 and b.period = $2 and b.form_code = c.form_code
+                                and b.scope = c.scope and b.n = c.n and b.h1 = c.h1 and b.h2 = c.h2
+                                order by c.form_code, c.scope""", [school_year, period]).fetchall()
+        n = con.execute("select count(*) from _digest_cur").fetchone()[0]
+        if len(blocks) != n:  # never expected: the whole text then
+            return cells_digest(con, school_year, period, forms)
+        h = hashlib.sha256(DIGEST_HEADER.encode("utf-8"))
+        for (block,) in blocks:
+            h.update(block.encode("utf-8"))
+        return h.hexdigest()
+    finally:
+        con.execute("drop table if exists _digest_cur")
+        con.execute("drop table if exists _digest_stale")
 
 
 @contextmanager
@@ -177,10 +244,11 @@ def build(con, cfg, school_year: str, period: str, school: str | None = None, fo
         done = build_forms_incremental(con, cfg, school_year, period, record=False)
         result = done.result
         result.skipped, result.scopes = done.skipped, done.scopes  # type: ignore[attr-defined]
-        digest = cells_digest(con, school_year, period, result.forms, None)
+        digest = cells_digest(con, school_year, period, result.forms, None, cache=True)
     else:
         result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
-        digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None)
+        digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None,
+                              cache=school is None)
     result.build_id = None  # type: ignore[attr-defined]
     pending = done if incremental and not certified_only else None  # scopes to mark done with the build
     if not result.forms or getattr(result, "skipped", False):

@@ -769,11 +769,16 @@ def build_forms_incremental(con, cfg, school_year: str, period: str, record: boo
                                          forms=list(forms_ or [])), [], skipped=True)
     everything = len(changed) == len(fps) and not [c for c in done if c != "city" and c in fps and c not in changed]
     result = build_reports(con, cfg.reports_dir, school_year, period, workers=cfg.workers,
-                           schools=None if everything else changed + gone)
+                           schools=None if everything else changed + gone, delta=True)
     files: dict[str, list[str]] = {}
+    ending: dict[str, list[str]] = {}  # every "_…" ending of each file's name → the files (one pass, not scopes × files)
+    for p in result.files:
+        n = Path(p).name
+        for i in (i for i, ch in enumerate(n) if ch == "_"):
+            ending.setdefault(n[i:], []).append(str(p))
     for scope in ["city", *changed]:
         name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
-        files[scope] = [str(p) for p in result.files if Path(p).name.endswith(name)]
+        files[scope] = list(ending.get(name, []))  # = the files whose name ends with it
     made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
     outcome = FormsOutcome(result, ["city", *changed, *gone], made=made, files=files)
     if record:

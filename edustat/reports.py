@@ -473,31 +473,39 @@ def _lit(value: str) -> str:
     return f"'{value}'"
 
 
-def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, level: str, groups: list[str]) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, level: str, groups: list[str],
+                 only: str | None = None) -> None:
     """Temp views of one collection × level. `grp` is the form's ownership column group of a
     school (a group the form has no column for is counted with tư thục, the forms' non-public
-    group — e.g. a dân lập primary school on 02-TH-ĐN)."""
+    group — e.g. a dân lập primary school on 02-TH-ĐN). `only`: the name of a table of
+    school_code — the views hold those schools' rows only (edustat.formdelta)."""
     y, p, lv = _lit(school_year), _lit(period), _lit(level)
+    if only is not None and not re.fullmatch(r"[a-z_]+", only):
+        raise ValueError(f"unsafe table name {only!r}")
+    # a school's rows only ever join its own school: filtering each scan gives the same rows
+    def o_(col: str = "school_code") -> str:
+        return f" and {col} in (select school_code from {only})" if only else ""
+    o = o_()
     start = int(school_year[:4])
     grp_case = "case " + " ".join(f"when ownership_group = {_lit(g)} then {_lit(g)}" for g in groups) + " else 'tu_thuc' end"
     con.execute(f"""
     create or replace temp view rpt_school as
     with schools as (
         select * from core_school
-        where school_year = {y} and period = {p} and list_contains(string_split(levels, ','), {lv})
+        where school_year = {y} and period = {p} and list_contains(string_split(levels, ','), {lv}){o}
     ),
     classes as (
         select school_code,
                count(*) filter (where level = {lv}) as n_classes,
                count(*) filter (where care_level = 'nha_tre') as n_groups_nha_tre,
                count(*) filter (where care_level = 'mau_giao') as n_classes_mau_giao
-        from core_classes where school_year = {y} and period = {p} group by 1
+        from core_classes where school_year = {y} and period = {p}{o} group by 1
     ),
     learners as (
         select school_code,
                count(*) as n_learners,
                count(*) filter (where is_disabled and coalesce(special_education, '0') = '0') as n_disabled_inclusive
-        from core_learners where school_year = {y} and period = {p} and level = {lv} and is_enrolled group by 1
+        from core_learners where school_year = {y} and period = {p} and level = {lv} and is_enrolled{o} group by 1
     ),
     final as (
         select s.*, {grp_case} as grp,
@@ -513,7 +521,7 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
     con.execute(f"""
     create or replace temp view rpt_learner_all as
     with learners as (
-        select * from core_learners where school_year = {y} and period = {p} and level = {lv}
+        select * from core_learners where school_year = {y} and period = {p} and level = {lv}{o}
     ),
     final as (
         select l.*, {school_attrs},
@@ -528,12 +536,12 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
     create or replace temp view rpt_class as
     with classes as (
         select * from core_classes where school_year = {y} and period = {p}
-          and (level = {lv} or ({lv} = 'MN' and care_level is not null))
+          and (level = {lv} or ({lv} = 'MN' and care_level is not null)){o}
     ),
     sizes as (
         select school_code, class_code, count(*) as n_learners,
                count(*) filter (where is_disabled) as n_disabled
-        from core_learners where school_year = {y} and period = {p} and is_enrolled group by 1, 2
+        from core_learners where school_year = {y} and period = {p} and is_enrolled{o} group by 1, 2
     ),
     final as (
         select c.*, coalesce(z.n_learners, 0) as n_learners, coalesce(z.n_disabled, 0) as n_disabled, {school_attrs}
@@ -544,12 +552,12 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
     create or replace temp view rpt_staff as
     select st.*, {school_attrs}
     from core_staff st join rpt_school s using (school_code)
-    where st.school_year = {y} and st.period = {p} and st.is_active and st.level = {lv}""")
+    where st.school_year = {y} and st.period = {p} and st.is_active and st.level = {lv}{o_("st.school_code")}""")
     con.execute(f"""
     create or replace temp view rpt_room as
     select r.*, coalesce(r.permanent, 0) + coalesce(r.semi_permanent, 0) + coalesce(r.temporary, 0) as tong, {school_attrs}
     from core_rooms r join rpt_school s using (school_code)
-    where r.school_year = {y} and r.period = {p}""")
+    where r.school_year = {y} and r.period = {p}{o_("r.school_code")}""")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1513,24 +1521,37 @@ def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: s
 
 def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year: str, period: str,
                   school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2,
-                  schools: Iterable[str] | None = None) -> ReportResult:
+                  schools: Iterable[str] | None = None, delta: bool = False) -> ReportResult:
     """Compute, check, store and render every form of the period, for the city and per school
     (or only for `school`: its own forms and the city forms, which include it; or only for
-    `schools`, the city included: an incremental run's changed schools)."""
+    `schools`, the city included: an incremental run's changed schools). `delta` (with
+    `schools`): the city's cells summed from the stored cells of the other schools when that is
+    proven exact (edustat.formdelta; `result.delta` says, per form, None or why not)."""
     result = ReportResult()
+    if delta and schools is not None:
+        schools = list(schools)
+        result.delta = {}  # type: ignore[attr-defined]
     jobs: list[tuple] = []
     names, district, province = _names(con, school_year, period)
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
         scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
-        cells, checks = compute_and_check(con, form, school_year, period, scopes)
+        if delta and schools is not None:
+            from edustat.formdelta import compute_and_check_delta
+
+            cells, checks, result.delta[key] = compute_and_check_delta(con, form, school_year, period, schools)
+        else:
+            cells, checks = compute_and_check(con, form, school_year, period, scopes)
         if cells.empty:
             continue
         if scopes is not None:
             cells = cells[cells["scope"].isin(scopes)]
             checks = checks[checks["scope"].isin(scopes)]
         store_cells(con, key, school_year, period, cells, checks, scopes)
+        from edustat.formdelta import record_stored
+
+        record_stored(con, key, school_year, period, scopes)  # what a later delta may sum
         result.cells += len(cells)
         result.checks += len(checks)
         result.failed_checks += int((~checks["ok"].astype(bool)).sum())  # object dtype when a form has no identities

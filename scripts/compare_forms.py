@@ -43,6 +43,16 @@ def compare_tables(ref_db: Path, new_db: Path) -> list[str]:
                                    f"order by all limit 20").fetchall()
                 out += [f"{table}: only in {a}: {r}" for r in rows]
             print(f"{table}: {n_ref:,} rows in ref, {n_new:,} in new")
+        # the digest each database's last build recorded (edustat.formbuild: cached blocks or not)
+        have = [con.execute(f"select count(*) from duckdb_tables() where database_name = '{d}' "
+                            f"and table_name = 'form_build'").fetchone()[0] for d in ("ref", "new")]
+        if all(have):
+            last = [con.execute(f"select cells_digest from {d}.form_build order by built_at desc, build_id desc "
+                                f"limit 1").fetchone() for d in ("ref", "new")]
+            if last[0] and last[1]:
+                print(f"last build's cells digest: ref {last[0][0][:12]}…, new {last[1][0][:12]}…")
+                if last[0][0] != last[1][0]:
+                    out.append(f"form_build.cells_digest: {last[0][0]} in ref, {last[1][0]} in new")
     finally:
         con.close()
     return out

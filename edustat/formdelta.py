@@ -1,0 +1,175 @@
+"""The city's form cells of an incremental build from the stored per-school cells (issue 12).
+
+When one school changed, the forms step used to compute every cell of every school again (one
+pass over the whole collection's rows) just to sum the city. Every cell of a form is a count or
+a sum over the school's rows, per ownership group (reports._assemble): the city cell IS the sum
+of the schools' cells (`per_school.groupby(row, column).sum()`), and a school's cells depend on
+that school's rows only (the report views join each record to its own school). So here:
+
+- the changed schools' cells are computed from their own rows only (the report views restricted
+  to them);
+- each city cell = Σ the stored cells of the unchanged schools + Σ the changed schools' new
+  cells, summed in DuckDB; '#' (na) cells stay NULL; a form with no school gives zeros, as before;
+- the checks are NOT summed: they are computed from the city's cells (reports.check_form, per
+  scope) and the reconciliation counts the city's curated rows in core (reports.reconcile_form),
+  exactly as a full build does.
+
+Exact, or not used. The sum is exact when every value is an integer and Σ|value| < 2**53 (float64
+holds every such partial sum exactly, in any order); otherwise the form is computed in full. The
+stored cells of the unchanged schools are used only when they are proven to be what the last
+build wrote: the scopes stored are exactly the form's other schools, each with the whole grid,
+and each scope's count and two 64-bit hash sums equal those recorded when reports.build_reports
+stored them (table form_scope_stored, `record_stored`) — a cell changed or deleted by hand, a
+copy-back of a certified-only build (which records none), a build by older code, or no record
+yet: the form is computed in full (the reason is returned; the build goes on, only slower).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+
+EXACT_LIMIT = 2.0 ** 53
+
+
+def form_schools(con, school_year: str, period: str, level: str) -> list[str]:
+    """The schools of a form (rpt_school's rows: the schools declaring the level), sorted."""
+    from edustat.reports import _lit
+
+    return [r[0] for r in con.execute(
+        f"""select school_code from core_school where school_year = ? and period = ?
+            and list_contains(string_split(levels, ','), {_lit(level)}) order by 1""",
+        [school_year, period]).fetchall()]
+
+
+PROOF_DDL = """
+create table if not exists form_scope_stored (school_year varchar, period varchar, form_code varchar, scope varchar,
+    n bigint, h1 hugeint, h2 hugeint)"""
+
+
+def record_stored(con, form_code: str, school_year: str, period: str, scopes: Iterable[str] | None) -> None:
+    """Right after reports.build_reports stored a form's cells of `scopes` (None: every scope):
+    the fingerprint of each scope's stored cells, so a later delta can prove the cells it sums
+    are still these (anything else writing rpt_form_cell leaves no fingerprint: no delta)."""
+    from edustat.formbuild import FINGERPRINT_SQL
+
+    con.execute(PROOF_DDL)
+    cond = "school_year = $1 and period = $2 and form_code = $3"
+    params: list = [school_year, period, form_code]
+    if scopes is not None:
+        cond += " and scope in (select unnest($4::varchar[]))"
+        params.append(list(scopes))
+    con.execute(f"delete from form_scope_stored where {cond}", params)
+    con.execute(f"""insert into form_scope_stored select $1, $2, form_code, scope, n, h1, h2
+                    from ({FINGERPRINT_SQL.format(cond=cond)})""", params)
+
+
+def _stored_ok(con, form_code: str, school_year: str, period: str, others: list[str], changed: list[str],
+               grid: int) -> str | None:
+    """None when the stored cells of `others` (each unchanged school of the form) are exactly
+    those the last build recorded; else why not."""
+    from edustat import formbuild
+
+    if not con.execute("select count(*) from duckdb_tables() where database_name = current_database() "
+                       "and table_name = 'form_scope_stored'").fetchone()[0]:
+        return "no record of the stored cells yet"
+    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
+    try:
+        bad = con.execute(f"""
+            with cur as ({formbuild.FINGERPRINT_SQL.format(cond="school_year = $1 and period = $2 and form_code = $3 "
+                                                                 "and scope <> 'city' and scope not in (select unnest($5::varchar[]))")}),
+            want as (select scope from _delta_others),
+            rec as (select scope, n, h1, h2 from form_scope_stored where school_year = $1 and period = $2 and form_code = $3)
+            select
+              (select count(*) from want full join cur using (scope) where want.scope is null or cur.scope is null),
+              (select count(*) from cur where n <> $4),
+              (select count(*) from cur left join rec using (scope)
+               where rec.scope is null or rec.n <> cur.n or rec.h1 <> cur.h1 or rec.h2 <> cur.h2)""",
+            [school_year, period, form_code, grid, changed]).fetchone()
+    finally:
+        con.execute("drop table if exists _delta_others")
+    if bad[0]:
+        return f"{bad[0]} scopes stored ≠ the form's unchanged schools"
+    if bad[1]:
+        return f"{bad[1]} scopes stored without the whole grid"
+    if bad[2]:
+        return f"{bad[2]} scopes changed since the last build recorded them"
+    return None
+
+
+def compute_and_check_delta(con, form: dict, school_year: str, period: str, changed: Iterable[str]):
+    """(cells, checks) of the city and of the `changed` schools (those still in the form), equal
+    to reports.compute_and_check(..., scopes=["city", *changed]); computed in full when the
+    delta cannot be proven exact (see the module doc). Returns (cells, checks, fallback_reason)."""
+    from edustat.reports import CELL_COLUMNS, _assemble, _entity, _entity_long, _entity_long_sql, \
+        check_form, compute_and_check, create_views, data_rows, reconcile_form
+
+    changed = list(dict.fromkeys(changed))
+    scopes = ["city", *changed]
+    schools = form_schools(con, school_year, period, form["level"])
+    reason = None
+    if len(schools) != len(set(schools)):
+        reason = "a school is listed twice in core_school"
+    targets = [s for s in schools if s in set(changed)]
+    others = [s for s in schools if s not in set(changed)]
+    grid = sum(len(sheet["columns"]) for sheet, _ in data_rows(form))
+    if reason is None:
+        reason = _stored_ok(con, form["form_code"], school_year, period, others, changed, grid)
+    if reason is not None:
+        cells, checks = compute_and_check(con, form, school_year, period, scopes)
+        return cells, checks, reason
+    # the changed schools' cells, from their own rows only
+    con.execute("create or replace temp table rpt_delta_schools as select unnest(?::varchar[]) as school_code",
+                [targets])
+    create_views(con, school_year, period, form["level"], form["groups"], only="rpt_delta_schools")
+    by_entity: dict[str, list] = {}
+    for sheet, row in data_rows(form):
+        by_entity.setdefault(_entity(row), []).append((sheet, row))
+    parts = []
+    for entity, rows in by_entity.items():
+        long = _entity_long(con, form, entity, rows)
+        if long is None:
+            long = _entity_long_sql(con, form, entity, rows)
+        if long is not None and len(long):
+            parts.append(long)
+    long = pd.concat(parts, ignore_index=True) if parts else \
+        pd.DataFrame(columns=["school_code", "grp", "value", "row_code", "measure"])
+    mine = _assemble(form, long, targets)  # city (of the targets alone: replaced below) + targets
+    mine = mine[mine["scope"] != "city"]
+    # the city: Σ stored cells of the others + Σ the targets' new cells
+    con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
+        ["row_code", "column_key", "value"]])
+    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
+    try:
+        summed = con.execute("""
+            select row_code, column_key, sum(value) as value,
+                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
+            from (select row_code, column_key, value from rpt_form_cell
+                  where school_year = ? and period = ? and form_code = ? and scope in (select scope from _delta_others)
+                  union all select row_code::integer, column_key, value from _delta_mine)
+            group by all""", [school_year, period, form["form_code"]]).df()
+    finally:
+        con.unregister("_delta_mine")
+        con.execute("drop table if exists _delta_others")
+    if len(summed) and not (bool(summed["whole"].all()) and float(summed["mass"].max()) < EXACT_LIMIT):
+        cells, checks = compute_and_check(con, form, school_year, period, scopes)
+        return cells, checks, "a value is not a whole number (a sum in another order may differ)"
+    value = {(int(r), k): v for r, k, v in zip(summed["row_code"], summed["column_key"], summed["value"])}
+    city = [(row["code"], key, None if key in set(row.get("na", [])) else
+             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
+            for sheet, row in data_rows(form) for key in sheet["columns"]]
+    city = pd.DataFrame(city, columns=["row_code", "column_key", "value"]).assign(scope="city")
+    city["value"] = city["value"].astype(object).where(city["value"].notna(), None)
+    cells = pd.concat([city[["scope", "row_code", "column_key", "value"]], mine], ignore_index=True)
+    cells.insert(0, "form_code", form["form_code"])
+    cells.insert(0, "period", period)
+    cells.insert(0, "school_year", school_year)
+    cells = cells[CELL_COLUMNS]
+    checks = check_form({**form, "school_year": school_year}, cells)
+    checks["period"] = period
+    checks = pd.concat([checks, reconcile_form(con, form, cells, school_year, period)], ignore_index=True)
+    # the restricted views go: nothing may take them for the whole collection's
+    for view in ("rpt_room", "rpt_staff", "rpt_class", "rpt_learner", "rpt_learner_all", "rpt_school"):
+        con.execute(f"drop view if exists {view}")
+    con.execute("drop table if exists rpt_delta_schools")
+    return cells, checks, None

@@ -1,0 +1,314 @@
+"""The forms delta (issue 12, edustat.formdelta): an incremental build that sums the city's cells
+from the stored cells of the unchanged schools gives exactly what a full build gives — every
+stored cell and check, every workbook cell and XML part (scripts/compare_forms.py), the recorded
+cells digest — after one school changed, a school withdrawn, a school whose change moves the
+city's checks (a failed reconciliation, sub-row and female checks), on the sample city and on a
+copy damaged with NULLs and contradictions. The delta is refused (and the form computed in full)
+when the stored cells are not proven to be the last build's, or a value is not a whole number;
+summing without that proof gives a wrong city, which the comparison catches. The cells digest
+from kept blocks equals the digest of the whole text."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from edustat import formbuild, formdelta
+from edustat.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+YEAR, PERIOD = "2022-2023", "dau_nam"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+compare = _script("compare_forms")
+delta_script = _script("profile_forms_delta")
+
+
+def _cfg(data: Path) -> Config:
+    return Config(data_dir=data, workers=1, load_policy="load_valid_rows")
+
+
+def _build(data: Path, incremental: bool):
+    con = duckdb.connect(str(_cfg(data).db_path))
+    try:
+        return formbuild.build(con, _cfg(data), YEAR, PERIOD, incremental=incremental)
+    finally:
+        con.close()
+
+
+def _damage(db: Path) -> None:
+    """NULL conditions and flags, shifted ages, rooms (as tests/test_forms_speed.py)."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("update core_learners set grade = null, grade_number = null where hash(excel_row, school_code) % 7 = 0")
+        con.execute("update core_learners set is_female = null, is_dtts = null where hash(excel_row, school_code) % 9 = 1")
+        con.execute("update core_learners set age = age + 5, birth_date = null where hash(excel_row, school_code) % 11 = 2")
+        con.execute("update core_staff set is_female = null, contract_bucket = null where hash(excel_row, school_code) % 5 = 3")
+        con.execute("update core_rooms set permanent = null, temporary = coalesce(temporary, 0) + 2 "
+                    "where hash(excel_row, school_code) % 3 = 1")
+        con.execute("update core_classes set care_level = null where hash(excel_row, school_code) % 4 = 2")
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> dict[str, Path]:
+    """The sample city loaded by the real pipeline, and a copy damaged in core; each primed by
+    a first incremental build (every scope, fingerprints recorded)."""
+    from edustat import pipeline, store
+    from edustat.submissions import discover
+    from edustat.synth import generate_city
+
+    work = tmp_path_factory.mktemp("delta")
+    inbox = work / "inbox"
+    generate_city(inbox, schools=8, seed=12, school_year=YEAR, period=PERIOD, export_share=0.3)
+    data = work / "data"
+    cfg = _cfg(data)
+    con = store.connect(cfg.db_path)
+    try:
+        pipeline.run_collection(con, discover(inbox), cfg, YEAR, PERIOD, "delta-test", workers=1)
+    finally:
+        con.close()
+    damaged = work / "damaged"
+    delta_script.copy_data(data, damaged, reports=False)
+    _damage(damaged / "curated" / "edustat.duckdb")
+    for d in (data, damaged):
+        first = _build(d, incremental=True)
+        assert first.forms and len(first.files) > 3
+    return {"city": data, "damaged": damaged}
+
+
+def _schools(data: Path, level: str | None = None) -> list[str]:
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        sql = "select school_code from core_school where school_year = ? and period = ?"
+        if level:
+            sql += f" and list_contains(string_split(levels, ','), '{level}')"
+        return [r[0] for r in con.execute(sql + " order by 1", [YEAR, PERIOD]).fetchall()]
+    finally:
+        con.close()
+
+
+def _twin(src: Path, tmp: Path, mutate, monkeypatch=None) -> tuple[object, object, Path, Path]:
+    """The same change applied to two copies: an incremental build (the delta) and a full
+    build from scratch into an empty reports dir."""
+    inc, full = tmp / "inc", tmp / "full"
+    delta_script.copy_data(src, inc)
+    delta_script.copy_data(src, full, reports=False)
+    for d in (inc, full):
+        con = duckdb.connect(str(d / "curated" / "edustat.duckdb"))
+        try:
+            mutate(con)
+        finally:
+            con.close()
+    r_inc = _build(inc, incremental=True)
+    r_full = _build(full, incremental=False)
+    return r_inc, r_full, inc, full
+
+
+def _diffs(inc: Path, full: Path, skip_files: set[str] = frozenset()) -> list[str]:
+    out = compare.compare_tables(full / "curated" / "edustat.duckdb", inc / "curated" / "edustat.duckdb")
+    wb, n, _ = compare.compare_reports(full / "curated" / "reports", inc / "curated" / "reports")
+    assert n > 3
+    return out + [d for d in wb if not any(s in d for s in skip_files)]
+
+
+def _change(school: str, withdraw: bool = False):
+    return lambda con: delta_script.change_school(con, YEAR, PERIOD, school, withdraw)
+
+
+@pytest.mark.parametrize("which", ["city", "damaged"])
+def test_one_school_changed_the_delta_equals_a_full_build(loaded, tmp_path, which):
+    school = _schools(loaded[which])[0]
+    r_inc, r_full, inc, full = _twin(loaded[which], tmp_path, _change(school))
+    assert r_inc.scopes == ["city", school]
+    assert r_inc.delta and all(v is None for v in r_inc.delta.values()), r_inc.delta  # the delta was used
+    assert _diffs(inc, full) == []
+    assert r_inc.failed_checks == r_full.failed_checks and r_inc.checks == r_full.checks
+
+
+def test_a_school_withdrawn_the_delta_equals_a_full_build(loaded, tmp_path):
+    school = _schools(loaded["city"])[-1]
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, _change(school, withdraw=True))
+    assert school in r_inc.scopes and all(v is None for v in r_inc.delta.values()), r_inc.delta
+    # the withdrawn school's own workbooks of the earlier build stay in the reports dir (as before
+    # the delta: an incremental build never deletes files); everything else is identical
+    assert _diffs(inc, full, skip_files={f"_{school}.xlsx"}) == []
+
+
+def test_a_change_that_moves_the_city_checks_equals_a_full_build(loaded, tmp_path):
+    """Non-additive outputs: the checks. Learners of a level the school does not declare (the
+    city's reconciliation with core fails), more girls than learners in a sub-row is impossible,
+    so: every learner of the school female and DTTS — the city's female/DTTS checks and every
+    row identity are computed again from the summed cells."""
+    th = _schools(loaded["city"], "TH")
+    school = th[0]
+
+    def mutate(con):
+        con.execute("""update core_learners set level = 'THCS' where school_year = ? and period = ? and school_code = ?
+                       and excel_row in (select excel_row from core_learners where school_year = ? and period = ?
+                                         and school_code = ? and level = 'TH' order by excel_row limit 2)""",
+                    [YEAR, PERIOD, school, YEAR, PERIOD, school])
+        con.execute("update core_learners set is_female = true, is_dtts = true where school_year = ? and period = ? "
+                    "and school_code = ?", [YEAR, PERIOD, school])
+        con.execute("update submission set version = version + 1 where school_year = ? and period = ? "
+                    "and school_code = ? and in_core", [YEAR, PERIOD, school])
+
+    r_inc, r_full, inc, full = _twin(loaded["city"], tmp_path, mutate)
+    assert all(v is None for v in r_inc.delta.values()), r_inc.delta
+    assert _diffs(inc, full) == []
+    con = duckdb.connect(str(inc / "curated" / "edustat.duckdb"), read_only=True)
+    try:  # the change did move the city's checks: a reconciliation fails in the city
+        failed = con.execute("""select count(*) from rpt_form_check where scope = 'city' and not ok
+                                and check_name like 'core_equals_form_%'""").fetchone()[0]
+    finally:
+        con.close()
+    assert failed >= 1
+
+
+def test_stored_cells_not_proven_are_not_summed(loaded, tmp_path):
+    """A stored cell of an unchanged school changed by hand: its fingerprint differs from the
+    one recorded when it was stored, so the city is computed in full (and equals a full build's
+    city); summing it anyway (the proof disabled) gives a wrong city, which the comparison finds."""
+    schools = _schools(loaded["city"])
+    changed, other = schools[0], schools[1]
+
+    def mutate(con):
+        delta_script.change_school(con, YEAR, PERIOD, changed)
+        con.execute("""update rpt_form_cell set value = value + 7 where scope = ? and column_key = 'tong_so.tong'
+                       and value is not null""", [other])
+
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, mutate)
+    assert r_inc.delta and all(v and "changed since" in v for k, v in r_inc.delta.items()
+                               if other in _schools(loaded["city"], _level(k))), r_inc.delta
+    city = _city_diffs(inc, full)
+    assert city == []
+
+
+def test_summing_unproven_cells_would_be_caught(loaded, tmp_path, monkeypatch):
+    schools = _schools(loaded["city"])
+    changed, other = schools[0], schools[1]
+    monkeypatch.setattr(formdelta, "_stored_ok", lambda *a, **k: None)  # the proof disabled
+
+    def mutate(con):
+        delta_script.change_school(con, YEAR, PERIOD, changed)
+        con.execute("""update rpt_form_cell set value = value + 7 where scope = ? and column_key = 'tong_so.tong'
+                       and value is not null""", [other])
+
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, mutate)
+    assert all(v is None for v in r_inc.delta.values())
+    assert any("only in" in d or "differs" in d or "≠" in d for d in _city_diffs(inc, full))
+
+
+def test_a_wrong_aggregation_is_caught(loaded, tmp_path, monkeypatch):
+    """The comparison can fail: a delta that sums the '#' (not applicable) cells as zeros
+    instead of leaving them empty — a non-additive cell summed — differs from a full build."""
+    school = _schools(loaded["city"])[0]
+    real = formdelta.compute_and_check_delta
+
+    def wrong(con, form, school_year, period, changed):
+        cells, checks, reason = real(con, form, school_year, period, changed)
+        city = cells["scope"] == "city"
+        cells.loc[city, "value"] = cells.loc[city, "value"].map(lambda v: 0.0 if v is None else v)
+        return cells, checks, reason
+
+    monkeypatch.setattr(formdelta, "compute_and_check_delta", wrong)
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, _change(school))
+    assert all(v is None for v in r_inc.delta.values())
+    assert any("rpt_form_cell" in d for d in _diffs(inc, full))
+
+
+def test_a_value_not_whole_is_computed_in_full(loaded, tmp_path):
+    """Stored cells that are not whole numbers (a summed expression of decimals) may sum to
+    another last bit in another order: the form is computed in full."""
+    schools = _schools(loaded["city"])
+    changed, other = schools[0], schools[1]
+
+    def mutate(con):
+        delta_script.change_school(con, YEAR, PERIOD, changed)
+        con.execute("""update rpt_form_cell set value = value + 0.1 where scope = ? and value is not null""", [other])
+        forms = [r[0] for r in con.execute("select distinct form_code from rpt_form_cell where scope = ?",
+                                           [other]).fetchall()]
+        for f in forms:  # as if the engine had stored them: their fingerprint recorded
+            formdelta.record_stored(con, f, YEAR, PERIOD, [other])
+
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, mutate)
+    reasons = [v for v in r_inc.delta.values() if v]
+    assert reasons and all("whole number" in v for v in reasons), r_inc.delta
+    assert _city_diffs(inc, full) == []
+
+
+def _level(form_code: str) -> str:
+    return form_code.split("-")[1]
+
+
+def _city_diffs(inc: Path, full: Path) -> list[str]:
+    """The city's cells, checks and workbooks (scopes rebuilt), compared."""
+    out = []
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach '{full / 'curated' / 'edustat.duckdb'}' as ref (read_only)")
+        con.execute(f"attach '{inc / 'curated' / 'edustat.duckdb'}' as new (read_only)")
+        for table, cols in compare.TABLES.items():
+            for a, b in (("ref", "new"), ("new", "ref")):
+                rows = con.execute(f"select {cols} from {a}.{table} where scope = 'city' except all "
+                                   f"select {cols} from {b}.{table} where scope = 'city'").fetchall()
+                out += [f"{table}: only in {a}: {r}" for r in rows]
+    finally:
+        con.close()
+    for ref in sorted((full / "curated" / "reports").rglob("*_city.xlsx")):
+        out += compare.compare_workbook(ref, inc / "curated" / "reports" / ref.relative_to(full / "curated" / "reports"))
+    return out
+
+
+def test_the_digest_from_kept_blocks_equals_the_whole_text_digest(loaded, tmp_path):
+    data = tmp_path / "d"
+    delta_script.copy_data(loaded["damaged"], data)
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        forms = [r[0] for r in con.execute("select distinct form_code from rpt_form_cell order by 1").fetchall()]
+
+        def both() -> str:
+            a = formbuild.cells_digest(con, YEAR, PERIOD, forms, cache=True)
+            assert a == formbuild.cells_digest(con, YEAR, PERIOD, forms)
+            return a
+
+        first = both()
+        assert con.execute("select count(*) from form_cell_block").fetchone()[0] > 1  # blocks kept
+        assert both() == first  # from the kept blocks
+        school = con.execute("select min(scope) from rpt_form_cell where scope <> 'city'").fetchone()[0]
+        con.execute("update rpt_form_cell set value = value + 1 where scope = ? and value is not null", [school])
+        changed = both()
+        assert changed != first
+        con.execute("update rpt_form_cell set value = null where scope = 'city' and row_code = "
+                    "(select min(row_code) from rpt_form_cell)")
+        con.execute("delete from rpt_form_cell where scope = ?", [school])
+        assert both() not in (first, changed)
+        zero = con.execute("select row_code, column_key from rpt_form_cell where scope = 'city' and value = 0 "
+                           "order by all limit 1").fetchone()
+        assert zero is not None
+        row = con.execute("select * from rpt_form_cell where scope = 'city' and row_code = ? and column_key = ?",
+                          list(zero)).df().assign(value=-0.0)  # DuckDB's own arithmetic gives 0.0; a frame can hold -0.0
+        con.execute("delete from rpt_form_cell where scope = 'city' and row_code = ? and column_key = ?", list(zero))
+        con.register("_neg", row)
+        con.execute("insert into rpt_form_cell select * from _neg")
+        con.unregister("_neg")
+        assert con.execute("select printf('%.10g', value) from rpt_form_cell where scope = 'city' and row_code = ? "
+                           "and column_key = ?", list(zero)).fetchone()[0] == "-0"
+        assert both() not in (first, changed)  # 0 and -0 print differently: the block is made again
+        con.execute("update form_cell_block set block = 'x' || block")  # a kept block spoilt: its fingerprint
+        con.execute("update form_cell_block set n = n + 1")  # no longer matches, so it is made again
+        both()
+    finally:
+        con.close()
