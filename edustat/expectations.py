@@ -196,13 +196,21 @@ def _class_name(type_: str) -> str:
 BOOLEAN_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (staff of a province), narrow runs at 411k; even at 55k
 STRATEGIES = ("auto", "one", "two", "narrow")
+STRATEGY = "auto"  # run_row_rules' strategy (tests set "one" for the earlier path)
 OUTCOME_COLUMNS = ["sheet_id", "rule_id", "type", "success", "failing_rows", "passes"]
 
 
 def _raise_if_exception(r) -> None:
-    if r.exception_info and r.exception_info.get("raised_exception"):
+    """An expectation GX could not evaluate is an error, never a pass or a failure without rows.
+    GX 1.24.1 says so in two shapes: {"raised_exception": True, ...} for the expectation, or,
+    when one of its metrics failed, {"<metric id>": {"raised_exception": True, ...}, ...} with
+    no top-level flag (found by tests/test_gx_cost.py: a bad row condition was a silent fail)."""
+    info = r.exception_info or {}
+    raised = [info] if info.get("raised_exception") else [
+        v for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+    if raised:
         meta = r.expectation_config.meta
-        raise RuntimeError(f"GX could not evaluate {meta['rule_id']}: {r.exception_info.get('exception_message')}")
+        raise RuntimeError(f"GX could not evaluate {meta['rule_id']}: {raised[0].get('exception_message')}")
 
 
 def _columns_of(kwargs: dict) -> list[str]:
@@ -313,4 +321,4 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
 def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Validate each sheet's concatenated check frame with its committed suite (see
     `row_rule_outcomes`). Grain: one row per (check-frame row, failed rule): `_rowkey`, rule_id."""
-    return row_rule_outcomes(frames, period)[1]
+    return row_rule_outcomes(frames, period, strategy=STRATEGY)[1]
