@@ -4,7 +4,9 @@
 severity and message in each expectation's `meta`) — one suite per sheet × period, committed
 under `expectations/` by `edustat expectations` and checked for drift by a test. Rows are
 validated on the collection's concatenated check frames (one GX run per sheet, not per school:
-GX costs ~50 ms a run before any row), with `_rowkey` as the unexpected-index column.
+GX costs ~50 ms a run before any row), with `_rowkey` as the unexpected-index column: up to
+TWO_PASS_MAX_ROWS rows in two passes (every expectation with BOOLEAN_ONLY results, then the failed
+ones for their rows), above that on narrow frames per column group (see `row_rule_outcomes`).
 Great Expectations is imported only inside `run_row_rules` (its import takes seconds).
 """
 from __future__ import annotations
