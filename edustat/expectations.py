@@ -196,7 +196,7 @@ def _class_name(type_: str) -> str:
 # (~50 ms of a school's ~1.7 s); caching Expectation.configuration, which GX 1.24.1 rebuilds
 # ~120 times per expectation (~30% of the "two" run, but only by patching GX internals).
 BOOLEAN_FORMAT = {"result_format": "BOOLEAN_ONLY"}
-TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (staff of a province), narrow runs at 411k; even at 55k
+TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (a province's staff), narrow runs at 411k; a tie at 55k
 STRATEGIES = ("auto", "one", "two", "narrow")
 STRATEGY = "auto"  # run_row_rules' strategy (tests set "one" for the earlier path)
 OUTCOME_COLUMNS = ["sheet_id", "rule_id", "type", "success", "failing_rows", "passes"]
