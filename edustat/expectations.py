@@ -4,7 +4,9 @@
 severity and message in each expectation's `meta`) — one suite per sheet × period, committed
 under `expectations/` by `edustat expectations` and checked for drift by a test. Rows are
 validated on the collection's concatenated check frames (one GX run per sheet, not per school:
-GX costs ~50 ms a run before any row), with `_rowkey` as the unexpected-index column.
+GX costs ~50 ms a run before any row), with `_rowkey` as the unexpected-index column: up to
+TWO_PASS_MAX_ROWS rows in two passes (every expectation with BOOLEAN_ONLY results, then the failed
+ones for their rows), above that on narrow frames per column group (see `row_rule_outcomes`).
 Great Expectations is imported only inside `run_row_rules` (its import takes seconds).
 """
 from __future__ import annotations
@@ -177,9 +179,70 @@ def _class_name(type_: str) -> str:
     return "".join(w.capitalize() for w in type_.split("_"))
 
 
-def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: Mapping[str, str] | None = None) -> pd.DataFrame:
+# How a sheet's suite is run (issue 12; scripts/measure_gx_school.py, scripts/measure_stages.py):
+# - "two" (a sheet of at most TWO_PASS_MAX_ROWS check rows: one school, a city): GX's cost there
+#   is per expectation, not per row, and a COMPLETE result costs ~2.4x a BOOLEAN_ONLY one (more
+#   metrics per expectation — unexpected values, index lists — each planned by rebuilding the
+#   expectation's configuration). Every expectation is first run with BOOLEAN_ONLY (each rule
+#   gets its own GX result, under its rule id), then only those that failed again with
+#   RESULT_FORMAT, for their failing rows.
+# - "narrow" (a larger sheet: a province): the rows dominate, and GX filters the whole frame it
+#   is given for every row condition and every failing expectation (a take of every column).
+#   Expectations that read the same columns are run together on a frame of only those columns
+#   (and `_rowkey`), once with RESULT_FORMAT; a second pass would only add its cost there.
+# - "one": the whole suite once with RESULT_FORMAT on the sheet's frame (the earlier path;
+#   tests compare the others with it).
+# Measured and not done: a context / data source / suite built once per process and reused
+# (~50 ms of a school's ~1.7 s); caching Expectation.configuration, which GX 1.24.1 rebuilds
+# ~120 times per expectation (~30% of the "two" run, but only by patching GX internals).
+BOOLEAN_FORMAT = {"result_format": "BOOLEAN_ONLY"}
+TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (a province's staff), narrow runs at 411k; a tie at 55k
+STRATEGIES = ("auto", "one", "two", "narrow")
+STRATEGY = "auto"  # run_row_rules' strategy (tests set "one" for the earlier path)
+OUTCOME_COLUMNS = ["sheet_id", "rule_id", "type", "success", "failing_rows", "passes"]
+
+
+def _check(r, spec: dict) -> None:
+    """GX's result `r` is the one of expectation `spec` (results come in the suite's order)."""
+    if r.expectation_config.meta["rule_id"] != spec["meta"]["rule_id"] or r.expectation_config.type != spec["type"]:
+        raise RuntimeError(f"GX's results are out of order at {spec['meta']['rule_id']}")
+    _raise_if_exception(r)
+
+
+def _raise_if_exception(r) -> None:
+    """An expectation GX could not evaluate is an error, never a pass or a failure without rows.
+    GX 1.24.1 says so in two shapes: {"raised_exception": True, ...} for the expectation, or,
+    when one of its metrics failed, {"<metric id>": {"raised_exception": True, ...}, ...} with
+    no top-level flag (found by tests/test_gx_cost.py: a bad row condition was a silent fail)."""
+    info = r.exception_info or {}
+    raised = [info] if info.get("raised_exception") else [
+        v for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+    if raised:
+        meta = r.expectation_config.meta
+        raise RuntimeError(f"GX could not evaluate {meta['rule_id']}: {raised[0].get('exception_message')}")
+
+
+def _columns_of(kwargs: dict) -> list[str]:
+    return [c for c in (kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"),
+                        *kwargs.get("column_list", [])) if c]
+
+
+def strategy_for(rows: int, strategy: str = "auto") -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    if strategy != "auto":
+        return strategy
+    return "two" if rows <= TWO_PASS_MAX_ROWS else "narrow"
+
+
+def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strategy: str = "auto"
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate each sheet's concatenated check frame with its committed suite.
-    Grain: one row per check-frame row → one row per (row, failed rule): `_rowkey`, rule_id."""
+
+    Returns (outcomes, failing): `outcomes` has one row per expectation GX evaluated, in suite
+    order (OUTCOME_COLUMNS: its rule id, GX's success, how many rows failed, 1 or 2 passes);
+    `failing` one row per (check-frame row, failed rule): `_rowkey`, rule_id. `strategy`: see
+    the comment above (auto: "two" up to TWO_PASS_MAX_ROWS rows, else "narrow")."""
     import logging
 
     import great_expectations as gx
@@ -195,39 +258,90 @@ def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: M
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("edustat")
     found: list[pd.DataFrame] = []
+    outcomes: list[dict] = []
     for sheet_id, frame in frames.items():
         if frame is None or frame.empty:
             continue
         spec = load_suite(sheet_id, period)
-        expectations = []
-        used = {ROW_KEY}
+        planned = []  # (expectation spec, the frame columns it reads)
         for e in spec["expectations"]:
-            kwargs = dict(e["kwargs"])
-            cols = [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"), *kwargs.get("column_list", [])]
-            if any(col and col not in frame.columns for col in cols):
+            cols = _columns_of(e["kwargs"])
+            if any(col not in frame.columns for col in cols):
                 continue  # the column is absent for every school of this run (structure stage reported it)
-            used.update(col for col in cols if col)
-            used.update(_condition_columns(kwargs.get("row_condition"), frame.columns))
-            expectations.append(getattr(gxe, _class_name(e["type"]))(**kwargs, meta=e["meta"]))
-        # GX filters the whole frame for every metric of every expectation (row conditions,
-        # failing rows): it sees only the columns its expectations name
-        frame = frame[[col for col in frame.columns if col in used]]
-        # one constructor call: add_expectation() one by one costs ~20x more
-        suite = gx.ExpectationSuite(name=f"{sheet_id}.{period}", expectations=expectations)
-        batch = (source.add_dataframe_asset(sheet_id).add_batch_definition_whole_dataframe("all")
-                 .get_batch(batch_parameters={"dataframe": frame}))
-        # Batch.validate runs the same validator as a ValidationDefinition without storing and
-        # serialising the results (~10% of GX's time)
-        res = batch.validate(suite, result_format=RESULT_FORMAT)
-        for r in res.results:
-            meta = r.expectation_config.meta
-            if r.exception_info and r.exception_info.get("raised_exception"):
-                raise RuntimeError(f"GX could not evaluate {meta['rule_id']}: {r.exception_info.get('exception_message')}")
-            if r.success:
+            planned.append((e, {ROW_KEY, *cols, *_condition_columns(e["kwargs"].get("row_condition"), frame.columns)}))
+        mode = strategy_for(len(frame), strategy)
+        if mode == "narrow":
+            groups: dict[frozenset, list[int]] = {}
+            for i, (_, used) in enumerate(planned):
+                groups.setdefault(frozenset(used), []).append(i)
+            runs = list(groups.items())
+        else:
+            runs = [(frozenset().union(*(u for _, u in planned)) if planned else frozenset({ROW_KEY}),
+                     list(range(len(planned))))]
+        batch_definition = source.add_dataframe_asset(sheet_id).add_batch_definition_whole_dataframe("all")
+        success: dict[int, bool] = {}
+        keys_of: dict[int, list[int]] = {}
+        passes: dict[int, int] = {}
+
+        def make(indexes, name=f"{sheet_id}.{period}"):
+            # one constructor call: add_expectation() one by one costs ~20x more
+            return gx.ExpectationSuite(name=name, expectations=[
+                getattr(gxe, _class_name(planned[i][0]["type"]))(**planned[i][0]["kwargs"], meta=planned[i][0]["meta"])
+                for i in indexes])
+
+        for g, (used, indexes) in enumerate(runs):
+            # GX filters the whole frame for every metric of every expectation (row conditions,
+            # failing rows): it sees only the columns its expectations name
+            data = {"dataframe": frame[[col for col in frame.columns if col in used]]}
+            if mode == "narrow":
+                # GX hashes the frame each time it makes it a batch: batch.validate does it twice
+                # (get_batch, then its validator), a ValidationDefinition's run once — on a
+                # province's rows that is ~10% of the run, more than the results' storing costs
+                suite = ctx.suites.add(make(indexes, f"{sheet_id}.{period}.{g}"))
+                vd = ctx.validation_definitions.add(gx.ValidationDefinition(
+                    name=f"{sheet_id}.{period}.{g}", data=batch_definition, suite=suite))
+                second = vd.run(batch_parameters=data, result_format=RESULT_FORMAT).results
+                for i, r in zip(indexes, second, strict=True):
+                    _check(r, planned[i][0])
+                    success[i] = bool(r.success)
+                    passes[i] = 1
+                    keys_of[i] = [] if r.success else [int(d[ROW_KEY]) for d in (r.result.get("unexpected_index_list") or [])]
                 continue
-            keys = [int(d[ROW_KEY]) for d in (r.result.get("unexpected_index_list") or [])]
+            batch = batch_definition.get_batch(batch_parameters=data)
+            # Batch.validate runs the same validator as a ValidationDefinition without storing
+            # and serialising the results (~10% of GX's time on a school's rows); it validates
+            # the suite as one metric graph (metrics that expectations share are computed once)
+            if mode == "two":
+                first = batch.validate(make(indexes), result_format=BOOLEAN_FORMAT).results
+                for i, r in zip(indexes, first, strict=True):
+                    _check(r, planned[i][0])
+                    success[i] = bool(r.success)
+                    passes[i] = 1
+                indexes = [i for i in indexes if not success[i]]
+                if not indexes:
+                    continue
+            second = batch.validate(make(indexes), result_format=RESULT_FORMAT).results
+            for i, r in zip(indexes, second, strict=True):
+                _check(r, planned[i][0])
+                if mode == "two" and r.success:  # GX said "failed" with BOOLEAN_ONLY
+                    raise RuntimeError(f"GX's two passes disagree on {planned[i][0]['meta']['rule_id']}")
+                success[i] = bool(r.success)
+                passes[i] = passes.get(i, 0) + 1
+                keys_of[i] = [] if r.success else [int(d[ROW_KEY]) for d in (r.result.get("unexpected_index_list") or [])]
+        for i, (e, _) in enumerate(planned):
+            rule_id = e["meta"]["rule_id"]
+            keys = keys_of.get(i, [])
             if keys:
-                found.append(pd.DataFrame({"_rowkey": keys, "rule_id": meta["rule_id"]}))
+                found.append(pd.DataFrame({"_rowkey": keys, "rule_id": rule_id}))
+            outcomes.append({"sheet_id": sheet_id, "rule_id": rule_id, "type": e["type"], "success": success[i],
+                             "failing_rows": len(keys), "passes": passes[i]})
+    out = pd.DataFrame(outcomes, columns=OUTCOME_COLUMNS)
     if not found:
-        return pd.DataFrame({"_rowkey": pd.Series(dtype="int64"), "rule_id": pd.Series(dtype="string")})
-    return pd.concat(found, ignore_index=True).drop_duplicates()
+        return out, pd.DataFrame({"_rowkey": pd.Series(dtype="int64"), "rule_id": pd.Series(dtype="string")})
+    return out, pd.concat(found, ignore_index=True).drop_duplicates()
+
+
+def run_row_rules(frames: Mapping[str, pd.DataFrame], period: str, severities: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Validate each sheet's concatenated check frame with its committed suite (see
+    `row_rule_outcomes`). Grain: one row per (check-frame row, failed rule): `_rowkey`, rule_id."""
+    return row_rule_outcomes(frames, period, strategy=STRATEGY)[1]

@@ -127,6 +127,8 @@ def main() -> None:
         if stage_name not in wanted:
             return None
         t, c = time.perf_counter(), time.process_time()
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kc = kids.ru_utime + kids.ru_stime
         pr = prof.get(stage_name)
         if pr:
             pr.enable()
@@ -136,7 +138,10 @@ def main() -> None:
             if pr:
                 pr.disable()
             times[stage_name] = (time.perf_counter() - t, time.process_time() - c)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            kc = kids.ru_utime + kids.ru_stime - kc  # a forked child's CPU (edustat.isolate)
             print(f"{stage_name:<10} wall {times[stage_name][0]:7.2f}  CPU {times[stage_name][1]:6.2f}  "
+                  f"+children {kc:6.2f}  "
                   f"rss {_rss():6.0f} MiB  peak {_peak():6.0f} MiB  (load {os.getloadavg()[0]:.2f})", flush=True)
 
     if os.environ.get("TRACE_LOAD"):  # RSS and peak after each step of the load

@@ -1,0 +1,142 @@
+"""GX's cost cut (issue 12) without changing what it finds: the two-pass run (BOOLEAN_ONLY for
+every expectation, COMPLETE for the failed ones) and the narrow run (expectations grouped by the
+columns they read, each group on a frame of only those columns) find exactly what the earlier
+one-pass run finds — the same failing rows per rule and the same issue set of the collection —
+on a synthetic city with injected errors and on the hostile-input corpus; every rule of a suite
+still gets its own GX result under its rule id; GX's errors still stop the run."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from edustat import expectations as ex
+from edustat import pipeline
+from edustat.config import Config
+from edustat.incremental import materialise
+from edustat.submissions import active, assemble, build_check_frames, validate_collection
+from edustat.synth import generate_city
+from tests.bad_inputs import build_corpus_city
+
+YEAR, PERIOD = "2022-2023", "dau_nam"
+
+
+def _collection(inbox, data):
+    from edustat.submissions import discover
+
+    results = pipeline.ingest_all(discover(inbox), Config(data_dir=data, workers=1, incremental=False), YEAR, PERIOD, 1)
+    materialise([fr for fr in results if active(fr)])
+    frames = assemble(results)
+    checks, _ = build_check_frames(results, YEAR, frames=frames)
+    return {"results": results, "frames": frames, "checks": checks}
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gxcity")
+    generate_city(root / "inbox", schools=6, seed=12, school_year=YEAR, period=PERIOD, error_rate=0.03)
+    (root / "inbox" / "manifest.json").unlink()
+    return _collection(root / "inbox", root / "data")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gxcorpus")
+    build_corpus_city(root / "inbox", root / "outside", school_year=YEAR, period=PERIOD)
+    return _collection(root / "inbox", root / "data")
+
+
+@pytest.fixture(scope="module", params=["city", "corpus"])
+def collection(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def oracle(collection):
+    """The earlier path: each sheet's whole suite once with COMPLETE results."""
+    return ex.row_rule_outcomes(collection["checks"], PERIOD, strategy="one")
+
+
+def _sorted(found: pd.DataFrame) -> pd.DataFrame:
+    return found.astype({"_rowkey": "int64", "rule_id": "string"}).sort_values(["rule_id", "_rowkey"]).reset_index(drop=True)
+
+
+def test_the_collections_have_row_errors_for_gx_to_find(collection, oracle):
+    outcomes, found = oracle
+    assert len(found) > 0 and (~outcomes["success"]).sum() > 0
+    assert outcomes["success"].sum() > 0  # and rules that pass
+
+
+@pytest.mark.parametrize("strategy", ["two", "narrow", "auto"])
+def test_each_strategy_finds_what_the_one_pass_run_finds(collection, oracle, strategy):
+    outcomes, found = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+    pd.testing.assert_frame_equal(_sorted(found), _sorted(oracle[1]))
+    assert found.reset_index(drop=True).equals(oracle[1].reset_index(drop=True))  # same order too
+    cols = ["sheet_id", "rule_id", "type", "success", "failing_rows"]
+    pd.testing.assert_frame_equal(outcomes[cols], oracle[0][cols])
+
+
+@pytest.mark.parametrize("strategy", ["two", "narrow"])
+def test_every_rule_of_a_suite_gets_its_own_gx_result(collection, strategy):
+    outcomes, found = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+    for sheet_id, frame in collection["checks"].items():
+        expected = [e["meta"]["rule_id"] for e in ex.load_suite(sheet_id, PERIOD)["expectations"]
+                    if all(c in frame.columns for c in ex._columns_of(e["kwargs"]))]
+        assert expected, sheet_id
+        assert outcomes.loc[outcomes["sheet_id"] == sheet_id, "rule_id"].tolist() == expected
+    counts = found.groupby("rule_id").size()
+    for row in outcomes.itertuples():
+        assert row.failing_rows == (0 if row.success else counts.get(row.rule_id, 0))
+        # two passes: a failed rule was run again for its rows; a passing one only once
+        assert row.passes == (1 if (strategy == "narrow" or row.success) else 2)
+
+
+def test_the_collections_issue_set_is_unchanged(collection, monkeypatch):
+    def issues():
+        return validate_collection(collection["results"], school_year=YEAR, period=PERIOD, frames=collection["frames"])
+
+    now = issues()
+    monkeypatch.setattr(ex, "STRATEGY", "one")
+    before = issues()
+    assert len(now) > 0
+    pd.testing.assert_frame_equal(now, before)
+
+
+def test_auto_picks_two_passes_for_a_school_and_narrow_runs_for_a_province():
+    assert ex.strategy_for(1_725) == "two"
+    assert ex.strategy_for(ex.TWO_PASS_MAX_ROWS) == "two"
+    assert ex.strategy_for(411_439) == "narrow"
+    assert ex.strategy_for(10, "one") == "one"
+    with pytest.raises(ValueError):
+        ex.strategy_for(10, "fast")
+
+
+@pytest.mark.parametrize("strategy", ["two", "narrow", "one"])
+def test_a_changed_suite_is_used_at_once_and_gx_errors_still_stop_the_run(city, monkeypatch, strategy):
+    """Nothing of a suite outlives a run (no cache to go stale when the rules change), and an
+    expectation GX cannot evaluate is an error, not a pass."""
+    real = ex.load_suite
+    checks = {"learners": city["checks"]["learners"]}
+    base, _ = ex.row_rule_outcomes(checks, PERIOD, strategy=strategy)
+
+    def changed(sheet_id, period, *a, **k):
+        suite = real(sheet_id, period, *a, **k)
+        e = dict(suite["expectations"][0], kwargs={"column": ex.ROW_KEY, "min_value": 0, "max_value": 0},
+                 type="expect_column_values_to_be_between")
+        e["meta"] = dict(e["meta"], rule_id="test_rowkey_zero")
+        return dict(suite, expectations=[*suite["expectations"], e])
+
+    monkeypatch.setattr(ex, "load_suite", changed)
+    outcomes, found = ex.row_rule_outcomes(checks, PERIOD, strategy=strategy)
+    assert outcomes["rule_id"].tolist() == [*base["rule_id"], "test_rowkey_zero"]
+    assert set(found.loc[found["rule_id"] == "test_rowkey_zero", "_rowkey"]) == set(checks["learners"][ex.ROW_KEY]) - {0}
+
+    def broken(sheet_id, period, *a, **k):
+        suite = real(sheet_id, period, *a, **k)
+        e = dict(suite["expectations"][0], kwargs={"column": ex.ROW_KEY, "row_condition": "_is_TH == == True",
+                                                   "condition_parser": "pandas"},
+                 type="expect_column_values_to_not_be_null")
+        return dict(suite, expectations=[*suite["expectations"], e])
+
+    monkeypatch.setattr(ex, "load_suite", broken)
+    with pytest.raises(RuntimeError, match="GX could not evaluate"):
+        ex.row_rule_outcomes(checks, PERIOD, strategy=strategy)
