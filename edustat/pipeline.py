@@ -41,6 +41,7 @@ from edustat.store import (
 )
 from schemas import load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
+from transforms.concat import stack_files
 from transforms.derive import (
     derive_classes,
     derive_learners,
@@ -285,7 +286,7 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
     for sid in TABLE_SHEETS:
         # the files' frames are copied once, by the concat (not also per file: a province's
         # sheets are ~0.2 GiB of text; see scripts/measure_stages.py)
-        parts, files, extras = [], [], []
+        parts, extras = [], []
         for i, fr in act.items():
             frame = fr.raw.get(sid)
             if frame is None or frame.empty:
@@ -293,19 +294,20 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
             extra = [col for col in frame.columns if col.startswith("extra:")]
             if extra:
                 keep = [j for j, col in enumerate(frame.columns) if not col.startswith("extra:")]
-                parts.append(frame.iloc[:, keep])
+                parts.append((frame, keep, i))
                 extras.extend(json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
                               for vals in frame[extra].itertuples(index=False))
             else:
-                parts.append(frame)
+                parts.append((frame, list(range(frame.shape[1])), i))
                 extras.extend([None] * len(frame))
-            files.append(np.full(len(frame), i, dtype="int64"))
         if parts:
-            raw[sid] = pd.concat(parts, ignore_index=True)
-            raw[sid]["_file"] = np.concatenate(files)
+            # = pd.concat(parts) + `_file` last, column by column in Arrow (transforms.concat)
+            stacked = stack_files(parts)
+            raw[sid] = stacked[[col for col in stacked.columns if col != "_file"] + ["_file"]]
+            del stacked
             if any(e is not None for e in extras):
                 raw[sid]["extra_columns"] = pd.array(extras, dtype="string")
-            del parts, files, extras
+            del parts, extras
         typed = frames.typed.get(sid)
         if typed is None or typed.empty:
             continue
