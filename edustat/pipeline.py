@@ -247,7 +247,10 @@ def validate_isolated(results: list[FileResult], **kwargs) -> pd.DataFrame:
 
     rows = sum(fr.rows(sid) for fr in results if active(fr) for sid in TABLE_SHEETS)
     if rows >= isolate.VALIDATE_IN_CHILD_ROWS:
-        return isolate.in_child(validate_collection, results, **kwargs)
+        from edustat import headstart  # meanwhile, this process stages the load's frames
+
+        return isolate.in_child(validate_collection, results, **kwargs,
+                                meanwhile=headstart.ahead(results, kwargs.get("frames"), kwargs.get("school_year")))
     return validate_collection(results, **kwargs)
 
 
@@ -387,7 +390,9 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         from edustat.incremental import plan_staging
 
         staging, frames = plan_staging(con, results, frames, cfg, school_year, period)
-    raw, stg = staged_frames(staging, frames, school_year)
+    from edustat import headstart  # made while validation ran, if it was (same frames)
+
+    raw, stg = headstart.take(staging, frames, school_year) or staged_frames(staging, frames, school_year)
     ensure_tables(con)
     with transaction(con):
         before = period_.previous(con, school_year, period)
