@@ -284,3 +284,16 @@ def test_the_parent_works_while_the_child_validates():
     where = []
     isolate.in_child(os.getpid, meanwhile=lambda: where.append(os.getpid()))
     assert where == [os.getpid()]
+
+
+def test_coded_columns_are_looked_up_as_pandas_map_looked_them_up():
+    from transforms.cast import map_text
+
+    text = pd.Series(_text(["Kinh", None, "Tày", "kinh", "Kinh", "Hoa"]), index=[4, 5, 6, 7, 8, 9])
+    mapping = {"Kinh": "01", "Tày": "02", "kinh": None, "Hoa": 4}
+    want = text.map(mapping, na_action="ignore").astype("string")
+    got = map_text(text, mapping)
+    pd.testing.assert_series_equal(got, want, check_exact=True)
+    assert got.tolist() == ["01", pd.NA, "02", pd.NA, "01", "4"]
+    plain = text.astype(object)  # not Arrow-backed: pandas' own map
+    pd.testing.assert_series_equal(map_text(plain, mapping), want, check_exact=True)
