@@ -10,6 +10,7 @@ validate in the process (a child would pay GX's import again at every run of a t
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 from typing import Any, Callable
 
@@ -26,9 +27,14 @@ def can_fork() -> bool:
     return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
-def in_child(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def in_child(fn: Callable[..., Any], *args: Any, meanwhile: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
     """fn(*args, **kwargs) in a forked child; its result or its exception, as if called here.
-    Where a fork is not possible (another OS, a daemonic worker) it is simply called here."""
+    Where a fork is not possible (another OS, a daemonic worker) it is simply called here.
+
+    `meanwhile`: work this process does while the child works (the second core), after the
+    fork, so the child never sees what it changes. It is a head start, never part of the
+    result: if it fails, that is logged and dropped (its consumer must do the work itself), and
+    it is skipped where there is no child."""
     if not can_fork():
         return fn(*args, **kwargs)
     ctx = mp.get_context("fork")
@@ -36,6 +42,12 @@ def in_child(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     child = ctx.Process(target=_run, args=(send, fn, args, kwargs), name=f"edustat-{getattr(fn, '__name__', 'step')}")
     child.start()
     send.close()
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except Exception as exc:  # noqa: BLE001 - optional work; the child's result still counts
+            logging.getLogger("edustat").warning("work beside the %s child dropped: %s: %s",
+                                                 getattr(fn, "__name__", "step"), type(exc).__name__, exc)
     try:
         kind, payload = receive.recv()
     except EOFError:

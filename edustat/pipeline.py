@@ -41,6 +41,7 @@ from edustat.store import (
 )
 from schemas import load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
+from transforms.concat import stack_files
 from transforms.derive import (
     derive_classes,
     derive_learners,
@@ -257,7 +258,10 @@ def validate_isolated(results: list[FileResult], **kwargs) -> pd.DataFrame:
 
     rows = sum(fr.rows(sid) for fr in results if active(fr) for sid in TABLE_SHEETS)
     if rows >= isolate.VALIDATE_IN_CHILD_ROWS:
-        return isolate.in_child(validate_collection, results, **kwargs)
+        from edustat import headstart  # meanwhile, this process stages the load's frames
+
+        return isolate.in_child(validate_collection, results, **kwargs,
+                                meanwhile=headstart.ahead(results, kwargs.get("frames"), kwargs.get("school_year")))
     return validate_collection(results, **kwargs)
 
 
@@ -296,7 +300,7 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
     for sid in TABLE_SHEETS:
         # the files' frames are copied once, by the concat (not also per file: a province's
         # sheets are ~0.2 GiB of text; see scripts/measure_stages.py)
-        parts, files, extras = [], [], []
+        parts, extras = [], []
         for i, fr in act.items():
             frame = fr.raw.get(sid)
             if frame is None or frame.empty:
@@ -304,19 +308,20 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
             extra = [col for col in frame.columns if col.startswith("extra:")]
             if extra:
                 keep = [j for j, col in enumerate(frame.columns) if not col.startswith("extra:")]
-                parts.append(frame.iloc[:, keep])
+                parts.append((frame, keep, i))
                 extras.extend(json.dumps({k[6:]: v for k, v in zip(extra, vals) if isinstance(v, str)}, ensure_ascii=False)
                               for vals in frame[extra].itertuples(index=False))
             else:
-                parts.append(frame)
+                parts.append((frame, list(range(frame.shape[1])), i))
                 extras.extend([None] * len(frame))
-            files.append(np.full(len(frame), i, dtype="int64"))
         if parts:
-            raw[sid] = pd.concat(parts, ignore_index=True)
-            raw[sid]["_file"] = np.concatenate(files)
+            # = pd.concat(parts) + `_file` last, column by column in Arrow (transforms.concat)
+            stacked = stack_files(parts)
+            raw[sid] = stacked[[col for col in stacked.columns if col != "_file"] + ["_file"]]
+            del stacked
             if any(e is not None for e in extras):
                 raw[sid]["extra_columns"] = pd.array(extras, dtype="string")
-            del parts, files, extras
+            del parts, extras
         typed = frames.typed.get(sid)
         if typed is None or typed.empty:
             continue
@@ -396,7 +401,9 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         from edustat.incremental import plan_staging
 
         staging, frames = plan_staging(con, results, frames, cfg, school_year, period)
-    raw, stg = staged_frames(staging, frames, school_year)
+    from edustat import headstart  # made while validation ran, if it was (same frames)
+
+    raw, stg = headstart.take(staging, frames, school_year) or staged_frames(staging, frames, school_year)
     ensure_tables(con)
     with transaction(con):
         before = period_.previous(con, school_year, period)

@@ -30,6 +30,7 @@ from schemas import Contract, Sheet, load_codelist, load_contract
 from schemas.rules import Catalogue, load_rules
 from schemas.vocabulary import sheet_matcher
 from transforms.cast import cast_key_values, cast_table
+from transforms.concat import stack_files
 from transforms.checks import check_frame, cross_row_issues, row_levels
 
 log = logging.getLogger(__name__)
@@ -490,10 +491,10 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
                 f = fr.raw[sid]
                 # by position: a label lookup hashes the (Arrow-backed) column index each time
                 keep = [j for j, col in enumerate(f.columns) if col in ids or col == "excel_row"]
-                parts.append(f.iloc[:, keep].assign(_file=i))
+                parts.append((f, keep, i))
         if not parts:
             continue
-        raw = pd.concat(parts, ignore_index=True)
+        raw = stack_files(parts)  # = pd.concat of f.iloc[:, keep].assign(_file=i), column by column
         raw.index = pd.RangeIndex(next_key, next_key + len(raw))
         next_key += len(raw)
         raw["_rowkey"] = raw.index
