@@ -30,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -387,8 +388,12 @@ def _write_info(
     )
 
 
-def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path) -> None:
-    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`."""
+def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path,
+                   keep: Callable[[Path], bool] | None = None) -> None:
+    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`.
+
+    `keep(path)`, when given, is asked before each file is written: True means the caller has
+    already put that file in place (a delta publish hard-links the unchanged ones)."""
     src = f"{_ident(alias)}.{_ident(table)}"
     cols = {
         r[0]
@@ -398,18 +403,49 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
             [alias, table],
         ).fetchall()
     }
-    if set(PARTITION_COLUMNS) <= cols:
-        out.mkdir()  # stays (empty) when the table has no rows
-        # DuckDB names Hive dirs after the columns and drops them from the files; partitioning
-        # on an alias gives the `year=` dirs and keeps `school_year` in the files.
-        con.execute(
-            f"COPY (SELECT school_year AS year, * FROM {src}) TO {_lit(out)} "
-            "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
-            "OVERWRITE_OR_IGNORE true)"
-        )
-    else:
-        out.mkdir()
-        con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
+    out.mkdir()  # stays (empty) when the table has no rows
+    if not set(PARTITION_COLUMNS) <= cols:
+        if keep is None or not keep(out / "part-0.parquet"):
+            con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
+        return
+    parts = con.execute(f"SELECT DISTINCT school_year, period FROM {src} ORDER BY ALL").fetchall()
+    if all(_plain_partition_value(y) and _plain_partition_value(p) for y, p in parts):
+        # One plain COPY per partition: the same files as DuckDB's PARTITION_BY writes
+        # (`school_year` kept, `period` only in the path), measured 2.5-4x cheaper here.
+        # With statistics propagation on, a plain COPY marks a column without NULLs
+        # `required`; PARTITION_BY never did: switched off so the schema stays as it was.
+        before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] or ""
+        off = ",".join(dict.fromkeys([o for o in before.split(",") if o.strip()] + ["statistics_propagation"]))
+        con.execute(f"SET disabled_optimizers = {_lit(off)}")
+        try:
+            for year, period in parts:
+                target = out / f"year={year}" / f"period={period}" / "part-0.parquet"
+                if keep is not None and keep(target):
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT * EXCLUDE (period) FROM {src} WHERE school_year = ? AND period = ?) "
+                    f"TO {_lit(target)} (FORMAT parquet)",
+                    [year, period],
+                )
+        finally:
+            con.execute(f"SET disabled_optimizers = {_lit(before)}")
+        return
+    # values that are not plain path words (NULL, '/', '..', spaces): DuckDB names the Hive
+    # dirs itself, as it always did.
+    # DuckDB names Hive dirs after the columns and drops them from the files; partitioning
+    # on an alias gives the `year=` dirs and keeps `school_year` in the files.
+    con.execute(
+        f"COPY (SELECT school_year AS year, * FROM {src}) TO {_lit(out)} "
+        "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
+        "OVERWRITE_OR_IGNORE true)"
+    )
+
+
+def _plain_partition_value(value: object) -> bool:
+    """A partition value DuckDB's Hive writer would put in a path unchanged and that names no
+    other place: letters, digits, '_', '-', '.', not starting with '.'."""
+    return isinstance(value, str) and bool(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", value))
 
 
 def _swap_dir(new: Path, dest: Path, aside: Path) -> None:
