@@ -77,6 +77,8 @@ class PublishResult:
     parquet_dir: Path
     tables: dict[str, int]  # table -> rows published
     seconds: float
+    mode: str = "full"  # "full" or "delta" (edustat.publish_delta)
+    reason: str = ""  # why a full publish was not a delta
 
 
 def load_or_create_salt(path: Path) -> str:
@@ -184,6 +186,7 @@ def publish(
     salt: str,
     pseudonymise: bool = True,
     tables: Sequence[str] | None = None,
+    delta: bool = True,
 ) -> PublishResult:
     """Write `published_dir/edustat.duckdb` and `published_dir/parquet/` from the curated DB.
 
@@ -191,7 +194,13 @@ def publish(
     `dim_`, `fct_`, `rpt_` tables plus `submission` and `validation_issue` (or `tables`),
     never `raw_`/`stg_`. Both outputs are swapped in atomically; on error the previous
     publication is left untouched.
+
+    With `delta` (the default) and a previous snapshot this function published from the same
+    code, salt and tables, only the groups of rows that changed are replaced in a copy of it
+    (`edustat.publish_delta`); the result is the snapshot a full publish gives.
     """
+    from edustat import publish_delta
+
     t0 = time.perf_counter()
     if pseudonymise and not salt:
         raise ValueError("pseudonymisation needs a non-empty salt")
@@ -200,38 +209,64 @@ def publish(
     names = _select_tables(con, tables)
     pii = pii_field_ids()
     hidden_fields = pii | set(HASHED_COLUMNS)
+    selects: dict[str, str] = {}
+    pii_kept: set[str] = set()
+    for name in names:
+        select, kept = _select_list(_columns(con, name), name, pii, hidden_fields, pseudonymise)
+        selects[name] = select
+        pii_kept |= kept
+    source = publish_delta.source_state(con, names, selects, salt=salt, pseudonymise=pseudonymise)
+    plan, reason = publish_delta.plan(con, published_dir, source, names) if delta else (None, "delta not asked")
+    try:
+        return _publish(con, published_dir, names, selects, pii_kept, source, plan, reason, salt, pseudonymise, t0)
+    except publish_delta._Stale as stale:
+        return _publish(con, published_dir, names, selects, pii_kept, source, None, str(stale), salt, pseudonymise, t0)
+
+
+def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str], pii_kept: set[str], source,
+             plan, reason: str, salt: str, pseudonymise: bool, t0: float) -> PublishResult:
+    """One publish, full (`plan` None) or delta."""
+    from edustat import publish_delta
 
     token = uuid.uuid4().hex
     tmp_db = published_dir / f".{SNAPSHOT_NAME}.tmp-{token}"
     tmp_parquet = published_dir / f".{PARQUET_DIR}.tmp-{token}"
     alias = f"pub_{token[:12]}"
     counts: dict[str, int] = {}
-    pii_kept: set[str] = set()
     attached = False
     try:
+        if plan is not None:
+            publish_delta.copy_snapshot(published_dir, tmp_db, plan.snapshot_ident)
+            faults.point("publish:copied")
         con.execute(f"ATTACH {_lit(tmp_db)} AS {_ident(alias)}")
         attached = True
-        for name in names:
-            cols = _columns(con, name)
-            select, kept = _select_list(cols, name, pii, hidden_fields, pseudonymise)
-            pii_kept |= kept
-            con.execute(
-                f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
-                f"SELECT {select} FROM main.{_ident(name)}",
-                {"salt": salt} if "$salt" in select else None,
-            )
-            counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
-        _write_info(con, alias, pseudonymise, salt, names, pii_kept)
+        if plan is None:
+            for name in names:
+                select = selects[name]
+                con.execute(
+                    f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
+                    f"SELECT {select} FROM main.{_ident(name)}",
+                    {"salt": salt} if "$salt" in select else None,
+                )
+                counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
+            _write_info(con, alias, pseudonymise, salt, names, pii_kept)
+        else:
+            counts = publish_delta.apply(con, alias, plan, source, selects, salt)
+            con.execute(f"DELETE FROM {_ident(alias)}.{INFO_TABLE}")
+            _insert_info(con, alias, pseudonymise, salt, names, pii_kept)
         # Parquet from the snapshot, not from main: one pseudonymisation, identical rows.
         tmp_parquet.mkdir()
         for name in names:
-            _write_parquet(con, alias, name, tmp_parquet / name)
+            keep = (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
+                    if plan is not None else None)
+            _write_parquet(con, alias, name, tmp_parquet / name, keep)
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
         from edustat.dictionary import annotate_snapshot, write_dictionary  # labels, comments, views, dictionary
 
-        annotate_snapshot(tmp_db)
+        if plan is None:
+            annotate_snapshot(tmp_db)  # a delta's copy has them already (same code: version key)
         _fsync(tmp_db)
         faults.point("publish:written")
 
@@ -255,14 +290,22 @@ def publish(
         Path(f"{tmp_db}.wal").unlink(missing_ok=True)
         shutil.rmtree(tmp_parquet, ignore_errors=True)
         raise
+    faults.point("publish:swapped")
+    publish_delta.record(con, source, snapshot, parquet_dir, 0 if plan is None else plan.deltas + 1)
 
     seconds = time.perf_counter() - t0
+    mode = "full" if plan is None else "delta"
+    if plan is not None:
+        log.info("delta publish: %d of %d rows in changed groups, tables %s", plan.changed_rows, plan.total_rows,
+                 ", ".join(f"{t}={len(g)}" for t, g in plan.changed.items() if g) or "none")
+    elif reason:
+        log.info("full publish: %s", reason)
     log.info(
-        "published %d tables, %d rows in %.2f s (pseudonymised=%s): %s",
-        len(counts), sum(counts.values()), seconds, pseudonymise,
+        "published %d tables, %d rows in %.2f s (%s, pseudonymised=%s): %s",
+        len(counts), sum(counts.values()), seconds, mode, pseudonymise,
         ", ".join(f"{t}={n}" for t, n in counts.items()),
     )
-    return PublishResult(snapshot, parquet_dir, counts, seconds)
+    return PublishResult(snapshot, parquet_dir, counts, seconds, mode, "" if plan is not None else reason)
 
 
 def _select_tables(con: duckdb.DuckDBPyConnection, requested: Sequence[str] | None) -> list[str]:
@@ -376,6 +419,13 @@ def _write_info(
         f"CREATE TABLE {_ident(alias)}.{INFO_TABLE} (published_at TIMESTAMP, pseudonymised BOOLEAN, "
         "salt_fingerprint VARCHAR, tables VARCHAR[], pii_kept VARCHAR[])"
     )
+    _insert_info(con, alias, pseudonymise, salt, names, pii_kept)
+
+
+def _insert_info(
+    con: duckdb.DuckDBPyConnection, alias: str, pseudonymise: bool, salt: str,
+    names: list[str], pii_kept: set[str],
+) -> None:
     con.execute(
         f"INSERT INTO {_ident(alias)}.{INFO_TABLE} VALUES (?, ?, ?, ?, ?)",
         [
