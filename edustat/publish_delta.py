@@ -66,9 +66,10 @@ KEY_COLUMNS = ("school_year", "period")
 GROUP_COLUMNS = ("school_code", "scope")  # the first one a table has
 
 STATE_DDL = f"""
-create table if not exists {STATE_TABLE} (version varchar, snapshot varchar, deltas integer, recorded_at timestamp);
-create table if not exists {DIGEST_TABLE} (table_name varchar, k varchar, n bigint, d varchar);
-create table if not exists {FILES_TABLE} (path varchar, ident varchar);
+create table if not exists {STATE_TABLE} (dir varchar, version varchar, snapshot varchar, deltas integer,
+    recorded_at timestamp);
+create table if not exists {DIGEST_TABLE} (dir varchar, table_name varchar, k varchar, n bigint, d varchar);
+create table if not exists {FILES_TABLE} (dir varchar, path varchar, ident varchar);
 """
 
 
@@ -155,8 +156,9 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
 
     if any(t.startswith("dim_") for t in names):
         return None, "a dim_ table is published (the labelling step writes dim_ tables)"
-    con.execute(STATE_DDL)
-    row = con.execute(f"SELECT version, snapshot, deltas FROM {STATE_TABLE}").fetchall()
+    _ensure_state(con)
+    where = _dir_key(published_dir)
+    row = con.execute(f"SELECT version, snapshot, deltas FROM {STATE_TABLE} WHERE dir = ?", [where]).fetchall()
     if len(row) != 1:
         return None, "no state recorded for the snapshot in place"
     version, ident, deltas = row[0]
@@ -176,7 +178,7 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
     if os.path.lexists(f"{snap}.wal"):
         return None, "the snapshot in place has a write-ahead log beside it"
     old: dict[str, dict[tuple, tuple[int, int]]] = {}
-    for t, k, n, d in con.execute(f"SELECT table_name, k, n, d FROM {DIGEST_TABLE}").fetchall():
+    for t, k, n, d in con.execute(f"SELECT table_name, k, n, d FROM {DIGEST_TABLE} WHERE dir = ?", [where]).fetchall():
         old.setdefault(t, {})[tuple(json.loads(k))] = (int(n), int(d))
     if set(old) - set(names):
         return None, "the recorded digests are of other tables"
@@ -194,7 +196,7 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
             touched[t] = {tuple(k[:2]) for k in diff} if partitioned else {None}
     if total and changed_rows / total > MAX_CHANGED_SHARE:
         return None, f"{changed_rows} of {total} rows changed (> {MAX_CHANGED_SHARE:.0%})"
-    files = dict(con.execute(f"SELECT path, ident FROM {FILES_TABLE}").fetchall())
+    files = dict(con.execute(f"SELECT path, ident FROM {FILES_TABLE} WHERE dir = ?", [where]).fetchall())
     return Plan(changed, ident, files, deltas, changed_rows, total, touched), "delta"
 
 
@@ -315,19 +317,20 @@ def record(con: duckdb.DuckDBPyConnection, src: Source, snapshot: Path, tree: Pa
         "n": pa.array([r[2] for r in digest_rows], pa.int64()),
         "d": pa.array([r[3] for r in digest_rows], pa.string()),
     })
+    where = _dir_key(snapshot.parent)
     manifest = pa.table({"path": pa.array(list(files), pa.string()), "ident": pa.array(list(files.values()), pa.string())})
-    con.execute(STATE_DDL)
+    _ensure_state(con)
     con.register("_publish_digests", digests)
     con.register("_publish_files", manifest)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"DELETE FROM {STATE_TABLE}")
-            con.execute(f"DELETE FROM {DIGEST_TABLE}")
-            con.execute(f"DELETE FROM {FILES_TABLE}")
-            con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, ?, ?, now()::TIMESTAMP)", [src.version, ident, deltas])
-            con.execute(f"INSERT INTO {DIGEST_TABLE} SELECT * FROM _publish_digests")
-            con.execute(f"INSERT INTO {FILES_TABLE} SELECT * FROM _publish_files")
+            for table in (STATE_TABLE, DIGEST_TABLE, FILES_TABLE):
+                con.execute(f"DELETE FROM {table} WHERE dir = ?", [where])
+            con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
+                        [where, src.version, ident, deltas])
+            con.execute(f"INSERT INTO {DIGEST_TABLE} SELECT ?, * FROM _publish_digests", [where])
+            con.execute(f"INSERT INTO {FILES_TABLE} SELECT ?, * FROM _publish_files", [where])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -337,7 +340,20 @@ def record(con: duckdb.DuckDBPyConnection, src: Source, snapshot: Path, tree: Pa
         con.unregister("_publish_files")
 
 
-def forget(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop the recorded state (the next publish is a full one)."""
+def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the state tables; ones of another layout (an older release) are dropped first:
+    they are only a cache of what the snapshot was made from."""
+    want = {STATE_TABLE: ["dir", "version", "snapshot", "deltas", "recorded_at"],
+            DIGEST_TABLE: ["dir", "table_name", "k", "n", "d"], FILES_TABLE: ["dir", "path", "ident"]}
+    for table, cols in want.items():
+        have = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+        if have and have != cols:
+            con.execute(f"DROP TABLE {table}")
     con.execute(STATE_DDL)
-    con.execute(f"DELETE FROM {STATE_TABLE}")
+
+
+def _dir_key(published_dir: Path) -> str:
+    """The published dir the state is about (one officer's DB may publish to several)."""
+    return os.path.abspath(published_dir)
