@@ -265,6 +265,18 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
     touched = p.touched.get(table, set())
     if None in touched:
         return None
+    dirs_ok: dict[Path, bool] = {}
+
+    def real_dir(d: Path) -> bool:
+        """`d` and every directory between it and the tree's parent are directories, not
+        symlinks (lstat: a planted link is not followed)."""
+        if d not in dirs_ok:
+            try:
+                ok = stat.S_ISDIR(os.lstat(d).st_mode)
+            except OSError:
+                ok = False
+            dirs_ok[d] = ok and (d == old_tree or real_dir(d.parent))
+        return dirs_ok[d]
 
     def keep(target: Path) -> bool:
         rel = target.relative_to(new_tree).as_posix()
@@ -278,6 +290,8 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
         if rel not in p.files:
             return False
         old = old_tree / rel
+        if not real_dir(old.parent):
+            return False
         try:
             st = os.lstat(old)
             if not stat.S_ISREG(st.st_mode) or file_ident(st) != p.files[rel]:

@@ -338,10 +338,21 @@ def test_a_parquet_file_changed_in_place_is_rewritten(curated, tmp_path):
     planted = out / "parquet" / "submission" / "year=2022-2023" / "period=dau_nam" / "part-0.parquet"
     planted.unlink()
     planted.symlink_to(tmp_path / "nowhere.parquet")
+    # a directory of the old tree swapped for a link to a copy elsewhere (same files)
+    school = out / "parquet" / "core_school"
+    if school.exists():
+        shutil.rmtree(school)
+    issues = out / "parquet" / "validation_issue"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.link(issues / "part-0.parquet", elsewhere / "part-0.parquet")  # the very file, recorded identity and all
+    shutil.rmtree(issues)
+    issues.symlink_to(elsewhere, target_is_directory=True)
     _change_one(curated)
     res = publish(curated, out, salt=SALT)
     assert res.mode == "delta"
-    assert not planted.is_symlink()
+    assert not planted.is_symlink() and not issues.is_symlink()
+    assert (elsewhere / "part-0.parquet").stat().st_nlink == 1  # not linked from outside the tree
     assert_same_as_full(curated, out, tmp_path / "full", SALT)
 
 
