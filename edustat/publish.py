@@ -219,8 +219,13 @@ def publish(
     plan, reason = publish_delta.plan(con, published_dir, source, names) if delta else (None, "delta not asked")
     try:
         return _publish(con, published_dir, names, selects, pii_kept, source, plan, reason, salt, pseudonymise, t0)
-    except publish_delta._Stale as stale:
-        return _publish(con, published_dir, names, selects, pii_kept, source, None, str(stale), salt, pseudonymise, t0)
+    except (publish_delta._Stale, duckdb.Error) as exc:
+        if plan is None:
+            raise
+        # the previous snapshot could not be used (replaced meanwhile, unreadable): rebuild
+        why = str(exc) if isinstance(exc, publish_delta._Stale) else f"delta failed ({type(exc).__name__})"
+        log.warning("full publish: %s", why)
+        return _publish(con, published_dir, names, selects, pii_kept, source, None, why, salt, pseudonymise, t0)
 
 
 def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str], pii_kept: set[str], source,

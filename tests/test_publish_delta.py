@@ -420,3 +420,21 @@ def test_killed_during_a_delta_publish_then_rerun_equals_an_uninterrupted_one(tm
         assert_same_as_full(con, out, tmp_path / "full", SALT)
     finally:
         con.close()
+
+
+def test_a_previous_snapshot_duckdb_cannot_open_means_a_full_publish(curated, tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    publish(curated, out, salt=SALT)
+    real = publish_delta.copy_snapshot
+
+    def garbled(published_dir, tmp_db, ident):
+        real(published_dir, tmp_db, ident)
+        with open(tmp_db, "r+b") as fh:  # the copy is not a DuckDB file any more
+            fh.write(b"\0" * 8192)
+
+    monkeypatch.setattr(publish_delta, "copy_snapshot", garbled)
+    _change_one(curated)
+    res = publish(curated, out, salt=SALT)
+    assert res.mode == "full" and res.reason.startswith("delta failed"), res
+    assert sorted(p.name for p in out.iterdir()) == ["DATA_DICTIONARY.md", "README.md", "edustat.duckdb", "parquet"]
+    assert_same_as_full(curated, out, tmp_path / "full", SALT)
