@@ -438,3 +438,30 @@ def test_a_previous_snapshot_duckdb_cannot_open_means_a_full_publish(curated, tm
     assert res.mode == "full" and res.reason.startswith("delta failed"), res
     assert sorted(p.name for p in out.iterdir()) == ["DATA_DICTIONARY.md", "README.md", "edustat.duckdb", "parquet"]
     assert_same_as_full(curated, out, tmp_path / "full", SALT)
+
+
+def test_a_reader_holding_the_old_snapshot_keeps_it_through_a_delta(curated, tmp_path):
+    """The delta copies the file an analyst has open (read-only), patches the copy and swaps
+    it in: the analyst's open connection still reads the old rows; a new open reads the new."""
+    from test_publish import _start_reader
+
+    curated.execute(
+        "INSERT INTO core_learners SELECT school_year, period, '7900' || (i % 50), 'HS' || i, "
+        "lpad(CAST(i AS VARCHAR), 12, '0'), 'Tên ' || i, DATE '2015-01-01', '01', NULL, i "
+        "FROM core_learners, range(100, 20100) r(i) WHERE excel_row = 6"
+    )
+    out = tmp_path / "published"
+    res = publish(curated, out, salt=SALT)
+    proc, _, go = _start_reader(res.snapshot, tmp_path)
+    try:
+        curated.execute("DELETE FROM core_learners WHERE school_code = '79007'")
+        res2 = publish(curated, out, salt=SALT)
+        assert res2.mode == "delta" and res2.tables["core_learners"] == 20003 - 400
+    finally:
+        go.write_text("go")
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stdout.splitlines() == ["before 20003", f"after 20003 20002 {2015 * 20001 + 2014 + 2015}"]
+    with duckdb.connect(str(res2.snapshot), read_only=True) as c:
+        assert c.execute("SELECT count(*) FROM core_learners").fetchone() == (20003 - 400,)
+    assert_same_as_full(curated, out, tmp_path / "full", SALT)
