@@ -17,6 +17,12 @@ Why the snapshot is always safe to read:
 - the Parquet tree is written to a temp dir and renamed in (old tree renamed aside first and
   then deleted); between the two renames `parquet/` is briefly absent (microseconds).
 
+When few rows changed since the last publish to the same dir, the new file is a patched copy
+of the previous one and untouched Parquet files are hard-linked (`edustat.publish_delta`; same
+result as a full rebuild, same swap). Fault points of a delta, for tests: `publish:copied`
+(previous snapshot copied into the temp file), `publish:written`, `publish:swapped` (both
+swapped in, state not yet recorded) — not in `faults.POINTS`: a cold run never passes the first.
+
 Pseudonymisation works by column name, so it covers any table (see `_column_sql`). Parquet
 partition directories are `year=<school_year>/period=<period>/`; the files keep `school_year`
 but, as with any Hive layout, `period` lives only in the path — read with hive partitioning
