@@ -17,6 +17,12 @@ Why the snapshot is always safe to read:
 - the Parquet tree is written to a temp dir and renamed in (old tree renamed aside first and
   then deleted); between the two renames `parquet/` is briefly absent (microseconds).
 
+When few rows changed since the last publish to the same dir, the new file is a patched copy
+of the previous one and untouched Parquet files are hard-linked (`edustat.publish_delta`; same
+result as a full rebuild, same swap). Fault points of a delta, for tests: `publish:copied`
+(previous snapshot copied into the temp file), `publish:written`, `publish:swapped` (both
+swapped in, state not yet recorded) — not in `faults.POINTS`: a cold run never passes the first.
+
 Pseudonymisation works by column name, so it covers any table (see `_column_sql`). Parquet
 partition directories are `year=<school_year>/period=<period>/`; the files keep `school_year`
 but, as with any Hive layout, `period` lives only in the path — read with hive partitioning
@@ -30,11 +36,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +83,8 @@ class PublishResult:
     parquet_dir: Path
     tables: dict[str, int]  # table -> rows published
     seconds: float
+    mode: str = "full"  # "full" or "delta" (edustat.publish_delta)
+    reason: str = ""  # why a full publish was not a delta
 
 
 def load_or_create_salt(path: Path) -> str:
@@ -183,6 +192,7 @@ def publish(
     salt: str,
     pseudonymise: bool = True,
     tables: Sequence[str] | None = None,
+    delta: bool = True,
 ) -> PublishResult:
     """Write `published_dir/edustat.duckdb` and `published_dir/parquet/` from the curated DB.
 
@@ -190,7 +200,13 @@ def publish(
     `dim_`, `fct_`, `rpt_` tables plus `submission` and `validation_issue` (or `tables`),
     never `raw_`/`stg_`. Both outputs are swapped in atomically; on error the previous
     publication is left untouched.
+
+    With `delta` (the default) and a previous snapshot this function published from the same
+    code, salt and tables, only the groups of rows that changed are replaced in a copy of it
+    (`edustat.publish_delta`); the result is the snapshot a full publish gives.
     """
+    from edustat import publish_delta
+
     t0 = time.perf_counter()
     if pseudonymise and not salt:
         raise ValueError("pseudonymisation needs a non-empty salt")
@@ -199,38 +215,69 @@ def publish(
     names = _select_tables(con, tables)
     pii = pii_field_ids()
     hidden_fields = pii | set(HASHED_COLUMNS)
+    selects: dict[str, str] = {}
+    pii_kept: set[str] = set()
+    for name in names:
+        select, kept = _select_list(_columns(con, name), name, pii, hidden_fields, pseudonymise)
+        selects[name] = select
+        pii_kept |= kept
+    source = publish_delta.source_state(con, names, selects, salt=salt, pseudonymise=pseudonymise)
+    plan, reason = publish_delta.plan(con, published_dir, source, names) if delta else (None, "delta not asked")
+    try:
+        return _publish(con, published_dir, names, selects, pii_kept, source, plan, reason, salt, pseudonymise, t0)
+    except (publish_delta._Stale, duckdb.Error) as exc:
+        if plan is None:
+            raise
+        # the previous snapshot could not be used (replaced meanwhile, unreadable): rebuild
+        why = str(exc) if isinstance(exc, publish_delta._Stale) else f"delta failed ({type(exc).__name__})"
+        log.warning("full publish: %s", why)
+        return _publish(con, published_dir, names, selects, pii_kept, source, None, why, salt, pseudonymise, t0)
+
+
+def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str], pii_kept: set[str], source,
+             plan, reason: str, salt: str, pseudonymise: bool, t0: float) -> PublishResult:
+    """One publish, full (`plan` None) or delta."""
+    from edustat import publish_delta
 
     token = uuid.uuid4().hex
     tmp_db = published_dir / f".{SNAPSHOT_NAME}.tmp-{token}"
     tmp_parquet = published_dir / f".{PARQUET_DIR}.tmp-{token}"
     alias = f"pub_{token[:12]}"
     counts: dict[str, int] = {}
-    pii_kept: set[str] = set()
     attached = False
     try:
+        if plan is not None:
+            publish_delta.copy_snapshot(published_dir, tmp_db, plan.snapshot_ident)
+            faults.point("publish:copied")
         con.execute(f"ATTACH {_lit(tmp_db)} AS {_ident(alias)}")
         attached = True
-        for name in names:
-            cols = _columns(con, name)
-            select, kept = _select_list(cols, name, pii, hidden_fields, pseudonymise)
-            pii_kept |= kept
-            con.execute(
-                f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
-                f"SELECT {select} FROM main.{_ident(name)}",
-                {"salt": salt} if "$salt" in select else None,
-            )
-            counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
-        _write_info(con, alias, pseudonymise, salt, names, pii_kept)
+        if plan is None:
+            for name in names:
+                select = selects[name]
+                con.execute(
+                    f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
+                    f"SELECT {select} FROM main.{_ident(name)}",
+                    {"salt": salt} if "$salt" in select else None,
+                )
+                counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
+            _write_info(con, alias, pseudonymise, salt, names, pii_kept)
+        else:
+            counts = publish_delta.apply(con, alias, plan, source, selects, salt)
+            con.execute(f"DELETE FROM {_ident(alias)}.{INFO_TABLE}")
+            _insert_info(con, alias, pseudonymise, salt, names, pii_kept)
         # Parquet from the snapshot, not from main: one pseudonymisation, identical rows.
         tmp_parquet.mkdir()
         for name in names:
-            _write_parquet(con, alias, name, tmp_parquet / name)
+            keep = (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
+                    if plan is not None else None)
+            _write_parquet(con, alias, name, tmp_parquet / name, keep)
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
         from edustat.dictionary import annotate_snapshot, write_dictionary  # labels, comments, views, dictionary
 
-        annotate_snapshot(tmp_db)
+        if plan is None:
+            annotate_snapshot(tmp_db)  # a delta's copy has them already (same code: version key)
         _fsync(tmp_db)
         faults.point("publish:written")
 
@@ -254,14 +301,22 @@ def publish(
         Path(f"{tmp_db}.wal").unlink(missing_ok=True)
         shutil.rmtree(tmp_parquet, ignore_errors=True)
         raise
+    faults.point("publish:swapped")
+    publish_delta.record(con, source, snapshot, parquet_dir, 0 if plan is None else plan.deltas + 1)
 
     seconds = time.perf_counter() - t0
+    mode = "full" if plan is None else "delta"
+    if plan is not None:
+        log.info("delta publish: %d of %d rows in changed groups, tables %s", plan.changed_rows, plan.total_rows,
+                 ", ".join(f"{t}={len(g)}" for t, g in plan.changed.items() if g) or "none")
+    elif reason:
+        log.info("full publish: %s", reason)
     log.info(
-        "published %d tables, %d rows in %.2f s (pseudonymised=%s): %s",
-        len(counts), sum(counts.values()), seconds, pseudonymise,
+        "published %d tables, %d rows in %.2f s (%s, pseudonymised=%s): %s",
+        len(counts), sum(counts.values()), seconds, mode, pseudonymise,
         ", ".join(f"{t}={n}" for t, n in counts.items()),
     )
-    return PublishResult(snapshot, parquet_dir, counts, seconds)
+    return PublishResult(snapshot, parquet_dir, counts, seconds, mode, "" if plan is not None else reason)
 
 
 def _select_tables(con: duckdb.DuckDBPyConnection, requested: Sequence[str] | None) -> list[str]:
@@ -375,6 +430,13 @@ def _write_info(
         f"CREATE TABLE {_ident(alias)}.{INFO_TABLE} (published_at TIMESTAMP, pseudonymised BOOLEAN, "
         "salt_fingerprint VARCHAR, tables VARCHAR[], pii_kept VARCHAR[])"
     )
+    _insert_info(con, alias, pseudonymise, salt, names, pii_kept)
+
+
+def _insert_info(
+    con: duckdb.DuckDBPyConnection, alias: str, pseudonymise: bool, salt: str,
+    names: list[str], pii_kept: set[str],
+) -> None:
     con.execute(
         f"INSERT INTO {_ident(alias)}.{INFO_TABLE} VALUES (?, ?, ?, ?, ?)",
         [
@@ -387,8 +449,12 @@ def _write_info(
     )
 
 
-def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path) -> None:
-    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`."""
+def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path,
+                   keep: Callable[[Path], bool] | None = None) -> None:
+    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`.
+
+    `keep(path)`, when given, is asked before each file is written: True means the caller has
+    already put that file in place (a delta publish hard-links the unchanged ones)."""
     src = f"{_ident(alias)}.{_ident(table)}"
     cols = {
         r[0]
@@ -398,18 +464,49 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
             [alias, table],
         ).fetchall()
     }
-    if set(PARTITION_COLUMNS) <= cols:
-        out.mkdir()  # stays (empty) when the table has no rows
-        # DuckDB names Hive dirs after the columns and drops them from the files; partitioning
-        # on an alias gives the `year=` dirs and keeps `school_year` in the files.
-        con.execute(
-            f"COPY (SELECT school_year AS year, * FROM {src}) TO {_lit(out)} "
-            "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
-            "OVERWRITE_OR_IGNORE true)"
-        )
-    else:
-        out.mkdir()
-        con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
+    out.mkdir()  # stays (empty) when the table has no rows
+    if not set(PARTITION_COLUMNS) <= cols:
+        if keep is None or not keep(out / "part-0.parquet"):
+            con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
+        return
+    parts = con.execute(f"SELECT DISTINCT school_year, period FROM {src} ORDER BY ALL").fetchall()
+    if all(_plain_partition_value(y) and _plain_partition_value(p) for y, p in parts):
+        # One plain COPY per partition: the same files as DuckDB's PARTITION_BY writes
+        # (`school_year` kept, `period` only in the path), measured 2.5-4x cheaper here.
+        # With statistics propagation on, a plain COPY marks a column without NULLs
+        # `required`; PARTITION_BY never did: switched off so the schema stays as it was.
+        before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] or ""
+        off = ",".join(dict.fromkeys([o for o in before.split(",") if o.strip()] + ["statistics_propagation"]))
+        con.execute(f"SET disabled_optimizers = {_lit(off)}")
+        try:
+            for year, period in parts:
+                target = out / f"year={year}" / f"period={period}" / "part-0.parquet"
+                if keep is not None and keep(target):
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT * EXCLUDE (period) FROM {src} WHERE school_year = ? AND period = ?) "
+                    f"TO {_lit(target)} (FORMAT parquet)",
+                    [year, period],
+                )
+        finally:
+            con.execute(f"SET disabled_optimizers = {_lit(before)}")
+        return
+    # values that are not plain path words (NULL, '/', '..', spaces): DuckDB names the Hive
+    # dirs itself, as it always did.
+    # DuckDB names Hive dirs after the columns and drops them from the files; partitioning
+    # on an alias gives the `year=` dirs and keeps `school_year` in the files.
+    con.execute(
+        f"COPY (SELECT school_year AS year, * FROM {src}) TO {_lit(out)} "
+        "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
+        "OVERWRITE_OR_IGNORE true)"
+    )
+
+
+def _plain_partition_value(value: object) -> bool:
+    """A partition value DuckDB's Hive writer would put in a path unchanged and that names no
+    other place: letters, digits, '_', '-', '.', not starting with '.'."""
+    return isinstance(value, str) and bool(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", value))
 
 
 def _swap_dir(new: Path, dest: Path, aside: Path) -> None:
