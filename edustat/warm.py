@@ -35,7 +35,8 @@ PRELOAD = (
     "xlsxwriter", "prefect", "prefect.flow_engine", "prefect.task_engine", "prefect.runtime",
     "prefect.client.orchestration", "great_expectations", "great_expectations.expectations",
     "edustat.expectations", "edustat.pipeline", "edustat.reports", "edustat.formbuild", "edustat.feedback",
-    "edustat.feedback_patch", "edustat.publish", "edustat.officer", "flows.collect",
+    "edustat.feedback_patch", "edustat.formdelta", "edustat.publish", "edustat.publish_delta", "edustat.headstart",
+    "edustat.officer", "flows.collect",
 )
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
