@@ -160,14 +160,15 @@ def _last_json(text: str) -> dict:
     return {}
 
 
-def child_stages() -> None:
-    """Seconds per task of the server's latest flow run (the flow's own tasks: read, cast, …)."""
+def child_stages(run_id: str | None = None) -> None:
+    """Seconds per task of the server's latest flow run, or of `run_id` (the flow's own tasks:
+    read, cast, …)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as c:
-        runs = c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        runs = ([c.read_flow_run(run_id)] if run_id else c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))
         if not runs:
             return print("{}")
         trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id])))
@@ -305,7 +306,7 @@ def served_runs(inbox_src: Path, work: Path, senv: dict, cold_start: bool) -> di
                              "pickup_s": round((run.start_time - run.created).total_seconds(), 2) if run.start_time else None,
                              "trigger_to_done_s": round(total, 2), "state": run.state.type.value,
                              "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
-                st = measure([sys.executable, __file__, "--child", "stages"], env=dict(senv, **QUIET))
+                st = measure([sys.executable, __file__, "--child", "stages", "--run-id", str(run.id)], env=dict(senv, **QUIET))
                 out[step].update(_last_json(st["stdout"]))
     finally:
         stop_group(serve, __import__("signal").SIGINT)
@@ -446,13 +447,14 @@ def main() -> None:
     ap.add_argument("--no-prefect-startup", action="store_true", help="skip measuring Prefect's start-up apart")
     ap.add_argument("--child", choices=["floor", "flow", "stages"], help=argparse.SUPPRESS)
     ap.add_argument("--inbox", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--run-id", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "floor":
         return child_floor(args.inbox)
     if args.child == "flow":
         return child_flow()
     if args.child == "stages":
-        return child_stages()
+        return child_stages(args.run_id)
     os.environ.update(QUIET)
     from edustat.procs import start_prefect_server, stop_group, wait_healthy
 
