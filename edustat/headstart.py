@@ -10,7 +10,7 @@ The frames are a head start, never a result: they are kept on the `Frames` objec
 signature of the collection they were made from, and the load takes them once (`take`) only if
 that signature still holds; otherwise — and on every retry of the load, since taking them
 removes them — the load makes them itself, as before. Same frames either way (tests/
-test_headstart.py): `staged_frames` is a pure function of (results, frames, school year).
+test_province_cold.py): `staged_frames` is a pure function of (results, frames, school year).
 """
 from __future__ import annotations
 

@@ -64,12 +64,33 @@ def start(preload: tuple[str, ...] = PRELOAD) -> int:
     return forkserver._forkserver._forkserver_pid  # noqa: SLF001 — read-only, for logs and tests
 
 
+def _run_as_forked(target, *args):
+    """The run's process, once forked: its own pools and children start as `edustat run`'s do
+    (forked from this process, its children: their CPU counts in its usage and they end with
+    it); a forkserver's child would otherwise start them from the forkserver too."""
+    multiprocessing.set_start_method("fork", force=True)
+    return target(*args)
+
+
+class _WarmContext:
+    """The forkserver context, whose processes run their target through _run_as_forked."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def Process(self, *, target, args=(), **kwargs):  # noqa: N802 - multiprocessing's name
+        return self._ctx.Process(target=_run_as_forked, args=(target, *args), **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+
 class _Multiprocessing:
     """Stands in for the `multiprocessing` module inside one call of Prefect's
     run_flow_in_subprocess: its get_context("spawn") gives the warm forkserver context."""
 
     def __init__(self, ctx):
-        self._ctx = ctx
+        self._ctx = _WarmContext(ctx)
 
     def get_context(self, method: str | None = None):
         return self._ctx

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 @flow(name="edustat-warm-probe")
 def probe(out: str) -> None:
     """What the run's process had loaded when the flow started, and who forked it."""
+    import multiprocessing
+
     Path(out).write_text(json.dumps({
+        "start_method": multiprocessing.get_start_method(),
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
         "pid": os.getpid(), "ppid": os.getppid(),
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
@@ -60,5 +63,6 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
+    assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run.id).state.is_completed()
