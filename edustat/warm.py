@@ -37,6 +37,7 @@ PRELOAD = (
     "edustat.expectations", "edustat.pipeline", "edustat.reports", "edustat.formbuild", "edustat.feedback",
     "edustat.feedback_patch", "edustat.formdelta", "edustat.publish", "edustat.publish_delta", "edustat.headstart",
     "edustat.officer", "flows.collect",
+    "edustat.warmup",  # builds the repository's own caches (contract, vocabulary, form definitions)
 )
 log = logging.getLogger(__name__)
 _lock = threading.Lock()

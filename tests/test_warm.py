@@ -23,6 +23,7 @@ def probe(out: str) -> None:
 
     Path(out).write_text(json.dumps({
         "start_method": multiprocessing.get_start_method(),
+        "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
         "pid": os.getpid(), "ppid": os.getppid(),
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
@@ -61,6 +62,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert process.exitcode == 0
     seen = json.loads(out.read_text())
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
+    assert seen["matchers_cached"] > 10, "the code lists' vocabulary was built once, in the warm server"
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
     assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
