@@ -370,7 +370,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     use = pipeline.process_usage()
-    run_log().info("Lần chạy %s xong: %s (CPU %.1f s, bộ nhớ tối đa %d MiB)", run_id,
+    run_log().info("Lần chạy %s xong: %s (tiến trình chạy: CPU %.1f s, bộ nhớ tối đa %d MiB)", run_id,
                    ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()),
                    use["cpu_s"], use["peak_mib"])
     return summary
