@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @flow(name="edustat-warm-probe")
-def probe(out: str) -> None:
+def probe(out: str, linger: float = 0.0) -> None:
     """What the run's process had loaded when the flow started, and who forked it."""
+    import time
     import multiprocessing
 
     Path(out).write_text(json.dumps({
@@ -28,6 +29,7 @@ def probe(out: str) -> None:
         "pid": os.getpid(), "ppid": os.getppid(),
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
     }))
+    time.sleep(linger)
 
 
 def test_install_replaces_the_runners_starter_and_only_for_the_pinned_prefect(monkeypatch):
@@ -68,3 +70,35 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run.id).state.is_completed()
+
+
+def test_a_killed_run_ends_alone_and_the_next_one_starts_warm(prefect_harness, tmp_path):
+    """kill -9 of a served run's process: that run ends, the warm server stays and forks the next."""
+    import signal
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    assert warm.install() is None
+    server_pid = warm.start()
+    first = tmp_path / "first.json"
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(probe, parameters={"out": str(first), "linger": 120})
+    process = warm.run_flow_in_warm_subprocess(probe, flow_run=run)
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.exists(), "the first run started"
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(60)
+    assert process.exitcode == -signal.SIGKILL
+    second = tmp_path / "second.json"
+    with get_client(sync_client=True) as client:
+        run2 = client.create_flow_run(probe, parameters={"out": str(second)})
+    again = warm.run_flow_in_warm_subprocess(probe, flow_run=run2)
+    again.join(300)
+    assert again.exitcode == 0
+    seen = json.loads(second.read_text())
+    assert seen["ppid"] == server_pid and seen["gx_loaded"], "forked warm by the same server"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run2.id).state.is_completed()
