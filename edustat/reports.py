@@ -765,15 +765,20 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
             emitted["ok"].append(ok.to_numpy()[valid])
             emitted["message"].append(np.full(n, msg, dtype=object))
 
-    def col(key: str) -> pd.Series:
-        return wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+    columns: dict[str, pd.Series] = {}
+
+    def col(key: str) -> pd.Series:  # each column taken out of the wide frame once
+        if key not in columns:
+            columns[key] = wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+        return columns[key]
 
     measures = {k.split(".", 1)[1] for k in wide.columns}
     for m in sorted(measures):
         parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in wide.columns]
         if f"tong_so.{m}" in wide.columns and parts:
             total = col(f"tong_so.{m}")
-            psum = wide[parts].sum(axis=1, min_count=len(parts)).where(wide[parts].notna().all(axis=1))
+            part_values = wide[parts]
+            psum = part_values.sum(axis=1, min_count=len(parts)).where(part_values.notna().all(axis=1))
             emit("total_equals_groups", f"tong_so.{m}", psum, total, (psum - total).abs() < 1e-9, "Tổng số = tổng các loại hình")
     for g in ["tong_so", *form["groups"]]:
         t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
