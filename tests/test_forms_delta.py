@@ -449,3 +449,20 @@ def test_check_form_equals_a_frame_per_check(loaded, which):
             n += len(got)
     assert n > 1000
     assert {"total_equals_groups", "female_le_total", "rows_sum_to_total", "sub_row_le_parent"} <= failed, failed
+
+
+def test_hash_text_is_the_hash_of_the_values_one_after_another():
+    """formbuild._hash_text hashes an Arrow string array's values in place: sliced arrays,
+    empty and Vietnamese values, large strings — the same sha256 as the text joined."""
+    import hashlib
+
+    import pyarrow as pa
+
+    values = ["", "01-MN-ĐN,city,1,tong_so.tong,12\n", "", "Trường Mầm non Hoa Sen\n", "x", ""]
+    for typ in (pa.string(), pa.large_string()):
+        arr = pa.array(values, type=typ)
+        for a, b in ((0, len(values)), (1, 4), (2, 3), (3, 3), (0, 1)):
+            part = arr.slice(a, b - a)
+            h = hashlib.sha256()
+            formbuild._hash_text(h, part)
+            assert h.hexdigest() == hashlib.sha256("".join(values[a:b]).encode("utf-8")).hexdigest(), (typ, a, b)
