@@ -740,27 +740,45 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
             "expected", "actual", "ok", "message"]
     if cells.empty:
         return pd.DataFrame(columns=cols)
+    import numpy as np
+
     values = cells.assign(value=pd.to_numeric(cells["value"], errors="coerce").astype("float64"))
     wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
     out: list[pd.DataFrame] = []
+    # the identity checks' rows as numpy arrays, one frame at the end (a frame per check cost
+    # ~1 ms each: most of a delta build's checks; issue 12) — the same rows in the same order
+    emitted: dict[str, list] = {k: [] for k in ("scope", "row_code", "check_name", "column_key", "expected",
+                                                "actual", "ok", "message")}
+    wide_scope = wide.index.get_level_values(0)
+    wide_row = wide.index.get_level_values(1)
 
     def emit(name: str, key: str, expected: pd.Series, actual: pd.Series, ok: pd.Series, msg: str) -> None:
-        valid = expected.notna() & actual.notna()
-        if valid.any():
-            idx = expected.index[valid]
-            out.append(pd.DataFrame({"scope": idx.get_level_values(0), "row_code": idx.get_level_values(1),
-                                     "check_name": name, "column_key": key, "expected": expected[valid].to_numpy(),
-                                     "actual": actual[valid].to_numpy(), "ok": ok[valid].to_numpy(), "message": msg}))
+        valid = expected.notna().to_numpy() & actual.notna().to_numpy()
+        n = int(valid.sum())
+        if n:
+            emitted["scope"].append(wide_scope[valid])
+            emitted["row_code"].append(wide_row[valid])
+            emitted["check_name"].append(np.full(n, name, dtype=object))
+            emitted["column_key"].append(np.full(n, key, dtype=object))
+            emitted["expected"].append(expected.to_numpy()[valid])
+            emitted["actual"].append(actual.to_numpy()[valid])
+            emitted["ok"].append(ok.to_numpy()[valid])
+            emitted["message"].append(np.full(n, msg, dtype=object))
 
-    def col(key: str) -> pd.Series:
-        return wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+    columns: dict[str, pd.Series] = {}
+
+    def col(key: str) -> pd.Series:  # each column taken out of the wide frame once
+        if key not in columns:
+            columns[key] = wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+        return columns[key]
 
     measures = {k.split(".", 1)[1] for k in wide.columns}
     for m in sorted(measures):
         parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in wide.columns]
         if f"tong_so.{m}" in wide.columns and parts:
             total = col(f"tong_so.{m}")
-            psum = wide[parts].sum(axis=1, min_count=len(parts)).where(wide[parts].notna().all(axis=1))
+            part_values = wide[parts]
+            psum = part_values.sum(axis=1, min_count=len(parts)).where(part_values.notna().all(axis=1))
             emit("total_equals_groups", f"tong_so.{m}", psum, total, (psum - total).abs() < 1e-9, "Tổng số = tổng các loại hình")
     for g in ["tong_so", *form["groups"]]:
         t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
@@ -776,6 +794,9 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
         if all(k in wide.columns for k in rooms):
             rsum = wide[rooms].sum(axis=1, min_count=3)
             emit("rooms_total", f"{g}.tong", rsum, t, (rsum - t).abs() < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
+    if emitted["scope"]:
+        out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
+                                 for k, v in emitted.items()}))
     # row identities, as joins of the long cells with themselves
     long = values.loc[values["value"].notna(), ["scope", "row_code", "column_key", "value"]]
     within = pd.DataFrame([(row["code"], row["within"]) for _, row in data_rows(form) if "within" in row],

@@ -312,3 +312,157 @@ def test_the_digest_from_kept_blocks_equals_the_whole_text_digest(loaded, tmp_pa
         both()
     finally:
         con.close()
+
+
+def test_forms_without_a_changed_school_run_no_entity_query(loaded, tmp_path, monkeypatch):
+    """A primary school changed: only the forms it is in query its rows (the others' restricted
+    views are empty, so their entity queries are skipped), and the result is a full build's."""
+    from edustat import reports
+
+    levels = {}
+    for d in ("TH", "MN", "THCS"):
+        for s in _schools(loaded["city"], d):
+            levels.setdefault(s, set()).add(d)
+    school = next(s for s, lv in sorted(levels.items()) if lv == {"TH"})
+    queried: list[str] = []
+    real = reports._entity_long
+
+    def counted(con, form, entity, rows):
+        queried.append(form["form_code"])
+        return real(con, form, entity, rows)
+
+    monkeypatch.setattr(reports, "_entity_long", counted)
+    r_inc, _, inc, full = _twin(loaded["city"], tmp_path, _change(school))
+    assert r_inc.delta and all(v is None for v in r_inc.delta.values()), r_inc.delta
+    # the incremental build queried only the TH form (the full build then queried every form)
+    inc_forms = queried[:queried.index(next(f for f in queried if _level(f) != "TH"))] if any(
+        _level(f) != "TH" for f in queried) else queried
+    assert inc_forms and {_level(f) for f in inc_forms} == {"TH"}
+    assert _diffs(inc, full) == []
+
+
+def _check_form_reference(form: dict, cells):
+    """reports.check_form as it was before issue 12 (a DataFrame per check): the oracle."""
+    import pandas as pd
+
+    from edustat.reports import _part_groups, data_rows
+
+    cols = ["school_year", "period", "form_code", "scope", "check_name", "row_code", "column_key",
+            "expected", "actual", "ok", "message"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    values = cells.assign(value=pd.to_numeric(cells["value"], errors="coerce").astype("float64"))
+    wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+    out: list = []
+
+    def emit(name, key, expected, actual, ok, msg):
+        valid = expected.notna() & actual.notna()
+        if valid.any():
+            idx = expected.index[valid]
+            out.append(pd.DataFrame({"scope": idx.get_level_values(0), "row_code": idx.get_level_values(1),
+                                     "check_name": name, "column_key": key, "expected": expected[valid].to_numpy(),
+                                     "actual": actual[valid].to_numpy(), "ok": ok[valid].to_numpy(), "message": msg}))
+
+    def col(key):
+        return wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
+
+    measures = {k.split(".", 1)[1] for k in wide.columns}
+    for m in sorted(measures):
+        parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in wide.columns]
+        if f"tong_so.{m}" in wide.columns and parts:
+            total = col(f"tong_so.{m}")
+            psum = wide[parts].sum(axis=1, min_count=len(parts)).where(wide[parts].notna().all(axis=1))
+            emit("total_equals_groups", f"tong_so.{m}", psum, total, (psum - total).abs() < 1e-9, "Tổng số = tổng các loại hình")
+    for g in ["tong_so", *form["groups"]]:
+        t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
+        emit("female_le_total", f"{g}.nu", t, nu, nu <= t, "Nữ ≤ Tổng số")
+        emit("dtts_le_total", f"{g}.dtts", t, dt_, dt_ <= t, "DTTS ≤ Tổng số")
+        low = pd.concat([dt_, nu], axis=1).min(axis=1, skipna=False)
+        emit("dtts_female_le_min", f"{g}.dtts_nu", low, dtnu, dtnu <= low, "DTTS nữ ≤ min(DTTS, Nữ)")
+        contract = [f"{g}.{m}" for m in ("vien_chuc_khong_xac_dinh", "vien_chuc_xac_dinh", "hop_dong_lao_dong")]
+        if all(k in wide.columns for k in contract):
+            csum = wide[contract].sum(axis=1, min_count=3)
+            emit("contracts_le_total", f"{g}.tong", t, csum, csum <= t, "Viên chức + hợp đồng lao động ≤ Tổng số")
+        rooms = [f"{g}.{m}" for m in ("kien_co", "ban_kien_co", "tam")]
+        if all(k in wide.columns for k in rooms):
+            rsum = wide[rooms].sum(axis=1, min_count=3)
+            emit("rooms_total", f"{g}.tong", rsum, t, (rsum - t).abs() < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
+    long = values.loc[values["value"].notna(), ["scope", "row_code", "column_key", "value"]]
+    within = pd.DataFrame([(row["code"], row["within"]) for _, row in data_rows(form) if "within" in row],
+                          columns=["row_code", "parent"])
+    if len(within):
+        w = long.merge(within, on="row_code").merge(
+            long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
+        out.append(pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
+                                 "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
+                                 "ok": w["value"] <= w["expected"] + 1e-9,
+                                 "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)}))
+    groups = [(row["code"], gi, p, len(g), ", ".join(map(str, g)))
+              for _, row in data_rows(form) for gi, g in enumerate(_part_groups(row)) for p in g]
+    if groups:
+        pg = pd.DataFrame(groups, columns=["row_code", "gi", "part", "n", "parts"])
+        pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
+        agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
+            expected=("value", "sum"), found=("value", "size"))
+        agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
+        out.append(pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
+                                 "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
+                                 "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
+                                 "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]}))
+    if not out:
+        return pd.DataFrame(columns=cols)
+    res = pd.concat(out, ignore_index=True)
+    res["school_year"] = form.get("school_year")
+    res["period"] = None
+    res["form_code"] = form["form_code"]
+    res["ok"] = res["ok"].astype(bool)
+    return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("which", ["city", "damaged"])
+def test_check_form_equals_a_frame_per_check(loaded, which):
+    """reports.check_form (the checks' rows as arrays, one frame) gives the very frame the
+    frame-per-check implementation gave — on the stored cells of every scope, as stored
+    (None for '#') and perturbed so that every kind of check fails somewhere."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import reports
+
+    con = duckdb.connect(str(loaded[which] / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        stored = con.execute("select * from rpt_form_cell where school_year = ? and period = ? order by all",
+                             [YEAR, PERIOD]).df()
+    finally:
+        con.close()
+    failed = set()
+    n = 0
+    for code, cells in stored.groupby("form_code"):
+        form = {**reports.load_form(code), "school_year": YEAR}
+        rng = np.random.default_rng(len(cells))
+        bumped = cells.assign(value=cells["value"] + rng.integers(0, 3, len(cells)) * (rng.random(len(cells)) < 0.2))
+        for c in (cells, cells.assign(value=cells["value"].astype(object).where(cells["value"].notna(), None)),
+                  bumped, cells.iloc[:0]):
+            got, want = reports.check_form(form, c), _check_form_reference(form, c)
+            pd.testing.assert_frame_equal(got, want)
+            failed |= set(got.loc[~got["ok"], "check_name"]) if len(got) else set()
+            n += len(got)
+    assert n > 1000
+    assert {"total_equals_groups", "female_le_total", "rows_sum_to_total", "sub_row_le_parent"} <= failed, failed
+
+
+def test_hash_text_is_the_hash_of_the_values_one_after_another():
+    """formbuild._hash_text hashes an Arrow string array's values in place: sliced arrays,
+    empty and Vietnamese values, large strings — the same sha256 as the text joined."""
+    import hashlib
+
+    import pyarrow as pa
+
+    values = ["", "01-MN-ĐN,city,1,tong_so.tong,12\n", "", "Trường Mầm non Hoa Sen\n", "x", ""]
+    for typ in (pa.string(), pa.large_string()):
+        arr = pa.array(values, type=typ)
+        for a, b in ((0, len(values)), (1, 4), (2, 3), (3, 3), (0, 1)):
+            part = arr.slice(a, b - a)
+            h = hashlib.sha256()
+            formbuild._hash_text(h, part)
+            assert h.hexdigest() == hashlib.sha256("".join(values[a:b]).encode("utf-8")).hexdigest(), (typ, a, b)
