@@ -711,13 +711,21 @@ def _problem_files(outcome: RunOutcome) -> list[dict]:
     messages may quote personal data: only their count is given)."""
     subs, issues = outcome.submissions, outcome.issues
     out = []
+    # one pass over the errors, not one filter of every issue per file (a province: 300 files
+    # x 100k issues took 1.5 s): per file hash, its error count and its first file-level message
+    errors = issues[issues["severity"] == "error"] if len(issues) else issues
+    n_errors = errors["file_hash"].value_counts().to_dict() if len(errors) else {}
+    first_file_level = {}
+    if len(errors):
+        file_level = errors[errors["rule_id"].str.startswith("file_")]
+        file_level = file_level[file_level["file_hash"].notna()].drop_duplicates("file_hash", keep="first")
+        first_file_level = dict(zip(file_level["file_hash"], file_level["message"]))
     for r in subs.itertuples(index=False) if len(subs) else []:
         if r.status not in ("unreadable", "rejected"):
             continue
-        mine = issues[(issues["file_hash"] == r.file_hash) & (issues["severity"] == "error")] if len(issues) else issues
-        file_level = mine[mine["rule_id"].str.startswith("file_")] if len(mine) else mine
-        text = (file_level["message"].iloc[0] if len(file_level)
-                else f"{len(mine)} lỗi trong dữ liệu (xem tệp phản hồi)")
+        known = isinstance(r.file_hash, str)  # a null hash matches no issue (as `==` did)
+        text = (first_file_level[r.file_hash] if known and r.file_hash in first_file_level
+                else f"{n_errors.get(r.file_hash, 0) if known else 0} lỗi trong dữ liệu (xem tệp phản hồi)")
         out.append({"file": r.file_name, "school_code": r.school_code if isinstance(r.school_code, str) else None,
                     "status": r.status, "message": text})
     return out

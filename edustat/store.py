@@ -288,9 +288,12 @@ def cross_school_issues(con: duckdb.DuckDBPyConnection, run_files: Mapping[str, 
         all_keys as (
             select school_code, k from run_rows union all select school_code, k from other_rows
         ),
-        shared as (
+        dup_keys as (  -- cheap first pass: min <> max is count(distinct) > 1 without a distinct per key
+            select k from all_keys group by k having min(school_code) <> max(school_code)
+        ),
+        shared as (  -- the lists only for the few shared keys (a province: 0.49 -> 0.29 s)
             select k, list(distinct school_code order by school_code) as schools
-            from all_keys group by k having count(distinct school_code) > 1
+            from all_keys semi join dup_keys using (k) group by k
         ),
         final as (
             select r.school_code, r.file_hash, r.sheet_name, r.excel_row, '{rule_id}' as rule_id, r.value,
