@@ -1,22 +1,28 @@
 """Served flow runs start warm: each run is forked from a process that has already imported
 pandas, pyarrow, DuckDB, Prefect, Great Expectations and edustat.
 
-`edustat serve` (Prefect 3's runner) starts every flow run of a deployment in a new process,
-and Prefect 3.9 starts it with multiprocessing's "spawn": the run imports everything again,
-~3 s, plus Great Expectations' ~2.5 s when it validates: half of what a nightly run with one
-changed school costs. Here the runner starts runs with a "forkserver" instead: one server
-process, started once with the serve command, imports the modules below; each run is a fork of
-it. A run still gets its own process (a crash, a kill -9 or a leak ends with the run; memory is
-returned when it ends; cancelling still kills that process), the same environment and the same
-Prefect engine entry point; only the imports are already done.
+Prefect 3's runner (`edustat serve`) starts every flow run in a new process: a deployment handed
+to `serve()` as `python -m prefect.engine`, which loads the flow again from its entrypoint; a
+flow handed to `Runner.add_flow` (flows/deploy.py) through `run_flow_in_subprocess`, with
+multiprocessing's "spawn". Either way the run imports everything again, ~3 s, plus Great
+Expectations' ~2.5 s when it validates: half of what a nightly run with one changed school cost.
+Here the runner starts runs with a "forkserver" instead: one server process, started once with
+the serve command, imports the modules below (and edustat.warmup builds the repository's own
+caches); each run is a fork of it. A run still gets its own process (a crash, a kill -9 or a
+leak ends with the run; memory is returned when it ends; a cancel signals that process, as
+before), the same environment and the same Prefect engine entry point; only the imports are
+already done. Inside the run, multiprocessing's default is set back to "fork", so its own pools
+are its children, as under `edustat run`.
 
 The forkserver imports modules only: no Python thread, file, connection or client is opened
 there (a fork copies the forking thread alone). The native threads the imports start (numpy's
 BLAS pool, Arrow's jemalloc background thread) register fork handlers; the flow itself already
 forks from a process holding them (edustat.isolate, the read workers). Modules added to PRELOAD
-must not open anything at import time.
+must not open anything at import time. A module that fails to import there is skipped by
+multiprocessing without a word: the run then imports it itself (slower, not wrong);
+tests/test_warm.py checks that GX, edustat and the vocabulary are there.
 
-Prefect documents its direct starter's module-level `run_flow_in_subprocess` as the point to
+Prefect's code names its direct starter's module-level `run_flow_in_subprocess` as the point to
 patch (prefect/runner/_starter_direct.py: "patch the module to override"). `install()` replaces
 it with a wrapper that hands Prefect's own function a forkserver context in place of "spawn";
 it checks the pinned Prefect version and the names it relies on, and otherwise leaves Prefect
@@ -24,7 +30,6 @@ as it is (runs start cold, and the serve log says why).
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import threading
 from typing import Any
@@ -39,7 +44,6 @@ PRELOAD = (
     "edustat.officer", "flows.collect",
     "edustat.warmup",  # builds the repository's own caches (contract, vocabulary, form definitions)
 )
-log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _ctx: multiprocessing.context.ForkServerContext | None = None
 
