@@ -53,8 +53,8 @@ for n in ("write_run",):
 base = Path(WORK) / ("run-" + out); shutil.rmtree(base, ignore_errors=True)
 shutil.copytree(BASE, base, symlinks=True)
 kw = dict(school_year="2022-2023", period="dau_nam", inbox=str(base / "inbox"), data_dir=str(base / "data"))
+# base/inbox already holds the one changed school (the same bytes for every run compared)
 try:
-    pass  # base/inbox already holds the one changed school (same bytes for every run)
     pr = cProfile.Profile() if "noprof" not in sys.argv else None
     t = time.perf_counter(); c = time.process_time()
     if pr: pr.enable()

@@ -19,6 +19,7 @@ import pytest
 
 from edustat import formbuild, formdelta
 from edustat.config import Config
+from test_forms_speed import damage_core  # the same damaged copy as the speed tests
 
 ROOT = Path(__file__).resolve().parents[1]
 YEAR, PERIOD = "2022-2023", "dau_nam"
@@ -47,21 +48,6 @@ def _build(data: Path, incremental: bool):
         con.close()
 
 
-def _damage(db: Path) -> None:
-    """NULL conditions and flags, shifted ages, rooms (as tests/test_forms_speed.py)."""
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("update core_learners set grade = null, grade_number = null where hash(excel_row, school_code) % 7 = 0")
-        con.execute("update core_learners set is_female = null, is_dtts = null where hash(excel_row, school_code) % 9 = 1")
-        con.execute("update core_learners set age = age + 5, birth_date = null where hash(excel_row, school_code) % 11 = 2")
-        con.execute("update core_staff set is_female = null, contract_bucket = null where hash(excel_row, school_code) % 5 = 3")
-        con.execute("update core_rooms set permanent = null, temporary = coalesce(temporary, 0) + 2 "
-                    "where hash(excel_row, school_code) % 3 = 1")
-        con.execute("update core_classes set care_level = null where hash(excel_row, school_code) % 4 = 2")
-    finally:
-        con.close()
-
-
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory) -> dict[str, Path]:
     """The sample city loaded by the real pipeline, and a copy damaged in core; each primed by
@@ -82,7 +68,7 @@ def loaded(tmp_path_factory) -> dict[str, Path]:
         con.close()
     damaged = work / "damaged"
     delta_script.copy_data(data, damaged, reports=False)
-    _damage(damaged / "curated" / "edustat.duckdb")
+    damage_core(damaged / "curated" / "edustat.duckdb")
     for d in (data, damaged):
         first = _build(d, incremental=True)
         assert first.forms and len(first.files) > 3

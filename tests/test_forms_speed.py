@@ -27,15 +27,10 @@ def _compare_module():
     return mod
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    work = tmp_path_factory.mktemp("speed")
-    files = build_sample(work)
-    db = work / "data" / "curated" / "edustat.duckdb"
-    damaged = work / "damaged.duckdb"
-    shutil.copyfile(db, damaged)
-    con = duckdb.connect(str(damaged))
-    try:  # NULL conditions and flags, shifted ages, rooms: what FILTER treats as false / skips
+def damage_core(db: Path) -> None:
+    """NULL conditions and flags, shifted ages, rooms: what FILTER treats as false / skips."""
+    con = duckdb.connect(str(db))
+    try:
         con.execute("update core_learners set grade = null, grade_number = null where hash(excel_row, school_code) % 7 = 0")
         con.execute("update core_learners set is_female = null, is_dtts = null where hash(excel_row, school_code) % 9 = 1")
         con.execute("update core_learners set age = age + 5, birth_date = null where hash(excel_row, school_code) % 11 = 2")
@@ -45,6 +40,16 @@ def sample(tmp_path_factory):
         con.execute("update core_classes set care_level = null where hash(excel_row, school_code) % 4 = 2")
     finally:
         con.close()
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    work = tmp_path_factory.mktemp("speed")
+    files = build_sample(work)
+    db = work / "data" / "curated" / "edustat.duckdb"
+    damaged = work / "damaged.duckdb"
+    shutil.copyfile(db, damaged)
+    damage_core(damaged)
     return {"files": files, "db": db, "damaged": damaged, "work": work}
 
 

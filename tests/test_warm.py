@@ -51,15 +51,27 @@ def test_install_replaces_the_runners_starter_and_only_for_the_pinned_prefect(mo
     assert starter.run_flow_in_subprocess is original
 
 
-def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tmp_path):
+def _start_probe(out: Path, **params):
+    """A probe run registered on the server and started as the served runner starts it."""
     from prefect.client.orchestration import get_client
 
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(probe, parameters={"out": str(out), **params})
+    return run, warm.run_flow_in_warm_subprocess(probe, flow_run=run)
+
+
+def _completed(run) -> bool:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run.id).state.is_completed()
+
+
+def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tmp_path):
     assert warm.install() is None
     server_pid = warm.start()
     out = tmp_path / "probe.json"
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run(probe, parameters={"out": str(out)})
-    process = warm.run_flow_in_warm_subprocess(probe, flow_run=run)
+    run, process = _start_probe(out)
     process.join(300)
     assert process.exitcode == 0
     seen = json.loads(out.read_text())
@@ -68,8 +80,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
     assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(run.id).state.is_completed()
+    assert _completed(run)
 
 
 def test_a_killed_run_ends_alone_and_the_next_one_starts_warm(prefect_harness, tmp_path):
@@ -77,14 +88,10 @@ def test_a_killed_run_ends_alone_and_the_next_one_starts_warm(prefect_harness, t
     import signal
     import time
 
-    from prefect.client.orchestration import get_client
-
     assert warm.install() is None
     server_pid = warm.start()
     first = tmp_path / "first.json"
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run(probe, parameters={"out": str(first), "linger": 120})
-    process = warm.run_flow_in_warm_subprocess(probe, flow_run=run)
+    _, process = _start_probe(first, linger=120)
     deadline = time.monotonic() + 120
     while not first.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -93,12 +100,9 @@ def test_a_killed_run_ends_alone_and_the_next_one_starts_warm(prefect_harness, t
     process.join(60)
     assert process.exitcode == -signal.SIGKILL
     second = tmp_path / "second.json"
-    with get_client(sync_client=True) as client:
-        run2 = client.create_flow_run(probe, parameters={"out": str(second)})
-    again = warm.run_flow_in_warm_subprocess(probe, flow_run=run2)
+    run2, again = _start_probe(second)
     again.join(300)
     assert again.exitcode == 0
     seen = json.loads(second.read_text())
     assert seen["ppid"] == server_pid and seen["gx_loaded"], "forked warm by the same server"
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(run2.id).state.is_completed()
+    assert _completed(run2)
