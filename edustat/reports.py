@@ -1606,12 +1606,18 @@ def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scop
 
 
 def _render_job(job: tuple) -> Path:
+    """render_form, from the form's prerendered layout (edustat.formfast: the same parts)."""
+    from edustat import formfast
+
     code, values, checks, scope, out, header = job
-    return render_form(load_form(code), None, checks, scope, out, header, values=values)
+    return formfast.render(code, load_form(code), values, checks, scope, out, header)
 
 
 def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
     """Write the workbooks, in worker processes when there are many (xlsxwriter is pure Python)."""
+    from edustat import formfast
+
+    formfast.reset()  # templates live for one build (a worker process starts without them)
     if workers > 1 and len(jobs) > 4:
         from concurrent.futures import ProcessPoolExecutor
 
