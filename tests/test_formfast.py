@@ -1,0 +1,92 @@
+"""edustat.formfast: a workbook made from its form's prerendered template has every XML part of
+the one reports.render_form writes (docProps/core.xml aside: it holds the time), for every
+built-in form and the shipped ad-hoc reports, several scopes from one template in a row, with
+failed checks on KiemTra; the cases the template cannot reproduce (a school named like one of
+the form's labels, an empty scope, a value that is not a number) are rendered the ordinary
+way, and the fast path is really taken where it can be (stats)."""
+from __future__ import annotations
+
+import random
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from edustat import formfast
+from edustat.reports import CHECK_COLUMNS, ReportHeader, data_rows, list_forms, load_form, render_form
+
+YEAR = "2022-2023"
+ROOT = Path(__file__).resolve().parents[1]
+FORMS = list_forms() + [str(ROOT / "reports" / "hoc-sinh-khuyet-tat.yaml"), str(ROOT / "reports" / "giao-vien-mon-trinh-do.yaml")]
+
+
+def values_of(form: dict, seed: int) -> dict:
+    rnd = random.Random(seed)
+    out = {}
+    for sheet, row in data_rows(form):
+        for key in sheet.get("columns", []):
+            r = rnd.random()
+            if r < 0.7:  # some cells absent (written as 0), some fractional or large
+                out[(row["code"], key)] = float(rnd.choice([rnd.randint(0, 400), rnd.randint(0, 10**9), 2.5]))
+    return out
+
+
+def checks_of(form: dict, scope: str, failed: int) -> pd.DataFrame:
+    codes = [row["code"] for _, row in data_rows(form)][:5]
+    rows = [[YEAR, "dau_nam", form["form_code"], scope, "total_equals_groups", c, "tong_so", 10.0, 10.0 + (i < failed),
+             i >= failed, "x"] for i, c in enumerate(codes)]
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def header(unit: str, label: str, recipient: str = "Phòng GD&ĐT Quận Ba Đình") -> ReportHeader:
+    return ReportHeader(unit=unit, recipient=recipient, school_year=YEAR, scope_label=label)
+
+
+def parts(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist() if n != "docProps/core.xml"}
+
+
+def both(tmp: Path, code: str, values: dict, checks: pd.DataFrame, scope: str, head: ReportHeader) -> tuple[dict, dict]:
+    form = load_form(code)
+    slow = render_form(form, None, checks, scope, tmp / "slow" / f"{scope}.xlsx", head, values=values)
+    fast = formfast.render(code, form, values, checks, scope, tmp / "fast" / f"{scope}.xlsx", head)
+    return parts(slow), parts(fast)
+
+
+@pytest.mark.parametrize("code", FORMS, ids=lambda c: Path(c).stem)
+def test_template_workbooks_are_the_same_parts(tmp_path, code):
+    formfast.reset()
+    before = dict(formfast.stats)
+    scopes = [("city", header("Phòng GD&ĐT Quận Ba Đình", "Toàn Quận Ba Đình", "Sở GD&ĐT Hà Nội"), 0),
+              ("01000001", header("Trường Mầm non Hoa Sen <A&B>", "Trường Mầm non Hoa Sen <A&B> (01000001)"), 3),
+              ("01000002", header("Trường Tiểu học Kim Đồng", "Trường Tiểu học Kim Đồng (01000002)"), 0)]
+    for i, (scope, head, failed) in enumerate(scopes):
+        slow, fast = both(tmp_path, code, values_of(load_form(code), i), checks_of(load_form(code), scope, failed), scope, head)
+        assert slow.keys() == fast.keys()
+        assert [n for n in slow if slow[n] != fast[n]] == [], scope
+    assert formfast.stats["fast"] - before["fast"] == 3  # all three from the template
+    assert formfast.stats["templates"] - before["templates"] == 1
+
+
+def test_what_the_template_cannot_make_is_rendered_the_ordinary_way(tmp_path):
+    code = "02-TH-DN"
+    form = load_form(code)
+    formfast.reset()
+    label = next(row["label"] for _, row in data_rows(form) if row.get("label"))
+    cases = [("s1", header(label, f"{label} (s1)")),  # a school named like a row of the form: its string index is shared
+             ("s2", header("Trường A", "")),  # an empty header string: refused by the template ("" is written as a blank cell)
+             ("s3", header("Trường B", "x" * 240)),  # a footer over Excel's 255 characters is dropped
+             ("s4", header("Phòng GD&ĐT Quận Ba Đình", "Trường C (s4)"))]  # unit = recipient: one string index
+    for scope, head in cases:
+        before = formfast.stats["fallback"]
+        slow, fast = both(tmp_path, code, values_of(form, 1), checks_of(form, scope, 1), scope, head)
+        assert formfast.stats["fallback"] == before + 1, scope
+        assert [n for n in slow if slow[n] != fast.get(n)] == [] and slow.keys() == fast.keys(), scope
+    cell = next((r["code"], k) for sh, r in data_rows(form) for k in sh["columns"] if k not in r.get("na", []))
+    bad = {**values_of(form, 2), cell: float("nan")}
+    for render in (lambda p: render_form(form, None, checks_of(form, "s5", 0), "s5", p, header("C", "C (s5)"), values=bad),
+                   lambda p: formfast.render(code, form, bad, checks_of(form, "s5", 0), "s5", p, header("C", "C (s5)"))):
+        with pytest.raises(TypeError, match="NAN/INF"):
+            render(tmp_path / "nan.xlsx")
