@@ -28,7 +28,7 @@ def values_of(form: dict, seed: int) -> dict:
         for key in sheet.get("columns", []):
             r = rnd.random()
             if r < 0.7:  # some cells absent (written as 0), some fractional or large
-                out[(row["code"], key)] = float(rnd.choice([rnd.randint(0, 400), rnd.randint(0, 10**9), 2.5]))
+                out[(row["code"], key)] = float(rnd.choice([rnd.randint(0, 400), rnd.randint(0, 10**9), 2.5, 1 / 3]))
     return out
 
 
