@@ -1619,8 +1619,28 @@ def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
 
     formfast.reset()  # templates live for one build (a worker process starts without them)
     if workers > 1 and len(jobs) > 4:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        global _FORKED_JOBS
+        chunk = max(1, len(jobs) // (workers * 4))
+        ctx = multiprocessing.get_context()
+        if ctx.get_start_method() != "fork":
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                return list(pool.map(_render_job, jobs, chunksize=chunk))
+        # forked workers inherit the jobs (set before the pool forks them): only their indexes
+        # are sent, not every school's values and checks pickled through a pipe
+        _FORKED_JOBS = jobs
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                return list(pool.map(_render_forked, range(len(jobs)), chunksize=chunk))
+        finally:
+            _FORKED_JOBS = []
     return [_render_job(j) for j in jobs]
+
+
+_FORKED_JOBS: list[tuple] = []  # the jobs a forked worker reads (set by _render_all before the fork)
+
+
+def _render_forked(i: int) -> Path:
+    return _render_job(_FORKED_JOBS[i])
