@@ -90,3 +90,19 @@ def test_what_the_template_cannot_make_is_rendered_the_ordinary_way(tmp_path):
                    lambda p: formfast.render(code, form, bad, checks_of(form, "s5", 0), "s5", p, header("C", "C (s5)"))):
         with pytest.raises(TypeError, match="NAN/INF"):
             render(tmp_path / "nan.xlsx")
+
+
+def test_forked_workers_render_each_job_its_own_workbook(tmp_path):
+    """reports._render_all over two worker processes (the jobs inherited, only indexes sent):
+    each path in job order, each workbook the one rendered in this process."""
+    from edustat.reports import _render_all
+
+    code = "02-TH-DN"
+    form = load_form(code)
+    jobs = {d: [(code, values_of(form, i), checks_of(form, f"s{i}", i % 2), f"s{i}", tmp_path / d / f"s{i}.xlsx",
+                 header(f"Trường {i}", f"Trường {i} (s{i})")) for i in range(6)] for d in ("one", "two")}
+    assert _render_all(jobs["one"], 1) == [j[4] for j in jobs["one"]]
+    assert _render_all(jobs["two"], 2) == [j[4] for j in jobs["two"]]
+    for a, b in zip(jobs["one"], jobs["two"]):
+        assert parts(a[4]) == parts(b[4])
+    assert len({parts(j[4])["xl/worksheets/sheet1.xml"] for j in jobs["one"]}) == 6  # the values differ
