@@ -1633,7 +1633,8 @@ def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
         _FORKED_JOBS = jobs
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                return list(pool.map(_render_forked, range(len(jobs)), chunksize=chunk))
+                # an index costs nothing to send: smaller chunks, a shorter tail (~12 ms a job)
+                return list(pool.map(_render_forked, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 16))))
         finally:
             _FORKED_JOBS = []
     return [_render_job(j) for j in jobs]
