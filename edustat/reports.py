@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -1630,17 +1631,19 @@ def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
                 return list(pool.map(_render_job, jobs, chunksize=chunk))
         # forked workers inherit the jobs (set before the pool forks them): only their indexes
         # are sent, not every school's values and checks pickled through a pipe
-        _FORKED_JOBS = jobs
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                # an index costs nothing to send: smaller chunks, a shorter tail (~12 ms a job)
-                return list(pool.map(_render_forked, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 16))))
-        finally:
-            _FORKED_JOBS = []
+        with _FORKED_LOCK:  # two builds in one process's threads never see each other's jobs
+            _FORKED_JOBS = jobs
+            try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    # an index costs nothing to send: smaller chunks, a shorter tail (~12 ms a job)
+                    return list(pool.map(_render_forked, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 16))))
+            finally:
+                _FORKED_JOBS = []
     return [_render_job(j) for j in jobs]
 
 
 _FORKED_JOBS: list[tuple] = []  # the jobs a forked worker reads (set by _render_all before the fork)
+_FORKED_LOCK = threading.Lock()
 
 
 def _render_forked(i: int) -> Path:
