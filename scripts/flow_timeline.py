@@ -22,6 +22,7 @@ def timeline(run_id: str | None = None, logs: bool = False) -> dict:
     with get_client(sync_client=True) as c:
         run = c.read_flow_run(run_id) if run_id else c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        states = c.read_flow_run_states(run.id)
         lines = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
                             sort=LogSort.TIMESTAMP_ASC, limit=200) if logs else []
     t0 = run.start_time
@@ -36,7 +37,10 @@ def timeline(run_id: str | None = None, logs: bool = False) -> dict:
     wall = (run.end_time - t0).total_seconds()
     out = {"run": str(run.id), "name": run.name, "wall_s": round(wall, 3), "tasks_s": round(busy, 3),
            "between_s": round(wall - busy, 3), "after_last_task_s": round((run.end_time - prev_end).total_seconds(), 3),
-           "pickup_s": round((t0 - run.created).total_seconds(), 3), "tasks": rows}
+           "pickup_s": round((t0 - run.created).total_seconds(), 3), "tasks": rows,
+           # the pickup: created → the runner's Pending (its poll) → the run's process proposes Running
+           "states": [(s.name, round((s.timestamp - run.created).total_seconds(), 3))
+                      for s in sorted(states, key=lambda s: s.timestamp)]}
     if logs:
         out["logs"] = [(round((lg.timestamp - t0).total_seconds(), 3), lg.message[:100]) for lg in lines]
     return out
@@ -54,7 +58,7 @@ def main() -> None:
         print(f"  log {t:7.3f}  {m}")
     print(f"wall {out['wall_s']} s, tasks {out['tasks_s']} s, between {out['between_s']} s, "
           f"after the last task {out['after_last_task_s']} s")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("tasks", "logs")}))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("tasks", "logs")}, ensure_ascii=False))
 
 
 if __name__ == "__main__":
