@@ -63,6 +63,8 @@ def rename(name: str) -> None:
     from prefect.runtime import flow_run
 
     run_id = flow_run.id
+    if run_id is None or _flow_run_id() is None:  # no run to rename
+        return
     with _lock:
         before = _last_rename.get(_flow_run_id())
 
