@@ -35,7 +35,7 @@ from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import opaque
 
-from edustat import faults, pipeline, store
+from edustat import faults, pipeline, store, uicalls
 from edustat.submissions import discover
 from edustat.config import Config, load_config
 from edustat.officer import run_log, run_title
@@ -59,15 +59,15 @@ def _run_name() -> str:
 
 
 def _rename(name: str) -> None:
-    """Rename the current flow run (best effort: a name is never worth failing a run)."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
+    """Rename the current flow run (best effort: a name is never worth failing a run), in the
+    background while the stages go on (edustat.uicalls; `_ui_sent` waits for it at the end)."""
+    uicalls.rename(name)
 
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_name(flow_run.id, name)
-    except Exception as exc:  # noqa: BLE001
-        run_log().warning("không đổi được tên lần chạy: %s", type(exc).__name__)
+
+def _ui_sent() -> None:
+    """Wait for the renames and artifacts sent in the background; a failed one is a warning."""
+    for line in uicalls.drain():
+        run_log().warning("không gửi được lên giao diện Prefect: %s", line)
 
 
 # Every step is a Prefect task without Prefect's own result cache: its default policy hashes each
@@ -306,12 +306,16 @@ def officer_artifacts(summary: dict, cfg: Config) -> dict:
         by_grade = officer.learners_by_grade(con, year, period)
     deadline = officer.deadline_for(cfg.deadlines, year, period)
     md = officer.summary_markdown(summary, table, previous, deadline, officer.today_vn(), by_grade)
-    create_table_artifact(officer.table_artifact_rows(table, deadline), key=officer.artifact_key("truong", year, period),
-                          description=f"Trạng thái từng trường — năm học {year}, kỳ {officer.PERIOD_TEXT[period]}")
-    create_markdown_artifact(md, key=officer.artifact_key("tong-ket", year, period),
-                             description=f"Tổng kết đợt thu thập {year} {officer.PERIOD_TEXT[period]}")
-    create_markdown_artifact(officer.charts_markdown(summary, table, by_grade), key=officer.artifact_key("bieu-do", year, period),
-                             description="Biểu đồ: trường theo trạng thái, học sinh theo khối và giới tính")
+    # sent in the background (edustat.uicalls), in this task's context: the flow waits for them at its end
+    uicalls.later("bảng trạng thái", partial(
+        create_table_artifact, officer.table_artifact_rows(table, deadline), key=officer.artifact_key("truong", year, period),
+        description=f"Trạng thái từng trường — năm học {year}, kỳ {officer.PERIOD_TEXT[period]}"))
+    uicalls.later("tổng kết", partial(
+        create_markdown_artifact, md, key=officer.artifact_key("tong-ket", year, period),
+        description=f"Tổng kết đợt thu thập {year} {officer.PERIOD_TEXT[period]}"))
+    uicalls.later("biểu đồ", partial(
+        create_markdown_artifact, officer.charts_markdown(summary, table, by_grade), key=officer.artifact_key("bieu-do", year, period),
+        description="Biểu đồ: trường theo trạng thái, học sinh theo khối và giới tính"))
     run_log().info("Đã tạo 3 báo cáo (artifacts) cho cán bộ thống kê: bảng %d trường, tổng kết, biểu đồ", len(table))
     return {"schools": len(table)}
 
@@ -373,6 +377,7 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
     run_log().info("Lần chạy %s xong: %s (tiến trình chạy: CPU %.1f s, bộ nhớ tối đa %d MiB)", run_id,
                    ", ".join(f"{pipeline.STATUS_TEXT[k].lower()} {v}" for k, v in summary["counts"].items()),
                    use["cpu_s"], use["peak_mib"])
+    _ui_sent()
     return summary
 
 

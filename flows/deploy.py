@@ -72,8 +72,11 @@ def deployments(cfg: Config, data_dir: str, config_path: str | None = None) -> l
 
 
 # How often the serving process asks the server for runs to start: a run the officer starts from
-# the UI begins within this many seconds (Prefect's default is 10); a query to a local server is cheap.
-QUERY_SECONDS = 2
+# the UI begins within this many seconds (Prefect's default is 10), half of it on average. A query
+# to a local server is cheap: polling every 1 s rather than 2 s cost the server +0.65 % of a core
+# and the serving process +0.1 % (measured, 1 Dec 2026, shared machine), for 0.5 s less waiting
+# on average per run.
+QUERY_SECONDS = 1
 
 
 def serve(cfg: Config, data_dir: str, config_path: str | None = None, warm: bool = True) -> None:
