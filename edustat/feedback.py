@@ -27,6 +27,7 @@ A clean school gets a receipt (`write_receipt`): PhanHoi alone, rendered by the 
 from __future__ import annotations
 
 import functools
+from collections import namedtuple
 import logging
 import os
 import re
@@ -257,18 +258,18 @@ def _normalise(issues: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"issues lack columns {sorted(missing)}")
     if issues["rule_id"].isna().any():
         raise ValueError("every issue needs a rule_id")
-    df = issues.reindex(columns=list(ISSUE_COLUMNS)).astype(object).reset_index(drop=True)
+    src = issues.reindex(columns=list(ISSUE_COLUMNS)).astype(object)
+    # lists, then one frame (issue 12: a column assigned at a time cost more than the cleaning);
     # object columns holding None: pandas would otherwise infer str/float and turn None into NaN
-    as_object = lambda values: pd.Series(values, index=df.index, dtype=object)  # noqa: E731
-    for col in ISSUE_COLUMNS:
-        if col != "excel_row":
-            df[col] = as_object([_clean(v) for v in df[col]])
-    df["excel_row"] = as_object([_as_row(v) for v in df["excel_row"]])
-    df["column"] = as_object([_as_column(v) for v in df["column"]])
-    unknown = set(df["severity"]) - set(SEVERITY_RANK)
+    data = {col: [_clean(v) for v in src[col].tolist()] if col != "excel_row" else
+            [_as_row(v) for v in src[col].tolist()] for col in ISSUE_COLUMNS}
+    data["column"] = [_as_column(v) for v in data["column"]]
+    unknown = set(data["severity"]) - set(SEVERITY_RANK)
     if unknown:
         raise ValueError(f"unknown severities {sorted(map(str, unknown))}: use {list(SEVERITY_RANK)}")
-    df["rank"] = df["severity"].map(SEVERITY_RANK).astype(int)
+    index = pd.RangeIndex(len(src))
+    df = pd.DataFrame({col: pd.Series(values, index=index, dtype=object) for col, values in data.items()}, index=index)
+    df["rank"] = pd.Series([SEVERITY_RANK[v] for v in data["severity"]], index=index, dtype=int)
     return df
 
 
@@ -384,7 +385,7 @@ def _targets(df: pd.DataFrame, lookup: Mapping[str, str],
     mark nothing (they live in the summary only)."""
     targets: dict[tuple[str, int, int], list[tuple]] = {}
     cols = ["sheet", "excel_row", "column", "rank", "severity", "rule_id", "message", "fix"]
-    for i, sheet, row, col, *found in df[cols].itertuples(name=None):
+    for i, sheet, row, col, *found in zip(df.index.tolist(), *(df[c].tolist() for c in cols)):
         if sheet is None or row is None:
             continue
         title = lookup.get(sheet) or lookup.get(_fold(sheet))
@@ -571,6 +572,9 @@ def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
     return r
 
 
+_DetailRow = namedtuple("_DetailRow", "severity rule_id message value sheet excel_row column header")
+
+
 def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked: Mapping[object, str]) -> int:
     """Each issue (up to DETAIL_LIMIT) from row r + 1, linked to its marked cell."""
     r += 1
@@ -584,7 +588,9 @@ def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked:
     r += 1
     _header_row(page, r, TEXT["detail_headers"])
     header = r
-    for i, d in zip(detail.index[:shown], detail.head(shown).itertuples(index=False)):
+    head = detail.head(shown)
+    fields = ("severity", "rule_id", "message", "value", "sheet", "excel_row", "column", "header")
+    for i, d in zip(head.index.tolist(), map(_DetailRow._make, zip(*(head[f].tolist() for f in fields)))):
         r += 1
         ref = f"{d.column}{d.excel_row}" if d.column and d.excel_row else None
         _table_row(page, r, (

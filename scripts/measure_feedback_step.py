@@ -45,6 +45,15 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _makespan(costs: list[float], chunk: int, workers: int = 2) -> float:
+    """When the last of `workers` greedy workers ends, taking chunks of `chunk` jobs in order."""
+    free = [0.0] * workers
+    for i in range(0, len(costs), chunk):
+        w = free.index(min(free))
+        free[w] += sum(costs[i:i + chunk])
+    return max(free)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("inbox", type=Path, nargs="?")
@@ -55,6 +64,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--engine", default="patch")
     ap.add_argument("--keep", type=Path)
+    ap.add_argument("--schedule", action="store_true",
+                    help="with --workers 1: each job's CPU seconds, and the 2-worker makespan they give with the "
+                         "pool's chunks in submission order (before) and costliest first one at a time (now)")
     ap.add_argument("--profile", action="store_true", help="cProfile the last repetition (use --workers 1)")
     args = ap.parse_args()
     from edustat import pipeline, store
@@ -83,6 +95,18 @@ def main() -> None:
     status = collections.Counter(outcome.submissions.status)
     print(f"{len(outcome.submissions)} files, statuses {dict(status)}")
     run_cfg = replace(cfg, workers=args.workers)
+    costs: list[tuple[tuple, float]] = []
+    if args.schedule:
+        job_fn = pipeline._feedback_job
+
+        def timed(job):
+            c = time.process_time()
+            try:
+                return job_fn(job)
+            finally:
+                costs.append((job, time.process_time() - c))
+
+        pipeline._feedback_job = timed
 
     class _FixedNow(pipeline.dt.datetime):  # one "generated at" for every run: outputs comparable
         @classmethod
@@ -123,6 +147,11 @@ def main() -> None:
         print(f"#{i + 1} workers={args.workers} wall {wall:6.2f} s  CPU self {cpu:6.2f} s + workers {kids:6.2f} s"
               f"  {len(books)} workbooks  load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
               + (f"  fallbacks (1 process only) {dict(ways.seen)}" if ways.seen else ""))
+    if costs:
+        last = costs[-len(outcome.submissions):] if len(costs) >= len(outcome.submissions) else costs
+        print(f"jobs {len(last)}: CPU {sum(c for _, c in last):.2f} s; 2-worker makespan "
+              f"chunks in order {_makespan([c for _, c in last], max(1, len(last) // 8)):.2f} s, "
+              f"costliest first {_makespan([c for _, c in sorted(last, key=lambda jc: pipeline._feedback_cost(jc[0]), reverse=True)], 1):.2f} s")
     if args.keep:
         shutil.rmtree(args.keep, ignore_errors=True)
         shutil.copytree(cfg.feedback_dir, args.keep)
