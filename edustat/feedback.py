@@ -26,6 +26,8 @@ A clean school gets a receipt (`write_receipt`): PhanHoi alone, rendered by the 
 """
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
 import logging
 import os
 import re
@@ -224,8 +226,19 @@ def write_receipt(out: Path, *, school: Mapping[str, object], issues: pd.DataFra
 # --- issues → tables (pure) -------------------------------------------------------------------
 
 
+_CLEANED: dict[str, str] = {}  # text → its clean form, per process (issue 12: the same
+# messages, rule ids and headers are cleaned for every issue of every school)
+
+
 def _clean(value: object) -> str | None:
     """Text safe for an xlsx cell: NA → None, XML-illegal control characters dropped."""
+    if type(value) is str:
+        text = _CLEANED.get(value)
+        if text is None:
+            text = ILLEGAL_CHARACTERS_RE.sub("", unicodedata.normalize("NFC", value))[:_MAX_CELL]
+            if len(value) <= 1000 and len(_CLEANED) < 200_000:
+                _CLEANED[value] = text
+        return text
     if value is None:
         return None
     try:
@@ -245,18 +258,18 @@ def _normalise(issues: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"issues lack columns {sorted(missing)}")
     if issues["rule_id"].isna().any():
         raise ValueError("every issue needs a rule_id")
-    df = issues.reindex(columns=list(ISSUE_COLUMNS)).astype(object).reset_index(drop=True)
+    src = issues.reindex(columns=list(ISSUE_COLUMNS)).astype(object)
+    # lists, then one frame (issue 12: a column assigned at a time cost more than the cleaning);
     # object columns holding None: pandas would otherwise infer str/float and turn None into NaN
-    as_object = lambda values: pd.Series(values, index=df.index, dtype=object)  # noqa: E731
-    for col in ISSUE_COLUMNS:
-        if col != "excel_row":
-            df[col] = as_object([_clean(v) for v in df[col]])
-    df["excel_row"] = as_object([_as_row(v) for v in df["excel_row"]])
-    df["column"] = as_object([_as_column(v) for v in df["column"]])
-    unknown = set(df["severity"]) - set(SEVERITY_RANK)
+    data = {col: [_clean(v) for v in src[col].tolist()] if col != "excel_row" else
+            [_as_row(v) for v in src[col].tolist()] for col in ISSUE_COLUMNS}
+    data["column"] = [_as_column(v) for v in data["column"]]
+    unknown = set(data["severity"]) - set(SEVERITY_RANK)
     if unknown:
         raise ValueError(f"unknown severities {sorted(map(str, unknown))}: use {list(SEVERITY_RANK)}")
-    df["rank"] = df["severity"].map(SEVERITY_RANK).astype(int)
+    index = pd.RangeIndex(len(src))
+    df = pd.DataFrame({col: pd.Series(values, index=index, dtype=object) for col, values in data.items()}, index=index)
+    df["rank"] = pd.Series([SEVERITY_RANK[v] for v in data["severity"]], index=index, dtype=int)
     return df
 
 
@@ -290,28 +303,36 @@ def summarise(issues: pd.DataFrame) -> pd.DataFrame:
     cols = ["severity", "rule_id", "message", "fix", "count", "sheet", "first_row", "last_row", "examples"]
     if df.empty:
         return pd.DataFrame(columns=cols)
+    # plain Python over the columns (issue 12: a pandas group per rule cost more than the
+    # whole sheet); the same order as the sort and groupby it replaces: rows with no Excel row
+    # first (as they came), then by row (stable); groups in order of first appearance
+    excel_row, value = df["excel_row"].tolist(), df["value"].tolist()
+    rank, rule_id, sheet = df["rank"].tolist(), df["rule_id"].tolist(), df["sheet"].tolist()
+    severity, message, fix = df["severity"].tolist(), df["message"].tolist(), df["fix"].tolist()
+    order = [i for i, r in enumerate(excel_row) if r is None or r != r] + \
+        sorted((i for i, r in enumerate(excel_row) if not (r is None or r != r)), key=excel_row.__getitem__)
+    groups: dict[tuple, list[int]] = {}
+    for i in order:
+        sh = sheet[i]
+        groups.setdefault((rank[i], rule_id[i], None if sh is None or sh != sh else sh), []).append(i)
     rows = []
-    ordered = df.sort_values(["excel_row"], na_position="first", kind="stable")
-    for (rank, rule, sheet), g in ordered.groupby(["rank", "rule_id", "sheet"], dropna=False, sort=False):
-        excel_rows = g["excel_row"].dropna()
-        values = list(dict.fromkeys(v for v in g["value"] if v is not None and v.strip()))
+    for (rk, rule, sh), g in groups.items():
+        excel_rows = [excel_row[i] for i in g if not (excel_row[i] is None or excel_row[i] != excel_row[i])]
+        values = list(dict.fromkeys(value[i] for i in g if value[i] is not None and value[i].strip()))
         rows.append({
-            "rank": rank,
-            "severity": g["severity"].iat[0],
+            "rank": rk,
+            "severity": severity[g[0]],
             "rule_id": rule,
-            "message": _first(g["message"]),
-            "fix": _first(g["fix"]),
+            "message": next((message[i] for i in g if message[i]), None),
+            "fix": next((fix[i] for i in g if fix[i]), None),
             "count": len(g),
-            "sheet": None if pd.isna(sheet) else sheet,
-            "first_row": int(excel_rows.min()) if len(excel_rows) else None,
-            "last_row": int(excel_rows.max()) if len(excel_rows) else None,
+            "sheet": sh,
+            "first_row": int(min(excel_rows)) if excel_rows else None,
+            "last_row": int(max(excel_rows)) if excel_rows else None,
             "examples": values[:EXAMPLES],
         })
-    out = pd.DataFrame(rows, dtype=object)  # object: a missing sheet or row stays None
-    out["_sheet"] = out["sheet"].fillna("")
-    out = out.sort_values(["rank", "count", "rule_id", "_sheet"], ascending=[True, False, True, True],
-                          kind="stable")
-    return out[cols].reset_index(drop=True)
+    rows.sort(key=lambda x: (x["rank"], -x["count"], x["rule_id"], x["sheet"] if x["sheet"] is not None else ""))
+    return pd.DataFrame(rows, columns=cols, dtype=object)  # object: a missing sheet or row stays None
 
 
 def _first(values: pd.Series) -> str | None:
@@ -322,13 +343,13 @@ def _detail(df: pd.DataFrame, sheet_order: list[str]) -> pd.DataFrame:
     """Issues in the order a school works through them: errors first; within a severity,
     file-level ones, then by the workbook's sheet order, row and column."""
     order = {name: i for i, name in enumerate(sheet_order)}
-    key = pd.DataFrame({
-        "rank": df["rank"],
-        "sheet": [-1 if s is None else order.get(s, len(order)) for s in df["sheet"]],
-        "row": df["excel_row"].fillna(0).astype(int),
-        "col": [0 if c is None else column_index_from_string(c) for c in df["column"]],
-    })
-    return df.loc[key.sort_values(["rank", "sheet", "row", "col"], kind="stable").index]
+    key = list(zip(
+        df["rank"].tolist(),
+        [-1 if s is None else order.get(s, len(order)) for s in df["sheet"]],
+        [0 if r is None or r != r else int(r) for r in df["excel_row"]],
+        [0 if c is None else column_index_from_string(c) for c in df["column"]],
+    ))
+    return df.loc[df.index[sorted(range(len(key)), key=key.__getitem__)]]  # stable, as the sort it replaces
 
 
 def _with_issue_counts(counts: Mapping[str, int], df: pd.DataFrame) -> dict[str, object]:
@@ -364,7 +385,7 @@ def _targets(df: pd.DataFrame, lookup: Mapping[str, str],
     mark nothing (they live in the summary only)."""
     targets: dict[tuple[str, int, int], list[tuple]] = {}
     cols = ["sheet", "excel_row", "column", "rank", "severity", "rule_id", "message", "fix"]
-    for i, sheet, row, col, *found in df[cols].itertuples(name=None):
+    for i, sheet, row, col, *found in zip(df.index.tolist(), *(df[c].tolist() for c in cols)):
         if sheet is None or row is None:
             continue
         title = lookup.get(sheet) or lookup.get(_fold(sheet))
@@ -551,6 +572,9 @@ def _write_readings(page: _Page, r: int, frame: pd.DataFrame) -> int:
     return r
 
 
+_DetailRow = namedtuple("_DetailRow", "severity rule_id message value sheet excel_row column header")
+
+
 def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked: Mapping[object, str]) -> int:
     """Each issue (up to DETAIL_LIMIT) from row r + 1, linked to its marked cell."""
     r += 1
@@ -564,7 +588,9 @@ def _write_detail(page: _Page, r: int, detail: pd.DataFrame, total: int, marked:
     r += 1
     _header_row(page, r, TEXT["detail_headers"])
     header = r
-    for i, d in zip(detail.index[:shown], detail.head(shown).itertuples(index=False)):
+    head = detail.head(shown)
+    fields = ("severity", "rule_id", "message", "value", "sheet", "excel_row", "column", "header")
+    for i, d in zip(head.index.tolist(), map(_DetailRow._make, zip(*(head[f].tolist() for f in fields)))):
         r += 1
         ref = f"{d.column}{d.excel_row}" if d.column and d.excel_row else None
         _table_row(page, r, (
@@ -611,14 +637,19 @@ def _header_row(page: _Page, r: int, headers: tuple[str, ...]) -> None:
     page.heights[r] = 15 * max(_lines(h, w, bold=True) for h, w in zip(headers, _WIDTHS))
 
 
+@functools.lru_cache(maxsize=None)
+def _table_style(fill: str | None, align: str) -> _Style:
+    return _Style(fill=fill, border=True, align=align)
+
+
 def _table_row(page: _Page, r: int, values: tuple, severity: str) -> None:
     lines = 1
     for j, v in enumerate(values, start=1):
         v = None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
         if v is not None and not isinstance(v, str):
             v = int(v)
-        page.put(r, j, v, _Style(fill=SEVERITY_COLOR[severity] if j == 1 else None, border=True,
-                                 align="center" if isinstance(v, int) else "wrap"))
+        page.put(r, j, v, _table_style(SEVERITY_COLOR[severity] if j == 1 else None,
+                                       "center" if isinstance(v, int) else "wrap"))
         if isinstance(v, str) and j <= len(_WIDTHS):
             # wrapped text: not every spreadsheet program grows the row by itself
             lines = max(lines, -(-len(v) // max(1, int(_WIDTHS[j - 1] * 1.1))))

@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 import xlsxwriter
+from xlsxwriter.packager import Packager
 from openpyxl.utils import column_index_from_string, get_column_letter, quote_sheetname
 
 from edustat.feedback import (COMMENT_AUTHOR, COMMENT_WIDTH, SEVERITY_COLOR, TEXT, _clean, _comment_height, _comment_text,
@@ -683,7 +684,11 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     content = _phanhoi(frame, sheet_order=[TEXT["sheet"]] + [n for n, _, _ in sheets], marked=marked, **about)
     scratch = _scratch(content, [(sheet(name), cells, existing.get(name, (None, None, {}))[2])
                                  for name, cells in marks.items()])
-    sz = zipfile.ZipFile(io.BytesIO(scratch))
+
+    def sz_read(name: str) -> str:
+        if name not in scratch:
+            raise Fallback("scratch_part")
+        return scratch[name]
 
     taken: set[str] = set()
     replaced: dict[str, bytes] = {}
@@ -695,13 +700,13 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
         raise Fallback("styles_part")
     styles_name = _resolve("xl/workbook.xml", styles_rel[0]["Target"])
     styles = _Styles(z.text(styles_name))
-    xf_map = styles.merge_xlsxwriter(sz.read("xl/styles.xml").decode("utf-8"))
+    xf_map = styles.merge_xlsxwriter(sz_read("xl/styles.xml"))
 
     # PhanHoi's sheet: its cell formats renumbered
-    ph = sz.read("xl/worksheets/sheet1.xml").decode("utf-8")
+    ph = sz_read("xl/worksheets/sheet1.xml")
     ph = re.sub(r'(<(?:c|row|col)\b[^>]*?\s(?:s|style)=")(\d+)"', lambda m: f'{m.group(1)}{xf_map[int(m.group(2))]}"', ph)
     if 't="s"' in ph:  # the scratch book is written in memory, with shared strings: made inline
-        shared = re.findall(r"<si>(.*?)</si>", sz.read("xl/sharedStrings.xml").decode("utf-8"), re.S)
+        shared = re.findall(r"<si>(.*?)</si>", sz_read("xl/sharedStrings.xml"), re.S)
         ph = re.sub(r'(<c\b[^>]*?)\st="s"([^>]*)><v>(\d+)</v></c>',
                     lambda m: f'{m.group(1)} t="inlineStr"{m.group(2)}><is>{shared[int(m.group(3))]}</is></c>', ph)
         if 't="s"' in ph:
@@ -719,11 +724,11 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
                 vml_offset = max([vml_offset, *(int(x) for x in group.split(",") if x.strip())])
     for k, name in enumerate(marks):
         s = sheet(name)
-        srels = sz.read(f"xl/worksheets/_rels/sheet{k + 2}.xml.rels").decode("utf-8")
+        srels = sz_read(f"xl/worksheets/_rels/sheet{k + 2}.xml.rels")
         got = {r["Type"].rsplit("/", 1)[-1]: _resolve(f"xl/worksheets/sheet{k + 2}.xml", r["Target"])
                for r in _relationships(srels)}
-        comments = sz.read(got["comments"])
-        vml = sz.read(got["vmlDrawing"]).decode("utf-8")
+        comments = sz_read(got["comments"]).encode("utf-8")
+        vml = sz_read(got["vmlDrawing"])
         if name in existing:  # the sheet's own comments: ours merged into its parts
             c_part, v_part, theirs = existing[name]
             replaced[c_part], replaced[v_part] = _merge_comments(
@@ -774,7 +779,7 @@ def patch(data: bytes, frame: pd.DataFrame, about: dict) -> tuple[bytes, dict[ob
     book = book[: sheets_m.start(1)] + entry + book[sheets_m.start(1):]
     book = re.sub(r"<workbookView\b[^>]*>", lambda m: _set_attr(_set_attr(m.group(0), "activeTab", None), "firstSheet", None), book)
     book = re.sub(r'(<definedName\b[^>]*?\slocalSheetId\s*=\s*")(\d+)"', lambda m: f'{m.group(1)}{int(m.group(2)) + 1}"', book)
-    scratch_book = sz.read("xl/workbook.xml").decode("utf-8")
+    scratch_book = sz_read("xl/workbook.xml")
     ours = "".join(re.findall(r'<definedName\b[^>]*localSheetId="0"[^>]*>.*?</definedName>', scratch_book, re.S))
     if ours:
         if re.search(r"<definedNames\s*/>", book):
@@ -912,15 +917,54 @@ def _free_id(ids: set[str], stem: str) -> str:
     return f"{stem}{n}"
 
 
-def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> bytes:
-    """xlsxwriter: PhanHoi (sheet1) and, per marked school sheet, a sheet holding only its
-    comments (sheet k + 2), with the school's column widths so comment boxes sit near."""
-    from edustat.feedback_xlsx import _XLSX_OPTIONS, _render_xlsx
+class _Parts(Packager):
+    """xlsxwriter's packager writing only the parts the patch takes from the scratch workbook,
+    kept as text by part name: no zip to deflate and inflate again, no theme, properties or
+    content types (issue 12). The parts are written by xlsxwriter's own code, in its order, so
+    their XML is the XML the zipped scratch workbook held."""
 
-    buf = io.BytesIO()
+    def __init__(self, into: dict[str, str]):
+        super().__init__()
+        self._into = into
+
+    def _create_package(self):
+        self._write_worksheet_files()
+        self._write_workbook_file()
+        self._write_vml_files()
+        self._write_comment_files()
+        self._write_shared_strings_file()
+        self._write_styles_file()
+        self._write_worksheet_rels_files()
+        for fh, name, is_binary in self.filenames:
+            if is_binary:  # never for these parts
+                raise Fallback("scratch_binary_part")
+            self._into[name] = fh.getvalue()
+        self.filenames = []
+        return []  # nothing for the workbook to zip
+
+
+class _ScratchBook(xlsxwriter.Workbook):
+    def __init__(self, into: dict[str, str]):
+        from edustat.feedback_xlsx import _XLSX_OPTIONS
+
+        super().__init__(io.BytesIO(), {**_XLSX_OPTIONS, "constant_memory": False, "in_memory": True})
+        self._into = into
+
+    def _get_packager(self):
+        return _Parts(self._into)
+
+
+def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> dict[str, str]:
+    """xlsxwriter: PhanHoi (sheet1) and, per marked school sheet, a sheet holding only its
+    comments (sheet k + 2), with the school's column widths so comment boxes sit near.
+    Returns the parts the patch uses (sheets, their rels, comments, VML, styles, shared
+    strings, workbook.xml) by part name, as text."""
+    from edustat.feedback_xlsx import _render_xlsx
+
+    parts: dict[str, str] = {}
     # in memory: xlsxwriter's temporary files (one per part, created and removed) cost more
     # than the whole patch; its shared strings are made inline above
-    wb = xlsxwriter.Workbook(buf, {**_XLSX_OPTIONS, "constant_memory": False, "in_memory": True})
+    wb = _ScratchBook(parts)
     try:
         ws = wb.add_worksheet(TEXT["sheet"])
         _render_xlsx(wb, ws, content)
@@ -940,4 +984,4 @@ def _scratch(content, marked_sheets: list[tuple[_Sheet, dict, dict]]) -> bytes:
                                  {"author": COMMENT_AUTHOR, "width": COMMENT_WIDTH, "height": _comment_height(text)})
     finally:
         wb.close()
-    return buf.getvalue()
+    return parts

@@ -4,6 +4,7 @@ tasks and owns the order. Each step takes and returns plain data.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import re
 import json
 import os
@@ -536,6 +537,19 @@ def _feedback_job(job: tuple) -> str:
     return str(path)
 
 
+def _feedback_cost(job: tuple) -> tuple[int, int, int]:
+    """What a feedback job costs, roughly, to order the pool's work (issue 12): a receipt
+    (PhanHoi alone) least; else the school's workbook's size, then its issues."""
+    source, _, kwargs = job
+    if "received" in kwargs or source is None:
+        return 0, 0, len(kwargs["issues"])
+    try:
+        size = source.stat().st_size
+    except OSError:
+        size = 0
+    return 1, size, len(kwargs["issues"])
+
+
 def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
     """One feedback workbook per file of the run (the school's workbook, annotated; with
     cfg.feedback_engine "patch" the school's own .xlsx patched, "fast" a values-only copy,
@@ -584,8 +598,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         jobs.append((source, path, kwargs))
     workers = max(1, min(cfg.workers, len(jobs)))
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_feedback_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        # gc.freeze: a forked worker's collections skip the ~500k objects it inherited (the
+        # run's frames and results), which they walked (and copied page by page) for nothing
+        with ProcessPoolExecutor(max_workers=workers, initializer=gc.freeze) as pool:
+            # the costliest first, one at a time: no worker idles beside a long last chunk
+            list(pool.map(_feedback_job, sorted(jobs, key=_feedback_cost, reverse=True), chunksize=1))
     else:
         for job in jobs:
             _feedback_job(job)
