@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compare", nargs=2, type=Path)
     ap.add_argument("--queries", action="store_true", help="time every query of load and publish (last round)")
+    ap.add_argument("--reference", action="store_true",
+                    help="each round also run on a copy of the data dir taken before it with every school's core rows "
+                         "rewritten (store.REUSE_UNCHANGED_CORE off) and a full publish; outputs compared")
     args = ap.parse_args()
     if args.compare:
         sys.exit(compare(*args.compare))
@@ -173,17 +176,39 @@ def main() -> None:
         seen.clear()
         if args.profile and i == args.rounds - 1:
             profiles.update(load=cProfile.Profile(), publish=cProfile.Profile())
+        ref = base / f"ref-{i}" / "data"
+        if args.reference:
+            shutil.copytree(cfg.data_dir, ref, symlinks=True)
         r = one_run(cfg, inbox, f"m-one-{i}")
         load, pub = seen.get("load", [(0, 0)])[-1], seen.get("publish", [(0, 0)])[-1]
         rows.append((changed, load, pub, r["total"], os.getloadavg()[0]))
-        con = duckdb.connect(str(cfg.db_path), read_only=True)
-        try:
-            db = {rec["table"]: [rec["rows"], rec["hash"]] for rec in fingerprint(con).to_dict("records")}
-        finally:
-            con.close()
-        out = {"database": db, "snapshot": {k: v for k, v in snapshot_content(cfg.published_dir / "edustat.duckdb").items()},
-               "parquet": parquet_content(cfg.published_dir / "parquet")}
+
+        def content(c):
+            con = duckdb.connect(str(c.db_path), read_only=True)
+            try:
+                db = {rec["table"]: [rec["rows"], rec["hash"]] for rec in fingerprint(con).to_dict("records")}
+            finally:
+                con.close()
+            return {"database": db, "snapshot": snapshot_content(c.published_dir / "edustat.duckdb"),
+                    "parquet": parquet_content(c.published_dir / "parquet")}
+        out = content(cfg)
         (args.dir / f"{args.tag}-{args.only}-round{i}.json").write_text(json.dumps(out, default=str, sort_keys=True, indent=0))
+        if args.reference:
+            import edustat.publish_delta as pd_
+            import edustat.store as st
+            plan, reuse = pd_.plan, getattr(st, "REUSE_UNCHANGED_CORE", None)
+            pd_.plan = lambda *a, **k: (None, "reference: full publish")
+            st.REUSE_UNCHANGED_CORE = False
+            try:
+                cref = Config(data_dir=ref, workers=args.workers, incremental=True)
+                one_run(cref, inbox, f"m-one-{i}")
+            finally:
+                pd_.plan, st.REUSE_UNCHANGED_CORE = plan, reuse
+            want = content(cref)
+            (args.dir / f"{args.tag}-{args.only}-round{i}-ref.json").write_text(
+                json.dumps(want, default=str, sort_keys=True, indent=0))
+            print(f"round {i}: against the reference (full rewrite, full publish):", flush=True)
+            compare(args.dir / f"{args.tag}-{args.only}-round{i}.json", args.dir / f"{args.tag}-{args.only}-round{i}-ref.json")
     for t_, q_ in sorted(queries, reverse=True)[:25]:
         print(f"Q {t_:.3f} {q_}")
     for label, pr in profiles.items():
