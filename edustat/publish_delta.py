@@ -56,7 +56,7 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 MAX_CHANGED_SHARE = 0.5
 MAX_DELTAS = 20
 STATE_TABLE = "publish_delta_state"
@@ -64,11 +64,13 @@ DIGEST_TABLE = "publish_delta_digest"
 FILES_TABLE = "publish_delta_files"
 KEY_COLUMNS = ("school_year", "period")
 GROUP_COLUMNS = ("school_code", "scope")  # the first one a table has
+RUN_COLUMN = "run_id"  # rewritten on every issue and register row of a run: see `Plan.relabel`
 
 STATE_DDL = f"""
 create table if not exists {STATE_TABLE} (dir varchar, version varchar, snapshot varchar, deltas integer,
     recorded_at timestamp);
-create table if not exists {DIGEST_TABLE} (dir varchar, table_name varchar, k varchar, n bigint, d varchar);
+create table if not exists {DIGEST_TABLE} (dir varchar, table_name varchar, k varchar, n bigint, d varchar,
+    r varchar);
 create table if not exists {FILES_TABLE} (dir varchar, path varchar, ident varchar);
 """
 
@@ -88,6 +90,9 @@ class Source:
     version: str
     keys: dict[str, list[str]]  # table -> key columns
     digests: dict[str, dict[tuple, tuple[int, int]]]  # table -> key values -> (rows, hash sum)
+    # tables with a run_id column published as it is: key values -> (hash sum of the rows without
+    # run_id, the group's one run_id or None when it has several or a NULL)
+    loose: dict[str, dict[tuple, tuple[int, str | None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,6 +106,10 @@ class Plan:
     changed_rows: int = 0
     total_rows: int = 0
     touched: dict[str, set] = field(default_factory=dict)  # table -> {(year, period)} or {None}: all
+    # table -> changed groups whose rows differ from the published ones in run_id only (same
+    # count, same hash sum of every other column) and carry one run_id: the copy's rows of
+    # such a group get that run_id (an UPDATE) instead of being deleted and selected again
+    relabel: dict[str, dict[tuple, str]] = field(default_factory=dict)
 
 
 def table_keys(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -123,7 +132,7 @@ def source_state(con: duckdb.DuckDBPyConnection, names: list[str], selects: dict
     """Version key and per-group digests of the tables about to be published."""
     from edustat.incremental import code_digest
 
-    schema, keys, digests = {}, {}, {}
+    schema, keys, digests, loose = {}, {}, {}, {}
     for t in names:
         cols = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -133,17 +142,33 @@ def source_state(con: duckdb.DuckDBPyConnection, names: list[str], selects: dict
         keys[t] = table_keys(con, t)
         k = ", ".join(_ident(c) for c in keys[t])
         h = "hash(" + ", ".join(_ident(c) for c, _ in cols) + ")"
-        sql = (f"SELECT {k + ', ' if k else ''}count(*)::BIGINT, coalesce(sum({h}), 0)::HUGEINT "
+        run = _plain_run_column(cols, selects.get(t, ""))
+        extra = ""
+        if run:
+            rest = "hash(" + ", ".join(_ident(c) for c, _ in cols if c != RUN_COLUMN) + ")"
+            q = _ident(RUN_COLUMN)
+            extra = (f", coalesce(sum({rest}), 0)::HUGEINT, "
+                     f"CASE WHEN count(DISTINCT {q}) = 1 AND count({q}) = count(*) THEN min({q}) END")
+        sql = (f"SELECT {k + ', ' if k else ''}count(*)::BIGINT, coalesce(sum({h}), 0)::HUGEINT{extra} "
                f"FROM main.{_ident(t)}" + (" GROUP BY ALL" if k else ""))
         rows = con.execute(sql).fetchall()
         n = len(keys[t])
         digests[t] = {tuple(r[:n]): (int(r[n]), int(r[n + 1])) for r in rows if int(r[n])}
+        if run:
+            loose[t] = {tuple(r[:n]): (int(r[n + 2]), r[n + 3]) for r in rows if int(r[n])}
     version = hashlib.sha256(json.dumps([
         FORMAT, duckdb.__version__, code_digest(),
         hashlib.sha256(("edustat-publish\x00" + salt).encode()).hexdigest(),
         pseudonymise, names, schema, keys, selects,
     ], default=str).encode()).hexdigest()
-    return Source(version, keys, digests)
+    return Source(version, keys, digests, loose)
+
+
+def _plain_run_column(cols: list[tuple[str, str]], select: str) -> bool:
+    """The table has a VARCHAR run_id that its SELECT list publishes unchanged (so a published
+    row differs from another in run_id exactly when its source row does)."""
+    return (dict(cols).get(RUN_COLUMN) == "VARCHAR" and len(cols) > 1
+            and _ident(RUN_COLUMN) in [part.strip() for part in select.split(", ")])
 
 
 def file_ident(st: os.stat_result) -> str:
@@ -178,12 +203,17 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
     if os.path.lexists(f"{snap}.wal"):
         return None, "the snapshot in place has a write-ahead log beside it"
     old: dict[str, dict[tuple, tuple[int, int]]] = {}
-    for t, k, n, d in con.execute(f"SELECT table_name, k, n, d FROM {DIGEST_TABLE} WHERE dir = ?", [where]).fetchall():
+    old_loose: dict[str, dict[tuple, int]] = {}
+    for t, k, n, d, r in con.execute(f"SELECT table_name, k, n, d, r FROM {DIGEST_TABLE} WHERE dir = ?",
+                                     [where]).fetchall():
         old.setdefault(t, {})[tuple(json.loads(k))] = (int(n), int(d))
+        if r is not None:
+            old_loose.setdefault(t, {})[tuple(json.loads(k))] = int(r)
     if set(old) - set(names):
         return None, "the recorded digests are of other tables"
     changed, changed_rows, total = {}, 0, 0
     touched: dict[str, set] = {}
+    relabel: dict[str, dict[tuple, str]] = {}
     for t in names:
         was, now = old.get(t, {}), src.digests[t]
         total += sum(n for n, _ in now.values()) + sum(n for n, _ in was.values())
@@ -191,13 +221,18 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
                       key=lambda k: tuple("" if v is None else v for v in k))
         changed[t] = diff
         changed_rows += sum(was.get(k, (0, 0))[0] + now.get(k, (0, 0))[0] for k in diff)
+        loose, was_loose = src.loose.get(t, {}), old_loose.get(t, {})
+        for k in diff:  # the same rows but for their run_id (count and the other columns' hash sum)
+            if k in was and k in now and k in loose and k in was_loose and was[k][0] == now[k][0] \
+                    and was_loose[k] == loose[k][0] and loose[k][1] is not None:
+                relabel.setdefault(t, {})[k] = loose[k][1]
         if diff:
             partitioned = src.keys[t][:2] == list(KEY_COLUMNS)
             touched[t] = {tuple(k[:2]) for k in diff} if partitioned else {None}
     if total and changed_rows / total > MAX_CHANGED_SHARE:
         return None, f"{changed_rows} of {total} rows changed (> {MAX_CHANGED_SHARE:.0%})"
     files = dict(con.execute(f"SELECT path, ident FROM {FILES_TABLE} WHERE dir = ?", [where]).fetchall())
-    return Plan(changed, ident, files, deltas, changed_rows, total, touched), "delta"
+    return Plan(changed, ident, files, deltas, changed_rows, total, touched, relabel), "delta"
 
 
 def copy_snapshot(published_dir: Path, tmp_db: Path, expected_ident: str) -> None:
@@ -246,10 +281,22 @@ def apply(con: duckdb.DuckDBPyConnection, alias: str, p: Plan, src: Source, sele
             con.execute(f"DELETE FROM {dest}")
             con.execute(f"INSERT INTO {dest} SELECT {sel} FROM main.{_ident(t)}", params)
             continue
+        match = " AND ".join(f"c.{_ident(k)} IS NOT DISTINCT FROM x.{_ident(k)}" for k in keys)
+        relabel = p.relabel.get(t, {})
+        if relabel:
+            groups = [g for g in groups if g not in relabel]
+            rel = pa.table({**{k: pa.array([g[i] for g in relabel], pa.string()) for i, k in enumerate(keys)},
+                            "_run": pa.array(list(relabel.values()), pa.string())})
+            con.register("_publish_relabel", rel)
+            try:
+                con.execute(f"UPDATE {dest} x SET {_ident(RUN_COLUMN)} = c._run FROM _publish_relabel c WHERE {match}")
+            finally:
+                con.unregister("_publish_relabel")
+        if not groups:
+            continue
         chg = pa.table({k: pa.array([g[i] for g in groups], pa.string()) for i, k in enumerate(keys)})
         con.register("_publish_changed", chg)
         try:
-            match = " AND ".join(f"c.{_ident(k)} IS NOT DISTINCT FROM x.{_ident(k)}" for k in keys)
             exists = f"EXISTS (SELECT 1 FROM _publish_changed c WHERE {match})"
             con.execute(f"DELETE FROM {dest} x WHERE {exists}")
             con.execute(f"INSERT INTO {dest} SELECT {sel} FROM main.{_ident(t)} x WHERE {exists}", params)
@@ -323,13 +370,15 @@ def record(con: duckdb.DuckDBPyConnection, src: Source, snapshot: Path, tree: Pa
 
     ident = file_ident(os.lstat(snapshot))
     files = tree_files(tree)
-    digest_rows = [(t, json.dumps(list(k), ensure_ascii=False), n, str(d))
+    digest_rows = [(t, json.dumps(list(k), ensure_ascii=False), n, str(d),
+                    str(src.loose[t][k][0]) if k in src.loose.get(t, {}) else None)
                    for t, groups in src.digests.items() for k, (n, d) in groups.items()]
     digests = pa.table({
         "table_name": pa.array([r[0] for r in digest_rows], pa.string()),
         "k": pa.array([r[1] for r in digest_rows], pa.string()),
         "n": pa.array([r[2] for r in digest_rows], pa.int64()),
         "d": pa.array([r[3] for r in digest_rows], pa.string()),
+        "r": pa.array([r[4] for r in digest_rows], pa.string()),
     })
     where = _dir_key(snapshot.parent)
     manifest = pa.table({"path": pa.array(list(files), pa.string()), "ident": pa.array(list(files.values()), pa.string())})
@@ -358,7 +407,7 @@ def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
     """Create the state tables; ones of another layout (an older release) are dropped first:
     they are only a cache of what the snapshot was made from."""
     want = {STATE_TABLE: ["dir", "version", "snapshot", "deltas", "recorded_at"],
-            DIGEST_TABLE: ["dir", "table_name", "k", "n", "d"], FILES_TABLE: ["dir", "path", "ident"]}
+            DIGEST_TABLE: ["dir", "table_name", "k", "n", "d", "r"], FILES_TABLE: ["dir", "path", "ident"]}
     for table, cols in want.items():
         have = [r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "

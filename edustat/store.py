@@ -390,17 +390,23 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
     # under load_valid_rows the rows with an error (file, sheet, row) are left out
     if load:
         con.register("_load", pd.DataFrame({"school_code": list(load), "file_hash": list(load.values())}))
+        # a school whose core rows already are exactly what this load would write is left in
+        # place (issue 12: one school changed, the others' rows not rewritten)
+        same = unchanged_core_schools(con, school_year, period, load_valid_rows) if REUSE_UNCHANGED_CORE else set()
+        rewrite = {code: h for code, h in load.items() if code not in same}
+        con.register("_rewrite", pd.DataFrame({"school_code": list(rewrite), "file_hash": list(rewrite.values())},
+                                              dtype="object"))
         for sid in SHEETS:
             keep = ""
             if load_valid_rows and sid != "school":
                 keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
                            and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
             con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
-                            and school_code in (select school_code from _load)""", [school_year, period])
+                            and school_code in (select school_code from _rewrite)""", [school_year, period])
             con.execute(f"""insert into core_{sid} by name
                 select s.*, b.version
                 from stg_{sid} s
-                join _load l on l.file_hash = s.file_hash and l.school_code = s.school_code
+                join _rewrite l on l.file_hash = s.file_hash and l.school_code = s.school_code
                 join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
                 where s.school_year = ? and s.period = ? {keep}""", [school_year, period])
         counts = con.execute(f"""
@@ -416,6 +422,7 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
                        where submission.file_hash = l.file_hash and submission.school_year = ? and submission.period = ?""",
                     [school_year, period])
         con.unregister("_loaded")
+        con.unregister("_rewrite")
         con.unregister("_load")
     # current = newest version of each school; in_core = the version core holds
     con.execute("""
@@ -428,6 +435,59 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
             where c.school_year = submission.school_year and c.period = submission.period)
         where school_year = ? and period = ?""", [school_year, period])
     return loaded
+
+
+REUSE_UNCHANGED_CORE = True  # off: every loadable school's core rows deleted and inserted again
+
+
+def unchanged_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, period: str,
+                           load_valid_rows: bool) -> set[str]:
+    """The schools of `_load` (school_code, file_hash; registered by write_run) whose core rows
+    already are, row for row, what write_run's insert would put there — proven by content, not
+    by what the run believes changed: per school and core sheet, the count and the sum of
+    DuckDB's `hash()` of every core column of the rows in core, against the same of the rows the
+    insert would select (the staged rows of the file, its version from the register as just
+    written, less the rows with an error when `load_valid_rows`: an issue another school's file
+    added changes the digest). Only schools whose core rows are all of the very file to load
+    are compared (core rows carry `file_hash`: another file's rows always differ). Call after
+    the register and the issues of the run are written, inside the run's transaction."""
+    same = {code for (code,) in con.execute("""
+        select l.school_code from _load l
+        where exists (select 1 from core_school c where c.school_year = ? and c.period = ?
+                      and c.school_code = l.school_code and c.file_hash = l.file_hash)""",
+        [school_year, period]).fetchall()}
+    if not same:
+        return set()
+    for sid in SHEETS:
+        cols = [c for (c,) in con.execute(
+            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
+               and table_name = ? order by column_index""", [f"core_{sid}"]).fetchall()]
+        stg_cols = {c for (c,) in con.execute(
+            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
+               and table_name = ?""", [f"stg_{sid}"]).fetchall()}
+        if any(c != "version" and c not in stg_cols for c in cols):
+            return set()  # core has a column staging lacks (filled NULL by the insert): not compared, rewritten
+        now = "hash(" + ", ".join(f'c."{c}"' for c in cols) + ")"
+        would = "hash(" + ", ".join('b."version"' if c == "version" else f's."{c}"' for c in cols) + ")"
+        keep = ""
+        if load_valid_rows and sid != "school":
+            keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
+                       and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
+        rows = con.execute(f"""
+            with now as (
+                select c.school_code, count(*) as n, sum({now})::hugeint as h from core_{sid} c
+                join _load l on l.school_code = c.school_code
+                where c.school_year = $y and c.period = $p group by 1),
+            would as (
+                select s.school_code, count(*) as n, sum({would})::hugeint as h from stg_{sid} s
+                join _load l on l.file_hash = s.file_hash and l.school_code = s.school_code
+                join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
+                where s.school_year = $y and s.period = $p {keep} group by 1)
+            select coalesce(now.school_code, would.school_code) from now full join would using (school_code)
+            where now.n is distinct from would.n or now.h is distinct from would.h""",
+            {"y": school_year, "p": period}).fetchall()
+        same -= {code for (code,) in rows}
+    return same
 
 
 def expected_schools(con: duckdb.DuckDBPyConnection, school_year: str, period: str,

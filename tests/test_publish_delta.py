@@ -268,6 +268,41 @@ def test_a_second_publish_is_a_delta_and_equals_full(curated, tmp_path):
     assert_same_as_full(curated, out, tmp_path / "full2", SALT)
 
 
+def test_groups_changed_in_run_id_only_are_relabelled_and_equal_full(curated, tmp_path, monkeypatch, any_share):
+    """Every run writes its run_id on every issue and register row: a group whose rows differ
+    from the published ones in run_id only gets the new run_id in the copy (Plan.relabel); a
+    group with another change too, or with two run_ids, is deleted and selected again."""
+    curated.execute("""INSERT INTO validation_issue VALUES
+        ('r1', '79000702', 'learners', 3, 'D', 'sex', 'learner_sex_code', 'error', 'Y', 'Mã không hợp lệ'),
+        ('r1', '79000703', 'learners', 4, 'D', 'sex', 'learner_sex_code', 'error', 'Z', 'Mã không hợp lệ'),
+        ('r1', '79000704', 'learners', 5, 'F', 'personal_id', 'learner_personal_id_format', 'error',
+         '079215001234', 'Số 079215001234 sai')""")
+    out = tmp_path / "p"
+    assert publish(curated, out, salt=SALT).mode == "full"
+    plans, real = [], publish_delta.plan
+
+    def spy(*a, **k):
+        plans.append(real(*a, **k))
+        return plans[-1]
+    monkeypatch.setattr(publish_delta, "plan", spy)
+    curated.execute("UPDATE validation_issue SET run_id = 'r2'")  # the next run rewrote every issue
+    curated.execute("UPDATE submission SET run_id = 'r2'")
+    curated.execute("UPDATE validation_issue SET value = 'W' WHERE school_code = '79000702'")  # and changed one
+    curated.execute("UPDATE validation_issue SET run_id = 'r3' WHERE school_code = '79000703'")  # two run ids after
+    curated.execute("INSERT INTO validation_issue VALUES ('r2', '79000703', 'learners', 6, 'D', 'sex', "
+                    "'learner_sex_code', 'error', 'Z', 'Mã không hợp lệ')")
+    res = publish(curated, out, salt=SALT)
+    assert res.mode == "delta"
+    plan = plans[-1][0]
+    assert plan.relabel == {"validation_issue": {("79000701",): "r2", ("79000704",): "r2"},
+                            "submission": {("2022-2023", "dau_nam", "79000701"): "r2"}}
+    assert set(plan.changed["validation_issue"]) == {("79000701",), ("79000702",), ("79000703",), ("79000704",)}
+    assert_same_as_full(curated, out, tmp_path / "full", SALT)
+    with duckdb.connect(str(res.snapshot), read_only=True) as c:
+        assert "079215001234" not in repr(c.execute("SELECT * FROM validation_issue").fetchall())
+        assert c.execute("SELECT DISTINCT run_id FROM validation_issue WHERE school_code = '79000704'").fetchall() == [("r2",)]
+
+
 @pytest.mark.parametrize("how, why", [
     ("salt", "code, salt, tables or columns changed"),
     ("column", "code, salt, tables or columns changed"),

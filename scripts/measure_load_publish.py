@@ -1,0 +1,223 @@
+"""LOAD and PUBLISH when one school changed (issue 12), measured per repo, outputs compared.
+
+Copies a bench work dir (default /work/bench-before/<kind>/work: data/ and inbox/, never
+written) into `--dir`, brings it up to date once with `--repo`'s code (one warm-up run, the
+flow's steps as `measure_incremental.one_run` orders them), then `--rounds` times: one school
+re-sends its workbook with a learner fewer (`measure_incremental.change_one`: the same change
+for every repo) and the steps run again. Prints wall and CPU seconds of load_all and of the
+publish of each round (CPU: this process, DuckDB's threads included), the load average, and
+writes `<dir>/<tag>-round<i>.json`: the database fingerprint (order-free hash of every table,
+`measure_stages.fingerprint`), the snapshot's content (`measure_publish.snapshot_content`) and
+an order-free hash of every Parquet table read the way analysts read it (hive glob). With
+`--profile`, cProfile of load_all and publish of the last round into `<dir>/<tag>-*.prof`.
+
+    python scripts/measure_load_publish.py --repo /work/main --tag before --only city
+    python scripts/measure_load_publish.py --repo . --tag after --only city
+    python scripts/measure_load_publish.py --compare <dir>/before-round0.json <dir>/after-round0.json
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def cpu() -> float:
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    return s.ru_utime + s.ru_stime
+
+
+def parquet_content(tree: Path) -> dict:
+    """Per table of the Parquet tree: rows and an order-free hash, read as analysts do."""
+    import duckdb
+
+    con = duckdb.connect()
+    out = {}
+    for t in sorted(p.name for p in tree.iterdir()):
+        files = list((tree / t).rglob("*.parquet"))
+        if not files:
+            out[t] = [0, None]
+            continue
+        rel = con.execute(f"SELECT * FROM read_parquet('{tree / t}/**/*.parquet', hive_partitioning = true, union_by_name = true)")
+        cols = [d[0] for d in rel.description]
+        row = ", ".join(f'"{c}"' for c in sorted(cols))
+        n, h = con.execute(f"SELECT count(*), sum(hash(struct_pack({row})) % 1000000007) FROM "
+                           f"read_parquet('{tree / t}/**/*.parquet', hive_partitioning = true, union_by_name = true)").fetchone()
+        out[t] = [n, str(h), sorted(cols)]
+    return out
+
+
+def compare(a: Path, b: Path) -> int:
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    bad = 0
+    for part in ("database", "snapshot", "parquet"):
+        same = x[part] == y[part]
+        bad += not same
+        print(f"{part}: {'IDENTICAL' if same else 'DIFFERENT'}")
+        if not same and isinstance(x[part], dict):
+            for k in sorted(set(x[part]) | set(y[part])):
+                if x[part].get(k) != y[part].get(k):
+                    print("  ", k, x[part].get(k), "|", y[part].get(k))
+    return bad
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", type=Path)
+    ap.add_argument("--tag", default="run")
+    ap.add_argument("--only", choices=["city", "province"], default="city")
+    ap.add_argument("--src", type=Path, default=Path("/work/bench-before"))
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/loadpub-mlp"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compare", nargs=2, type=Path)
+    ap.add_argument("--queries", action="store_true", help="time every query of load and publish (last round)")
+    ap.add_argument("--reference", action="store_true",
+                    help="each round also run on a copy of the data dir taken before it with every school's core rows "
+                         "rewritten (store.REUSE_UNCHANGED_CORE off) and a full publish; outputs compared")
+    args = ap.parse_args()
+    if args.compare:
+        sys.exit(compare(*args.compare))
+
+    repo = args.repo.resolve()
+    sys.path.insert(0, str(repo))
+    sys.path.insert(0, str(HERE))  # this checkout's measure_* helpers (one_run drives repo's edustat)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations  # noqa: F401  (paid once, apart)
+    import duckdb
+
+    import edustat
+    assert Path(edustat.__file__).resolve().is_relative_to(repo), edustat.__file__
+    import edustat.pipeline as pl
+    import edustat.incremental as inc
+    from edustat.config import Config
+    from measure_incremental import change_one, one_run
+    from measure_publish import snapshot_content
+    from measure_stages import fingerprint
+
+    base = args.dir / f"{args.tag}-{args.only}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    work = args.src / args.only / "work"
+    served = "" if (work / "data").is_dir() else "-served"  # the province's bench kept only its served run
+    shutil.copytree(work / f"data{served}", base / "data", symlinks=True)
+    shutil.copytree(work / f"inbox{served}", base / "inbox", symlinks=True)
+    os.environ["EDUSTAT_SALT_FILE"] = str(args.dir / f"salt-{args.only}")  # one salt for every repo compared
+    if not Path(os.environ["EDUSTAT_SALT_FILE"]).exists():
+        Path(os.environ["EDUSTAT_SALT_FILE"]).write_text("0" * 64 + "\n")
+        os.chmod(os.environ["EDUSTAT_SALT_FILE"], 0o600)
+    cfg = Config(data_dir=base / "data", workers=args.workers, incremental=True)
+    inbox = base / "inbox"
+
+    seen: dict[str, list] = {}
+    profiles: dict[str, cProfile.Profile] = {}
+
+    def timed(mod, name, label):
+        f = getattr(mod, name)
+
+        def w(*a, **k):
+            pr = profiles.get(label)
+            t, c = time.perf_counter(), cpu()
+            if pr:
+                pr.enable()
+            try:
+                return f(*a, **k)
+            finally:
+                if pr:
+                    pr.disable()
+                seen.setdefault(label, []).append((time.perf_counter() - t, cpu() - c))
+        setattr(mod, name, w)
+
+    queries: list = []
+    if args.queries:
+        import contextlib
+        import edustat.store as st
+
+        class Timed:
+            def __init__(self, c):
+                self._c = c
+
+            def __getattr__(self, n):
+                return getattr(self._c, n)
+
+            def execute(self, q, *a, **k):
+                t0 = time.perf_counter()
+                r = self._c.execute(q, *a, **k)
+                if profiles:
+                    queries.append((time.perf_counter() - t0, " ".join(str(q).split())[:140]))
+                return r
+
+        real_session = st.session
+
+        @contextlib.contextmanager
+        def session(*a, **k):
+            with real_session(*a, **k) as c:
+                yield Timed(c)
+        st.session = session
+    timed(pl, "load_all", "load")
+    timed(inc, "publish_if_changed", "publish")
+    t = time.perf_counter()
+    one_run(cfg, inbox, "m-warm")
+    print(f"warm-up {time.perf_counter() - t:.1f} s")
+    rows = []
+    for i in range(args.rounds):
+        changed = change_one(inbox)
+        seen.clear()
+        if args.profile and i == args.rounds - 1:
+            profiles.update(load=cProfile.Profile(), publish=cProfile.Profile())
+        ref = base / f"ref-{i}" / "data"
+        if args.reference:
+            shutil.copytree(cfg.data_dir, ref, symlinks=True)
+        r = one_run(cfg, inbox, f"m-one-{i}")
+        load, pub = seen.get("load", [(0, 0)])[-1], seen.get("publish", [(0, 0)])[-1]
+        rows.append((changed, load, pub, r["total"], os.getloadavg()[0]))
+
+        def content(c):
+            con = duckdb.connect(str(c.db_path), read_only=True)
+            try:
+                db = {rec["table"]: [rec["rows"], rec["hash"]] for rec in fingerprint(con).to_dict("records")}
+            finally:
+                con.close()
+            return {"database": db, "snapshot": snapshot_content(c.published_dir / "edustat.duckdb"),
+                    "parquet": parquet_content(c.published_dir / "parquet")}
+        out = content(cfg)
+        (args.dir / f"{args.tag}-{args.only}-round{i}.json").write_text(json.dumps(out, default=str, sort_keys=True, indent=0))
+        if args.reference:
+            import edustat.publish_delta as pd_
+            import edustat.store as st
+            plan, reuse = pd_.plan, getattr(st, "REUSE_UNCHANGED_CORE", None)
+            pd_.plan = lambda *a, **k: (None, "reference: full publish")
+            st.REUSE_UNCHANGED_CORE = False
+            try:
+                cref = Config(data_dir=ref, workers=args.workers, incremental=True)
+                one_run(cref, inbox, f"m-one-{i}")
+            finally:
+                pd_.plan, st.REUSE_UNCHANGED_CORE = plan, reuse
+            want = content(cref)
+            (args.dir / f"{args.tag}-{args.only}-round{i}-ref.json").write_text(
+                json.dumps(want, default=str, sort_keys=True, indent=0))
+            print(f"round {i}: against the reference (full rewrite, full publish):", flush=True)
+            compare(args.dir / f"{args.tag}-{args.only}-round{i}.json", args.dir / f"{args.tag}-{args.only}-round{i}-ref.json")
+    for t_, q_ in sorted(queries, reverse=True)[:25]:
+        print(f"Q {t_:.3f} {q_}")
+    for label, pr in profiles.items():
+        pr.dump_stats(str(args.dir / f"{args.tag}-{args.only}-{label}.prof"))
+    print(f"\n== {args.only} ({args.tag}: {repo}): one school changed; 2 cores, shared")
+    print(f"{'round':<6}{'school':<10}{'load wall':>10}{'load cpu':>9}{'pub wall':>9}{'pub cpu':>8}{'run':>7}{'load1':>7}")
+    for i, (changed, ld, pb, total, la) in enumerate(rows):
+        print(f"{i:<6}{changed[:8]:<10}{ld[0]:>10.2f}{ld[1]:>9.2f}{pb[0]:>9.2f}{pb[1]:>8.2f}{total:>7.2f}{la:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
