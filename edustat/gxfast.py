@@ -48,6 +48,19 @@ def _cached_configuration(self):
     return configuration
 
 
+def _cached_domain_obj(self):
+    cache = getattr(_state, "cache", None)
+    if cache is None:
+        return _installed["to_domain_obj"](self)
+    key = ("domain", id(self))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is self:
+        return hit[1]
+    obj = _installed["to_domain_obj"](self)
+    cache[key] = (self, obj)
+    return obj
+
+
 def install() -> str | None:
     """Patch `Expectation.configuration` to consult the scope's cache (idempotent). Returns None
     when installed, else why not."""
@@ -61,6 +74,10 @@ def install() -> str | None:
     prop = Expectation.__dict__.get("configuration")
     if not isinstance(prop, property) or prop.fget is None or prop.fget.__qualname__ != "Expectation.configuration":
         return "Expectation.configuration is not the property checked"
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    _installed["to_domain_obj"] = ExpectationConfiguration.to_domain_obj
+    ExpectationConfiguration.to_domain_obj = _cached_domain_obj
     _installed["fget"] = prop.fget
     _installed["property"] = prop
     Expectation.configuration = property(_cached_configuration, doc=prop.__doc__)
