@@ -192,9 +192,11 @@ def _class_name(type_: str) -> str:
 #   (and `_rowkey`), once with RESULT_FORMAT; a second pass would only add its cost there.
 # - "one": the whole suite once with RESULT_FORMAT on the sheet's frame (the earlier path;
 #   tests compare the others with it).
-# Measured and not done: a context / data source / suite built once per process and reused
-# (~50 ms of a school's ~1.7 s); caching Expectation.configuration, which GX 1.24.1 rebuilds
-# ~120 times per expectation (~30% of the "two" run, but only by patching GX internals).
+# Inside each validation, edustat.gxfast builds an expectation's configuration once (GX 1.24.1
+# rebuilds it ~70 times per expectation and pass), its domain object once and each row
+# condition's filtered frame once: ~45% of the "two" run's CPU on one school. Measured and not
+# done: a context / data source / suite built once per process (the forkserver) and reused:
+# ~10 ms of CPU once the sheets share one asset, not worth sharing a mutable context.
 BOOLEAN_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (a province's staff), narrow runs at 411k; a tie at 55k
 STRATEGIES = ("auto", "one", "two", "narrow")

@@ -157,9 +157,17 @@ def test_gx_builds_each_configuration_once_per_validation(city, monkeypatch):
     assert gxfast.install() is None and gxfast.installed()
     real, builds = gxfast._installed["fget"], []
     monkeypatch.setitem(gxfast._installed, "fget", lambda self: builds.append(1) or real(self))
+    real_filter, filtered = gxfast._installed["row_filter"], []
+
+    def row_filter(engine, data, condition, kwargs):
+        filtered.append((id(gxfast._state.cache), id(data), str(condition)))
+        return real_filter(engine, data, condition, kwargs)
+
+    monkeypatch.setitem(gxfast._installed, "row_filter", row_filter)
     outcomes, _ = ex.row_rule_outcomes(city["checks"], PERIOD, strategy="two")
     runs = int(outcomes["passes"].sum())  # expectation × pass
     assert 0 < len(builds) <= 3 * runs, f"{len(builds)} configurations built for {runs} expectation runs"
+    assert filtered and len(filtered) == len(set(filtered)), "a frame filtered once per condition and validation"
     assert gxfast.cache_size() is None, "nothing of the cache outlives the validation"
 
 
