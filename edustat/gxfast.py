@@ -13,8 +13,7 @@ object and then reused. It holds only within the scope and the thread that opene
 it (any other GX use, another thread) the property is GX's own. Why reusing is exact here:
 - inside a validation GX never changes an expectation object (`save` and `render` — the only
   methods that assign its fields — are not called without a GX Cloud context), and the objects
-  it builds itself (`ExpectationConfiguration.to_domain_obj`, twice per expectation) live only
-  inside the validation;
+  it builds itself (`ExpectationConfiguration.to_domain_obj`) live only inside the validation;
 - no caller changes the configuration it is given (the validator deep-copies before adding a
   batch id); a cached object is returned to callers that before each got an equal new one;
 - the cache keeps each object alive and checks identity, so an id() cannot be reused by another
@@ -87,8 +86,9 @@ def _cached_row_filter(self, data, row_condition, domain_kwargs):
 
 
 def install() -> str | None:
-    """Patch `Expectation.configuration` to consult the scope's cache (idempotent). Returns None
-    when installed, else why not."""
+    """Make `Expectation.configuration`, `ExpectationConfiguration.to_domain_obj` and
+    `PandasExecutionEngine._apply_row_condition_filter` consult the scope's cache (all three or
+    none; idempotent). Returns None when installed, else why not."""
     if _installed:
         return None
     import great_expectations as gx
@@ -96,13 +96,15 @@ def install() -> str | None:
 
     if gx.__version__ != PINNED_GX:
         return f"Great Expectations {gx.__version__} is not {PINNED_GX} (the version checked)"
+    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
     prop = Expectation.__dict__.get("configuration")
     if not isinstance(prop, property) or prop.fget is None or prop.fget.__qualname__ != "Expectation.configuration":
         return "Expectation.configuration is not the property checked"
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
-
+    for cls, name in ((ExpectationConfiguration, "to_domain_obj"), (PandasExecutionEngine, "_apply_row_condition_filter")):
+        if getattr(cls.__dict__.get(name), "__qualname__", None) != f"{cls.__name__}.{name}":
+            return f"{cls.__name__}.{name} is not the function checked"
     _installed["row_filter"] = PandasExecutionEngine._apply_row_condition_filter
     PandasExecutionEngine._apply_row_condition_filter = _cached_row_filter
     _installed["to_domain_obj"] = ExpectationConfiguration.to_domain_obj

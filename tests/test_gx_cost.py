@@ -192,3 +192,16 @@ def test_a_configuration_is_reused_only_inside_a_scope_and_on_its_thread():
     assert other == [False], "another thread does not see this scope"
     assert gxfast.cache_size() is None and e.configuration is not first
     assert e.configuration.to_json_dict() == first.to_json_dict()
+
+
+def test_gxfast_patches_only_the_pinned_gx(monkeypatch):
+    import great_expectations as gx
+
+    from edustat import gxfast
+
+    monkeypatch.setattr(gxfast, "_installed", {})
+    monkeypatch.setattr(gx, "__version__", "1.99.0")
+    why = gxfast.install()
+    assert why and "1.99.0" in why and not gxfast.installed()
+    with gxfast.cached_configurations():
+        assert gxfast.cache_size() is None, "another GX: no cache, GX as it is"
