@@ -467,7 +467,9 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
         return None
     try:
         ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}
-        return [{**{k: _decode(v) for k, v in rec.items()}, **ident} for rec in meta["issues"]]
+        # only a dict is an encoded value (see _encode): plain values pass without a call each
+        return [{**{k: _decode(v) if isinstance(v, dict) else v for k, v in rec.items()}, **ident}
+                for rec in meta["issues"]]
     except Exception:  # noqa: BLE001 - a malformed entry is a miss
         return None
 
