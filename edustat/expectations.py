@@ -192,9 +192,11 @@ def _class_name(type_: str) -> str:
 #   (and `_rowkey`), once with RESULT_FORMAT; a second pass would only add its cost there.
 # - "one": the whole suite once with RESULT_FORMAT on the sheet's frame (the earlier path;
 #   tests compare the others with it).
-# Measured and not done: a context / data source / suite built once per process and reused
-# (~50 ms of a school's ~1.7 s); caching Expectation.configuration, which GX 1.24.1 rebuilds
-# ~120 times per expectation (~30% of the "two" run, but only by patching GX internals).
+# Inside each validation, edustat.gxfast builds an expectation's configuration once (GX 1.24.1
+# rebuilds it ~70 times per expectation and pass), its domain object once and each row
+# condition's filtered frame once: ~45% of the "two" run's CPU on one school. Measured and not
+# done: a context / data source / suite built once per process (the forkserver) and reused:
+# ~10 ms of CPU once the sheets share one asset, not worth sharing a mutable context.
 BOOLEAN_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 TWO_PASS_MAX_ROWS = 50_000  # measured: two passes win at 28k rows (a province's staff), narrow runs at 411k; a tie at 55k
 STRATEGIES = ("auto", "one", "two", "narrow")
@@ -249,6 +251,8 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    from edustat import gxfast  # each expectation's configuration built once per validation
+
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no "temporary directory" line for the officer
     # string row conditions are deprecated for GX 2.0 (Condition objects replace them); the
@@ -259,6 +263,7 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
     source = ctx.data_sources.add_pandas("edustat")
     found: list[pd.DataFrame] = []
     outcomes: list[dict] = []
+    batch_definition = None
     for sheet_id, frame in frames.items():
         if frame is None or frame.empty:
             continue
@@ -278,7 +283,10 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
         else:
             runs = [(frozenset().union(*(u for _, u in planned)) if planned else frozenset({ROW_KEY}),
                      list(range(len(planned))))]
-        batch_definition = source.add_dataframe_asset(sheet_id).add_batch_definition_whole_dataframe("all")
+        if batch_definition is None:
+            # one asset for every sheet (the frame is the batch parameter): each asset and batch
+            # definition GX adds re-serialises the context's whole config as YAML (~5 ms each)
+            batch_definition = source.add_dataframe_asset("checks").add_batch_definition_whole_dataframe("all")
         success: dict[int, bool] = {}
         keys_of: dict[int, list[int]] = {}
         passes: dict[int, int] = {}
@@ -300,7 +308,8 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
                 suite = ctx.suites.add(make(indexes, f"{sheet_id}.{period}.{g}"))
                 vd = ctx.validation_definitions.add(gx.ValidationDefinition(
                     name=f"{sheet_id}.{period}.{g}", data=batch_definition, suite=suite))
-                second = vd.run(batch_parameters=data, result_format=RESULT_FORMAT).results
+                with gxfast.cached_configurations():
+                    second = vd.run(batch_parameters=data, result_format=RESULT_FORMAT).results
                 for i, r in zip(indexes, second, strict=True):
                     _check(r, planned[i][0])
                     success[i] = bool(r.success)
@@ -312,7 +321,8 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
             # and serialising the results (~10% of GX's time on a school's rows); it validates
             # the suite as one metric graph (metrics that expectations share are computed once)
             if mode == "two":
-                first = batch.validate(make(indexes), result_format=BOOLEAN_FORMAT).results
+                with gxfast.cached_configurations():
+                    first = batch.validate(make(indexes), result_format=BOOLEAN_FORMAT).results
                 for i, r in zip(indexes, first, strict=True):
                     _check(r, planned[i][0])
                     success[i] = bool(r.success)
@@ -320,7 +330,8 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
                 indexes = [i for i in indexes if not success[i]]
                 if not indexes:
                     continue
-            second = batch.validate(make(indexes), result_format=RESULT_FORMAT).results
+            with gxfast.cached_configurations():
+                second = batch.validate(make(indexes), result_format=RESULT_FORMAT).results
             for i, r in zip(indexes, second, strict=True):
                 _check(r, planned[i][0])
                 if mode == "two" and r.success:  # GX said "failed" with BOOLEAN_ONLY

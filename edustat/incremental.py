@@ -467,7 +467,9 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
         return None
     try:
         ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}
-        return [{**{k: _decode(v) for k, v in rec.items()}, **ident} for rec in meta["issues"]]
+        # only a dict is an encoded value (see _encode): plain values pass without a call each
+        return [{**{k: _decode(v) if isinstance(v, dict) else v for k, v in rec.items()}, **ident}
+                for rec in meta["issues"]]
     except Exception:  # noqa: BLE001 - a malformed entry is a miss
         return None
 
@@ -491,6 +493,32 @@ def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year:
         raise_if_operator_fault()
     except (TypeError, ValueError):
         return
+
+
+REUSE_CAST_FRAMES = True  # tests and scripts/measure: False casts the subset again, as before
+
+
+def frames_of_subset(frames, todo: list[int]):
+    """The cast step's frames (`assemble_changed`: the files read anew, `_file` indexing the
+    whole results) as `assemble([results[i] for i in todo])` makes them, when they cover exactly
+    the files `todo` (sorted): the same rows, row keys, notices and ambiguous cells, with `_file`
+    renumbered to the subset's positions. New frames; the cast step's stay as they are (the load
+    uses them). None when they cover other files (then the subset is cast again)."""
+    covers = getattr(frames, "covers", None)
+    if not REUSE_CAST_FRAMES or frames is None or covers is None or set(covers) != set(todo):
+        return None
+    from edustat.submissions import Frames
+
+    position = {i: k for k, i in enumerate(todo)}
+
+    def renumbered(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(_file=frame["_file"].map(position).astype(frame["_file"].dtype))
+
+    out = Frames({sid: renumbered(f) for sid, f in frames.raw.items()},
+                 {sid: renumbered(f) for sid, f in frames.typed.items()},
+                 list(frames.notices), set(frames.ambiguous))
+    out.covers = frozenset(position.values())  # type: ignore[attr-defined]  # a partial cast: no headstart
+    return out
 
 
 def validate_incremental(results: list, cfg, school_year: str, period: str, frames=None) -> pd.DataFrame:
@@ -521,8 +549,9 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
 
         if whole is None:
             # a subset keeps its own file indexes inside validate_collection: pass it alone
+            # (with the cast step's frames of exactly these files, renumbered, when there are)
             found = validate_isolated(sub, school_year=school_year, period=period,
-                                      catalogue=load_rules(cfg.severity))
+                                      catalogue=load_rules(cfg.severity), frames=frames_of_subset(frames, todo))
         else:
             found = validate_isolated(results, school_year=school_year, period=period,
                                       catalogue=load_rules(cfg.severity), frames=frames)

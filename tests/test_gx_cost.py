@@ -52,8 +52,15 @@ def collection(request):
 
 @pytest.fixture(scope="module")
 def oracle(collection):
-    """The earlier path: each sheet's whole suite once with COMPLETE results."""
-    return ex.row_rule_outcomes(collection["checks"], PERIOD, strategy="one")
+    """The earlier path: each sheet's whole suite once with COMPLETE results, GX as it is (each
+    expectation's configuration rebuilt whenever GX reads it: edustat.gxfast off)."""
+    from edustat import gxfast
+
+    gxfast.ENABLED = False
+    try:
+        return ex.row_rule_outcomes(collection["checks"], PERIOD, strategy="one")
+    finally:
+        gxfast.ENABLED = True
 
 
 def _sorted(found: pd.DataFrame) -> pd.DataFrame:
@@ -140,3 +147,61 @@ def test_a_changed_suite_is_used_at_once_and_gx_errors_still_stop_the_run(city, 
     monkeypatch.setattr(ex, "load_suite", broken)
     with pytest.raises(RuntimeError, match="GX could not evaluate"):
         ex.row_rule_outcomes(checks, PERIOD, strategy=strategy)
+
+
+def test_gx_builds_each_configuration_once_per_validation(city, monkeypatch):
+    """edustat.gxfast: inside a validation an expectation's configuration is built once, not
+    at each of GX's ~70 reads (what it finds is compared with GX's own path above)."""
+    from edustat import gxfast
+
+    assert gxfast.install() is None and gxfast.installed()
+    real, builds = gxfast._installed["fget"], []
+    monkeypatch.setitem(gxfast._installed, "fget", lambda self: builds.append(1) or real(self))
+    real_filter, filtered = gxfast._installed["row_filter"], []
+
+    def row_filter(engine, data, condition, kwargs):
+        filtered.append((id(gxfast._state.cache), id(data), str(condition)))
+        return real_filter(engine, data, condition, kwargs)
+
+    monkeypatch.setitem(gxfast._installed, "row_filter", row_filter)
+    outcomes, _ = ex.row_rule_outcomes(city["checks"], PERIOD, strategy="two")
+    runs = int(outcomes["passes"].sum())  # expectation × pass
+    assert 0 < len(builds) <= 3 * runs, f"{len(builds)} configurations built for {runs} expectation runs"
+    assert filtered and len(filtered) == len(set(filtered)), "a frame filtered once per condition and validation"
+    assert gxfast.cache_size() is None, "nothing of the cache outlives the validation"
+
+
+def test_a_configuration_is_reused_only_inside_a_scope_and_on_its_thread():
+    import threading
+
+    import great_expectations.expectations as gxe
+
+    from edustat import gxfast
+
+    e = gxe.ExpectColumnValuesToNotBeNull(column="x", meta={"rule_id": "r"})
+    assert e.configuration is not e.configuration, "outside a scope: GX's own property"
+    other: list[bool] = []
+    with gxfast.cached_configurations():
+        first = e.configuration
+        assert e.configuration is first and gxfast.cache_size() == 1
+        f = gxe.ExpectColumnValuesToNotBeNull(column="y", meta={"rule_id": "s"})
+        assert f.configuration.kwargs["column"] == "y" and f.configuration is f.configuration
+        t = threading.Thread(target=lambda: other.append(e.configuration is e.configuration))
+        t.start()
+        t.join()
+    assert other == [False], "another thread does not see this scope"
+    assert gxfast.cache_size() is None and e.configuration is not first
+    assert e.configuration.to_json_dict() == first.to_json_dict()
+
+
+def test_gxfast_patches_only_the_pinned_gx(monkeypatch):
+    import great_expectations as gx
+
+    from edustat import gxfast
+
+    monkeypatch.setattr(gxfast, "_installed", {})
+    monkeypatch.setattr(gx, "__version__", "1.99.0")
+    why = gxfast.install()
+    assert why and "1.99.0" in why and not gxfast.installed()
+    with gxfast.cached_configurations():
+        assert gxfast.cache_size() is None, "another GX: no cache, GX as it is"

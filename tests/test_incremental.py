@@ -260,7 +260,7 @@ def test_a_cached_file_sheets_cannot_be_used_unloaded(primed, inbox):
     assert counted == {sid: fr.rows(sid) for sid in counted}
 
 
-def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path):
+def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path, monkeypatch):
     """(Last of the tests using `primed`: it changes that data dir.)"""
     data = primed[0]
     changed_inbox = tmp_path / "inbox2"
@@ -268,7 +268,11 @@ def test_one_school_changed_recomputes_that_school_only(inbox, primed, tmp_path)
     cfg = cfg_for(data)
     before = {p.relative_to(data): p.stat().st_mtime_ns for p in (data / "curated").rglob("*.xlsx")}
     entries = _plant_for_pruning(data, cfg, inbox)
+    subset_frames = []
+    real = incremental.frames_of_subset
+    monkeypatch.setattr(incremental, "frames_of_subset", lambda f, todo: subset_frames.append(real(f, todo)) or subset_frames[-1])
     r = run_steps(cfg, changed_inbox, "one")
+    assert len(subset_frames) == 1 and subset_frames[0] is not None, "validated on the cast step's frames"
     # the cache keeps only what a run may use again: the re-sent school's earlier file, a stale
     # version's entry, a corrupt one and a symlink are gone; the other collection's entry stays
     left = {p.relative_to(data / "cache") for p in (data / "cache").rglob("*") if not p.is_dir()}
@@ -508,3 +512,37 @@ def test_the_flow_says_what_it_reused(prefect_harness, inbox, tmp_path):
     logs = "\n".join(keep.lines)
     assert f"{n} tệp không đổi lấy từ bộ nhớ đệm" in logs and "Không tệp nào thay đổi" in logs
     assert "Biểu báo cáo không đổi" in logs and "Không công bố lại" in logs
+
+
+def test_the_changed_file_is_validated_on_the_cast_steps_frames(inbox, primed, tmp_path):
+    """One school changed: validation takes the cast step's frames of that file (renumbered to
+    the subset) instead of casting it again — exactly what casting it again gives."""
+    from edustat.submissions import assemble, discover
+    from schemas.rules import load_rules
+
+    data = tmp_path / "data"
+    shutil.copytree(primed[0], data)  # `primed` itself stays as the tests above expect it
+    changed = tmp_path / "inbox2"
+    shutil.copytree(inbox, changed)
+    last = sorted(changed.glob("7*.xlsx"))[-1]  # not the first file: its position must be renumbered
+    wb = openpyxl.load_workbook(last)
+    ws = wb["HocSinh"] if "HocSinh" in wb.sheetnames else wb.worksheets[-2]
+    ws.delete_rows(ws.max_row)
+    wb.save(last)
+    cfg = cfg_for(data)
+    results = pipeline.ingest_all(discover(changed), cfg, YEAR, PERIOD)
+    frames = pipeline.assemble_all(results, cfg)
+    todo = sorted(frames.covers)
+    # the last school, and any other file `primed` last saw in another version
+    assert todo and todo[-1] > len(todo) - 1, "a file cast anew whose position is renumbered"
+    mine = incremental.frames_of_subset(frames, todo)
+    want = assemble([results[i] for i in todo], catalogue=load_rules(cfg.severity))
+    assert mine is not None and sorted(mine.raw) == sorted(want.raw) and sorted(mine.typed) == sorted(want.typed)
+    for sid in want.raw:
+        pd.testing.assert_frame_equal(mine.raw[sid], want.raw[sid], obj=f"raw {sid}")
+        pd.testing.assert_frame_equal(mine.typed[sid], want.typed[sid], obj=f"typed {sid}")
+        assert set(frames.raw[sid]["_file"]) <= set(todo) and todo[-1] in set(frames.raw[sid]["_file"]), \
+            "the cast step's frames are left as they were"
+    assert mine.notices == want.notices and mine.ambiguous == want.ambiguous
+    extra = next(i for i in range(len(results)) if i not in todo)
+    assert incremental.frames_of_subset(frames, sorted([extra, *todo])) is None, "frames of other files: cast again"

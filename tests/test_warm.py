@@ -22,7 +22,17 @@ def probe(out: str, linger: float = 0.0) -> None:
     import time
     import multiprocessing
 
+    from edustat import gxfast
+
+    gx_state = {"gx_patched": gxfast.installed(), "gx_cache": gxfast.cache_size()}
+    if linger:  # this run is killed in the middle of a validation: its GX cache full
+        import great_expectations.expectations as gxe
+
+        scope = gxfast.cached_configurations()  # kept open (referenced) until the kill
+        scope.__enter__()
+        gxe.ExpectColumnValuesToNotBeNull(column="x").configuration  # noqa: B018 - cached
     Path(out).write_text(json.dumps({
+        **gx_state, "gx_cache_now": gxfast.cache_size(),
         "start_method": multiprocessing.get_start_method(),
         "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
@@ -77,6 +87,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     seen = json.loads(out.read_text())
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
     assert seen["matchers_cached"] > 10, "the code lists' vocabulary was built once, in the warm server"
+    assert seen["gx_patched"] and seen["gx_cache"] is None, "GX patched once in the server, no cache carried"
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
     assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
@@ -105,4 +116,6 @@ def test_a_killed_run_ends_alone_and_the_next_one_starts_warm(prefect_harness, t
     assert again.exitcode == 0
     seen = json.loads(second.read_text())
     assert seen["ppid"] == server_pid and seen["gx_loaded"], "forked warm by the same server"
+    assert json.loads(first.read_text())["gx_cache_now"] == 1, "the first run died inside a GX validation"
+    assert seen["gx_patched"] and seen["gx_cache"] is None, "the next run sees a fresh GX state (edustat.gxfast)"
     assert _completed(run2)

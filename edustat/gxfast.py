@@ -1,0 +1,139 @@
+"""Great Expectations' fixed cost on a few rows (issue 12: one school changed).
+
+On one school's check frames GX's cost is per expectation, not per row, and about half of it is
+GX 1.24.1 rebuilding each expectation's configuration: `Expectation.configuration` is a
+property that serialises the whole pydantic model (`self.dict()`, value sets included) into a
+new ExpectationConfiguration every time it is read, and the validator reads it ~70 times per
+expectation and pass (domain, success and runtime kwargs of every metric it plans; measured with
+scripts/measure_gx_school.py --profile).
+
+`cached_configurations()` is a scope (one `Batch.validate` / `ValidationDefinition.run` of
+edustat.expectations) in which an expectation's configuration is built once per expectation
+object and then reused. It holds only within the scope and the thread that opened it: outside
+it (any other GX use, another thread) the property is GX's own. Why reusing is exact here:
+- inside a validation GX never changes an expectation object (`save` and `render` — the only
+  methods that assign its fields — are not called without a GX Cloud context), and the objects
+  it builds itself (`ExpectationConfiguration.to_domain_obj`) live only inside the validation;
+- no caller changes the configuration it is given (the validator deep-copies before adding a
+  batch id); a cached object is returned to callers that before each got an equal new one;
+- the cache keeps each object alive and checks identity, so an id() cannot be reused by another
+  object within the scope; the scope's cache is dropped when it ends (nothing outlives a run).
+The same scope also builds the domain object of a configuration once (the validator builds it
+twice: to plan the metrics, then to judge them) and filters the batch by a row condition once
+(GX filters again for every metric: 39 queries became 12 on a school's rows).
+tests/test_gx_cost.py compares every outcome of every strategy with GX's own path (ENABLED off),
+on a synthetic city and the hostile-input corpus.
+
+The patch is installed only on the GX version it was checked against (PINNED_GX), with the
+property it replaces being GX's own; otherwise `install()` says why and GX runs as it is
+(slower, not wrong).
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+PINNED_GX = "1.24.1"
+_state = threading.local()
+_installed: dict = {}
+ENABLED = True  # tests set False to compare with GX's own property
+
+
+def _cached_configuration(self):
+    cache = getattr(_state, "cache", None)
+    if cache is None:
+        return _installed["fget"](self)
+    hit = cache.get(id(self))
+    if hit is not None and hit[0] is self:
+        return hit[1]
+    configuration = _installed["fget"](self)
+    cache[id(self)] = (self, configuration)
+    return configuration
+
+
+def _cached_domain_obj(self):
+    cache = getattr(_state, "cache", None)
+    if cache is None:
+        return _installed["to_domain_obj"](self)
+    key = ("domain", id(self))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is self:
+        return hit[1]
+    obj = _installed["to_domain_obj"](self)
+    cache[key] = (self, obj)
+    return obj
+
+
+def _cached_row_filter(self, data, row_condition, domain_kwargs):
+    """A string row condition filtered once per frame: GX filters the batch again for every
+    metric of an expectation (~3 each) and every expectation with the same condition. GX already
+    hands the unfiltered batch frame itself to every metric; the filtered one is shared alike
+    (pandas 3: copy-on-write)."""
+    cache = getattr(_state, "cache", None)
+    # GX 1.24 hands a string condition over as {"type": "pass_through", "pass_through_filter": ...}
+    plain = isinstance(row_condition, str) or (
+        isinstance(row_condition, dict) and all(isinstance(v, str) for v in row_condition.values()))
+    if cache is None or not plain:
+        return _installed["row_filter"](self, data, row_condition, domain_kwargs)
+    condition = row_condition if isinstance(row_condition, str) else tuple(sorted(row_condition.items()))
+    key = ("rows", id(data), condition, domain_kwargs.get("condition_parser"))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    rows = _installed["row_filter"](self, data, row_condition, domain_kwargs)
+    cache[key] = (data, rows)
+    return rows
+
+
+def install() -> str | None:
+    """Make `Expectation.configuration`, `ExpectationConfiguration.to_domain_obj` and
+    `PandasExecutionEngine._apply_row_condition_filter` consult the scope's cache (all three or
+    none; idempotent). Returns None when installed, else why not."""
+    if _installed:
+        return None
+    import great_expectations as gx
+    from great_expectations.expectations.expectation import Expectation
+
+    if gx.__version__ != PINNED_GX:
+        return f"Great Expectations {gx.__version__} is not {PINNED_GX} (the version checked)"
+    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    prop = Expectation.__dict__.get("configuration")
+    if not isinstance(prop, property) or prop.fget is None or prop.fget.__qualname__ != "Expectation.configuration":
+        return "Expectation.configuration is not the property checked"
+    for cls, name in ((ExpectationConfiguration, "to_domain_obj"), (PandasExecutionEngine, "_apply_row_condition_filter")):
+        if getattr(cls.__dict__.get(name), "__qualname__", None) != f"{cls.__name__}.{name}":
+            return f"{cls.__name__}.{name} is not the function checked"
+    _installed["row_filter"] = PandasExecutionEngine._apply_row_condition_filter
+    PandasExecutionEngine._apply_row_condition_filter = _cached_row_filter
+    _installed["to_domain_obj"] = ExpectationConfiguration.to_domain_obj
+    ExpectationConfiguration.to_domain_obj = _cached_domain_obj
+    _installed["fget"] = prop.fget
+    _installed["property"] = prop
+    Expectation.configuration = property(_cached_configuration, doc=prop.__doc__)
+    return None
+
+
+def installed() -> bool:
+    return bool(_installed)
+
+
+@contextmanager
+def cached_configurations():
+    """A scope in which each expectation object's configuration is built once (see above).
+    Nested scopes share the outer one's cache."""
+    if not ENABLED or install() is not None or getattr(_state, "cache", None) is not None:
+        yield
+        return
+    _state.cache = {}
+    try:
+        yield
+    finally:
+        _state.cache = None
+
+
+def cache_size() -> int | None:
+    """Entries of this thread's open scope (None outside a scope): for tests."""
+    cache = getattr(_state, "cache", None)
+    return None if cache is None else len(cache)
