@@ -562,7 +562,7 @@ def inconsistencies(con: duckdb.DuckDBPyConnection, school_year: str | None = No
                        and c.school_code = s.school_code) as in_core_rows,
                    (select count(*) from core_{sid} c where c.school_year = s.school_year and c.period = s.period
                        and c.school_code = s.school_code and c.file_hash <> s.file_hash) as foreign_rows
-            from submission s where s.in_core""")
+            from submission s where s.in_core {"and s.school_year = $y and s.period = $p" if school_year else ""}""")
     per_sheet = " union all ".join(parts)
     sql = f"""
     with sheets as ({per_sheet}),

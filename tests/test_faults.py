@@ -402,6 +402,9 @@ def test_the_start_of_a_run_repairs_what_the_old_loader_lost(loaded):
     _half_staged(con, code, h)
     bad = store.inconsistencies(con)
     assert set(bad["school_code"]) == {code}
+    # the load's audit of its own collection (filtered inside, not after) finds the same; another none
+    pd.testing.assert_frame_equal(store.inconsistencies(con, YEAR, PERIOD), bad)
+    assert store.inconsistencies(con, YEAR, "cuoi_nam" if PERIOD == "dau_nam" else "dau_nam").empty
     assert {"loaded_rows", "core rows: learners", "staging incomplete: learners"} <= set(bad["problem"])
     repaired = check_consistency(con, loaded["cfg"], "second")
     assert set(repaired["school_code"]) == {code}
