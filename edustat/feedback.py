@@ -232,22 +232,21 @@ _CLEANED: dict[str, str] = {}  # text → its clean form, per process (issue 12:
 
 def _clean(value: object) -> str | None:
     """Text safe for an xlsx cell: NA → None, XML-illegal control characters dropped."""
-    if type(value) is str:
-        text = _CLEANED.get(value)
-        if text is None:
-            text = ILLEGAL_CHARACTERS_RE.sub("", unicodedata.normalize("NFC", value))[:_MAX_CELL]
-            if len(value) <= 1000 and len(_CLEANED) < 200_000:
-                _CLEANED[value] = text
-        return text
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
+    if type(value) is not str:
+        if value is None:
             return None
-    except (TypeError, ValueError):
-        pass
-    text = ILLEGAL_CHARACTERS_RE.sub("", unicodedata.normalize("NFC", str(value)))
-    return text[:_MAX_CELL]
+        try:
+            if pd.isna(value):
+                return None
+        except (TypeError, ValueError):
+            pass
+        value = str(value)
+    text = _CLEANED.get(value)
+    if text is None:
+        text = ILLEGAL_CHARACTERS_RE.sub("", unicodedata.normalize("NFC", value))[:_MAX_CELL]
+        if len(value) <= 1000 and len(_CLEANED) < 200_000:
+            _CLEANED[value] = text
+    return text
 
 
 def _normalise(issues: pd.DataFrame) -> pd.DataFrame:
@@ -333,10 +332,6 @@ def summarise(issues: pd.DataFrame) -> pd.DataFrame:
         })
     rows.sort(key=lambda x: (x["rank"], -x["count"], x["rule_id"], x["sheet"] if x["sheet"] is not None else ""))
     return pd.DataFrame(rows, columns=cols, dtype=object)  # object: a missing sheet or row stays None
-
-
-def _first(values: pd.Series) -> str | None:
-    return next((v for v in values if v), None)
 
 
 def _detail(df: pd.DataFrame, sheet_order: list[str]) -> pd.DataFrame:

@@ -397,18 +397,10 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
         con.register("_rewrite", pd.DataFrame({"school_code": list(rewrite), "file_hash": list(rewrite.values())},
                                               dtype="object"))
         for sid in SHEETS:
-            keep = ""
-            if load_valid_rows and sid != "school":
-                keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
-                           and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
             con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
                             and school_code in (select school_code from _rewrite)""", [school_year, period])
-            con.execute(f"""insert into core_{sid} by name
-                select s.*, b.version
-                from stg_{sid} s
-                join _rewrite l on l.file_hash = s.file_hash and l.school_code = s.school_code
-                join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
-                where s.school_year = ? and s.period = ? {keep}""", [school_year, period])
+            con.execute(f"insert into core_{sid} by name select s.*, b.version {_core_rows(sid, '_rewrite', load_valid_rows)}",
+                        {"y": school_year, "p": period})
         counts = con.execute(f"""
             select school_code, sum(n) from (
                 {" union all ".join(f"select school_code, count(*) as n from core_{sid} where school_year = $y and period = $p "
@@ -435,6 +427,21 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
             where c.school_year = submission.school_year and c.period = submission.period)
         where school_year = ? and period = ?""", [school_year, period])
     return loaded
+
+
+def _core_rows(sid: str, schools: str, load_valid_rows: bool) -> str:
+    """FROM … WHERE of the rows the load puts in core_{sid} for the (school_code, file_hash) of
+    the registered table `schools` ($y, $p: the collection): the file's staged rows (s) with the
+    register's row (b: its version), less those with an error under load_valid_rows. One text for
+    the insert and for `unchanged_core_schools`, which must compare exactly those rows."""
+    keep = ""
+    if load_valid_rows and sid != "school":
+        keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
+                   and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
+    return f"""from stg_{sid} s
+        join {schools} l on l.file_hash = s.file_hash and l.school_code = s.school_code
+        join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
+        where s.school_year = $y and s.period = $p {keep}"""
 
 
 REUSE_UNCHANGED_CORE = True  # off: every loadable school's core rows deleted and inserted again
@@ -469,20 +476,14 @@ def unchanged_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, per
             return set()  # core has a column staging lacks (filled NULL by the insert): not compared, rewritten
         now = "hash(" + ", ".join(f'c."{c}"' for c in cols) + ")"
         would = "hash(" + ", ".join('b."version"' if c == "version" else f's."{c}"' for c in cols) + ")"
-        keep = ""
-        if load_valid_rows and sid != "school":
-            keep = """and not exists (select 1 from validation_issue v where v.file_hash = s.file_hash
-                       and v.severity = 'error' and v.sheet = s.sheet_name and v.excel_row = s.excel_row)"""
         rows = con.execute(f"""
             with now as (
                 select c.school_code, count(*) as n, sum({now})::hugeint as h from core_{sid} c
                 join _load l on l.school_code = c.school_code
                 where c.school_year = $y and c.period = $p group by 1),
             would as (
-                select s.school_code, count(*) as n, sum({would})::hugeint as h from stg_{sid} s
-                join _load l on l.file_hash = s.file_hash and l.school_code = s.school_code
-                join submission b on b.school_year = s.school_year and b.period = s.period and b.file_hash = s.file_hash
-                where s.school_year = $y and s.period = $p {keep} group by 1)
+                select s.school_code, count(*) as n, sum({would})::hugeint as h
+                {_core_rows(sid, "_load", load_valid_rows)} group by 1)
             select coalesce(now.school_code, would.school_code) from now full join would using (school_code)
             where now.n is distinct from would.n or now.h is distinct from would.h""",
             {"y": school_year, "p": period}).fetchall()

@@ -28,16 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-
-class _Ways(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.seen = collections.Counter()
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if "patch engine" in msg:
-            self.seen[msg[msg.rfind("(") + 1:-1]] += 1
+from measure_patch import _Reasons as _Ways  # noqa: E402  (the engines' fallback reasons, counted from the log)
 
 
 def _children_cpu() -> float:
