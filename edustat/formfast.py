@@ -36,6 +36,7 @@ from fractions import Fraction
 from math import isinf, isnan
 from pathlib import Path
 
+import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
 MARK = "\ue000"  # a private-use character: starts each placeholder header string
@@ -44,6 +45,11 @@ VALUE_BASE = 7_000_000_000_000_000  # placeholder values BASE + k: 16 digits, ex
 _VALUE_RE = re.compile(r"<v>(7\d{15})</v>")
 _SHEET_ATTRS = ("repeat_row_range", "repeat_col_range", "print_area_range", "autofilter_area", "hidden")
 WB_OPTIONS = {"strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False, "in_memory": True}
+
+# The template replays xlsxwriter's internals (the shared-string table, _assemble_xml_file, the
+# xf indices); tests/test_formfast.py proves the bytes equal the ordinary render for this version
+# (the pin in pyproject.toml). Any other version renders every workbook the ordinary way.
+PROVEN_XLSXWRITER = "3.3.1"
 
 _templates: dict[tuple, object] = {}
 stats = {"fast": 0, "fallback": 0, "templates": 0}  # for tests and benchmarks
@@ -210,7 +216,7 @@ def render(code: str, form: dict, values: dict, checks, scope: str, path: Path, 
     parts, from the form's template when it can be (else the ordinary way)."""
     from edustat import reports
 
-    tpl = template(code, form, header.school_year)
+    tpl = template(code, form, header.school_year) if xlsxwriter.__version__ == PROVEN_XLSXWRITER else None
     if tpl is not None:
         try:
             return _render(tpl, form, values, checks, scope, Path(path), header)
@@ -221,8 +227,6 @@ def render(code: str, form: dict, values: dict, checks, scope: str, path: Path, 
 
 
 def _render(tpl: _Template, form: dict, values: dict, checks, scope: str, path: Path, header) -> Path:
-    import xlsxwriter
-
     from edustat import reports
 
     real = {TOKENS[k]: getattr(header, k) for k in TOKENS}

@@ -93,6 +93,20 @@ def test_what_the_template_cannot_make_is_rendered_the_ordinary_way(tmp_path):
             render(tmp_path / "nan.xlsx")
 
 
+def test_another_xlsxwriter_version_renders_the_ordinary_way(tmp_path, monkeypatch):
+    """The template replays xlsxwriter's internals, proven for the pinned version only."""
+    import xlsxwriter
+
+    code = "03-THCS-DN"
+    form = load_form(code)
+    head = header("Trường THCS Lê Lợi", "Trường THCS Lê Lợi (01000003)")
+    monkeypatch.setattr(xlsxwriter, "__version__", "9.9.9")
+    before = dict(formfast.stats)
+    slow, fast = both(tmp_path, code, values_of(form, 4), checks_of(form, "01000003", 1), "01000003", head)
+    assert formfast.stats["fallback"] == before["fallback"] + 1 and formfast.stats["fast"] == before["fast"]
+    assert [n for n in slow if slow[n] != fast.get(n)] == [] and slow.keys() == fast.keys()
+
+
 def test_forked_workers_render_each_job_its_own_workbook(tmp_path):
     """reports._render_all over two worker processes (the jobs inherited, only indexes sent):
     each path in job order, each workbook the one rendered in this process."""
