@@ -543,21 +543,25 @@ def _levels_set(school: str, levels: str):
 
 @pytest.mark.parametrize("case", ["learner_of_another_level", "left_the_form", "withdrawn"])
 def test_a_form_a_change_reaches_is_built_again(loaded, tmp_path, monkeypatch, case):
-    """A change that reaches a form other than the school's own is never kept: a primary
-    school's learner recorded at lower-secondary level (the THCS form's reconciliation counts
-    every school's learners of its level), a school that left the THCS form (its level changed)
-    or left the collection — the THCS form is built again, and the result equals building
-    every form again."""
+    """A change that reaches a form other than the school's own is never kept, and the result
+    equals building every form again: a primary school's learner recorded at lower-secondary
+    level (the THCS form's reconciliation counts every school's learners of its level); a
+    preschool whose level changed to primary (it left the MN form, whose reconciliation counts
+    learners and classes of level MN — unchanged: only the school's stored cells in the form
+    and the city's sum show it); a lower-secondary school withdrawn."""
     if case == "learner_of_another_level":
-        school = _only_level(loaded["city"], "TH")
+        school, reached, untouched = _only_level(loaded["city"], "TH"), "THCS", "MN"
         mutate = _learner_level(school, "THCS")
+    elif case == "left_the_form":
+        school, reached, untouched = _only_level(loaded["city"], "MN"), "MN", "THCS"
+        mutate = _levels_set(school, "TH")
     else:
-        school = _only_level(loaded["city"], "THCS")
-        mutate = _levels_set(school, "TH") if case == "left_the_form" else _change(school, withdraw=True)
+        school, reached, untouched = _only_level(loaded["city"], "THCS"), "THCS", "MN"
+        mutate = _change(school, withdraw=True)
     r, diffs, _ = _kept_twin(loaded["city"], tmp_path, mutate, monkeypatch)
     assert diffs == []
-    assert not any(_level(f) == "THCS" for f in r.kept), r.kept
-    assert any(_level(f) == "MN" for f in r.kept), r.kept  # the form it does not reach is kept
+    assert not any(_level(f) == reached for f in r.kept), r.kept
+    assert any(_level(f) == untouched for f in r.kept), r.kept  # the form it does not reach is kept
 
 
 def test_a_city_workbook_not_of_the_stored_cells_is_rendered_again(loaded, tmp_path, monkeypatch):
