@@ -22,6 +22,13 @@ and each scope's count and two 64-bit hash sums equal those recorded when report
 stored them (table form_scope_stored, `record_stored`) — a cell changed or deleted by hand, a
 copy-back of a certified-only build (which records none), a build by older code, or no record
 yet: the form is computed in full (the reason is returned; the build goes on, only slower).
+
+A form none of whose schools changed (a primary school re-sent: the preschool and
+lower-secondary forms) is not summed, checked, stored or rendered at all when that is proven to
+write nothing new (`unchanged_city`: the proof is in its docstring) and its city workbook is
+proven the render of the stored city cells and checks (`city_markers`, recorded with each
+incremental build in incremental_output, kind 'form_city'). scripts/compare_forms_kept.py
+compares such a build with one that builds every form again.
 """
 from __future__ import annotations
 

@@ -24,7 +24,9 @@ changed:
 - **Output state** (table `incremental_output`): per feedback workbook and per form scope the
   fingerprint of what it was made from, written after the file is in place. A workbook is
   rewritten only when its fingerprint changed or the file is gone; forms render only the
-  scopes that changed (the changed schools and the city); the analysts' snapshot is published
+  scopes that changed (the changed schools and the city; a form none of whose schools changed
+  is kept as it is, when proven: edustat.formdelta.unchanged_city, city_markers — kind
+  'form_city', one row per form); the analysts' snapshot is published
   only when the database state it copies changed.
 
 A kill at any point leaves a state a rerun completes: an entry is either whole or absent; a
