@@ -88,17 +88,20 @@ def _digest_line_sql() -> str:
 
 
 def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scopes: Iterable[str] | None = None,
-                 cache: bool = False) -> str:
+                 cache: bool = False, proven: Iterable[str] = ()) -> str:
     """sha256 of the stored cells of these forms: the CSV text (header; form_code, scope,
     row_code, column_key, value as '%.10g'; sorted) built by DuckDB — the same text, byte for
     byte, as pandas' to_csv gave before (a rebuild compares digests recorded by either), without
     fetching a province's million cells into Python (3 s). `cache` (every scope): the text is
-    assembled from the kept blocks of the scopes whose cells did not change (same bytes)."""
+    assembled from the kept blocks of the scopes whose cells did not change (same bytes).
+    `proven` (with `cache`): forms whose every scope's fingerprint is the one form_scope_stored
+    holds for it (build_reports just stored or proved them: see `build`): their fingerprints
+    are read from there, not computed again over their cells."""
     forms = list(forms)
     if not forms:
         return hashlib.sha256(b"").hexdigest()
     if cache and scopes is None:
-        return _cells_digest_cached(con, school_year, period, forms)
+        return _cells_digest_cached(con, school_year, period, forms, [f for f in forms if f in set(proven)])
 
     cond = "school_year = ? and period = ? and form_code in (select unnest(?))"
     params: list = [school_year, period, forms]
@@ -116,13 +119,35 @@ def cells_digest(con, school_year: str, period: str, forms: Iterable[str], scope
 DIGEST_HEADER = "form_code,scope,row_code,column_key,value\n"
 
 
-def _cells_digest_cached(con, school_year: str, period: str, forms: list[str]) -> str:
+def _cells_digest_cached(con, school_year: str, period: str, forms: list[str], proven: list[str] = ()) -> str:
     """cells_digest of every scope, from the kept blocks (form_cell_block) of the scopes whose
-    cells' fingerprint is unchanged and new blocks for the others (which are then kept)."""
+    cells' fingerprint is unchanged and new blocks for the others (which are then kept). The
+    fingerprints of the `proven` forms' scopes are form_scope_stored's (their cells are counted
+    to make sure no record outlived its scope's cells: else they are computed)."""
     con.execute(BLOCK_DDL)
     cond = "school_year = $1 and period = $2 and form_code in (select unnest($3::varchar[]))"
     params = [school_year, period, forms]
-    con.execute(f"create or replace temp table _digest_cur as {FINGERPRINT_SQL.format(cond=cond)}", params)
+    proven = list(proven)
+    if proven:
+        from edustat.formdelta import PROOF_DDL
+
+        con.execute(PROOF_DDL)
+        have, recorded = con.execute(
+            """select (select count(*) from rpt_form_cell where school_year = $1 and period = $2
+                       and form_code in (select unnest($3::varchar[]))),
+                      (select sum(n) from form_scope_stored where school_year = $1 and period = $2
+                       and form_code in (select unnest($3::varchar[])))""", [school_year, period, proven]).fetchone()
+        if have != recorded:
+            proven = []
+    if proven:
+        rest = [f for f in forms if f not in set(proven)]
+        con.execute(f"""create or replace temp table _digest_cur as
+                        {FINGERPRINT_SQL.format(cond=cond.replace("$3", "$4"))}
+                        union all select form_code, scope, n, h1, h2 from form_scope_stored
+                        where school_year = $1 and period = $2 and form_code in (select unnest($3::varchar[]))""",
+                    [school_year, period, proven, rest])
+    else:
+        con.execute(f"create or replace temp table _digest_cur as {FINGERPRINT_SQL.format(cond=cond)}", params)
     try:
         if con.execute("select count(*) from _digest_cur where scope is null").fetchone()[0]:
             return cells_digest(con, school_year, period, forms)  # a block cannot be keyed: the whole text
@@ -269,7 +294,11 @@ def build(con, cfg, school_year: str, period: str, school: str | None = None, fo
         done = build_forms_incremental(con, cfg, school_year, period, record=False)
         result = done.result
         result.skipped, result.scopes = done.skipped, done.scopes  # type: ignore[attr-defined]
-        digest = cells_digest(con, school_year, period, result.forms, None, cache=True)
+        # every scope of a form kept or summed by the delta, or built whole, is recorded in
+        # form_scope_stored as it is now (others proven, city and changed recorded when stored)
+        delta = getattr(result, "delta", None)
+        proven = list(result.forms) if delta is None else [f for f in result.forms if delta.get(f) is None]
+        digest = cells_digest(con, school_year, period, result.forms, None, cache=True, proven=proven)
     else:
         result = build_reports(con, cfg.reports_dir, school_year, period, school=school, forms=forms, workers=cfg.workers)
         digest = cells_digest(con, school_year, period, result.forms, ["city", school] if school else None,

@@ -22,6 +22,13 @@ and each scope's count and two 64-bit hash sums equal those recorded when report
 stored them (table form_scope_stored, `record_stored`) — a cell changed or deleted by hand, a
 copy-back of a certified-only build (which records none), a build by older code, or no record
 yet: the form is computed in full (the reason is returned; the build goes on, only slower).
+
+A form none of whose schools changed (a primary school re-sent: the preschool and
+lower-secondary forms) is not summed, checked, stored or rendered at all when that is proven to
+write nothing new (`unchanged_city`: the proof is in its docstring) and its city workbook is
+proven the render of the stored city cells and checks (`city_markers`, recorded with each
+incremental build in incremental_output, kind 'form_city'). scripts/compare_forms_kept.py
+compares such a build with one that builds every form again.
 """
 from __future__ import annotations
 
@@ -97,6 +104,42 @@ def _stored_ok(con, form_code: str, school_year: str, period: str, others: list[
     return None
 
 
+def _summed_city(con, form: dict, school_year: str, period: str, others: list[str],
+                 mine: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The city's cells (scope, row_code, column_key, value) = Σ the stored cells of `others` +
+    Σ `mine` (the changed schools' new cells), summed in DuckDB; '#' cells NULL, a cell no
+    school has 0. None when the sum is not proven exact (a value not a whole number, or
+    Σ|value| ≥ 2**53)."""
+    from edustat.reports import data_rows
+
+    if mine is None:
+        mine = pd.DataFrame({"row_code": pd.Series(dtype="int64"), "column_key": pd.Series(dtype=object),
+                             "value": pd.Series(dtype="float64")})
+    con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
+        ["row_code", "column_key", "value"]])
+    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
+    try:
+        summed = con.execute("""
+            select row_code, column_key, sum(value) as value,
+                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
+            from (select row_code, column_key, value from rpt_form_cell
+                  where school_year = ? and period = ? and form_code = ? and scope in (select scope from _delta_others)
+                  union all select row_code::integer, column_key, value from _delta_mine)
+            group by all""", [school_year, period, form["form_code"]]).df()
+    finally:
+        con.unregister("_delta_mine")
+        con.execute("drop table if exists _delta_others")
+    if len(summed) and not (bool(summed["whole"].all()) and float(summed["mass"].max()) < EXACT_LIMIT):
+        return None
+    value = {(int(r), k): v for r, k, v in zip(summed["row_code"], summed["column_key"], summed["value"])}
+    city = [(row["code"], key, None if key in set(row.get("na", [])) else
+             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
+            for sheet, row in data_rows(form) for key in sheet["columns"]]
+    city = pd.DataFrame(city, columns=["row_code", "column_key", "value"]).assign(scope="city")
+    city["value"] = city["value"].astype(object).where(city["value"].notna(), None)
+    return city
+
+
 def compute_and_check_delta(con, form: dict, school_year: str, period: str, changed: Iterable[str]):
     """(cells, checks) of the city and of the `changed` schools (those still in the form), equal
     to reports.compute_and_check(..., scopes=["city", *changed]); computed in full when the
@@ -140,29 +183,10 @@ def compute_and_check_delta(con, form: dict, school_year: str, period: str, chan
     mine = _assemble(form, long, targets)  # city (of the targets alone: replaced below) + targets
     mine = mine[mine["scope"] != "city"]
     # the city: Σ stored cells of the others + Σ the targets' new cells
-    con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
-        ["row_code", "column_key", "value"]])
-    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
-    try:
-        summed = con.execute("""
-            select row_code, column_key, sum(value) as value,
-                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
-            from (select row_code, column_key, value from rpt_form_cell
-                  where school_year = ? and period = ? and form_code = ? and scope in (select scope from _delta_others)
-                  union all select row_code::integer, column_key, value from _delta_mine)
-            group by all""", [school_year, period, form["form_code"]]).df()
-    finally:
-        con.unregister("_delta_mine")
-        con.execute("drop table if exists _delta_others")
-    if len(summed) and not (bool(summed["whole"].all()) and float(summed["mass"].max()) < EXACT_LIMIT):
+    city = _summed_city(con, form, school_year, period, others, mine)
+    if city is None:
         cells, checks = compute_and_check(con, form, school_year, period, scopes)
         return cells, checks, "a value is not a whole number (a sum in another order may differ)"
-    value = {(int(r), k): v for r, k, v in zip(summed["row_code"], summed["column_key"], summed["value"])}
-    city = [(row["code"], key, None if key in set(row.get("na", [])) else
-             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
-            for sheet, row in data_rows(form) for key in sheet["columns"]]
-    city = pd.DataFrame(city, columns=["row_code", "column_key", "value"]).assign(scope="city")
-    city["value"] = city["value"].astype(object).where(city["value"].notna(), None)
     cells = pd.concat([city[["scope", "row_code", "column_key", "value"]], mine], ignore_index=True)
     cells.insert(0, "form_code", form["form_code"])
     cells.insert(0, "period", period)
@@ -176,3 +200,147 @@ def compute_and_check_delta(con, form: dict, school_year: str, period: str, chan
         con.execute(f"drop view if exists {view}")
     con.execute("drop table if exists rpt_delta_schools")
     return cells, checks, None
+
+
+# ---------------------------------------------------------------------------------------
+# A form none of whose schools changed: kept as it is (issue 12)
+# ---------------------------------------------------------------------------------------
+
+CITY_KIND = "form_city"  # incremental_output rows: per form, what its city workbook was rendered from
+
+
+def unchanged_city(con, form: dict, school_year: str, period: str, changed: Iterable[str]) -> tuple[int, int, int] | None:
+    """(cells, checks, failed checks) of the form's stored city when the incremental build
+    (`build_reports(..., schools=changed, delta=True)`) is PROVEN to store exactly the city
+    cells and checks it holds already and to write nothing else for this form; None otherwise
+    (the form is then built as before). The caller also proves the city workbook on disk is the
+    render of these stored cells and checks (`city_markers`): then the form is not summed,
+    checked, stored or rendered again, and everything the build writes is what it would be.
+
+    What the delta build writes for a form (compute_and_check_delta, store_cells, record_stored,
+    the render), with T = the form's schools (core_school declaring its level) ∩ `changed`:
+    - cells of scopes T, from T's rows only — none when T = ∅ (checked below);
+    - rows of scopes in `changed` deleted from rpt_form_cell, rpt_form_check and
+      form_scope_stored — none are there (checked below: no changed, withdrawn or moved school
+      was in this form at its last build);
+    - the city's cells = Σ the stored cells of the form's other schools when _stored_ok proves
+      them (else it computes the form in full: then we do not skip) — computed here by the very
+      code (_summed_city) and compared cell by cell with the stored city;
+    - the city's checks: check_form of the city's cells only (its identities are per scope:
+      the wide frame's rows, `within` and `parts` joins are keyed by scope), the same cells, the
+      same code (code_digest is in every scope's fingerprint: new code rebuilds everything) —
+      so the checks stored with those cells, which the recorded marker proves are the ones the
+      workbook was rendered with; and reconcile_form's city rows, whose expected value counts
+      curated rows of the form's level in EVERY school of core (a learner of this level in a
+      school of another level counts too): counted again here by the same queries and compared
+      with the stored ones (submission_equals_core rows are per school: only T's are written);
+    - form_scope_stored's city row: the fingerprint of the same cells — checked equal here;
+    - the city workbook: the render of those cells, checks and header (district and province
+      are in every scope's fingerprint: a change rebuilds everything).
+    Nothing else of the collection enters a form: the views join every record to its own school
+    in the form, ownership groups and attributes are the school's own row, the school list and
+    register enter only through the schools' rows and reconcile (both checked)."""
+    from edustat.reports import RECONCILE, data_rows
+
+    changed = list(dict.fromkeys(changed))
+    key = form["form_code"]
+    schools = form_schools(con, school_year, period, form["level"])
+    if len(schools) != len(set(schools)) or set(schools) & set(changed):
+        return None  # a changed school is in the form now
+    con.execute(PROOF_DDL)
+    base = "school_year = $1 and period = $2 and form_code = $3"
+    params = [school_year, period, key, changed]
+    traces = con.execute(f"""select (select count(*) from rpt_form_cell where {base} and scope in (select unnest($4::varchar[])))
+                                  + (select count(*) from rpt_form_check where {base} and scope in (select unnest($4::varchar[])))
+                                  + (select count(*) from form_scope_stored where {base} and scope in (select unnest($4::varchar[])))""",
+                         params).fetchone()[0]
+    if traces:
+        return None  # a changed school was in the form at its last build (moved, withdrawn)
+    from edustat.formbuild import FINGERPRINT_SQL
+
+    city_rec = con.execute(f"""with cur as ({FINGERPRINT_SQL.format(cond=base + " and scope = 'city'")}),
+                                    rec as (select * from form_scope_stored where {base} and scope = 'city')
+                               select (select count(*) from cur), (select count(*) from rec),
+                                      (select count(*) from cur join rec using (scope)
+                                       where cur.n = rec.n and cur.h1 = rec.h1 and cur.h2 = rec.h2)""",
+                           params[:3]).fetchone()
+    if tuple(city_rec) != (1, 1, 1):
+        return None  # the stored city is not the one its build recorded
+    # the reconciliation's city rows: counted again, compared with the stored ones
+    stored = {(n, r): e for n, r, e in con.execute(
+        f"""select check_name, row_code, expected from rpt_form_check where {base} and scope = 'city'
+            and check_name like 'core_equals_form_%' and column_key = 'tong_so.tong'""", params[:3]).fetchall()}
+    n_reconcile = 0
+    for _, row in data_rows(form):
+        what = row.get("reconcile")
+        if not what:
+            continue
+        n_reconcile += 1
+        counts = dict(con.execute(RECONCILE[what], {"y": school_year, "p": period, "lv": form["level"]}).fetchall())
+        got = stored.get((f"core_equals_form_{what}", row["code"]))
+        if got is None or got != sum(counts.values()):
+            return None
+    if len(stored) != n_reconcile:
+        return None
+    grid = sum(len(sheet["columns"]) for sheet, _ in data_rows(form))
+    if _stored_ok(con, key, school_year, period, schools, changed, grid) is not None:
+        return None  # the delta build would compute the form in full
+    city = _summed_city(con, form, school_year, period, schools, None)
+    if city is None:
+        return None
+    have = con.execute(f"select row_code, column_key, value from rpt_form_cell where {base} and scope = 'city'",
+                       params[:3]).fetchall()
+    want = {(int(r), k): (None if v is None else float(v)) for r, k, v in
+            zip(city["row_code"], city["column_key"], city["value"])}
+    if len(have) != len(want) or any(want.get((r, k), "-") != (None if v is None else float(v)) for r, k, v in have):
+        return None
+    n, failed = con.execute(f"select count(*), count(*) filter (where not ok) from rpt_form_check "
+                            f"where {base} and scope = 'city'", params[:3]).fetchone()
+    return len(want), int(n), int(failed)
+
+
+def city_markers(con, reports_dir, school_year: str, period: str, forms: Iterable[str], district: str,
+                 province: str) -> dict[str, str]:
+    """Per form whose city workbook is in place: a fingerprint of what it shows and of the file
+    itself — the stored city cells and checks (count and two 64-bit hash sums each), district,
+    province, edustat's code, and the file's size and modification time (any writer replaces
+    the file: a new time). Recorded with each incremental build (FormsOutcome.record, in the
+    build's transaction, after the workbooks are written): a later build finding the same
+    marker knows the workbook on disk is the render of the stored city cells and checks — a
+    build killed between storing and rendering, or another command's build (school-only,
+    certified-only: never recorded) leaves a marker that no longer matches."""
+    import hashlib
+    import json
+    import os
+    import stat
+
+    from edustat.formbuild import FINGERPRINT_SQL
+    from edustat.incremental import code_digest
+    from edustat.reports import REPORT_DDL, _form_path
+
+    forms = list(forms)
+    if not forms:
+        return {}
+    con.execute(REPORT_DDL)
+    cond = "school_year = $1 and period = $2 and form_code in (select unnest($3::varchar[])) and scope = 'city'"
+    params = [school_year, period, forms]
+    cells = {r[0]: list(r[2:]) for r in con.execute(FINGERPRINT_SQL.format(cond=cond), params).fetchall()}
+    checks = {r[0]: list(r[1:]) for r in con.execute(
+        f"""select form_code, count(*), count(*) filter (where not ok),
+                   sum(hash(check_name, row_code, column_key, expected, signbit(expected), actual, signbit(actual),
+                            ok, message)::hugeint),
+                   sum(hash(message, ok, signbit(actual), actual, signbit(expected), expected, column_key, row_code,
+                            check_name, 'edustat')::hugeint)
+            from rpt_form_check where {cond} group by 1""", params).fetchall()}
+    out = {}
+    for f in forms:
+        path = _form_path(reports_dir, school_year, period, f, "city")
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or f not in cells:
+            continue
+        parts = [code_digest(), district, province, f, cells[f], checks.get(f), st.st_size, st.st_mtime_ns]
+        out[f] = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    return out

@@ -24,7 +24,9 @@ changed:
 - **Output state** (table `incremental_output`): per feedback workbook and per form scope the
   fingerprint of what it was made from, written after the file is in place. A workbook is
   rewritten only when its fingerprint changed or the file is gone; forms render only the
-  scopes that changed (the changed schools and the city); the analysts' snapshot is published
+  scopes that changed (the changed schools and the city; a form none of whose schools changed
+  is kept as it is, when proven: edustat.formdelta.unchanged_city, city_markers — kind
+  'form_city', one row per form); the analysts' snapshot is published
   only when the database state it copies changed.
 
 A kill at any point leaves a state a rerun completes: an entry is either whole or absent; a
@@ -751,6 +753,7 @@ class FormsOutcome:
     skipped: bool = False
     made: dict[str, str] = field(default_factory=dict)  # scope → fingerprint, to record with the build
     files: dict[str, list[str]] = field(default_factory=dict)
+    cities: dict[str, str] = field(default_factory=dict)  # form → its city workbook's marker (formdelta.city_markers)
 
     def record(self, con, school_year: str, period: str) -> None:
         """Record the rendered scopes as done. The caller does it in the transaction that records
@@ -758,6 +761,10 @@ class FormsOutcome:
         whose build was never recorded (a rerun would skip them)."""
         if self.made:
             record_outputs(con, school_year, period, "form", self.made, self.files)
+        if self.cities:
+            from edustat.formdelta import CITY_KIND
+
+            record_outputs(con, school_year, period, CITY_KIND, self.cities)
 
 
 def build_forms_incremental(con, cfg, school_year: str, period: str, record: bool = True) -> FormsOutcome:
@@ -797,8 +804,16 @@ def build_forms_incremental(con, cfg, school_year: str, period: str, record: boo
         return FormsOutcome(ReportResult(files=[], cells=0, checks=int(checks), failed_checks=int(failed),
                                          forms=list(forms_ or [])), [], skipped=True)
     everything = len(changed) == len(fps) and not [c for c in done if c != "city" and c in fps and c not in changed]
+    from edustat.formdelta import CITY_KIND, city_markers
+
+    forms_all = list_forms(period)
+    # forms whose city workbook is the render of the stored city cells and checks: one none of
+    # whose schools changed is kept as it is (formdelta.unchanged_city proves it)
+    marked = outputs_done(con, school_year, period, CITY_KIND) if not everything else {}
+    reuse = [f for f, m in city_markers(con, cfg.reports_dir, school_year, period, [f for f in forms_all if f in marked],
+                                        district, province).items() if marked.get(f) == m]
     result = build_reports(con, cfg.reports_dir, school_year, period, workers=cfg.workers,
-                           schools=None if everything else changed + gone, delta=True)
+                           schools=None if everything else changed + gone, delta=True, reuse=reuse)
     files: dict[str, list[str]] = {}
     ending: dict[str, list[str]] = {}  # every "_…" ending of each file's name → the files (one pass, not scopes × files)
     for p in result.files:
@@ -809,7 +824,8 @@ def build_forms_incremental(con, cfg, school_year: str, period: str, record: boo
         name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
         files[scope] = list(ending.get(name, []))  # = the files whose name ends with it
     made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
-    outcome = FormsOutcome(result, ["city", *changed, *gone], made=made, files=files)
+    cities = city_markers(con, cfg.reports_dir, school_year, period, result.forms, district, province)
+    outcome = FormsOutcome(result, ["city", *changed, *gone], made=made, files=files, cities=cities)
     if record:
         outcome.record(con, school_year, period)
     con.execute(REPORT_DDL)

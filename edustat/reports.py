@@ -1543,22 +1543,41 @@ def compute_and_check(con: duckdb.DuckDBPyConnection, form: dict, school_year: s
 
 def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year: str, period: str,
                   school: str | None = None, forms: Iterable[str] | None = None, workers: int = 2,
-                  schools: Iterable[str] | None = None, delta: bool = False) -> ReportResult:
+                  schools: Iterable[str] | None = None, delta: bool = False,
+                  reuse: Iterable[str] | None = None) -> ReportResult:
     """Compute, check, store and render every form of the period, for the city and per school
     (or only for `school`: its own forms and the city forms, which include it; or only for
     `schools`, the city included: an incremental run's changed schools). `delta` (with
     `schools`): the city's cells summed from the stored cells of the other schools when that is
-    proven exact (edustat.formdelta; `result.delta` says, per form, None or why not)."""
+    proven exact (edustat.formdelta; `result.delta` says, per form, None or why not). `reuse`
+    (with `delta`): forms whose city workbook is proven the render of the stored city cells and
+    checks (formdelta.city_markers); one of them none of whose schools changed is kept as it is
+    (formdelta.unchanged_city: not computed, stored or rendered; `result.kept` lists them)."""
     result = ReportResult()
     if delta and schools is not None:
         schools = list(schools)
         result.delta = {}  # type: ignore[attr-defined]
-    jobs: list[tuple] = []
+        result.kept = []  # type: ignore[attr-defined]
+    reuse = set(reuse or ()) if delta and schools is not None else set()
+    jobs: list = []  # a kept form's city workbook: its path (in place), else what renders it
     names, district, province = _names(con, school_year, period)
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
         scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
+        if key in reuse:
+            from edustat.formdelta import unchanged_city
+
+            kept = unchanged_city(con, form, school_year, period, schools)
+            if kept is not None:  # the same cells, checks and workbook as a build would write
+                result.cells += kept[0]
+                result.checks += kept[1]
+                result.failed_checks += kept[2]
+                result.forms.append(key)
+                result.delta[key] = None  # type: ignore[attr-defined]
+                result.kept.append(key)  # type: ignore[attr-defined]
+                jobs.append(_form_path(reports_dir, school_year, period, key, "city"))
+                continue
         if delta and schools is not None:
             from edustat.formdelta import compute_and_check_delta
 
@@ -1588,7 +1607,8 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
             out = _form_path(reports_dir, school_year, period, key, scope)
             jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
-    result.files = _render_all(jobs, workers)
+    done = iter(_render_all([j for j in jobs if isinstance(j, tuple)], workers))
+    result.files = [j if isinstance(j, Path) else next(done) for j in jobs]
     return result
 
 

@@ -64,7 +64,7 @@ def copy_data(src: Path, dst: Path, reports: bool = True) -> None:
     con = duckdb.connect(str(dst / "curated" / "edustat.duckdb"))
     try:
         con.execute("""update incremental_output set files = regexp_replace(files, '"[^"]*/curated/reports/',
-                       '"' || ? || '/curated/reports/', 'g') where kind = 'form'""", [str(dst.resolve())])
+                       '"' || ? || '/curated/reports/', 'g') where kind like 'form%'""", [str(dst.resolve())])
     finally:
         con.close()
 
@@ -95,7 +95,8 @@ def run(data: Path, args, incremental: bool, label: str) -> None:
     con.close()
     print(f"{label}: school {school} {'withdrawn' if args.withdraw else 'changed'}; {len(result.files)} files, "
           f"scopes {getattr(result, 'scopes', None) and len(result.scopes)}; wall {wall:.2f} s, CPU {cpu:.2f} s "
-          f"+ workers {child_cpu:.2f} s (load {os.getloadavg()[0]:.2f}); delta: {getattr(result, 'delta', None)}",
+          f"+ workers {child_cpu:.2f} s (load {os.getloadavg()[0]:.2f}); delta: {getattr(result, 'delta', None)}; "
+          f"kept as they were: {getattr(result, 'kept', None)}",
           flush=True)
     if args.profile:
         for key in ("cumulative", "tottime"):

@@ -180,6 +180,18 @@ def test_stored_cells_not_proven_are_not_summed(loaded, tmp_path):
                                if other in _schools(loaded["city"], _level(k))), r_inc.delta
     city = _city_diffs(inc, full)
     assert city == []
+    assert _recorded_digest_is_the_cells(inc)  # the digest from kept blocks: of the cells as stored
+
+
+def _recorded_digest_is_the_cells(data: Path) -> bool:
+    """The cells digest the last build recorded = the digest of the whole text of the stored cells."""
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        recorded, forms = con.execute("select cells_digest, forms from form_build order by built_at desc, build_id desc "
+                                      "limit 1").fetchone()
+        return recorded == formbuild.cells_digest(con, YEAR, PERIOD, forms)
+    finally:
+        con.close()
 
 
 def test_summing_unproven_cells_would_be_caught(loaded, tmp_path, monkeypatch):
@@ -210,6 +222,8 @@ def test_a_wrong_aggregation_is_caught(loaded, tmp_path, monkeypatch):
         return cells, checks, reason
 
     monkeypatch.setattr(formdelta, "compute_and_check_delta", wrong)
+    # every form summed (none kept as it was): the forms with '#' cells are those of TH and THCS
+    monkeypatch.setattr(formdelta, "unchanged_city", lambda *a, **k: None)
     r_inc, _, inc, full = _twin(loaded["city"], tmp_path, _change(school))
     assert all(v is None for v in r_inc.delta.values())
     assert any("rpt_form_cell" in d for d in _diffs(inc, full))
@@ -452,3 +466,136 @@ def test_hash_text_is_the_hash_of_the_values_one_after_another():
             h = hashlib.sha256()
             formbuild._hash_text(h, part)
             assert h.hexdigest() == hashlib.sha256("".join(values[a:b]).encode("utf-8")).hexdigest(), (typ, a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# A form none of whose schools changed is kept as it is (formdelta.unchanged_city)
+# ---------------------------------------------------------------------------------------
+
+kept_script = _script("compare_forms_kept")
+
+
+def _kept_twin(src: Path, tmp: Path, mutate, monkeypatch) -> tuple[object, list[str], Path]:
+    """The same change applied to two copies, each built incrementally: "ref" with keeping
+    disabled (every form summed, checked, stored and its city rendered again, as before) and
+    "new"; returns new's result and every difference: the results, every rpt_ row, workbook
+    (XML part by part), form_scope_stored, form_cell_block, the form scopes done, the build."""
+    ref, new = tmp / "ref", tmp / "new"
+    for d in (ref, new):
+        delta_script.copy_data(src, d)
+        con = duckdb.connect(str(d / "curated" / "edustat.duckdb"))
+        try:
+            mutate(con)
+        finally:
+            con.close()
+    with monkeypatch.context() as m:
+        m.setattr(formdelta, "unchanged_city", lambda *a, **k: None)
+        r_ref = _build(ref, incremental=True)
+    r_new = _build(new, incremental=True)
+    assert _recorded_digest_is_the_cells(new)
+    out = [f"result.{a}: {getattr(r_ref, a)} ≠ {getattr(r_new, a)}" for a in ("forms", "cells", "checks", "failed_checks",
+                                                                           "scopes") if getattr(r_ref, a) != getattr(r_new, a)]
+    if [p.relative_to(ref) for p in r_ref.files] != [p.relative_to(new) for p in r_new.files]:
+        out.append(f"result.files: {r_ref.files} ≠ {r_new.files}")
+    dbs = [d / "curated" / "edustat.duckdb" for d in (ref, new)]
+    out += compare.compare_tables(*dbs)
+    out += kept_script.compare_db(*dbs, ref, new, YEAR, PERIOD)
+    wb, n, _ = compare.compare_reports(ref / "curated" / "reports", new / "curated" / "reports")
+    assert n > 3
+    return r_new, out + wb, new
+
+
+def _only_level(data: Path, level: str) -> str:
+    levels: dict[str, set] = {}
+    for lv in ("MN", "TH", "THCS"):
+        for s in _schools(data, lv):
+            levels.setdefault(s, set()).add(lv)
+    return next(s for s, lv in sorted(levels.items()) if lv == {level})
+
+
+def _forms(data: Path) -> list[str]:
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)
+    try:
+        return [r[0] for r in con.execute("select distinct form_code from rpt_form_cell order by 1").fetchall()]
+    finally:
+        con.close()
+
+
+def test_a_form_without_a_changed_school_is_kept_as_it_was(loaded, tmp_path, monkeypatch):
+    """A primary school changed: the preschool and lower-secondary forms are not summed, checked,
+    stored or rendered again (their city workbooks are the very files of the last build), and
+    everything the build writes or reports is what it is when they are built again."""
+    school = _only_level(loaded["city"], "TH")
+    r, diffs, new = _kept_twin(loaded["city"], tmp_path, _change(school), monkeypatch)
+    assert diffs == []
+    others = [f for f in _forms(loaded["city"]) if _level(f) != "TH"]
+    assert others and r.kept == others, r.kept
+    for f in others:  # not written again: the copy's file, with its time
+        path = next((new / "curated" / "reports").rglob(f"{f}_city.xlsx"))
+        src = loaded["city"] / "curated" / "reports" / path.relative_to(new / "curated" / "reports")
+        assert path.stat().st_mtime_ns == src.stat().st_mtime_ns
+
+
+def _learner_level(school: str, level: str):
+    def mutate(con):
+        con.execute("""update core_learners set level = ? where school_year = ? and period = ? and school_code = ?
+                       and excel_row = (select min(excel_row) from core_learners where school_year = ? and period = ?
+                                        and school_code = ? and is_enrolled)""",
+                    [level, YEAR, PERIOD, school, YEAR, PERIOD, school])
+        con.execute("update submission set version = version + 1 where school_year = ? and period = ? "
+                    "and school_code = ? and in_core", [YEAR, PERIOD, school])
+    return mutate
+
+
+def _levels_set(school: str, levels: str):
+    def mutate(con):
+        con.execute("update core_school set levels = ? where school_year = ? and period = ? and school_code = ?",
+                    [levels, YEAR, PERIOD, school])
+        con.execute("update submission set version = version + 1 where school_year = ? and period = ? "
+                    "and school_code = ? and in_core", [YEAR, PERIOD, school])
+    return mutate
+
+
+@pytest.mark.parametrize("case", ["learner_of_another_level", "left_the_form", "withdrawn"])
+def test_a_form_a_change_reaches_is_built_again(loaded, tmp_path, monkeypatch, case):
+    """A change that reaches a form other than the school's own is never kept, and the result
+    equals building every form again: a primary school's learner recorded at lower-secondary
+    level (the THCS form's reconciliation counts every school's learners of its level); a
+    preschool whose level changed to primary (it left the MN form, whose reconciliation counts
+    learners and classes of level MN — unchanged: only the school's stored cells in the form
+    and the city's sum show it); a lower-secondary school withdrawn."""
+    if case == "learner_of_another_level":
+        school, reached, untouched = _only_level(loaded["city"], "TH"), "THCS", "MN"
+        mutate = _learner_level(school, "THCS")
+    elif case == "left_the_form":
+        school, reached, untouched = _only_level(loaded["city"], "MN"), "MN", "THCS"
+        mutate = _levels_set(school, "TH")
+    else:
+        school, reached, untouched = _only_level(loaded["city"], "THCS"), "THCS", "MN"
+        mutate = _change(school, withdraw=True)
+    r, diffs, _ = _kept_twin(loaded["city"], tmp_path, mutate, monkeypatch)
+    assert diffs == []
+    assert not any(_level(f) == reached for f in r.kept), r.kept
+    assert any(_level(f) == untouched for f in r.kept), r.kept  # the form it does not reach is kept
+
+
+def test_a_city_workbook_not_of_the_stored_cells_is_rendered_again(loaded, tmp_path, monkeypatch):
+    """The marker recorded with the last build proves a kept form's city workbook is the render
+    of its stored cells and checks: a workbook written since by anything else (here: another
+    form's city workbook in its place, as a build killed after rendering and before storing
+    could leave) is rendered again."""
+    school = _only_level(loaded["city"], "TH")
+    mn = next(f for f in _forms(loaded["city"]) if _level(f) == "MN")
+    th = next(f for f in _forms(loaded["city"]) if _level(f) == "TH")
+
+    def mutate(con):
+        _change(school)(con)
+        path = con.execute("select database_list.path from duckdb_databases() database_list "
+                           "where database_name = current_database()").fetchone()[0]
+        reports_dir = Path(path).parent / "reports"
+        target = next(reports_dir.rglob(f"{mn}_city.xlsx"))
+        shutil.copyfile(next(reports_dir.rglob(f"{th}_city.xlsx")), target)
+
+    r, diffs, _ = _kept_twin(loaded["city"], tmp_path, mutate, monkeypatch)
+    assert diffs == []
+    assert mn not in r.kept and r.kept, r.kept
