@@ -27,7 +27,10 @@ Pseudonymisation works by column name, so it covers any table (see `_column_sql`
 partition directories are `year=<school_year>/period=<period>/`; the files keep `school_year`
 but, as with any Hive layout, `period` lives only in the path — read with hive partitioning
 (DuckDB `read_parquet(..., hive_partitioning=true)`, the default for `**` globs, or
-`pyarrow.parquet.read_table(dir)`).
+`pyarrow.parquet.read_table(dir)`). A partition is `part-0.parquet`, or, above CHUNK_ROWS rows,
+`part-<i>-of-<n>.parquet` chunks of whole school_code / scope groups (`chunk_of`), so a delta
+publish after one school changed rewrites that school's chunk (and the city scope's), not the
+province's whole partition; file names are built from two integers only.
 
 Logs carry table names, row counts and timings only.
 """
@@ -153,6 +156,11 @@ README_TEXT = """# Bản sao dữ liệu cho phân tích (edustat) — analyst s
   date masked;
 - `publish_info` says when it was built and the salt's fingerprint (sha256 of the salt, first
   8 hex): two snapshots with different fingerprints do not join on pseudonyms.
+
+`parquet/<table>/year=<năm học>/period=<kỳ>/` holds `part-0.parquet`, or, for a large partition,
+`part-<i>-of-<n>.parquet` files that together hold its rows (each every row of some schools or
+form scopes). Read a table's directory or `parquet/<table>/**/*.parquet` with hive partitioning,
+never one file by name.
 
 ## The salt
 
