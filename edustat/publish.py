@@ -508,6 +508,8 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
 
     `keep(path)`, when given, is asked before each file is written: True means the caller has
     already put that file in place (a delta publish hard-links the unchanged ones)."""
+    from edustat.paths import inside
+
     src = f"{_ident(alias)}.{_ident(table)}"
     types = dict(
         con.execute(
@@ -546,7 +548,8 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
                 for k, _ in groups[(year, period)]:
                     chunks.setdefault(chunk_of(k, n), []).append(k)
                 for i in sorted(chunks):
-                    target = where / chunk_name(i, n)
+                    target = where / chunk_name(i, n)  # plain partition values (checked above), two integers
+                    inside(out, target.parent)  # proven inside the table's dir: no link followed out of it
                     if keep is not None and keep(target):
                         continue
                     target.parent.mkdir(parents=True, exist_ok=True)
