@@ -472,13 +472,16 @@ def unchanged_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, per
         [school_year, period]).fetchall()}
     if not same:
         return set()
+    columns: dict[str, list[str]] = {}  # one catalogue query, not two per sheet
+    names = [f"{layer}_{sid}" for sid in SHEETS for layer in ("core", "stg")]
+    for table, column in con.execute(
+            f"""select table_name, column_name from duckdb_columns() where schema_name = 'main'
+               and database_name = current_database() and table_name in ({", ".join("?" for _ in names)})
+               order by table_name, column_index""", names).fetchall():
+        columns.setdefault(table, []).append(column)
     for sid in SHEETS:
-        cols = [c for (c,) in con.execute(
-            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
-               and table_name = ? order by column_index""", [f"core_{sid}"]).fetchall()]
-        stg_cols = {c for (c,) in con.execute(
-            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
-               and table_name = ?""", [f"stg_{sid}"]).fetchall()}
+        cols = columns.get(f"core_{sid}", [])
+        stg_cols = set(columns.get(f"stg_{sid}", []))
         if any(c != "version" and c not in stg_cols for c in cols):
             return set()  # core has a column staging lacks (filled NULL by the insert): not compared, rewritten
         now = "hash(" + ", ".join(f'c."{c}"' for c in cols) + ")"
