@@ -27,7 +27,10 @@ Pseudonymisation works by column name, so it covers any table (see `_column_sql`
 partition directories are `year=<school_year>/period=<period>/`; the files keep `school_year`
 but, as with any Hive layout, `period` lives only in the path — read with hive partitioning
 (DuckDB `read_parquet(..., hive_partitioning=true)`, the default for `**` globs, or
-`pyarrow.parquet.read_table(dir)`).
+`pyarrow.parquet.read_table(dir)`). A partition is `part-0.parquet`, or, above CHUNK_ROWS rows,
+`part-<i>-of-<n>.parquet` chunks of whole school_code / scope groups (`chunk_of`), so a delta
+publish after one school changed rewrites that school's chunk (and the city scope's), not the
+province's whole partition; file names are built from two integers only.
 
 Logs carry table names, row counts and timings only.
 """
@@ -65,6 +68,13 @@ DROPPED_COLUMNS = ("full_name", "principal_name")  # a person's name, in whateve
 BIRTH_DATE, BIRTH_YEAR = "birth_date", "birth_year"
 HASH_HEX_CHARS = 16
 PARTITION_COLUMNS = ("school_year", "period")
+# A partition of more rows than CHUNK_ROWS is written as 2, 4, … MAX_CHUNKS files (`chunk_count`),
+# each holding whole groups of rows: every row of one school_code (or form scope) in the file
+# `chunk_of` names. When one school changed, a delta publish rewrites its chunk only (and the
+# city scope's) and hard-links the others (issue 12: a province's partition was ~1.3 M rows).
+CHUNK_ROWS = 25_000
+MAX_CHUNKS = 16
+CHUNK_GROUP_COLUMNS = ("school_code", "scope")  # the first VARCHAR one a table has (publish_delta.GROUP_COLUMNS)
 # validation_issue text rendered with raw values (see _scrubbed_text)
 MESSAGE_COLUMNS = ("message", "fix")
 REDACTED = "…"
@@ -146,6 +156,11 @@ README_TEXT = """# Bản sao dữ liệu cho phân tích (edustat) — analyst s
   date masked;
 - `publish_info` says when it was built and the salt's fingerprint (sha256 of the salt, first
   8 hex): two snapshots with different fingerprints do not join on pseudonyms.
+
+`parquet/<table>/year=<năm học>/period=<kỳ>/` holds `part-0.parquet`, or, for a large partition,
+`part-<i>-of-<n>.parquet` files that together hold its rows (each every row of some schools or
+form scopes). Read a table's directory or `parquet/<table>/**/*.parquet` with hive partitioning,
+never one file by name.
 
 ## The salt
 
@@ -449,27 +464,74 @@ def _insert_info(
     )
 
 
+def chunk_count(rows: int) -> int:
+    """Files a partition of `rows` rows is written as: 1 up to CHUNK_ROWS, else the power of 2
+    that keeps each near CHUNK_ROWS, at most MAX_CHUNKS."""
+    n = 1
+    while n < MAX_CHUNKS and rows > n * CHUNK_ROWS:
+        n *= 2
+    return n
+
+
+def chunk_of(key: str | None, n: int) -> int:
+    """The chunk (0 … n-1) holding the rows of group `key` (a school code, a form scope; NULL
+    and '' together): the first 32 bits of md5 of its UTF-8, modulo n. Computed here only
+    (the SQL gets the keys of each chunk as a list), so writer and delta agree by construction."""
+    return int(hashlib.md5((key or "").encode("utf-8")).hexdigest()[:8], 16) % n
+
+
+def chunk_name(i: int, n: int) -> str:
+    """`part-0.parquet` for an unsplit partition (as always), `part-<i>-of-<n>.parquet` for a
+    chunk. Built from two integers only: no value from the data names a file."""
+    if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n <= MAX_CHUNKS):
+        raise ValueError(f"bad chunk {i!r} of {n!r}")
+    return "part-0.parquet" if n == 1 else f"part-{i}-of-{n}.parquet"
+
+
+def parse_chunk_name(name: str) -> tuple[int, int] | None:
+    """(i, n) of a file named by `chunk_name`, else None."""
+    if name == "part-0.parquet":
+        return 0, 1
+    m = re.fullmatch(r"part-(\d{1,2})-of-(\d{1,2})\.parquet", name)
+    if not m:
+        return None
+    i, n = int(m.group(1)), int(m.group(2))
+    return (i, n) if 0 <= i < n <= MAX_CHUNKS else None
+
+
 def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path,
                    keep: Callable[[Path], bool] | None = None) -> None:
-    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`.
+    """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`; a
+    partition of more than CHUNK_ROWS rows of a table with a school_code / scope column is
+    split into `part-<i>-of-<n>.parquet` (`chunk_count`, `chunk_of`): read the directory or a
+    `**/*.parquet` glob, never one file by name.
 
     `keep(path)`, when given, is asked before each file is written: True means the caller has
     already put that file in place (a delta publish hard-links the unchanged ones)."""
+    from edustat.paths import inside
+
     src = f"{_ident(alias)}.{_ident(table)}"
-    cols = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns "
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ?",
             [alias, table],
         ).fetchall()
-    }
+    )
+    cols = set(types)
     out.mkdir()  # stays (empty) when the table has no rows
     if not set(PARTITION_COLUMNS) <= cols:
         if keep is None or not keep(out / "part-0.parquet"):
             con.execute(f"COPY (SELECT * FROM {src}) TO {_lit(out / 'part-0.parquet')} (FORMAT parquet)")
         return
-    parts = con.execute(f"SELECT DISTINCT school_year, period FROM {src} ORDER BY ALL").fetchall()
+    group = next((c for c in CHUNK_GROUP_COLUMNS if types.get(c) == "VARCHAR"), None)
+    per_group = con.execute(
+        f"SELECT school_year, period, {_ident(group) if group else 'NULL'}, count(*) FROM {src} GROUP BY ALL"
+    ).fetchall()
+    groups: dict[tuple, list[tuple[str | None, int]]] = {}
+    for y, p, k, n in per_group:
+        groups.setdefault((y, p), []).append((k, n))
+    parts = sorted(groups, key=lambda yp: tuple("" if v is None else v for v in yp))
     if all(_plain_partition_value(y) and _plain_partition_value(p) for y, p in parts):
         # One plain COPY per partition: the same files as DuckDB's PARTITION_BY writes
         # (`school_year` kept, `period` only in the path), measured 2.5-4x cheaper here.
@@ -480,15 +542,25 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
         con.execute(f"SET disabled_optimizers = {_lit(off)}")
         try:
             for year, period in parts:
-                target = out / f"year={year}" / f"period={period}" / "part-0.parquet"
-                if keep is not None and keep(target):
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                con.execute(
-                    f"COPY (SELECT * EXCLUDE (period) FROM {src} WHERE school_year = ? AND period = ?) "
-                    f"TO {_lit(target)} (FORMAT parquet)",
-                    [year, period],
-                )
+                where = out / f"year={year}" / f"period={period}"
+                n = chunk_count(sum(rows for _, rows in groups[(year, period)])) if group else 1
+                chunks: dict[int, list] = {}
+                for k, _ in groups[(year, period)]:
+                    chunks.setdefault(chunk_of(k, n), []).append(k)
+                for i in sorted(chunks):
+                    target = where / chunk_name(i, n)  # plain partition values (checked above), two integers
+                    inside(out, target.parent)  # proven inside the table's dir: no link followed out of it
+                    if keep is not None and keep(target):
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if n == 1:
+                        con.execute(
+                            f"COPY (SELECT * EXCLUDE (period) FROM {src} WHERE school_year = ? AND period = ?) "
+                            f"TO {_lit(target)} (FORMAT parquet)",
+                            [year, period],
+                        )
+                        continue
+                    _copy_chunk(con, src, group, year, period, chunks[i], target)
         finally:
             con.execute(f"SET disabled_optimizers = {_lit(before)}")
         return
@@ -501,6 +573,25 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: 
         "(FORMAT parquet, PARTITION_BY (year, period), FILENAME_PATTERN 'part-{i}', "
         "OVERWRITE_OR_IGNORE true)"
     )
+
+
+def _copy_chunk(con: duckdb.DuckDBPyConnection, src: str, group: str, year: str, period: str,
+                keys: list, target: Path) -> None:
+    """The rows of one partition whose `group` value is one of `keys` (None: NULL) to `target`."""
+    import pyarrow as pa
+
+    g = _ident(group)
+    plain = [k for k in keys if k is not None]
+    null = f" OR {g} IS NULL" if len(plain) < len(keys) else ""
+    con.register("_publish_chunk", pa.table({"k": pa.array(plain, pa.string())}))
+    try:
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (period) FROM {src} WHERE school_year = ? AND period = ? "
+            f"AND ({g} IN (SELECT k FROM _publish_chunk){null})) TO {_lit(target)} (FORMAT parquet)",
+            [year, period],
+        )
+    finally:
+        con.unregister("_publish_chunk")
 
 
 def _plain_partition_value(value: object) -> bool:

@@ -56,7 +56,7 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3  # 3: large partitions written in chunks (publish.chunk_name): an older tree is not reused
 MAX_CHANGED_SHARE = 0.5
 MAX_DELTAS = 20
 STATE_TABLE = "publish_delta_state"
@@ -106,6 +106,9 @@ class Plan:
     changed_rows: int = 0
     total_rows: int = 0
     touched: dict[str, set] = field(default_factory=dict)  # table -> {(year, period)} or {None}: all
+    # table -> (year, period) -> the changed groups' key values (school_code / scope) there, or
+    # None when the table has no group column (every file of the partition is rewritten)
+    touched_keys: dict[str, dict[tuple, set | None]] = field(default_factory=dict)
     # table -> changed groups whose rows differ from the published ones in run_id only (same
     # count, same hash sum of every other column) and carry one run_id: the copy's rows of
     # such a group get that run_id (an UPDATE) instead of being deleted and selected again
@@ -156,8 +159,10 @@ def source_state(con: duckdb.DuckDBPyConnection, names: list[str], selects: dict
         digests[t] = {tuple(r[:n]): (int(r[n]), int(r[n + 1])) for r in rows if int(r[n])}
         if run:
             loose[t] = {tuple(r[:n]): (int(r[n + 2]), r[n + 3]) for r in rows if int(r[n])}
+    from edustat.publish import CHUNK_GROUP_COLUMNS, CHUNK_ROWS, MAX_CHUNKS
+
     version = hashlib.sha256(json.dumps([
-        FORMAT, duckdb.__version__, code_digest(),
+        FORMAT, CHUNK_ROWS, MAX_CHUNKS, CHUNK_GROUP_COLUMNS, duckdb.__version__, code_digest(),
         hashlib.sha256(("edustat-publish\x00" + salt).encode()).hexdigest(),
         pseudonymise, names, schema, keys, selects,
     ], default=str).encode()).hexdigest()
@@ -213,6 +218,7 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
         return None, "the recorded digests are of other tables"
     changed, changed_rows, total = {}, 0, 0
     touched: dict[str, set] = {}
+    touched_keys: dict[str, dict[tuple, set | None]] = {}
     relabel: dict[str, dict[tuple, str]] = {}
     for t in names:
         was, now = old.get(t, {}), src.digests[t]
@@ -229,10 +235,17 @@ def plan(con: duckdb.DuckDBPyConnection, published_dir: Path, src: Source, names
         if diff:
             partitioned = src.keys[t][:2] == list(KEY_COLUMNS)
             touched[t] = {tuple(k[:2]) for k in diff} if partitioned else {None}
+            if partitioned:
+                for k in diff:
+                    was_keys = touched_keys.setdefault(t, {}).setdefault(tuple(k[:2]), set())
+                    if len(k) == 3 and was_keys is not None:
+                        was_keys.add(k[2])
+                    else:
+                        touched_keys[t][tuple(k[:2])] = None
     if total and changed_rows / total > MAX_CHANGED_SHARE:
         return None, f"{changed_rows} of {total} rows changed (> {MAX_CHANGED_SHARE:.0%})"
     files = dict(con.execute(f"SELECT path, ident FROM {FILES_TABLE} WHERE dir = ?", [where]).fetchall())
-    return Plan(changed, ident, files, deltas, changed_rows, total, touched, relabel), "delta"
+    return Plan(changed, ident, files, deltas, changed_rows, total, touched, touched_keys, relabel), "delta"
 
 
 def copy_snapshot(published_dir: Path, tmp_db: Path, expected_ident: str) -> None:
@@ -309,6 +322,8 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
     """`keep(target)` for `publish._write_parquet`: hard-links the previous tree's file for an
     untouched partition (or untouched unpartitioned table) when that file is still the one
     recorded, and says so; False means: write it."""
+    from edustat.publish import chunk_of, parse_chunk_name
+
     touched = p.touched.get(table, set())
     if None in touched:
         return None
@@ -328,10 +343,16 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
     def keep(target: Path) -> bool:
         rel = target.relative_to(new_tree).as_posix()
         parts = target.relative_to(new_tree / table).parts
-        if len(parts) == 3:  # year=<y>/period=<p>/part-0.parquet
+        if len(parts) == 3:  # year=<y>/period=<p>/part-0.parquet or part-<i>-of-<n>.parquet
             part = (parts[0].split("=", 1)[1], parts[1].split("=", 1)[1])
             if part in touched:
-                return False
+                keys = p.touched_keys.get(table, {}).get(part)
+                chunk = parse_chunk_name(parts[2])
+                if keys is None or chunk is None or chunk[1] == 1:
+                    return False
+                i, n = chunk
+                if any(chunk_of(k, n) == i for k in keys):
+                    return False  # a changed group's rows are in this chunk
         elif touched:
             return False
         if rel not in p.files:

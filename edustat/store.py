@@ -169,6 +169,13 @@ def _ddl(table: str, schema: pa.Schema) -> str:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection, contract: Contract | None = None) -> None:
     c = contract or load_contract()
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute("select table_name, column_name from duckdb_columns() "
+                                     "where schema_name = 'main' and database_name = current_database()").fetchall():
+        have.setdefault(table, set()).add(column)
+    if all(f"{layer}_{sid}" in have and {f.name for f in arrow_schema(c.sheet(sid), layer)} <= have[f"{layer}_{sid}"]
+           for sid in SHEETS for layer in ("raw", "stg", "core")):
+        return  # every table and column there (a load calls this 5 times): no DDL
     for sid in SHEETS:
         sheet = c.sheet(sid)
         for layer in ("raw", "stg", "core"):
@@ -465,13 +472,16 @@ def unchanged_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, per
         [school_year, period]).fetchall()}
     if not same:
         return set()
+    columns: dict[str, list[str]] = {}  # one catalogue query, not two per sheet
+    names = [f"{layer}_{sid}" for sid in SHEETS for layer in ("core", "stg")]
+    for table, column in con.execute(
+            f"""select table_name, column_name from duckdb_columns() where schema_name = 'main'
+               and database_name = current_database() and table_name in ({", ".join("?" for _ in names)})
+               order by table_name, column_index""", names).fetchall():
+        columns.setdefault(table, []).append(column)
     for sid in SHEETS:
-        cols = [c for (c,) in con.execute(
-            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
-               and table_name = ? order by column_index""", [f"core_{sid}"]).fetchall()]
-        stg_cols = {c for (c,) in con.execute(
-            """select column_name from duckdb_columns() where schema_name = 'main' and database_name = current_database()
-               and table_name = ?""", [f"stg_{sid}"]).fetchall()}
+        cols = columns.get(f"core_{sid}", [])
+        stg_cols = set(columns.get(f"stg_{sid}", []))
         if any(c != "version" and c not in stg_cols for c in cols):
             return set()  # core has a column staging lacks (filled NULL by the insert): not compared, rewritten
         now = "hash(" + ", ".join(f'c."{c}"' for c in cols) + ")"
@@ -547,26 +557,45 @@ def inconsistencies(con: duckdb.DuckDBPyConnection, school_year: str | None = No
         return pd.DataFrame(columns=["school_year", "period", "school_code", "file_hash", "problem", "detail"])
     where = "where school_year = $y and period = $p" if school_year else ""
     params = {"y": school_year, "p": period} if school_year else {}
+    # one grouped count per table joined to the register, not one correlated count per register
+    # row and sheet (issue 12: the load's audit of a province's 730 files; the same rows)
+    cond = "and {a}.school_year = $y and {a}.period = $p" if school_year else ""
     parts = []
     for sid, n_col in (("rooms", "n_rooms"), ("classes", "n_classes"), ("learners", "n_learners"), ("staff", "n_staff")):
         parts.append(f"""
             select s.school_year, s.period, s.school_code, s.file_hash, '{sid}' as sheet, s.{n_col} as registered,
-                   (select count(*) from stg_{sid} g where g.school_year = s.school_year and g.period = s.period
-                       and g.file_hash = s.file_hash) as staged,
-                   (select count(*) from raw_{sid} g where g.school_year = s.school_year and g.period = s.period
-                       and g.file_hash = s.file_hash) as raw_staged,
-                   (select count(*) from stg_{sid} g where g.school_year = s.school_year and g.period = s.period
-                       and g.file_hash = s.file_hash and not exists (select 1 from validation_issue v
-                           where v.school_year = g.school_year and v.period = g.period and v.file_hash = g.file_hash
-                             and v.severity = 'error' and v.sheet = g.sheet_name and v.excel_row = g.excel_row)) as expected,
-                   (select count(*) from core_{sid} c where c.school_year = s.school_year and c.period = s.period
-                       and c.school_code = s.school_code) as in_core_rows,
-                   (select count(*) from core_{sid} c where c.school_year = s.school_year and c.period = s.period
-                       and c.school_code = s.school_code and c.file_hash <> s.file_hash) as foreign_rows
-            from submission s where s.in_core {"and s.school_year = $y and s.period = $p" if school_year else ""}""")
+                   coalesce(g.staged, 0) as staged, coalesce(r.raw_staged, 0) as raw_staged,
+                   coalesce(g.expected, 0) as expected, coalesce(c.in_core_rows, 0) as in_core_rows,
+                   coalesce(c.foreign_rows, 0) as foreign_rows
+            from submission s
+            left join (
+                select g.school_year, g.period, g.file_hash, count(*) as staged,
+                       count(*) filter (where e.excel_row is null) as expected
+                from stg_{sid} g
+                left join errors e on e.school_year = g.school_year and e.period = g.period and e.file_hash = g.file_hash
+                     and e.sheet = g.sheet_name and e.excel_row = g.excel_row
+                where true {cond.format(a="g")}
+                group by g.school_year, g.period, g.file_hash) g
+              on g.school_year = s.school_year and g.period = s.period and g.file_hash = s.file_hash
+            left join (
+                select school_year, period, file_hash, count(*) as raw_staged from raw_{sid} g
+                where true {cond.format(a="g")} group by school_year, period, file_hash) r
+              on r.school_year = s.school_year and r.period = s.period and r.file_hash = s.file_hash
+            left join (
+                select b.school_year, b.period, b.file_hash, count(*) as in_core_rows,
+                       count(*) filter (where c.file_hash <> b.file_hash) as foreign_rows
+                from core_{sid} c
+                join submission b on b.school_year = c.school_year and b.period = c.period and b.school_code = c.school_code
+                where b.in_core {cond.format(a="b")}
+                group by b.school_year, b.period, b.file_hash) c
+              on c.school_year = s.school_year and c.period = s.period and c.file_hash = s.file_hash
+            where s.in_core {cond.format(a="s")}""")
     per_sheet = " union all ".join(parts)
     sql = f"""
-    with sheets as ({per_sheet}),
+    with errors as (
+        select distinct school_year, period, file_hash, sheet, excel_row from validation_issue v
+        where severity = 'error' {cond.format(a="v")}),
+    sheets as ({per_sheet}),
     reg as (select * from submission {where}),
     sheet_problems as (
         select school_year, period, school_code, file_hash,
@@ -580,11 +609,16 @@ def inconsistencies(con: duckdb.DuckDBPyConnection, school_year: str | None = No
     ),
     school_rows as (
         select s.school_year, s.period, s.school_code, s.file_hash, s.loaded_rows,
-               (select count(*) from core_school c where c.school_year = s.school_year and c.period = s.period
-                   and c.school_code = s.school_code and c.file_hash = s.file_hash) as n_school,
-               (select sum(in_core_rows) from sheets x where x.file_hash = s.file_hash
-                   and x.school_year = s.school_year and x.period = s.period) as n_core
-        from reg s where s.in_core
+               coalesce(c.n, 0) as n_school, x.n_core
+        from reg s
+        left join (select school_year, period, school_code, file_hash, count(*) as n from core_school g
+                   where true {cond.format(a="g")} group by school_year, period, school_code, file_hash) c
+          on c.school_year = s.school_year and c.period = s.period and c.school_code = s.school_code
+             and c.file_hash = s.file_hash
+        left join (select school_year, period, file_hash, sum(in_core_rows) as n_core from sheets
+                   group by school_year, period, file_hash) x
+          on x.school_year = s.school_year and x.period = s.period and x.file_hash = s.file_hash
+        where s.in_core
     ),
     school_problems as (
         select school_year, period, school_code, file_hash, 'core_school row', 'rows: ' || n_school

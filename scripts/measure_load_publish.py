@@ -55,17 +55,70 @@ def parquet_content(tree: Path) -> dict:
     return out
 
 
+STABLE_SKIP = ("run_id",)  # and *_at, *_path: a run's clock and its data dir's paths
+
+
+FILE_COLUMNS = ("file_hash", "content_hash")  # the changed workbook's bytes: openpyxl stamps the save time
+
+
+def stable_columns(cols: list[str], skip: tuple = ()) -> list[str]:
+    return [c for c in cols if c not in STABLE_SKIP + skip and not c.endswith(("_at", "_path"))]
+
+
+def stable_content(snapshot: Path, tree: Path, skip: tuple = ()) -> dict:
+    """Per table of the snapshot and of the Parquet tree (read as analysts read it: hive glob):
+    rows and an order-free hash without the columns a run's clock or data dir sets
+    (`stable_columns`), so two runs in two dirs compare: `stable.snapshot.<t>` must equal
+    `stable.parquet.<t>` less the hive `year` column, and both the other run's."""
+    import duckdb
+
+    out = {}
+    con = duckdb.connect(str(snapshot), read_only=True)
+    try:
+        for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall():
+            cols = stable_columns([r[0] for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
+                "ORDER BY column_index", [t]).fetchall()], skip)
+            row = ", ".join(f'"{c}"' for c in sorted(cols))
+            out[f"snapshot.{t}"] = [str(v) for v in con.execute(
+                f'SELECT count(*), coalesce(sum(hash(struct_pack({row})) % 1000000007), 0) FROM "{t}"').fetchone()]
+    finally:
+        con.close()
+    con = duckdb.connect()
+    for t in sorted(p.name for p in tree.iterdir()):
+        if not list((tree / t).rglob("*.parquet")):
+            out[f"parquet.{t}"] = ["0", "0"]
+            continue
+        src = f"read_parquet('{tree / t}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
+        cols = stable_columns([d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0").description if d[0] != "year"], skip)
+        row = ", ".join(f'"{c}"' for c in sorted(cols))
+        out[f"parquet.{t}"] = [str(v) for v in con.execute(
+            f"SELECT count(*), coalesce(sum(hash(struct_pack({row})) % 1000000007), 0) FROM {src}").fetchone()]
+    con.close()
+    return out
+
+
+BOOKKEEPING = ("publish_delta_", "incremental_output")  # what publishing / caching recorded: differs by design
+
+
 def compare(a: Path, b: Path) -> int:
     x, y = json.loads(a.read_text()), json.loads(b.read_text())
     bad = 0
-    for part in ("database", "snapshot", "parquet"):
+    for part in ("database", "snapshot", "parquet", "stable", "across_runs"):
+        if part not in x or part not in y:
+            continue
         same = x[part] == y[part]
-        bad += not same
-        print(f"{part}: {'IDENTICAL' if same else 'DIFFERENT'}")
-        if not same and isinstance(x[part], dict):
-            for k in sorted(set(x[part]) | set(y[part])):
-                if x[part].get(k) != y[part].get(k):
-                    print("  ", k, x[part].get(k), "|", y[part].get(k))
+        keys = sorted(k for k in set(x[part]) | set(y[part]) if x[part].get(k) != y[part].get(k)) \
+            if isinstance(x[part], dict) else []
+        real = [k for k in keys if not (part == "database" and k.startswith(BOOKKEEPING))]
+        bad += part in ("stable", "database") and bool(real)
+        print(f"{part}: {'IDENTICAL' if same else ('DIFFERENT' if real else 'bookkeeping only differs')}")
+        for k in keys:
+            print("  ", k, x[part].get(k), "|", y[part].get(k))
+    for k, v in x.get("stable", {}).items():  # the Parquet tree holds the snapshot's rows
+        if k.startswith("parquet.") and x["stable"].get("snapshot." + k[8:]) != v:
+            print("   Parquet and snapshot differ:", k, v, x["stable"].get("snapshot." + k[8:]))
+            bad += 1
     return bad
 
 
@@ -190,7 +243,11 @@ def main() -> None:
             finally:
                 con.close()
             return {"database": db, "snapshot": snapshot_content(c.published_dir / "edustat.duckdb"),
-                    "parquet": parquet_content(c.published_dir / "parquet")}
+                    "parquet": parquet_content(c.published_dir / "parquet"),
+                    "stable": stable_content(c.published_dir / "edustat.duckdb", c.published_dir / "parquet"),
+                    # before/after runs of two checkouts: the changed workbook differs in its bytes only
+                    "across_runs": stable_content(c.published_dir / "edustat.duckdb", c.published_dir / "parquet",
+                                                  FILE_COLUMNS)}
         out = content(cfg)
         (args.dir / f"{args.tag}-{args.only}-round{i}.json").write_text(json.dumps(out, default=str, sort_keys=True, indent=0))
         if args.reference:

@@ -114,3 +114,48 @@ def test_a_changed_version_or_a_core_row_changed_in_place_is_rewritten(tmp_path,
     # the register's version is part of every core row: a new version number rewrites the school
     _run(con, files, {**dict.fromkeys(CODES, 1), CODES[1]: 3}, _issues([]), True)
     assert con.execute("select distinct version from core_learners where school_code = ?", [CODES[1]]).fetchall() == [(3,)]
+
+
+def test_the_audit_finds_each_kind_of_disagreement_and_nothing_else(tmp_path):
+    """store.inconsistencies (grouped counts joined to the register): every kind of problem on
+    its own school, the detail counts exact, a consistent school not named, the collection's
+    audit the same as the whole database's and another collection's empty."""
+    con = store.connect(tmp_path / "a.duckdb")
+    store.ensure_tables(con)
+    codes = [f"747000{i:02d}" for i in range(1, 8)]
+    files = {c: f"h{c[-2:]}" for c in codes}
+    for c, h in files.items():
+        _stage(con, c, h, 3)
+        con.execute("""insert into raw_learners (school_year, period, school_code, file_hash, sheet_name, excel_row)
+                       select school_year, period, school_code, file_hash, sheet_name, excel_row from stg_learners
+                       where file_hash = ?""", [h])
+    _run(con, files, dict.fromkeys(codes, 1), _issues([]), True)
+    con.execute("update submission set n_learners = 3")
+    assert store.inconsistencies(con).empty
+    c1, c2, c3, c4, c5, c6, c7 = codes
+    con.execute("delete from stg_learners where school_code = ? and excel_row = 7", [c1])  # staging incomplete
+    con.execute("delete from core_learners where school_code = ? and excel_row = 5", [c2])  # a core row lost
+    con.execute("""insert into validation_issue (school_year, period, school_code, file_hash, sheet, excel_row, severity)
+                   values (?, ?, ?, ?, 'HocSinh', 6, 'error'), (?, ?, ?, ?, 'HocSinh', 6, 'error')""",
+                [Y, P, c3, files[c3]] * 2)  # an error row still in core (twice reported: counted once)
+    con.execute("insert into core_learners select * replace ('other' as file_hash) from core_learners "
+                "where school_code = ? and excel_row = 5", [c4])  # another file's row
+    con.execute("insert into core_school select * from core_school where school_code = ?", [c5])  # two school rows
+    con.execute("update submission set loaded_rows = 9 where school_code = ?", [c6])
+    con.execute("update submission set in_core = false where school_code = ?", [c7])  # accepted, core orphaned
+    got = sorted(store.inconsistencies(con)[["school_code", "problem", "detail"]].itertuples(index=False, name=None))
+    assert got == [
+        (c1, "core rows: learners", "expected 2, in core 3, of another file 0"),
+        (c1, "staging incomplete: learners", "registered 3, staged 2 (raw 3)"),
+        (c2, "core rows: learners", "expected 3, in core 2, of another file 0"),
+        (c2, "loaded_rows", "register 3, core 2"),
+        (c3, "core rows: learners", "expected 2, in core 3, of another file 0"),
+        (c4, "core rows: learners", "expected 3, in core 4, of another file 1"),
+        (c4, "loaded_rows", "register 3, core 4"),
+        (c5, "core_school row", "rows: 2"),
+        (c6, "loaded_rows", "register 9, core 3"),
+        (c7, "accepted but not in core", "status accepted"),
+        (c7, "core rows without a register row", "file not registered as in core"),
+    ]
+    pd.testing.assert_frame_equal(store.inconsistencies(con, Y, P), store.inconsistencies(con))
+    assert store.inconsistencies(con, Y, "cuoi_nam").empty

@@ -425,3 +425,21 @@ def test_timing_100k_rows(tmp_path):
     finally:
         con.close()
 
+
+
+def test_chunk_files_are_named_from_integers_only():
+    """A large partition's chunk files (publish.chunk_name): named from two integers, never from
+    a value; every group key lands in one chunk; NULL and '' together; the count a power of 2."""
+    from edustat import publish as pub
+
+    assert pub.chunk_name(0, 1) == "part-0.parquet" and pub.chunk_name(3, 16) == "part-3-of-16.parquet"
+    for bad in ((16, 16), (-1, 4), ("1", 4), (0, 17)):
+        with pytest.raises(ValueError):
+            pub.chunk_name(*bad)
+    assert pub.parse_chunk_name("part-3-of-16.parquet") == (3, 16)
+    assert pub.parse_chunk_name("part-0.parquet") == (0, 1)
+    assert pub.parse_chunk_name("../part-3-of-16.parquet") is None and pub.parse_chunk_name("part-16-of-16.parquet") is None
+    assert [pub.chunk_count(r) for r in (0, pub.CHUNK_ROWS, pub.CHUNK_ROWS + 1, 10**9)] == [1, 1, 2, pub.MAX_CHUNKS]
+    keys = [f"7471{i:04d}" for i in range(200)] + ["city", "Quận 1", None, ""]
+    assert all(0 <= pub.chunk_of(k, 16) < 16 for k in keys) and pub.chunk_of(None, 8) == pub.chunk_of("", 8)
+    assert len({pub.chunk_of(k, 16) for k in keys}) == 16  # spread over every chunk

@@ -184,6 +184,37 @@ def test_one_school_changed_delta_equals_full(city, tmp_path, any_share):
     assert after["rows.core_learners"][0] == before["rows.core_learners"][0] - 1
 
 
+def test_one_school_changed_rewrites_only_its_chunks(city, tmp_path, any_share, monkeypatch):
+    """A large partition is written in chunks by school code / form scope (publish.chunk_of): a
+    delta rewrites the chunks holding a changed group and hard-links the others; the tree equals
+    a full publish's file by file, and read as analysts read it, it holds the snapshot's rows."""
+    from edustat import publish as pub
+
+    monkeypatch.setattr(pub, "CHUNK_ROWS", 40)  # the small city's partitions split as a province's do
+    cfg, inbox = _copy(city, tmp_path)
+    tree = cfg.published_dir / "parquet"
+    learners = tree / "core_learners" / f"year={YEAR}" / f"period={PERIOD}"
+    inodes = {p.name: p.stat().st_ino for p in learners.iterdir()}
+    assert len(inodes) >= 2 and all(pub.parse_chunk_name(n)[1] > 1 for n in inodes), inodes
+    one = sorted(inbox.glob("*.xlsx"))[0]
+    code = one.name[:8]
+    _drop_last_learner(one)
+    _check_delta_run(cfg, inbox, tmp_path, "d-chunks")
+    after = {p.name: p.stat().st_ino for p in learners.iterdir()}
+    n = pub.parse_chunk_name(next(iter(after)))[1]
+    mine = pub.chunk_name(pub.chunk_of(code, n), n)
+    assert after[mine] != inodes[mine]  # the changed school's chunk written anew
+    assert {k: v for k, v in after.items() if k != mine} == {k: v for k, v in inodes.items() if k != mine}  # linked
+    with duckdb.connect() as c:
+        for f in learners.iterdir():  # every chunk holds whole schools, the ones chunk_of names
+            i = pub.parse_chunk_name(f.name)[0]
+            assert {pub.chunk_of(s, n) for (s,) in c.execute(f"SELECT DISTINCT school_code FROM '{f}'").fetchall()} == {i}
+        for t in ("core_learners", "rpt_form_check", "validation_issue", "submission"):
+            got = c.execute(f"SELECT count(*) FROM read_parquet('{tree / t}/**/*.parquet', hive_partitioning = true)").fetchone()
+            with duckdb.connect(str(cfg.published_dir / SNAPSHOT_NAME), read_only=True) as s:
+                assert got == s.execute(f"SELECT count(*) FROM {t}").fetchone(), t
+
+
 def test_a_withdrawn_school_delta_equals_full(city, tmp_path, any_share):
     cfg, inbox = _copy(city, tmp_path)
     sorted(inbox.glob("*.xlsx"))[1].unlink()
