@@ -163,12 +163,13 @@ def _decode(value):
             return dt.datetime.fromisoformat(v)
         if t == "date":
             return dt.date.fromisoformat(v)
+        # only a dict is an encoded value (see _encode): plain values pass without a call each
         if t == "tuple":
-            return tuple(_decode(x) for x in v)
+            return tuple(_decode(x) if isinstance(x, dict) else x for x in v)
         if t == "list":
-            return [_decode(x) for x in v]
+            return [_decode(x) if isinstance(x, dict) else x for x in v]
         if t == "dict":
-            return {_decode(k): _decode(x) for k, x in v}
+            return {(_decode(k) if isinstance(k, dict) else k): (_decode(x) if isinstance(x, dict) else x) for k, x in v}
     return value
 
 
@@ -207,11 +208,11 @@ def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
 def _entry_meta(path: Path, vkey: str, school_year: str, period: str, name: str, sha: str) -> dict | None:
     """An entry's metadata when it was written for this file, collection and version key;
     None otherwise (absent, corrupt, stale: a miss)."""
-    got = _read_meta(path)
-    if got is None:
+    from edustat.metaindex import read_meta
+
+    meta = read_meta(path)  # through the collection's index when a scope is open (edustat.metaindex)
+    if meta is None:
         return None
-    meta, _, fh = got
-    fh.close()
     key = {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")}
     return meta if key == _meta_key(vkey, school_year, period, name, sha) else None
 
@@ -533,15 +534,18 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     from edustat.submissions import ISSUE_COLUMNS, active
     from schemas.rules import load_rules
 
+    from edustat import metaindex
+
     vkey = version_key(cfg.severity, cfg.read_limits)
     act = [i for i, fr in enumerate(results) if active(fr)]
     per_file: dict[int, list[dict]] = {}
-    for i in act:
-        fr = results[i]
-        got = lookup_issues(fr, cfg.data_dir, vkey, school_year, period)
-        if got is not None:
-            per_file[i] = got
-            fr.cache.issues_hit = True
+    with metaindex.scope(cache_dir(cfg.data_dir), "issues", school_year, period):
+        for i in act:
+            fr = results[i]
+            got = lookup_issues(fr, cfg.data_dir, vkey, school_year, period)
+            if got is not None:
+                per_file[i] = got
+                fr.cache.issues_hit = True
     todo = [i for i in act if i not in per_file]
     if todo:
         sub = [results[i] for i in todo]

@@ -207,14 +207,15 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     cached = _cache_job(cfg)
     hits: dict[int, FileResult] = {}
     if cached:  # files read before (same bytes, name and version key): no worker needed
-        from edustat import incremental
+        from edustat import incremental, metaindex
 
-        for i, p in enumerate(files):
-            hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
-            if hit is not None:
-                hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
-                                  "severity": cfg.severity, "limits": cfg.read_limits}
-                hits[i] = hit
+        with metaindex.scope(incremental.cache_dir(cached[0]), "ingest", school_year, period):
+            for i, p in enumerate(files):
+                hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
+                if hit is not None:
+                    hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                                      "severity": cfg.severity, "limits": cfg.read_limits}
+                    hits[i] = hit
     todo = [i for i in range(len(files)) if i not in hits]
     jobs = [(files[i], cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached) for i in todo]
     if workers > 1 and len(jobs) > 1:
@@ -992,8 +993,9 @@ def clean_temp_files(cfg: Config) -> list[Path]:
 
     removed: list[Path] = []
 
-    def match(name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS)
+    # one regex for the patterns (fnmatch's own translation): a walk of a province's data dir
+    # tests ~3,000 names, five fnmatch calls each
+    match = re.compile("|".join(fnmatch.translate(pat) for pat in TEMP_PATTERNS)).match
 
     roots = [cfg.raw_dir, cfg.curated_dir, cfg.data_dir / "cache"]  # cache: edustat.incremental's entries
     for entry in (cfg.data_dir.iterdir() if cfg.data_dir.is_dir() else ()):

@@ -36,6 +36,7 @@ def probe(out: str, linger: float = 0.0) -> None:
         "start_method": multiprocessing.get_start_method(),
         "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
+        "gc_frozen": __import__("gc").get_freeze_count(),
         "pid": os.getpid(), "ppid": os.getppid(),
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
     }))
@@ -87,6 +88,8 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     seen = json.loads(out.read_text())
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
     assert seen["matchers_cached"] > 10, "the code lists' vocabulary was built once, in the warm server"
+    # the server's imports are out of the run's full garbage collections (edustat.warmup.freeze)
+    assert seen["gc_frozen"] > 100_000, seen["gc_frozen"]
     assert seen["gx_patched"] and seen["gx_cache"] is None, "GX patched once in the server, no cache carried"
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"

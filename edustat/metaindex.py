@@ -1,0 +1,204 @@
+"""The per-file cache's metadata of a collection in one file (issue 12: one school changed).
+
+Every entry of edustat.incremental keeps what it is (its key: format, version, collection,
+file name and hash) and what was read or validated (FileResult fields, issues) as JSON in its
+Parquet footer. A run with one school changed opens every other file's two entries only to
+read that JSON back: ~1,460 Parquet footers for a province, ~0.7 s of the read and validation
+stages (pyarrow opening each file and building its schema; measured 1 Dec 2026 on the shared
+2-core machine: read_meta 0.72 + 0.49 s, of which parsing the JSON 0.41 + 0.11 s).
+
+An index keeps, per entry looked up in the last run of a collection, the entry's file identity
+(inode, size, mtime and ctime in ns) and the very bytes of its footer's JSON. A lookup whose
+entry file has the same identity parses those bytes (the same bytes, the same parser: the same
+metadata as from the footer); any other entry (new, rewritten, replaced, moved, not in the
+index) is read from its footer as before. Entries are only ever written whole under a new name
+and renamed over the old one (`incremental._write_atomic`), so a rewritten entry is another
+inode with new times. The index is a hint, never the truth: an index that is missing, corrupt,
+of another format or planted as a symlink is an empty one, and the key in the metadata is still
+checked by the caller as before.
+
+The index is written when its lookups differed from it (an entry read from its footer, or
+entries no longer looked up), holding only the entries of that scope: an entry pruned because
+its file is gone is not looked up, so its metadata (personal data) leaves the index with the
+next write. Written like the entries: private, beside its final name, renamed over it.
+
+    with metaindex.scope(cache_root, "ingest", school_year, period):
+        ... incremental._entry_meta(...) ...   # consults the scope's index
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat as stat_
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+FORMAT = b"edustat-meta-index 1"
+_state = threading.local()
+
+
+def _identity(st: os.stat_result) -> bytes:
+    return b"%d %d %d %d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def index_path(root: Path, kind: str, school_year: str, period: str) -> Path:
+    tag = hashlib.sha256(f"{kind}\x1f{school_year}\x1f{period}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return Path(root) / f"meta-{tag}.index"
+
+
+class Index:
+    """One scope's index: the entries it was given (`old`) and those looked up (`seen`)."""
+
+    def __init__(self, root: Path, path: Path):
+        self.root, self.path = Path(root), path
+        self.old: dict[str, tuple[bytes, bytes]] = _load(path)
+        self.seen: dict[str, tuple[bytes, bytes]] = {}
+        self.footers = 0  # entries read from their Parquet footer (tests, measures)
+
+    def raw(self, entry: Path) -> bytes | None:
+        """The JSON bytes of `entry`'s metadata: from the index when the file is the one
+        indexed, else from its footer; None when absent, not a regular file or unreadable."""
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            return None
+        if not stat_.S_ISREG(st.st_mode):
+            return None
+        name = _rel(self.root, entry)
+        if name is not None:
+            ident = _identity(st)
+            for got in (self.seen.get(name), self.old.get(name)):  # looked up already in this scope, or before
+                if got is not None and got[0] == ident:
+                    self.seen[name] = got
+                    return got[1]
+        self.footers += 1
+        read = _footer(entry)
+        if read is None:
+            return None
+        raw, st = read
+        if name is not None and b"\n" not in raw:  # one line per entry (json.dumps escapes newlines)
+            self.seen[name] = (_identity(st), raw)
+        return raw
+
+    def save(self) -> None:
+        if self.footers == 0 and self.seen.keys() == self.old.keys():
+            return
+        lines = [FORMAT]
+        lines.extend(b"%s\t%s\t%s" % (name.encode("utf-8"), ident, raw) for name, (ident, raw) in self.seen.items())
+        _write_private(self.root, self.path, b"\n".join(lines) + b"\n")
+
+
+def _rel(root: Path, entry: Path) -> str | None:
+    """The entry's path under the cache root (an entry's name holds no tab or newline)."""
+    try:
+        rel = Path(entry).relative_to(root).as_posix()
+    except ValueError:
+        return None
+    return None if ("\t" in rel or "\n" in rel) else rel
+
+
+def _footer(entry: Path) -> tuple[bytes, os.stat_result] | None:
+    """The footer's edustat metadata bytes and the identity of the file they came from (as
+    incremental._read_meta opens it: never through a symlink)."""
+    import pyarrow.parquet as pq
+
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fh.fileno())
+            raw = (pq.ParquetFile(fh).schema_arrow.metadata or {}).get(b"edustat")
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss
+            return None
+    return (raw, st) if raw else None
+
+
+def _load(path: Path) -> dict[str, tuple[bytes, bytes]]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat_.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return {}
+            data = fh.read()
+    except OSError:
+        return {}
+    lines = data.split(b"\n")
+    if not lines or lines[0] != FORMAT or lines[-1] != b"":  # another format, or cut short
+        return {}
+    out: dict[str, tuple[bytes, bytes]] = {}
+    for line in lines[1:-1]:
+        parts = line.split(b"\t", 2)
+        if len(parts) != 3:
+            return {}
+        try:
+            out[parts[0].decode("utf-8")] = (parts[1], parts[2])
+        except UnicodeDecodeError:
+            return {}
+    return out
+
+
+def _write_private(root: Path, dest: Path, data: bytes) -> None:
+    """Best effort (an index is never worth failing a run), but a full disk or a read-only
+    directory is the run's fault to report, as for the entries."""
+    if dest.is_symlink():
+        dest.unlink()
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        from edustat.incremental import raise_if_operator_fault
+
+        raise_if_operator_fault()
+
+
+@contextmanager
+def scope(root: Path, kind: str, school_year: str, period: str):
+    """Entry lookups of this thread within the block consult (and refresh) the collection's
+    index of `kind`; saved when the block ends without an exception."""
+    if getattr(_state, "index", None) is not None or not Path(root).is_dir() or Path(root).is_symlink():
+        yield None
+        return
+    idx = Index(root, index_path(root, kind, school_year, period))
+    _state.index = idx
+    try:
+        yield idx
+    finally:
+        _state.index = None
+    idx.save()
+
+
+def read_meta(entry: Path) -> dict | None:
+    """An entry's metadata (a dict) as incremental._read_meta gives it, through the open
+    scope's index when there is one."""
+    idx = getattr(_state, "index", None)
+    if idx is None:
+        from edustat.incremental import _read_meta
+
+        got = _read_meta(entry)
+        if got is None:
+            return None
+        got[2].close()
+        return got[0]
+    raw = idx.raw(entry)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None

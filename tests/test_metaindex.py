@@ -1,0 +1,105 @@
+"""The per-file cache's metadata index (edustat.metaindex): a lookup through the index gives
+exactly what the entry's own Parquet footer gives, reads no footer of an entry it indexed, and
+never serves an entry that was rewritten, replaced or removed since. Real Parquet entries
+written by edustat.incremental's own writer; no Prefect, no workbook (fast)."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from edustat import incremental, metaindex
+
+YEAR, PERIOD, VKEY = "2022-2023", "dau_nam", "v" * 64
+
+
+def _entry(data: Path, i: int, version: str = VKEY, note: str = "") -> tuple[Path, dict]:
+    root = incremental.cache_dir(data)
+    sha = f"{i:064x}"
+    path, _ = incremental._entry_paths(root, sha, f"truong-{i}.xlsx")
+    meta = incremental._meta_key(version, YEAR, PERIOD, f"truong-{i}.xlsx", sha)
+    meta["fr"] = {"headers": {"__t": "dict", "v": [["Họ và tên", f"cột {i}{note}"]]}, "nan": float("nan")}
+    incremental._write_atomic(data, path, pa.table({"x": [i]}), meta)
+    return path, meta
+
+
+def _lookup(data: Path, path: Path, i: int, version: str = VKEY):
+    return incremental._entry_meta(path, version, YEAR, PERIOD, f"truong-{i}.xlsx", f"{i:064x}")
+
+
+def _same(a: dict | None, b: dict | None) -> bool:  # NaN != NaN: compare the JSON text
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.fixture()
+def data(tmp_path) -> tuple[Path, list[tuple[Path, dict]]]:
+    d = tmp_path / "data"
+    return d, [_entry(d, i) for i in range(6)]
+
+
+def _scope(d: Path):
+    return metaindex.scope(incremental.cache_dir(d), "issues", YEAR, PERIOD)
+
+
+def test_a_second_scope_reads_no_footer_and_gets_what_the_footers_say(data):
+    d, entries = data
+    with _scope(d) as idx:
+        first = [_lookup(d, p, i) for i, (p, _) in enumerate(entries)]
+    assert idx.footers == len(entries)
+    index = metaindex.index_path(incremental.cache_dir(d), "issues", YEAR, PERIOD)
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600  # it holds what the entries hold
+    with _scope(d) as idx:
+        second = [_lookup(d, p, i) for i, (p, _) in enumerate(entries)]
+    assert idx.footers == 0, "every entry came from the index"
+    outside = [_lookup(d, p, i) for i, (p, _) in enumerate(entries)]  # no scope: the footers
+    assert all(_same(a, b) and _same(a, c) for a, b, c in zip(first, second, outside))
+    assert second[0]["fr"]["headers"]["v"][0][1] == "cột 0"
+
+
+def test_a_rewritten_or_removed_entry_is_never_served_from_the_index(data):
+    d, entries = data
+    with _scope(d):
+        for i, (p, _) in enumerate(entries):
+            _lookup(d, p, i)
+    _entry(d, 1, version="w" * 64)  # rewritten under another version key: now a miss
+    _, changed = _entry(d, 2, note=" (sửa)")  # same key, other content
+    entries[3][0].unlink()
+    with _scope(d) as idx:
+        got = [_lookup(d, p, i) for i, (p, _) in enumerate(entries)]
+        assert _lookup(d, entries[1][0], 1, version="w" * 64)["version"] == "w" * 64
+    assert idx.footers == 2  # the two rewritten entries only
+    assert got[1] is None and got[3] is None
+    assert got[2]["fr"]["headers"]["v"][0][1] == "cột 2 (sửa)" and _same(got[2], changed)
+    # the removed entry's metadata (personal data in real entries) left the index with it
+    index = metaindex.index_path(incremental.cache_dir(d), "issues", YEAR, PERIOD)
+    assert "truong-3.xlsx".encode() not in index.read_bytes()
+    assert "truong-4.xlsx".encode() in index.read_bytes()
+
+
+def test_a_corrupt_or_planted_index_is_an_empty_one(data, tmp_path):
+    d, entries = data
+    index = metaindex.index_path(incremental.cache_dir(d), "issues", YEAR, PERIOD)
+    with _scope(d):
+        for i, (p, _) in enumerate(entries):
+            _lookup(d, p, i)
+    good = index.read_bytes()
+    index.write_bytes(good[: len(good) // 2])  # cut short
+    with _scope(d) as idx:
+        assert all(_same(_lookup(d, p, i), m) for i, (p, m) in enumerate(entries))
+    assert idx.footers == len(entries)
+    # a planted index naming a wrong meta for a real entry's identity: still only a hint whose
+    # key the caller checks; a symlinked index is neither read nor written through
+    outside = tmp_path / "outside.index"
+    outside.write_bytes(good.replace("cột 0".encode(), "cột X".encode()))
+    index.unlink()
+    index.symlink_to(outside)
+    with _scope(d) as idx:
+        assert _lookup(d, entries[0][0], 0)["fr"]["headers"]["v"][0][1] == "cột 0"
+    assert idx.footers == len([entries[0]]) and not index.is_symlink()
+    assert "cột X".encode() in outside.read_bytes()
+    assert os.stat(index).st_mode & 0o077 == 0
