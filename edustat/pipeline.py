@@ -113,11 +113,31 @@ def _ingest_one(args: tuple) -> FileResult:
                               "severity": severity, "limits": limits}
             return hit
     fr = ingest_file(path, raw_root=raw_root, school_year=school_year, period=period,
-                     catalogue=load_rules(severity), limits=limits)
+                     catalogue=_rules_once(severity), limits=limits)
     fr.bytes_sha = fr.sha256  # type: ignore[attr-defined]  (settling may name it by an older hash)
     if cached:
         incremental.store_ingest(cached[0], fr, cached[1], school_year, period)
     return fr
+
+
+_RULES_MEMO: dict = {}
+
+
+def _rules_once(severity) -> Catalogue:
+    """load_rules(severity), built once per process and office severities (issue 12: it was
+    built again for every file read, 101 times a city). Keyed by the severities' items and by
+    the contract and rules.yaml objects it is made of (both cached by their loaders), so a
+    changed contract or catalogue is built anew; nothing mutates a Catalogue."""
+    from schemas import load_contract
+    from schemas.rules import _raw
+
+    key = (tuple(sorted((severity or {}).items())), id(load_contract()), id(_raw()))
+    hit = _RULES_MEMO.get(key)
+    if hit is None or hit[0] is not load_contract() or hit[1] is not _raw():
+        if len(_RULES_MEMO) > 8:
+            _RULES_MEMO.clear()
+        hit = _RULES_MEMO[key] = (load_contract(), _raw(), load_rules(severity))
+    return hit[2]
 
 
 def _cache_job(cfg: Config) -> tuple | None:

@@ -326,6 +326,20 @@ def _matches(arrays: list, pattern: str) -> np.ndarray:
     return hit.reshape(len(arrays), n)
 
 
+def _filled(arrays: list) -> np.ndarray:
+    """(column, row) → the cell holds more than whitespace (`str(v).strip() != ""`, the set
+    `PY_WHITESPACE`): what `_matches(arrays, _NOT_SPACE)` gives, with one Arrow left-trim of
+    those characters over every cell instead of a regex search (3x less CPU; issue 12)."""
+    n = len(arrays[0]) if arrays else 0
+    if not arrays or not n:
+        return np.zeros((len(arrays), n), dtype=bool)
+    cells = pa.chunked_array(arrays, type=arrays[0].type) if len({a.type for a in arrays}) == 1 else \
+        pa.chunked_array([a.cast(pa.large_string()) for a in arrays])
+    left = pc.utf8_ltrim(cells, characters=PY_WHITESPACE)
+    hit = pc.greater(pc.binary_length(left), 0).fill_null(False).to_numpy(zero_copy_only=False)
+    return hit.reshape(len(arrays), n)
+
+
 def _invisible_by_field(cleaned: dict[int, set[int]], columns: dict[str, str], offset: int,
                         rows: dict[str, int] | None = None) -> dict[str, int]:
     """Field id → cells cleaned in its column (in its own row only, for a key/value sheet)."""
@@ -506,7 +520,7 @@ def _parse_table(grid: Grid, offset: int, sheet: Sheet, name: str) -> SheetData 
     arrays = [grid.cols[j].slice(start) for j in chosen.values()]
     n = max(0, grid.nrows - start)
     # a row is kept when one of its cells holds more than whitespace (numbering row: dropped)
-    filled = _matches(arrays, _NOT_SPACE)
+    filled = _filled(arrays)
     if numbering >= 0:
         filled = filled.copy()
         filled[:, numbering] = False

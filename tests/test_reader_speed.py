@@ -33,6 +33,18 @@ def test_filled_cells_are_those_python_strips_to_something():
     assert (got == want).all()
 
 
+def test_filled_by_left_trim_is_the_regex_test_and_python_strip():
+    # every whitespace character alone, before, after and around a letter, and a combining mark
+    cells = TRICKY + [w for c in reader.PY_WHITESPACE for w in (c, c + "a", "a" + c, c + "\u0301" + c)]
+    arrays = [pa.array(cells, pa.string()), pa.array(list(reversed(cells)), pa.large_string())]
+    got = reader._filled(arrays)
+    want = np.array([[v is not None and str(v).strip() != "" for v in cells],
+                     [v is not None and str(v).strip() != "" for v in reversed(cells)]])
+    assert (got == want).all()
+    assert (got == reader._matches(arrays, reader._NOT_SPACE)).all()
+    assert reader._filled([]).shape == (0, 0) and reader._filled([pa.array([], pa.string())]).shape == (1, 0)
+
+
 def test_invisible_characters_are_removed_as_python_removes_them():
     grid = reader.Grid([pa.array(TRICKY), pa.array(["ok"] * len(TRICKY))], len(TRICKY))
     cleaned = reader._strip_invisible(grid)
@@ -171,3 +183,15 @@ def test_the_identity_proof_sees_a_difference():
     out = []
     cmp._diff(same, {"raw": cmp._frame(base.copy()), "issues": same["issues"]}, "f", out)
     assert out == []
+
+
+def test_rule_catalogue_is_built_once_per_severities_and_equals_load_rules():
+    from edustat import pipeline
+    from schemas.rules import load_rules
+
+    plain, again = pipeline._rules_once({}), pipeline._rules_once(None)
+    office = pipeline._rules_once({"student_age_for_grade": "notice"})
+    assert plain is again and plain is not office  # built once; other severities: their own
+    assert plain.rules == load_rules().rules and plain.areas == load_rules().areas
+    assert office.rules == load_rules({"student_age_for_grade": "notice"}).rules
+    assert office["student_age_for_grade"].severity == "notice" != plain["student_age_for_grade"].severity
