@@ -195,3 +195,29 @@ def test_rule_catalogue_is_built_once_per_severities_and_equals_load_rules():
     assert plain.rules == load_rules().rules and plain.areas == load_rules().areas
     assert office.rules == load_rules({"student_age_for_grade": "notice"}).rules
     assert office["student_age_for_grade"].severity == "notice" != plain["student_age_for_grade"].severity
+
+
+def _nfc_series_by_regex(values: pd.Series) -> pd.Series:
+    """transforms.text.nfc_series as it was: the space-folding regex on every column."""
+    import pyarrow.compute as pc
+    from transforms.text import arrow_strings
+
+    arr = pc.utf8_normalize(arrow_strings(values), "NFC")
+    arr = pc.replace_substring_regex(arr, r"[\s\x{00A0}\x{2007}\x{202F}\x{3000}]+", " ")
+    arr = pc.utf8_trim_whitespace(arr)
+    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    return pd.Series(arr.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None).array,
+                     index=values.index, dtype="string")
+
+
+@pytest.mark.parametrize("char", sorted(set(reader.PY_WHITESPACE) | {"\u2007", "\u200b", "\x0b"}))
+def test_nfc_series_skips_the_space_regex_only_when_it_changes_nothing(char):
+    from transforms.text import nfc_series
+
+    plain = ["Nguyễn Văn", "1", None, "a b", " lead", "trail "]
+    for cells in (plain + [f"a{char}b", f"{char}x", f"x{char}{char}y"], plain + ["a  b"], plain,
+                  [None, None], [f"a{char} b"], [f"a{char}"]):
+        s = pd.Series(cells, dtype="string", index=range(10, 10 + len(cells)))
+        for part in (s, s.iloc[2:], s.iloc[:-1]):  # slices: buffers holding more than the cells
+            got = nfc_series(part)
+            pd.testing.assert_series_equal(got, _nfc_series_by_regex(part))
