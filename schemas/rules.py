@@ -32,11 +32,16 @@ class Rule:
 
     def render(self, template: str, **values: object) -> str:
         """Fill {header} {value} {sheet} {detail} {file} {hint}; unknown keys stay blank."""
-        class _Blank(dict):
-            def __missing__(self, key):  # a message never fails for a missing detail
-                return ""
         safe = _Blank({k: ("" if v is None else v) for k, v in values.items()})
         return template.format_map(safe).strip()
+
+
+class _Blank(dict):
+    """Rule.render's values: a message never fails for a missing detail (one class, not one
+    built per message: issue 12)."""
+
+    def __missing__(self, key):
+        return ""
 
 
 @dataclass(frozen=True)

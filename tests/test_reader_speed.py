@@ -221,3 +221,20 @@ def test_nfc_series_skips_the_space_regex_only_when_it_changes_nothing(char):
         for part in (s, s.iloc[2:], s.iloc[:-1]):  # slices: buffers holding more than the cells
             got = nfc_series(part)
             pd.testing.assert_series_equal(got, _nfc_series_by_regex(part))
+
+
+def test_numeric_text_is_to_numeric_of_the_column():
+    import random
+
+    from transforms.cast import numeric_text
+
+    pool = ["1", "2", "0", "12", "1.0", "1.5", "-3", "x", "", "1e3", " 7 ", "12345678901234567890",
+            "99999999999999999999", "-1", "3.7", "nan", "inf", "0x1F", "\u0663"]
+    rng = random.Random(7)
+    for _ in range(400):
+        some = rng.sample(pool, rng.randint(1, 6))
+        cells = [rng.choice(some + [None]) for _ in range(rng.randint(1, 40))]
+        s = pd.Series(cells, dtype="string", index=range(3, 3 + len(cells)))
+        pd.testing.assert_series_equal(numeric_text(s), pd.to_numeric(s, errors="coerce"))
+    s = pd.Series(["7", "7", None, "8"] * 10, dtype="string")  # the distinct-spellings path
+    assert numeric_text(s).tolist() == pd.to_numeric(s, errors="coerce").tolist()

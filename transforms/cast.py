@@ -104,7 +104,7 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
             probs.append(_problems(rows[bad], f.id, text[bad], "date_invalid"))
         return dates, probs
     if f.type == "int":
-        num = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        num = numeric_text(text.str.replace(",", ".", regex=False))
         ok = num.notna() & (num == np.floor(num)) & (num >= 0)
         bad = present & ~ok
         if bad.any():
@@ -121,7 +121,7 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
         # the template says "1 = có, 0 hoặc để trống = không"; a blank stays NA here so a
         # required 0/1 column and later rules can tell "blank" from "0" (reports test `= 1`),
         # and an unreadable value stays NA so its text is what the format rule sees
-        return pd.to_numeric(codes, errors="coerce").astype("Int8"), probs
+        return numeric_text(codes).astype("Int8"), probs
     if f.type == "school_year":
         m = text.str.extract(_SCHOOL_YEAR)
         ok = m[0].notna() & (pd.to_numeric(m[1], errors="coerce") == pd.to_numeric(m[0], errors="coerce") + 1)
@@ -130,6 +130,18 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
             probs.append(_problems(rows[bad], f.id, text[bad], "school_year_invalid"))
         return (m[0] + "-" + m[1]).where(ok).astype("string"), probs
     raise ValueError(f"unknown field type {f.type}")
+
+
+def numeric_text(text: pd.Series) -> pd.Series:
+    """`pd.to_numeric(text, errors="coerce")` for a text column, each distinct spelling parsed
+    once (counts and flags repeat: issue 12). The result's dtype is what pandas gives for the
+    set of spellings, which the distinct ones are (tests/test_reader_speed.py checks it)."""
+    spellings = text.dropna().unique()
+    if not len(spellings) or len(spellings) * 2 > len(text) or not isinstance(text.dtype, pd.StringDtype):
+        return pd.to_numeric(text, errors="coerce")
+    parsed = pd.to_numeric(pd.Series(spellings, dtype=text.dtype), errors="coerce")
+    at = pd.Index(spellings, dtype=text.dtype).get_indexer(text)  # -1: NA
+    return pd.Series(parsed.array.take(at, allow_fill=True), index=text.index)
 
 
 def _read_codes(field_id: str, cl, text: pd.Series, rows: pd.Series, probs: list) -> tuple[pd.Series, list]:
