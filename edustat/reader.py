@@ -416,8 +416,15 @@ def _keys(sheet: Sheet) -> Matcher:
 def _find_header(grid: Grid, keys: Matcher) -> tuple[int, int]:
     """The row among the first ones whose cells name the most fields."""
     best, best_row = 0, -1
+    numeric_never = _numeric_never_exact(keys)
     for i, row in enumerate(grid.rows(0, HEADER_SCAN_ROWS)):
-        score = _header_score(row, keys)
+        # the cells that may name a field (`_names_field` is False for the others): a row with
+        # no more of them than the best score cannot beat it — data rows under a header are
+        # mostly names and codes, skipped without a vocabulary look-up each (issue 12)
+        cells = [v for v in row if isinstance(v, str) and not (numeric_never and _NUMERIC_TEXT.fullmatch(v))]
+        if len(cells) <= best:
+            continue
+        score = sum(1 for v in cells if _names_field(keys, v))
         if score > best:
             best, best_row = score, i
     return best_row, best

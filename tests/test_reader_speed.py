@@ -238,3 +238,35 @@ def test_numeric_text_is_to_numeric_of_the_column():
         pd.testing.assert_series_equal(numeric_text(s), pd.to_numeric(s, errors="coerce"))
     s = pd.Series(["7", "7", None, "8"] * 10, dtype="string")  # the distinct-spellings path
     assert numeric_text(s).tolist() == pd.to_numeric(s, errors="coerce").tolist()
+
+
+def _header_by_every_row(grid, keys):
+    """reader._find_header as it was: every row of the scan scored."""
+    best, best_row = 0, -1
+    for i, row in enumerate(grid.rows(0, reader.HEADER_SCAN_ROWS)):
+        score = reader._header_score(row, keys)
+        if score > best:
+            best, best_row = score, i
+    return best_row, best
+
+
+def test_header_scan_skipping_rows_that_cannot_win_finds_the_same_row():
+    import random
+
+    contract = load_contract()
+    learners = next(s for s in contract.sheets if s.id == "learners")
+    keys = sheet_matcher(learners)
+    words = [e.spelling for e in keys.entries][:40]
+    filler = ["Nguyễn Văn An", "Nữ", "Kinh", "1A", "05/09/2014", "7401234567", "1", None, "", "x", "Ghi chú"]
+    rng = random.Random(3)
+    for _ in range(300):
+        width = rng.randint(1, 12)
+        rows = [[rng.choice(words if rng.random() < rng.random() else filler) for _ in range(width)]
+                for _ in range(rng.randint(1, reader.HEADER_SCAN_ROWS + 3))]
+        grid = reader.Grid([pa.array([r[j] for r in rows], pa.large_string()) for j in range(width)], len(rows))
+        assert reader._find_header(grid, keys) == _header_by_every_row(grid, keys), rows
+    # a vocabulary with a numeric spelling: numeric cells count
+    m = Matcher([Entry("Mã trường", "school_code", "test", TIER_LABEL), Entry("2022", "year", "test", TIER_LABEL)],
+                {}, headers=True)
+    grid = reader.Grid([pa.array(["Mã trường", "x"]), pa.array(["x", "2022"]), pa.array([None, "2022"])], 2)
+    assert reader._find_header(grid, m) == (1, 2) == _header_by_every_row(grid, m)
