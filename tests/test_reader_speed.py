@@ -270,3 +270,15 @@ def test_header_scan_skipping_rows_that_cannot_win_finds_the_same_row():
                 {}, headers=True)
     grid = reader.Grid([pa.array(["Mã trường", "x"]), pa.array(["x", "2022"]), pa.array([None, "2022"])], 2)
     assert reader._find_header(grid, m) == (1, 2) == _header_by_every_row(grid, m)
+
+
+def test_id_cleaning_class_is_python_whitespace_and_dash_run_in_arrow():
+    from transforms import cast
+
+    assert set(cast._PY_SPACES) == {chr(i) for i in range(0x110000) if chr(i).isspace()}
+    cells = [None, "", "74-01 23", "\u2013x", "a\u200bb", "\u0301", "x\\y", "[a]", "^$"] + \
+        [f"1{c}2{c}" for c in cast._PY_SPACES + "-\u2010\u2011\u180e\ufeff\u00ad"]
+    s = pd.Series(cells, dtype="string", index=range(5, 5 + len(cells)))
+    got = s.str.replace(cast._SPACE_OR_DASH, "", regex=True)
+    pd.testing.assert_series_equal(got, s.str.replace(r"[\s\-]", "", regex=True))
+    assert isinstance(got.array, pd.arrays.ArrowStringArray)

@@ -27,6 +27,12 @@ _SERIAL = re.compile(r"^\d{5}(?:\.0+)?$")  # 10000 = 1927-05-18; 4-digit numbers
 _YEAR = re.compile(r"^(19|20)\d{2}$")
 _SCHOOL_YEAR = re.compile(r"^(\d{4})\s*[-–/]\s*(\d{4})$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+# Python's `[\s\-]` (\s: every character str.isspace() is true of) spelled with literal
+# characters, so that pandas runs it in Arrow instead of re.sub cell by cell (issue 12);
+# tests/test_reader_speed.py checks the set against str.isspace and the result against `[\s\-]`
+_PY_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
+_SPACE_OR_DASH = "[" + _PY_SPACES + "\\-]"
 
 
 def _problems(rows: pd.Series, field_id: str, values: pd.Series, kind: str) -> pd.DataFrame:
@@ -83,7 +89,7 @@ def _cast_field(f: Field, raw: pd.Series, rows: pd.Series) -> tuple[pd.Series, l
     if f.type == "id":
         num_tail = text.str.fullmatch(r"\d+\.0+").fillna(False).astype(bool)
         t = text.where(~num_tail, text.str.replace(r"\.0+$", "", regex=True))
-        cleaned = t.str.replace(r"[\s\-]", "", regex=True)
+        cleaned = t.str.replace(_SPACE_OR_DASH, "", regex=True)
         width = _pattern_width(f.pattern)
         if width:
             # A number that lost its leading zeros in Excel (personal IDs of provinces 001–009
