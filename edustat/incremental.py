@@ -483,10 +483,14 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
         if not isinstance(kept, dict) or set(kept) != set(_KEPT_COLS) or not isinstance(n, int) \
                 or any(not isinstance(kept[c], list) or len(kept[c]) != n for c in _KEPT_COLS):
             return None  # a malformed entry is a miss
+        encoded = meta["encoded_columns"]  # the columns holding a typed value (a date, a list...)
+        if not isinstance(encoded, list) or not set(encoded) <= set(_KEPT_COLS):
+            return None
         ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}
         from edustat.submissions import ISSUE_COLUMNS
 
-        return {c: [ident[c]] * n if c in ident else _decode_column(kept[c]) for c in ISSUE_COLUMNS}
+        return {c: [ident[c]] * n if c in ident else _decode_column(kept[c]) if c in encoded else kept[c]
+                for c in ISSUE_COLUMNS}
     except Exception:  # noqa: BLE001 - a malformed entry is a miss
         return None
 
@@ -512,6 +516,7 @@ def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year:
         meta["n_issues"] = len(issues)
         meta["issue_columns"] = {c: [_encode(None if (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)) else v)
                                      for v in (rec.get(c) for rec in issues)] for c in _KEPT_COLS}
+        meta["encoded_columns"] = [c for c, vals in meta["issue_columns"].items() if any(isinstance(v, dict) for v in vals)]
         table = pa.table({"issues": [len(issues)]})
         _, path = _entry_paths(cache_dir(data_dir), sha, fr.name)
         _write_atomic(data_dir, path, table, meta)

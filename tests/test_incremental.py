@@ -587,3 +587,25 @@ def test_issues_from_the_cache_are_the_cold_frame_and_old_entries_are_misses(inb
                 {**meta, "issue_columns": {**meta["issue_columns"], "value": meta["issue_columns"]["value"][:-1]}}):
         incremental._write_atomic(data, path, pa.table({"issues": [0]}), bad)
         assert incremental.lookup_issues(fr, data, vkey, YEAR, PERIOD) is None
+
+
+def test_issue_columns_round_trip_typed_values(tmp_path):
+    """An issues entry keeps typed values (dates, tuples) and None as they were, by column."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from edustat.submissions import ISSUE_COLUMNS
+
+    data = tmp_path / "data"
+    (data / "cache").mkdir(parents=True)
+    sha = "ab" * 32
+    fr = SimpleNamespace(bytes_sha=sha, cache=SimpleNamespace(bytes_sha=sha), name="t.xlsx", school_code="79000001",
+                         sha256="f" * 64)
+    base = dict.fromkeys(ISSUE_COLUMNS, "x")
+    recs = [{**base, "excel_row": 7, "value": dt.date(2022, 9, 30)}, {**base, "excel_row": None, "value": None},
+            {**base, "excel_row": 9, "value": ("a", 1)}]
+    incremental.store_issues(fr, recs, data, "k", YEAR, PERIOD)
+    got = incremental.lookup_issues(fr, data, "k", YEAR, PERIOD)
+    assert got["value"] == [dt.date(2022, 9, 30), None, ("a", 1)] and got["excel_row"] == [7, None, 9]
+    assert got["file_hash"] == ["f" * 64] * 3 and got["school_code"] == ["79000001"] * 3 and list(got) == ISSUE_COLUMNS
+    assert incremental.lookup_issues(fr, data, "other key", YEAR, PERIOD) is None
