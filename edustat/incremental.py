@@ -8,7 +8,8 @@ changed:
 - **Per-file cache** `<data>/cache/<sha[:2]>/<sha256 of the file's bytes>-<name hash>.parquet`:
   the parsed file (`FileResult` of `submissions.ingest_file`: its sheets as read, the school sheet
   cast, the structure stage's issues) and, once validated, its row and cross-row issues
-  (`….issues.parquet`). An entry is used only when its *version key* matches: a hash of the
+  (`….issues.parquet`, kept by column since format 2: a run with one school changed
+  concatenates the other files' columns instead of rebuilding ~41k issue dicts). An entry is used only when its *version key* matches: a hash of the
   contract, rules catalogue, code lists, vocabulary, form definitions, edustat's own code, and
   the configuration that changes a file's result (severity overrides, read limits) — and its
   school year, period and file name (messages name the file). A corrupt, foreign or stale
