@@ -8,7 +8,8 @@ changed:
 - **Per-file cache** `<data>/cache/<sha[:2]>/<sha256 of the file's bytes>-<name hash>.parquet`:
   the parsed file (`FileResult` of `submissions.ingest_file`: its sheets as read, the school sheet
   cast, the structure stage's issues) and, once validated, its row and cross-row issues
-  (`….issues.parquet`). An entry is used only when its *version key* matches: a hash of the
+  (`….issues.parquet`, kept by column since format 2: a run with one school changed
+  concatenates the other files' columns instead of rebuilding ~41k issue dicts). An entry is used only when its *version key* matches: a hash of the
   contract, rules catalogue, code lists, vocabulary, form definitions, edustat's own code, and
   the configuration that changes a file's result (severity overrides, read limits) — and its
   school year, period and file name (messages name the file). A corrupt, foreign or stale
@@ -46,7 +47,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: an issues entry keeps its issues by column (`issue_columns`), not by row
 _ROOT = Path(__file__).resolve().parents[1]
 # what a file's result depends on besides its bytes: the declarations and the code that reads them
 _KEY_SOURCES = ("schemas", "edustat", "transforms", "expectations")
@@ -458,9 +459,19 @@ def _reingest(fr):
 _ID_COLS = ("school_code", "file_hash", "file_name")
 
 
-def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) -> list[dict] | None:
+# the columns an issues entry keeps (identity columns are refilled per run: `lookup_issues`)
+_KEPT_COLS = ("sheet", "excel_row", "column", "field", "header", "rule_id", "severity", "value", "message", "fix")
+
+
+def _decode_column(values: list) -> list:
+    # only a dict is an encoded value (see _encode): plain values pass without a call each
+    return [_decode(v) if isinstance(v, dict) else v for v in values]
+
+
+def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) -> dict[str, list] | None:
     """The file's validation issues (row rules, cross-row rules, casting notices) as a cold
-    validation gave them, identity columns refilled for this run; None on a miss."""
+    validation gave them, by column (every one of ISSUE_COLUMNS, identity columns refilled for
+    this run); None on a miss."""
     hit = getattr(fr, "cache", None)
     if hit is None:
         return None
@@ -469,17 +480,33 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
     if meta is None:
         return None
     try:
+        kept, n = meta["issue_columns"], meta["n_issues"]
+        if not isinstance(kept, dict) or set(kept) != set(_KEPT_COLS) or not isinstance(n, int) \
+                or any(not isinstance(kept[c], list) or len(kept[c]) != n for c in _KEPT_COLS):
+            return None  # a malformed entry is a miss
+        encoded = meta["encoded_columns"]  # the columns holding a typed value (a date, a list...)
+        if not isinstance(encoded, list) or not set(encoded) <= set(_KEPT_COLS):
+            return None
         ident = {"school_code": fr.school_code, "file_hash": fr.sha256, "file_name": fr.name}
-        # only a dict is an encoded value (see _encode): plain values pass without a call each
-        return [{**{k: _decode(v) if isinstance(v, dict) else v for k, v in rec.items()}, **ident}
-                for rec in meta["issues"]]
+        from edustat.submissions import ISSUE_COLUMNS
+
+        return {c: [ident[c]] * n if c in ident else _decode_column(kept[c]) if c in encoded else kept[c]
+                for c in ISSUE_COLUMNS}
     except Exception:  # noqa: BLE001 - a malformed entry is a miss
         return None
 
 
+def _by_column(records: list[dict]) -> dict[str, list]:
+    from edustat.submissions import ISSUE_COLUMNS
+
+    return {c: [rec.get(c) for rec in records] for c in ISSUE_COLUMNS}
+
+
 def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year: str, period: str) -> None:
     """Keep a file's validation issues (best effort, as `store_ingest`). The entry is a
-    Parquet file whose metadata holds the issues (typed JSON); its one row counts them."""
+    Parquet file whose metadata holds the issues by column (typed JSON: one list per kept
+    column, so a warm run concatenates lists instead of rebuilding a dict per issue); its one
+    row counts them."""
     import pyarrow as pa
 
     sha = getattr(fr, "bytes_sha", None) or (fr.cache.bytes_sha if getattr(fr, "cache", None) else None)
@@ -487,8 +514,10 @@ def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year:
         return
     try:
         meta = _meta_key(vkey, school_year, period, fr.name, sha)
-        meta["issues"] = [{k: _encode(None if (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)) else v)
-                           for k, v in rec.items() if k not in _ID_COLS} for rec in issues]
+        meta["n_issues"] = len(issues)
+        meta["issue_columns"] = {c: [_encode(None if (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)) else v)
+                                     for v in (rec.get(c) for rec in issues)] for c in _KEPT_COLS}
+        meta["encoded_columns"] = [c for c, vals in meta["issue_columns"].items() if any(isinstance(v, dict) for v in vals)]
         table = pa.table({"issues": [len(issues)]})
         _, path = _entry_paths(cache_dir(data_dir), sha, fr.name)
         _write_atomic(data_dir, path, table, meta)
@@ -497,6 +526,8 @@ def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year:
     except (TypeError, ValueError):
         return
 
+
+_ALL_COLS = set(_KEPT_COLS) | set(_ID_COLS)
 
 REUSE_CAST_FRAMES = True  # tests and scripts/measure: False casts the subset again, as before
 
@@ -538,7 +569,7 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
 
     vkey = version_key(cfg.severity, cfg.read_limits)
     act = [i for i, fr in enumerate(results) if active(fr)]
-    per_file: dict[int, list[dict]] = {}
+    per_file: dict[int, dict[str, list]] = {}  # by column (ISSUE_COLUMNS)
     with metaindex.scope(cache_dir(cfg.data_dir), "issues", school_year, period):
         for i in act:
             fr = results[i]
@@ -573,13 +604,24 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
             for rec in mine:
                 if rec.get("excel_row") is not None:
                     rec["excel_row"] = int(rec["excel_row"])
-            per_file[i] = mine
+            per_file[i] = _by_column(mine)
             if cfg.incremental:
                 store_issues(fr, mine, cfg.data_dir, vkey, school_year, period)
-    issues = [iss for fr in results for iss in fr.issues]
-    for i in act:
-        issues.extend(per_file[i])
-    frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+    structure = [iss for fr in results for iss in fr.issues]
+    if any(iss.keys() != _ALL_COLS for iss in structure):  # not every column given: as a cold validation builds it
+        issues = structure
+        for i in act:
+            issues.extend(dict(zip(ISSUE_COLUMNS, row)) for row in zip(*(per_file[i][c] for c in ISSUE_COLUMNS)))
+        frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+    else:
+        # the same rows as the list of dicts a cold validation gives pandas, as tuples in the
+        # same column order: pandas infers each column's dtype from the same values the same
+        # way (list of dicts and list of lists share its object-array conversion)
+        columns = {c: [iss[c] for iss in structure] for c in ISSUE_COLUMNS}
+        for i in act:
+            for c in ISSUE_COLUMNS:
+                columns[c].extend(per_file[i][c])
+        frame = pd.DataFrame(list(zip(*(columns[c] for c in ISSUE_COLUMNS))), columns=ISSUE_COLUMNS)
     frame["excel_row"] = frame["excel_row"].astype("Int64")
     return frame
 

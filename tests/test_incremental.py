@@ -548,3 +548,65 @@ def test_the_changed_file_is_validated_on_the_cast_steps_frames(inbox, primed, t
     assert mine.notices == want.notices and mine.ambiguous == want.ambiguous
     extra = next(i for i in range(len(results)) if i not in todo)
     assert incremental.frames_of_subset(frames, sorted([extra, *todo])) is None, "frames of other files: cast again"
+
+
+def test_issues_from_the_cache_are_the_cold_frame_and_old_entries_are_misses(inbox, primed, tmp_path):
+    """The issues of files validated before come from their entries by column (issue 12): the
+    frame is exactly a cold validation's (columns, dtypes, order, values, None never NaN). An
+    entry in the earlier row format, or one whose columns disagree, is a miss, never misread."""
+    import pyarrow as pa
+
+    from edustat.submissions import discover
+
+    data = tmp_path / "data"
+    shutil.copytree(primed[0] / "cache", data / "cache")
+    cfg = cfg_for(data)
+    for _ in range(2):  # the first fills what other tests of this module left out of `primed`'s cache
+        results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
+        warm = pipeline.validate_all(results, cfg, YEAR, PERIOD, pipeline.assemble_all(results, cfg))
+    assert pipeline.cache_stats(results)["validate_misses"] == 0
+    cold_cfg = cfg_for(tmp_path / "cold", incremental=False)
+    again = pipeline.ingest_all(discover(inbox), cold_cfg, YEAR, PERIOD)
+    want = pipeline.validate_all(again, cold_cfg, YEAR, PERIOD, pipeline.assemble_all(again, cold_cfg))
+    assert len(want) > 0 and want["value"].isna().any() and want["value"].notna().any()
+    assert list(warm.dtypes.astype(str)) == list(want.dtypes.astype(str))
+    pd.testing.assert_frame_equal(warm, want, check_exact=True)
+    for col in want.columns:
+        assert [type(v) for v in warm[col]] == [type(v) for v in want[col]], col
+
+    vkey = incremental.version_key(cfg.severity, cfg.read_limits)
+    fr = next(f for f in results if f.cache is not None and f.cache.issues_hit
+              and incremental.lookup_issues(f, data, vkey, YEAR, PERIOD)["rule_id"])
+    _, path = incremental._entry_paths(incremental.cache_dir(data), fr.cache.bytes_sha, fr.name)
+    meta, _, fh = incremental._read_meta(path)
+    fh.close()
+    rows = [dict(zip(meta["issue_columns"], vals)) for vals in zip(*meta["issue_columns"].values())]
+    old = {k: v for k, v in meta.items() if k not in ("issue_columns", "n_issues")}
+    for bad in ({**old, "issues": rows},  # the earlier format's body under this key
+                {**old, "format": 1, "issues": rows},
+                {**meta, "n_issues": meta["n_issues"] + 1},
+                {**meta, "issue_columns": {**meta["issue_columns"], "value": meta["issue_columns"]["value"][:-1]}}):
+        incremental._write_atomic(data, path, pa.table({"issues": [0]}), bad)
+        assert incremental.lookup_issues(fr, data, vkey, YEAR, PERIOD) is None
+
+
+def test_issue_columns_round_trip_typed_values(tmp_path):
+    """An issues entry keeps typed values (dates, tuples) and None as they were, by column."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from edustat.submissions import ISSUE_COLUMNS
+
+    data = tmp_path / "data"
+    (data / "cache").mkdir(parents=True)
+    sha = "ab" * 32
+    fr = SimpleNamespace(bytes_sha=sha, cache=SimpleNamespace(bytes_sha=sha), name="t.xlsx", school_code="79000001",
+                         sha256="f" * 64)
+    base = dict.fromkeys(ISSUE_COLUMNS, "x")
+    recs = [{**base, "excel_row": 7, "value": dt.date(2022, 9, 30)}, {**base, "excel_row": None, "value": None},
+            {**base, "excel_row": 9, "value": ("a", 1)}]
+    incremental.store_issues(fr, recs, data, "k", YEAR, PERIOD)
+    got = incremental.lookup_issues(fr, data, "k", YEAR, PERIOD)
+    assert got["value"] == [dt.date(2022, 9, 30), None, ("a", 1)] and got["excel_row"] == [7, None, 9]
+    assert got["file_hash"] == ["f" * 64] * 3 and got["school_code"] == ["79000001"] * 3 and list(got) == ISSUE_COLUMNS
+    assert incremental.lookup_issues(fr, data, "other key", YEAR, PERIOD) is None
