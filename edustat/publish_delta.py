@@ -115,10 +115,10 @@ class Plan:
     relabel: dict[str, dict[tuple, str]] = field(default_factory=dict)
 
 
-def table_keys(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+def table_keys(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str] | None = None) -> list[str]:
     """The key columns grouping `table`'s rows (VARCHAR columns only, never transformed by
-    pseudonymisation)."""
-    types = dict(con.execute(
+    pseudonymisation). `types`: its column -> type, when the caller has read them."""
+    types = types if types is not None else dict(con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?",
         [table]).fetchall())
@@ -131,18 +131,19 @@ def table_keys(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def source_state(con: duckdb.DuckDBPyConnection, names: list[str], selects: dict[str, str], *,
-                 salt: str, pseudonymise: bool) -> Source:
-    """Version key and per-group digests of the tables about to be published."""
+                 salt: str, pseudonymise: bool, columns: dict[str, list[tuple[str, str]]] | None = None) -> Source:
+    """Version key and per-group digests of the tables about to be published. `columns`: table ->
+    its (column, type) in order, when the caller has read them (`publish._catalogue`)."""
     from edustat.incremental import code_digest
 
     schema, keys, digests, loose = {}, {}, {}, {}
     for t in names:
-        cols = con.execute(
+        cols = [tuple(c) for c in columns[t]] if columns is not None else con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ? "
             "ORDER BY ordinal_position", [t]).fetchall()
         schema[t] = cols
-        keys[t] = table_keys(con, t)
+        keys[t] = table_keys(con, t, dict(cols))
         k = ", ".join(_ident(c) for c in keys[t])
         h = "hash(" + ", ".join(_ident(c) for c, _ in cols) + ")"
         run = _plain_run_column(cols, selects.get(t, ""))
@@ -429,10 +430,14 @@ def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
     they are only a cache of what the snapshot was made from."""
     want = {STATE_TABLE: ["dir", "version", "snapshot", "deltas", "recorded_at"],
             DIGEST_TABLE: ["dir", "table_name", "k", "n", "d", "r"], FILES_TABLE: ["dir", "path", "ident"]}
+    found: dict[str, list[str]] = {}
+    for table, col in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'main' AND table_name IN (?, ?, ?) ORDER BY table_name, ordinal_position",
+            list(want)).fetchall():
+        found.setdefault(table, []).append(col)
     for table, cols in want.items():
-        have = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
-            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+        have = found.get(table, [])
         if have and have != cols:
             con.execute(f"DROP TABLE {table}")
     con.execute(STATE_DDL)
