@@ -303,7 +303,8 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         # A WAL left beside the destination (someone opened the snapshot read-write) would be
         # replayed onto the new file at the next open; the snapshot is rebuilt anyway.
         Path(f"{snapshot}.wal").unlink(missing_ok=True)
-        write_dictionary(tmp_db, published_dir)
+        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
+            write_dictionary(tmp_db, published_dir)  # a delta's is the one in place (same catalogue)
         os.replace(tmp_db, snapshot)
         parquet_dir = published_dir / PARQUET_DIR
         _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")

@@ -374,6 +374,24 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
     return keep
 
 
+# The data dictionary's identity, recorded among the Parquet files' under a key no file of the
+# tree has (those are `<table>/...`): its text is a function of the snapshot's catalogue (tables,
+# columns, comments, views, dim_ rows), which the version key fixes, so a delta keeps the one
+# in place when it is still the file the last publish wrote.
+DICTIONARY_KEY = ":DATA_DICTIONARY.md"
+
+
+def dictionary_kept(p: Plan, published_dir: Path) -> bool:
+    """The dictionary in place is the one recorded (regular file, same identity): a delta keeps it."""
+    from edustat.dictionary import DICTIONARY_NAME
+
+    try:
+        st = os.lstat(Path(published_dir) / DICTIONARY_NAME)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and p.files.get(DICTIONARY_KEY) == file_ident(st)
+
+
 def tree_files(tree: Path) -> dict[str, str]:
     """Regular files under `tree` (symlinks not followed, not listed) -> identity."""
     out = {}
@@ -390,8 +408,13 @@ def record(con: duckdb.DuckDBPyConnection, src: Source, snapshot: Path, tree: Pa
     """Remember what the snapshot now in place was made from (after the swap)."""
     import pyarrow as pa
 
+    from edustat.dictionary import DICTIONARY_NAME
+
     ident = file_ident(os.lstat(snapshot))
     files = tree_files(tree)
+    dictionary = os.lstat(snapshot.parent / DICTIONARY_NAME)
+    if stat.S_ISREG(dictionary.st_mode):
+        files[DICTIONARY_KEY] = file_ident(dictionary)
     digest_rows = [(t, json.dumps(list(k), ensure_ascii=False), n, str(d),
                     str(src.loose[t][k][0]) if k in src.loose.get(t, {}) else None)
                    for t, groups in src.digests.items() for k, (n, d) in groups.items()]
