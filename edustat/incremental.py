@@ -915,7 +915,8 @@ def publish_if_changed(con, cfg, salt: str):
     if cfg.incremental and done.get("snapshot") == fp and snap.is_file() and not snap.is_symlink():
         return None, fp
     result = publish(con, cfg.published_dir, salt=salt, pseudonymise=cfg.pseudonymise_published)
-    record_outputs(con, "*", "*", "publish", {"snapshot": publish_fingerprint(con, cfg, salt)})
+    # publishing writes none of what `publish_fingerprint` reads (only publish_delta_* state): fp still holds
+    record_outputs(con, "*", "*", "publish", {"snapshot": fp})
     return result, fp
 
 

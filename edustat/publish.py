@@ -228,15 +228,17 @@ def publish(
     published_dir = Path(published_dir)
     published_dir.mkdir(parents=True, exist_ok=True)
     names = _select_tables(con, tables)
+    catalogue = _catalogue(con, "main")  # one catalogue query for every table (issue 12: fixed costs)
     pii = pii_field_ids()
     hidden_fields = pii | set(HASHED_COLUMNS)
     selects: dict[str, str] = {}
     pii_kept: set[str] = set()
     for name in names:
-        select, kept = _select_list(_columns(con, name), name, pii, hidden_fields, pseudonymise)
+        select, kept = _select_list(catalogue[name], name, pii, hidden_fields, pseudonymise)
         selects[name] = select
         pii_kept |= kept
-    source = publish_delta.source_state(con, names, selects, salt=salt, pseudonymise=pseudonymise)
+    source = publish_delta.source_state(con, names, selects, salt=salt, pseudonymise=pseudonymise,
+                                        columns={t: catalogue[t] for t in names})
     plan, reason = publish_delta.plan(con, published_dir, source, names) if delta else (None, "delta not asked")
     try:
         return _publish(con, published_dir, names, selects, pii_kept, source, plan, reason, salt, pseudonymise, t0)
@@ -282,10 +284,11 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
             _insert_info(con, alias, pseudonymise, salt, names, pii_kept)
         # Parquet from the snapshot, not from main: one pseudonymisation, identical rows.
         tmp_parquet.mkdir()
+        published = _catalogue(con, alias)
         for name in names:
             keep = (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
                     if plan is not None else None)
-            _write_parquet(con, alias, name, tmp_parquet / name, keep)
+            _write_parquet(con, alias, name, tmp_parquet / name, keep, dict(published[name]))
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
@@ -300,7 +303,8 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         # A WAL left beside the destination (someone opened the snapshot read-write) would be
         # replayed onto the new file at the next open; the snapshot is rebuilt anyway.
         Path(f"{snapshot}.wal").unlink(missing_ok=True)
-        write_dictionary(tmp_db, published_dir)
+        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
+            write_dictionary(tmp_db, published_dir)  # a delta's is the one in place (same catalogue)
         os.replace(tmp_db, snapshot)
         parquet_dir = published_dir / PARQUET_DIR
         _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")
@@ -354,6 +358,20 @@ def _select_tables(con: duckdb.DuckDBPyConnection, requested: Sequence[str] | No
     if INFO_TABLE in requested:
         raise ValueError(f"{INFO_TABLE} is written by publish itself")
     return list(dict.fromkeys(requested))
+
+
+def _catalogue(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[tuple[str, str]]]:
+    """Every table of `catalog`'s main schema -> its (column, type) in order: one query (the
+    same rows `_columns` gives table by table)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for t, c, ty in con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = " + ("current_database()" if catalog == "main" else "?")
+        + " AND table_schema = 'main' ORDER BY table_name, ordinal_position",
+        None if catalog == "main" else [catalog],
+    ).fetchall():
+        out.setdefault(t, []).append((c, ty))
+    return out
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -500,18 +518,19 @@ def parse_chunk_name(name: str) -> tuple[int, int] | None:
 
 
 def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path,
-                   keep: Callable[[Path], bool] | None = None) -> None:
+                   keep: Callable[[Path], bool] | None = None, types: dict[str, str] | None = None) -> None:
     """`out/year=<school_year>/period=<period>/part-0.parquet`, or `out/part-0.parquet`; a
     partition of more than CHUNK_ROWS rows of a table with a school_code / scope column is
     split into `part-<i>-of-<n>.parquet` (`chunk_count`, `chunk_of`): read the directory or a
     `**/*.parquet` glob, never one file by name.
 
     `keep(path)`, when given, is asked before each file is written: True means the caller has
-    already put that file in place (a delta publish hard-links the unchanged ones)."""
+    already put that file in place (a delta publish hard-links the unchanged ones). `types`:
+    the published table's column -> type, when the caller has read them (`_catalogue`)."""
     from edustat.paths import inside
 
     src = f"{_ident(alias)}.{_ident(table)}"
-    types = dict(
+    types = types if types is not None else dict(
         con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ?",

@@ -115,10 +115,10 @@ class Plan:
     relabel: dict[str, dict[tuple, str]] = field(default_factory=dict)
 
 
-def table_keys(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+def table_keys(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str] | None = None) -> list[str]:
     """The key columns grouping `table`'s rows (VARCHAR columns only, never transformed by
-    pseudonymisation)."""
-    types = dict(con.execute(
+    pseudonymisation). `types`: its column -> type, when the caller has read them."""
+    types = types if types is not None else dict(con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?",
         [table]).fetchall())
@@ -131,18 +131,19 @@ def table_keys(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def source_state(con: duckdb.DuckDBPyConnection, names: list[str], selects: dict[str, str], *,
-                 salt: str, pseudonymise: bool) -> Source:
-    """Version key and per-group digests of the tables about to be published."""
+                 salt: str, pseudonymise: bool, columns: dict[str, list[tuple[str, str]]] | None = None) -> Source:
+    """Version key and per-group digests of the tables about to be published. `columns`: table ->
+    its (column, type) in order, when the caller has read them (`publish._catalogue`)."""
     from edustat.incremental import code_digest
 
     schema, keys, digests, loose = {}, {}, {}, {}
     for t in names:
-        cols = con.execute(
+        cols = [tuple(c) for c in columns[t]] if columns is not None else con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ? "
             "ORDER BY ordinal_position", [t]).fetchall()
         schema[t] = cols
-        keys[t] = table_keys(con, t)
+        keys[t] = table_keys(con, t, dict(cols))
         k = ", ".join(_ident(c) for c in keys[t])
         h = "hash(" + ", ".join(_ident(c) for c, _ in cols) + ")"
         run = _plain_run_column(cols, selects.get(t, ""))
@@ -373,6 +374,24 @@ def parquet_keeper(p: Plan, old_tree: Path, new_tree: Path, table: str):
     return keep
 
 
+# The data dictionary's identity, recorded among the Parquet files' under a key no file of the
+# tree has (those are `<table>/...`): its text is a function of the snapshot's catalogue (tables,
+# columns, comments, views, dim_ rows), which the version key fixes, so a delta keeps the one
+# in place when it is still the file the last publish wrote.
+DICTIONARY_KEY = ":DATA_DICTIONARY.md"
+
+
+def dictionary_kept(p: Plan, published_dir: Path) -> bool:
+    """The dictionary in place is the one recorded (regular file, same identity): a delta keeps it."""
+    from edustat.dictionary import DICTIONARY_NAME
+
+    try:
+        st = os.lstat(Path(published_dir) / DICTIONARY_NAME)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and p.files.get(DICTIONARY_KEY) == file_ident(st)
+
+
 def tree_files(tree: Path) -> dict[str, str]:
     """Regular files under `tree` (symlinks not followed, not listed) -> identity."""
     out = {}
@@ -389,8 +408,13 @@ def record(con: duckdb.DuckDBPyConnection, src: Source, snapshot: Path, tree: Pa
     """Remember what the snapshot now in place was made from (after the swap)."""
     import pyarrow as pa
 
+    from edustat.dictionary import DICTIONARY_NAME
+
     ident = file_ident(os.lstat(snapshot))
     files = tree_files(tree)
+    dictionary = os.lstat(snapshot.parent / DICTIONARY_NAME)
+    if stat.S_ISREG(dictionary.st_mode):
+        files[DICTIONARY_KEY] = file_ident(dictionary)
     digest_rows = [(t, json.dumps(list(k), ensure_ascii=False), n, str(d),
                     str(src.loose[t][k][0]) if k in src.loose.get(t, {}) else None)
                    for t, groups in src.digests.items() for k, (n, d) in groups.items()]
@@ -429,10 +453,14 @@ def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
     they are only a cache of what the snapshot was made from."""
     want = {STATE_TABLE: ["dir", "version", "snapshot", "deltas", "recorded_at"],
             DIGEST_TABLE: ["dir", "table_name", "k", "n", "d", "r"], FILES_TABLE: ["dir", "path", "ident"]}
+    found: dict[str, list[str]] = {}
+    for table, col in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'main' AND table_name IN (?, ?, ?) ORDER BY table_name, ordinal_position",
+            list(want)).fetchall():
+        found.setdefault(table, []).append(col)
     for table, cols in want.items():
-        have = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
-            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+        have = found.get(table, [])
         if have and have != cols:
             con.execute(f"DROP TABLE {table}")
     con.execute(STATE_DDL)

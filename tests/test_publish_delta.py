@@ -288,8 +288,10 @@ def test_a_second_publish_is_a_delta_and_equals_full(curated, tmp_path):
     _change_one(curated)
     curated.execute("INSERT INTO validation_issue VALUES ('r2', '79000702', 'learners', 3, 'D', 'personal_id', "
                     "'x', 'error', '079215001234', 'Số 079215001234 sai')")
+    dictionary = (out / "DATA_DICTIONARY.md").stat().st_ino
     res = publish(curated, out, salt=SALT)
     assert res.mode == "delta"
+    assert (out / "DATA_DICTIONARY.md").stat().st_ino == dictionary  # kept, not written again
     assert res.tables == {"core_learners": 3, "core_staff": 2, "submission": 1, "validation_issue": 4}
     assert_same_as_full(curated, out, tmp_path / "full", SALT)
     with duckdb.connect(str(res.snapshot), read_only=True) as c:
@@ -414,6 +416,7 @@ def test_a_parquet_file_changed_in_place_is_rewritten(curated, tmp_path):
     os.link(issues / "part-0.parquet", elsewhere / "part-0.parquet")  # the very file, recorded identity and all
     shutil.rmtree(issues)
     issues.symlink_to(elsewhere, target_is_directory=True)
+    (out / "DATA_DICTIONARY.md").write_text("edited by hand\n", encoding="utf-8")  # not the one recorded: rewritten
     _change_one(curated)
     res = publish(curated, out, salt=SALT)
     assert res.mode == "delta"
