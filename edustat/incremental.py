@@ -559,9 +559,11 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     """Stages b and c per file: a file validated before (cache hit, same version key) keeps its
     issues; the others are validated together (frames of the whole collection when they are all
     of it). Row rules and cross-row rules see one file's rows only (rows are matched within their
-    own file), so a file's issues do not depend on the other files. Issues come in results order:
-    the structure stage's issues of every file, then each validated file's own issues — the same
-    order cold or warm. Cross-school rules run later, in the load, on the whole collection."""
+    own file), so a file's issues do not depend on the other files: the same rows cold or warm.
+    Not the same row ORDER: a warm run lists the structure stage's issues of every file, then each
+    file's own issues in results order; a cold validation of the whole collection orders them
+    otherwise (seen on the city, 1 Dec 2026; tests compare the frames sorted).
+    Cross-school rules run later, in the load, on the whole collection."""
     from edustat.submissions import ISSUE_COLUMNS, active
     from schemas.rules import load_rules
 
