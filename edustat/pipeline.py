@@ -125,18 +125,19 @@ _RULES_MEMO: dict = {}
 
 def _rules_once(severity) -> Catalogue:
     """load_rules(severity), built once per process and office severities (issue 12: it was
-    built again for every file read, 101 times a city). Keyed by the severities' items and by
-    the contract and rules.yaml objects it is made of (both cached by their loaders), so a
-    changed contract or catalogue is built anew; nothing mutates a Catalogue."""
+    built again for every file read, 101 times a city). Keyed by the severities' items; built
+    anew when the contract or rules.yaml object it was made of (both cached by their loaders)
+    is no longer the loaders' one; nothing mutates a Catalogue."""
     from schemas import load_contract
     from schemas.rules import _raw
 
-    key = (tuple(sorted((severity or {}).items())), id(load_contract()), id(_raw()))
+    key = tuple(sorted((severity or {}).items()))
+    contract, raw = load_contract(), _raw()
     hit = _RULES_MEMO.get(key)
-    if hit is None or hit[0] is not load_contract() or hit[1] is not _raw():
+    if hit is None or hit[0] is not contract or hit[1] is not raw:
         if len(_RULES_MEMO) > 8:
             _RULES_MEMO.clear()
-        hit = _RULES_MEMO[key] = (load_contract(), _raw(), load_rules(severity))
+        hit = _RULES_MEMO[key] = (contract, raw, load_rules(severity))
     return hit[2]
 
 
