@@ -29,7 +29,8 @@ POINTS = (
     "find", "read", "cache:written", "cast", "validate", "load",  # start of each task: a stage boundary;
     # cache:written: a cache entry's temp file written, not yet renamed (edustat.incremental)
     "load:staged", "load:written", "load:committed",  # inside the load
-    "feedback", "feedback:written", "forms", "publish", "publish:written", "summary", "artifacts", "end",
+    "feedback", "forms", "feedback:written",  # the feedback workers write while the forms are built
+    "publish", "publish:written", "summary", "artifacts", "end",
 )
 
 

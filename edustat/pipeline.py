@@ -572,11 +572,37 @@ def _feedback_cost(job: tuple) -> tuple[int, int, int]:
     return 1, size, len(kwargs["issues"])
 
 
-def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
-    """One feedback workbook per file of the run (the school's workbook, annotated; with
+@dataclass
+class FeedbackWork:
+    """The feedback step between its start and its end (`start_feedbacks` → `finish_feedbacks`):
+    the workbooks' paths, what each will be recorded as, the jobs, and the worker processes
+    writing them meanwhile (None: the jobs run in `finish_feedbacks`, here)."""
+    out: dict[str, Path]  # file hash → its feedback workbook
+    made: dict[str, str]  # feedback path → fingerprint of what it is written from (incremental)
+    jobs: list[tuple]
+    pool: ProcessPoolExecutor | None = None
+    futures: list = field(default_factory=list)
+    started: float = 0.0  # perf_counter at the start
+
+    def cancel(self) -> None:
+        """Stop the workers: the jobs not started are dropped (their workbooks are written by
+        the next run: nothing is recorded before every one is in place)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> FeedbackWork:
+    """Plan one feedback workbook per file of the run (the school's workbook, annotated; with
     cfg.feedback_engine "patch" the school's own .xlsx patched, "fast" a values-only copy,
-    "faithful" the school's own file through openpyxl),
-    written in worker processes (reading and writing each workbook dominates)."""
+    "faithful" the school's own file through openpyxl) and start writing them in worker
+    processes, which go on while the caller does other work (the flow builds the forms
+    meanwhile, issue 12). Only the workers write, and only the workbooks (atomic renames into
+    the feedback directory): the database is touched again in `finish_feedbacks`, by the caller's
+    thread, so no DuckDB connection is shared. The workers are forked here, before the caller
+    starts anything else (no thread of this process is inside DuckDB while they fork)."""
+    import time
+
     out = {}
     jobs = []
     now = dt.datetime.now(VN_TZ)
@@ -618,22 +644,38 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
                 continue
             made[str(path)] = fp
         jobs.append((source, path, kwargs))
+    work = FeedbackWork(out=out, made=made, jobs=jobs, started=time.perf_counter())
     workers = max(1, min(cfg.workers, len(jobs)))
-    if workers > 1:
+    if cfg.workers > 1 and jobs:
         # gc.freeze: a forked worker's collections skip the ~500k objects it inherited (the
-        # run's frames and results), which they walked (and copied page by page) for nothing
-        with ProcessPoolExecutor(max_workers=workers, initializer=gc.freeze) as pool:
-            # the costliest first, one at a time: no worker idles beside a long last chunk
-            list(pool.map(_feedback_job, sorted(jobs, key=_feedback_cost, reverse=True), chunksize=1))
-    else:
-        for job in jobs:
-            _feedback_job(job)
+        # run's frames and results), which they walked (and copied page by page) for nothing.
+        # One job gets a worker of its own too: it is written while the forms are built.
+        work.pool = ProcessPoolExecutor(max_workers=workers, initializer=gc.freeze)
+        # the costliest first, one at a time: no worker idles beside a long last job (the
+        # workers are forked at the first submit: the start method is fork)
+        work.futures = [work.pool.submit(_feedback_job, job) for job in sorted(jobs, key=_feedback_cost, reverse=True)]
+    return work
+
+
+def finish_feedbacks(con, work: FeedbackWork, outcome: RunOutcome) -> dict[str, Path]:
+    """Wait for the workbooks `start_feedbacks` began (or write them here), then record them:
+    the written ones as done (incremental) and every file's feedback path in the register."""
+    try:
+        if work.pool is not None:
+            for f in work.futures:
+                f.result()  # a job's exception is raised here, as the step's
+        else:
+            for job in work.jobs:
+                _feedback_job(job)
+    finally:
+        work.cancel()
     faults.point("feedback:written")
-    if made:  # after the workbooks are in place: a kill before this rewrites them next run
+    if work.made:  # after the workbooks are in place: a kill before this rewrites them next run
         from edustat.incremental import record_outputs
 
-        record_outputs(con, outcome.school_year, outcome.period, "feedback", made)
-    outcome.feedback_written = len(jobs)
+        record_outputs(con, outcome.school_year, outcome.period, "feedback", work.made)
+    outcome.feedback_written = len(work.jobs)
+    out = work.out
     if out:
         con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
         con.execute("""update submission set feedback_path = f.feedback_path from _fb f
@@ -641,6 +683,11 @@ def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
                     [outcome.school_year, outcome.period])
         con.unregister("_fb")
     return out
+
+
+def write_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Config) -> dict[str, Path]:
+    """start_feedbacks then finish_feedbacks: every workbook written and recorded."""
+    return finish_feedbacks(con, start_feedbacks(con, outcome, results, cfg), outcome)
 
 
 def summary(con, outcome: RunOutcome, cfg: Config, reports=None, published: Path | None = None) -> dict:

@@ -3,7 +3,8 @@
 Reads top to bottom as the recipe: (one writer: take the data dir's lock; clean what a killed
 run left; check the register against core) → find submissions → read and check structure →
 validate rows and cross-rows → load (write–audit–publish: stage, audit, swap the accepted
-versions in, in one transaction) → feedback to each school → the Circular 24/2018 forms →
+versions in, in one transaction) → feedback to each school (its workbooks written in worker
+processes while the Circular 24/2018 forms are built) →
 publish the analysts' snapshot (→ close the collection, with `close_after`). On a closed
 collection the load holds new files as "late" and writes nothing else, and the forms are left as
 built (edustat.period_lock). Business logic lives in `edustat/`; this module only orders the steps
@@ -206,13 +207,23 @@ def reuse_load(results, cfg: Config, school_year: str, period: str, run_id: str)
 
 @task(name="phản hồi cho trường (feedback)")
 def feedback(outcome, results, cfg: Config):
+    """The feedback workbooks planned and their writing started in worker processes; they are
+    written while the forms are built and waited for by `feedback_written`."""
     faults.point("feedback")
-    t0 = time.perf_counter()
     with store.session(cfg.db_path, cfg.private_group) as con:
-        paths = pipeline.write_feedbacks(con, outcome, results, cfg)
+        work = pipeline.start_feedbacks(con, outcome, results, cfg)
+    if work.pool is not None:
+        run_log().info("Bắt đầu ghi %d tệp phản hồi (ghi song song trong khi lập biểu)", len(work.jobs))
+    return work
+
+
+@task(name="phản hồi cho trường: chờ ghi xong (feedback written)")
+def feedback_written(work, outcome, cfg: Config):
+    with store.session(cfg.db_path, cfg.private_group) as con:
+        paths = pipeline.finish_feedbacks(con, work, outcome)
     written = len(paths) if outcome.feedback_written is None else outcome.feedback_written
     run_log().info("Đã ghi %d tệp phản hồi trong %.1f s vào %s (%d tệp không đổi, giữ nguyên)", written,
-                   time.perf_counter() - t0, cfg.feedback_dir / outcome.school_year / outcome.period,
+                   time.perf_counter() - work.started, cfg.feedback_dir / outcome.school_year / outcome.period,
                    len(paths) - written)
     return paths
 
@@ -362,9 +373,10 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             issues = validate(opaque(results), opaque(frames), cfg, school_year, period)
             outcome = load(opaque(results), opaque(frames), opaque(issues), cfg, school_year, period, run_id)
         outcome.incremental = pipeline.cache_stats(results)
-        paths = feedback(opaque(outcome), opaque(results), cfg)
+        writing = feedback(opaque(outcome), opaque(results), cfg)  # in worker processes, while the forms are built
         # a closed collection changed nothing: its forms stay as built (edustat.period_lock)
         reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
+        paths = feedback_written(opaque(writing), opaque(outcome), cfg)
         published = publish_snapshot(cfg) if publish else None
         outcome.publish_unchanged = bool(publish and published is None)  # skipped: nothing changed
         summary = summarise(opaque(outcome), cfg, paths, reports, published)

@@ -35,11 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EDUSTAT = str(Path(sys.executable).parent / "edustat")
 YEAR, PERIOD = "2022-2023", "dau_nam"
 # one kill per kind of state a crash can leave: nothing written; staging inside the open load
-# transaction (the issue's data loss); committed but not checkpointed (WAL replay); feedback
+# transaction (the issue's data loss); committed but not checkpointed (WAL replay); the forms
+# starting while the feedback workers write (nothing of the feedback recorded yet); feedback
 # written, register not yet told; forms built; snapshot temp files beside the old snapshot;
 # after the summary; a per-file cache entry half written (issue 12). Every crash also leaves the
 # lock file of a dead run (taken over next).
-CHAIN = ("read", "cache:written", "load:staged", "load:committed", "feedback:written", "publish:written", "artifacts")
+CHAIN = ("read", "cache:written", "load:staged", "load:committed", "forms", "feedback:written", "publish:written",
+         "artifacts")
 IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at", "generated_at"}
 
 

@@ -69,15 +69,17 @@ def run_steps(cfg: Config, inbox: Path, run_id: str) -> dict:
             with store.session(cfg.db_path) as con:
                 outcome = pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, run_id, frames=frames)
         with store.session(cfg.db_path) as con:
-            pipeline.write_feedbacks(con, outcome, results, cfg)
+            writing = pipeline.start_feedbacks(con, outcome, results, cfg)  # written while the forms are built
             if cfg.incremental:
                 forms = incremental.build_forms_incremental(con, cfg, YEAR, PERIOD)
+                pipeline.finish_feedbacks(con, writing, outcome)
                 published, _ = incremental.publish_if_changed(con, cfg, salt_for(cfg))
             else:  # as before issue 12
                 from edustat.publish import publish
                 from edustat.reports import build_reports
 
                 forms = incremental.FormsOutcome(build_reports(con, cfg.reports_dir, YEAR, PERIOD, workers=1))
+                pipeline.finish_feedbacks(con, writing, outcome)
                 published = publish(con, cfg.published_dir, salt=salt_for(cfg), pseudonymise=cfg.pseudonymise_published)
     return {"stats": pipeline.cache_stats(results), "reused": reused, "outcome": outcome, "forms": forms,
             "published": published, "feedback_written": outcome.feedback_written}
@@ -610,3 +612,44 @@ def test_issue_columns_round_trip_typed_values(tmp_path):
     assert got["value"] == [dt.date(2022, 9, 30), None, ("a", 1)] and got["excel_row"] == [7, None, 9]
     assert got["file_hash"] == ["f" * 64] * 3 and got["school_code"] == ["79000001"] * 3 and list(got) == ISSUE_COLUMNS
     assert incremental.lookup_issues(fr, data, "other key", YEAR, PERIOD) is None
+
+
+def test_feedback_written_beside_the_forms_is_recorded_only_once_every_workbook_is_in_place(inbox, cold, tmp_path):
+    """The flow starts the feedback workbooks in worker processes, builds the forms meanwhile,
+    then waits (pipeline.start_feedbacks / finish_feedbacks, issue 12). Until the wait, nothing
+    is recorded: a run that dies during the forms leaves every workbook to be written again;
+    after it, the same workbooks as written one after the other, each in the register."""
+    from edustat.submissions import discover
+
+    data = tmp_path / "data"
+    cfg = Config(data_dir=data, workers=2)
+    os.environ.setdefault("EDUSTAT_SALT_FILE", str(tmp_path / "salt"))
+    with pipeline.sole_writer(cfg):
+        results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
+        frames = pipeline.assemble_all(results, cfg)
+        issues = pipeline.validate_all(results, cfg, YEAR, PERIOD, frames)
+        with store.session(cfg.db_path) as con:
+            outcome = pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, "beside", frames=frames)
+            work = pipeline.start_feedbacks(con, outcome, results, cfg)
+            assert work.pool is not None and len(work.futures) == len(work.jobs) == len(outcome.submissions)
+
+            def recorded() -> tuple[dict, int]:
+                paths = con.execute("select count(feedback_path) from submission").fetchone()[0]
+                return incremental.outputs_done(con, YEAR, PERIOD, "feedback"), paths
+
+            assert recorded() == ({}, 0)
+            incremental.build_forms_incremental(con, cfg, YEAR, PERIOD)  # DuckDB work while they write
+            assert recorded() == ({}, 0)
+            work.cancel()  # the forms failed: the run ends here
+            assert recorded() == ({}, 0)
+
+            again = pipeline.start_feedbacks(con, outcome, results, cfg)  # the next run writes every one
+            assert len(again.jobs) == len(work.jobs)
+            paths = pipeline.finish_feedbacks(con, again, outcome)
+            done, n = recorded()
+            assert n == len(outcome.submissions) and set(done) == {str(p) for p in paths.values()}
+            assert outcome.feedback_written == len(again.jobs)
+    fb, ref = data / "curated" / "feedback" / YEAR / PERIOD, cold[0] / "curated" / "feedback" / YEAR / PERIOD
+    assert sorted(p.name for p in fb.iterdir()) == sorted(p.name for p in ref.iterdir())
+    for p in fb.iterdir():
+        assert openpyxl.load_workbook(p).sheetnames == openpyxl.load_workbook(ref / p.name).sheetnames

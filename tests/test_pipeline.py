@@ -265,7 +265,7 @@ def test_missing_schools_come_from_the_configured_list(first_run, tmp_path):
 def test_the_run_graph_links_each_step_to_the_steps_whose_results_it_takes(first_run, prefect_harness):
     """The collection reaches the steps wrapped in `opaque` (Prefect does not walk into it: for a
     province that walk cost half the run); the UI's graph must still draw read → cast → validate
-    → load → feedback."""
+    → load → feedback → (forms) → feedback written."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowFilter, FlowFilterName
     from prefect.client.schemas.sorting import FlowRunSort
@@ -289,3 +289,11 @@ def test_the_run_graph_links_each_step_to_the_steps_whose_results_it_takes(first
     ld = sources("load")
     assert ld["frames"] == {"cast"} and ld["issues"] == {"validate, Great Expectations"}
     assert sources("feedback")["outcome"] == {"load"}
+    # the feedback workbooks are written while the forms are built (issue 12): the step that
+    # waits for them takes the started work and runs after the forms, before the publish
+    fw = sources("feedback written")
+    assert fw["work"] == {"feedback"} and fw["outcome"] == {"load"}
+    named = {t.name.split(" (")[-1].split(")")[0]: t for t in tasks}
+    assert named["feedback"].end_time <= named["report forms"].start_time
+    assert named["report forms"].end_time <= named["feedback written"].start_time
+    assert named["feedback written"].end_time <= named["publish"].start_time
