@@ -78,8 +78,10 @@ FINGERPRINT_SQL = """select form_code, scope, count(*) as n,
 
 
 def _digest_line_sql() -> str:
-    def q(col: str) -> str:  # to_csv's minimal quoting
-        return (f"""case when {col} is null then '' when regexp_matches({col}, '[,"\n\r]')
+    def q(col: str) -> str:  # to_csv's minimal quoting (when it holds , " LF or CR: four contains(),
+        # which DuckDB tests faster than the regular expression '[,"\n\r]' it replaces; same text)
+        return (f"""case when {col} is null then '' when contains({col}, ',') or contains({col}, '"')
+                         or contains({col}, chr(10)) or contains({col}, chr(13))
                     then '"' || replace({col}, '"', '""') || '"' else {col} end""")
 
     return (f"{q('form_code')} || ',' || {q('scope')} || ',' || coalesce(row_code::varchar, '') || ',' || "

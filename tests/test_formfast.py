@@ -121,3 +121,24 @@ def test_forked_workers_render_each_job_its_own_workbook(tmp_path):
     for a, b in zip(jobs["one"], jobs["two"]):
         assert parts(a[4]) == parts(b[4])
     assert len({parts(j[4])["xl/worksheets/sheet1.xml"] for j in jobs["one"]}) == 6  # the values differ
+
+
+def _freeze_count(job) -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+def test_forked_render_workers_freeze_what_they_inherit(monkeypatch):
+    """Each render worker starts by freezing the objects it inherited (gc.freeze), so its
+    collections never walk (and copy) the parent's heap; the parent's own generations are left
+    as they were."""
+    import gc
+
+    from edustat import reports
+
+    monkeypatch.setattr(reports, "_render_job", _freeze_count)  # the forked workers inherit the patch
+    parent = gc.get_freeze_count()
+    counts = reports._render_all([("job", i) for i in range(6)], 2)
+    assert gc.get_freeze_count() == parent
+    assert len(counts) == 6 and min(counts) > parent

@@ -193,3 +193,23 @@ def test_the_cells_digest_built_by_duckdb_equals_the_pandas_csv_digest(sample, t
         assert formbuild.cells_digest(con, year, period, forms) != before
     finally:
         con.close()
+
+
+def test_each_digest_line_quotes_a_code_as_it_always_did():
+    """The digest's line text (formbuild._digest_line_sql), pinned: a code holding a comma, a
+    quote, LF or CR is quoted (quotes doubled), any other is not; a NULL row code or value and
+    NaN are empty; values as '%.10g'. Recorded digests were made so: the text must not move."""
+    from edustat.formbuild import _digest_line_sql
+
+    rows = [("f", "city", 1, "tong_so.tong", 3.0), ("f,1", 's"1', None, "a\nb", None), ("f", "c\rd", 2, "k", float("nan")),
+            ("f", "x", 3, "plain", 123456789012.25), ("f", "x", 4, "k", -1e-7)]
+    con = duckdb.connect()
+    try:
+        con.execute("create table rpt_form_cell (form_code varchar, scope varchar, row_code integer, column_key varchar, "
+                    "value double)")
+        con.executemany("insert into rpt_form_cell values (?, ?, ?, ?, ?)", rows)
+        got = [r[0] for r in con.execute(f"select {_digest_line_sql()} from rpt_form_cell").fetchall()]
+    finally:
+        con.close()
+    assert got == ["f,city,1,tong_so.tong,3", '"f,1","s""1",,"a\nb",', 'f,"c\rd",2,k,', "f,x,3,plain,1.23456789e+11",
+                   "f,x,4,k,-1e-07"]
