@@ -152,7 +152,8 @@ def _reader_caches(severity) -> None:
     """Build here, before the read workers fork, what each of them would otherwise build for
     itself on its first file: the rule catalogue, the sheets' header matchers (and the reader's
     memo of which of them no numeric text can name) and the school sheet's code-list matchers
-    (province, district, ward: folding every spelling, ~0.35 s a process). Each worker inherits
+    (province, district, ward: folding every spelling, ~0.35 s a process; only the lists of one
+    district's units, made per file, are left to the readers). Each worker inherits
     them built: the same objects, from the same lru_caches, as a worker building them gives
     (nothing mutates a Matcher or a Catalogue). A served run's process, forked from the warm
     server (edustat.warmup), finds them built already: then this costs nothing."""
@@ -160,6 +161,7 @@ def _reader_caches(severity) -> None:
     from schemas.vocabulary import sheet_matcher
 
     _rules_once(severity)
+    load_codelist("edustat/FLAG").matcher  # noqa: B018 - yes/no cells of the school sheet
     contract = load_contract()
     for sheet in contract.sheets:
         _numeric_never_exact(sheet_matcher(sheet))

@@ -326,3 +326,47 @@ def test_id_cleaning_class_is_python_whitespace_and_dash_run_in_arrow():
     got = s.str.replace(cast._SPACE_OR_DASH, "", regex=True)
     pd.testing.assert_series_equal(got, s.str.replace(r"[\s\-]", "", regex=True))
     assert isinstance(got.array, pd.arrays.ArrowStringArray)
+
+
+def test_readers_inherit_the_matchers_built_before_the_fork(tmp_path, monkeypatch):
+    """ingest_all builds the rule catalogue and the matchers a reader needs before its reader
+    processes fork (each built them itself on its first file, ~0.4 CPU s): in a fresh process,
+    after `_reader_caches`, reading a school builds no header matcher and no code list but the
+    per-district lists of its own units."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edustat import pipeline
+    from edustat.config import Config
+    from edustat.synth import generate_city
+
+    year, period = "2022-2023", "dau_nam"
+    generate_city(tmp_path / "in", schools=2, seed=5, school_year=year, period=period)
+    files = sorted((tmp_path / "in").glob("*.xlsx"))
+    root = Path(__file__).resolve().parents[1]
+    prog = f"""
+import json, sys
+sys.path.insert(0, {str(root)!r})
+from pathlib import Path
+from edustat import pipeline
+import schemas.vocabulary as V
+from schemas import load_codelist
+pipeline._reader_caches(None)
+built, entries = [], V.codelist_entries
+V.codelist_entries = lambda ref, codes, labels: built.append([ref, len(codes)]) or entries(ref, codes, labels)
+sheets = V._sheet_matcher.cache_info().misses
+fr = pipeline._ingest_one((Path({str(files[0])!r}), Path({str(tmp_path / 'raw')!r}), {year!r}, {period!r}, None, None, None))
+print(json.dumps({{"read": bool(fr.school_code) and not fr.unreadable, "sheets": V._sheet_matcher.cache_info().misses - sheets,
+                  "lists": [[ref, n, len(load_codelist(ref).codes)] for ref, n in built]}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", prog], check=True, capture_output=True, text=True,
+                                    cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert out["read"] and out["sheets"] == 0
+    assert all(n < whole for _, n, whole in out["lists"]), out["lists"]  # only sublists: a district's units
+    calls = []
+    real = pipeline._reader_caches
+    monkeypatch.setattr(pipeline, "_reader_caches", lambda severity: calls.append(severity) or real(severity))
+    results = pipeline.ingest_all(files, Config(data_dir=tmp_path / "data", workers=2), year, period)
+    assert len(calls) == 1 and all(fr.school_code and not fr.unreadable for fr in results)
