@@ -23,8 +23,14 @@ def column_arrays(frame: pd.DataFrame) -> list:
 
 
 def _text(values) -> pa.Array:
-    """The column as `astype("string")` gives it, as one Arrow array (large_string)."""
+    """The column as `astype("string")` gives it, as one Arrow array (large_string). A numpy
+    int64 column (every frame's `excel_row`) is written by Arrow's cast, not by pandas, which
+    goes through one Python `str` per cell (a fifth of hashing a city): both write an int64
+    in decimal, a minus sign before a negative one, nothing else (tests/test_reader_speed.py
+    checks them on the extremes); such a column holds no missing value."""
     dtype = values.dtype
+    if isinstance(values, np.ndarray) and dtype == np.int64:
+        return pa.array(values, pa.int64()).cast(pa.large_string())
     if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and dtype.na_value is pd.NA):
         values = pd.array(values, copy=False).astype("string")
     arr = values._pa_array  # ArrowStringArray: a ChunkedArray

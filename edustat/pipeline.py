@@ -120,6 +120,13 @@ def _ingest_one(args: tuple) -> FileResult:
     return fr
 
 
+def _ingest_for_run(args: tuple) -> FileResult:
+    """`_ingest_one` in a reader process: its raw frames packed for the trip back (edustat.framewire)."""
+    from edustat.framewire import pack_result
+
+    return pack_result(_ingest_one(args))
+
+
 _RULES_MEMO: dict = {}
 
 
@@ -139,6 +146,29 @@ def _rules_once(severity) -> Catalogue:
             _RULES_MEMO.clear()
         hit = _RULES_MEMO[key] = (contract, raw, load_rules(severity))
     return hit[2]
+
+
+def _reader_caches(severity) -> None:
+    """Build here, before the read workers fork, what each of them would otherwise build for
+    itself on its first file: the rule catalogue, the sheets' header matchers (and the reader's
+    memo of which of them no numeric text can name) and the school sheet's code-list matchers
+    (province, district, ward: folding every spelling, ~0.35 s a process; only the lists of one
+    district's units, made per file, are left to the readers). Each worker inherits
+    them built: the same objects, from the same lru_caches, as a worker building them gives
+    (nothing mutates a Matcher or a Catalogue). A served run's process, forked from the warm
+    server (edustat.warmup), finds them built already: then this costs nothing."""
+    from edustat.reader import _numeric_never_exact
+    from schemas.vocabulary import sheet_matcher
+
+    _rules_once(severity)
+    load_codelist("edustat/FLAG").matcher  # noqa: B018 - yes/no cells of the school sheet
+    contract = load_contract()
+    for sheet in contract.sheets:
+        _numeric_never_exact(sheet_matcher(sheet))
+        if sheet.layout != "table":  # the key/value sheet is cast in the reader (transforms.cast.cast_key_values)
+            for f in sheet.fields:
+                if f.codelist is not None:
+                    f.codelist.matcher  # noqa: B018 - the cached property is the point
 
 
 def _cache_job(cfg: Config) -> tuple | None:
@@ -242,9 +272,15 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures.process import BrokenProcessPool
 
+        _reader_caches(cfg.severity)
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                read = list(pool.map(_ingest_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+            # gc.freeze: a forked reader's collections skip the objects it inherited (the
+            # imports, the caches just built), which they walked (and copied page by page) for nothing
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=gc.freeze) as pool:
+                read = list(pool.map(_ingest_for_run, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+            from edustat.framewire import unpack_result
+
+            read = [unpack_result(fr) for fr in read]
         except BrokenProcessPool:  # a reader process died: every file again, each alone
             read = [_ingest_alone(j) for j in jobs]
     else:

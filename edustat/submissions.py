@@ -279,7 +279,10 @@ def _structure(fr: FileResult, parsed: ParsedWorkbook, c: Contract, cat: Catalog
             fr.school["school_code"] = raw_code
         # a name read inside the school's own district is no near miss nor ambiguity to report
         in_context = _resolve_admin_in_context(fr.school, parsed.school.values)
-        for rec in problems[problems["kind"].isin(list(READ_FAMILIES)) & ~problems["field"].isin(list(in_context))].itertuples(index=False):
+        # most files cast cleanly: no pandas filter of an empty problem table (~1 ms a file)
+        reported = problems[problems["kind"].isin(list(READ_FAMILIES)) & ~problems["field"].isin(list(in_context))] \
+            if len(problems) else problems
+        for rec in reported.itertuples(index=False):
             fr.issues.append(_issue(cat, cat.family_id("school", rec.field, READ_FAMILIES[rec.kind]), fr, sheet=fr.school_sheet,
                                     excel_row=int(rec.excel_row), column=parsed.school.value_column, field_id=rec.field,
                                     header=school_sheet.field(rec.field).header, value=rec.value,

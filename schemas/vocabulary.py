@@ -411,14 +411,48 @@ def header_entries(sheet_id: str, fields) -> list[Entry]:
 
 
 @lru_cache(maxsize=None)
-def codelist_matcher(ref: str, codes: tuple[str, ...], labels: tuple[str, ...]) -> Matcher:
+def _codelist_matcher(ref: str, codes: tuple[str, ...], labels: tuple[str, ...]) -> Matcher:
     return Matcher(codelist_entries(ref, codes, labels), abbreviations())
 
 
+# The matchers above are cached by their arguments, whose hash is computed again on every call:
+# for the wards' list (11,162 codes and labels) 0.7 ms, asked several times per file, and every
+# sheet's fields (their code lists inside) for each header look-up — a tenth of reading a city
+# (issue 12). These memos find the matcher by the arguments' identity first: the argument
+# objects kept alive beside it (so an id is never reused), the cached function still the one
+# building and holding every matcher, and cleared with it; what they return is the object the
+# cached function returns for those arguments.
+_BY_ID: dict[tuple, tuple] = {}
+
+
+def _by_id(key: tuple, args: tuple, build) -> Matcher:
+    hit = _BY_ID.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], args)):
+        return hit[1]
+    matcher = build(*args)
+    if len(_BY_ID) > 4096:  # sublists made per file (edustat.submissions' admin context): bounded
+        _BY_ID.clear()
+    _BY_ID[key] = (args, matcher)
+    return matcher
+
+
+def codelist_matcher(ref: str, codes: tuple[str, ...], labels: tuple[str, ...]) -> Matcher:
+    return _by_id(("list", ref, id(codes), id(labels)), (ref, codes, labels), _codelist_matcher)
+
+
 def sheet_matcher(sheet) -> Matcher:
-    return _sheet_matcher(sheet.id, sheet.fields)
+    return _by_id(("sheet", sheet.id, id(sheet.fields)), (sheet.id, sheet.fields), _sheet_matcher)
 
 
 @lru_cache(maxsize=None)
 def _sheet_matcher(sheet_id: str, fields) -> Matcher:
     return Matcher(header_entries(sheet_id, fields), abbreviations(), headers=True)
+
+
+def _cache_clear() -> None:
+    _BY_ID.clear()
+    _codelist_matcher.cache_clear()
+
+
+codelist_matcher.cache_clear = _cache_clear  # type: ignore[attr-defined]
+codelist_matcher.cache_info = _codelist_matcher.cache_info  # type: ignore[attr-defined]

@@ -7,13 +7,14 @@ repository checkout to import) and everything the read stage produces is compare
   characters cleaned, and the frame: columns, dtypes, Arrow types, values, `excel_row`), the
   school sheet (values, rows, near keys, invisible), unknown / duplicate sheets — or the
   `UnreadableWorkbook` reason and detail;
-- `pipeline.ingest_all` (one process, per-file cache on, as a cold run): every FileResult field
+- `pipeline.ingest_all` (one process, per-file cache on, as a cold run; `--workers 2`: in two
+  reader processes, as a run does, the results coming back pickled): every FileResult field
   (school, raw text, rows, levels, sheet names, columns, headers, every issue with its message,
   flags, hashes, content hash) and its raw frames;
 - the per-file Parquet cache entries written (schema, values, metadata but its version key, a
   hash of the code itself).
 
-    python scripts/compare_ingest.py --base /work/main --new . INBOX [INBOX ...] [--corpus]
+    python scripts/compare_ingest.py --base /work/main --new . INBOX [INBOX ...] [--corpus] [--workers N]
 
 `--corpus` adds the hostile-files corpus of tests/bad_inputs (built once, into a temp dir);
 `--mixed` a 40-school city of every layout (ministry exports, clerks' headers and typos, broken
@@ -34,6 +35,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 YEAR, PERIOD = "2022-2023", "dau_nam"
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _frame(df):
@@ -61,7 +69,7 @@ def _parsed(pw):
     return out
 
 
-def dump(inboxes: list[Path], out: Path) -> None:
+def dump(inboxes: list[Path], out: Path, workers: int = 1) -> None:
     """Run in the process of one version (its checkout first on sys.path)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     from edustat import pipeline, reader
@@ -83,10 +91,10 @@ def dump(inboxes: list[Path], out: Path) -> None:
                 per_file[key] = ("error", type(exc).__name__)
         read_cpu = time.process_time() - t
         data = Path(tempfile.mkdtemp(prefix="cmp-ingest-"))
-        cfg = Config(data_dir=data, workers=1)
-        t = time.process_time()
-        results = pipeline.ingest_all(paths, cfg, YEAR, PERIOD, 1)
-        ingest_cpu = time.process_time() - t
+        cfg = Config(data_dir=data, workers=workers)
+        t, kids = time.process_time(), _children_cpu()
+        results = pipeline.ingest_all(paths, cfg, YEAR, PERIOD, workers)
+        ingest_cpu = time.process_time() - t + _children_cpu() - kids
         frs = []
         for fr in results:
             d = {k: getattr(fr, k) for k in ("sha256", "school", "school_raw", "school_rows", "school_sheet", "levels",
@@ -143,10 +151,10 @@ def _diff(a, b, where: str, out: list[str]) -> None:
         out.append(f"{where}: {a!r:.200} != {b!r:.200}")
 
 
-def _run(code: Path, inboxes: list[Path], out: Path) -> None:
+def _run(code: Path, inboxes: list[Path], out: Path, workers: int = 1) -> None:
     prog = (f"import sys; sys.path.insert(0, {str(code)!r}); sys.path.insert(1, {str(HERE.parent)!r}); "
             f"import compare_ingest as c; from pathlib import Path; "
-            f"c.dump([Path(p) for p in {[str(i) for i in inboxes]!r}], Path({str(out)!r}))")
+            f"c.dump([Path(p) for p in {[str(i) for i in inboxes]!r}], Path({str(out)!r}), {workers})")
     subprocess.run([sys.executable, "-c", prog], check=True, cwd=tempfile.gettempdir())
 
 
@@ -190,6 +198,7 @@ def main() -> None:
     ap.add_argument("--new", type=Path, default=HERE.parents[1])
     ap.add_argument("--corpus", action="store_true", help="add the hostile-files corpus (tests/bad_inputs)")
     ap.add_argument("--mixed", action="store_true", help="add a city of every layout and the ministry's own files")
+    ap.add_argument("--workers", type=int, default=1, help="reader processes of ingest_all (1: all in this one)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cmp-"))
     inboxes = [p.resolve() for p in args.inboxes]
@@ -197,8 +206,8 @@ def main() -> None:
         inboxes.append(_corpus(tmp / "corpus"))
     if args.mixed:
         inboxes.extend(_mixed(tmp))
-    _run(args.base.resolve(), inboxes, tmp / "base.pkl")
-    _run(args.new.resolve(), inboxes, tmp / "new.pkl")
+    _run(args.base.resolve(), inboxes, tmp / "base.pkl", args.workers)
+    _run(args.new.resolve(), inboxes, tmp / "new.pkl", args.workers)
     base = pickle.loads((tmp / "base.pkl").read_bytes())
     new = pickle.loads((tmp / "new.pkl").read_bytes())
     diffs: list[str] = []

@@ -68,6 +68,18 @@ def test_row_hashes_equal_pandas_hash_of_the_text_frame():
                                                                     index=False).to_numpy()).all()
 
 
+def test_int64_columns_are_hashed_as_their_python_text():
+    # framehash._text writes a numpy int64 column with Arrow's cast: the text Python's str gives
+    values = np.array([0, 1, -1, 7, 10, -10, 99999, 2**31, -(2**31) - 1, 2**53 + 1, 2**63 - 1, -(2**63)],
+                      dtype="int64")
+    from edustat.framehash import _text
+
+    assert _text(values).to_pylist() == [str(int(v)) for v in values]
+    frame = pd.DataFrame({"excel_row": values, "a": pd.array(["x"] * len(values), dtype="string")})
+    want = pd.util.hash_pandas_object(frame.astype("string").fillna("\x00"), index=False).to_numpy()
+    assert (row_hashes(frame) == want).all()
+
+
 def _sheet_xml(rows: list[str]) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
             'spreadsheetml/2006/main"><sheetData>' + "".join(rows) + "</sheetData></worksheet>").encode()
@@ -158,6 +170,38 @@ def test_table_rows_blank_numbering_total_and_offset_columns(tmp_path):
     assert data.frame["extra:Ghi chú"].tolist() == [pd.NA, "\u00a0y"]
     assert data.invisible == {"full_name": 1}
     assert all(isinstance(t, pd.StringDtype) and t.na_value is pd.NA for t in data.frame.dtypes.iloc[1:])
+
+
+def test_reader_frames_travel_back_packed_and_come_back_the_same(tmp_path):
+    """edustat.framewire: the frame the reader builds crosses from a reader process as one Arrow
+    IPC message and comes back equal (values, dtypes, Arrow types, index, column index); any
+    other frame is left to pickle as it was."""
+    import pickle
+
+    from edustat import framewire
+
+    test_table_rows_blank_numbering_total_and_offset_columns(tmp_path)
+    frame = read_workbook(tmp_path / "t.xlsx").sheets["learners"].frame
+    packed = framewire.pack(frame)
+    assert isinstance(packed, framewire.Packed)
+    back = framewire.unpack(pickle.loads(pickle.dumps(packed)))
+    pd.testing.assert_frame_equal(back, frame, check_exact=True, check_column_type=True, check_index_type=True)
+    assert repr(back.index) == repr(frame.index) and back.columns.dtype == frame.columns.dtype
+    assert [str(a._pa_array.type) for a in framewire.column_arrays(back)[1:]] == ["large_string"] * (frame.shape[1] - 1)
+    assert framewire.column_arrays(back)[0].flags.writeable == framewire.column_arrays(frame)[0].flags.writeable
+    empty = framewire.unpack(framewire.pack(frame.iloc[:0].reset_index(drop=True)))
+    pd.testing.assert_frame_equal(empty, frame.iloc[:0].reset_index(drop=True), check_exact=True, check_column_type=True)
+    others = [pd.DataFrame({"excel_row": []}), frame.iloc[1:], frame.assign(full_name=frame["full_name"].astype(object)),
+              frame.assign(full_name=frame["full_name"].astype("str")), frame[["full_name", "excel_row"]],
+              frame.astype({"excel_row": "int32"}), frame.rename(columns={"full_name": 7})]
+    for other in others:
+        assert framewire.pack(other) is other
+    fr = type("FR", (), {})()
+    fr.raw = {"learners": frame, "staff": others[0]}
+    framewire.pack_result(fr)
+    assert isinstance(fr.raw["learners"], framewire.Packed) and fr.raw["staff"] is others[0]
+    framewire.unpack_result(fr)
+    pd.testing.assert_frame_equal(fr.raw["learners"], frame, check_exact=True)
 
 
 def test_the_identity_proof_sees_a_difference():
@@ -282,3 +326,47 @@ def test_id_cleaning_class_is_python_whitespace_and_dash_run_in_arrow():
     got = s.str.replace(cast._SPACE_OR_DASH, "", regex=True)
     pd.testing.assert_series_equal(got, s.str.replace(r"[\s\-]", "", regex=True))
     assert isinstance(got.array, pd.arrays.ArrowStringArray)
+
+
+def test_readers_inherit_the_matchers_built_before_the_fork(tmp_path, monkeypatch):
+    """ingest_all builds the rule catalogue and the matchers a reader needs before its reader
+    processes fork (each built them itself on its first file, ~0.4 CPU s): in a fresh process,
+    after `_reader_caches`, reading a school builds no header matcher and no code list but the
+    per-district lists of its own units."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edustat import pipeline
+    from edustat.config import Config
+    from edustat.synth import generate_city
+
+    year, period = "2022-2023", "dau_nam"
+    generate_city(tmp_path / "in", schools=2, seed=5, school_year=year, period=period)
+    files = sorted((tmp_path / "in").glob("*.xlsx"))
+    root = Path(__file__).resolve().parents[1]
+    prog = f"""
+import json, sys
+sys.path.insert(0, {str(root)!r})
+from pathlib import Path
+from edustat import pipeline
+import schemas.vocabulary as V
+from schemas import load_codelist
+pipeline._reader_caches(None)
+built, entries = [], V.codelist_entries
+V.codelist_entries = lambda ref, codes, labels: built.append([ref, len(codes)]) or entries(ref, codes, labels)
+sheets = V._sheet_matcher.cache_info().misses
+fr = pipeline._ingest_one((Path({str(files[0])!r}), Path({str(tmp_path / 'raw')!r}), {year!r}, {period!r}, None, None, None))
+print(json.dumps({{"read": bool(fr.school_code) and not fr.unreadable, "sheets": V._sheet_matcher.cache_info().misses - sheets,
+                  "lists": [[ref, n, len(load_codelist(ref).codes)] for ref, n in built]}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", prog], check=True, capture_output=True, text=True,
+                                    cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert out["read"] and out["sheets"] == 0
+    assert all(n < whole for _, n, whole in out["lists"]), out["lists"]  # only sublists: a district's units
+    calls = []
+    real = pipeline._reader_caches
+    monkeypatch.setattr(pipeline, "_reader_caches", lambda severity: calls.append(severity) or real(severity))
+    results = pipeline.ingest_all(files, Config(data_dir=tmp_path / "data", workers=2), year, period)
+    assert len(calls) == 1 and all(fr.school_code and not fr.unreadable for fr in results)
