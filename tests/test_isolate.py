@@ -84,6 +84,7 @@ def test_a_city_validates_its_learners_row_rules_in_a_child_with_the_same_issues
         return real(checks, period, *a, **k)
 
     monkeypatch.setattr(isolate, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(isolate, "second_core_free", lambda: True)  # the test machine may be busy
     monkeypatch.setattr(expectations, "run_row_rules", spy)
     there = pipeline.validate_all(results, cfg, YEAR, PERIOD, frames)
     runs = dict(line.split(" ") for line in log.read_text().splitlines())
@@ -133,3 +134,22 @@ def test_beside_gives_both_results_and_raises_what_either_side_raised():
     done = []
     assert isolate.beside(_value, 2, here=lambda: 0, meanwhile=lambda: done.append(os.getpid())) == (4, 0)
     assert done == [os.getpid()]
+
+
+def test_a_saturated_machine_validates_a_city_in_one_process(collection, monkeypatch):
+    """No idle core: a child beside would only compete with this process (slower, not wrong)."""
+    cfg, results, frames = collection
+    monkeypatch.setattr(frames, "staged_ahead", None, raising=False)
+    monkeypatch.setattr(isolate, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.5, 5.0, 4.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert not isolate.second_core_free()
+
+    def no_child(*a, **k):
+        raise AssertionError("forked on a saturated machine")
+
+    monkeypatch.setattr(isolate, "beside", no_child)
+    issues = pipeline.validate_all(results, cfg, YEAR, PERIOD, frames)
+    assert len(issues) > 0 and getattr(frames, "staged_ahead", None) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 1.2, 1.0))
+    assert isolate.second_core_free()
