@@ -312,15 +312,19 @@ def assemble_all(results: list[FileResult], cfg: Config) -> Frames:
 def validate_isolated(results: list[FileResult], **kwargs) -> pd.DataFrame:
     """submissions.validate_collection; for a large collection in a forked child process, so
     that Great Expectations' import and what validation allocates do not stay in the flow's
-    process through the load (edustat.isolate). The same issues either way."""
-    from edustat import isolate
+    process through the load (edustat.isolate). A mid-sized one (a city) validates here, its
+    learners' row rules in a forked child meanwhile, and this process then stages the load's
+    frames while the child may still work (both cores; only when a core is free). The same
+    issues either way."""
+    from edustat import headstart, isolate  # headstart: this process stages the load's frames
 
     rows = sum(fr.rows(sid) for fr in results if active(fr) for sid in TABLE_SHEETS)
+    ahead = headstart.ahead(results, kwargs.get("frames"), kwargs.get("school_year"))
     if rows >= isolate.VALIDATE_IN_CHILD_ROWS:
-        from edustat import headstart  # meanwhile, this process stages the load's frames
-
-        return isolate.in_child(validate_collection, results, **kwargs,
-                                meanwhile=headstart.ahead(results, kwargs.get("frames"), kwargs.get("school_year")))
+        return isolate.in_child(validate_collection, results, **kwargs, meanwhile=ahead)
+    if (isolate.can_fork() and sum(fr.rows(isolate.SPLIT_SHEET) for fr in results if active(fr)) >= isolate.SPLIT_MIN_ROWS
+            and isolate.second_core_free()):
+        return validate_collection(results, **kwargs, aside=isolate.SPLIT_SHEET, meanwhile=ahead)
     return validate_collection(results, **kwargs)
 
 

@@ -13,8 +13,9 @@ import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from edustat.paths import UNIDENTIFIED, display_name, inside, school_code_for_path
@@ -526,15 +527,46 @@ def build_check_frames(results: list[FileResult], school_year: str, contract: Co
                        frames: Frames | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """The check frame of each sheet over the whole collection (one call per sheet), and the
     rowindex: `_rowkey` → file, sheet, excel_row."""
-    from edustat.expectations import condition_fields
-
     c = contract or load_contract()
     frames = frames or assemble(results, c)
+    return check_frames(results, school_year, c, frames, list(frames.raw)), row_index(frames)
+
+
+def row_index(frames: Frames) -> pd.DataFrame:
+    """`_rowkey` → file, sheet, excel_row: one row per row of every sheet, in the sheets' order."""
+    index = [pd.DataFrame({"_rowkey": raw["_rowkey"].to_numpy(), "_file": raw["_file"].to_numpy(),
+                           "sheet_id": sid, "excel_row": raw["excel_row"].to_numpy()})
+             for sid, raw in frames.raw.items()]
+    return pd.concat(index, ignore_index=True) if index else pd.DataFrame(columns=["_rowkey", "_file", "sheet_id", "excel_row"])
+
+
+def _in_sheet_order(parts: list[pd.DataFrame | None], rowindex: pd.DataFrame, sheets: list[str]) -> pd.DataFrame | None:
+    """Row-rule hits computed in parts (sheets split between two processes) as one run over
+    every sheet gives them: sheet after sheet in `sheets` order, each sheet's rows in the order
+    its own run gave (a stable sort). A `_rowkey` belongs to one sheet, so no hit of one part
+    repeats one of another (the one run's drop_duplicates had nothing more to drop)."""
+    got = [p for p in parts if p is not None]
+    if not got:
+        return None
+    full = [p for p in got if len(p)]
+    if len(full) < 2:
+        return full[0] if full else got[0]
+    both = pd.concat(full, ignore_index=True)
+    rank = rowindex["sheet_id"].map({sid: i for i, sid in enumerate(sheets)}).to_numpy()
+    sheet_rank = pd.Series(rank, index=rowindex["_rowkey"].to_numpy()).reindex(both["_rowkey"].to_numpy()).to_numpy()
+    return both.iloc[np.argsort(sheet_rank, kind="stable")].reset_index(drop=True)
+
+
+def check_frames(results: list[FileResult], school_year: str, c: Contract, frames: Frames,
+                 sheets: list[str]) -> dict[str, pd.DataFrame]:
+    """The check frame of each of these sheets over the whole collection (one call per sheet)."""
+    from edustat.expectations import condition_fields
+
     start = _start_year(school_year)
     grades = c.mappings["grades"]
-    out, index = {}, []
-    for sid, raw in frames.raw.items():
-        typed = frames.typed[sid]
+    out = {}
+    for sid in sheets:
+        raw, typed = frames.raw[sid], frames.typed[sid]
         levels_of_file = raw["_file"].map({i: fr.levels for i, fr in enumerate(results)})
         levels = row_levels(typed, levels_of_file, grades, by_grade=sid == "learners")
         cf = check_frame(raw, typed, c.sheet(sid).fields, levels, pd.Series(start, index=raw.index),
@@ -544,10 +576,7 @@ def build_check_frames(results: list[FileResult], school_year: str, contract: Co
             care = cf["care_level"] if "care_level" in cf else pd.Series("", index=cf.index)
             cf["_room_key"] = (cf["room_type"].fillna("") + "|" + care.fillna("")).where(cf["room_type"].notna(), pd.NA)
         out[sid] = cf
-        index.append(pd.DataFrame({"_rowkey": raw["_rowkey"].to_numpy(), "_file": raw["_file"].to_numpy(),
-                                   "sheet_id": sid, "excel_row": raw["excel_row"].to_numpy()}))
-    rowindex = pd.concat(index, ignore_index=True) if index else pd.DataFrame(columns=["_rowkey", "_file", "sheet_id", "excel_row"])
-    return out, rowindex
+    return out
 
 
 def _admin_maps() -> dict[str, dict[str, str]]:
@@ -569,31 +598,58 @@ def scales(c: Contract) -> dict:
 
 def validate_collection(results: list[FileResult], *, school_year: str, period: str,
                         catalogue: Catalogue | None = None, contract: Contract | None = None,
-                        frames: Frames | None = None) -> pd.DataFrame:
+                        frames: Frames | None = None, aside: str | None = None,
+                        meanwhile: Callable[[], Any] | None = None) -> pd.DataFrame:
     """Stages b and c for every active file; returns issue rows (ISSUE_COLUMNS), stage a
-    issues and casting notices included, one row per failing cell."""
+    issues and casting notices included, one row per failing cell.
+
+    `aside` (a sheet id): that sheet's row rules (its check frame and GX suite) run in a forked
+    child (edustat.isolate.beside) while this process runs the other sheets' and the cross-row
+    rules, then `meanwhile` (a head start, see isolate.in_child). The same issues in the same
+    order: a sheet's row-rule hits are computed as before (one GX suite per sheet, whole), and
+    put back in the sheets' order (`_in_sheet_order`) before anything reads them."""
     from edustat.expectations import run_row_rules
 
     c = contract or load_contract()
     cat = catalogue or load_rules(contract=c)
     frames = frames or assemble(results, c, cat)
-    checks, rowindex = build_check_frames(results, school_year, c, frames)
-    found = [run_row_rules(checks, period)] if checks else []
-    start = _start_year(school_year)
-    admin, scale_labels = _admin_maps(), scales(c)
-    # stage c: every school at once (rows are matched within their own file by `_file`)
-    school_rows = frames.raw["school"].set_index("_file")["_rowkey"] if "school" in frames.raw else pd.Series(dtype="int64")
-    schools = pd.DataFrame([{"_file": i, "levels": fr.levels, "_rowkey": school_rows.get(i),
-                             **{k: fr.school.get(k) for k in ("commune_code", "district_code", "province_code")}}
-                            for i, fr in enumerate(results) if active(fr)],
-                           columns=["_file", "levels", "_rowkey", "commune_code", "district_code", "province_code"]).set_index("_file")
-    tables = {sid: frames.typed[sid] for sid in TABLE_SHEETS if sid in frames.typed}
-    if "learners" in tables and "year_result" in frames.raw.get("learners", {}):
-        # which cells were written at all (a value that did not cast is not a blank)
-        tables["learners"] = tables["learners"].assign(
-            _written_year_result=frames.raw["learners"]["year_result"].astype("string").str.strip().fillna("").ne("").to_numpy())
-    found.append(cross_row_issues(tables, schools=schools, period=period, start_year=start, mappings=c.mappings,
-                                  scales=scale_labels, admin=admin))
+
+    def row_hits(sheets: list[str]) -> pd.DataFrame | None:
+        """Stage b of these sheets: one row per (check-frame row, failed rule)."""
+        checks = check_frames(results, school_year, c, frames, sheets)
+        return run_row_rules(checks, period) if checks else None
+
+    def cross_rows() -> pd.DataFrame:
+        """Stage c: every school at once (rows are matched within their own file by `_file`)."""
+        start = _start_year(school_year)
+        admin, scale_labels = _admin_maps(), scales(c)
+        school_rows = frames.raw["school"].set_index("_file")["_rowkey"] if "school" in frames.raw else pd.Series(dtype="int64")
+        schools = pd.DataFrame([{"_file": i, "levels": fr.levels, "_rowkey": school_rows.get(i),
+                                 **{k: fr.school.get(k) for k in ("commune_code", "district_code", "province_code")}}
+                                for i, fr in enumerate(results) if active(fr)],
+                               columns=["_file", "levels", "_rowkey", "commune_code", "district_code", "province_code"]).set_index("_file")
+        tables = {sid: frames.typed[sid] for sid in TABLE_SHEETS if sid in frames.typed}
+        if "learners" in tables and "year_result" in frames.raw.get("learners", {}):
+            # which cells were written at all (a value that did not cast is not a blank)
+            tables["learners"] = tables["learners"].assign(
+                _written_year_result=frames.raw["learners"]["year_result"].astype("string").str.strip().fillna("").ne("").to_numpy())
+        return cross_row_issues(tables, schools=schools, period=period, start_year=start, mappings=c.mappings,
+                                scales=scale_labels, admin=admin)
+
+    rowindex = row_index(frames)
+    sheets = list(frames.raw)
+    if aside is not None and aside in sheets:
+        from edustat import isolate
+
+        import great_expectations  # noqa: F401 - once, before the fork: the child inherits it
+
+        theirs, (mine, cross) = isolate.beside(
+            row_hits, [aside], here=lambda: (row_hits([s for s in sheets if s != aside]), cross_rows()),
+            meanwhile=meanwhile)
+        rows = _in_sheet_order([mine, theirs], rowindex, sheets)
+    else:
+        rows, cross = row_hits(sheets), cross_rows()
+    found = ([] if rows is None else [rows]) + [cross]
     columns = ["_rowkey", "rule_id", "detail", "field"]
     hits = (pd.concat([f for f in found if len(f)], ignore_index=True) if any(len(f) for f in found)
             else pd.DataFrame(columns=columns)).reindex(columns=columns)
