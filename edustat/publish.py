@@ -291,21 +291,28 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         published = _catalogue(con, alias)
         keepers = {name: (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
                           if plan is not None else None) for name in names}
-        with _statistics_propagation_off(con):
-            _side_by_side(con, lambda cur, name: _write_parquet(cur, alias, name, tmp_parquet / name, keepers[name],
-                                                                dict(published[name])), names)
         from edustat.dictionary import annotate, dictionary_text, write_dictionary  # labels, comments, views, dictionary
 
-        dictionary = None
-        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
+        def in_snapshot(work: Callable) -> object:
             cur = con.cursor()  # the attached file as the current database: its names unqualified
             try:
                 cur.execute(f"USE {_ident(alias)}")
-                if plan is None:
-                    annotate(cur)  # a delta's copy has them already (same code: version key)
-                dictionary = dictionary_text(cur)  # a delta's is the one in place (same catalogue)
+                return work(cur)
             finally:
                 cur.close()
+
+        def parquet_or_labels(cur, name: str) -> None:
+            if name is _LABELS:  # catalogue only (dims, comments, views): nothing the Parquet files read
+                in_snapshot(annotate)
+            else:
+                _write_parquet(cur, alias, name, tmp_parquet / name, keepers[name], dict(published[name]))
+
+        with _statistics_propagation_off(con):
+            # a delta's copy has the labels already (same code: version key)
+            _side_by_side(con, parquet_or_labels, ([_LABELS] if plan is None else []) + names)
+        dictionary = None
+        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
+            dictionary = in_snapshot(dictionary_text)  # a delta's is the one in place (same catalogue)
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
@@ -352,16 +359,20 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
 
 
 PUBLISH_THREADS = 2  # statements run side by side on cursors of the writer's connection
+_LABELS = object()  # the snapshot's labelling (edustat.dictionary.annotate), beside the Parquet files
 
 
 def _side_by_side(con: duckdb.DuckDBPyConnection, work: Callable, names: list[str]) -> None:
     """`work(cursor, name)` for every table, on PUBLISH_THREADS cursors of `con` at once, the
-    largest tables first (issue 12). Why: a city's tables are each smaller than one DuckDB row
-    group, so each statement (CREATE TABLE AS, COPY) runs on one thread; two at a time use the
-    second core. Each statement writes its own table or its own files of the temp snapshot and
-    tree (nothing another reads), each cursor commits its own statements, and the temp files are
-    swapped in only after every one has finished: the same files as one at a time. The first
-    error is raised once every statement has stopped."""
+    largest tables first (the labelling, `_LABELS`, before them: the longest). Why (issue 12): a
+    city's tables are each about one DuckDB row group or less, so each statement (CREATE TABLE
+    AS, COPY) runs on one thread; two at a time use the second core. Each statement writes its
+    own table or its own files of the temp snapshot and tree; the labelling writes only the
+    catalogue (dim_ tables, comments, views) of the temp snapshot, which the Parquet files do not
+    read (each COPY reads its table's rows as of its start; comments change no row); each
+    cursor commits its own statements, and the temp files are swapped in only after every one
+    has finished: the same files as one at a time. The first error is raised once every
+    statement has stopped."""
     from concurrent.futures import ThreadPoolExecutor
 
     if len(names) < 2 or PUBLISH_THREADS < 2:
@@ -370,7 +381,7 @@ def _side_by_side(con: duckdb.DuckDBPyConnection, work: Callable, names: list[st
         return
     sizes = dict(con.execute("SELECT table_name, estimated_size FROM duckdb_tables() "
                              "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
-    todo = sorted(names, key=lambda n: -(sizes.get(n) or 0))
+    todo = sorted(names, key=lambda n: -(sizes.get(n) or 0) if n is not _LABELS else -float("inf"))
     cursors = [con.cursor() for _ in range(PUBLISH_THREADS)]
     lock = threading.Lock()
 
