@@ -320,10 +320,37 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
     return raw, stg
 
 
-def staged_sheets(results: list[FileResult], frames: Frames, school_year: str):
+def _same_rows(cast: pd.DataFrame, parts: list[tuple[pd.DataFrame, list[int], int]]) -> bool:
+    """The cast step's stack holds exactly the rows of `parts` (file frame, kept columns, file
+    index) in their order: each file's rows in one run, files in the same order, its excel_row
+    the file's own."""
+    if "_file" not in cast.columns or "excel_row" not in cast.columns:
+        return False
+    lengths = [len(f) for f, _, _ in parts]
+    if len(cast) != sum(lengths):
+        return False
+    files = np.repeat(np.array([i for _, _, i in parts], dtype="int64"), lengths)
+    if not np.array_equal(cast["_file"].to_numpy(dtype="int64", na_value=-1), files):
+        return False
+    rows = [f["excel_row"].to_numpy() if "excel_row" in f.columns else None for f, _, _ in parts]
+    if any(r is None for r in rows):
+        return False
+    return bool(np.array_equal(cast["excel_row"].to_numpy(), np.concatenate(rows)))
+
+
+def staged_sheets(results: list[FileResult], frames: Frames, school_year: str, cast_raw: bool = False):
     """`staged_frames` one sheet at a time: (sheet, raw frame or None, stg frame or None), the
     school sheet first, then TABLE_SHEETS; the same frames (the load stages each while the next
-    is made: `store.stage_sheets`)."""
+    is made: `store.stage_sheets`).
+
+    `cast_raw` (the load, issue 12): a sheet's raw frame is a shallow copy of the cast step's
+    stack of the same files (`frames.raw`, `submissions.assemble`: the files' sheets stacked by
+    `stack_files` too, the columns of the contract's fields and excel_row) when its `_file`
+    column proves it holds exactly the rows this stack would (the same files' rows, in the same
+    order), instead of stacking them a second time. Staged, it is the same rows: the raw_ table
+    holds the contract's fields, excel_row and the keys only (`store.arrow_schema`), and a
+    field no file has is NULL either way; the extra columns' JSON is made from the files as
+    ever. The frames given back then differ in columns the raw_ table does not have."""
     c = load_contract()
     start = int(school_year[:4])
     act = {i: fr for i, fr in enumerate(results) if active(fr)}
@@ -350,6 +377,7 @@ def staged_sheets(results: list[FileResult], frames: Frames, school_year: str):
         # sheets are ~0.2 GiB of text; see scripts/measure_stages.py)
         raw_sid = None
         parts, extras = [], []
+        cast = frames.raw.get(sid) if cast_raw else None
         for i, fr in act.items():
             frame = fr.raw.get(sid)
             if frame is None or frame.empty:
@@ -363,7 +391,11 @@ def staged_sheets(results: list[FileResult], frames: Frames, school_year: str):
             else:
                 parts.append((frame, list(range(frame.shape[1])), i))
                 extras.extend([None] * len(frame))
-        if parts:
+        if parts and cast is not None and _same_rows(cast, parts):
+            raw_sid = cast.copy(deep=False)  # columns added below go to the copy only
+            if any(e is not None for e in extras):
+                raw_sid["extra_columns"] = pd.array(extras, dtype="string")
+        elif parts:
             # = pd.concat(parts) + `_file` last, column by column in Arrow (transforms.concat)
             stacked = stack_files(parts)
             raw_sid = stacked[[col for col in stacked.columns if col != "_file"] + ["_file"]]
@@ -451,7 +483,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         raw, stg = ahead  # each sheet let go once staged (a province's ~0.4 GiB)
         sheets = ((sid, raw.pop(sid, None), stg.pop(sid, None)) for sid in SHEETS if sid in raw or sid in stg)
     else:  # made one sheet at a time while the previous one is inserted (store.stage_sheets)
-        sheets = staged_sheets(staging, frames, school_year)
+        sheets = staged_sheets(staging, frames, school_year, cast_raw=True)
     ensure_tables(con)
     with transaction(con):
         before = period_.previous(con, school_year, period)

@@ -130,8 +130,11 @@ def compare(a: Path, b: Path) -> int:
         # other column: a difference there that is only in a clock column shows in snapshot_stable
         keys = sorted(k for k in set(xa) | set(ya) if xa.get(k) != ya.get(k)) if isinstance(xa, dict) else [part]
         if part == "database":  # compared less their clock / file identity / code digest columns below
-            keys = [k for k in keys if k not in ("form_build", "form_build_version", "publish_delta_state",
-                                                 "publish_delta_files")]
+            left = [k for k in keys if k in ("form_build", "form_build_version", "publish_delta_state",
+                                              "publish_delta_files")]
+            keys = [k for k in keys if k not in left]
+            if left:
+                print(f"{part}: differs in {', '.join(left)} (see database_bookkeeping)")
         print(f"{part}: {'DIFFERENT' if keys else 'bookkeeping only differs'}")
         for k in keys:
             print("  ", k, str(xa.get(k) if isinstance(xa, dict) else xa)[:300], "|",
