@@ -340,8 +340,8 @@ def _same_rows(cast: pd.DataFrame, parts: list[tuple[pd.DataFrame, list[int], in
 
 def staged_sheets(results: list[FileResult], frames: Frames, school_year: str, cast_raw: bool = False):
     """`staged_frames` one sheet at a time: (sheet, raw frame or None, stg frame or None), the
-    school sheet first, then TABLE_SHEETS; the same frames (the load stages each before the
-    next is made: `store.stage_sheets`).
+    school sheet first, then TABLE_SHEETS; the same frames (the load stages each while the next
+    is made: `store.stage_sheets`).
 
     `cast_raw` (the load, issue 12): a sheet's raw frame is a shallow copy of the cast step's
     stack of the same files (`frames.raw`, `submissions.assemble`: the files' sheets stacked by
@@ -482,7 +482,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     if ahead is not None:
         raw, stg = ahead  # each sheet let go once staged (a province's ~0.4 GiB)
         sheets = ((sid, raw.pop(sid, None), stg.pop(sid, None)) for sid in SHEETS if sid in raw or sid in stg)
-    else:  # made one sheet at a time, each staged before the next is made (store.stage_sheets)
+    else:  # made one sheet at a time while the previous one is inserted (store.stage_sheets)
         sheets = staged_sheets(staging, frames, school_year, cast_raw=True)
     ensure_tables(con)
     with transaction(con):

@@ -1,7 +1,7 @@
-"""A full publish's work side by side (issue 12): its tables and Parquet files two at a time
-on cursors, the snapshot labelled while still attached; the load's staging one sheet at a time
-(store.stage_sheets). The same outputs as one at a time; an error stops both cursors and
-leaves the publication in place."""
+"""Work of a cold load and a full publish done side by side (issue 12): the staging's frames
+made while the previous sheet is inserted (store.stage_sheets), a publish's tables and Parquet
+files two at a time on cursors, the snapshot labelled while still attached. The same outputs
+as one at a time; errors stop both sides and leave nothing behind."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +15,7 @@ import pytest
 from edustat import publish as pub
 from edustat import store
 from edustat.publish import publish
+from schemas import load_contract
 from tests.test_publish import SALT, _make_curated
 
 
@@ -138,7 +139,9 @@ def _tables(con) -> dict:
             for t in ("raw_school", "stg_school", "raw_rooms", "stg_rooms")}
 
 
-def test_stage_sheets_stages_what_stage_frames_stages(tmp_path):
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_stage_sheets_stages_what_stage_frames_stages(tmp_path, monkeypatch, ahead):
+    monkeypatch.setattr(store, "STAGE_AHEAD", ahead)
     a, b = duckdb.connect(str(tmp_path / "a.duckdb")), duckdb.connect(str(tmp_path / "b.duckdb"))
     sheets = _sheets()
     store.stage_frames(a, {s: r for s, r, _ in sheets}, {s: t for s, _, t in sheets}, "2022-2023", "dau_nam")
@@ -163,3 +166,24 @@ def test_stage_sheets_an_error_making_frames_is_raised_and_rolled_back(tmp_path)
         with store.transaction(con):
             store.stage_sheets(con, broken(), ["h0", "h1", "h2"], "2022-2023", "dau_nam")
     assert _tables(con) == before
+    assert not [t for t in threading.enumerate() if t.name == "edustat-stage"]
+
+
+def test_stage_sheets_an_insert_error_stops_the_frame_maker(tmp_path):
+    con = duckdb.connect(str(tmp_path / "a.duckdb"))
+    ddl = store._ddl("raw_rooms", store.arrow_schema(load_contract().sheet("rooms"), "raw"))
+    con.execute(ddl.replace('"excel_row" integer', '"excel_row" integer check (excel_row < 7)'))  # rows 5, 6 only
+    store.ensure_tables(con)
+    made: list[str] = []
+
+    def sheets():
+        for i in range(50):
+            made.append(f"s{i}")
+            yield _sheets()[1]
+
+    with pytest.raises(duckdb.ConstraintException):
+        with store.transaction(con):
+            store.stage_sheets(con, sheets(), ["h0", "h1", "h2"], "2022-2023", "dau_nam")
+    assert len(made) < 50  # stopped, not run to the end
+    assert not [t for t in threading.enumerate() if t.name == "edustat-stage"]
+    assert con.execute("SELECT count(*) FROM raw_rooms").fetchone()[0] == 0
