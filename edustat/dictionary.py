@@ -152,7 +152,8 @@ def _lit(text: str) -> str:
 
 def _tables(con) -> dict[str, list[str]]:
     rows = con.execute("""select table_name, column_name from information_schema.columns
-                          where table_schema = 'main' order by table_name, ordinal_position""").fetchall()
+                          where table_catalog = current_database() and table_schema = 'main'
+                          order by table_name, ordinal_position""").fetchall()
     out: dict[str, list[str]] = {}
     for t, c in rows:
         out.setdefault(t, []).append(c)
@@ -278,9 +279,13 @@ def _create_views(con, tables: dict[str, list[str]], dims: dict[tuple[str, str],
         con.execute(f"comment on view v_dropout is {_lit('Học sinh thôi học (trạng thái 05, 09, 12) với lý do — dropouts with their reason')}")
         made.append("v_dropout")
     # the base tables' column comments, read once (not one catalogue scan per column)
-    comments = {(t, c): cm for t, c, cm in con.execute("select table_name, column_name, comment from duckdb_columns()").fetchall()}
+    # (the snapshot's own catalogue only: publish annotates it attached beside the officer's database)
+    comments = {(t, c): cm for t, c, cm in con.execute(
+        "select table_name, column_name, comment from duckdb_columns() where database_name = current_database()").fetchall()}
     for view in made:
-        for col in [r[0] for r in con.execute(f"select column_name from information_schema.columns where table_name = {_lit(view)}").fetchall()]:
+        for col in [r[0] for r in con.execute(
+                "select column_name from information_schema.columns where table_catalog = current_database() "
+                f"and table_name = {_lit(view)}").fetchall()]:
             base = {"v_school": "core_school", "v_learner": "core_learners", "v_staff": "core_staff", "v_dropout": "core_learners"}[view]
             row = (comments[(base, col)],) if (base, col) in comments else None
             text = row[0] if row and row[0] else (
@@ -298,40 +303,56 @@ def annotate_snapshot(snapshot: Path) -> list[str]:
     Returns the views created."""
     con = duckdb.connect(str(snapshot))
     try:
-        tables = {t: c for t, c in _tables(con).items() if not t.startswith(("dim_", "v_"))}
-        all_dims = column_dims()
-        used = [d for (sid, col), d in all_dims.items() if col in tables.get(f"core_{sid}", [])]
-        used.append(Dim("dim_period", "edustat/PERIOD"))
-        if "core_staff" in tables:
-            used.append(Dim("dim_chuan_dao_tao", "moet-2020/DM_CHUAN_DAO_TAO"))
-        # one transaction: hundreds of catalogue statements, one commit
-        con.execute("begin transaction")
-        try:
-            _write_dims(con, used)
-            _comment_columns(con, tables, all_dims)
-            views = _create_views(con, tables, all_dims)
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        views = annotate(con)
         con.execute("checkpoint")
         return views
     finally:
         con.close()
 
 
+def annotate(con) -> list[str]:
+    """`annotate_snapshot` on a connection whose current database is the snapshot: its own
+    connection, or a cursor of the publishing connection after `USE <alias>` of the attached
+    temp file (issue 12: no second open and checkpoint of the file). Every catalogue read is
+    narrowed to the current database and every name written is unqualified, so both give the
+    same tables, comments and views (a view's text names no database either way)."""
+    tables = {t: c for t, c in _tables(con).items() if not t.startswith(("dim_", "v_"))}
+    all_dims = column_dims()
+    used = [d for (sid, col), d in all_dims.items() if col in tables.get(f"core_{sid}", [])]
+    used.append(Dim("dim_period", "edustat/PERIOD"))
+    if "core_staff" in tables:
+        used.append(Dim("dim_chuan_dao_tao", "moet-2020/DM_CHUAN_DAO_TAO"))
+    # one transaction: hundreds of catalogue statements, one commit
+    con.execute("begin transaction")
+    try:
+        _write_dims(con, used)
+        _comment_columns(con, tables, all_dims)
+        views = _create_views(con, tables, all_dims)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return views
+
+
 def dictionary_markdown(snapshot: Path) -> str:
     """The data dictionary, read back from the snapshot's own catalogue and comments."""
     con = duckdb.connect(str(snapshot), read_only=True)
     try:
-        objs = con.execute("""select table_name, 'table' as kind, comment from duckdb_tables() where schema_name = 'main'
-                              union all select view_name, 'view', comment from duckdb_views() where schema_name = 'main' and not internal
-                              order by 1""").fetchall()
-        cols = con.execute("""select table_name, column_name, data_type, comment from duckdb_columns()
-                              where schema_name = 'main' and not internal order by table_name, column_index""").fetchall()
-        dims = {t: con.execute(f"select count(*) from {_q(t)}").fetchone()[0] for t, k, _ in objs if t.startswith("dim_")}
+        return dictionary_text(con)
     finally:
         con.close()
+
+
+def dictionary_text(con) -> str:
+    """`dictionary_markdown` on a connection whose current database is the snapshot (see `annotate`)."""
+    here = "schema_name = 'main' and database_name = current_database()"
+    objs = con.execute(f"""select table_name, 'table' as kind, comment from duckdb_tables() where {here}
+                          union all select view_name, 'view', comment from duckdb_views() where {here} and not internal
+                          order by 1""").fetchall()
+    cols = con.execute(f"""select table_name, column_name, data_type, comment from duckdb_columns()
+                          where {here} and not internal order by table_name, column_index""").fetchall()
+    dims = {t: con.execute(f"select count(*) from {_q(t)}").fetchone()[0] for t, k, _ in objs if t.startswith("dim_")}
     by: dict[str, list] = {}
     for t, c, ty, cm in cols:
         by.setdefault(t, []).append((c, ty, cm))
@@ -362,10 +383,11 @@ def dictionary_markdown(snapshot: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_dictionary(snapshot: Path, out_dir: Path) -> Path:
-    """Write DATA_DICTIONARY.md into `out_dir` atomically (temp file + rename)."""
+def write_dictionary(snapshot: Path | None, out_dir: Path, text: str | None = None) -> Path:
+    """Write DATA_DICTIONARY.md into `out_dir` atomically (temp file + rename): `text` when
+    given (`dictionary_text` read before the file was detached), else read from `snapshot`."""
     out = Path(out_dir) / DICTIONARY_NAME
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(dictionary_markdown(snapshot), encoding="utf-8")
+    tmp.write_text(dictionary_markdown(snapshot) if text is None else text, encoding="utf-8")
     os.replace(tmp, out)
     return out

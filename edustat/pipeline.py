@@ -32,11 +32,13 @@ from edustat.submissions import (
 from edustat.config import Config
 from edustat import faults
 from edustat.store import (
+    SHEETS,
     cross_school_issues,
     ensure_tables,
     inconsistencies,
     next_versions,
     stage_frames,
+    stage_sheets,
     transaction,
     write_run,
 )
@@ -349,21 +351,73 @@ def validate_all(results: list[FileResult], cfg: Config, school_year: str, perio
 def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -> tuple[dict, dict]:
     """raw_ (text as read, unknown columns as JSON) and stg_ (typed + derived) frames of the
     collection's active files, one per sheet, with their key columns."""
+    raw, stg = {}, {}
+    for sid, r, t in staged_sheets(results, frames, school_year):
+        if r is not None:
+            raw[sid] = r
+        if t is not None:
+            stg[sid] = t
+    return raw, stg
+
+
+def _same_rows(cast: pd.DataFrame, parts: list[tuple[pd.DataFrame, list[int], int]]) -> bool:
+    """The cast step's stack holds exactly the rows of `parts` (file frame, kept columns, file
+    index) in their order: each file's rows in one run, files in the same order, its excel_row
+    the file's own."""
+    if "_file" not in cast.columns or "excel_row" not in cast.columns:
+        return False
+    lengths = [len(f) for f, _, _ in parts]
+    if len(cast) != sum(lengths):
+        return False
+    files = np.repeat(np.array([i for _, _, i in parts], dtype="int64"), lengths)
+    if not np.array_equal(cast["_file"].to_numpy(dtype="int64", na_value=-1), files):
+        return False
+    rows = [f["excel_row"].to_numpy() if "excel_row" in f.columns else None for f, _, _ in parts]
+    if any(r is None for r in rows):
+        return False
+    return bool(np.array_equal(cast["excel_row"].to_numpy(), np.concatenate(rows)))
+
+
+def staged_sheets(results: list[FileResult], frames: Frames, school_year: str, cast_raw: bool = False):
+    """`staged_frames` one sheet at a time: (sheet, raw frame or None, stg frame or None), the
+    school sheet first, then TABLE_SHEETS; the same frames (the load stages each while the next
+    is made: `store.stage_sheets`).
+
+    `cast_raw` (the load, issue 12): a sheet's raw frame is a shallow copy of the cast step's
+    stack of the same files (`frames.raw`, `submissions.assemble`: the files' sheets stacked by
+    `stack_files` too, the columns of the contract's fields and excel_row) when its `_file`
+    column proves it holds exactly the rows this stack would (the same files' rows, in the same
+    order), instead of stacking them a second time. Staged, it is the same rows: the raw_ table
+    holds the contract's fields, excel_row and the keys only (`store.arrow_schema`), and a
+    field no file has is NULL either way; the extra columns' JSON is made from the files as
+    ever. The frames given back then differ in columns the raw_ table does not have."""
     c = load_contract()
     start = int(school_year[:4])
     act = {i: fr for i, fr in enumerate(results) if active(fr)}
     keys = {i: {"school_code": fr.school_code, "file_hash": fr.sha256} for i, fr in act.items()}
-    raw, stg = {}, {}
+    codes = {i: k["school_code"] for i, k in keys.items()}
+    hashes = {i: k["file_hash"] for i, k in keys.items()}
+
+    def keyed(frame: pd.DataFrame | None, sid: str) -> pd.DataFrame | None:
+        if frame is not None:
+            f = frame["_file"]
+            frame["school_code"] = f.map(codes)
+            frame["file_hash"] = f.map(hashes)
+            frame["sheet_name"] = f.map({i: act[i].sheet_names.get(sid) for i in act})
+        return frame
+
     schools = [dict(derive_school(fr.school, fr.levels, c.mappings), _file=i, excel_row=None) for i, fr in act.items()]
     if schools:
         sch = pd.DataFrame(schools)
-        stg["school"] = sch
-        raw["school"] = pd.DataFrame([{**{k: (None if v is None else str(v)) for k, v in fr.school.items()}, "_file": i}
-                                      for i, fr in act.items()])
+        school_raw = pd.DataFrame([{**{k: (None if v is None else str(v)) for k, v in fr.school.items()}, "_file": i}
+                                   for i, fr in act.items()])
+        yield "school", keyed(school_raw, "school"), keyed(sch, "school")
     for sid in TABLE_SHEETS:
         # the files' frames are copied once, by the concat (not also per file: a province's
         # sheets are ~0.2 GiB of text; see scripts/measure_stages.py)
+        raw_sid = None
         parts, extras = [], []
+        cast = frames.raw.get(sid) if cast_raw else None
         for i, fr in act.items():
             frame = fr.raw.get(sid)
             if frame is None or frame.empty:
@@ -377,18 +431,22 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
             else:
                 parts.append((frame, list(range(frame.shape[1])), i))
                 extras.extend([None] * len(frame))
-        if parts:
+        if parts and cast is not None and _same_rows(cast, parts):
+            raw_sid = cast.copy(deep=False)  # columns added below go to the copy only
+            if any(e is not None for e in extras):
+                raw_sid["extra_columns"] = pd.array(extras, dtype="string")
+        elif parts:
             # = pd.concat(parts) + `_file` last, column by column in Arrow (transforms.concat)
             stacked = stack_files(parts)
-            raw[sid] = stacked[[col for col in stacked.columns if col != "_file"] + ["_file"]]
+            raw_sid = stacked[[col for col in stacked.columns if col != "_file"] + ["_file"]]
             del stacked
             if any(e is not None for e in extras):
-                raw[sid]["extra_columns"] = pd.array(extras, dtype="string")
-            del parts, extras
+                raw_sid["extra_columns"] = pd.array(extras, dtype="string")
+        del parts, extras
         typed = frames.typed.get(sid)
         if typed is None or typed.empty:
-            continue
-        if sid == "learners":
+            typed = None
+        elif sid == "learners":
             typed = derive_learners(typed, start, c.mappings, scales(c))
         elif sid == "classes":
             typed = derive_classes(typed, c.mappings)
@@ -397,14 +455,8 @@ def staged_frames(results: list[FileResult], frames: Frames, school_year: str) -
             lv = typed["_file"].map({i: fr.levels for i, fr in act.items()})
             typed = pd.concat([derive_staff(typed[lv == combo], start, c.mappings, combo, _primary_subjects())
                                for combo in lv.dropna().unique()], ignore_index=False).loc[typed.index]
-        stg[sid] = typed
-    for frames_ in (raw, stg):
-        for sid, frame in frames_.items():
-            f = frame["_file"]
-            frame["school_code"] = f.map({i: k["school_code"] for i, k in keys.items()})
-            frame["file_hash"] = f.map({i: k["file_hash"] for i, k in keys.items()})
-            frame["sheet_name"] = f.map({i: act[i].sheet_names.get(sid) for i in act})
-    return raw, stg
+        if raw_sid is not None or typed is not None:
+            yield sid, keyed(raw_sid, sid), keyed(typed, sid)
 
 
 @lru_cache(maxsize=1)
@@ -466,11 +518,17 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         staging, frames = plan_staging(con, results, frames, cfg, school_year, period)
     from edustat import headstart  # made while validation ran, if it was (same frames)
 
-    raw, stg = headstart.take(staging, frames, school_year) or staged_frames(staging, frames, school_year)
+    ahead = headstart.take(staging, frames, school_year)
+    if ahead is not None:
+        raw, stg = ahead  # each sheet let go once staged (a province's ~0.4 GiB)
+        sheets = ((sid, raw.pop(sid, None), stg.pop(sid, None)) for sid in SHEETS if sid in raw or sid in stg)
+    else:  # made one sheet at a time while the previous one is inserted (store.stage_sheets)
+        sheets = staged_sheets(staging, frames, school_year, cast_raw=True)
     ensure_tables(con)
     with transaction(con):
         before = period_.previous(con, school_year, period)
-        outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, raw, stg)
+        outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, sheets,
+                                       [fr.sha256 for fr in staging if active(fr)])
         from edustat.incremental import collection_fingerprint, record_load, record_staged, version_key
 
         record_staged(con, school_year, period, [fr.sha256 for fr in staging if active(fr)],
@@ -496,14 +554,12 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
 
 
 def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
-                         run_id: str, cat: Catalogue, raw: dict, stg: dict) -> RunOutcome:
+                         run_id: str, cat: Catalogue, sheets, staged: list[str]) -> RunOutcome:
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
-    stage_frames(con, raw, stg, school_year, period)
-    # staged: the frames (a province's ~0.4 GiB) are not needed by the rest of the load (a
-    # retry stages them again from the top), so they are let go before it peaks
-    raw.clear()
-    stg.clear()
+    # the frames (a province's ~0.4 GiB) are let go sheet by sheet as they are staged: the rest
+    # of the load does not need them (a retry stages them again from the top)
+    stage_sheets(con, sheets, staged, school_year, period)
     faults.point("load:staged")
     run_files = {fr.school_code: fr.sha256 for fr in loadable}
     cross = cross_school_issues(con, run_files, school_year, period)

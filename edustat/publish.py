@@ -42,9 +42,11 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -269,14 +271,16 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         con.execute(f"ATTACH {_lit(tmp_db)} AS {_ident(alias)}")
         attached = True
         if plan is None:
-            for name in names:
+            def create(cur, name: str) -> None:
                 select = selects[name]
-                con.execute(
+                cur.execute(
                     f"CREATE TABLE {_ident(alias)}.{_ident(name)} AS "
                     f"SELECT {select} FROM main.{_ident(name)}",
                     {"salt": salt} if "$salt" in select else None,
                 )
-                counts[name] = _scalar(con, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
+                counts[name] = _scalar(cur, f"SELECT count(*) FROM {_ident(alias)}.{_ident(name)}")
+            _side_by_side(con, create, names)
+            counts = {name: counts[name] for name in names}
             _write_info(con, alias, pseudonymise, salt, names, pii_kept)
         else:
             counts = publish_delta.apply(con, alias, plan, source, selects, salt)
@@ -285,17 +289,33 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         # Parquet from the snapshot, not from main: one pseudonymisation, identical rows.
         tmp_parquet.mkdir()
         published = _catalogue(con, alias)
-        for name in names:
-            keep = (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
-                    if plan is not None else None)
-            _write_parquet(con, alias, name, tmp_parquet / name, keep, dict(published[name]))
+        keepers = {name: (publish_delta.parquet_keeper(plan, published_dir / PARQUET_DIR, tmp_parquet, name)
+                          if plan is not None else None) for name in names}
+        from edustat.dictionary import annotate, dictionary_text, write_dictionary  # labels, comments, views, dictionary
+
+        def in_snapshot(work: Callable) -> object:
+            cur = con.cursor()  # the attached file as the current database: its names unqualified
+            try:
+                cur.execute(f"USE {_ident(alias)}")
+                return work(cur)
+            finally:
+                cur.close()
+
+        def parquet_or_labels(cur, name: str) -> None:
+            if name is _LABELS:  # catalogue only (dims, comments, views): nothing the Parquet files read
+                in_snapshot(annotate)
+            else:
+                _write_parquet(cur, alias, name, tmp_parquet / name, keepers[name], dict(published[name]))
+
+        with _statistics_propagation_off(con):
+            # a delta's copy has the labels already (same code: version key)
+            _side_by_side(con, parquet_or_labels, ([_LABELS] if plan is None else []) + names)
+        dictionary = None
+        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
+            dictionary = in_snapshot(dictionary_text)  # a delta's is the one in place (same catalogue)
         con.execute(f"CHECKPOINT {_ident(alias)}")
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
-        from edustat.dictionary import annotate_snapshot, write_dictionary  # labels, comments, views, dictionary
-
-        if plan is None:
-            annotate_snapshot(tmp_db)  # a delta's copy has them already (same code: version key)
         _fsync(tmp_db)
         faults.point("publish:written")
 
@@ -303,8 +323,8 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         # A WAL left beside the destination (someone opened the snapshot read-write) would be
         # replayed onto the new file at the next open; the snapshot is rebuilt anyway.
         Path(f"{snapshot}.wal").unlink(missing_ok=True)
-        if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
-            write_dictionary(tmp_db, published_dir)  # a delta's is the one in place (same catalogue)
+        if dictionary is not None:
+            write_dictionary(None, published_dir, dictionary)
         os.replace(tmp_db, snapshot)
         parquet_dir = published_dir / PARQUET_DIR
         _swap_dir(tmp_parquet, parquet_dir, published_dir / f".{PARQUET_DIR}.old-{token}")
@@ -336,6 +356,57 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         ", ".join(f"{t}={n}" for t, n in counts.items()),
     )
     return PublishResult(snapshot, parquet_dir, counts, seconds, mode, "" if plan is not None else reason)
+
+
+PUBLISH_THREADS = 2  # statements run side by side on cursors of the writer's connection
+_LABELS = object()  # the snapshot's labelling (edustat.dictionary.annotate), beside the Parquet files
+
+
+def _side_by_side(con: duckdb.DuckDBPyConnection, work: Callable, names: list[str]) -> None:
+    """`work(cursor, name)` for every table, on PUBLISH_THREADS cursors of `con` at once, the
+    largest tables first (the labelling, `_LABELS`, before them: the longest). Why (issue 12): a
+    city's tables are each about one DuckDB row group or less, so each statement (CREATE TABLE
+    AS, COPY) runs on one thread; two at a time use the second core. Each statement writes its
+    own table or its own files of the temp snapshot and tree; the labelling writes only the
+    catalogue (dim_ tables, comments, views) of the temp snapshot, which the Parquet files do not
+    read (each COPY reads its table's rows as of its start; comments change no row); each
+    cursor commits its own statements, and the temp files are swapped in only after every one
+    has finished: the same files as one at a time. The first error is raised once every
+    statement has stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(names) < 2 or PUBLISH_THREADS < 2:
+        for name in names:
+            work(con, name)
+        return
+    sizes = dict(con.execute("SELECT table_name, estimated_size FROM duckdb_tables() "
+                             "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
+    todo = sorted(names, key=lambda n: -(sizes.get(n) or 0) if n is not _LABELS else -float("inf"))
+    cursors = [con.cursor() for _ in range(PUBLISH_THREADS)]
+    lock = threading.Lock()
+
+    def run(cur) -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                name = todo.pop(0)
+            try:
+                work(cur, name)
+            except BaseException:
+                with lock:
+                    todo.clear()  # the other cursor stops after its statement
+                raise
+
+    try:
+        with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
+            futures = [pool.submit(run, cur) for cur in cursors]
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+    finally:
+        for cur in cursors:
+            cur.close()
 
 
 def _select_tables(con: duckdb.DuckDBPyConnection, requested: Sequence[str] | None) -> list[str]:
@@ -515,6 +586,19 @@ def parse_chunk_name(name: str) -> tuple[int, int] | None:
         return None
     i, n = int(m.group(1)), int(m.group(2))
     return (i, n) if 0 <= i < n <= MAX_CHUNKS else None
+
+
+@contextmanager
+def _statistics_propagation_off(con: duckdb.DuckDBPyConnection):
+    """`_write_parquet`'s setting (see there) for a whole tree: a GLOBAL setting of the
+    database instance, so set once around the cursors writing side by side, not by each."""
+    before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] or ""
+    off = ",".join(dict.fromkeys([o for o in before.split(",") if o.strip()] + ["statistics_propagation"]))
+    con.execute(f"SET disabled_optimizers = {_lit(off)}")
+    try:
+        yield
+    finally:
+        con.execute(f"SET disabled_optimizers = {_lit(before)}")
 
 
 def _write_parquet(con: duckdb.DuckDBPyConnection, alias: str, table: str, out: Path,

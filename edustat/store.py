@@ -255,6 +255,94 @@ def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame]
     return len(hashes)
 
 
+STAGE_AHEAD = 2  # Arrow tables made ahead of the inserts (each one sheet × layer); 0: no thread
+
+
+def stage_sheets(con: duckdb.DuckDBPyConnection, sheets: Iterable[tuple[str, pd.DataFrame | None, pd.DataFrame | None]],
+                 hashes: Iterable[str], school_year: str, period: str, contract: Contract | None = None) -> int:
+    """`stage_frames` of frames made one sheet at a time (`pipeline.staged_sheets`: (sheet,
+    raw frame, stg frame)): the rows of the files `hashes` (every file the frames hold rows of:
+    the load's active files, each with its school row) are deleted, then each sheet's frames are
+    inserted, raw then stg, in the order given. Call it inside the load's transaction.
+
+    Side by side (issue 12): a thread makes the next sheet's frames and their Arrow tables
+    (pandas and Python: the GIL) while this thread inserts the previous ones (DuckDB, which
+    releases the GIL), so the inserts no longer wait for the frames. The same statements on the
+    same connection in the same order with the same tables as `stage_frames`: the same rows. At
+    most STAGE_AHEAD tables wait; an error on either side stops both and is raised here (the
+    caller's transaction rolls back). Returns files staged."""
+    import queue
+    import threading
+
+    c = contract or load_contract()
+    ensure_tables(con, c)
+    hashes = sorted({h for h in hashes if h})
+    if not hashes:
+        return 0
+    con.register("_staging", pd.DataFrame({"file_hash": hashes}))
+    for sid in SHEETS:
+        for layer in ("raw", "stg"):
+            con.execute(f"""delete from {layer}_{sid} where school_year = ? and period = ?
+                            and file_hash in (select file_hash from _staging)""", [school_year, period])
+    con.unregister("_staging")
+    if STAGE_AHEAD < 1:  # one after the other, in this thread
+        for sid, raw, stg in sheets:
+            for layer, frame in (("raw", raw), ("stg", stg)):
+                if frame is not None and not frame.empty:
+                    con.register("_incoming", to_arrow(frame.assign(school_year=school_year, period=period),
+                                                       arrow_schema(c.sheet(sid), layer)))
+                    con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
+                    con.unregister("_incoming")
+            del raw, stg
+        return len(hashes)
+    made: queue.Queue = queue.Queue(maxsize=STAGE_AHEAD)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                made.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for sid, raw, stg in sheets:
+                sheet = c.sheet(sid)
+                for layer, frame in (("raw", raw), ("stg", stg)):
+                    if frame is None or frame.empty:
+                        continue
+                    tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
+                    if not put((layer, sid, tbl)):
+                        return
+                del raw, stg
+            put(done)
+        except BaseException as exc:  # raised in the inserting thread
+            put(exc)
+
+    maker = threading.Thread(target=produce, name="edustat-stage", daemon=True)
+    maker.start()
+    try:
+        while True:
+            item = made.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            layer, sid, tbl = item
+            con.register("_incoming", tbl)
+            con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
+            con.unregister("_incoming")
+            del item, tbl
+    finally:
+        stop.set()
+        maker.join()
+    return len(hashes)
+
+
 # ---------------------------------------------------------------------------------------
 # Stage d: cross-school rules, as SQL over this run's files and the other schools' core rows
 # ---------------------------------------------------------------------------------------

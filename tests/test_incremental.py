@@ -412,13 +412,19 @@ def test_one_school_changed_stages_that_file_only_unless_staged_rows_are_not_pro
     finally:
         con.close()
     staged: list[str] = []
-    real = pipeline.stage_frames
+    deleted: list[str] = []
+    real = pipeline.stage_sheets
 
-    def spy(con, raw, stg, *a, **k):
-        staged.extend(sorted({h for f in stg.values() for h in f["file_hash"].dropna().unique()}))
-        return real(con, raw, stg, *a, **k)
+    def spy(con, sheets, hashes, *a, **k):  # the files whose frames are staged, and whose rows replaced
+        def seen():
+            for sid, raw, stg in sheets:
+                if stg is not None:
+                    staged.extend(h for h in stg["file_hash"].dropna().unique() if h not in staged)
+                yield sid, raw, stg
+        deleted.extend(hashes)
+        return real(con, seen(), hashes, *a, **k)
 
-    monkeypatch.setattr(pipeline, "stage_frames", spy)
+    monkeypatch.setattr(pipeline, "stage_sheets", spy)
     r = run_steps(cfg_for(data), changed_inbox, "one")
     assert r["stats"]["read_misses"] == 1 and not r["reused"]
     con = duckdb.connect(str(db), read_only=True)
@@ -426,7 +432,7 @@ def test_one_school_changed_stages_that_file_only_unless_staged_rows_are_not_pro
         new_hash = con.execute("select file_hash from submission where school_code = ? and is_current", [code]).fetchone()[0]
     finally:
         con.close()
-    assert sorted(staged) == sorted([new_hash, files[short], files[stale]])
+    assert sorted(staged) == sorted(deleted) == sorted([new_hash, files[short], files[stale]])
     monkeypatch.undo()
     plain = tmp_path / "plain" / "data"
     run_steps(cfg_for(plain, incremental=False), inbox, "plain-1")
