@@ -773,11 +773,13 @@ def finish_feedbacks(con, work: FeedbackWork, outcome: RunOutcome) -> dict[str, 
     outcome.feedback_written = len(work.jobs)
     out = work.out
     if out:
-        con.register("_fb", pd.DataFrame({"file_hash": list(out), "feedback_path": [str(p) for p in out.values()]}))
-        con.execute("""update submission set feedback_path = f.feedback_path from _fb f
+        # lists as parameters, not a registered frame: `register` refuses a connection whose last
+        # result was read with fetchone (DuckDB 2.0: "unfinished result"), which the forms, now
+        # built before this, may leave on a shared connection
+        con.execute("""update submission set feedback_path = f.feedback_path
+                       from (select unnest(?::varchar[]) as file_hash, unnest(?::varchar[]) as feedback_path) f
                        where submission.file_hash = f.file_hash and submission.school_year = ? and submission.period = ?""",
-                    [outcome.school_year, outcome.period])
-        con.unregister("_fb")
+                    [list(out), [str(p) for p in out.values()], outcome.school_year, outcome.period])
     return out
 
 
