@@ -224,6 +224,16 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _unstage(con: duckdb.DuckDBPyConnection, hashes: list[str], school_year: str, period: str) -> None:
+    """Delete every raw_/stg_ row of these files in the collection (staging then inserts them)."""
+    con.register("_staging", pd.DataFrame({"file_hash": hashes}))
+    for sid in SHEETS:
+        for layer in ("raw", "stg"):
+            con.execute(f"""delete from {layer}_{sid} where school_year = ? and period = ?
+                            and file_hash in (select file_hash from _staging)""", [school_year, period])
+    con.unregister("_staging")
+
+
 def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame], stg: Mapping[str, pd.DataFrame],
                  school_year: str, period: str, contract: Contract | None = None) -> int:
     """Stage the raw_/stg_ rows of the given files, replacing whatever rows those file hashes
@@ -236,12 +246,7 @@ def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame]
                      for h in f["file_hash"].dropna().unique()})
     if not hashes:
         return 0
-    con.register("_staging", pd.DataFrame({"file_hash": hashes}))
-    for sid in SHEETS:
-        for layer in ("raw", "stg"):
-            con.execute(f"""delete from {layer}_{sid} where school_year = ? and period = ?
-                            and file_hash in (select file_hash from _staging)""", [school_year, period])
-    con.unregister("_staging")
+    _unstage(con, hashes, school_year, period)
     for sid in SHEETS:
         sheet = c.sheet(sid)
         for layer, frames in (("raw", raw), ("stg", stg)):
@@ -279,12 +284,7 @@ def stage_sheets(con: duckdb.DuckDBPyConnection, sheets: Iterable[tuple[str, pd.
     hashes = sorted({h for h in hashes if h})
     if not hashes:
         return 0
-    con.register("_staging", pd.DataFrame({"file_hash": hashes}))
-    for sid in SHEETS:
-        for layer in ("raw", "stg"):
-            con.execute(f"""delete from {layer}_{sid} where school_year = ? and period = ?
-                            and file_hash in (select file_hash from _staging)""", [school_year, period])
-    con.unregister("_staging")
+    _unstage(con, hashes, school_year, period)
     if STAGE_AHEAD < 1:  # one after the other, in this thread
         for sid, raw, stg in sheets:
             for layer, frame in (("raw", raw), ("stg", stg)):
