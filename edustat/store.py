@@ -234,6 +234,22 @@ def _unstage(con: duckdb.DuckDBPyConnection, hashes: list[str], school_year: str
     con.unregister("_staging")
 
 
+def _arrow_tables(sheets: Iterable[tuple[str, pd.DataFrame | None, pd.DataFrame | None]], c: Contract,
+                  school_year: str, period: str):
+    """(layer, sheet id, Arrow table) of each non-empty frame, raw then stg, in the sheets' order."""
+    for sid, raw, stg in sheets:
+        for layer, frame in (("raw", raw), ("stg", stg)):
+            if frame is not None and not frame.empty:
+                yield layer, sid, to_arrow(frame.assign(school_year=school_year, period=period),
+                                           arrow_schema(c.sheet(sid), layer))
+
+
+def _insert(con: duckdb.DuckDBPyConnection, layer: str, sid: str, tbl: pa.Table) -> None:
+    con.register("_incoming", tbl)
+    con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
+    con.unregister("_incoming")
+
+
 def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame], stg: Mapping[str, pd.DataFrame],
                  school_year: str, period: str, contract: Contract | None = None) -> int:
     """Stage the raw_/stg_ rows of the given files, replacing whatever rows those file hashes
@@ -247,16 +263,8 @@ def stage_frames(con: duckdb.DuckDBPyConnection, raw: Mapping[str, pd.DataFrame]
     if not hashes:
         return 0
     _unstage(con, hashes, school_year, period)
-    for sid in SHEETS:
-        sheet = c.sheet(sid)
-        for layer, frames in (("raw", raw), ("stg", stg)):
-            frame = frames.get(sid)
-            if frame is None or frame.empty:
-                continue
-            tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
-            con.register("_incoming", tbl)
-            con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
-            con.unregister("_incoming")
+    for item in _arrow_tables(((sid, raw.get(sid), stg.get(sid)) for sid in SHEETS), c, school_year, period):
+        _insert(con, *item)
     return len(hashes)
 
 
@@ -285,15 +293,10 @@ def stage_sheets(con: duckdb.DuckDBPyConnection, sheets: Iterable[tuple[str, pd.
     if not hashes:
         return 0
     _unstage(con, hashes, school_year, period)
+    tables = _arrow_tables(sheets, c, school_year, period)
     if STAGE_AHEAD < 1:  # one after the other, in this thread
-        for sid, raw, stg in sheets:
-            for layer, frame in (("raw", raw), ("stg", stg)):
-                if frame is not None and not frame.empty:
-                    con.register("_incoming", to_arrow(frame.assign(school_year=school_year, period=period),
-                                                       arrow_schema(c.sheet(sid), layer)))
-                    con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
-                    con.unregister("_incoming")
-            del raw, stg
+        for item in tables:
+            _insert(con, *item)
         return len(hashes)
     made: queue.Queue = queue.Queue(maxsize=STAGE_AHEAD)
     stop = threading.Event()
@@ -310,15 +313,9 @@ def stage_sheets(con: duckdb.DuckDBPyConnection, sheets: Iterable[tuple[str, pd.
 
     def produce() -> None:
         try:
-            for sid, raw, stg in sheets:
-                sheet = c.sheet(sid)
-                for layer, frame in (("raw", raw), ("stg", stg)):
-                    if frame is None or frame.empty:
-                        continue
-                    tbl = to_arrow(frame.assign(school_year=school_year, period=period), arrow_schema(sheet, layer))
-                    if not put((layer, sid, tbl)):
-                        return
-                del raw, stg
+            for item in tables:
+                if not put(item):
+                    return
             put(done)
         except BaseException as exc:  # raised in the inserting thread
             put(exc)
@@ -332,11 +329,8 @@ def stage_sheets(con: duckdb.DuckDBPyConnection, sheets: Iterable[tuple[str, pd.
                 break
             if isinstance(item, BaseException):
                 raise item
-            layer, sid, tbl = item
-            con.register("_incoming", tbl)
-            con.execute(f"insert into {layer}_{sid} by name select * from _incoming")
-            con.unregister("_incoming")
-            del item, tbl
+            _insert(con, *item)
+            del item
     finally:
         stop.set()
         maker.join()
