@@ -31,7 +31,9 @@ def probe(out: str, linger: float = 0.0) -> None:
         scope = gxfast.cached_configurations()  # kept open (referenced) until the kill
         scope.__enter__()
         gxe.ExpectColumnValuesToNotBeNull(column="x").configuration  # noqa: B018 - cached
-    Path(out).write_text(json.dumps({
+    # written whole, then renamed: the kill test waits for the file to exist and may kill at once
+    partial = Path(out).with_suffix(".partial")
+    partial.write_text(json.dumps({
         **gx_state, "gx_cache_now": gxfast.cache_size(),
         "start_method": multiprocessing.get_start_method(),
         "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
@@ -40,6 +42,7 @@ def probe(out: str, linger: float = 0.0) -> None:
         "pid": os.getpid(), "ppid": os.getppid(),
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
     }))
+    os.replace(partial, out)
     time.sleep(linger)
 
 
