@@ -887,12 +887,21 @@ def server(
     _prefect_env()
     url = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    os.environ["PREFECT_API_URL"] = url  # Prefect reads its settings once, at import (just below)
+    from prefect.settings import get_current_settings
+
+    from edustat.prefect_ui import ui_static_env
+
+    def ui_warning(detail: str) -> None:
+        typer.echo("Lưu ý: sơ đồ lần chạy (run graph) của giao diện Prefect sẽ mất dấu tiếng Việt trong tên bước "
+                   f"(danh sách bước và nhật ký vẫn đủ dấu). Chi tiết kỹ thuật: {detail}", err=True)
+
+    env.update(ui_static_env(get_current_settings().home, ui_warning))
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         if not _wait_healthy(url, 120):
             fail(f"máy chủ Prefect không khởi động được trên cổng {port}")
-        os.environ["PREFECT_API_URL"] = url
         typer.echo(f"Máy chủ Prefect: http://127.0.0.1:{port}  (Deployments → edustat-collection/thu-thap → Run → Custom run)")
         typer.echo("Nhập năm học (vd 2022-2023), kỳ (dau_nam / cuoi_nam) và thư mục tệp nộp; kết quả ở Runs → Artifacts.")
         typer.echo("Nhấn Ctrl+C để dừng.")

@@ -57,6 +57,10 @@ def start_prefect_server(home, *, ui: bool = True, drop: tuple[str, ...] = ()) -
                PREFECT_API_URL=url, PREFECT_UI_API_URL=url, PREFECT_LOGGING_LEVEL="WARNING")
     for k in ("PREFECT_API_KEY", *drop):
         env.pop(k, None)
+    if ui:  # the run graph's labels with their Vietnamese letters (edustat/prefect_ui.py)
+        from edustat.prefect_ui import ui_static_env
+
+        env.update(ui_static_env(home))
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd + ([] if ui else ["--no-ui"]), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

@@ -4,9 +4,11 @@ Starts a Prefect server on a loopback port (temporary PREFECT_HOME), runs a smal
 against it (a synthetic city with accepted, warned, partially wrong and unreadable files), then
 with headless Chromium:
 - dumps the DOM of the flow-run page, its logs and each artifact and checks that the run name,
-  the stage logs and the charts (inline SVG images) are there;
-- writes build/screenshots/*.png: the runs list, the flow-run page (logs), its artifacts tab,
-  the summary, the per-school table, the charts and the deployment's custom-run form.
+  the stage logs and the charts (inline SVG images) are there, and that the run graph's font
+  has the Vietnamese letters (the server serves edustat/prefect_ui.py's UI, as `edustat server`);
+- writes build/screenshots/*.png: the runs list, the flow-run page (logs and run graph; with
+  --v2 in the V2 UI too), its artifacts tab, the summary, the per-school table, the charts and
+  the deployment's custom-run form.
 The API is checked too (run name, INFO logs, artifact kinds). Exit status 1 when a check fails.
 
     make screenshots        (installs chromium from Debian when absent)
@@ -140,6 +142,7 @@ def make_city(inbox: Path, config: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "screenshots")
+    ap.add_argument("--v2", action="store_true", help="also the flow-run page (run graph) in Prefect's V2 UI (~8 s more)")
     ap.add_argument("--keep", action="store_true", help="leave the server running (prints its URL) until Ctrl+C")
     args = ap.parse_args()
     out: Path = args.out
@@ -153,6 +156,12 @@ def main() -> int:
     env = dict(os.environ, PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                DO_NOT_TRACK="1", PREFECT_API_URL=api, PREFECT_LOGGING_LEVEL="WARNING", PREFECT_UI_API_URL=api)
     env.pop("PREFECT_API_KEY", None)
+    # this process's Prefect settings are read once, at its import (just below): set them first
+    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_LOGGING_LEVEL",
+                                           "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
+    from edustat.prefect_ui import ui_static_env
+
+    env.update(ui_static_env(work / "prefect"))  # the run graph's Vietnamese letters, as `edustat server` serves them
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     failures: list[str] = []
@@ -165,8 +174,6 @@ def main() -> int:
         if not wait_healthy(api, 180):
             print("prefect server did not start", file=sys.stderr)
             return 1
-        os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_LOGGING_LEVEL",
-                                               "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         inbox = work / "inbox"
         config = work / "edustat.yaml"
@@ -210,6 +217,8 @@ def main() -> int:
             ("7-chay-tuy-chinh", f"{ui}/deployments/deployment/{dep_id}/run", None,
              ["Năm học, ví dụ 2022-2023", "Kỳ báo cáo: dau_nam = đầu năm", "Thư mục chứa các tệp trường đã nộp"], 1440, 1500),
         ]
+        if args.v2:  # the same page in the V2 UI, where `/` sends a browser without a saved preference
+            pages.insert(2, ("2b-lan-chay-v2", f"{ui}/v2/runs/flow-run/{run_id}", None, [facts["name"]], 1440, 1100))
         browser = Browser()
         try:
             for name, url, tab, must, width, height in pages:
@@ -219,6 +228,11 @@ def main() -> int:
                     if not browser.click_text(tab):
                         failures.append(f"{name}: no '{tab}' tab to click")
                 missing = browser.wait_for(must)
+                if name == "2b-lan-chay-v2":
+                    time.sleep(5)  # the V2 run graph draws a few seconds after the page's text
+                if name == "2-lan-chay-nhat-ky" and not graph_font_has_vietnamese(browser):
+                    failures.append("2-lan-chay-nhat-ky: the run graph's font lacks the Vietnamese letters "
+                                    "(the served UI is not edustat/prefect_ui.py's)")
                 png = out / f"{name}.png"
                 browser.screenshot(png)
                 (out / f"{name}.txt").write_text(browser.text(), encoding="utf-8")
@@ -244,6 +258,24 @@ def main() -> int:
     for f in failures:
         print(f"CHECK FAILED: {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def graph_font_has_vietnamese(browser: Browser) -> bool:
+    """Whether a script the page loaded builds the run graph's bitmap font with the Vietnamese
+    letters (the graph is a canvas: its labels are not in the DOM)."""
+    from edustat.prefect_ui import patched_font_options
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + 10  # the graph's chunk may load after the page's text
+    while time.monotonic() < deadline:
+        scripts = browser.js("performance.getEntriesByType('resource').map(e => e.name).filter(n => n.endsWith('.js'))")
+        for url in set(scripts or []) - seen:
+            seen.add(url)
+            with urllib.request.urlopen(url, timeout=30) as r:
+                if patched_font_options().encode() in r.read():
+                    return True
+        time.sleep(1)
+    return False
 
 
 def api_facts(run_id) -> dict:

@@ -133,3 +133,18 @@ def test_a_run_triggered_through_the_api(served):
     assert cells > 0
     forms = list((served["data"] / "curated" / "reports" / "2022-2023" / "dau_nam").glob("*_city.xlsx"))
     assert forms
+
+
+def test_the_served_run_graph_draws_vietnamese_task_names(prefect_server):
+    """The server `start_prefect_server` (like `edustat server`) starts serves edustat's UI
+    directory (edustat/prefect_ui.py): the V1 run graph's font has the Vietnamese letters."""
+    import urllib.request
+
+    import prefect
+
+    from edustat import prefect_ui
+
+    font_file, _ = prefect_ui.find_font_source(Path(prefect.__ui_static_path__))
+    ui = prefect_server["url"].removesuffix("/api")
+    with urllib.request.urlopen(f"{ui}/assets/{font_file.name}", timeout=30) as r:
+        assert prefect_ui.patched_font_options().encode() in r.read()
