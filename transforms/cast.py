@@ -223,13 +223,29 @@ def _pattern_width(pattern: str | None) -> int | None:
 def cast_table(raw: pd.DataFrame, fields: Iterable[Field]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw text frame (field-id columns + `excel_row`) → (typed frame, problems).
     Columns absent from `raw` are absent from the result; other columns pass through."""
+    fields = list(fields)
+    return typed_table(raw, fields, cast_columns(raw, fields))
+
+
+def cast_columns(raw: pd.DataFrame, fields: Iterable[Field]) -> dict[str, tuple[pd.Series, list[pd.DataFrame]]]:
+    """Each field of `raw` cast alone: {field id: (typed column, its problem frames)}. A
+    column's cast reads only that column and `excel_row`, so any subset of the fields can be
+    cast apart (edustat.castsplit: in two processes) and put together by `typed_table`."""
+    rows = raw[LINEAGE]
+    return {f.id: _cast_blank(f, raw[f.id], rows) for f in fields if f.id in raw.columns}
+
+
+def typed_table(raw: pd.DataFrame, fields: Iterable[Field],
+                done: dict[str, tuple[pd.Series, list[pd.DataFrame]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`cast_table`'s result from its columns cast (`cast_columns`, every field of `raw`):
+    the typed frame and the problems, in the fields' order."""
     rows = raw[LINEAGE]
     out = {LINEAGE: rows}
     probs: list[pd.DataFrame] = []
     for f in fields:
         if f.id not in raw.columns:
             continue
-        typed, p = _cast_blank(f, raw[f.id], rows)
+        typed, p = done[f.id]
         out[f.id] = typed
         probs.extend(p)
     for col in raw.columns:
