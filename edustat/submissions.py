@@ -486,6 +486,7 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
                                 index=keys).astype({f.id: kinds.get(f.type, "object") for f in school_sheet.fields})
         raw_out["school"] = raw_kv.assign(**meta)
         typed_out["school"] = typed_kv.assign(**meta)
+    stacked: dict[str, pd.DataFrame] = {}
     for sid in TABLE_SHEETS:
         sheet = c.sheet(sid)
         ids = [f.id for f in sheet.fields]
@@ -505,7 +506,12 @@ def assemble(results: list[FileResult], contract: Contract | None = None, catalo
         for fid in ids:  # absent optional columns are blank, so conditions can test them
             if fid not in raw:
                 raw[fid] = pd.Series(pd.NA, index=raw.index, dtype="string")
-        typed, problems = cast_table(raw, sheet.fields)
+        stacked[sid] = raw
+    from edustat.castsplit import cast_sheets  # every sheet's columns, on both cores when worth it
+
+    cast = cast_sheets(stacked, {sid: c.sheet(sid) for sid in stacked})
+    for sid, raw in stacked.items():
+        typed, problems = cast[sid]
         typed["_file"], typed["_rowkey"] = raw["_file"], raw["_rowkey"]
         raw_out[sid], typed_out[sid] = raw, typed
         said = problems[problems["kind"].isin(list(READ_FAMILIES))]

@@ -284,6 +284,23 @@ def test_numeric_text_is_to_numeric_of_the_column():
     assert numeric_text(s).tolist() == pd.to_numeric(s, errors="coerce").tolist()
 
 
+def test_positions_of_distinct_spellings_are_pandas_get_indexer():
+    import random
+
+    from transforms.cast import _positions
+
+    pool = ["1", "01", "0", "có", "Có", "có", "x", " ", "", " ", "Nữ", "1.0", "nan", "NaN", "None"]
+    rng = random.Random(11)
+    for storage in ("pyarrow", "python"):
+        for _ in range(300):
+            some = rng.sample(pool, rng.randint(1, 7))
+            s = pd.Series([rng.choice(some + [None]) for _ in range(rng.randint(1, 60))], dtype=pd.StringDtype(storage))
+            spellings = s.dropna().unique()
+            want = pd.Index(spellings, dtype=s.dtype).get_indexer(s)
+            got = _positions(s, spellings)
+            assert got.dtype == want.dtype and (got == want).all(), (storage, s.tolist())
+
+
 def _header_by_every_row(grid, keys):
     """reader._find_header as it was: every row of the scan scored."""
     best, best_row = 0, -1
@@ -370,3 +387,22 @@ print(json.dumps({{"read": bool(fr.school_code) and not fr.unreadable, "sheets":
     monkeypatch.setattr(pipeline, "_reader_caches", lambda severity: calls.append(severity) or real(severity))
     results = pipeline.ingest_all(files, Config(data_dir=tmp_path / "data", workers=2), year, period)
     assert len(calls) == 1 and all(fr.school_code and not fr.unreadable for fr in results)
+
+
+def test_a_column_with_no_value_casts_as_every_blank_cast_alone():
+    from transforms.cast import _cast_blank, _cast_field
+
+    contract = load_contract()
+    for sheet in contract.sheets:
+        for f in sheet.fields:
+            for dtype in ("string", object):
+                raw = pd.Series([None] * 9, dtype=dtype, index=range(40, 49))
+                rows = pd.Series(range(7, 16), index=raw.index)
+                want, want_probs = _cast_field(f, raw, rows)
+                got, got_probs = _cast_blank(f, raw, rows)
+                pd.testing.assert_series_equal(got, want, check_exact=True)
+                assert got_probs == want_probs == []
+    f = next(f for f in contract.sheet("learners").fields if f.type == "flag")  # a value: the full cast
+    raw = pd.Series([None, "1", None], dtype="string")
+    got, _ = _cast_blank(f, raw, pd.Series([3, 4, 5]))
+    assert got.tolist() == [pd.NA, 1, pd.NA]
