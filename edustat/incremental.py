@@ -307,11 +307,15 @@ def prune_cache(data_dir: Path, results: Iterable, vkey: str, school_year: str, 
     the current key stay. Returns how many were removed. Deleting only, so a kill part-way leaves
     a cache the next run uses or prunes; entries hold personal data, so none outlives its use."""
     root = cache_dir(data_dir)
-    keep: set[Path] = set()
+    # kept entries as text, compared with each DirEntry.path as it comes (a province's ~1,460
+    # entries: a Path made and hashed for each cost ~0.1 s): the same test, since `root` is a
+    # Path (its text normalised) and scandir joins it and a bare name with one "/", exactly as
+    # str(root / sub / name) writes it
+    keep: set[str] = set()
     for fr in results:
         sha = getattr(fr, "bytes_sha", None) or (fr.cache.bytes_sha if getattr(fr, "cache", None) else None)
         if sha:
-            keep.update(_entry_paths(root, sha, fr.name))
+            keep.update(str(p) for p in _entry_paths(root, sha, fr.name))
     removed = 0
     try:
         subdirs = list(os.scandir(root))
@@ -323,9 +327,9 @@ def prune_cache(data_dir: Path, results: Iterable, vkey: str, school_year: str, 
                 removed += _remove(Path(sub.path))
             continue
         for entry in os.scandir(sub.path):
-            path = Path(entry.path)
-            if path in keep and entry.is_file(follow_symlinks=False):
+            if entry.path in keep and entry.is_file(follow_symlinks=False):
                 continue
+            path = Path(entry.path)
             if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
                 removed += _remove(path)
                 continue

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -630,15 +631,19 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
 
 
 def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str,
-                  file_hash: str = "") -> Path:
+                  file_hash: str = "", proven: Callable[[Path], Path] | None = None) -> Path:
     """<school code>.xlsx when the code has its format (8 digits); any other file is answered
-    under its own name and hash. Proven inside the data dir (edustat.paths)."""
+    under its own name and hash. Proven inside the data dir (edustat.paths; `proven`: the
+    caller's `paths.inside_dirs(cfg.data_dir)` when it names many, the same proof)."""
     from edustat.paths import inside, safe_stem, school_code_for_path
 
     code = school_code_for_path(school_code)
     name = code or (f"khong_xac_dinh__{safe_stem(file_name)}" + (f"__{file_hash[:8]}" if file_hash else ""))
     path = cfg.feedback_dir / school_year / period / f"{name}.xlsx"
-    inside(cfg.data_dir, path)
+    if proven is not None:
+        proven(path)
+    else:
+        inside(cfg.data_dir, path)
     return path
 
 
@@ -717,9 +722,13 @@ def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         from edustat.incremental import outputs_done
 
         done = outputs_done(con, outcome.school_year, outcome.period, "feedback")
+    from edustat.paths import inside_dirs
+
+    proven = inside_dirs(cfg.data_dir)  # the feedback directory resolved once, not once per school
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
-        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
+        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash,
+                             proven)
         mine = by_file.get(sub.file_hash, none)
         school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
