@@ -774,14 +774,17 @@ def issue_row_hashes(issues: pd.DataFrame):
     return pd.util.hash_pandas_object(body, index=False).to_numpy() if len(issues) else None
 
 
-def feedback_fingerprint(source, kwargs: dict, sub, row_hashes=None) -> str:
+def feedback_fingerprint(source, kwargs: dict, sub, row_hashes=None, n_issues: int | None = None) -> str:
     """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
     school, its issues, the engine / receipt choice and the code that writes it. `row_hashes`:
-    the school's rows of `issue_row_hashes` (computed here when not given)."""
+    the school's rows of `issue_row_hashes` (computed here when not given). `n_issues` (with
+    `row_hashes`): the school's issue count when kwargs["issues"] is only a frame of the same
+    columns (the feedback step takes a school's rows only for a workbook it writes)."""
     issues = kwargs["issues"]
-    if len(issues) and row_hashes is None:
+    n = len(issues) if n_issues is None else n_issues
+    if n and row_hashes is None:
         row_hashes = issue_row_hashes(issues)
-    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest() if len(issues) else "-"
+    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest() if n else "-"
     parts = [code_digest(), str(source), sub.file_hash, None if pd.isna(sub.version) else int(sub.version), sub.status,
              sub.file_name, kwargs["counts"], kwargs["school"], kwargs["engine"], kwargs.get("received"),
              list(issues.columns), digest, kwargs["school_year"], kwargs["period"]]
