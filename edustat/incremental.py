@@ -307,11 +307,15 @@ def prune_cache(data_dir: Path, results: Iterable, vkey: str, school_year: str, 
     the current key stay. Returns how many were removed. Deleting only, so a kill part-way leaves
     a cache the next run uses or prunes; entries hold personal data, so none outlives its use."""
     root = cache_dir(data_dir)
-    keep: set[Path] = set()
+    # kept entries as text, compared with each DirEntry.path as it comes (a province's ~1,460
+    # entries: a Path made and hashed for each cost ~0.1 s): the same test, since `root` is a
+    # Path (its text normalised) and scandir joins it and a bare name with one "/", exactly as
+    # str(root / sub / name) writes it
+    keep: set[str] = set()
     for fr in results:
         sha = getattr(fr, "bytes_sha", None) or (fr.cache.bytes_sha if getattr(fr, "cache", None) else None)
         if sha:
-            keep.update(_entry_paths(root, sha, fr.name))
+            keep.update(str(p) for p in _entry_paths(root, sha, fr.name))
     removed = 0
     try:
         subdirs = list(os.scandir(root))
@@ -323,9 +327,9 @@ def prune_cache(data_dir: Path, results: Iterable, vkey: str, school_year: str, 
                 removed += _remove(Path(sub.path))
             continue
         for entry in os.scandir(sub.path):
-            path = Path(entry.path)
-            if path in keep and entry.is_file(follow_symlinks=False):
+            if entry.path in keep and entry.is_file(follow_symlinks=False):
                 continue
+            path = Path(entry.path)
             if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
                 removed += _remove(path)
                 continue
@@ -770,14 +774,17 @@ def issue_row_hashes(issues: pd.DataFrame):
     return pd.util.hash_pandas_object(body, index=False).to_numpy() if len(issues) else None
 
 
-def feedback_fingerprint(source, kwargs: dict, sub, row_hashes=None) -> str:
+def feedback_fingerprint(source, kwargs: dict, sub, row_hashes=None, n_issues: int | None = None) -> str:
     """What a feedback workbook shows: the file (bytes hash, version, status, counts), the
     school, its issues, the engine / receipt choice and the code that writes it. `row_hashes`:
-    the school's rows of `issue_row_hashes` (computed here when not given)."""
+    the school's rows of `issue_row_hashes` (computed here when not given). `n_issues` (with
+    `row_hashes`): the school's issue count when kwargs["issues"] is only a frame of the same
+    columns (the feedback step takes a school's rows only for a workbook it writes)."""
     issues = kwargs["issues"]
-    if len(issues) and row_hashes is None:
+    n = len(issues) if n_issues is None else n_issues
+    if n and row_hashes is None:
         row_hashes = issue_row_hashes(issues)
-    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest() if len(issues) else "-"
+    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest() if n else "-"
     parts = [code_digest(), str(source), sub.file_hash, None if pd.isna(sub.version) else int(sub.version), sub.status,
              sub.file_name, kwargs["counts"], kwargs["school"], kwargs["engine"], kwargs.get("received"),
              list(issues.columns), digest, kwargs["school_year"], kwargs["period"]]

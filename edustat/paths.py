@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 SCHOOL_CODE = re.compile(r"\d{8}")  # regulations.md §2.3 [INF: 8 digits observed]
 UNIDENTIFIED = "_unidentified"
@@ -42,6 +44,38 @@ def inside(root: Path, path: Path) -> Path:
     if not path_r.is_relative_to(root_r) or path_r == root_r:
         raise UnsafePath(f"{path} is outside {root}")
     return path_r
+
+
+def inside_dirs(root: Path) -> "Callable[[Path], Path]":
+    """`inside(root, path)` for many paths, each directory resolved once (issue 12: the feedback
+    step proves a province's 730 paths in one directory; each `resolve` walked every component
+    again). Exactly `inside`: `Path.resolve` (os.path.realpath, not strict) of `dir/name` is the
+    resolved `dir` joined with `name` when `name` is a plain name that is not a symlink; any
+    other last component (a symlink, `..`, `.`) is resolved in full by `inside` itself. The
+    directories are resolved at their first use within one caller's pass, as `inside` would
+    resolve them then."""
+    root_r = Path(root).resolve()
+    dirs: dict[Path, Path] = {}
+
+    def check(path: Path) -> Path:
+        path = Path(path)
+        name = path.name
+        if name in ("", ".", "..") or path.parent == path:
+            return inside(root, path)
+        try:
+            link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:
+            link = False  # absent (or unreachable): realpath appends the name as it is
+        if link:
+            return inside(root, path)
+        parent = path.parent
+        if parent not in dirs:
+            dirs[parent] = parent.resolve()
+        path_r = dirs[parent] / name
+        if not path_r.is_relative_to(root_r) or path_r == root_r:
+            raise UnsafePath(f"{path} is outside {root}")
+        return path_r
+    return check
 
 
 def display_name(name: str) -> str:

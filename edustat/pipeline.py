@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -633,15 +634,19 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
 
 
 def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str,
-                  file_hash: str = "") -> Path:
+                  file_hash: str = "", proven: Callable[[Path], Path] | None = None) -> Path:
     """<school code>.xlsx when the code has its format (8 digits); any other file is answered
-    under its own name and hash. Proven inside the data dir (edustat.paths)."""
+    under its own name and hash. Proven inside the data dir (edustat.paths; `proven`: the
+    caller's `paths.inside_dirs(cfg.data_dir)` when it names many, the same proof)."""
     from edustat.paths import inside, safe_stem, school_code_for_path
 
     code = school_code_for_path(school_code)
     name = code or (f"khong_xac_dinh__{safe_stem(file_name)}" + (f"__{file_hash[:8]}" if file_hash else ""))
     path = cfg.feedback_dir / school_year / period / f"{name}.xlsx"
-    inside(cfg.data_dir, path)
+    if proven is not None:
+        proven(path)
+    else:
+        inside(cfg.data_dir, path)
     return path
 
 
@@ -706,29 +711,36 @@ def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     jobs = []
     now = dt.datetime.now(VN_TZ)
     by_hash = {fr.sha256: fr for fr in results}
-    # each file's issues, in the run's order (one pass, not one filter per file)
-    by_file = {h: g for h, g in outcome.issues.groupby("file_hash", sort=False)} if len(outcome.issues) else {}
+    # each file's issue rows' positions, in the run's order (one pass, not one filter per file);
+    # a file's issues are taken (`iloc`: the very rows, index and dtypes the groupby's own
+    # iteration gives) only for a workbook to write — a province's 730 frames made for the
+    # one written cost ~0.2 s
+    positions = outcome.issues.groupby("file_hash", sort=False).indices if len(outcome.issues) else {}
     hashes = {}  # each file's issue rows hashed, from one pass over the run's issues (incremental)
     if cfg.incremental and len(outcome.issues):
         from edustat.incremental import issue_row_hashes
 
         every = issue_row_hashes(outcome.issues)
-        hashes = {h: every[pos] for h, pos in outcome.issues.groupby("file_hash", sort=False).indices.items()}
+        hashes = {h: every[pos] for h, pos in positions.items()}
     none = outcome.issues.iloc[0:0]
     done, made = {}, {}  # feedback path → fingerprint of what it was written from (issue 12)
     if cfg.incremental:
         from edustat.incremental import outputs_done
 
         done = outputs_done(con, outcome.school_year, outcome.period, "feedback")
+    from edustat.paths import inside_dirs
+
+    proven = inside_dirs(cfg.data_dir)  # the feedback directory resolved once, not once per school
     for sub in outcome.submissions.itertuples(index=False):
         fr = by_hash[sub.file_hash]
-        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash)
-        mine = by_file.get(sub.file_hash, none)
+        path = feedback_path(cfg, outcome.school_year, outcome.period, sub.school_code, sub.file_name, sub.file_hash,
+                             proven)
+        pos = positions.get(sub.file_hash)
         school = {"school_code": sub.school_code if isinstance(sub.school_code, str) else "", "school_name": fr.school.get("school_name") or fr.name}
         counts = {"learners": int(sub.n_learners or 0), "staff": int(sub.n_staff or 0), "classes": int(sub.n_classes or 0),
                   "errors": int(sub.n_errors or 0), "warnings": int(sub.n_warnings or 0), "notices": int(sub.n_notices or 0)}
         source = Path(fr.raw_path) if (fr.raw_path and not fr.unreadable) else None
-        kwargs = dict(school=school, issues=mine, status=sub.status, counts=counts,
+        kwargs = dict(school=school, issues=none, status=sub.status, counts=counts,
                       school_year=outcome.school_year, period=outcome.period, generated_at=now,
                       engine=cfg.feedback_engine)
         if sub.status == "accepted" and not cfg.feedback_full_copy:  # no error, no warning: a receipt
@@ -738,10 +750,14 @@ def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
         if cfg.incremental:  # the same result as the workbook in place: not written again
             from edustat.incremental import feedback_fingerprint
 
-            fp = feedback_fingerprint(source, kwargs, sub, hashes.get(sub.file_hash))
+            # `issues` is still the empty frame of the run's columns: the file's count given apart
+            fp = feedback_fingerprint(source, kwargs, sub, hashes.get(sub.file_hash),
+                                      n_issues=0 if pos is None else len(pos))
             if fp == done.get(str(path)) and path.is_file() and not path.is_symlink():
                 continue
             made[str(path)] = fp
+        if pos is not None:
+            kwargs["issues"] = outcome.issues.iloc[pos]
         jobs.append((source, path, kwargs))
     work = FeedbackWork(out=out, made=made, jobs=jobs, started=time.perf_counter())
     workers = max(1, min(cfg.workers, len(jobs)))

@@ -169,6 +169,34 @@ def test_inside_refuses_every_escape(tmp_path):
             inside(root, bad)
 
 
+def test_inside_dirs_is_inside(tmp_path):
+    """paths.inside_dirs (the feedback step's check, each directory resolved once) refuses and
+    resolves exactly what `inside` does: a symlinked workbook pointing out, a linked directory,
+    `..`, the root itself; and a symlink planted after the directory was resolved."""
+    from edustat.paths import UnsafePath, inside, inside_dirs
+
+    root = tmp_path / "data"
+    (root / "fb" / "y" / "p").mkdir(parents=True)
+    (root / "link").symlink_to(tmp_path)
+    (root / "fb" / "y" / "p" / "out.xlsx").symlink_to(tmp_path / "elsewhere.xlsx")
+    (root / "fb" / "y" / "p" / "in.xlsx").symlink_to(root / "fb" / "kept.xlsx")
+    (root / "fb" / "y" / "p" / "plain.xlsx").write_bytes(b"x")
+    check = inside_dirs(root)
+    cases = [root / "fb" / "y" / "p" / n for n in ("a.xlsx", "plain.xlsx", "out.xlsx", "in.xlsx", "..", ".")] + [
+        root / "link" / "x.xlsx", root / ".." / "x.xlsx", Path("/etc/passwd"), root, root / "fb" / "y" / "p" / "a.xlsx"]
+    for path in cases:
+        try:
+            want = inside(root, path)
+        except UnsafePath:
+            with pytest.raises(UnsafePath):
+                check(path)
+            continue
+        assert check(path) == want, path
+    (root / "fb" / "y" / "p" / "late.xlsx").symlink_to(tmp_path / "x.xlsx")  # after the directory was resolved
+    with pytest.raises(UnsafePath):
+        check(root / "fb" / "y" / "p" / "late.xlsx")
+
+
 def test_undecodable_and_nfd_names_display_as_text():
     import unicodedata
 

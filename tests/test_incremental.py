@@ -659,3 +659,23 @@ def test_feedback_written_beside_the_forms_is_recorded_only_once_every_workbook_
     assert sorted(p.name for p in fb.iterdir()) == sorted(p.name for p in ref.iterdir())
     for p in fb.iterdir():
         assert openpyxl.load_workbook(p).sheetnames == openpyxl.load_workbook(ref / p.name).sheetnames
+
+
+def test_feedback_fingerprint_of_a_count_and_row_hashes_is_that_of_the_rows():
+    """The feedback step fingerprints a school's issues from their row hashes and count, with
+    only an empty frame of the run's columns in hand (it takes the rows for a workbook it
+    writes): the same fingerprint as from the rows themselves."""
+    from types import SimpleNamespace
+
+    issues = pd.DataFrame({"file_hash": ["a", "b", "a"], "excel_row": pd.array([3, 4, None], dtype="Int64"),
+                           "message": ["x", "y", None]})
+    sub = SimpleNamespace(file_hash="a", version=1, status="accepted_with_warnings", file_name="a.xlsx")
+    every = incremental.issue_row_hashes(issues)
+    pos = issues.groupby("file_hash", sort=False).indices["a"]
+    kw = dict(school={"school_code": "1"}, counts={}, engine="patch", school_year="y", period="p")
+    whole = incremental.feedback_fingerprint(None, {**kw, "issues": issues.iloc[pos]}, sub)
+    assert whole == incremental.feedback_fingerprint(None, {**kw, "issues": issues.iloc[pos]}, sub, every[pos])
+    assert whole == incremental.feedback_fingerprint(None, {**kw, "issues": issues.iloc[0:0]}, sub, every[pos],
+                                                     n_issues=len(pos))
+    assert whole != incremental.feedback_fingerprint(None, {**kw, "issues": issues.iloc[0:0]}, sub, every[pos][:1],
+                                                     n_issues=1)
