@@ -679,3 +679,61 @@ def test_feedback_fingerprint_of_a_count_and_row_hashes_is_that_of_the_rows():
                                                      n_issues=len(pos))
     assert whole != incremental.feedback_fingerprint(None, {**kw, "issues": issues.iloc[0:0]}, sub, every[pos][:1],
                                                      n_issues=1)
+
+
+def test_nothing_changed_reads_the_issues_entries_through_the_index_and_the_recorded_issues_as_before(inbox, tmp_path,
+                                                                                                     monkeypatch):
+    """unchanged_outcome looks up every issues entry through the collection's index
+    (edustat.metaindex, as validate_incremental does): a second nothing-changed run opens no
+    entry's Parquet footer. The recorded issues it returns are what `.df()` of the same rows
+    gives (dtypes and values, nulls included)."""
+    from edustat import metaindex
+    from edustat.submissions import discover
+
+    cfg = cfg_for(tmp_path / "data")  # a data dir of its own: other tests change `primed`'s state
+    run_steps(cfg, inbox, "cold")
+    results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
+    assert incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "first") is not None  # fills the index
+    opened = []
+    real_read, real_footer = incremental._read_meta, metaindex._footer
+    monkeypatch.setattr(incremental, "_read_meta", lambda p: opened.append(p) or real_read(p))
+    monkeypatch.setattr(metaindex, "_footer", lambda p: opened.append(p) or real_footer(p))
+    outcome = incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "second")
+    assert outcome is not None and opened == []
+    with store.session(cfg.db_path) as con:
+        run = con.execute("select run_id from incremental_collection where school_year = ? and period = ?",
+                          [YEAR, PERIOD]).fetchone()[0]
+        old = con.execute("""select school_code, file_hash, file_name, sheet, excel_row, "column", field, header,
+                                    rule_id, severity, value, message, fix
+                             from validation_issue where school_year = ? and period = ? and run_id = ?""",
+                          [YEAR, PERIOD, run]).df()
+        none = incremental._issues_frame(con, YEAR, PERIOD, "no such run")
+        old_none = con.execute("""select school_code, file_hash, file_name, sheet, excel_row, "column", field, header,
+                                         rule_id, severity, value, message, fix
+                                  from validation_issue where run_id = 'no such run'""").df()
+    assert len(old) and old["excel_row"].isna().any() and old["value"].isna().any()
+    with duckdb.connect(str(cfg.db_path), read_only=True) as ro:
+        got = incremental._issues_frame(ro, YEAR, PERIOD, run)
+    for want, have in ((old, got), (old_none, none)):
+        want["excel_row"] = want["excel_row"].astype("Int64")  # as unchanged_outcome made it
+        assert list(have.dtypes.astype(str)) == list(want.dtypes.astype(str))
+        pd.testing.assert_frame_equal(have, want, check_exact=True)
+        for col in want.columns:
+            assert [type(v) for v in have[col]] == [type(v) for v in want[col]], col
+    pd.testing.assert_frame_equal(outcome.issues, old, check_exact=True)
+
+
+def test_forms_skipped_when_nothing_changed_compute_no_digest(inbox, tmp_path, monkeypatch):
+    """formbuild.build with nothing changed records no build, so it computes no cells digest
+    (a province's 1.3 M cells checked for nothing); the last build and its digest stand."""
+    from edustat import formbuild
+
+    cfg = cfg_for(tmp_path / "data")  # a data dir of its own: other tests change `primed`'s state
+    run_steps(cfg, inbox, "cold")
+    with store.session(cfg.db_path) as con:
+        formbuild.ensure(con)
+        before = con.execute("select build_id, cells_digest from form_build order by all").fetchall()
+        monkeypatch.setattr(formbuild, "cells_digest", lambda *a, **k: pytest.fail("digest computed for a skipped build"))
+        result = formbuild.build(con, cfg, YEAR, PERIOD, incremental=True)
+        assert result.skipped and result.build_id is None and result.forms
+        assert con.execute("select build_id, cells_digest from form_build order by all").fetchall() == before
