@@ -620,7 +620,8 @@ def test_issue_columns_round_trip_typed_values(tmp_path):
     assert incremental.lookup_issues(fr, data, "other key", YEAR, PERIOD) is None
 
 
-def test_feedback_written_beside_the_forms_is_recorded_only_once_every_workbook_is_in_place(inbox, cold, tmp_path):
+def test_feedback_written_beside_the_forms_is_recorded_only_once_every_workbook_is_in_place(inbox, cold, tmp_path,
+                                                                                            monkeypatch):
     """The flow starts the feedback workbooks in worker processes, builds the forms meanwhile,
     then waits (pipeline.start_feedbacks / finish_feedbacks, issue 12). Until the wait, nothing
     is recorded: a run that dies during the forms leaves every workbook to be written again;
@@ -651,6 +652,13 @@ def test_feedback_written_beside_the_forms_is_recorded_only_once_every_workbook_
 
             again = pipeline.start_feedbacks(con, outcome, results, cfg)  # the next run writes every one
             assert len(again.jobs) == len(work.jobs)
+            # a few workbooks' issues are taken by position, many in one groupby pass: the same frames
+            monkeypatch.setattr(pipeline, "_ILOC_SLICES", 0)
+            grouped = pipeline.start_feedbacks(con, outcome, results, Config(data_dir=data, workers=1))
+            assert sum(len(kw["issues"]) > 0 for _, _, kw in grouped.jobs) > 1
+            for (_, p1, kw1), (_, p2, kw2) in zip(again.jobs, grouped.jobs, strict=True):
+                assert p1 == p2
+                pd.testing.assert_frame_equal(kw1["issues"], kw2["issues"], check_exact=True)
             paths = pipeline.finish_feedbacks(con, again, outcome)
             done, n = recorded()
             assert n == len(outcome.submissions) and set(done) == {str(p) for p in paths.values()}
