@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from compare_ingest import PERIOD, YEAR, _corpus, _diff, _mixed  # noqa: E402
+from compare_ingest import PERIOD, YEAR, _diff, common_args, inboxes_of  # noqa: E402
 
 
 def dump(inboxes: list[Path], out: Path, workers: int, split: str) -> None:
@@ -66,21 +66,12 @@ def _run(code: Path, inboxes: list[Path], out: Path, workers: int, split: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("inboxes", nargs="*", type=Path)
-    ap.add_argument("--base", type=Path, required=True, help="checkout of the reference version (e.g. main)")
-    ap.add_argument("--new", type=Path, default=HERE.parents[1])
-    ap.add_argument("--corpus", action="store_true", help="add the hostile-files corpus (tests/bad_inputs)")
-    ap.add_argument("--mixed", action="store_true", help="add a city of every layout and the ministry's own files")
-    ap.add_argument("--workers", type=int, default=1, help="reader processes of ingest_all")
+    common_args(ap)
     ap.add_argument("--split", choices=("auto", "always", "never"), default="auto",
                     help="the new version's cast in two processes: as the load decides, always, never")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cmp-cast-"))
-    inboxes = [p.resolve() for p in args.inboxes]
-    if args.corpus:
-        inboxes.append(_corpus(tmp / "corpus"))
-    if args.mixed:
-        inboxes.extend(_mixed(tmp))
+    inboxes = inboxes_of(args, tmp)
     _run(args.base.resolve(), inboxes, tmp / "base.pkl", args.workers, "auto")
     _run(args.new.resolve(), inboxes, tmp / "new.pkl", args.workers, args.split)
     base = pickle.loads((tmp / "base.pkl").read_bytes())

@@ -191,21 +191,32 @@ def _mixed(root: Path) -> list[Path]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def common_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments every two-checkout comparison of the read takes (compare_cast.py too)."""
     ap.add_argument("inboxes", nargs="*", type=Path)
     ap.add_argument("--base", type=Path, required=True, help="checkout of the reference version (e.g. main)")
     ap.add_argument("--new", type=Path, default=HERE.parents[1])
     ap.add_argument("--corpus", action="store_true", help="add the hostile-files corpus (tests/bad_inputs)")
     ap.add_argument("--mixed", action="store_true", help="add a city of every layout and the ministry's own files")
     ap.add_argument("--workers", type=int, default=1, help="reader processes of ingest_all (1: all in this one)")
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="cmp-"))
+
+
+def inboxes_of(args: argparse.Namespace, tmp: Path) -> list[Path]:
+    """The inboxes named, plus the corpus and the mixed city when asked for (built under `tmp`)."""
     inboxes = [p.resolve() for p in args.inboxes]
     if args.corpus:
         inboxes.append(_corpus(tmp / "corpus"))
     if args.mixed:
         inboxes.extend(_mixed(tmp))
+    return inboxes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    common_args(ap)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cmp-"))
+    inboxes = inboxes_of(args, tmp)
     _run(args.base.resolve(), inboxes, tmp / "base.pkl", args.workers)
     _run(args.new.resolve(), inboxes, tmp / "new.pkl", args.workers)
     base = pickle.loads((tmp / "base.pkl").read_bytes())
