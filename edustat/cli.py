@@ -897,8 +897,13 @@ def server(
                    f"(danh sách bước và nhật ký vẫn đủ dấu). Chi tiết kỹ thuật: {detail}", err=True)
 
     env.update(ui_static_env(get_current_settings().home, ui_warning))
+    # the server in a session of its own: Ctrl+C reaches this process only, whose runner then
+    # pauses the schedules through the server (pause_on_shutdown) before the `finally` below
+    # stops it; in the terminal's group the server shut down first and the runner retried
+    # against a closed connection for minutes
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         if not _wait_healthy(url, 120):
             fail(f"máy chủ Prefect không khởi động được trên cổng {port}")

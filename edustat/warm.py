@@ -31,6 +31,7 @@ as it is (runs start cold, and the serve log says why).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 from typing import Any
 
@@ -69,14 +70,28 @@ def start(preload: tuple[str, ...] = PRELOAD) -> int:
     from multiprocessing import forkserver
 
     context(preload)
-    forkserver.ensure_running()
+    # Ctrl+C in the officer's terminal reaches every process of its group: the forkserver
+    # ignores SIGINT only once its imports are done (multiprocessing.forkserver.main), so a
+    # Ctrl+C during them printed a KeyboardInterrupt traceback from an import. Started with
+    # SIGINT ignored, it inherits that through exec (Python keeps an ignored SIGINT) and ends
+    # with this process as before (its alive pipe); each run sets Python's handler back
+    # (_run_as_forked), as a run forked from it had.
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        forkserver.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
     return forkserver._forkserver._forkserver_pid  # noqa: SLF001 — read-only, for logs and tests
 
 
 def _run_as_forked(target, *args):
     """The run's process, once forked: its own pools and children start as `edustat run`'s do
     (forked from this process, its children: their CPU counts in its usage and they end with
-    it); a forkserver's child would otherwise start them from the forkserver too."""
+    it); a forkserver's child would otherwise start them from the forkserver too. SIGINT as in
+    any Python process (KeyboardInterrupt): the forkserver was started with it ignored (`start`)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     multiprocessing.set_start_method("fork", force=True)
     return target(*args)
 

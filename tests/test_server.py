@@ -148,3 +148,53 @@ def test_the_served_run_graph_draws_vietnamese_task_names(prefect_server):
     ui = prefect_server["url"].removesuffix("/api")
     with urllib.request.urlopen(f"{ui}/assets/{font_file.name}", timeout=30) as r:
         assert prefect_ui.patched_font_options().encode() in r.read()
+
+
+def _deployments(port: int) -> list:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/deployments/filter", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_ctrl_c_stops_edustat_server_at_once_and_cleanly(tmp_path):
+    """`edustat server` says "Nhấn Ctrl+C để dừng": the terminal sends SIGINT to its whole
+    process group. The Prefect server runs in a session of its own, so the runner pauses its
+    schedules through it before it is stopped (in the group, it shut down first and the runner
+    retried against a closed connection for 70 s, then ended with a traceback); the warm
+    forkserver ignores the signal even while it imports (edustat.warm.start)."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.Popen([sys.executable, "-m", "edustat.cli", "server", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "Đang phục vụ" in line:
+                break
+        assert any("Đang phục vụ" in line for line in seen), "".join(seen)
+        deadline = time.monotonic() + 60  # the runner has registered its deployments: it is serving
+        while time.monotonic() < deadline and len(_deployments(port)) < 2:
+            time.sleep(0.5)
+        assert len(_deployments(port)) == 2
+        time.sleep(3)  # the runner polls for runs (every second) and has paused nothing yet
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)  # a hang detector, not a speed check: it took 70 s
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+    assert proc.returncode == 0, rest
+    assert "Đã dừng phục vụ." in rest and "Traceback" not in rest, rest
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the Prefect server stopped with it"

@@ -40,6 +40,7 @@ def probe(out: str, linger: float = 0.0) -> None:
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
         "gc_frozen": __import__("gc").get_freeze_count(),
         "pid": os.getpid(), "ppid": os.getppid(),
+        "sigint_default": __import__("signal").getsignal(__import__("signal").SIGINT) is __import__("signal").default_int_handler,
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
     }))
     os.replace(partial, out)
@@ -84,6 +85,9 @@ def _completed(run) -> bool:
 def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tmp_path):
     assert warm.install() is None
     server_pid = warm.start()
+    # Ctrl+C reaches the warm server too (the terminal's process group), maybe while it imports:
+    # it goes on (no KeyboardInterrupt traceback, no server started again for the run)
+    os.kill(server_pid, __import__("signal").SIGINT)
     out = tmp_path / "probe.json"
     run, process = _start_probe(out)
     process.join(300)
@@ -97,6 +101,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert seen["ppid"] == server_pid, "forked by the warm server, not spawned"
     assert seen["pid"] not in (os.getpid(), server_pid), "a process of its own"
     assert seen["start_method"] == "fork", "its pools fork from the run's process, as under `edustat run`"
+    assert seen["sigint_default"], "a run stops on Ctrl+C (KeyboardInterrupt) as any Python process"
     assert _completed(run)
 
 
