@@ -56,10 +56,10 @@ def _plan(jobs: list[tuple[str, Field]], raws: dict[str, pd.DataFrame]) -> tuple
         return _BLANK_COST if _blank(values) else len(values) * _WEIGHT.get(f.type, 0.3)
 
     here, there, load = [], [], [0.0, 0.0]
-    for job in sorted(jobs, key=cost, reverse=True):
+    for weight, job in sorted(((cost(job), job) for job in jobs), key=lambda wj: wj[0], reverse=True):
         side = 0 if load[0] <= load[1] else 1
         (here if side == 0 else there).append(job)
-        load[side] += cost(job)
+        load[side] += weight
     return here, there
 
 
