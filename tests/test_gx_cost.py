@@ -205,3 +205,62 @@ def test_gxfast_patches_only_the_pinned_gx(monkeypatch):
     assert why and "1.99.0" in why and not gxfast.installed()
     with gxfast.cached_configurations():
         assert gxfast.cache_size() is None, "another GX: no cache, GX as it is"
+
+
+def test_a_metric_id_is_gxs_own_inside_a_validation(city, monkeypatch):
+    """edustat.gxfast._fast_to_id: every id GX asks for while validating (both strategies) is the
+    text GX's own `IDDict.to_id` gives, and most are made without GX's JSON conversion."""
+    from great_expectations.core.id_dict import IDDict
+
+    from edustat import gxfast
+
+    assert gxfast.install() is None
+    own, seen = gxfast._installed["to_id"], []
+
+    def checked(self, id_keys=None, id_ignore_keys=None):
+        got = gxfast._fast_to_id(self, id_keys, id_ignore_keys)
+        want = own(self, id_keys, id_ignore_keys)
+        assert got == want, (dict(self), got, want)
+        if gxfast.cache_size() is not None:
+            keys = set(self.keys() if id_keys is None else id_keys) - set(
+                self._id_ignore_keys if id_ignore_keys is None else id_ignore_keys)
+            seen.append(len(keys) > 1 and all(type(k) is str and gxfast._plain(self[k]) for k in keys))
+        return got
+
+    monkeypatch.setattr(IDDict, "to_id", checked)
+    for strategy in ("two", "narrow"):
+        ex.row_rule_outcomes(city["checks"], PERIOD, strategy=strategy)
+    assert sum(seen) > len(seen) / 2, f"{sum(seen)} of {len(seen)} ids made the short way"
+
+
+def test_a_metric_id_of_values_gx_converts_is_gxs_own():
+    import math
+
+    import numpy as np
+    from great_expectations.core.id_dict import IDDict
+
+    from edustat import gxfast
+
+    assert gxfast.install() is None
+    own = gxfast._installed["to_id"]
+    cases = [
+        {"column": "x", "batch_id": "b"},
+        {"column": "x", "value_set": ["01", "02", 3, 4.5, True, None], "mostly": 1.0},
+        {"column": "x", "row_condition": {"type": "pass_through", "pass_through_filter": "_is_TH == True"}},
+        {"column": "x", "value_set": ("a", "b"), "nested": [{"k": [1, (2, 3)]}]},
+        {"column": "x", "min_value": math.nan, "max_value": math.inf},
+        {"column": "x", "n": np.int64(3), "f": np.float64(0.1)},
+        {"column": "x", "s": {"b", "a"}},
+        {"column": "x", 7: "seven"},
+        {"column": "x", "d": {1: "one"}},
+        {"column": "x", "d": IDDict({"a": 1, "b": [None]})},
+        {"column": "x"},
+        {},
+    ]
+    with gxfast.cached_configurations():
+        for case in cases:
+            d = IDDict(case)
+            assert d.to_id() == own(d), case
+            assert d.to_id(id_ignore_keys={"column"}) == own(d, None, {"column"}), case
+            assert d.to_id(id_keys=list(case)[:2]) == own(d, list(case)[:2]), case
+    assert not gxfast._plain({"v": math.nan}) and not gxfast._plain(np.int64(3)) and not gxfast._plain({1: "a"})

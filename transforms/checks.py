@@ -38,21 +38,27 @@ def row_levels(typed: pd.DataFrame, school_levels: pd.Series, grades: Mapping[st
 
 
 def _canonical(f: Field, raw: pd.Series, typed: pd.Series) -> pd.Series:
-    raw = raw.astype("string").str.strip().mask(lambda s: s == "")
-    if f.type == "code" or f.type == "school_year":
-        return typed.astype("string").fillna(raw)
+    """The cell as its canonical text where it cast, else as submitted (stripped, "" as NA).
+    The submitted text is prepared only where it is used: for the types that fall back to it
+    and only when some cell did not cast (`fillna` changes only the NA cells; with none it gives
+    the same values, dtype, index and name) — a changed school's frames, issue 12."""
+    if f.type == "code" or f.type == "school_year" or f.type == "int":
+        return _or_submitted(typed.astype("string"), raw)
     if f.type in ("date", "year_or_date"):
         iso = pd.Series(pd.NA, index=typed.index, dtype="string")
         ok = typed.notna()
         iso[ok] = pd.to_datetime(typed[ok]).dt.strftime("%Y-%m-%d")
-        return iso.fillna(raw)
-    if f.type == "int":
-        return typed.astype("string").fillna(raw)
+        return _or_submitted(iso, raw)
     if f.type == "flag":
-        return typed.astype("Int64").astype("string").fillna(raw)
-    if f.type == "id":
-        return typed.astype("string")
-    return typed.astype("string")
+        return _or_submitted(typed.astype("Int64").astype("string"), raw)
+    return typed.astype("string")  # "id" and the free-text types: as cast, never the submitted text
+
+
+def _or_submitted(canonical: pd.Series, raw: pd.Series) -> pd.Series:
+    """`canonical.fillna(submitted)`, the submitted text made only when a cell is NA."""
+    if not canonical.isna().any():
+        return canonical
+    return canonical.fillna(raw.astype("string").str.strip().mask(lambda s: s == ""))
 
 
 def _pid_columns(pid: pd.Series, sex: pd.Series | None, birth: pd.Series | None) -> dict[str, pd.Series]:
