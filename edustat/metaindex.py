@@ -93,10 +93,16 @@ class Index:
 
 def _rel(root: Path, entry: Path) -> str | None:
     """The entry's path under the cache root (an entry's name holds no tab or newline)."""
-    try:
-        rel = Path(entry).relative_to(root).as_posix()
-    except ValueError:
-        return None
+    top, path = str(root), str(entry)
+    if top != "/" and path.startswith(top + "/"):
+        # `relative_to(root).as_posix()` without two Paths made per lookup: a Path's text is
+        # its parts joined by "/" (no part holds one), so this prefix is exactly root's parts
+        rel = path[len(top) + 1:]
+    else:
+        try:
+            rel = Path(entry).relative_to(root).as_posix()
+        except ValueError:
+            return None
     return None if ("\t" in rel or "\n" in rel) else rel
 
 
@@ -182,14 +188,15 @@ def scope(root: Path, kind: str, school_year: str, period: str):
     idx.save()
 
 
-def read_meta(entry: Path) -> dict | None:
+def read_meta(entry: Path, hook=None) -> dict | None:
     """An entry's metadata (a dict) as incremental._read_meta gives it, through the open
-    scope's index when there is one."""
+    scope's index when there is one. `hook`: the JSON parser's object_hook (a hook that fails
+    makes the entry a miss)."""
     idx = getattr(_state, "index", None)
     if idx is None:
         from edustat.incremental import _read_meta
 
-        got = _read_meta(entry)
+        got = _read_meta(entry) if hook is None else _read_meta(entry, hook)
         if got is None:
             return None
         got[2].close()
@@ -198,7 +205,11 @@ def read_meta(entry: Path) -> dict | None:
     if raw is None:
         return None
     try:
-        meta = json.loads(raw.decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"), object_hook=hook)
     except ValueError:
+        return None
+    except Exception:  # noqa: BLE001 - the hook's: a malformed entry is a miss
+        if hook is None:
+            raise
         return None
     return meta if isinstance(meta, dict) else None

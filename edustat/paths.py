@@ -53,29 +53,47 @@ def inside_dirs(root: Path) -> "Callable[[Path], Path]":
     resolved `dir` joined with `name` when `name` is a plain name that is not a symlink; any
     other last component (a symlink, `..`, `.`) is resolved in full by `inside` itself. The
     directories are resolved at their first use within one caller's pass, as `inside` would
-    resolve them then."""
+    resolve them then.
+
+    A directory is resolved the same way, from its parent's resolution (memoised too): the read
+    proves a province's 730 raw copies, each in its school's own directory, so a cache of whole
+    directories alone resolved every component of each again (~0.07 CPU s). `realpath(d/n)` is
+    `realpath(d)/n` when `n` is a plain name that is not a symlink (realpath walks the
+    components one by one; an absent one is taken as it is); a symlinked, `.`/`..` or root
+    component is resolved in full by `Path.resolve`, as before."""
     root_r = Path(root).resolve()
     dirs: dict[Path, Path] = {}
+
+    def resolved_dir(d: Path) -> Path:
+        got = dirs.get(d)
+        if got is None:
+            parent = d.parent
+            if d.name in ("", ".", "..") or parent == d or _is_link(d):
+                got = d.resolve()
+            else:
+                got = resolved_dir(parent) / d.name
+            dirs[d] = got
+        return got
 
     def check(path: Path) -> Path:
         path = Path(path)
         name = path.name
         if name in ("", ".", "..") or path.parent == path:
             return inside(root, path)
-        try:
-            link = stat.S_ISLNK(os.lstat(path).st_mode)
-        except OSError:
-            link = False  # absent (or unreachable): realpath appends the name as it is
-        if link:
+        if _is_link(path):
             return inside(root, path)
-        parent = path.parent
-        if parent not in dirs:
-            dirs[parent] = parent.resolve()
-        path_r = dirs[parent] / name
+        path_r = resolved_dir(path.parent) / name
         if not path_r.is_relative_to(root_r) or path_r == root_r:
             raise UnsafePath(f"{path} is outside {root}")
         return path_r
     return check
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False  # absent (or unreachable): realpath appends the name as it is
 
 
 def display_name(name: str) -> str:

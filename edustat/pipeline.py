@@ -262,10 +262,12 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     hits: dict[int, FileResult] = {}
     if cached:  # files read before (same bytes, name and version key): no worker needed
         from edustat import incremental, metaindex
+        from edustat.paths import inside_dirs
 
+        prove = inside_dirs(cfg.raw_dir)  # the raw copies' directories resolved once for the pass
         with metaindex.scope(incremental.cache_dir(cached[0]), "ingest", school_year, period):
             for i, p in enumerate(files):
-                hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir)
+                hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir, prove)
                 if hit is not None:
                     hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
                                       "severity": cfg.severity, "limits": cfg.read_limits}

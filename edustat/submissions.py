@@ -168,13 +168,14 @@ def not_certified(cat: Catalogue, fr: FileResult, field_id: str, detail: str) ->
                   field_id=field_id, detail=detail)
 
 
-def _keep_raw(path: Path, sha: str, dest_dir: Path, root: Path) -> Path:
+def _keep_raw(path: Path, sha: str, dest_dir: Path, root: Path, prove=None) -> Path:
     """Content-addressed, immutable copy: the same file twice is a no-op. The destination is
-    proven inside `root` (the raw dir) and the source is read without following a symlink."""
+    proven inside `root` (the raw dir: `prove`, the caller's `paths.inside_dirs(root)` when it
+    keeps many, is the same proof) and the source is read without following a symlink."""
     suffix = path.suffix.lower() if path.suffix.lower() in WORKBOOK_SUFFIXES | OTHER_SUFFIXES else ".bin"
-    dest = inside(root, dest_dir / f"{sha}{suffix}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
+    dest = (prove or (lambda p: inside(root, p)))(dest_dir / f"{sha}{suffix}")
+    if not dest.exists():  # kept already: its directory exists (a rerun's 730 copies, no mkdir each)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(dest.suffix + ".part")
         with open_regular(path) as src, open(tmp, "wb") as out:
             for chunk in iter(lambda: src.read(1 << 20), b""):

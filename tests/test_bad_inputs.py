@@ -197,6 +197,48 @@ def test_inside_dirs_is_inside(tmp_path):
         check(root / "fb" / "y" / "p" / "late.xlsx")
 
 
+def test_inside_dirs_resolves_directories_as_inside(tmp_path, monkeypatch):
+    """inside_dirs resolves a directory from its parent's resolution (the read's raw copies, one
+    directory per school): a symlinked directory at any depth (pointing in or out), `..` inside
+    the path, an absent directory and a relative path give exactly what `inside` gives."""
+    from edustat.paths import UnsafePath, inside, inside_dirs
+
+    root = tmp_path / "data"
+    raw = root / "raw" / "2022-2023" / "dau_nam"
+    for code in ("11111111", "22222222"):
+        (raw / code).mkdir(parents=True)
+    (raw / "33333333").symlink_to(tmp_path)  # a school's directory planted as a link out
+    (raw / "44444444").symlink_to(raw / "11111111")  # a link that stays inside
+    (root / "raw" / "2023-2024").symlink_to(tmp_path / "elsewhere")  # a dangling link higher up
+    (root / "raw" / "nested").mkdir()
+    (root / "raw" / "nested" / "up").symlink_to(raw)
+    cases = [raw / c / "f.xlsx" for c in ("11111111", "22222222", "33333333", "44444444", "absent")]
+    cases += [root / "raw" / "2023-2024" / "dau_nam" / "11111111" / "f.xlsx",
+              root / "raw" / "nested" / "up" / "11111111" / "f.xlsx",
+              raw / ".." / "dau_nam" / "11111111" / "f.xlsx", raw / ".." / ".." / ".." / ".." / "f.xlsx",
+              raw / "22222222" / "f.xlsx"]
+    check = inside_dirs(root)
+    for path in cases:
+        try:
+            want = inside(root, path)
+        except UnsafePath:
+            with pytest.raises(UnsafePath):
+                check(path)
+            continue
+        assert check(path) == want, path
+    monkeypatch.chdir(tmp_path)  # a relative path: resolved against the working directory, as `inside` does
+    rel = Path("data") / "raw" / "2022-2023" / "dau_nam" / "22222222" / "g.xlsx"
+    assert inside_dirs(root)(rel) == inside(root, rel)
+    # the point: many schools' directories, the common part resolved once (not once per directory)
+    calls = []
+    real = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda self, *a, **k: calls.append(self) or real(self, *a, **k))
+    check = inside_dirs(root)
+    for i in range(20):
+        check(raw / f"5555{i:04d}" / "f.xlsx")
+    assert len(calls) <= 2, calls  # the root, and the first directory's resolution from "/"
+
+
 def test_undecodable_and_nfd_names_display_as_text():
     import unicodedata
 

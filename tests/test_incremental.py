@@ -745,3 +745,48 @@ def test_forms_skipped_when_nothing_changed_compute_no_digest(inbox, tmp_path, m
         result = formbuild.build(con, cfg, YEAR, PERIOD, incremental=True)
         assert result.skipped and result.build_id is None and result.forms
         assert con.execute("select build_id, cells_digest from form_build order by all").fetchall() == before
+
+
+def test_the_read_entries_decoded_as_parsed_equal_decoding_after(tmp_path):
+    """`_decode_hook` (the read's entries decoded while the JSON is parsed) gives exactly what
+    `_decode` of the parsed entry gives, for every kind of value `_encode` writes, nested: the
+    same values of the same types; a malformed encoded value makes the entry a miss."""
+    import datetime as dt
+    import json
+
+    from edustat import metaindex
+
+    values = [None, "x", 3, 2.5, True, dt.date(2022, 9, 30), dt.datetime(2022, 9, 30, 7, 5, 1), ("TH", "THCS"), (),
+              [], {}, [1, ("a", dt.date(2020, 1, 2))], {"a": {"b": [1, {"c": (1, 2)}]}, ("k", 1): "tuple key"},
+              {"school_code": "79000001", "n": None, "d": dt.date(2021, 5, 31)},
+              [{"rule_id": "r", "value": ["x", {"y": 1}]}], {"__t": "not an encoded value", "v": 1}]
+    for value in values:
+        text = json.dumps(incremental._encode(value), ensure_ascii=False)
+        after = incremental._decode(json.loads(text))
+        parsed = json.loads(text, object_hook=incremental._decode_hook)
+        assert parsed == after and repr(parsed) == repr(after), value  # repr: tuple vs list, date vs datetime
+
+    def types(v):
+        if isinstance(v, dict):
+            return [type(v), [(types(k), types(x)) for k, x in v.items()]]
+        if isinstance(v, (list, tuple)):
+            return [type(v), [types(x) for x in v]]
+        return type(v)
+
+    fr = {k: incremental._encode(v) for k, v in zip(incremental._META_FIELDS, values)}
+    entry = tmp_path / "e.parquet"
+    import pyarrow as pa
+
+    tmp_path.joinpath("cache").mkdir()
+    incremental._write_atomic(tmp_path, entry, pa.table({"x": [1]}), {"fr": fr, "sheets": {"learners": [["a", "str"]]}})
+    for scoped in (False, True):  # the worker's path (the footer) and the run's (the collection's index)
+        with metaindex.scope(tmp_path, "ingest", YEAR, PERIOD) if scoped else open(os.devnull) as _:
+            meta = metaindex.read_meta(entry, incremental._decode_hook)
+        want = {k: incremental._decode(v) for k, v in fr.items()}
+        assert meta["fr"] == want and types(meta["fr"]) == types(want) and meta["sheets"] == {"learners": [["a", "str"]]}
+    bad = tmp_path / "bad.parquet"
+    incremental._write_atomic(tmp_path, bad, pa.table({"x": [1]}), {"fr": {"school": {"__t": "date", "v": "not a date"}}})
+    for scoped in (False, True):
+        with metaindex.scope(tmp_path, "ingest", YEAR, PERIOD) if scoped else open(os.devnull) as _:
+            assert metaindex.read_meta(bad, incremental._decode_hook) is None
+            assert metaindex.read_meta(bad)["fr"]["school"] == {"__t": "date", "v": "not a date"}
