@@ -20,8 +20,9 @@ wrote (receipts, marked copies, forms).
 DIR/edustat.duckdb, DIR/feedback and DIR/reports (for scripts/compare_feedback.py and
 scripts/compare_forms.py). --threads: DuckDB's threads for the stage's connection, one value per
 repetition in turn. --profile N: this process's CPU profile of the stage (top N). --profile-feedback
-N: afterwards, every feedback workbook written again in this process under a CPU profile (CPU
-seconds per receipt and per marked copy, the jobs' pickling; DIR/feedback.prof with --keep).
+N: afterwards, every feedback workbook written again in this process, one after the other (CPU
+seconds per receipt and per marked copy, the jobs' pickling); N > 0: under a CPU profile, its top
+N printed (and kept as DIR/feedback.prof with --keep).
 
 On a shared machine the wall is the other processes' as much as this one's; a helper may run this
 in a session of its own with a raised autogroup priority (echo -15 > /proc/$$/autogroup, root).
@@ -61,8 +62,9 @@ def main() -> None:
     ap.add_argument("--threads", default=None,
                     help="comma-separated DuckDB thread counts for the stage's connection, one per repetition in turn")
     ap.add_argument("--profile", type=int, default=0, help="cProfile this process in the stage; print the top N")
-    ap.add_argument("--profile-feedback", type=int, default=0,
-                    help="also write every feedback workbook in this process under cProfile (CPU); print the top N")
+    ap.add_argument("--profile-feedback", type=int, default=None,
+                    help="also write every feedback workbook in this process (CPU per kind); N > 0: under "
+                         "cProfile, the top N printed")
     args = ap.parse_args()
 
     from edustat import formbuild, pipeline, reports, store
@@ -173,7 +175,7 @@ def main() -> None:
                   f"render {rel.get('render_start', float('nan')):.2f}-{rel.get('render_end', float('nan')):.2f} "
                   f"(workers' CPU {marks.get('render_cpu', 0):.2f}), "
                   f"build returned {t_built - t0:.2f}, finished {t1 - t0:.2f}")
-        if args.profile_feedback:
+        if args.profile_feedback is not None:
             import cProfile
             import pstats
 
@@ -196,16 +198,21 @@ def main() -> None:
             for job in work.jobs:
                 kind = "receipt" if "received" in job[2] else "marked"
                 s0 = time.process_time()
-                prof.enable()
+                if args.profile_feedback:
+                    prof.enable()
                 pipeline._feedback_job(job)
-                prof.disable()
+                if args.profile_feedback:
+                    prof.disable()
                 kinds[kind][0] += 1
                 kinds[kind][1] += time.process_time() - s0
             for k, (n, sec) in kinds.items():
                 print(f"feedback {k}: {n} workbooks, {sec:.2f} CPU s ({sec / max(n, 1) * 1000:.0f} ms each)")
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile_feedback)
-            pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile_feedback)
-            prof.dump_stats(str(args.keep or Path(tempfile.gettempdir())) + "/feedback.prof")
+            if args.profile_feedback:
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile_feedback)
+                pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile_feedback)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    prof.dump_stats(str(args.keep / "feedback.prof"))
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy2(cfg.db_path, args.keep / "edustat.duckdb")
