@@ -21,6 +21,7 @@ from edustat.submissions import discover
 from edustat.config import Config
 from edustat.reports import AdhocError, load_adhoc
 from edustat.synth import generate_city
+from tests.inproc import edustat
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,16 +39,21 @@ BUCKET_LABELS = {"tcsp": "- Trung cấp sư phạm", "cdsp": "- Cao đẳng sư 
                  "ths": "- Thạc sĩ", "ts": "- Tiến sĩ, Tiến sỹ khoa học", "khac": "- Khác"}
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, api: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PREFECT_HOME=str(cwd / ".prefect"))
     env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
     return subprocess.run([EDUSTAT, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
+def city(tmp_path_factory, prefect_harness):
     """6 schools (seed 7: public and private TH, THCS, a PTCS) loaded by the real steps, then
-    both shipped reports made by the real command (one Prefect flow run)."""
+    both shipped reports made by the real command (one Prefect flow run, on the session's
+    test-started server: an ephemeral server's start, ~16 s, is proven by test_cli_truth.py)."""
+    from prefect.settings import PREFECT_API_URL
+
     work = tmp_path_factory.mktemp("adhoc")
     inbox = work / "inbox"
     generate_city(inbox, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3)
@@ -58,7 +64,7 @@ def city(tmp_path_factory):
     finally:
         con.close()
     proc = cli("report", "--year", YEAR, "--period", PERIOD, "--data-dir", "data", "--form", str(DISABILITY),
-               "--form", str(TEACHERS), cwd=work)
+               "--form", str(TEACHERS), cwd=work, api=PREFECT_API_URL.value())
     return {"work": work, "proc": proc, "db": cfg.db_path, "reports": cfg.reports_dir / YEAR / PERIOD}
 
 
@@ -257,11 +263,14 @@ BROKEN = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_a_broken_definition_is_one_line_and_exit_2(case, tmp_path):
+    """One case through a real `edustat` process (its stderr is the whole of what the officer
+    sees); the others run the same command in this process (tests/inproc.py)."""
     text, words = BROKEN[case]
     path = tmp_path / "bao-cao-thu.yaml"
     path.write_text(text, encoding="utf-8")
     # no data at all: the definition is checked first (an office can try its file any time)
-    r = cli("report", "--year", YEAR, "--period", PERIOD, "--data-dir", "data", "--form", str(path), cwd=tmp_path)
+    args = ("report", "--year", YEAR, "--period", PERIOD, "--data-dir", "data", "--form", str(path))
+    r = cli(*args, cwd=tmp_path) if case == sorted(BROKEN)[0] else edustat(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Lỗi: ") and "Traceback" not in r.stderr, r.stderr

@@ -2,7 +2,9 @@
 `edustat synth`: `edustat run` as the officer runs it (a subprocess, a real Prefect flow, a
 real DuckDB file), then `edustat status`. 0 tracebacks, every good school loaded, every bad
 file named in the console and in the status, its expected outcome in the register, and
-nothing written outside the data dir."""
+nothing written outside the data dir. The run is sent to the session's test-started Prefect
+server (as `edustat server` serves an officer's runs), not to an ephemeral server of its own:
+that start costs ~16 s and is proven by tests/test_cli_truth.py and tests/test_privacy.py."""
 from __future__ import annotations
 
 import hashlib
@@ -27,14 +29,17 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def corpus_run(tmp_path_factory):
+def corpus_run(tmp_path_factory, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
     root = tmp_path_factory.mktemp("bad")
     inbox, outside, data = root / "inbox", root / "outside", root / "data"
     built, good = build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD)
     outside_before = sorted(p.name for p in outside.iterdir())
     env = dict(os.environ, PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="False",
-               PREFECT_LOGGING_LEVEL="WARNING", EDUSTAT_SALT_FILE=str(root / "salt"))
+               PREFECT_LOGGING_LEVEL="WARNING", EDUSTAT_SALT_FILE=str(root / "salt"),
+               PREFECT_API_URL=PREFECT_API_URL.value())
     run = _cli("run", "--year", YEAR, "--period", PERIOD, "--inbox", str(inbox), "--data-dir", str(data), env=env)
     status = _cli("status", "--year", YEAR, "--period", PERIOD, "--data-dir", str(data), env=env)
     con = duckdb.connect(str(data / "curated" / "edustat.duckdb"), read_only=True)

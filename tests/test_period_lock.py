@@ -1,8 +1,12 @@
 """Period lock, late files and the audit trail (issue 11, item 3), end to end.
 
-Through the CLI (real subprocesses on a real DuckDB file; the `run` and `report` commands are
-real Prefect flow runs against the test-started server): a closed collection holds a changed
-file as "late" and changes nothing in core, the forms or their cells; accept-late loads it
+Through the CLI on a real DuckDB file: the `run` and `report` commands are real subprocesses and
+real Prefect flow runs against the test-started server, and so is closing twice (its stderr must
+be exactly one line); the officer's other commands (close, status, accept-late, rebuild, reopen,
+builds, audit) run the same typer app in this process (tests/inproc.py: the same parsing, exit
+codes, stdout and stderr, without a Python start and its imports per command). A closed
+collection holds a changed file as "late" and changes nothing in core, the forms or their cells;
+accept-late loads it
 (reason required) while the period stays closed; reopen lets the next run process the other
 late file; the audit trail records every step append-only; and the forms of the first build,
 rebuilt from its recorded versions after a school's data changed, equal the originals cell by
@@ -23,6 +27,7 @@ import openpyxl
 import pytest
 
 from edustat.synth import generate_city
+from tests.inproc import edustat
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
 EDUSTAT = str(Path(sys.executable).parent / "edustat")
@@ -87,11 +92,15 @@ def work(tmp_path_factory, prefect_harness):
         return subprocess.run([EDUSTAT, *args, "--data-dir", "data"], cwd=root, capture_output=True, text=True,
                               timeout=900, env=env)
 
-    return {"root": root, "data": root / "data", "inbox": inbox, "files": files, "codes": sorted(files), "cli": cli}
+    def cmd(*args: str) -> subprocess.CompletedProcess:
+        return edustat(*args, "--data-dir", "data", cwd=root)
+
+    return {"root": root, "data": root / "data", "inbox": inbox, "files": files, "codes": sorted(files), "cli": cli,
+            "cmd": cmd}
 
 
 def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
-    cli, data, inbox = work["cli"], work["data"], work["inbox"]
+    cli, cmd, data, inbox = work["cli"], work["cmd"], work["data"], work["inbox"]
     a, b, _ = work["codes"]
     period = ["--year", YEAR, "--period", PERIOD]
 
@@ -103,12 +112,12 @@ def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
     assert len(original) == 6
     core_before, cells_before = _core(data), _form_cells(data)
     bytes_before = {p.name: p.read_bytes() for p in reports.glob("*.xlsx")}
-    listed = cli("builds", *period)
+    listed = cmd("builds", *period)
     assert listed.returncode == 0 and "3 trường" in listed.stdout, listed.stdout
     build_1 = listed.stdout.split()[0]
 
     # 2. the officer closes it; closing twice is one Vietnamese line
-    closed = cli("close", *period, "--reason", "hết hạn nộp 30/10", "--by", "Cán bộ thống kê A")
+    closed = cmd("close", *period, "--reason", "hết hạn nộp 30/10", "--by", "Cán bộ thống kê A")
     assert closed.returncode == 0, closed.stderr
     assert "Đã khóa kỳ đầu năm năm học 2022-2023" in closed.stdout
     again = cli("close", *period)
@@ -127,7 +136,7 @@ def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
     reg = _register(data)
     assert reg[(a, 2)] == ("late", False, False) and reg[(b, 2)] == ("late", False, False)
     assert reg[(a, 1)][2] is True and reg[(b, 1)][2] is True  # the accepted versions stay in core
-    status = cli("status", *period)
+    status = cmd("status", *period)
     assert status.returncode == 0
     assert "KỲ ĐÃ KHÓA" in status.stdout and status.stdout.count("Nộp muộn — chờ Phòng xử lý") == 2, status.stdout
     with _db(data) as con:
@@ -143,9 +152,9 @@ def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
     assert _core(data) == core_before and len(_register(data)) == 5
 
     # 4. accepting needs a reason; then school a's late file is loaded, the period stays closed
-    no_reason = cli("accept-late", *period, "--school", a)
+    no_reason = cmd("accept-late", *period, "--school", a)
     assert no_reason.returncode == 2 and "cần ghi lý do" in no_reason.stderr
-    accepted = cli("accept-late", *period, "--school", a, "--reason", "trường báo mất điện hôm 30/10",
+    accepted = cmd("accept-late", *period, "--school", a, "--reason", "trường báo mất điện hôm 30/10",
                    "--by", "Cán bộ thống kê A")
     assert accepted.returncode == 0, accepted.stderr
     assert "kỳ vẫn khóa" in accepted.stdout
@@ -163,19 +172,19 @@ def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
 
     # 6. the first build, rebuilt from its recorded versions, equals the original in every cell
     out = work["root"] / "rebuilt"
-    rebuilt = cli("rebuild", "--build", build_1, "-o", str(out))
+    rebuilt = cmd("rebuild", "--build", build_1, "-o", str(out))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "khớp từng ô" in rebuilt.stdout
     again_files = {p.name: _cells(p) for p in sorted((out / YEAR / PERIOD).glob("*.xlsx"))}
     assert again_files.keys() == original.keys()
     for name in original:
         assert again_files[name] == original[name], name
-    refused = cli("rebuild", "--build", build_1, "-o", str(data / "curated"))
+    refused = cmd("rebuild", "--build", build_1, "-o", str(data / "curated"))
     assert refused.returncode == 2 and "biểu hiện hành" in refused.stderr
 
     # 7. reopen (reason required); the next run processes school b's late file as usual
-    assert cli("reopen", *period).returncode == 2
-    reopened = cli("reopen", *period, "--reason", "Sở gia hạn đến 05/11", "--by", "Cán bộ thống kê A")
+    assert cmd("reopen", *period).returncode == 2
+    reopened = cmd("reopen", *period, "--reason", "Sở gia hạn đến 05/11", "--by", "Cán bộ thống kê A")
     assert reopened.returncode == 0 and "1 tệp nộp muộn" in reopened.stdout, reopened.stdout
     audit_before_run = _audit(data)
     third = cli("run", *period, "--inbox", str(inbox), "--no-publish")
@@ -202,7 +211,7 @@ def test_close_late_accept_reopen_audit_and_exact_rebuild_through_the_cli(work):
     assert accept[5] == next(r[5] for r in (late_a, late_b) if r[4] == a)  # the very file held
     assert reopen[8] == "Sở gia hạn đến 05/11"
     assert change[4] == b and change[6] == "late" and change[7] in ("accepted", "accepted_with_warnings")
-    shown = cli("audit", *period)
+    shown = cmd("audit", *period)
     assert shown.returncode == 0
     for words in ("khóa kỳ", "nộp muộn (giữ lại)", "nhận tệp nộp muộn", "mở lại kỳ", "lý do: Sở gia hạn đến 05/11"):
         assert words in shown.stdout, shown.stdout

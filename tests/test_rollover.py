@@ -29,6 +29,7 @@ from edustat.submissions import discover
 from edustat.config import Config
 from edustat.rollover import advance_mn_name, advance_name, roll_school
 from edustat.synth import generate_city
+from tests.inproc import edustat
 
 FROM, TO = "2022-2023", "2023-2024"
 EDUSTAT = str(Path(sys.executable).parent / "edustat")
@@ -211,6 +212,8 @@ def test_start_of_year_only_is_said_and_everyone_promoted(city, tmp_path):
 
 
 def test_refusals_write_nothing(city):
+    """The first refusal through a real `edustat` process; the others run the same command in
+    this process (tests/inproc.py: the same exit code and stderr without a Python start each)."""
     work = city["work"]
     outside = work.parent / "outside.xlsx"
     p = cli("template", "--from-year", FROM, "--school", city["th"], "-o", str(outside), "--data-dir", "data", cwd=work)
@@ -218,13 +221,13 @@ def test_refusals_write_nothing(city):
     # a symlink inside the data dir pointing out of it is not followed
     link = city["cfg"].data_dir / "curated" / "templates" / "link.xlsx"
     link.symlink_to(outside)
-    p = cli("template", "--from-year", FROM, "--school", city["th"], "-o", str(link), "--data-dir", "data", cwd=work)
+    p = edustat("template", "--from-year", FROM, "--school", city["th"], "-o", str(link), "--data-dir", "data", cwd=work)
     assert p.returncode == 2 and not outside.exists()
     link.unlink()
     for bad in ("../../x", "7471800"):
-        p = cli("template", "--from-year", FROM, "--school", bad, "--data-dir", "data", cwd=work)
+        p = edustat("template", "--from-year", FROM, "--school", bad, "--data-dir", "data", cwd=work)
         assert p.returncode == 2 and "8 chữ số" in p.stderr
-    p = cli("template", "--from-year", FROM, "--school", "74799999", "--data-dir", "data", cwd=work)
+    p = edustat("template", "--from-year", FROM, "--school", "74799999", "--data-dir", "data", cwd=work)
     assert p.returncode == 2 and "không có số liệu" in p.stderr
 
 
