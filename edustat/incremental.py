@@ -158,21 +158,15 @@ def _encode(value):
 
 
 def _decode(value):
-    import datetime as dt
-
+    """What `_encode` wrote, decoded: the encoded items inside first, then the value itself by
+    `_decode_hook` (only a dict is an encoded value: plain values pass without a call each)."""
     if isinstance(value, dict) and "__t" in value:
         t, v = value["__t"], value["v"]
-        if t == "datetime":
-            return dt.datetime.fromisoformat(v)
-        if t == "date":
-            return dt.date.fromisoformat(v)
-        # only a dict is an encoded value (see _encode): plain values pass without a call each
-        if t == "tuple":
-            return tuple(_decode(x) if isinstance(x, dict) else x for x in v)
-        if t == "list":
-            return [_decode(x) if isinstance(x, dict) else x for x in v]
-        if t == "dict":
-            return {(_decode(k) if isinstance(k, dict) else k): (_decode(x) if isinstance(x, dict) else x) for k, x in v}
+        if t in ("tuple", "list"):
+            v = [_decode(x) if isinstance(x, dict) else x for x in v]
+        elif t == "dict":
+            v = [[_decode(k) if isinstance(k, dict) else k, _decode(x) if isinstance(x, dict) else x] for k, x in v]
+        return _decode_hook({"__t": t, "v": v})
     return value
 
 

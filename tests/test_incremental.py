@@ -750,7 +750,7 @@ def test_forms_skipped_when_nothing_changed_compute_no_digest(inbox, tmp_path, m
 def test_the_read_entries_decoded_as_parsed_equal_decoding_after(tmp_path):
     """`_decode_hook` (the read's entries decoded while the JSON is parsed) gives exactly what
     `_decode` of the parsed entry gives, for every kind of value `_encode` writes, nested: the
-    same values of the same types; a malformed encoded value makes the entry a miss."""
+    values written, of the same types; a malformed encoded value makes the entry a miss."""
     import datetime as dt
     import json
 
@@ -765,6 +765,7 @@ def test_the_read_entries_decoded_as_parsed_equal_decoding_after(tmp_path):
         after = incremental._decode(json.loads(text))
         parsed = json.loads(text, object_hook=incremental._decode_hook)
         assert parsed == after and repr(parsed) == repr(after), value  # repr: tuple vs list, date vs datetime
+        assert repr(after) == repr(value), value  # and both are the value that was written
 
     def types(v):
         if isinstance(v, dict):
