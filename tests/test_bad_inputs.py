@@ -174,6 +174,20 @@ def test_inside_refuses_every_escape(tmp_path):
             inside(root, bad)
 
 
+def _same_as_inside(root, check, cases):
+    """`check(path)` refuses what `inside(root, path)` refuses and otherwise gives the same path."""
+    from edustat.paths import UnsafePath, inside
+
+    for path in cases:
+        try:
+            want = inside(root, path)
+        except UnsafePath:
+            with pytest.raises(UnsafePath):
+                check(path)
+            continue
+        assert check(path) == want, path
+
+
 def test_inside_dirs_is_inside(tmp_path):
     """paths.inside_dirs (the feedback step's check, each directory resolved once) refuses and
     resolves exactly what `inside` does: a symlinked workbook pointing out, a linked directory,
@@ -189,14 +203,7 @@ def test_inside_dirs_is_inside(tmp_path):
     check = inside_dirs(root)
     cases = [root / "fb" / "y" / "p" / n for n in ("a.xlsx", "plain.xlsx", "out.xlsx", "in.xlsx", "..", ".")] + [
         root / "link" / "x.xlsx", root / ".." / "x.xlsx", Path("/etc/passwd"), root, root / "fb" / "y" / "p" / "a.xlsx"]
-    for path in cases:
-        try:
-            want = inside(root, path)
-        except UnsafePath:
-            with pytest.raises(UnsafePath):
-                check(path)
-            continue
-        assert check(path) == want, path
+    _same_as_inside(root, check, cases)
     (root / "fb" / "y" / "p" / "late.xlsx").symlink_to(tmp_path / "x.xlsx")  # after the directory was resolved
     with pytest.raises(UnsafePath):
         check(root / "fb" / "y" / "p" / "late.xlsx")
@@ -223,14 +230,7 @@ def test_inside_dirs_resolves_directories_as_inside(tmp_path, monkeypatch):
               raw / ".." / "dau_nam" / "11111111" / "f.xlsx", raw / ".." / ".." / ".." / ".." / "f.xlsx",
               raw / "22222222" / "f.xlsx"]
     check = inside_dirs(root)
-    for path in cases:
-        try:
-            want = inside(root, path)
-        except UnsafePath:
-            with pytest.raises(UnsafePath):
-                check(path)
-            continue
-        assert check(path) == want, path
+    _same_as_inside(root, check, cases)
     monkeypatch.chdir(tmp_path)  # a relative path: resolved against the working directory, as `inside` does
     rel = Path("data") / "raw" / "2022-2023" / "dau_nam" / "22222222" / "g.xlsx"
     assert inside_dirs(root)(rel) == inside(root, rel)
