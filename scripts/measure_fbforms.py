@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
+from measure_feedback_step import fix_clock  # noqa: E402  (one "generated at": outputs comparable)
+
 
 def _children() -> float:
     c = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -85,22 +87,7 @@ def main() -> None:
         loaded = tmp / "loaded.duckdb"
         shutil.copy2(cfg.db_path, loaded)
 
-        class _FixedNow(pipeline.dt.datetime):  # one "generated at" for every run: outputs comparable
-            @classmethod
-            def now(cls, tz=None):
-                import datetime
-
-                return datetime.datetime(2026, 12, 1, 8, 0, tzinfo=tz)
-
-        class _Dt:
-            datetime = _FixedNow
-
-            def __getattr__(self, name):
-                import datetime
-
-                return getattr(datetime, name)
-
-        pipeline.dt = _Dt()  # the feedback's "generated at" (after the load, which records real times)
+        fix_clock(pipeline)  # the feedback's "generated at" (after the load, which records real times)
         marks: dict[str, float] = {}
         render_all = reports._render_all
 

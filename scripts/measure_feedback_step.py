@@ -45,6 +45,26 @@ def _makespan(costs: list[float], chunk: int, workers: int = 2) -> float:
     return max(free)
 
 
+def fix_clock(pipeline) -> None:
+    """One "generated at" for every feedback written from now on (pipeline.dt): outputs comparable."""
+    class _FixedNow(pipeline.dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            import datetime
+
+            return datetime.datetime(2026, 12, 1, 8, 0, tzinfo=tz)
+
+    class _Dt:
+        datetime = _FixedNow
+
+        def __getattr__(self, name):
+            import datetime
+
+            return getattr(datetime, name)
+
+    pipeline.dt = _Dt()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("inbox", type=Path, nargs="?")
@@ -99,22 +119,7 @@ def main() -> None:
 
         pipeline._feedback_job = timed
 
-    class _FixedNow(pipeline.dt.datetime):  # one "generated at" for every run: outputs comparable
-        @classmethod
-        def now(cls, tz=None):
-            import datetime
-
-            return datetime.datetime(2026, 12, 1, 8, 0, tzinfo=tz)
-
-    class _Dt:
-        datetime = _FixedNow
-
-        def __getattr__(self, name):
-            import datetime
-
-            return getattr(datetime, name)
-
-    pipeline.dt = _Dt()
+    fix_clock(pipeline)
     for i in range(args.repeat):
         shutil.rmtree(cfg.feedback_dir, ignore_errors=True)
         ways.seen.clear()
