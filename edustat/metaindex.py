@@ -196,7 +196,7 @@ def read_meta(entry: Path, hook=None) -> dict | None:
     if idx is None:
         from edustat.incremental import _read_meta
 
-        got = _read_meta(entry) if hook is None else _read_meta(entry, hook)
+        got = _read_meta(entry, hook)
         if got is None:
             return None
         got[2].close()

@@ -720,7 +720,8 @@ def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     # a file's issues are taken (the very rows, index and dtypes the groupby's own iteration
     # gives) only for a workbook to write — a province's 730 frames made for the one written
     # cost ~0.2 s
-    positions = outcome.issues.groupby("file_hash", sort=False).indices if len(outcome.issues) else {}
+    grouped = outcome.issues.groupby("file_hash", sort=False) if len(outcome.issues) else None
+    positions = grouped.indices if grouped is not None else {}
     hashes = {}  # each file's issue rows hashed, from one pass over the run's issues (incremental)
     if cfg.incremental and len(outcome.issues):
         from edustat.incremental import issue_row_hashes
@@ -769,7 +770,7 @@ def start_feedbacks(con, outcome: RunOutcome, results: list[FileResult], cfg: Co
     # groupby's one pass (a province's cold run: 730 `iloc`s on the run's Arrow-backed issues
     # cost 3 s, the groupby's iteration 0.3); the same frames either way (rows, order, index, dtypes)
     if len(slices) > _ILOC_SLICES:
-        by_file = {h: g for h, g in outcome.issues.groupby("file_hash", sort=False)}
+        by_file = dict(iter(grouped))
         for kwargs, file_hash, _ in slices:
             kwargs["issues"] = by_file[file_hash]
     else:

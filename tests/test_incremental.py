@@ -704,7 +704,7 @@ def test_nothing_changed_reads_the_issues_entries_through_the_index_and_the_reco
     assert incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "first") is not None  # fills the index
     opened = []
     real_read, real_footer = incremental._read_meta, metaindex._footer
-    monkeypatch.setattr(incremental, "_read_meta", lambda p: opened.append(p) or real_read(p))
+    monkeypatch.setattr(incremental, "_read_meta", lambda p, hook=None: opened.append(p) or real_read(p, hook))
     monkeypatch.setattr(metaindex, "_footer", lambda p: opened.append(p) or real_footer(p))
     outcome = incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "second")
     assert outcome is not None and opened == []
