@@ -624,8 +624,11 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
         submissions = submissions.astype({"version": "Int32", "n_learners": "Int32", "n_staff": "Int32", "n_classes": "Int32",
                                           "n_rooms": "Int32", "n_errors": "Int32", "n_warnings": "Int32",
                                           "n_notices": "Int32", "loaded_rows": "Int32"})
+    # a file this run does not load leaves core if core holds it (accepted before, rejected now)
+    unload = {fr.school_code: fr.sha256 for fr in counted if fr.school_code and fr.school_code not in load}
     loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
-                       issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows", in_transaction=True)
+                       issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows", in_transaction=True,
+                       unload=unload)
     # audit before the commit: the register must say exactly what core holds for this run's files
     bad = inconsistencies(con, school_year, period)
     bad = bad[bad["file_hash"].isin(submissions["file_hash"]) | bad["school_code"].isin(list(load))] if len(submissions) else bad.iloc[0:0]

@@ -404,7 +404,11 @@ def cross_school_issues(con: duckdb.DuckDBPyConnection, run_files: Mapping[str, 
 
 def next_versions(con: duckdb.DuckDBPyConnection, school_year: str, period: str, files: Mapping[str, str]) -> dict[str, int]:
     """file hash → version: an already registered file keeps its version; a new one gets
-    1 + the school's highest."""
+    1 + the school's highest. A school that sends an earlier version's very bytes again
+    (v1, v2, then v1's file back) has sent its newest version: that file becomes
+    1 + the school's highest, so the register's current version is the one the load puts in
+    core (keeping its old number left the newer one "current" and the audit stopped the run).
+    `files` holds one file per school (the run's others are superseded)."""
     rows = con.execute("select school_code, file_hash, version from submission where school_year = ? and period = ?",
                        [school_year, period]).fetchall()
     known = {h: v for _, h, v in rows}
@@ -413,7 +417,7 @@ def next_versions(con: duckdb.DuckDBPyConnection, school_year: str, period: str,
         top[code] = max(top.get(code, 0), v or 0)
     out = {}
     for h, code in files.items():
-        if h in known:
+        if h in known and (known[h] or 0) >= top.get(code, 0):
             out[h] = known[h]
         else:
             top[code] = top.get(code, 0) + 1
@@ -431,23 +435,37 @@ def current_contents(con: duckdb.DuckDBPyConnection, school_year: str, period: s
 
 def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, period: str,
               submissions: pd.DataFrame, issues: pd.DataFrame, load: Mapping[str, str],
-              load_valid_rows: bool, contract: Contract | None = None, in_transaction: bool = False) -> dict[str, int]:
+              load_valid_rows: bool, contract: Contract | None = None, in_transaction: bool = False,
+              unload: Mapping[str, str] | None = None) -> dict[str, int]:
     """In ONE transaction: upsert the register rows, replace the issues of this run's files,
     and replace each loadable school's core rows with its accepted version. With
     `in_transaction` the caller holds the transaction (and commits it with its staging).
 
     `submissions`: one row per file of the run (register columns). `load`: school → file hash
-    to put in core. Returns rows loaded per school."""
+    to put in core. `unload`: school → file hash of this run's files that are not loaded: if
+    core holds that very file, its rows leave core (a file accepted earlier that this run
+    rejects — e.g. another school's new file now collides with it in a cross-school rule —
+    is not kept in core under a "rejected" register row; an earlier *other* accepted file of
+    the school stays, as it does when a new version is rejected). Returns rows loaded per
+    school."""
     c = contract or load_contract()
     ensure_tables(con, c)
     if not in_transaction:
         with transaction(con):
             loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
                                issues=issues, load=load, load_valid_rows=load_valid_rows, contract=c,
-                               in_transaction=True)
+                               in_transaction=True, unload=unload)
         con.execute("checkpoint")
         return loaded
     loaded: dict[str, int] = {}
+    if unload:
+        con.register("_unload", pd.DataFrame({"school_code": list(unload), "file_hash": list(unload.values())},
+                                             dtype="object"))
+        for sid in SHEETS:
+            con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
+                            and (school_code, file_hash) in (select school_code, file_hash from _unload)""",
+                        [school_year, period])
+        con.unregister("_unload")
     hashes = submissions["file_hash"].dropna().tolist()
     con.register("_hashes", pd.DataFrame({"file_hash": hashes}))
     con.execute("delete from validation_issue where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
@@ -460,8 +478,9 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
         con.register("_issues", iss)
         con.execute('insert into validation_issue select * from _issues')
         con.unregister("_issues")
-    # a file seen before keeps the time it was first received (and its feedback workbook)
-    con.execute("""create or replace temp table _old as select file_hash, received_at, feedback_path from submission
+    # a file seen before keeps the time it was first received (and its feedback workbook);
+    # an earlier version's bytes sent again (next_versions: a new version) was received now
+    con.execute("""create or replace temp table _old as select file_hash, version as old_version, received_at, feedback_path from submission
                    where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)""",
                 [school_year, period])
     con.execute("delete from submission where school_year = ? and period = ? and file_hash in (select file_hash from _hashes)",
@@ -469,7 +488,8 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
     con.unregister("_hashes")
     con.register("_subs", submissions)
     con.execute("""insert into submission by name
-                   select s.* replace (coalesce(o.received_at, s.received_at) as received_at,
+                   select s.* replace (case when o.old_version is distinct from s.version then s.received_at
+                                            else coalesce(o.received_at, s.received_at) end as received_at,
                                           coalesce(s.feedback_path, o.feedback_path) as feedback_path),
                           false as is_current, false as in_core
                    from _subs s left join _old o using (file_hash)""")

@@ -791,3 +791,105 @@ def test_the_read_entries_decoded_as_parsed_equal_decoding_after(tmp_path):
         with metaindex.scope(tmp_path, "ingest", YEAR, PERIOD) if scoped else open(os.devnull) as _:
             assert metaindex.read_meta(bad, incremental._decode_hook) is None
             assert metaindex.read_meta(bad)["fr"]["school"] == {"__t": "date", "v": "not a date"}
+
+
+# ---------------------------------------------------------------------------------------
+# A school's history that must not stop a collection (found in round 11: both stopped the
+# whole run with StoreInconsistent under reject_school)
+# ---------------------------------------------------------------------------------------
+
+def _first_learner_row(ws) -> int:
+    return next(i for i, r in enumerate(ws.iter_rows(max_col=1, values_only=True), 1)
+                if r and str(r[0] or "").strip().isdigit())
+
+
+@pytest.fixture(scope="module")
+def small_inbox(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("history-city") / "inbox"
+    generate_city(d, schools=3, seed=11, school_year=YEAR, period=PERIOD)
+    (d / "manifest.json").unlink()
+    return d
+
+
+def _register(cfg: Config) -> list[tuple]:
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        return con.execute("""select school_code, version, file_hash, status, is_current, in_core from submission
+                              order by school_code, version""").fetchall()
+
+
+def _core_learners(cfg: Config) -> dict[str, tuple[str, int]]:
+    """school → (the file its core rows come from, how many)."""
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        return {c: (h, n) for c, h, n in con.execute(
+            "select school_code, any_value(file_hash), count(*) from core_learners group by 1").fetchall()}
+
+
+@pytest.mark.parametrize("policy", ["reject_school", "load_valid_rows"])
+def test_an_earlier_version_sent_again_becomes_the_current_version(small_inbox, tmp_path, policy):
+    inbox = tmp_path / "inbox"
+    shutil.copytree(small_inbox, inbox)
+    cfg = cfg_for(tmp_path / "data", load_policy=policy)
+    target = sorted(inbox.glob("*.xlsx"))[0]
+    first = tmp_path / "first.xlsx"
+    shutil.copy(target, first)
+    run_steps(cfg, inbox, "v1")
+    code, _, h1, _, _, _ = _register(cfg)[0]
+    n1 = _core_learners(cfg)[code][1]
+    wb = openpyxl.load_workbook(target)
+    wb["HocSinh"].delete_rows(wb["HocSinh"].max_row)
+    wb.save(target)
+    run_steps(cfg, inbox, "v2")
+    assert _core_learners(cfg)[code][1] == n1 - 1
+    shutil.copy(first, target)  # the clerk sends the first file back, the very same bytes
+    out = run_steps(cfg, inbox, "v1-again")  # stopped with StoreInconsistent before
+    mine = [r for r in _register(cfg) if r[0] == code]
+    assert [(v, h == h1, cur, core) for _, v, h, _, cur, core in mine] == [(2, False, False, False), (3, True, True, True)]
+    assert _core_learners(cfg)[code] == (h1, n1)
+    assert out["outcome"].submissions.set_index("school_code").loc[code, "version"] == 3
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        assert store.inconsistencies(con).empty
+        assert con.execute("select distinct version from core_school where school_code = ?", [code]).fetchall() == [(3,)]
+
+
+def test_a_new_conflict_rejects_the_unchanged_school_without_stopping_the_run(small_inbox, tmp_path):
+    """Under reject_school, school A's new file gives a learner school B's student code: both
+    files get the cross-school error, B's unchanged (earlier accepted) file is rejected and its
+    rows leave core — what a cold run of the same inbox holds — while A keeps its earlier
+    accepted version; when A corrects its file, B is accepted again. The run goes on."""
+    inbox = tmp_path / "inbox"
+    shutil.copytree(small_inbox, inbox)
+    cfg = cfg_for(tmp_path / "data")
+    a, b = sorted(inbox.glob("*.xlsx"))[:2]
+    original = tmp_path / "a.xlsx"
+    shutil.copy(a, original)
+    run_steps(cfg, inbox, "cold")
+    before = _core_learners(cfg)
+    reg = {r[0]: r for r in _register(cfg)}
+    code_a = next(c for c in reg if a.name.startswith(c))
+    code_b = next(c for c in reg if b.name.startswith(c))
+    wb = openpyxl.load_workbook(b)
+    shared = wb["HocSinh"].cell(row=_first_learner_row(wb["HocSinh"]), column=1).value
+    wb.close()
+    wb = openpyxl.load_workbook(a)
+    wb["HocSinh"].cell(row=_first_learner_row(wb["HocSinh"]), column=1).value = shared
+    wb.save(a)
+    out = run_steps(cfg, inbox, "conflict")  # stopped with StoreInconsistent before
+    subs = out["outcome"].submissions.set_index("school_code")
+    assert subs.loc[code_a, "status"] == "rejected" and subs.loc[code_b, "status"] == "rejected"
+    core = _core_learners(cfg)
+    assert code_b not in core  # B's rows left core with its acceptance
+    assert core[code_a] == before[code_a]  # A's earlier accepted version stays
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        assert store.inconsistencies(con).empty
+        rules = {r for (r,) in con.execute("select distinct rule_id from validation_issue where school_code = ? "
+                                           "and severity = 'error'", [code_b]).fetchall()}
+        assert rules and all("city" in r or "school" in r for r in rules)
+    # a cold run of the same inbox holds the same schools in core
+    cold = cfg_for(tmp_path / "cold-data")
+    run_steps(cold, inbox, "cold-conflict")
+    assert set(_core_learners(cold)) == set(core) - {code_a}
+    shutil.copy(original, a)  # A corrects its file: B is accepted again, from its same file
+    out = run_steps(cfg, inbox, "resolved")
+    assert _core_learners(cfg) == before
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        assert store.inconsistencies(con).empty
