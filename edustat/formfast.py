@@ -2,11 +2,17 @@
 
 Every workbook of a form (the city's and each school's) has the same layout: the same sheets,
 labels, merges, row heights, formats and print set-up. What differs is the header (unit,
-recipient, scope label), the values, and the KiemTra sheet. So the sheets before KiemTra are
-rendered once per (form, school year) by the very code that renders them
+recipient, school year, scope label), the values, and the KiemTra sheet. So the sheets before
+KiemTra are rendered once per form definition by the very code that renders them
 (reports._render_static / reports._render_sheet), with placeholder header strings and a
 distinct placeholder number in every value cell, and each workbook's sheet XML is that XML
-with its own numbers put in the value cells and its own scope in the page footer.
+with its own numbers put in the value cells and its own header strings in the page footer.
+
+A template depends on the form's definition and this code only (the school year is a
+placeholder like the other header strings), so it is kept from one build to the next under
+the exact content of the definition it was made from (`_definition_key`: a definition edited
+in between, or one holding anything but plain values, is made again), and the warm server
+makes the built-in forms' templates once (edustat.warmup), so a served run inherits them.
 
 Why the parts are the same bytes as reports.render_form writes (tests/test_formfast.py and
 scripts/compare_forms.py check it):
@@ -28,8 +34,10 @@ which also raises what it would have raised.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import pickle
 import re
 import zipfile
 from fractions import Fraction
@@ -40,7 +48,8 @@ import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
 MARK = "\ue000"  # a private-use character: starts each placeholder header string
-TOKENS = {"unit": MARK + "\ue001", "recipient": MARK + "\ue002", "scope_label": MARK + "\ue003"}
+TOKENS = {"unit": MARK + "\ue001", "recipient": MARK + "\ue002", "scope_label": MARK + "\ue003",
+          "school_year": MARK + "\ue004"}
 VALUE_BASE = 7_000_000_000_000_000  # placeholder values BASE + k: 16 digits, exact as floats, never a real cell
 _VALUE_RE = re.compile(r"<v>(7\d{15})</v>")
 _SHEET_ATTRS = ("repeat_row_range", "repeat_col_range", "print_area_range", "autofilter_area", "hidden")
@@ -51,7 +60,9 @@ WB_OPTIONS = {"strings_to_numbers": False, "strings_to_formulas": False, "string
 # (the pin in pyproject.toml). Any other version renders every workbook the ordinary way.
 PROVEN_XLSXWRITER = "3.3.1"
 
-_templates: dict[tuple, object] = {}
+_templates: dict[str, tuple[bytes, object]] = {}  # form code -> (its definition's key, template or None)
+_keys: dict[int, tuple[object, bytes | None]] = {}  # one build's definitions: id -> (the dict, its key)
+_once: dict[str, tuple[None, object]] = {}  # one build's templates of definitions that have no key
 stats = {"fast": 0, "fallback": 0, "templates": 0}  # for tests and benchmarks
 
 
@@ -102,8 +113,33 @@ class _Prerendered(Worksheet):
 
 
 def reset() -> None:
-    """Forget the templates (a build's forms may be redefined before the next one)."""
+    """Forget the templates (tests: to count the templates a build makes)."""
     _templates.clear()
+    new_build()
+
+
+def new_build() -> None:
+    """A build starts: each form's definition is keyed again (it may have been redefined since
+    the last build; a template is reused only for the same content)."""
+    _keys.clear()
+    _once.clear()
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _definition_key(form: dict) -> bytes | None:
+    """The exact content of a form definition (types included: pickled), or None when it holds
+    anything but dicts, lists, tuples and plain values (then its template lives for one build)."""
+    def plain(x) -> bool:
+        c = x.__class__
+        if c is dict:
+            return all(plain(k) and plain(v) for k, v in x.items())
+        if c is list or c is tuple:
+            return all(plain(v) for v in x)
+        return c in _PLAIN
+
+    return hashlib.sha256(pickle.dumps(form, protocol=4)).digest() if plain(form) else None
 
 
 def _escape(text: str) -> str:  # xlsxwriter's _escape_data (element text), character by character
@@ -114,7 +150,7 @@ def _utf16_len(text: str) -> int:
     return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
 
 
-def _build_template(form: dict, school_year: str) -> _Template | None:
+def _build_template(form: dict) -> _Template | None:
     import xlsxwriter
 
     from edustat import reports
@@ -131,8 +167,7 @@ def _build_template(form: dict, school_year: str) -> _Template | None:
 
     sst._get_shared_string_index = logged
     f = reports._formats(wb)
-    header = reports.ReportHeader(unit=TOKENS["unit"], recipient=TOKENS["recipient"], school_year=school_year,
-                                  scope_label=TOKENS["scope_label"])
+    header = reports.ReportHeader(**TOKENS)
     probe = _Probe()
     sheets = []
     for sheet in form["sheets"]:
@@ -179,12 +214,18 @@ def _build_template(form: dict, school_year: str) -> _Template | None:
                      [{a: getattr(ws, a) for a in _SHEET_ATTRS} for ws in sheets], log, xf_order, xf_index)
 
 
-def template(code: str, form: dict, school_year: str) -> _Template | None:
-    key = (code, school_year)
-    if key not in _templates:
-        _templates[key] = _build_template(form, school_year)
+def template(code: str, form: dict) -> _Template | None:
+    """The form's template: the one kept when it was made from this very definition."""
+    seen = _keys.get(id(form))
+    if seen is None or seen[0] is not form:
+        seen = _keys[id(form)] = (form, _definition_key(form))
+    key = seen[1]
+    kept = _templates.get(code) if key is not None else _once.get(code)
+    if kept is None or kept[0] != key:
+        kept = (key, _build_template(form))
         stats["templates"] += 1
-    return _templates[key]
+        (_templates if key is not None else _once)[code] = kept
+    return kept[1]
 
 
 def _number(v) -> str:
@@ -216,7 +257,7 @@ def render(code: str, form: dict, values: dict, checks, scope: str, path: Path, 
     parts, from the form's template when it can be (else the ordinary way)."""
     from edustat import reports
 
-    tpl = template(code, form, header.school_year) if xlsxwriter.__version__ == PROVEN_XLSXWRITER else None
+    tpl = template(code, form) if xlsxwriter.__version__ == PROVEN_XLSXWRITER else None
     if tpl is not None:
         try:
             return _render(tpl, form, values, checks, scope, Path(path), header)

@@ -1639,7 +1639,7 @@ def _render_all(jobs: list[tuple], workers: int) -> list[Path]:
     """Write the workbooks, in worker processes when there are many (xlsxwriter is pure Python)."""
     from edustat import formfast
 
-    formfast.reset()  # templates live for one build (a worker process starts without them)
+    formfast.new_build()  # a template is kept only for the very definition it was made from
     if workers > 1 and len(jobs) > 4:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

@@ -142,3 +142,53 @@ def test_forked_render_workers_freeze_what_they_inherit(monkeypatch):
     counts = reports._render_all([("job", i) for i in range(6)], 2)
     assert gc.get_freeze_count() == parent
     assert len(counts) == 6 and min(counts) > parent
+
+
+def test_a_template_is_kept_from_one_build_to_the_next_for_the_same_definition(tmp_path):
+    """A template depends on the form's definition only (the school year is a placeholder like
+    the other header strings): a later build — another school year too — reuses it, and each
+    workbook still has the ordinary render's parts; a definition edited in between (same
+    code) gets a template of its own, and so does one holding anything but plain values."""
+    import copy
+
+    from edustat.reports import _render_all
+
+    code = "03-THCS-DN"
+    form = load_form(code)
+    formfast.reset()
+    made = formfast.stats["templates"]
+    for build, year in enumerate(("2022-2023", "2023-2024", "2022-2023")):
+        head = ReportHeader(unit=f"Trường {build}", recipient="Phòng GD&ĐT Quận Ba Đình", school_year=year,
+                            scope_label=f"Trường {build} (s{build})")
+        job = (code, values_of(form, build), checks_of(form, f"s{build}", 1), f"s{build}", tmp_path / f"b{build}.xlsx", head)
+        assert _render_all([job], 1) == [job[4]]
+        slow = render_form(form, None, job[2], job[3], tmp_path / f"slow{build}.xlsx", head, values=job[1])
+        assert parts(slow) == parts(job[4]), (build, year)
+    assert formfast.stats["templates"] - made == 1  # made once, for three builds and two school years
+
+    edited = copy.deepcopy(form)
+    first = next(row for _, row in data_rows(edited) if row.get("label"))
+    first["label"] = first["label"] + " (sửa)"
+    head = header("Trường D", "Trường D (s9)")
+    formfast.new_build()
+    fast = formfast.render(code, edited, values_of(edited, 9), checks_of(edited, "s9", 0), "s9", tmp_path / "e.xlsx", head)
+    slow = render_form(edited, None, checks_of(edited, "s9", 0), "s9", tmp_path / "e-slow.xlsx", head,
+                       values=values_of(edited, 9))
+    assert parts(fast) == parts(slow)
+    assert formfast.stats["templates"] - made == 2  # the edited definition: a template of its own
+
+    class Text(str):
+        pass
+
+    odd = copy.deepcopy(form)
+    odd["number"] = Text(odd["number"])  # not a plain value: its template lives for one build
+    assert formfast._definition_key(odd) is None
+    for build in range(2):
+        formfast.new_build()
+        fast = formfast.render(code, odd, values_of(odd, 3), checks_of(odd, "s3", 0), "s3", tmp_path / f"o{build}.xlsx", head)
+        assert parts(fast) == parts(render_form(odd, None, checks_of(odd, "s3", 0), "s3", tmp_path / "o-slow.xlsx", head,
+                                                values=values_of(odd, 3)))
+    assert formfast.stats["templates"] - made == 4
+    formfast.new_build()
+    formfast.render(code, form, {}, checks_of(form, "s1", 0), "s1", tmp_path / "again.xlsx", head)
+    assert formfast.stats["templates"] - made == 5  # one kept per form code: the edited one had replaced it

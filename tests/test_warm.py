@@ -12,6 +12,7 @@ import pytest
 from prefect import flow
 
 from edustat import warm
+from edustat.reports import list_forms
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ def probe(out: str, linger: float = 0.0) -> None:
         **gx_state, "gx_cache_now": gxfast.cache_size(),
         "start_method": multiprocessing.get_start_method(),
         "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
+        "form_templates": sorted(__import__("edustat.formfast").formfast._templates),
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
         "gc_frozen": __import__("gc").get_freeze_count(),
         "pid": os.getpid(), "ppid": os.getppid(),
@@ -95,6 +97,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     seen = json.loads(out.read_text())
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
     assert seen["matchers_cached"] > 10, "the code lists' vocabulary was built once, in the warm server"
+    assert seen["form_templates"] == sorted(list_forms()), "each built-in form's workbook layout made once, in the server"
     # the server's imports are out of the run's full garbage collections (edustat.warmup.freeze)
     assert seen["gc_frozen"] > 100_000, seen["gc_frozen"]
     assert seen["gx_patched"] and seen["gx_cache"] is None, "GX patched once in the server, no cache carried"
