@@ -4,8 +4,8 @@ Copies a bench work dir (default /work/bench-before/<kind>/work: data/ and inbox
 written) into `--dir`, brings it up to date once with `--repo`'s code (one warm-up run, the
 flow's steps as `measure_incremental.one_run` orders them), then `--rounds` times: one school
 re-sends its workbook with a learner fewer (`measure_incremental.change_one`: the same change
-for every repo) and the steps run again. Prints wall and CPU seconds of load_all and of the
-publish of each round (CPU: this process, DuckDB's threads included), the load average, and
+for every repo) and the steps run again. Prints wall and CPU seconds of load_all, of the forms
+(build_forms_incremental) and of the publish of each round (CPU: this process, DuckDB's threads included), the load average, and
 writes `<dir>/<tag>-round<i>.json`: the database fingerprint (order-free hash of every table,
 `measure_stages.fingerprint`), the snapshot's content (`measure_publish.snapshot_content`) and
 an order-free hash of every Parquet table read the way analysts read it (hive glob). With
@@ -220,6 +220,7 @@ def main() -> None:
         st.session = session
     timed(pl, "load_all", "load")
     timed(inc, "publish_if_changed", "publish")
+    timed(inc, "build_forms_incremental", "forms")
     t = time.perf_counter()
     one_run(cfg, inbox, "m-warm")
     print(f"warm-up {time.perf_counter() - t:.1f} s")
@@ -228,13 +229,14 @@ def main() -> None:
         changed = change_one(inbox)
         seen.clear()
         if args.profile and i == args.rounds - 1:
-            profiles.update(load=cProfile.Profile(), publish=cProfile.Profile())
+            profiles.update(load=cProfile.Profile(), publish=cProfile.Profile(), forms=cProfile.Profile())
         ref = base / f"ref-{i}" / "data"
         if args.reference:
             shutil.copytree(cfg.data_dir, ref, symlinks=True)
         r = one_run(cfg, inbox, f"m-one-{i}")
         load, pub = seen.get("load", [(0, 0)])[-1], seen.get("publish", [(0, 0)])[-1]
-        rows.append((changed, load, pub, r["total"], os.getloadavg()[0]))
+        forms = seen.get("forms", [(0, 0)])[-1]
+        rows.append((changed, load, pub, r["total"], os.getloadavg()[0], forms))
 
         def content(c):
             con = duckdb.connect(str(c.db_path), read_only=True)
@@ -271,9 +273,11 @@ def main() -> None:
     for label, pr in profiles.items():
         pr.dump_stats(str(args.dir / f"{args.tag}-{args.only}-{label}.prof"))
     print(f"\n== {args.only} ({args.tag}: {repo}): one school changed; 2 cores, shared")
-    print(f"{'round':<6}{'school':<10}{'load wall':>10}{'load cpu':>9}{'pub wall':>9}{'pub cpu':>8}{'run':>7}{'load1':>7}")
-    for i, (changed, ld, pb, total, la) in enumerate(rows):
-        print(f"{i:<6}{changed[:8]:<10}{ld[0]:>10.2f}{ld[1]:>9.2f}{pb[0]:>9.2f}{pb[1]:>8.2f}{total:>7.2f}{la:>7.2f}")
+    print(f"{'round':<6}{'school':<10}{'load wall':>10}{'load cpu':>9}{'forms wall':>11}{'forms cpu':>10}"
+          f"{'pub wall':>9}{'pub cpu':>8}{'run':>7}{'load1':>7}")
+    for i, (changed, ld, pb, total, la, fm) in enumerate(rows):
+        print(f"{i:<6}{changed[:8]:<10}{ld[0]:>10.2f}{ld[1]:>9.2f}{fm[0]:>11.2f}{fm[1]:>10.2f}"
+              f"{pb[0]:>9.2f}{pb[1]:>8.2f}{total:>7.2f}{la:>7.2f}")
 
 
 if __name__ == "__main__":
