@@ -313,7 +313,10 @@ def _publish(con, published_dir: Path, names: list[str], selects: dict[str, str]
         dictionary = None
         if plan is None or not publish_delta.dictionary_kept(plan, published_dir):
             dictionary = in_snapshot(dictionary_text)  # a delta's is the one in place (same catalogue)
-        con.execute(f"CHECKPOINT {_ident(alias)}")
+        if plan is None:
+            con.execute(f"CHECKPOINT {_ident(alias)}")
+        else:
+            publish_delta.checkpoint_copy(con, alias)
         con.execute(f"DETACH {_ident(alias)}")
         attached = False
         _fsync(tmp_db)

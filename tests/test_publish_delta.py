@@ -534,3 +534,37 @@ def test_a_reader_holding_the_old_snapshot_keeps_it_through_a_delta(curated, tmp
     with duckdb.connect(str(res2.snapshot), read_only=True) as c:
         assert c.execute("SELECT count(*) FROM core_learners").fetchone() == (20003 - 400,)
     assert_same_as_full(curated, out, tmp_path / "full", SALT)
+
+
+def test_the_patched_copy_is_checkpointed_without_vacuuming(tmp_path):
+    """publish_delta.checkpoint_copy: row groups with deleted rows beside appended ones are not
+    rewritten (DuckDB's vacuum, most of a city delta's checkpoint); the rows read are the same;
+    the instance's setting is put back as it was, also when the checkpoint fails."""
+    con = duckdb.connect()
+    con.execute("SET max_vacuum_tasks = 7")
+
+    def row_groups(alias: str) -> int:
+        return con.execute(f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{alias}.t')").fetchone()[0]
+
+    groups = {}
+    for alias, vacuum in (("plain", True), ("patched", False)):
+        con.execute(f"ATTACH '{tmp_path / alias}.duckdb' AS {alias}")
+        con.execute(f"CREATE TABLE {alias}.t AS SELECT i, i % 100 AS g, i / 7 AS v FROM range(200000) r(i)")
+        con.execute(f"CHECKPOINT {alias}")
+        con.execute(f"DELETE FROM {alias}.t WHERE g < 40")  # the changed groups' rows, in every row group
+        con.execute(f"INSERT INTO {alias}.t SELECT i, i % 100, i / 7 + 1 FROM range(200000) r(i) WHERE i % 100 < 40")
+        if vacuum:
+            con.execute(f"CHECKPOINT {alias}")
+        else:
+            publish_delta.checkpoint_copy(con, alias)
+        groups[alias] = row_groups(alias)
+        assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 7
+    assert groups["patched"] > groups["plain"], groups  # the plain checkpoint merged row groups
+    assert con.execute("SELECT count(*), sum(hash(i, g, v)) FROM plain.t").fetchone() == \
+        con.execute("SELECT count(*), sum(hash(i, g, v)) FROM patched.t").fetchone()
+    con.execute("DETACH patched")
+    con.execute(f"ATTACH '{tmp_path / 'patched'}.duckdb' AS again (READ_ONLY)")
+    assert con.execute("SELECT count(*) FROM again.t WHERE g < 40 AND v = i / 7 + 1").fetchone()[0] == 80000
+    with pytest.raises(duckdb.Error):
+        publish_delta.checkpoint_copy(con, "no_such_database")
+    assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 7
