@@ -17,10 +17,20 @@ inode with new times. The index is a hint, never the truth: an index that is mis
 of another format or planted as a symlink is an empty one, and the key in the metadata is still
 checked by the caller as before.
 
-The index is written when its lookups differed from it (an entry read from its footer, or
-entries no longer looked up), holding only the entries of that scope: an entry pruned because
-its file is gone is not looked up, so its metadata (personal data) leaves the index with the
-next write. Written like the entries: private, beside its final name, renamed over it.
+A caller that only needs to know whether an entry passes its checks (a nothing-changed run
+asks it of every issues entry, then takes the issues from the database: a province's 13.7 MB
+of JSON parsed for a yes) may record the yes beside the bytes (`mark`, a token naming the key
+the entry was checked against) and ask for it next time (`checked`): a yes holds only for the
+same file identity and the same token, so a rewritten entry, another key (version, collection,
+name, bytes) or an index of another format is asked again, from the bytes. The yes is a hint of
+the same standing as the bytes beside it: whoever could plant a yes for an entry's identity
+could as well plant the bytes that pass.
+
+The index is written when its lookups differed from it (an entry read from its footer, a yes
+recorded, or entries no longer looked up), holding only the entries of that scope: an entry
+pruned because its file is gone is not looked up, so its metadata (personal data) leaves the
+index with the next write. Written like the entries: private, beside its final name, renamed
+over it.
 
     with metaindex.scope(cache_root, "ingest", school_year, period):
         ... incremental._entry_meta(...) ...   # consults the scope's index
@@ -36,8 +46,9 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-FORMAT = b"edustat-meta-index 1"
+FORMAT = b"edustat-meta-index 2"  # 2: a checked-token field per entry (`mark`)
 _state = threading.local()
+_UNCHECKED = b"-"
 
 
 def _identity(st: os.stat_result) -> bytes:
@@ -54,40 +65,67 @@ class Index:
 
     def __init__(self, root: Path, path: Path):
         self.root, self.path = Path(root), path
-        self.old: dict[str, tuple[bytes, bytes]] = _load(path)
-        self.seen: dict[str, tuple[bytes, bytes]] = {}
+        # name -> (file identity, checked token or _UNCHECKED, the metadata's JSON bytes)
+        self.old: dict[str, tuple[bytes, bytes, bytes]] = _load(path)
+        self.seen: dict[str, tuple[bytes, bytes, bytes]] = {}
         self.footers = 0  # entries read from their Parquet footer (tests, measures)
+        self.marked = 0  # yeses recorded in this scope (`mark`)
+
+    def _indexed(self, entry: Path) -> tuple[str | None, bytes | None, tuple | None]:
+        """(name, identity, the index's record for this very file or None); identity None when
+        `entry` is absent or not a regular file."""
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            return None, None, None
+        if not stat_.S_ISREG(st.st_mode):
+            return None, None, None
+        name = _rel(self.root, entry)
+        ident = _identity(st)
+        if name is not None:
+            for got in (self.seen.get(name), self.old.get(name)):  # looked up already in this scope, or before
+                if got is not None and got[0] == ident:
+                    self.seen[name] = got
+                    return name, ident, got
+        return name, ident, None
 
     def raw(self, entry: Path) -> bytes | None:
         """The JSON bytes of `entry`'s metadata: from the index when the file is the one
         indexed, else from its footer; None when absent, not a regular file or unreadable."""
-        try:
-            st = os.lstat(entry)
-        except OSError:
+        name, ident, got = self._indexed(entry)
+        if ident is None:
             return None
-        if not stat_.S_ISREG(st.st_mode):
-            return None
-        name = _rel(self.root, entry)
-        if name is not None:
-            ident = _identity(st)
-            for got in (self.seen.get(name), self.old.get(name)):  # looked up already in this scope, or before
-                if got is not None and got[0] == ident:
-                    self.seen[name] = got
-                    return got[1]
+        if got is not None:
+            return got[2]
         self.footers += 1
         read = _footer(entry)
         if read is None:
             return None
         raw, st = read
         if name is not None and b"\n" not in raw:  # one line per entry (json.dumps escapes newlines)
-            self.seen[name] = (_identity(st), raw)
+            self.seen[name] = (_identity(st), _UNCHECKED, raw)
         return raw
 
+    def checked(self, entry: Path, token: bytes) -> bool:
+        """Whether the index records a yes under `token` for this very file."""
+        _, _, got = self._indexed(entry)
+        return got is not None and got[1] == token
+
+    def mark(self, entry: Path, token: bytes) -> None:
+        """Record a yes under `token` for the bytes this scope last gave for `entry` (those the
+        caller checked, from the file of the identity kept with them)."""
+        name = _rel(self.root, entry)
+        got = self.seen.get(name) if name is not None else None
+        if got is not None and got[1] != token:
+            self.seen[name] = (got[0], token, got[2])
+            self.marked += 1
+
     def save(self) -> None:
-        if self.footers == 0 and self.seen.keys() == self.old.keys():
+        if self.footers == 0 and self.marked == 0 and self.seen.keys() == self.old.keys():
             return
         lines = [FORMAT]
-        lines.extend(b"%s\t%s\t%s" % (name.encode("utf-8"), ident, raw) for name, (ident, raw) in self.seen.items())
+        lines.extend(b"%s\t%s\t%s\t%s" % (name.encode("utf-8"), ident, token, raw)
+                     for name, (ident, token, raw) in self.seen.items())
         _write_private(self.root, self.path, b"\n".join(lines) + b"\n")
 
 
@@ -124,7 +162,7 @@ def _footer(entry: Path) -> tuple[bytes, os.stat_result] | None:
     return (raw, st) if raw else None
 
 
-def _load(path: Path) -> dict[str, tuple[bytes, bytes]]:
+def _load(path: Path) -> dict[str, tuple[bytes, bytes, bytes]]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -139,13 +177,13 @@ def _load(path: Path) -> dict[str, tuple[bytes, bytes]]:
     lines = data.split(b"\n")
     if not lines or lines[0] != FORMAT or lines[-1] != b"":  # another format, or cut short
         return {}
-    out: dict[str, tuple[bytes, bytes]] = {}
+    out: dict[str, tuple[bytes, bytes, bytes]] = {}
     for line in lines[1:-1]:
-        parts = line.split(b"\t", 2)
-        if len(parts) != 3:
+        parts = line.split(b"\t", 3)
+        if len(parts) != 4:
             return {}
         try:
-            out[parts[0].decode("utf-8")] = (parts[1], parts[2])
+            out[parts[0].decode("utf-8")] = (parts[1], parts[2], parts[3])
         except UnicodeDecodeError:
             return {}
     return out
@@ -186,6 +224,22 @@ def scope(root: Path, kind: str, school_year: str, period: str):
     finally:
         _state.index = None
     idx.save()
+
+
+def checked(entry: Path, token: bytes) -> bool:
+    """Whether the open scope's index records a yes under `token` for this very entry file
+    (False without a scope)."""
+    idx = getattr(_state, "index", None)
+    return idx is not None and idx.checked(entry, token)
+
+
+def mark(entry: Path, token: bytes) -> None:
+    """Record, in the open scope's index, a yes under `token` for the bytes the scope last gave
+    for `entry` (`read_meta` through the scope; nothing without a scope). `token`: no tab or
+    newline."""
+    idx = getattr(_state, "index", None)
+    if idx is not None and b"\t" not in token and b"\n" not in token:
+        idx.mark(entry, token)
 
 
 def read_meta(entry: Path, hook=None) -> dict | None:

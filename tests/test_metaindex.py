@@ -103,3 +103,68 @@ def test_a_corrupt_or_planted_index_is_an_empty_one(data, tmp_path):
     assert idx.footers == len([entries[0]]) and not index.is_symlink()
     assert "cột X".encode() in outside.read_bytes()
     assert os.stat(index).st_mode & 0o077 == 0
+
+
+def _issues_entry(data: Path, i: int, n: int = 2, version: str = VKEY) -> Path:
+    """An issues entry as incremental.store_issues writes it, for a cached file `i`."""
+    fr = _cached(data, i)
+    issues = [{"sheet": "learners", "excel_row": 5 + k, "column": "C", "field": "ho_ten", "header": "Họ và tên",
+               "rule_id": "r1", "severity": "error", "value": f"giá trị {k}", "message": "sai", "fix": "sửa"}
+              for k in range(n)]
+    incremental.store_issues(fr, issues, data, version, YEAR, PERIOD)
+    return incremental._entry_paths(incremental.cache_dir(data), fr.cache.bytes_sha, fr.name)[1]
+
+
+def _cached(data: Path, i: int):
+    from types import SimpleNamespace
+
+    sha = f"{i:064x}"
+    return SimpleNamespace(name=f"truong-{i}.xlsx", sha256=sha, school_code=f"{i:08d}",
+                           cache=SimpleNamespace(bytes_sha=sha))
+
+
+def test_a_checked_issues_entry_is_a_yes_without_its_json_only_for_the_same_file_and_key(data, monkeypatch):
+    d, _ = data
+    paths = [_issues_entry(d, i) for i in range(4)]
+    ok = lambda i, version=VKEY: incremental.issues_entry_ok(_cached(d, i), d, version, YEAR, PERIOD)  # noqa: E731
+    with _scope(d) as idx:
+        assert all(ok(i) for i in range(4))
+    assert idx.footers == 4 and idx.marked == 4
+    parsed = []
+    real = metaindex.json.loads
+    monkeypatch.setattr(metaindex.json, "loads", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    with _scope(d) as idx:
+        assert all(ok(i) for i in range(4))
+    assert idx.footers == 0 and idx.marked == 0 and not parsed, "every yes came from the index"
+    # a yes is for one key: another version key asks the bytes (and they say no: a miss)
+    with _scope(d):
+        assert not ok(0, version="w" * 64) and all(ok(i) for i in range(1, 4))
+    assert len(parsed) == 1
+    # a rewritten entry (a malformed one here) is asked again, from its new bytes
+    incremental._write_atomic(d, paths[1], pa.table({"issues": [1]}),
+                              {**incremental._meta_key(VKEY, YEAR, PERIOD, "truong-1.xlsx", f"{1:064x}"),
+                               "n_issues": 3, "issue_columns": {}, "encoded_columns": []})
+    paths[2].unlink()
+    parsed.clear()
+    with _scope(d) as idx:
+        assert [ok(i) for i in range(4)] == [True, False, False, True]
+    assert idx.footers == 1 and len(parsed) == 1  # the rewritten entry only
+    with _scope(d) as idx:  # and its no is not remembered as a yes
+        assert not ok(1)
+    assert len(parsed) == 2
+
+
+def test_an_index_of_the_first_format_is_an_empty_one(data):
+    d, entries = data
+    index = metaindex.index_path(incremental.cache_dir(d), "issues", YEAR, PERIOD)
+    with _scope(d):
+        for i, (p, _) in enumerate(entries):
+            _lookup(d, p, i)
+    lines = index.read_bytes().split(b"\n")
+    # format 1: name, identity, bytes (no token field), as round 10 wrote it
+    old = [b"edustat-meta-index 1"] + [b"\t".join(line.split(b"\t", 3)[:2] + line.split(b"\t", 3)[3:])
+                                       for line in lines[1:-1]] + [b""]
+    index.write_bytes(b"\n".join(old))
+    with _scope(d) as idx:
+        assert all(_same(_lookup(d, p, i), m) for i, (p, m) in enumerate(entries))
+    assert idx.footers == len(entries)
