@@ -119,12 +119,49 @@ def connect(db_path: Path, retries: int = 20, wait: float = 0.5, group: str | in
 
 @contextmanager
 def session(db_path: Path, group: str | int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The writer's connection for one step, closed (and its lock released) after it."""
+    """The writer's connection for one step, closed (and its lock released) after it. Inside
+    `held`, a step that fails also lets the held instance go: a retry, or the next step, opens a
+    new one, as without `held` (a failure may have left the instance unusable)."""
     con = connect(db_path, group=group)
     try:
         yield con
+    except BaseException:
+        con.close()
+        _let_go(db_path)
+        raise
     finally:
         con.close()
+
+
+_HELD: dict[str, duckdb.DuckDBPyConnection] = {}  # db path -> the connection `held` keeps open
+
+
+def _let_go(db_path: Path) -> None:
+    holder = _HELD.pop(str(Path(db_path)), None)
+    if holder is not None:
+        holder.close()
+
+
+@contextmanager
+def held(db_path: Path, group: str | int | None = None) -> Iterator[None]:
+    """The database kept open across consecutive steps: each `session` inside is a new
+    connection to the same DuckDB instance (DuckDB's per-process instance cache, the same
+    configuration), not a new instance (issue 12: an instance costs ~20-60 ms of CPU to
+    create and close — DuckDB's own set-up, even in memory — and a province's nothing-changed
+    rerun made nine). Each step still commits its own transactions (durable in the WAL as
+    before); the instance checkpoints when the block ends. Only around steps that follow one
+    another without other work between them (feedback … artifacts): the file stays locked
+    for the block, as it was for the steps' own sessions, which left gaps of milliseconds. A
+    session that fails inside lets the instance go (`session`)."""
+    key = str(Path(db_path))
+    if key in _HELD:  # held already (a nested block): the outer one lets it go
+        yield
+        return
+    _HELD[key] = connect(db_path, group=group)
+    try:
+        yield
+    finally:
+        _let_go(db_path)
 
 
 @contextmanager

@@ -373,16 +373,18 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             issues = validate(opaque(results), opaque(frames), cfg, school_year, period)
             outcome = load(opaque(results), opaque(frames), opaque(issues), cfg, school_year, period, run_id)
         outcome.incremental = pipeline.cache_stats(results)
-        writing = feedback(opaque(outcome), opaque(results), cfg)  # in worker processes, while the forms are built
-        # a closed collection changed nothing: its forms stay as built (edustat.period_lock)
-        reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
-        paths = feedback_written(opaque(writing), opaque(outcome), cfg)
-        published = publish_snapshot(cfg) if publish else None
-        outcome.publish_unchanged = bool(publish and published is None)  # skipped: nothing changed
-        summary = summarise(opaque(outcome), cfg, paths, reports, published)
-        officer_artifacts(summary, cfg)
-        if close_after:
-            close_collection(cfg, school_year, period)
+        # the steps from here on follow one another: their sessions share one DuckDB instance
+        with store.held(cfg.db_path, cfg.private_group):
+            writing = feedback(opaque(outcome), opaque(results), cfg)  # in worker processes, while the forms are built
+            # a closed collection changed nothing: its forms stay as built (edustat.period_lock)
+            reports = build_forms(cfg, school_year, period) if forms and not outcome.closed else None
+            paths = feedback_written(opaque(writing), opaque(outcome), cfg)
+            published = publish_snapshot(cfg) if publish else None
+            outcome.publish_unchanged = bool(publish and published is None)  # skipped: nothing changed
+            summary = summarise(opaque(outcome), cfg, paths, reports, published)
+            officer_artifacts(summary, cfg)
+            if close_after:
+                close_collection(cfg, school_year, period)
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     use = pipeline.process_usage()

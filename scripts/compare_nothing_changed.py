@@ -9,8 +9,9 @@ before every run; feedback and raw paths in the register are D's). Per repetitio
 head (alternating): D made S again, then the flow's steps (flows/collect.py, without Prefect:
 prepare with its consistency audit, find, read, reuse, feedback, forms, feedback written,
 publish, summary, the artifacts' queries and texts) run twice in a process warmed as `edustat
-serve`'s forkserver is (edustat.warm.PRELOAD imported, edustat.warmup built and frozen); the
-second run is measured (the first is the nightly rerun's steady state: indexes in place).
+serve`'s forkserver is (edustat.warm.PRELOAD imported, edustat.warmup built and frozen; from
+feedback to artifacts inside `store.held` when the code has it, as the flow); the second run
+is measured (the first is the nightly rerun's steady state: indexes in place).
 
 Both codes read S under S's version key: the key digests the code itself
 (`incremental.code_digest`), so a checkout that differs reads every file anew; here the head
@@ -24,6 +25,7 @@ the names under raw/ and cache/, and the run's summary (less its run id); base a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -99,6 +101,10 @@ def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> No
                 raise SystemExit("not a nothing-changed run: the state and the inbox differ, or another code's key")
             outcome.incremental = pipeline.cache_stats(results)
 
+            # the flow's tail shares one DuckDB instance (store.held) where the code has it
+            tail = store.held(cfg.db_path, cfg.private_group) if hasattr(store, "held") else contextlib.nullcontext()
+            tail.__enter__()
+
             def feedback():
                 with sess() as con:
                     return pipeline.start_feedbacks(con, outcome, results, cfg)
@@ -136,6 +142,7 @@ def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> No
                 return [officer.summary_markdown(summ, table, previous, deadline, officer.today_vn(), by_grade),
                         officer.table_artifact_rows(table, deadline), officer.charts_markdown(summ, table, by_grade)]
             arts = stage("artifacts", artifacts)
+            tail.__exit__(None, None, None)
         c1 = _cpu()
         out.append({"steps": times, "wall": round(time.perf_counter() - t0, 4), "cpu": round(c1[0] - c0[0], 4),
                     "children_cpu": round(c1[1] - c0[1], 4), "load": os.getloadavg()[0],

@@ -89,19 +89,24 @@ def one_run(cfg, inbox: Path, run_id: str) -> dict:
         issues = timed("validate", lambda: pipeline.validate_all(results, cfg, YEAR, PERIOD, frames))
         with store.session(cfg.db_path) as con:
             outcome = timed("load", lambda: pipeline.load_all(con, results, issues, cfg, YEAR, PERIOD, run_id, frames=frames))
-    with store.session(cfg.db_path) as con:
-        timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg))
-    with store.session(cfg.db_path) as con:
-        if incremental:
-            timed("forms", lambda: incremental.build_forms_incremental(con, cfg, YEAR, PERIOD))
-        else:
-            from edustat.reports import build_reports
-            timed("forms", lambda: build_reports(con, cfg.reports_dir, YEAR, PERIOD, workers=cfg.workers))
-    with store.session(cfg.db_path) as con:
-        if incremental:
-            timed("publish", lambda: incremental.publish_if_changed(con, cfg, salt_for(cfg)))
-        else:
-            timed("publish", lambda: publish(con, cfg.published_dir, salt=salt_for(cfg), pseudonymise=cfg.pseudonymise_published))
+    import contextlib
+
+    # the flow's tail shares one DuckDB instance (store.held) where the code has it
+    with (store.held(cfg.db_path) if hasattr(store, "held") else contextlib.nullcontext()):
+        with store.session(cfg.db_path) as con:
+            timed("feedback", lambda: pipeline.write_feedbacks(con, outcome, results, cfg))
+        with store.session(cfg.db_path) as con:
+            if incremental:
+                timed("forms", lambda: incremental.build_forms_incremental(con, cfg, YEAR, PERIOD))
+            else:
+                from edustat.reports import build_reports
+                timed("forms", lambda: build_reports(con, cfg.reports_dir, YEAR, PERIOD, workers=cfg.workers))
+        with store.session(cfg.db_path) as con:
+            if incremental:
+                timed("publish", lambda: incremental.publish_if_changed(con, cfg, salt_for(cfg)))
+            else:
+                timed("publish", lambda: publish(con, cfg.published_dir, salt=salt_for(cfg),
+                                                 pseudonymise=cfg.pseudonymise_published))
     total, cpu_s = time.perf_counter() - t0, cpu() - c0
     stats = pipeline.cache_stats(results) if hasattr(pipeline, "cache_stats") else None
     if stats is not None:
