@@ -60,6 +60,12 @@ WB_OPTIONS = {"strings_to_numbers": False, "strings_to_formulas": False, "string
 # (the pin in pyproject.toml). Any other version renders every workbook the ordinary way.
 PROVEN_XLSXWRITER = "3.3.1"
 
+
+def proven() -> bool:
+    """Whether the installed xlsxwriter is the one templates are proven against."""
+    return xlsxwriter.__version__ == PROVEN_XLSXWRITER
+
+
 _templates: dict[str, tuple[bytes, object]] = {}  # form code -> (its definition's key, template or None)
 _keys: dict[int, tuple[object, bytes | None]] = {}  # one build's definitions: id -> (the dict, its key)
 _once: dict[str, tuple[None, object]] = {}  # one build's templates of definitions that have no key
@@ -257,7 +263,7 @@ def render(code: str, form: dict, values: dict, checks, scope: str, path: Path, 
     parts, from the form's template when it can be (else the ordinary way)."""
     from edustat import reports
 
-    tpl = template(code, form) if xlsxwriter.__version__ == PROVEN_XLSXWRITER else None
+    tpl = template(code, form) if proven() else None
     if tpl is not None:
         try:
             return _render(tpl, form, values, checks, scope, Path(path), header)

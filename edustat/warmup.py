@@ -11,8 +11,6 @@ after upgrading edustat rebuilds it, as it re-imports the code.
 """
 from __future__ import annotations
 
-import xlsxwriter
-
 from edustat import reports
 from schemas import load_contract
 from schemas.vocabulary import sheet_matcher
@@ -34,7 +32,7 @@ def warm() -> int:
 
     for path in sorted(reports.FORMS_DIR.glob("*.yaml")):
         form = reports.load_form(path.stem)
-        if xlsxwriter.__version__ == formfast.PROVEN_XLSXWRITER:  # the layout each workbook of it is made from
+        if formfast.proven():  # the layout each workbook of it is made from
             formfast.template(path.stem, form)
     formfast.new_build()
     # GX's expectation configurations are built once per validation (edustat.gxfast): the patch
