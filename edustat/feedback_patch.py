@@ -23,6 +23,7 @@ from the workbook). Formulas and formats being kept, PhanHoi carries no "values 
 """
 from __future__ import annotations
 
+import bisect
 import io
 import posixpath
 import re
@@ -384,14 +385,16 @@ class _Sheet:
         self.indexed = True
         xml, m = self.xml, self.data_open
         self.rows.clear()
+        rows, order, find, r_attr = self.rows, self.row_order, xml.index, _R_ATTR.search
         for rm in _ROW.finditer(xml, m.end(), self.data_end):
-            r = _R_ATTR.search(rm.group(1))
+            attrs, closed = rm.groups()
+            r = r_attr(attrs)
             if r is None:
                 raise Fallback("row_without_r")
             n = int(r.group(1))
-            end = rm.end() if rm.group(2) else xml.index("</row>", rm.end()) + len("</row>")
-            self.rows[n] = (rm.start(), rm.end(), end, rm.group(1))
-            self.row_order.append(n)
+            head_end = rm.end()
+            rows[n] = (rm.start(), head_end, head_end if closed else find("</row>", head_end) + 6, attrs)
+            order.append(n)
         if any(a >= b for a, b in zip(self.row_order, self.row_order[1:])):
             raise Fallback("rows_out_of_order")
 
@@ -434,15 +437,18 @@ class _Sheet:
         if found is None:
             return []
         _, start, end, _ = found
-        out = []
+        out: list[tuple[int, int, int, str, str | None]] = []
+        append, ref, columns, digits = out.append, _REF_ATTR.search, _COLUMNS, str(row)
         for cm in _CELL.finditer(self.xml, start, end):
-            r = _REF_ATTR.search(cm.group(1))
+            attrs, inner = cm.groups()
+            r = ref(attrs)
             if r is None:
                 raise Fallback("cell_without_r")
-            rr, c = int(r.group(2)), _column(r.group(1))
-            if rr != row:
+            letters, number = r.groups()
+            if number != digits and int(number) != row:  # "05" is row 5, as int() reads it
                 raise Fallback("cell_row_mismatch")
-            out.append((c, cm.start(), cm.end(), cm.group(1), cm.group(2)))
+            c = columns.get(letters)
+            append((c if c is not None else _column(letters), *cm.span(), attrs, inner))
         return out
 
     def first_filled(self, row: int) -> int:
@@ -484,8 +490,9 @@ class _Sheet:
         for (r, c), sev in marks.items():
             by_row.setdefault(r, {})[c] = sev
         for r, cols in by_row.items():
-            if self.row(r) is not None:
-                start, content, end, _ = self.row(r)
+            found = self.row(r)
+            if found is not None:
+                start, content, end, _ = found
                 closed = xml[start:content].endswith("/>")
                 inner_end = content if closed else end - len("</row>")
                 parts = []
@@ -513,7 +520,8 @@ class _Sheet:
                 edits.append((start, end, 0, head + "".join(parts) + "</row>"))
             else:
                 self.index()
-                nxt = next((n for n in self.row_order if n > r), None)
+                at = bisect.bisect_right(self.row_order, r)  # rows in order (index() checks)
+                nxt = self.row_order[at] if at < len(self.row_order) else None
                 at = self.rows[nxt][0] if nxt is not None else self.data_end
                 cells = "".join(self._new_cell(r, c, cols[c], styles) for c in sorted(cols))
                 edits.append((at, at, r, f'<row r="{r}">{cells}</row>'))
@@ -926,6 +934,14 @@ class _Parts(Packager):
     def __init__(self, into: dict[str, str]):
         super().__init__()
         self._into = into
+
+    def _write_worksheet_files(self):
+        """PhanHoi's sheet (sheet1) only: the comment sheets (sheet2, …) give the patch their
+        comments, VML drawings and rels (made by `_prepare_vml` and the rels writer, not by a
+        sheet's XML), never their own XML; writing it was ~2 % of a marked copy (issue 12)."""
+        first = next(ws for ws in self.workbook.worksheets() if not ws.is_chartsheet)
+        first._set_xml_writer(self._filename("xl/worksheets/sheet1.xml"))
+        first._assemble_xml_file()
 
     def _create_package(self):
         self._write_worksheet_files()

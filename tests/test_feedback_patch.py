@@ -225,6 +225,31 @@ def test_unchanged_members_are_copied_compressed_as_they_came(rich):
         assert b.testzip() is None
 
 
+def test_the_scratch_book_writes_phanhoi_s_sheet_only(tmp_path, monkeypatch):
+    """xlsxwriter's scratch book: PhanHoi's sheet XML, and of the comment sheets only what the
+    patch takes (their rels, comments, VML drawings), never their own sheet XML (issue 12):
+    member for member the workbook a scratch book with every sheet written gives."""
+    from xlsxwriter.packager import Packager
+
+    from edustat import feedback_patch
+    from edustat.feedback import _normalise
+
+    src = _openpyxl_book(tmp_path / "src.xlsx")
+    issues = _issues(OPENPYXL_ISSUES)
+    made: list[set[str]] = []
+    scratch = feedback_patch._scratch
+    monkeypatch.setattr(feedback_patch, "_scratch", lambda *a: made.append(set(p := scratch(*a))) or p)
+    data, marked = patch(src.read_bytes(), _normalise(issues), _about(issues))
+    assert "xl/worksheets/sheet1.xml" in made[0] and "xl/worksheets/_rels/sheet2.xml.rels" in made[0]
+    assert not any(re.fullmatch(r"xl/worksheets/sheet([2-9]|\d\d+)\.xml", p) for p in made[0])
+    monkeypatch.setattr(feedback_patch._Parts, "_write_worksheet_files", Packager._write_worksheet_files)
+    every, marked_every = patch(src.read_bytes(), _normalise(issues), _about(issues))
+    assert "xl/worksheets/sheet2.xml" in made[1] and marked == marked_every
+    with zipfile.ZipFile(io.BytesIO(data)) as a, zipfile.ZipFile(io.BytesIO(every)) as b:
+        assert a.namelist() == b.namelist()
+        assert all(a.read(n) == b.read(n) for n in a.namelist())
+
+
 def test_shared_strings_formulas_and_an_empty_sheet(tmp_path):
     src = _xlsxwriter_book(tmp_path / "src.xlsx")
     issues = _issues([_issue("CanBo", 3, "B", "coef", "error"), _issue("CanBo", 2, "A", "code", "warning"),
