@@ -200,11 +200,15 @@ _META_FIELDS = ("school", "school_raw", "school_rows", "school_sheet", "levels",
                 "issues", "unreadable", "blocked")
 
 
-def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
+def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> tuple[bytes, bytes] | None:
     """Parquet written beside `dest` and renamed over it; `dest` proven inside the data dir;
-    private mode from the start (personal data)."""
+    private mode from the start (personal data). Returns what edustat.metaindex keeps of the
+    entry as written — the identity of the file now at `dest` and its footer's metadata bytes
+    (`metaindex.written`) — or None when the file at `dest` after the rename is not the one
+    written (another inode: someone else's, never recorded)."""
     import pyarrow.parquet as pq
 
+    from edustat import metaindex
     from edustat.paths import inside
 
     inside(data_dir, dest)
@@ -213,12 +217,13 @@ def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
         raise OSError(f"refusing to write through a symlink: {dest}")
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    raw = json.dumps(metadata, ensure_ascii=False).encode("utf-8")
     try:
         with os.fdopen(fd, "wb") as fh:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                                   b"edustat": json.dumps(metadata, ensure_ascii=False).encode("utf-8")})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"edustat": raw})
             pq.write_table(table, fh, use_dictionary=False, write_statistics=False)  # cells mostly unique; read whole
             fh.flush()
+            mine = os.fstat(fh.fileno())
         from edustat import faults
 
         faults.point("cache:written")
@@ -226,6 +231,9 @@ def _write_atomic(data_dir: Path, dest: Path, table, metadata: dict) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # the identity a later lookup compares (the rename changed the file's ctime: taken after it),
+    # only when the name still holds the very file written
+    return metaindex.identity_of(dest, mine, raw)
 
 
 def _entry_meta(path: Path, vkey: str, school_year: str, period: str, name: str, sha: str,
@@ -235,6 +243,11 @@ def _entry_meta(path: Path, vkey: str, school_year: str, period: str, name: str,
     from edustat.metaindex import read_meta
 
     meta = read_meta(path, hook)  # through the collection's index when a scope is open (edustat.metaindex)
+    return _keyed(meta, vkey, school_year, period, name, sha)
+
+
+def _keyed(meta: dict | None, vkey: str, school_year: str, period: str, name: str, sha: str) -> dict | None:
+    """`meta` when it was written for this file, collection and version key, else None."""
     if meta is None:
         return None
     key = {k: meta.get(k) for k in ("format", "version", "school_year", "period", "name", "sha256")}
@@ -294,7 +307,9 @@ def store_ingest(data_dir: Path, fr, vkey: str, school_year: str, period: str) -
                  else pa.table({_SHEET_COL: pa.array([], pa.string())}))
         table = table.replace_schema_metadata(None)
         path, _ = _entry_paths(cache_dir(data_dir), fr.sha256, fr.name)
-        _write_atomic(data_dir, path, table, meta)
+        kept = _write_atomic(data_dir, path, table, meta)
+        if kept is not None:  # for the run's index of read entries (`pipeline.ingest_all`: metaindex.written)
+            fr._cache_written = (str(path), kept)  # type: ignore[attr-defined]
     except OSError:
         raise_if_operator_fault()
     except (TypeError, ValueError):
@@ -504,7 +519,11 @@ def lookup_issues(fr, data_dir: Path, vkey: str, school_year: str, period: str) 
     if hit is None:
         return None
     _, path = _entry_paths(cache_dir(data_dir), hit.bytes_sha, fr.name)
-    meta = _entry_meta(path, vkey, school_year, period, fr.name, hit.bytes_sha)
+    return _issues_of(_entry_meta(path, vkey, school_year, period, fr.name, hit.bytes_sha), fr)
+
+
+def _issues_of(meta: dict | None, fr) -> dict[str, list] | None:
+    """`lookup_issues` on an entry's metadata already read and keyed (`_entry_meta`)."""
     if meta is None:
         return None
     try:
@@ -575,11 +594,24 @@ def store_issues(fr, issues: list[dict], data_dir: Path, vkey: str, school_year:
         meta["encoded_columns"] = [c for c, vals in meta["issue_columns"].items() if any(isinstance(v, dict) for v in vals)]
         table = pa.table({"issues": [len(issues)]})
         _, path = _entry_paths(cache_dir(data_dir), sha, fr.name)
-        _write_atomic(data_dir, path, table, meta)
+        kept = _write_atomic(data_dir, path, table, meta)
     except OSError:
         raise_if_operator_fault()
+        return
     except (TypeError, ValueError):
         return
+    if kept is not None:
+        # recorded in the open scope's index (validate_incremental's) with the yes that
+        # `issues_entry_ok` would give: the very bytes written, parsed as a lookup parses them
+        # and checked by the same function (`_issues_of`), under the same key and token
+        try:
+            back = json.loads(kept[1].decode("utf-8"))
+        except ValueError:
+            back = None
+        ok = _issues_of(_keyed(back if isinstance(back, dict) else None, vkey, school_year, period, fr.name, sha), fr)
+        from edustat import metaindex
+
+        metaindex.written(path, kept, _issues_token(vkey, school_year, period, fr.name, sha) if ok is not None else None)
 
 
 _ALL_COLS = set(_KEPT_COLS) | set(_ID_COLS)
@@ -619,21 +651,33 @@ def validate_incremental(results: list, cfg, school_year: str, period: str, fram
     file's own issues in results order; a cold validation of the whole collection orders them
     otherwise (seen on the city, 1 Dec 2026; tests compare the frames sorted).
     Cross-school rules run later, in the load, on the whole collection."""
+    from edustat import metaindex
+
+    vkey = version_key(cfg.severity, cfg.read_limits)
+    # one scope of the issues index for the lookups and the entries written (`store_issues`
+    # records them): the index saved holds every active file's entry with its yes, so the next
+    # run's `unchanged_outcome` parses none of them (edustat.metaindex)
+    with metaindex.scope(cache_dir(cfg.data_dir), "issues", school_year, period):
+        return _validate_incremental(results, cfg, school_year, period, frames, vkey)
+
+
+def _validate_incremental(results: list, cfg, school_year: str, period: str, frames, vkey: str) -> pd.DataFrame:
     from edustat.submissions import ISSUE_COLUMNS, active
     from schemas.rules import load_rules
 
     from edustat import metaindex
 
-    vkey = version_key(cfg.severity, cfg.read_limits)
     act = [i for i, fr in enumerate(results) if active(fr)]
     per_file: dict[int, dict[str, list]] = {}  # by column (ISSUE_COLUMNS)
-    with metaindex.scope(cache_dir(cfg.data_dir), "issues", school_year, period):
-        for i in act:
-            fr = results[i]
-            got = lookup_issues(fr, cfg.data_dir, vkey, school_year, period)
-            if got is not None:
-                per_file[i] = got
-                fr.cache.issues_hit = True
+    for i in act:
+        fr = results[i]
+        got = lookup_issues(fr, cfg.data_dir, vkey, school_year, period)
+        if got is not None:
+            per_file[i] = got
+            fr.cache.issues_hit = True
+            # the yes `issues_entry_ok` asks for: `lookup_issues` gave the issues, under this key
+            metaindex.mark(_entry_paths(cache_dir(cfg.data_dir), fr.cache.bytes_sha, fr.name)[1],
+                           _issues_token(vkey, school_year, period, fr.name, fr.cache.bytes_sha))
     todo = [i for i in act if i not in per_file]
     if todo:
         sub = [results[i] for i in todo]

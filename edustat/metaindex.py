@@ -26,8 +26,15 @@ name, bytes) or an index of another format is asked again, from the bytes. The y
 the same standing as the bytes beside it: whoever could plant a yes for an entry's identity
 could as well plant the bytes that pass.
 
+The run that writes an entry records it too (`written`, inside the scope of the run's lookups):
+the identity of the file the writer renamed into place, taken after the rename and only when the
+name still holds that very inode (`identity_of`), with the very bytes it put in the footer, and
+for an issues entry the yes its bytes give (parsed back and checked as a lookup would). So the
+first rerun after a cold or changed run reads no footer and parses no issues entry, as the
+second did; a later rename, rewrite or touch of the entry is another identity: a miss.
+
 The index is written when its lookups differed from it (an entry read from its footer, a yes
-recorded, or entries no longer looked up), holding only the entries of that scope: an entry
+recorded, an entry written, or entries no longer looked up), holding only the entries of that scope: an entry
 pruned because its file is gone is not looked up, so its metadata (personal data) leaves the
 index with the next write. Written like the entries: private, beside its final name, renamed
 over it.
@@ -70,6 +77,7 @@ class Index:
         self.seen: dict[str, tuple[bytes, bytes, bytes]] = {}
         self.footers = 0  # entries read from their Parquet footer (tests, measures)
         self.marked = 0  # yeses recorded in this scope (`mark`)
+        self.recorded = 0  # entries this run wrote, recorded as written (`written`)
 
     def _indexed(self, entry: Path) -> tuple[str | None, bytes | None, tuple | None]:
         """(name, identity, the index's record for this very file or None); identity None when
@@ -120,13 +128,34 @@ class Index:
             self.seen[name] = (got[0], token, got[2])
             self.marked += 1
 
+    def written(self, entry: Path, ident: bytes, raw: bytes, token: bytes) -> None:
+        """Record an entry this run wrote: `ident` (`identity_of`), its footer's bytes `raw` and
+        the yes they give under `token` (`_UNCHECKED`: none)."""
+        name = _rel(self.root, entry)
+        if name is not None and b"\n" not in raw:
+            self.seen[name] = (ident, token, raw)
+            self.recorded += 1
+
     def save(self) -> None:
-        if self.footers == 0 and self.marked == 0 and self.seen.keys() == self.old.keys():
+        if self.footers == 0 and self.marked == 0 and self.recorded == 0 and self.seen.keys() == self.old.keys():
             return
         lines = [FORMAT]
         lines.extend(b"%s\t%s\t%s\t%s" % (name.encode("utf-8"), ident, token, raw)
                      for name, (ident, token, raw) in self.seen.items())
         _write_private(self.root, self.path, b"\n".join(lines) + b"\n")
+
+
+def identity_of(entry: Path, mine: os.stat_result, raw: bytes) -> tuple[bytes, bytes] | None:
+    """(identity, raw) of the file now at `entry` when it is the very file a writer wrote
+    (`mine`: its fstat before the rename: same device and inode, same size); None otherwise
+    (another file renamed over it since, or gone: never recorded as ours)."""
+    try:
+        st = os.lstat(entry)
+    except OSError:
+        return None
+    if not stat_.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino, st.st_size) != (mine.st_dev, mine.st_ino, mine.st_size):
+        return None
+    return _identity(st), raw
 
 
 def _rel(root: Path, entry: Path) -> str | None:
@@ -240,6 +269,16 @@ def mark(entry: Path, token: bytes) -> None:
     idx = getattr(_state, "index", None)
     if idx is not None and b"\t" not in token and b"\n" not in token:
         idx.mark(entry, token)
+
+
+def written(entry: Path, kept: tuple[bytes, bytes] | None, token: bytes | None = None) -> None:
+    """Record in the open scope's index an entry this run has just written (`kept`: what
+    `incremental._write_atomic` returned, None: nothing) with, when `token` is given, the yes
+    its bytes were checked to give (as `mark`). Nothing without a scope."""
+    idx = getattr(_state, "index", None)
+    if idx is None or kept is None or (token is not None and (b"\t" in token or b"\n" in token)):
+        return
+    idx.written(entry, kept[0], kept[1], _UNCHECKED if token is None else token)
 
 
 def read_meta(entry: Path, hook=None) -> dict | None:

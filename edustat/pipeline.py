@@ -200,7 +200,10 @@ def _ingest_alone(job: tuple) -> FileResult:
 def ingest_files(files: list[Path], cfg: Config, school_year: str, period: str) -> list[FileResult]:
     """Parse a batch of files in this process (a Dask task's unit of work)."""
     cached = _cache_job(cfg)
-    return [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached)) for p in files]
+    out = [_ingest_one((p, cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached)) for p in files]
+    for fr in out:  # no index here (`ingest_all` records what its readers wrote): a rerun reads these footers
+        fr.__dict__.pop("_cache_written", None)
+    return out
 
 
 def content_hash(fr: FileResult) -> str | None:
@@ -257,21 +260,47 @@ def settle(results: list[FileResult], cfg: Config, school_year: str | None = Non
 def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, workers: int | None = None) -> list[FileResult]:
     """Parse every file (in worker processes when there are several), then settle which
     file of a school counts when it sent more than one."""
-    workers = max(1, workers or cfg.workers)
     cached = _cache_job(cfg)
+    if not cached:
+        return settle(_read_all(files, cfg, school_year, period, workers, cached), cfg, school_year, period)
+    from edustat import incremental, metaindex
+    from edustat.paths import inside
+
+    # one scope of the read entries' index for the lookups and the entries the readers wrote
+    # (`store_ingest` hands each back as written: recorded here), so the next run reads no footer;
+    # a cold run's cache directory made first (as the first entry's writer makes it: same mode),
+    # since a scope is only opened on a directory
+    root = incremental.cache_dir(cached[0])
+    if not root.exists() and not root.is_symlink():
+        inside(cached[0], root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # no scope then (as before); the entries' writer says what the fault is
+    with metaindex.scope(root, "ingest", school_year, period):
+        results = _read_all(files, cfg, school_year, period, workers, cached)
+        for fr in results:
+            written = fr.__dict__.pop("_cache_written", None)
+            if written is not None:
+                metaindex.written(Path(written[0]), written[1])
+    return settle(results, cfg, school_year, period)
+
+
+def _read_all(files: list[Path], cfg: Config, school_year: str, period: str, workers: int | None,
+              cached: tuple | None) -> list[FileResult]:
+    workers = max(1, workers or cfg.workers)
     hits: dict[int, FileResult] = {}
     if cached:  # files read before (same bytes, name and version key): no worker needed
-        from edustat import incremental, metaindex
+        from edustat import incremental
         from edustat.paths import inside_dirs
 
         prove = inside_dirs(cfg.raw_dir)  # the raw copies' directories resolved once for the pass
-        with metaindex.scope(incremental.cache_dir(cached[0]), "ingest", school_year, period):
-            for i, p in enumerate(files):
-                hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir, prove)
-                if hit is not None:
-                    hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
-                                      "severity": cfg.severity, "limits": cfg.read_limits}
-                    hits[i] = hit
+        for i, p in enumerate(files):
+            hit = incremental.lookup(p, cached[0], cached[1], school_year, period, cfg.raw_dir, prove)
+            if hit is not None:
+                hit._cache_ctx = {"raw_root": cfg.raw_dir, "school_year": school_year, "period": period,  # type: ignore[attr-defined]
+                                  "severity": cfg.severity, "limits": cfg.read_limits}
+                hits[i] = hit
     todo = [i for i in range(len(files)) if i not in hits]
     jobs = [(files[i], cfg.raw_dir, school_year, period, cfg.severity, cfg.read_limits, cached) for i in todo]
     if workers > 1 and len(jobs) > 1:
@@ -294,8 +323,7 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     else:
         read = [_ingest_one(j) for j in jobs]
     fresh = dict(zip(todo, read))
-    results = [hits[i] if i in hits else fresh[i] for i in range(len(files))]
-    return settle(results, cfg, school_year, period)
+    return [hits[i] if i in hits else fresh[i] for i in range(len(files))]
 
 
 def cache_stats(results: list[FileResult]) -> dict[str, int]:

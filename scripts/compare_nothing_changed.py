@@ -13,14 +13,13 @@ serve`'s forkserver is (edustat.warm.PRELOAD imported, edustat.warmup built and 
 feedback to artifacts inside `store.held` when the code has it, as the flow); the second run
 is measured (the first is the nightly rerun's steady state: indexes in place).
 
-Both codes read S under S's version key: the key digests the code itself
-(`incremental.code_digest`), so a checkout that differs reads every file anew; here the head
-runs with the base's digest, which is what it reads when S was made by itself (the per-file
-cache's entries and the incremental state are the same format: CACHE_FORMAT unchanged). Then,
-after the last repetition of each code, D is fingerprinted: the database (every table, less
-run ids and clocks, `run.summary` less its run id), the snapshot, its Parquet tree and files,
-and the sha256 and mtime of every file under curated/ (feedback workbooks, forms, published),
-the names under raw/ and cache/, and the run's summary (less its run id); base and head compared.
+With `--cold` (no --state): D starts empty and each code makes it with a cold run of its own
+(cast, validate and load, as the flow does when nothing is reused; not measured), then the
+FIRST nothing-changed rerun after it is the one measured (what a bench's rerun is, and what
+the nightly run is after a day with changes). Only the reruns' summaries and artifacts are then
+compared: the two cold runs ran at other times and their outputs hold those times (the forms'
+build, the feedback workbooks, the snapshot), so output identity is what the --state mode
+proves, not this one.
 """
 from __future__ import annotations
 
@@ -46,7 +45,7 @@ def _cpu() -> tuple[float, float]:
     return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
 
 
-def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> None:
+def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int, cold: bool = False) -> None:
     """The flow's steps on `data`, `runs` times, with the code at `root`; prints JSON."""
     import importlib
 
@@ -72,7 +71,7 @@ def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> No
     cfg = load_config(None, data)
     y, p = YEAR, PERIOD
     out = []
-    for _ in range(runs):
+    for n in range(runs + cold):
         times: dict[str, list[float]] = {}
 
         def stage(name, fn):
@@ -97,7 +96,15 @@ def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> No
             files = stage("find", lambda: discover(inbox))
             results = stage("read", lambda: pipeline.ingest_all(files, cfg, y, p))
             outcome = stage("reuse", lambda: inc.unchanged_outcome(results, cfg, y, p, run_id))
-            if outcome is None:
+            if outcome is None and cold and n == 0:  # the cold run that makes the state (flows/collect.py)
+                frames = stage("cast", lambda: pipeline.assemble_all(results, cfg))
+                issues = stage("validate", lambda: pipeline.validate_all(results, cfg, y, p, frames))
+
+                def load():
+                    with sess() as con:
+                        return pipeline.load_all(con, results, issues, cfg, y, p, run_id, frames=frames)
+                outcome = stage("load", load)
+            elif outcome is None:
                 raise SystemExit("not a nothing-changed run: the state and the inbox differ, or another code's key")
             outcome.incremental = pipeline.cache_stats(results)
 
@@ -151,7 +158,7 @@ def child(root: Path, data: Path, inbox: Path, pin: str | None, runs: int) -> No
                     "summary": json.loads(json.dumps({k: v for k, v in summ.items() if k != "run_id"}, default=str)),
                     "artifacts": hashlib.sha256(json.dumps(arts, default=str, ensure_ascii=False)
                                                 .replace(run_id, "RUN").encode()).hexdigest()})
-    print(json.dumps(out))
+    print(json.dumps(out[1:] if cold else out))
 
 
 def digest_of(root: Path) -> str:
@@ -213,30 +220,39 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--cold", action="store_true", help="each code's own cold run, then its first rerun measured")
     a = ap.parse_args()
     if a.child:
-        return child(a.child, a.data, a.inbox, a.pin, a.runs)
-    pin = digest_of(a.base)
+        return child(a.child, a.data, a.inbox, a.pin, a.runs, a.cold)
+    if bool(a.cold) == bool(a.state):
+        raise SystemExit("either --state S or --cold")
+    pin = a.pin or digest_of(a.base)  # --pin: the digest of the code S was made with, when not the base's
     res: dict = {"runs": [], "content": {}}
     for rep in range(a.reps):
         for tag, root in (("base", a.base), ("head", a.head)):
             shutil.rmtree(a.data, ignore_errors=True)
-            shutil.copytree(a.state, a.data, symlinks=True)
+            if a.cold:
+                a.data.mkdir(parents=True)
+            else:
+                shutil.copytree(a.state, a.data, symlinks=True)
             env = dict(os.environ, PYTHONPATH=str(root))
             got = subprocess.run([sys.executable, __file__, "--child", str(root), "--data", str(a.data), "--inbox",
-                                  str(a.inbox), "--pin", pin, "--runs", str(a.runs)],
+                                  str(a.inbox), "--pin", pin, "--runs", str(a.runs)] + (["--cold"] if a.cold else []),
                                  capture_output=True, text=True, env=env)
             if got.returncode:
                 raise SystemExit(f"{tag}: {got.stderr[-2000:]}")
             runs = json.loads(got.stdout.strip().splitlines()[-1])
-            last = runs[-1]
+            last = runs[0] if a.cold else runs[-1]  # cold: the first rerun after it
             res["runs"].append({"rep": rep, "code": tag, **{k: v for k, v in last.items() if k != "summary"}})
             print(f"rep {rep} {tag:<4} wall {last['wall']:6.3f}  CPU {last['cpu']:6.3f} (+children {last['children_cpu']:.3f})"
                   f"  load {last['load']:.2f}  written {last['written']} forms skipped {last['forms_skipped']} "
                   f"published {last['published']}", flush=True)
             print("    " + "  ".join(f"{k} {v[1]:.3f}" for k, v in last["steps"].items()), flush=True)
+            if not a.cold and len(runs) > 1:  # the first run on the copied state: every index a miss
+                print(f"    (its first run: CPU {runs[0]['cpu']:.3f}; " + "  ".join(
+                    f"{k} {v[1]:.3f}" for k, v in runs[0]["steps"].items()) + ")", flush=True)
             if rep == a.reps - 1:
-                res["content"][tag] = {**content(a.data), "summaries": [r["summary"] for r in runs],
+                res["content"][tag] = {**({} if a.cold else content(a.data)), "summaries": [r["summary"] for r in runs],
                                        "artifacts": [r["artifacts"] for r in runs]}
     x, y = res["content"]["base"], res["content"]["head"]
     bad = 0

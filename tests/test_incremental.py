@@ -692,22 +692,28 @@ def test_feedback_fingerprint_of_a_count_and_row_hashes_is_that_of_the_rows():
 def test_nothing_changed_reads_the_issues_entries_through_the_index_and_the_recorded_issues_as_before(inbox, tmp_path,
                                                                                                      monkeypatch):
     """unchanged_outcome looks up every issues entry through the collection's index
-    (edustat.metaindex, as validate_incremental does): a second nothing-changed run opens no
-    entry's Parquet footer. The recorded issues it returns are what `.df()` of the same rows
-    gives (dtypes and values, nulls included)."""
+    (edustat.metaindex, as validate_incremental does). The cold run that wrote the entries
+    recorded them in the indexes (read entries with their bytes, issues entries with their yes),
+    so already the FIRST nothing-changed run opens no entry's Parquet footer, neither to read
+    nor to check, and parses no issues entry's JSON. The recorded issues it returns are what
+    `.df()` of the same rows gives (dtypes and values, nulls included)."""
     from edustat import metaindex
     from edustat.submissions import discover
 
     cfg = cfg_for(tmp_path / "data")  # a data dir of its own: other tests change `primed`'s state
+    assert not incremental.cache_dir(cfg.data_dir).exists()  # a cold run: its cache made as it runs
     run_steps(cfg, inbox, "cold")
-    results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
-    assert incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "first") is not None  # fills the index
-    opened = []
-    real_read, real_footer = incremental._read_meta, metaindex._footer
+    opened, parsed = [], []
+    real_read, real_footer, real_loads = incremental._read_meta, metaindex._footer, metaindex.json.loads
     monkeypatch.setattr(incremental, "_read_meta", lambda p, hook=None: opened.append(p) or real_read(p, hook))
     monkeypatch.setattr(metaindex, "_footer", lambda p: opened.append(p) or real_footer(p))
+    results = pipeline.ingest_all(discover(inbox), cfg, YEAR, PERIOD)
+    assert opened == [] and all(fr.cache is not None for fr in results), "every read entry from the cold run's index"
+    monkeypatch.setattr(metaindex.json, "loads", lambda *a, **k: parsed.append(1) or real_loads(*a, **k))
+    assert incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "first") is not None
+    assert opened == [] and parsed == [], "every issues entry's yes from the cold run's index"
     outcome = incremental.unchanged_outcome(results, cfg, YEAR, PERIOD, "second")
-    assert outcome is not None and opened == []
+    assert outcome is not None and opened == [] and parsed == []
     with store.session(cfg.db_path) as con:
         run = con.execute("select run_id from incremental_collection where school_year = ? and period = ?",
                           [YEAR, PERIOD]).fetchone()[0]

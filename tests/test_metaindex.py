@@ -168,3 +168,65 @@ def test_an_index_of_the_first_format_is_an_empty_one(data):
     with _scope(d) as idx:
         assert all(_same(_lookup(d, p, i), m) for i, (p, m) in enumerate(entries))
     assert idx.footers == len(entries)
+
+
+def test_an_entry_written_inside_a_scope_is_recorded_as_its_footer_says_and_only_for_that_file(data, monkeypatch):
+    """The run that writes an entry records it (`metaindex.written`): the bytes its footer
+    holds and the identity of the file renamed into place; an issues entry with the yes
+    `issues_entry_ok` gives. The next scope reads no footer and parses no issues entry; an
+    entry touched, rewritten or replaced since is asked again from its own bytes."""
+    d, _ = data
+    with _scope(d) as idx:
+        entries = [_entry(d, 10 + i) for i in range(3)]
+        for p, _ in entries:
+            metaindex.written(p, (metaindex._identity(os.lstat(p)), metaindex._footer(p)[0]))
+        paths = [_issues_entry(d, i) for i in range(3)]  # store_issues records them itself
+    assert idx.footers == 0 and idx.recorded == 6
+    lines = metaindex.index_path(incremental.cache_dir(d), "issues", YEAR, PERIOD).read_bytes().split(b"\n")
+    kept = {ln.split(b"\t", 3)[0].decode(): ln.split(b"\t", 3) for ln in lines[1:-1]}
+    for p in paths:  # the very bytes of the footer, the identity of the file in place
+        name = p.relative_to(incremental.cache_dir(d)).as_posix()
+        assert kept[name][3] == metaindex._footer(p)[0] and kept[name][1] == metaindex._identity(os.lstat(p))
+    parsed = []
+    real = metaindex.json.loads
+    monkeypatch.setattr(metaindex.json, "loads", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    ok = lambda i: incremental.issues_entry_ok(_cached(d, i), d, VKEY, YEAR, PERIOD)  # noqa: E731
+    with _scope(d) as idx:
+        assert all(ok(i) for i in range(3))
+        assert not parsed
+        assert all(_same(_lookup(d, p, 10 + i), m) for i, (p, m) in enumerate(entries))
+    assert idx.footers == 0
+    # touched (another mtime), replaced by another file, rewritten with other bytes: each a miss
+    os.utime(paths[0], ns=(1, 1))
+    other = paths[1].with_name("other.parquet")
+    incremental._write_atomic(d, other, pa.table({"issues": [1]}),
+                              {**incremental._meta_key(VKEY, YEAR, PERIOD, "truong-1.xlsx", f"{1:064x}"),
+                               "n_issues": 3, "issue_columns": {}, "encoded_columns": []})
+    os.replace(other, paths[1])
+    parsed.clear()
+    with _scope(d) as idx:
+        assert [ok(i) for i in range(3)] == [True, False, True]
+    assert idx.footers == 2 and len(parsed) == 2
+
+
+def test_a_written_entry_that_fails_its_check_or_was_replaced_is_not_recorded_as_a_yes(data, monkeypatch):
+    d, _ = data
+    fr = _cached(d, 7)
+    checked = []
+    real = incremental._issues_of
+    with _scope(d) as idx:  # bytes the lookup's check refuses: written, recorded without a yes
+        monkeypatch.setattr(incremental, "_issues_of", lambda meta, fr: checked.append(meta) and None)
+        incremental.store_issues(fr, [{"sheet": "x"}], d, VKEY, YEAR, PERIOD)
+        monkeypatch.setattr(incremental, "_issues_of", real)
+    assert idx.recorded == 1 and len(checked) == 1 and checked[0]["n_issues"] == 1  # the bytes parsed back
+    assert list(idx.seen.values())[0][1] == metaindex._UNCHECKED
+    with _scope(d) as idx:  # asked from the bytes (which pass): no yes was taken for granted
+        assert incremental.issues_entry_ok(fr, d, VKEY, YEAR, PERIOD)
+    assert idx.marked == 1
+    # the name holding another file than the one written: nothing to record
+    path = incremental._entry_paths(incremental.cache_dir(d), fr.cache.bytes_sha, fr.name)[1]
+    mine = os.stat(path)
+    other = path.with_name("other")
+    other.write_bytes(path.read_bytes())
+    os.replace(other, path)
+    assert metaindex.identity_of(path, mine, b"{}") is None
