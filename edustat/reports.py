@@ -754,48 +754,58 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     wide_scope = wide.index.get_level_values(0)
     wide_row = wide.index.get_level_values(1)
 
-    def emit(name: str, key: str, expected: pd.Series, actual: pd.Series, ok: pd.Series, msg: str) -> None:
-        valid = expected.notna().to_numpy() & actual.notna().to_numpy()
+    # the wide frame's columns as numpy arrays (pandas Series arithmetic and frame column
+    # selections cost ~0.1 CPU s a form on 2 scopes: issue 12); the same operations in the same
+    # order (a sum across columns is numpy's sum of the (rows, columns) block, as pandas does)
+    grid = wide.to_numpy(dtype="float64", na_value=np.nan)
+    at = {k: i for i, k in enumerate(wide.columns)}
+    missing = np.full(len(wide), np.nan)
+
+    def emit(name: str, key: str, expected: np.ndarray, actual: np.ndarray, ok: np.ndarray, msg: str) -> None:
+        valid = ~np.isnan(expected) & ~np.isnan(actual)
         n = int(valid.sum())
         if n:
             emitted["scope"].append(wide_scope[valid])
             emitted["row_code"].append(wide_row[valid])
             emitted["check_name"].append(np.full(n, name, dtype=object))
             emitted["column_key"].append(np.full(n, key, dtype=object))
-            emitted["expected"].append(expected.to_numpy()[valid])
-            emitted["actual"].append(actual.to_numpy()[valid])
-            emitted["ok"].append(ok.to_numpy()[valid])
+            emitted["expected"].append(expected[valid])
+            emitted["actual"].append(actual[valid])
+            emitted["ok"].append(ok[valid])
             emitted["message"].append(np.full(n, msg, dtype=object))
 
-    columns: dict[str, pd.Series] = {}
+    def col(key: str) -> np.ndarray:
+        return grid[:, at[key]] if key in at else missing
 
-    def col(key: str) -> pd.Series:  # each column taken out of the wide frame once
-        if key not in columns:
-            columns[key] = wide[key] if key in wide.columns else pd.Series(float("nan"), index=wide.index)
-        return columns[key]
+    def full_sum(keys: list[str]) -> np.ndarray:
+        """Σ of the columns per row, NaN where one of them is (sum(axis=1, min_count=len))."""
+        block = grid[:, [at[k] for k in keys]]
+        nan = np.isnan(block)
+        return np.where(nan.any(axis=1), np.nan, np.where(nan, 0.0, block).sum(axis=1))
 
-    measures = {k.split(".", 1)[1] for k in wide.columns}
-    for m in sorted(measures):
-        parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in wide.columns]
-        if f"tong_so.{m}" in wide.columns and parts:
-            total = col(f"tong_so.{m}")
-            part_values = wide[parts]
-            psum = part_values.sum(axis=1, min_count=len(parts)).where(part_values.notna().all(axis=1))
-            emit("total_equals_groups", f"tong_so.{m}", psum, total, (psum - total).abs() < 1e-9, "Tổng số = tổng các loại hình")
-    for g in ["tong_so", *form["groups"]]:
-        t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
-        emit("female_le_total", f"{g}.nu", t, nu, nu <= t, "Nữ ≤ Tổng số")
-        emit("dtts_le_total", f"{g}.dtts", t, dt_, dt_ <= t, "DTTS ≤ Tổng số")
-        low = pd.concat([dt_, nu], axis=1).min(axis=1, skipna=False)
-        emit("dtts_female_le_min", f"{g}.dtts_nu", low, dtnu, dtnu <= low, "DTTS nữ ≤ min(DTTS, Nữ)")
-        contract = [f"{g}.{m}" for m in ("vien_chuc_khong_xac_dinh", "vien_chuc_xac_dinh", "hop_dong_lao_dong")]
-        if all(k in wide.columns for k in contract):
-            csum = wide[contract].sum(axis=1, min_count=3)
-            emit("contracts_le_total", f"{g}.tong", t, csum, csum <= t, "Viên chức + hợp đồng lao động ≤ Tổng số")
-        rooms = [f"{g}.{m}" for m in ("kien_co", "ban_kien_co", "tam")]
-        if all(k in wide.columns for k in rooms):
-            rsum = wide[rooms].sum(axis=1, min_count=3)
-            emit("rooms_total", f"{g}.tong", rsum, t, (rsum - t).abs() < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
+    with np.errstate(invalid="ignore"):  # comparisons with NaN are False, as in pandas
+        measures = {k.split(".", 1)[1] for k in wide.columns}
+        for m in sorted(measures):
+            parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in at]
+            if f"tong_so.{m}" in at and parts:
+                total = col(f"tong_so.{m}")
+                psum = full_sum(parts)
+                emit("total_equals_groups", f"tong_so.{m}", psum, total, np.abs(psum - total) < 1e-9,
+                     "Tổng số = tổng các loại hình")
+        for g in ["tong_so", *form["groups"]]:
+            t, nu, dt_, dtnu = (col(f"{g}.{m}") for m in ("tong", "nu", "dtts", "dtts_nu"))
+            emit("female_le_total", f"{g}.nu", t, nu, nu <= t, "Nữ ≤ Tổng số")
+            emit("dtts_le_total", f"{g}.dtts", t, dt_, dt_ <= t, "DTTS ≤ Tổng số")
+            low = np.minimum(dt_, nu)  # NaN when either is (min(axis=1, skipna=False))
+            emit("dtts_female_le_min", f"{g}.dtts_nu", low, dtnu, dtnu <= low, "DTTS nữ ≤ min(DTTS, Nữ)")
+            contract = [f"{g}.{m}" for m in ("vien_chuc_khong_xac_dinh", "vien_chuc_xac_dinh", "hop_dong_lao_dong")]
+            if all(k in at for k in contract):
+                csum = full_sum(contract)
+                emit("contracts_le_total", f"{g}.tong", t, csum, csum <= t, "Viên chức + hợp đồng lao động ≤ Tổng số")
+            rooms = [f"{g}.{m}" for m in ("kien_co", "ban_kien_co", "tam")]
+            if all(k in at for k in rooms):
+                rsum = full_sum(rooms)
+                emit("rooms_total", f"{g}.tong", rsum, t, np.abs(rsum - t) < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
     if emitted["scope"]:
         out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
                                  for k, v in emitted.items()}))

@@ -390,7 +390,10 @@ CROSS_SCHOOL_SQL = {
 def cross_school_issues(con: duckdb.DuckDBPyConnection, run_files: Mapping[str, str], school_year: str, period: str) -> pd.DataFrame:
     """run_files: school_code → file hash of this run's file for that school. Compares those
     files with each other and with the core rows of every other school of the period.
-    Grain: one row per (row of a run file, rule) with the other schools in `detail`."""
+    Grain: one row per (row of a run file, rule) with the other schools in `detail`.
+    Only a run row's key can be reported, so the other schools' rows are taken for those keys
+    only (issue 12: a one-changed rerun no longer groups every core row of the period; the same
+    rows as grouping them all, tests/test_load_one.py)."""
     if not run_files:
         return pd.DataFrame(columns=["school_code", "file_hash", "sheet_name", "excel_row", "rule_id", "value", "detail"])
     con.register("_run_files", pd.DataFrame({"school_code": list(run_files), "file_hash": list(run_files.values())}))
@@ -410,6 +413,7 @@ def cross_school_issues(con: duckdb.DuckDBPyConnection, run_files: Mapping[str, 
             from core_{sid} c
             where c.school_year = $1 and c.period = $2 and {notnull} {enrolled}
               and c.school_code not in (select school_code from _run_files)
+              and {key} in (select k from run_rows)  -- only a run row's key is reported: the others' keys left out
         ),
         all_keys as (
             select school_code, k from run_rows union all select school_code, k from other_rows
