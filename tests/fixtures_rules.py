@@ -8,6 +8,7 @@ writes the copy with `write_submission` (or mutates the written file with openpy
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -181,13 +182,21 @@ class Book:
 
 
 def canonical(level: str, period: str = "dau_nam", code: str = "74718001") -> Book:
+    """A fresh copy of the level's canonical book (cases change it freely)."""
+    tables = {sid: df.copy(deep=True) for sid, df in _canonical_tables(level, period).items()}
+    return Book(level, period, school(level, code), tables)
+
+
+@functools.cache
+def _canonical_tables(level: str, period: str) -> dict[str, pd.DataFrame]:
+    """Built once per level and period (the rule tests copy it ~600 times); never handed out."""
     ls = learners(level)
     if period == "cuoi_nam" and level in ("TH", "THCS"):
         ls = end_of_year(level, ls)
     tables = {"classes": classes(level), "learners": ls, "staff": staff(level)}
     if period == "dau_nam":
         tables["rooms"] = rooms(level)
-    return Book(level, period, school(level, code), tables)
+    return tables
 
 
 def write(book: Book, path: Path) -> dict:

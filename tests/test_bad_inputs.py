@@ -34,7 +34,7 @@ def corpus_run(tmp_path_factory, prefect_harness):
 
     root = tmp_path_factory.mktemp("bad")
     inbox, outside, data = root / "inbox", root / "outside", root / "data"
-    built, good = build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD)
+    built, good = build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD, tmp_path_factory=tmp_path_factory)
     outside_before = sorted(p.name for p in outside.iterdir())
     env = dict(os.environ, PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="False",

@@ -4,8 +4,8 @@ a load failing once and retried by Prefect, a full disk, a read-only data dir, t
 held by another process, a second run while one is writing. After each, a rerun must leave
 core_*, the register, the forms and the analysts' snapshot equal to an uninterrupted run.
 
-The runs share one `prefect server` (PREFECT_API_URL), so each run costs its own work, not a
-server start. `edustat.faults` is the hook: EDUSTAT_CRASH_AT / EDUSTAT_PAUSE_AT / EDUSTAT_FAULT.
+The runs share the session's test-started Prefect server (PREFECT_API_URL), so each run costs
+its own work, not a server start. `edustat.faults` is the hook: EDUSTAT_CRASH_AT / EDUSTAT_PAUSE_AT / EDUSTAT_FAULT.
 
 The crash chain kills one run at each point of `CHAIN` in turn (each rerun is the next
 crash's run), then runs to the end and compares. EDUSTAT_FAULT_POINTS=all (or a comma list)
@@ -26,8 +26,6 @@ import duckdb
 import pandas as pd
 import pytest
 
-from edustat.cli import _wait_healthy
-from edustat.procs import start_prefect_server, stop_group
 from edustat.faults import POINTS
 
 pytestmark = pytest.mark.slow
@@ -47,16 +45,18 @@ IGNORED = {"run_id", "received_at", "published_at", "started_at", "finished_at",
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    """One Prefect server for every run of this module."""
+def api(tmp_path_factory, prefect_harness):
+    """The environment of every run of this module: the session's test-started Prefect server
+    (a server process of its own, as `edustat server` serves an officer's runs; a run killed
+    with its process group never takes it down), the fault hooks of the parent dropped."""
+    from prefect.settings import PREFECT_API_URL
+
     home = tmp_path_factory.mktemp("prefect-faults-home")
-    server, url, env = start_prefect_server(home, ui=False, drop=("EDUSTAT_CRASH_AT", "EDUSTAT_PAUSE_AT",
-                                                                  "EDUSTAT_FAULT", "EDUSTAT_CONFIG"))
-    try:
-        assert _wait_healthy(url, 150), "prefect server did not become healthy"
-        yield env
-    finally:
-        stop_group(server)
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_LOGGING_LEVEL="WARNING")
+    for k in ("PREFECT_API_KEY", "EDUSTAT_CRASH_AT", "EDUSTAT_PAUSE_AT", "EDUSTAT_FAULT", "EDUSTAT_CONFIG"):
+        env.pop(k, None)
+    return env
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import zipfile
 from datetime import datetime, timedelta, timezone
 from datetime import time as dt_time
@@ -427,25 +426,21 @@ def test_logs_carry_no_values_from_the_workbook(tmp_path, caplog, engine):
         assert secret not in caplog.text
 
 
-@pytest.mark.slow
-def test_performance_10k_rows_500_issues(tmp_path, engine):
-    wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("HocSinh")
-    ws.append(["STT", "Mã", "Họ và tên", "Ngày sinh", "Giới tính", "Dân tộc", "Lớp", "Khối",
-               "Trạng thái", "Số định danh", "Ghi chú", "Tổng"])
-    for i in range(1, 10_001):
-        ws.append([i, f"74{i:08d}", f"Học sinh {i}", "05/09/2014", "Nam", "Kinh", "3A1", "3",
-                   "Đang học", f"0742140{i:05d}", None, f"=A{i + 1}*2"])
-    src = tmp_path / "big.xlsx"
-    wb.save(src)
-    rows = [_issue("HocSinh", 2 + (i * 19) % 10_000, "CEJ"[i % 3], f"student_rule_{i % 7}",
-                   ("error", "warning", "notice")[i % 3], f"v{i}") for i in range(450)]
-    rows += [_issue("HocSinh", 100 + i, None, "student_duplicate_row", "error") for i in range(50)]
-    started = time.perf_counter()
-    out = _write(tmp_path, src, _issues(rows), engine=engine)
-    seconds = time.perf_counter() - started
-    print(f"\nwrite_feedback ({engine}): 10,000 rows, 500 issues: {seconds:.2f} s, {out.stat().st_size / 1e6:.1f} MB")
-    assert openpyxl.load_workbook(out, read_only=True).sheetnames[0] == "PhanHoi"
+def _n_rows(ws) -> int:
+    return sum(1 for row in ws.iter_rows(values_only=True) if any(v is not None for v in row))
+
+
+@pytest.mark.parametrize("engine, rows", [("patch", 5_000)] + [(e, 1_000) for e in ENGINES if e != "patch"])
+def test_a_long_sheet_with_500_issues_is_written(tmp_path, engine, rows):
+    """A large school's sheet: the default engine (patch) at 5,000 rows, the others at 1,000
+    (their time side by side at 10,000: scripts/measure_feedback_engines.py — a benchmark)."""
+    from scripts.measure_feedback_engines import long_issues, long_source
+
+    src = long_source(tmp_path / "big.xlsx", rows)
+    out = _write(tmp_path, src, _issues(long_issues(rows)), engine=engine)
+    got = openpyxl.load_workbook(out, read_only=True)
+    assert got.sheetnames[0] == "PhanHoi" and "HocSinh" in got.sheetnames
+    assert _n_rows(got["HocSinh"]) == rows + 1
 
 
 # --- the fast engine: a values-only copy ------------------------------------------------------
@@ -575,33 +570,19 @@ def test_fast_keeps_a_school_sheet_that_happens_to_be_called_phanhoi(tmp_path):
     assert got["PhanHoi (2)"]["A1"].value == "Ghi chú của trường" and _fill(got["PhanHoi (2)"]["B2"]) == BLUE
 
 
-def _wide_source(path: Path, rows: int = 1000, cols: int = 30) -> Path:
-    wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("HocSinh")
-    ws.append([f"Cột {j}" for j in range(1, cols + 1)])
-    for i in range(1, rows + 1):
-        ws.append([i if j % 3 == 0 else datetime(2014, 1 + j % 12, 1 + i % 28) if j % 3 == 1 else f"Giá trị {i}-{j}"
-                   for j in range(cols)])
-    wb.save(path)
-    return path
+def test_a_wide_sheet_is_written_by_every_engine(tmp_path):
+    """30 columns of numbers, dates and text with 100 issues (the engines' time on 1,000 such
+    rows: scripts/measure_feedback_engines.py)."""
+    from scripts.measure_feedback_engines import wide_issues, wide_source
 
-
-def test_timing_1000_rows_30_columns_100_issues(tmp_path):
-    src = _wide_source(tmp_path / "wide.xlsx")
-    letters = [openpyxl.utils.get_column_letter(j) for j in range(1, 31)]
-    rows = [_issue("HocSinh", 2 + (i * 37) % 1000, letters[i % 30], f"student_rule_{i % 7}",
-                   ("error", "warning", "notice")[i % 3], f"v{i}") for i in range(100)]
-    seconds = {}
+    src = wide_source(tmp_path / "wide.xlsx", rows=200)
     for engine in ENGINES:
-        started = time.perf_counter()
-        out = write_feedback(src, tmp_path / engine / "out.xlsx", school=SCHOOL, issues=_issues(rows),
+        out = write_feedback(src, tmp_path / engine / "out.xlsx", school=SCHOOL, issues=_issues(wide_issues(rows=200)),
                              status="rejected", counts=COUNTS, school_year="2022-2023", period="dau_nam",
                              generated_at=WHEN, engine=engine)
-        seconds[engine] = time.perf_counter() - started
-        assert openpyxl.load_workbook(out, read_only=True).sheetnames == ["PhanHoi", "HocSinh"]
-    print("\nwrite_feedback, 1,000 rows × 30 columns, 100 issues: "
-          + ", ".join(f"{e} {s:.2f} s" for e, s in seconds.items())
-          + f" (fast is {seconds['faithful'] / seconds['fast']:.1f}× faster)")
+        got = openpyxl.load_workbook(out, read_only=True)
+        assert got.sheetnames == ["PhanHoi", "HocSinh"], engine
+        assert _n_rows(got["HocSinh"]) == 201, engine
 
 
 def test_the_engine_comes_from_the_config(tmp_path):

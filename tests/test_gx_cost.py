@@ -41,7 +41,7 @@ def city(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("gxcorpus")
-    build_corpus_city(root / "inbox", root / "outside", school_year=YEAR, period=PERIOD)
+    build_corpus_city(root / "inbox", root / "outside", school_year=YEAR, period=PERIOD, tmp_path_factory=tmp_path_factory)
     return _collection(root / "inbox", root / "data")
 
 

@@ -113,7 +113,7 @@ def _cells_that_do_not_cast(path: Path) -> None:
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("cold")
     inbox, outside = root / "inbox", root / "outside"
-    build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD)
+    build_corpus_city(inbox, outside, school_year=YEAR, period=PERIOD, tmp_path_factory=tmp_path_factory)
     # and schools whose cells do not cast (row errors, ministry exports: casting notices)
     generate_city(root / "errors", schools=3, seed=9, school_year=YEAR, period=PERIOD, export_share=0.34,
                   error_rate=0.02)

@@ -75,9 +75,15 @@ def test_full_publish_side_by_side_is_the_one_at_a_time_publish(curated, tmp_pat
 def test_full_publish_uses_two_cursors_and_opens_the_temp_file_once(curated, tmp_path, monkeypatch):
     threads: set[int] = set()
     real = pub._write_parquet
+    # each cursor's first file waits for the other's: on a loaded machine one thread could
+    # otherwise take every table before the second starts (a sequential publish times out here)
+    both = threading.Barrier(2, timeout=120)
 
     def spy(*a, **k):
-        threads.add(threading.get_ident())
+        me = threading.get_ident()
+        if me not in threads:
+            threads.add(me)
+            both.wait()
         return real(*a, **k)
 
     monkeypatch.setattr(pub, "_write_parquet", spy)

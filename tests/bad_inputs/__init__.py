@@ -377,15 +377,24 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     return out
 
 
-def build_corpus_city(inbox: Path, outside: Path, *, school_year: str, period: str, n_good: int = 4):
+def build_corpus_city(inbox: Path, outside: Path, *, school_year: str, period: str, n_good: int = 4,
+                      tmp_path_factory=None):
     """A synthetic city (seed 31, no row errors) whose smallest schools donate their workbooks to
     the corpus's kinds that need a school of their own, the rest staying good: the inbox
     tests/test_bad_inputs.py runs and scripts/compare_ingest.py reads. Returns (what
-    `build_corpus` built, the good schools of the manifest)."""
-    from edustat.synth import generate_city
+    `build_corpus` built, the good schools of the manifest). With pytest's `tmp_path_factory`
+    the city is generated once per test session (tests/citycache.py) and the corpus built on a
+    copy."""
+    args = dict(schools=len(NEEDS_OWN_SCHOOL) + n_good, seed=31, school_year=school_year, period=period,
+                error_rate=0.0)
+    if tmp_path_factory is None:
+        from edustat.synth import generate_city
 
-    manifest = generate_city(inbox, schools=len(NEEDS_OWN_SCHOOL) + n_good, seed=31, school_year=school_year,
-                             period=period, error_rate=0.0)
+        manifest = generate_city(inbox, **args)
+    else:
+        from tests.citycache import generate_city
+
+        manifest = generate_city(inbox, tmp_path_factory, **args)
     (Path(inbox) / "manifest.json").unlink()
     by_size = sorted(manifest.schools, key=lambda s: (s.rows["learners"], s.school_code))
     donors = [Path(inbox) / s.file for s in by_size[:len(NEEDS_OWN_SCHOOL)]]
