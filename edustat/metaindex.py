@@ -242,8 +242,11 @@ def _write_private(root: Path, dest: Path, data: bytes) -> None:
 @contextmanager
 def scope(root: Path, kind: str, school_year: str, period: str):
     """Entry lookups of this thread within the block consult (and refresh) the collection's
-    index of `kind`; saved when the block ends without an exception."""
-    if getattr(_state, "index", None) is not None or not Path(root).is_dir() or Path(root).is_symlink():
+    index of `kind`; saved when the block ends without an exception. A root not made yet (a
+    cold run's: the entries' writer makes it) opens an empty scope, saved only if the root is a
+    real directory by then; a symlink, or anything else that is not a directory, opens none."""
+    root = Path(root)
+    if getattr(_state, "index", None) is not None or root.is_symlink() or (root.exists() and not root.is_dir()):
         yield None
         return
     idx = Index(root, index_path(root, kind, school_year, period))
@@ -252,7 +255,8 @@ def scope(root: Path, kind: str, school_year: str, period: str):
         yield idx
     finally:
         _state.index = None
-    idx.save()
+    if root.is_dir() and not root.is_symlink():
+        idx.save()
 
 
 def checked(entry: Path, token: bytes) -> bool:

@@ -264,20 +264,11 @@ def ingest_all(files: list[Path], cfg: Config, school_year: str, period: str, wo
     if not cached:
         return settle(_read_all(files, cfg, school_year, period, workers, cached), cfg, school_year, period)
     from edustat import incremental, metaindex
-    from edustat.paths import inside
 
     # one scope of the read entries' index for the lookups and the entries the readers wrote
-    # (`store_ingest` hands each back as written: recorded here), so the next run reads no footer;
-    # a cold run's cache directory made first (as the first entry's writer makes it: same mode),
-    # since a scope is only opened on a directory
-    root = incremental.cache_dir(cached[0])
-    if not root.exists() and not root.is_symlink():
-        inside(cached[0], root)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # no scope then (as before); the entries' writer says what the fault is
-    with metaindex.scope(root, "ingest", school_year, period):
+    # (`store_ingest` hands each back as written: recorded here), so the next run reads no
+    # footer; on a cold run the scope opens before its cache directory exists (metaindex.scope)
+    with metaindex.scope(incremental.cache_dir(cached[0]), "ingest", school_year, period):
         results = _read_all(files, cfg, school_year, period, workers, cached)
         for fr in results:
             written = fr.__dict__.pop("_cache_written", None)
