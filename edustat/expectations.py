@@ -237,22 +237,12 @@ def strategy_for(rows: int, strategy: str = "auto") -> str:
     return "two" if rows <= TWO_PASS_MAX_ROWS else "narrow"
 
 
-def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strategy: str = "auto"
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate each sheet's concatenated check frame with its committed suite.
-
-    Returns (outcomes, failing): `outcomes` has one row per expectation GX evaluated, in suite
-    order (OUTCOME_COLUMNS: its rule id, GX's success, how many rows failed, 1 or 2 passes);
-    `failing` one row per (check-frame row, failed rule): `_rowkey`, rule_id. `strategy`: see
-    the comment above (auto: "two" up to TWO_PASS_MAX_ROWS rows, else "narrow")."""
+def _source():
+    """A new ephemeral GX context's pandas data source, quiet (GX is imported here)."""
     import logging
 
     import great_expectations as gx
-    import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.validator.v1_validator import Validator as V1Validator
-
-    from edustat import gxfast  # each expectation's configuration built once per validation
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no "temporary directory" line for the officer
@@ -261,7 +251,61 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
     warnings.filterwarnings("ignore", message="(The condition_parser|Passing a string to the row_condition)", category=DeprecationWarning)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = ctx.data_sources.add_pandas("edustat")
+    return ctx.data_sources.add_pandas("edustat")
+
+
+def _batch_definition(source):
+    # one asset for every sheet (the frame is the batch parameter): each asset and batch
+    # definition GX adds re-serialises the context's whole config as YAML (~5 ms each)
+    return source.add_dataframe_asset("checks").add_batch_definition_whole_dataframe("all")
+
+
+def prime_graphs(periods: tuple[str, ...] | None = None) -> int:
+    """Build, once for the process, the metric graph of every committed expectation for both
+    result formats a run asks for (edustat.gxfast: GX builds it again for every expectation of
+    every validation, ~20% of a school's row rules). The warm server calls it, so each forked run
+    finds them; GX's own code builds them, on an empty frame of the suite's columns under the
+    batch a run validates (no row is evaluated). Returns how many graphs the process holds."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.validator.v1_validator import Validator as V1Validator
+
+    from edustat import gxfast
+
+    if gxfast.install() is not None:
+        return 0
+    batch_definition = _batch_definition(_source())
+    for path in sorted(SUITE_DIR.glob("*.json")):
+        sheet_id, period = path.stem.split(".")
+        if periods is not None and period not in periods:
+            continue
+        spec = load_suite(sheet_id, period)
+        columns = sorted({ROW_KEY, *(c for e in spec["expectations"] for c in _columns_of(e["kwargs"]))})
+        suite = gx.ExpectationSuite(name=f"{sheet_id}.{period}", expectations=[
+            getattr(gxe, _class_name(e["type"]))(**e["kwargs"], meta=e["meta"]) for e in spec["expectations"]])
+        data = {"dataframe": pd.DataFrame({c: pd.Series(dtype="string") for c in columns})}
+        for result_format in (BOOLEAN_FORMAT, RESULT_FORMAT):
+            validator = V1Validator(batch_definition=batch_definition, batch_parameters=data, result_format=result_format)
+            with gxfast.cached_configurations():
+                gxfast.build_graphs(validator, suite)
+    return gxfast.graphs_held()
+
+
+def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strategy: str = "auto"
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate each sheet's concatenated check frame with its committed suite.
+
+    Returns (outcomes, failing): `outcomes` has one row per expectation GX evaluated, in suite
+    order (OUTCOME_COLUMNS: its rule id, GX's success, how many rows failed, 1 or 2 passes);
+    `failing` one row per (check-frame row, failed rule): `_rowkey`, rule_id. `strategy`: see
+    the comment above (auto: "two" up to TWO_PASS_MAX_ROWS rows, else "narrow")."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.validator.v1_validator import Validator as V1Validator
+
+    from edustat import gxfast  # each expectation's configuration built once per validation
+
+    source = _source()
     found: list[pd.DataFrame] = []
     outcomes: list[dict] = []
     batch_definition = None
@@ -285,9 +329,7 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
             runs = [(frozenset().union(*(u for _, u in planned)) if planned else frozenset({ROW_KEY}),
                      list(range(len(planned))))]
         if batch_definition is None:
-            # one asset for every sheet (the frame is the batch parameter): each asset and batch
-            # definition GX adds re-serialises the context's whole config as YAML (~5 ms each)
-            batch_definition = source.add_dataframe_asset("checks").add_batch_definition_whole_dataframe("all")
+            batch_definition = _batch_definition(source)
         success: dict[int, bool] = {}
         keys_of: dict[int, list[int]] = {}
         passes: dict[int, int] = {}
@@ -319,13 +361,17 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
                     passes[i] = 1
                     keys_of[i] = [] if r.success else [int(d[ROW_KEY]) for d in (r.result.get("unexpected_index_list") or [])]
                 continue
-            batch = batch_definition.get_batch(batch_parameters=data)
-            # Batch.validate runs the same validator as a ValidationDefinition without storing
-            # and serialising the results (~10% of GX's time on a school's rows); it validates
-            # the suite as one metric graph (metrics that expectations share are computed once)
+            # GX's v1 Validator, as Batch.validate runs it (the same validator as a
+            # ValidationDefinition, without storing and serialising the results: ~10% of GX's
+            # time on a school's rows); it validates the suite as one metric graph (metrics that
+            # expectations share are computed once). One Validator for both passes: it gets the
+            # batch (and GX hashes the frame) once, where `get_batch` then `Batch.validate` did it
+            # once plus once per pass; each pass reads its `result_format` when it starts
+            validator = V1Validator(batch_definition=batch_definition, batch_parameters=data,
+                                    result_format=BOOLEAN_FORMAT if mode == "two" else RESULT_FORMAT)
             if mode == "two":
                 with gxfast.cached_configurations():
-                    first = batch.validate(make(indexes), result_format=BOOLEAN_FORMAT).results
+                    first = validator.validate_expectation_suite(make(indexes)).results
                 for i, r in zip(indexes, first, strict=True):
                     _check(r, planned[i][0])
                     success[i] = bool(r.success)
@@ -333,8 +379,9 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
                 indexes = [i for i in indexes if not success[i]]
                 if not indexes:
                     continue
+            validator.result_format = RESULT_FORMAT
             with gxfast.cached_configurations():
-                second = batch.validate(make(indexes), result_format=RESULT_FORMAT).results
+                second = validator.validate_expectation_suite(make(indexes)).results
             for i, r in zip(indexes, second, strict=True):
                 _check(r, planned[i][0])
                 if mode == "two" and r.success:  # GX said "failed" with BOOLEAN_ONLY

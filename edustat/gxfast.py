@@ -27,12 +27,25 @@ metric's kwargs their id without GX's generic JSON conversion when they are plai
 tests/test_gx_cost.py compares every outcome of every strategy with GX's own path (ENABLED off),
 on a synthetic city and the hostile-input corpus.
 
+Inside a scope, each expectation's metric graph is also kept for the process (`_graphs`): GX
+builds it again for every expectation of every validation (its validation dependencies, then
+the dependency graph of each metric: ~20% of a changed school's row rules), from nothing but
+the expectation's type and kwargs, the run's result format, the engine's class and the batch
+id (no data: the metric providers' dependencies read neither the frame nor the engine's state).
+A kept graph's edges are reused as they are: GX sets a metric configuration's defaults and
+dependencies while it builds the graph, never afterwards (checked: every kept edge's ids,
+kwargs and dependencies unchanged after validations); the one other thing the build does, filling the
+run's result-format defaults in place, is done by GX's own function on a kept one too. The warm
+server primes them (`edustat.expectations.prime_graphs`, ~1 CPU s once), so a forked run builds
+none; tests/test_gx_cost.py compares every committed expectation's kept graph with GX's own.
+
 The patch is installed only on the GX version it was checked against (PINNED_GX), with the
 property it replaces being GX's own; otherwise `install()` says why and GX runs as it is
 (slower, not wrong).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -125,10 +138,80 @@ def _fast_to_id(self, id_keys=None, id_ignore_keys=None):
     return hashlib.md5(json.dumps(data, sort_keys=True).encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
+_SUBGRAPHS = "_generate_metric_dependency_subgraphs_for_each_expectation_configuration"
+_graphs: dict = {}  # (engine class, batch id, expectation, runtime configuration) -> GX's metric edges
+GRAPHS = True  # tests set False to compare with GX's own graph building
+
+
+def _config_key(configuration) -> str | None:
+    """The text of what GX builds an expectation's metric graph from (its type and kwargs; its
+    meta too, which GX does not read there), or None when a value is not plain."""
+    parts = {"type": configuration.type, "kwargs": dict(configuration.kwargs), "meta": configuration.meta or {}}
+    if not all(_plain(v) for v in (parts["type"], parts["kwargs"], parts["meta"])):
+        return None
+    return json.dumps(parts, sort_keys=True)
+
+
+def _cached_subgraphs(self, expectation_configurations, processed_configurations, catch_exceptions,
+                      runtime_configuration=None):
+    """GX 1.24.1's `Validator._generate_metric_dependency_subgraphs_for_each_expectation_configuration`
+    with each expectation's metric graph built once per process (see `_graphs`)."""
+    own = _installed["subgraphs"]
+    if getattr(_state, "cache", None) is None or not GRAPHS:
+        return own(self, expectation_configurations, processed_configurations, catch_exceptions, runtime_configuration)
+    from great_expectations.expectations.expectation_configuration import parse_result_format
+    from great_expectations.validator.validation_graph import ExpectationValidationGraph, ValidationGraph
+
+    engine, batch_id = self._execution_engine, self.active_batch_id
+    runtime = runtime_configuration if runtime_configuration is not None else {}
+    runtime_key = json.dumps(runtime, sort_keys=True) if _plain(runtime) else None
+    graphs, evrs = [], []
+    for configuration in expectation_configurations:
+        key = _config_key(configuration) if runtime_key is not None and configuration.type is not None else None
+        full = None if key is None else (type(engine), batch_id, key, runtime_key)
+        edges = None if full is None else _graphs.get(full)
+        if edges is None:
+            got, failed, done = own(self, [configuration], processed_configurations, catch_exceptions, runtime_configuration)
+            graphs.extend(got)
+            evrs.extend(failed)
+            if full is not None and got and not failed:
+                _graphs[full] = tuple(got[0].graph.edges)
+            continue
+        # what GX's own build leaves behind besides the graph: each expectation's
+        # `get_validation_dependencies` fills the run's result format's defaults in place
+        # (`parse_result_format` on the very dict); resolving and judging read it afterwards
+        if isinstance(runtime.get("result_format"), dict):
+            parse_result_format(runtime["result_format"])
+        evaluated_config = copy.deepcopy(configuration)  # as GX: the batch id on a copy
+        if batch_id:
+            evaluated_config.kwargs.update({"batch_id": batch_id})
+        graphs.append(ExpectationValidationGraph(configuration=evaluated_config,
+                                                 graph=ValidationGraph(execution_engine=engine, edges=list(edges))))
+        processed_configurations.append(evaluated_config)
+    return graphs, evrs, processed_configurations
+
+
+def build_graphs(validator, suite) -> None:
+    """What GX's v1 `validator` does before it evaluates `suite` (GX 1.24.1's
+    `_validate_expectation_configs`: the configurations processed, the run's configuration
+    `{"result_format": <a copy of the validator's>}`), then only the graph of each expectation:
+    kept in this process (`_graphs`); nothing is evaluated. Inside a scope."""
+    from copy import copy as shallow
+
+    wrapped = validator._wrapped_validator
+    configs = wrapped.process_expectations_for_validation(suite.expectation_configurations, None)
+    getattr(wrapped, _SUBGRAPHS)(configs, [], True, {"result_format": shallow(validator.result_format)})
+
+
+def graphs_held() -> int:
+    return len(_graphs)
+
+
 def install() -> str | None:
     """Make `Expectation.configuration`, `ExpectationConfiguration.to_domain_obj`,
-    `PandasExecutionEngine._apply_row_condition_filter` and `IDDict.to_id` take the scope's
-    shortcuts (all four or none; idempotent). Returns None when installed, else why not."""
+    `PandasExecutionEngine._apply_row_condition_filter`, `IDDict.to_id` and the validator's
+    per-expectation graph building take the scope's shortcuts (all five or none; idempotent).
+    Returns None when installed, else why not."""
     if _installed:
         return None
     import great_expectations as gx
@@ -148,6 +231,12 @@ def install() -> str | None:
                       (IDDict, "to_id")):
         if getattr(cls.__dict__.get(name), "__qualname__", None) != f"{cls.__name__}.{name}":
             return f"{cls.__name__}.{name} is not the function checked"
+    from great_expectations.validator.validator import Validator
+
+    if getattr(Validator.__dict__.get(_SUBGRAPHS), "__qualname__", None) != f"Validator.{_SUBGRAPHS}":
+        return f"Validator.{_SUBGRAPHS} is not the function checked"
+    _installed["subgraphs"] = Validator.__dict__[_SUBGRAPHS]
+    setattr(Validator, _SUBGRAPHS, _cached_subgraphs)
     _installed["iddict"] = IDDict
     _installed["to_id"] = IDDict.to_id
     IDDict.to_id = _fast_to_id

@@ -264,3 +264,65 @@ def test_a_metric_id_of_values_gx_converts_is_gxs_own():
             assert d.to_id(id_ignore_keys={"column"}) == own(d, None, {"column"}), case
             assert d.to_id(id_keys=list(case)[:2]) == own(d, list(case)[:2]), case
     assert not gxfast._plain({"v": math.nan}) and not gxfast._plain(np.int64(3)) and not gxfast._plain({1: "a"})
+
+
+def _graph_ids(graphs) -> list:
+    return [(g.configuration.to_json_dict(), [e.id for e in g.graph.edges]) for g in graphs]
+
+
+def test_metric_graphs_kept_are_the_ones_gx_builds():
+    """edustat.gxfast keeps each expectation's metric graph for the process (the warm server
+    primes them): for every expectation of every committed suite, in both result formats a run
+    asks for, what a validation gets is what GX's own code builds now — the same configurations
+    and the same edges in the same order — and it builds none itself."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.validator.v1_validator import Validator as V1Validator
+
+    from edustat import gxfast
+
+    assert ex.prime_graphs() > 0
+    held = gxfast.graphs_held()
+    batch_definition = ex._batch_definition(ex._source())
+    compared = 0
+    for path in sorted(ex.SUITE_DIR.glob("*.json")):
+        sheet_id, period = path.stem.split(".")
+        spec = ex.load_suite(sheet_id, period)
+        columns = sorted({ex.ROW_KEY, *(c for e in spec["expectations"] for c in ex._columns_of(e["kwargs"]))})
+        suite = gx.ExpectationSuite(name=path.stem, expectations=[
+            getattr(gxe, ex._class_name(e["type"]))(**e["kwargs"], meta=e["meta"]) for e in spec["expectations"]])
+        frame = pd.DataFrame({c: pd.Series(["x"], dtype="string") for c in columns})
+        for result_format in (ex.BOOLEAN_FORMAT, ex.RESULT_FORMAT):
+            wrapped = V1Validator(batch_definition=batch_definition, batch_parameters={"dataframe": frame},
+                                  result_format=result_format)._wrapped_validator
+            with gxfast.cached_configurations():
+                configs = wrapped.process_expectations_for_validation(suite.expectation_configurations, None)
+                runtime_own, runtime_kept = ({"result_format": dict(result_format)} for _ in range(2))
+                own = gxfast._installed["subgraphs"](wrapped, configs, [], True, runtime_own)
+                kept = getattr(wrapped, gxfast._SUBGRAPHS)(configs, [], True, runtime_kept)
+            assert not own[1] and not kept[1]
+            # GX's build fills the run's result format's defaults in place; so does a kept graph
+            assert runtime_kept == runtime_own and list(runtime_kept["result_format"]) == list(runtime_own["result_format"])
+            assert runtime_own != {"result_format": result_format}
+            assert _graph_ids(kept[0]) == _graph_ids(own[0]) and len(kept[0]) == len(configs)
+            assert [c.to_json_dict() for c in kept[2]] == [c.to_json_dict() for c in own[2]]
+            compared += len(configs)
+    assert compared > 400 and gxfast.graphs_held() == held, "every graph was kept by the priming"
+
+
+def test_a_primed_validation_builds_no_graph_and_finds_the_same(city, monkeypatch):
+    from edustat import gxfast
+
+    ex.prime_graphs()
+    gxfast.GRAPHS = False
+    try:
+        want = ex.row_rule_outcomes(city["checks"], PERIOD, strategy="two")
+    finally:
+        gxfast.GRAPHS = True
+    builds: list[int] = []
+    own = gxfast._installed["subgraphs"]
+    monkeypatch.setitem(gxfast._installed, "subgraphs", lambda *a: builds.append(len(a[1])) or own(*a))
+    got = ex.row_rule_outcomes(city["checks"], PERIOD, strategy="two")
+    assert builds == [], "every expectation's graph came from the primed ones"
+    pd.testing.assert_frame_equal(got[0], want[0])
+    pd.testing.assert_frame_equal(got[1], want[1])
