@@ -533,6 +533,8 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         ensure_tables(con)
         return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
                           issues.reindex(columns=list(issues.columns)), {})
+    # before this load writes: is the database the file a completed run left audited (store.write_run's stamps)
+    stamps = audited_unchanged(cfg)
     ensure_tables(con)
     if override is None and period_.state(con, school_year, period) == "closed":
         return period_.hold_late(con, results, issues, cfg, school_year, period, run_id)
@@ -554,7 +556,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     with transaction(con):
         before = period_.previous(con, school_year, period)
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, sheets,
-                                       [fr.sha256 for fr in staging if active(fr)])
+                                       [fr.sha256 for fr in staging if active(fr)], stamps=stamps)
         from edustat.incremental import collection_fingerprint, record_load, record_staged, version_key
 
         record_staged(con, school_year, period, [fr.sha256 for fr in staging if active(fr)],
@@ -580,7 +582,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
 
 
 def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
-                         run_id: str, cat: Catalogue, sheets, staged: list[str]) -> RunOutcome:
+                         run_id: str, cat: Catalogue, sheets, staged: list[str], stamps: bool = False) -> RunOutcome:
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
     # the frames (a province's ~0.4 GiB) are let go sheet by sheet as they are staged: the rest
@@ -648,7 +650,7 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     unload = {fr.school_code: fr.sha256 for fr in counted if fr.school_code and fr.school_code not in load}
     loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
                        issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows", in_transaction=True,
-                       unload=unload)
+                       unload=unload, stamps=stamps, restaged=staged)
     # audit before the commit: the register must say exactly what core holds for this run's files
     found = inconsistencies(con, school_year, period)
     bad = found[found["file_hash"].isin(submissions["file_hash"]) | found["school_code"].isin(list(load))] if len(submissions) else found.iloc[0:0]

@@ -95,6 +95,8 @@ def prepare(cfg: Config, run_id: str) -> dict:
         return {"removed": len(removed), "repaired": 0}
     with store.session(cfg.db_path, cfg.private_group) as con:
         repaired = pipeline.check_consistency(con, cfg, run_id)
+        # not the file a completed run left: what core was written from is proven again (store.write_run)
+        store.drop_core_stamps(con)
     return {"removed": len(removed), "repaired": int(repaired["school_code"].nunique()) if len(repaired) else 0}
 
 

@@ -485,7 +485,8 @@ def test_a_rerun_does_not_audit_again_the_database_the_last_run_left_audited(cle
 def test_any_change_to_the_database_since_makes_the_next_run_audit(clean, tmp_path, monkeypatch, how):
     """The record names one closed file: a change checkpointed into it (its mtime put back,
     as a clock too coarse to tell would), a change only in the WAL (a writer killed before its
-    checkpoint), or another file put in its place, and the next prepare audits."""
+    checkpoint), or another file put in its place, and the next prepare audits — and drops the
+    load's stamps of what core was written from, which only a file this code left may keep."""
     from edustat import pipeline
     from edustat.config import load_config
     from flows.collect import prepare
@@ -506,10 +507,17 @@ def test_any_change_to_the_database_since_makes_the_next_run_audit(clean, tmp_pa
         assert Path(f"{cfg.db_path}.wal").exists() == (how == "left in the WAL")
         os.utime(cfg.db_path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert not pipeline.audited_unchanged(cfg)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
+    assert con.execute("select count(*) from incremental_core_written").fetchone()[0] > 0  # the run's stamps
+    con.close()
     audited = []
     monkeypatch.setattr(pipeline, "check_consistency", lambda con, cfg, run_id: audited.append(run_id) or pd.DataFrame())
     prepare.fn(cfg, "next")
     assert audited == ["next"]
+    # what core was written from is proven again (store.write_run's stamps not trusted in this file)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
+    assert con.execute("select count(*) from incremental_core_written").fetchone() == (0,)
+    con.close()
 
 
 def test_fault_text_names_the_fault():
