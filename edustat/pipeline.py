@@ -74,6 +74,7 @@ class RunOutcome:
     issues: pd.DataFrame  # every issue of the run's files
     loaded: dict[str, int] = field(default_factory=dict)
     closed: bool = False  # the collection was closed: new files were held as late, nothing loaded
+    audited: bool = False  # the load's audit found the whole collection consistent (record_audited)
     incremental: dict | None = None  # cache hits / misses of the run (edustat.incremental; set by the flow)
     publish_unchanged: bool = False  # the snapshot was not republished: nothing it copies changed
     feedback_written: int | None = None  # feedback workbooks rewritten (the others had not changed)
@@ -532,6 +533,8 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
         ensure_tables(con)
         return RunOutcome(run_id, school_year, period, pd.DataFrame(columns=_REGISTER_COLUMNS),
                           issues.reindex(columns=list(issues.columns)), {})
+    # before this load writes: is the database the file a completed run left audited (store.write_run's stamps)
+    stamps = audited_unchanged(cfg)
     ensure_tables(con)
     if override is None and period_.state(con, school_year, period) == "closed":
         return period_.hold_late(con, results, issues, cfg, school_year, period, run_id)
@@ -553,7 +556,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
     with transaction(con):
         before = period_.previous(con, school_year, period)
         outcome = _load_in_transaction(con, results, issues, cfg, school_year, period, run_id, cat, sheets,
-                                       [fr.sha256 for fr in staging if active(fr)])
+                                       [fr.sha256 for fr in staging if active(fr)], stamps=stamps)
         from edustat.incremental import collection_fingerprint, record_load, record_staged, version_key
 
         record_staged(con, school_year, period, [fr.sha256 for fr in staging if active(fr)],
@@ -579,7 +582,7 @@ def load_all(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, 
 
 
 def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, cfg: Config, school_year: str, period: str,
-                         run_id: str, cat: Catalogue, sheets, staged: list[str]) -> RunOutcome:
+                         run_id: str, cat: Catalogue, sheets, staged: list[str], stamps: bool = False) -> RunOutcome:
     now = dt.datetime.now(VN_TZ).replace(tzinfo=None)
     loadable = [fr for fr in results if active(fr)]
     # the frames (a province's ~0.4 GiB) are let go sheet by sheet as they are staged: the rest
@@ -647,14 +650,14 @@ def _load_in_transaction(con, results: list[FileResult], issues: pd.DataFrame, c
     unload = {fr.school_code: fr.sha256 for fr in counted if fr.school_code and fr.school_code not in load}
     loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
                        issues=issues, load=load, load_valid_rows=cfg.load_policy == "load_valid_rows", in_transaction=True,
-                       unload=unload)
+                       unload=unload, stamps=stamps, restaged=staged)
     # audit before the commit: the register must say exactly what core holds for this run's files
-    bad = inconsistencies(con, school_year, period)
-    bad = bad[bad["file_hash"].isin(submissions["file_hash"]) | bad["school_code"].isin(list(load))] if len(submissions) else bad.iloc[0:0]
+    found = inconsistencies(con, school_year, period)
+    bad = found[found["file_hash"].isin(submissions["file_hash"]) | found["school_code"].isin(list(load))] if len(submissions) else found.iloc[0:0]
     if len(bad):
         raise StoreInconsistent(_inconsistency_text(bad, repairable=False))
     submissions["loaded_rows"] = submissions["school_code"].map(loaded).fillna(0).astype("Int32")
-    return RunOutcome(run_id, school_year, period, submissions, issues, loaded)
+    return RunOutcome(run_id, school_year, period, submissions, issues, loaded, audited=found.empty)
 
 
 def feedback_path(cfg: Config, school_year: str, period: str, school_code: object, file_name: str,
@@ -1062,6 +1065,72 @@ def _inconsistency_text(bad: pd.DataFrame, repairable: bool) -> str:
             if not repairable else "đã thử nạp lại từ tệp gốc nhưng vẫn chưa khớp")
     return (f"cơ sở dữ liệu không nhất quán: sổ đăng ký và dữ liệu đã nạp (core) lệch nhau ở {names}{more} "
             f"[{why}]; {tail}. Chưa chạy tiếp để không báo 'đã tiếp nhận' sai.")
+
+
+AUDITED_SUFFIX = ".audited"  # beside the database: the state the last completed run left, proven consistent
+_HEADERS = 3 * 4096  # DuckDB's file header and its two alternating database headers
+
+
+def _database_state(cfg: Config) -> dict | None:
+    """The database file as it lies closed, or None when a WAL is beside it (committed changes
+    not yet in the file) or it is missing. Every change DuckDB makes reaches the file only
+    through a checkpoint, and a checkpoint writes a new database header (the alternate slot,
+    its iteration counter + 1) after the blocks it wrote: the first 12 KiB differ after any
+    change. With the file's identity (inode, size, times — a file put in its place, a copy
+    restored) and the code's digest (another audit, another answer)."""
+    from edustat.incremental import code_digest
+
+    db = Path(cfg.db_path)
+    if os.path.lexists(f"{db}.wal"):
+        return None
+    try:
+        with open(db, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            head = fh.read(_HEADERS)
+    except OSError:
+        return None
+    import hashlib
+
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "headers": hashlib.sha256(head).hexdigest(), "code": code_digest()}
+
+
+def _audited_path(cfg: Config) -> Path:
+    db = Path(cfg.db_path)
+    return db.with_name(db.name + AUDITED_SUFFIX)
+
+
+def record_audited(cfg: Config) -> bool:
+    """At the end of a completed collection run whose every write was audited (issue 12): the
+    state of the closed database file, so the next run's prepare need not audit that very
+    state again (`audited_unchanged`). The caller vouches that the run started from a state
+    the audit passed (its prepare), that its load's audit found the whole collection
+    consistent (`RunOutcome.audited`) or it loaded nothing, and that nothing after the load
+    writes what the audit reads (the register's counts, statuses and flags, the error issues,
+    raw_/stg_/core_ rows: the feedback path, the forms' and the publish's tables are not).
+    Nothing is recorded (an earlier record removed) when the file is not closed clean.
+    Returns whether a state was recorded."""
+    path = _audited_path(cfg)
+    state = _database_state(cfg)
+    if state is None:
+        path.unlink(missing_ok=True)
+        return False
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # clean_temp_files removes a killed run's
+    tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def audited_unchanged(cfg: Config) -> bool:
+    """The database is the very file the last completed run left audited (`record_audited`):
+    no WAL, the same headers, identity and code. Then the register against core is what that
+    audit found, and prepare skips it (and the session it needs). Anything else: audit."""
+    try:
+        recorded = json.loads(_audited_path(cfg).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    state = _database_state(cfg)
+    return state is not None and recorded == state
 
 
 def check_consistency(con, cfg: Config, run_id: str) -> pd.DataFrame:

@@ -477,7 +477,8 @@ def current_contents(con: duckdb.DuckDBPyConnection, school_year: str, period: s
 def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, period: str,
               submissions: pd.DataFrame, issues: pd.DataFrame, load: Mapping[str, str],
               load_valid_rows: bool, contract: Contract | None = None, in_transaction: bool = False,
-              unload: Mapping[str, str] | None = None) -> dict[str, int]:
+              unload: Mapping[str, str] | None = None, stamps: bool = False,
+              restaged: Iterable[str] = ()) -> dict[str, int]:
     """In ONE transaction: upsert the register rows, replace the issues of this run's files,
     and replace each loadable school's core rows with its accepted version. With
     `in_transaction` the caller holds the transaction (and commits it with its staging).
@@ -488,17 +489,26 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
     rejects — e.g. another school's new file now collides with it in a cross-school rule —
     is not kept in core under a "rejected" register row; an earlier *other* accepted file of
     the school stays, as it does when a new version is rejected). Returns rows loaded per
-    school."""
+    school.
+
+    `stamps`: the database is the very file a completed run of this code left audited
+    (`pipeline.audited_unchanged`), so every core row since written went through write_run,
+    which keeps `incremental_core_written` with it (`stamped_core_schools`); `restaged`: the
+    files this load staged again (their stamps say nothing of their new staged rows). Without
+    `stamps` every stamp is dropped and made again from what is proven now."""
     c = contract or load_contract()
     ensure_tables(con, c)
     if not in_transaction:
         with transaction(con):
             loaded = write_run(con, run_id=run_id, school_year=school_year, period=period, submissions=submissions,
                                issues=issues, load=load, load_valid_rows=load_valid_rows, contract=c,
-                               in_transaction=True, unload=unload)
+                               in_transaction=True, unload=unload, stamps=stamps, restaged=restaged)
         con.execute("checkpoint")
         return loaded
     loaded: dict[str, int] = {}
+    con.execute(CORE_WRITTEN_DDL)
+    if not stamps:  # not proven kept by this code since: made again, below, from what is proven now
+        drop_core_stamps(con)
     if unload:
         con.register("_unload", pd.DataFrame({"school_code": list(unload), "file_hash": list(unload.values())},
                                              dtype="object"))
@@ -506,6 +516,9 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
             con.execute(f"""delete from core_{sid} where school_year = ? and period = ?
                             and (school_code, file_hash) in (select school_code, file_hash from _unload)""",
                         [school_year, period])
+        con.execute("""delete from incremental_core_written where school_year = ? and period = ?
+                       and (school_code, file_hash) in (select school_code, file_hash from _unload)""",
+                    [school_year, period])
         con.unregister("_unload")
     hashes = submissions["file_hash"].dropna().tolist()
     con.register("_hashes", pd.DataFrame({"file_hash": hashes}))
@@ -541,8 +554,17 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
     if load:
         con.register("_load", pd.DataFrame({"school_code": list(load), "file_hash": list(load.values())}))
         # a school whose core rows already are exactly what this load would write is left in
-        # place (issue 12: one school changed, the others' rows not rewritten)
-        same = unchanged_core_schools(con, school_year, period, load_valid_rows) if REUSE_UNCHANGED_CORE else set()
+        # place (issue 12: one school changed, the others' rows not rewritten): proven by its
+        # stamp, else by content
+        stamped = stamped_core_schools(con, school_year, period, restaged) if stamps and REUSE_UNCHANGED_CORE else set()
+        fresh = {code: h for code, h in load.items() if code not in stamped}  # stamped now, below
+        con.unregister("_load")
+        con.register("_load", pd.DataFrame({"school_code": list(fresh), "file_hash": list(fresh.values())},
+                                           dtype="object"))
+        same = stamped | (unchanged_core_schools(con, school_year, period, load_valid_rows)
+                          if REUSE_UNCHANGED_CORE and fresh else set())
+        con.unregister("_load")
+        con.register("_load", pd.DataFrame({"school_code": list(load), "file_hash": list(load.values())}))
         rewrite = {code: h for code, h in load.items() if code not in same}
         con.register("_rewrite", pd.DataFrame({"school_code": list(rewrite), "file_hash": list(rewrite.values())},
                                               dtype="object"))
@@ -566,6 +588,13 @@ def write_run(con: duckdb.DuckDBPyConnection, *, run_id: str, school_year: str, 
         con.unregister("_loaded")
         con.unregister("_rewrite")
         con.unregister("_load")
+        if fresh:  # what each school's core rows were written (or proven) from, in the same transaction
+            con.register("_fresh", pd.DataFrame({"school_code": list(fresh), "file_hash": list(fresh.values())},
+                                                dtype="object"))
+            con.execute(f"""insert or replace into incremental_core_written
+                            select $y, $p, school_code, file_hash, version, errors from ({_provenance("_fresh")})""",
+                        {"y": school_year, "p": period})
+            con.unregister("_fresh")
     # current = newest version of each school; in_core = the version core holds
     con.execute("""
         update submission set is_current = (version = (select max(version) from submission b
@@ -595,6 +624,64 @@ def _core_rows(sid: str, schools: str, load_valid_rows: bool) -> str:
 
 
 REUSE_UNCHANGED_CORE = True  # off: every loadable school's core rows deleted and inserted again
+
+# per school of a collection in core: the file, its register version and its error rows that
+# write_run's insert took its core rows from (or proved them equal to), kept by write_run in
+# the transaction that writes them; trusted only in a database a completed run of this code
+# left audited (write_run's `stamps`), dropped and made again otherwise
+CORE_WRITTEN_DDL = """create table if not exists incremental_core_written (
+    school_year varchar, period varchar, school_code varchar, file_hash varchar, version integer,
+    errors varchar, primary key (school_year, period, school_code))"""
+
+
+def drop_core_stamps(con: duckdb.DuckDBPyConnection) -> None:
+    """Every stamp of `incremental_core_written` dropped: a database this code did not leave
+    audited may hold core rows another writer changed since (an older edustat, a hand edit);
+    write_run stamps each school again once it has proven its rows by content."""
+    con.execute(CORE_WRITTEN_DDL)
+    con.execute("delete from incremental_core_written")
+
+
+def _provenance(schools: str) -> str:
+    """One row per (school_code, file_hash) of the registered table `schools` ($y, $p: the
+    collection): the register's version of the file as written now and its error rows (file,
+    sheet, Excel row: those `_core_rows` leaves out under load_valid_rows) as one md5 — what
+    write_run's insert would take the school's core rows from."""
+    return f"""
+        with errors as (
+            select file_hash, md5(string_agg(k, chr(30) order by k)) as errors from (
+                select distinct file_hash, coalesce(sheet, '') || chr(31) || coalesce(cast(excel_row as varchar), '') as k
+                from validation_issue
+                where school_year = $y and period = $p and severity = 'error'
+                  and file_hash in (select file_hash from {schools}))
+            group by file_hash
+        ),
+        final as (
+            select l.school_code, l.file_hash, b.version, coalesce(e.errors, '') as errors
+            from {schools} l
+            join submission b on b.school_year = $y and b.period = $p and b.file_hash = l.file_hash
+            left join errors e on e.file_hash = l.file_hash
+        )
+        select * from final"""
+
+
+def stamped_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, period: str,
+                         restaged: Iterable[str]) -> set[str]:
+    """The schools of `_load` whose stamp (`incremental_core_written`) names the very file,
+    version and error rows the insert would take their core rows from now, the file not staged
+    again by this load: their core rows are those (issue 12: no digest of every school's rows).
+    Only where write_run's `stamps` holds; the others are proven by content."""
+    rows = con.execute(f"""
+        with now as ({_provenance("_load")}),
+        final as (
+            select n.school_code from now n
+            join incremental_core_written w on w.school_year = $y and w.period = $p
+                 and w.school_code = n.school_code and w.file_hash = n.file_hash
+                 and w.version is not distinct from n.version and w.errors = n.errors
+            where not list_contains(cast($r as varchar[]), n.file_hash)
+        )
+        select * from final""", {"y": school_year, "p": period, "r": sorted(set(restaged))}).fetchall()
+    return {code for (code,) in rows}
 
 
 def unchanged_core_schools(con: duckdb.DuckDBPyConnection, school_year: str, period: str,

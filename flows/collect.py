@@ -88,12 +88,15 @@ def retry_unless_operator_fault(task, task_run, state) -> bool:
 
 @task(name="chuẩn bị: dọn tệp tạm, đối chiếu sổ đăng ký (prepare)")
 def prepare(cfg: Config, run_id: str) -> dict:
-    """Temp files of a killed run removed; register vs core checked (repaired or refused)."""
+    """Temp files of a killed run removed; register vs core checked (repaired or refused),
+    unless the database is the very file the last completed run left audited."""
     removed = pipeline.clean_temp_files(cfg)
-    if not cfg.db_path.exists():
+    if not cfg.db_path.exists() or pipeline.audited_unchanged(cfg):
         return {"removed": len(removed), "repaired": 0}
     with store.session(cfg.db_path, cfg.private_group) as con:
         repaired = pipeline.check_consistency(con, cfg, run_id)
+        # not the file a completed run left: what core was written from is proven again (store.write_run)
+        store.drop_core_stamps(con)
     return {"removed": len(removed), "repaired": int(repaired["school_code"].nunique()) if len(repaired) else 0}
 
 
@@ -368,10 +371,12 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
         else:
             results = read_files(files, cfg, school_year, period)
         outcome = reuse_load(opaque(results), cfg, school_year, period, run_id)
+        audited = outcome is not None  # nothing written: the state prepare audited (or found audited)
         if outcome is None:
             frames = cast(opaque(results), cfg)
             issues = validate(opaque(results), opaque(frames), cfg, school_year, period)
             outcome = load(opaque(results), opaque(frames), opaque(issues), cfg, school_year, period, run_id)
+            audited = outcome.audited
         outcome.incremental = pipeline.cache_stats(results)
         # the steps from here on follow one another: their sessions share one DuckDB instance
         with store.held(cfg.db_path, cfg.private_group):
@@ -385,6 +390,8 @@ def collection_flow(school_year: SchoolYear = "auto", period: Period = "dau_nam"
             officer_artifacts(summary, cfg)
             if close_after:
                 close_collection(cfg, school_year, period)
+        if audited:  # the file as closed: the next run's prepare need not audit it again
+            pipeline.record_audited(cfg)
         faults.point("end")
     _rename(run_title(school_year, period, summary["counts"], partial=summary.get("partially_loaded", 0)))
     use = pipeline.process_usage()

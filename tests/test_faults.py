@@ -466,6 +466,60 @@ def test_a_failing_load_leaves_nothing_behind(loaded, monkeypatch):
     assert after == before
 
 
+def test_a_rerun_does_not_audit_again_the_database_the_last_run_left_audited(clean, monkeypatch):
+    """issue 12: the uninterrupted run recorded the database file it left (its load audited the
+    whole collection, after a prepare that audited every collection): the next run's prepare
+    neither opens it nor audits it again."""
+    from edustat import pipeline, store
+    from edustat.config import load_config
+    from flows.collect import prepare
+
+    cfg = load_config(None, clean)
+    assert pipeline.audited_unchanged(cfg)
+    monkeypatch.setattr(pipeline, "check_consistency", lambda *a, **k: pytest.fail("audited again"))
+    monkeypatch.setattr(store, "session", lambda *a, **k: pytest.fail("the database opened"))
+    assert prepare.fn(cfg, "next") == {"removed": 0, "repaired": 0}
+
+
+@pytest.mark.parametrize("how", ["checkpointed", "left in the WAL", "a copy in its place"])
+def test_any_change_to_the_database_since_makes_the_next_run_audit(clean, tmp_path, monkeypatch, how):
+    """The record names one closed file: a change checkpointed into it (its mtime put back,
+    as a clock too coarse to tell would), a change only in the WAL (a writer killed before its
+    checkpoint), or another file put in its place, and the next prepare audits — and drops the
+    load's stamps of what core was written from, which only a file this code left may keep."""
+    from edustat import pipeline
+    from edustat.config import load_config
+    from flows.collect import prepare
+
+    cfg = load_config(None, tmp_path / "data")
+    shutil.copytree(clean, cfg.data_dir, symlinks=True)
+    assert not pipeline.audited_unchanged(cfg)  # a copy is another file: the original's record is not its
+    assert pipeline.record_audited(cfg) and pipeline.audited_unchanged(cfg)
+    st = os.stat(cfg.db_path)
+    if how == "a copy in its place":
+        shutil.copy2(cfg.db_path, tmp_path / "copy.duckdb")
+        os.replace(tmp_path / "copy.duckdb", cfg.db_path)
+    else:
+        write = (f"import duckdb, os; con = duckdb.connect({str(cfg.db_path)!r}); "
+                 "con.execute('delete from core_staff where rowid = (select min(rowid) from core_staff)'); "
+                 + ("con.close()" if how == "checkpointed" else "os._exit(0)"))
+        subprocess.run([sys.executable, "-c", write], check=True)
+        assert Path(f"{cfg.db_path}.wal").exists() == (how == "left in the WAL")
+        os.utime(cfg.db_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not pipeline.audited_unchanged(cfg)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
+    assert con.execute("select count(*) from incremental_core_written").fetchone()[0] > 0  # the run's stamps
+    con.close()
+    audited = []
+    monkeypatch.setattr(pipeline, "check_consistency", lambda con, cfg, run_id: audited.append(run_id) or pd.DataFrame())
+    prepare.fn(cfg, "next")
+    assert audited == ["next"]
+    # what core was written from is proven again (store.write_run's stamps not trusted in this file)
+    con = duckdb.connect(str(cfg.db_path), read_only=True)
+    assert con.execute("select count(*) from incremental_core_written").fetchone() == (0,)
+    con.close()
+
+
 def test_fault_text_names_the_fault():
     import errno
 

@@ -159,3 +159,67 @@ def test_the_audit_finds_each_kind_of_disagreement_and_nothing_else(tmp_path):
     ]
     pd.testing.assert_frame_equal(store.inconsistencies(con, Y, P), store.inconsistencies(con))
     assert store.inconsistencies(con, Y, "cuoi_nam").empty
+
+
+def _stamped_runs(tmp_path, valid_rows, monkeypatch, name: str):
+    """A first load (no stamp trusted: each school proven by content, then stamped), then school
+    1 re-sent (staged again) giving school 2's unchanged file an error, loaded with the stamps
+    trusted (what load_all does in the file a completed run left audited). Returns the
+    connection and the schools the content check was asked about in each run."""
+    asked, real = [], store.unchanged_core_schools
+
+    def spy(con, *a, **k):
+        asked.append({c for (c,) in con.execute("select school_code from _load").fetchall()})
+        return real(con, *a, **k)
+    monkeypatch.setattr(store, "unchanged_core_schools", spy)
+    con = store.connect(tmp_path / f"{name}.duckdb")
+    store.ensure_tables(con)
+    files = {c: f"h{c[-1]}" for c in CODES}
+    for c, h in files.items():
+        _stage(con, c, h, 3)
+    versions = dict.fromkeys(CODES, 1)
+    store.write_run(con, run_id="r", school_year=Y, period=P, submissions=_subs(files, versions), issues=_issues([]),
+                    load=dict(files), load_valid_rows=valid_rows, stamps=False, restaged=files.values())
+    _stage(con, CODES[0], "h1b", 2)
+    files2 = {**files, CODES[0]: "h1b"}
+    store.write_run(con, run_id="r", school_year=Y, period=P, submissions=_subs(files2, {**versions, CODES[0]: 2}),
+                    issues=_issues([(CODES[1], "h2", 6), (CODES[0], "h1b", 6)]), load=dict(files2),
+                    load_valid_rows=valid_rows, stamps=True, restaged=["h1b"])
+    return con, asked
+
+
+def test_a_stamped_school_is_not_digested_again_and_the_database_equals_a_full_rewrite(tmp_path, valid_rows, monkeypatch):
+    """issue 12: with the stamps trusted only the schools whose stamp no longer holds (school 1:
+    another file; school 2: its error rows changed) are proven by content; school 3 is kept by
+    its stamp. The database equals write_run's full rewrite."""
+    con, asked = _stamped_runs(tmp_path, valid_rows, monkeypatch, "stamped")
+    assert asked == [set(CODES), {CODES[0], CODES[1]}]
+    assert sorted(con.execute("select school_code, file_hash, version from incremental_core_written").fetchall()) == [
+        (CODES[0], "h1b", 2), (CODES[1], "h2", 1), (CODES[2], "h3", 1)]
+    monkeypatch.setattr(store, "REUSE_UNCHANGED_CORE", False)
+    full, _ = _stamped_runs(tmp_path, valid_rows, monkeypatch, "full")
+    assert _content(con) == _content(full)
+
+
+def test_a_stamp_that_no_longer_holds_is_proven_by_content(tmp_path, monkeypatch):
+    """Each part of a stamp: another register version, the file staged again (here with other
+    rows), and a load that does not trust the stamps drops every one (a school not loaded too)."""
+    con = store.connect(tmp_path / "t.duckdb")
+    store.ensure_tables(con)
+    files = {c: f"h{c[-1]}" for c in CODES}
+    for c, h in files.items():
+        _stage(con, c, h, 3)
+
+    def run(versions, stamps, restaged=(), load=files):
+        return store.write_run(con, run_id="r", school_year=Y, period=P, submissions=_subs(load, versions),
+                               issues=_issues([]), load=dict(load), load_valid_rows=True, stamps=stamps,
+                               restaged=restaged)
+    run(dict.fromkeys(CODES, 1), False)
+    run({**dict.fromkeys(CODES, 1), CODES[1]: 3}, True)
+    assert con.execute("select distinct version from core_learners where school_code = ?", [CODES[1]]).fetchall() == [(3,)]
+    con.execute("update stg_learners set sex = '2' where file_hash = 'h3'")  # staged again, other rows
+    run({**dict.fromkeys(CODES, 1), CODES[1]: 3}, True, restaged=["h3"])
+    assert con.execute("select count(*) from core_learners where school_code = ? and sex = '2'",
+                       [CODES[2]]).fetchone() == (3,)
+    run({CODES[0]: 1}, False, load={CODES[0]: "h1"})
+    assert con.execute("select school_code from incremental_core_written").fetchall() == [(CODES[0],)]
