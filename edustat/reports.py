@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -809,29 +810,23 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     if emitted["scope"]:
         out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
                                  for k, v in emitted.items()}))
-    # row identities, as joins of the long cells with themselves
+    # row identities: each cell with its parent row's / its parts' cells of the same scope and
+    # column, found by integer keys (pandas merges and a group-by cost ~0.02-0.03 CPU s a form
+    # even on 2 scopes: issue 12); the joins below are the fallback, the same rows
     long = values.loc[values["value"].notna(), ["scope", "row_code", "column_key", "value"]]
     within = pd.DataFrame([(row["code"], row["within"]) for _, row in data_rows(form) if "within" in row],
                           columns=["row_code", "parent"])
-    if len(within):
-        w = long.merge(within, on="row_code").merge(
-            long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
-        out.append(pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
-                                 "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
-                                 "ok": w["value"] <= w["expected"] + 1e-9,
-                                 "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)}))
     groups = [(row["code"], gi, p, len(g), ", ".join(map(str, g)))
               for _, row in data_rows(form) for gi, g in enumerate(_part_groups(row)) for p in g]
+    keyed = _CellKeys.of(long, [within["parent"].to_numpy(dtype="int64"),
+                                np.array([g[0] for g in groups], dtype="int64")]) if len(within) or groups else None
+    if len(within):
+        w = _within_rows(long, within, keyed) if keyed is not None else None
+        out.append(w if w is not None else _within_rows_merged(long, within))
     if groups:
         pg = pd.DataFrame(groups, columns=["row_code", "gi", "part", "n", "parts"])
-        pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
-        agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
-            expected=("value", "sum"), found=("value", "size"))
-        agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
-        out.append(pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
-                                 "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
-                                 "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
-                                 "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]}))
+        agg = _parts_rows(long, pg, keyed) if keyed is not None else None
+        out.append(agg if agg is not None else _parts_rows_merged(long, pg))
     if not out:
         return pd.DataFrame(columns=cols)
     res = pd.concat(out, ignore_index=True)
@@ -840,6 +835,147 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     res["form_code"] = form["form_code"]
     res["ok"] = res["ok"].astype(bool)
     return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+
+
+class _CellKeys:
+    """The long cells' (scope, row_code, column_key) as one int64 each, and a lookup of any
+    (scope, row, column) in them — the keys of the merges check_form made. `None` (from `of`)
+    when the cells hold a key twice (a merge would then give every pairing: the merges run)."""
+
+    def __init__(self, scope: np.ndarray, key: np.ndarray, rows: np.ndarray, nrows: int, nkeys: int,
+                 row_code: np.ndarray) -> None:
+        self.scope, self.key, self.rows, self.nrows, self.nkeys = scope, key, rows, nrows, nkeys
+        self.row_code = row_code
+        self.code = (scope * nrows + np.searchsorted(rows, row_code)) * nkeys + key
+        self.order = np.argsort(self.code, kind="stable")
+        self.sorted = self.code[self.order]
+
+    @classmethod
+    def of(cls, long: pd.DataFrame, other_rows: list[np.ndarray]) -> "_CellKeys | None":
+        scope, _ = pd.factorize(long["scope"])
+        key, uniq = pd.factorize(long["column_key"])
+        if (scope < 0).any() or (key < 0).any():
+            return None  # a NULL scope or column key: the merges decide
+        row_code = long["row_code"].to_numpy(dtype="int64")
+        rows = np.unique(np.concatenate([row_code, *other_rows]))
+        keys = cls(scope.astype("int64"), key.astype("int64"), rows, len(rows), max(len(uniq), 1), row_code)
+        if len(keys.sorted) and (np.diff(keys.sorted) == 0).any():
+            return None
+        return keys
+
+    def find(self, scope: np.ndarray, row_code: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Index into the long cells of each (scope, row_code, key) asked, -1 where none."""
+        code = (scope * self.nrows + np.searchsorted(self.rows, row_code)) * self.nkeys + key
+        pos = np.searchsorted(self.sorted, code)
+        hit = pos < len(self.sorted)
+        hit[hit] = self.sorted[pos[hit]] == code[hit]
+        return np.where(hit, self.order[np.minimum(pos, len(self.order) - 1)], -1)
+
+
+def _within_rows(long: pd.DataFrame, within: pd.DataFrame, keys: _CellKeys) -> pd.DataFrame | None:
+    """sub_row_le_parent: each cell of a row with a `within` parent, against the parent's cell
+    of the same scope and column — the rows, order and dtypes of `_within_rows_merged` (the
+    cells' order: an inner merge keeps its left side's). None when a row has two parents."""
+    child = within["row_code"].to_numpy(dtype="int64")
+    parent_of = within["parent"].to_numpy(dtype="int64")
+    if len(np.unique(child)) != len(child):
+        return None
+    order = np.argsort(child, kind="stable")
+    pos = np.searchsorted(child[order], keys.row_code)
+    has = (pos < len(child)) & (child[order][np.minimum(pos, len(child) - 1)] == keys.row_code)
+    mine = np.flatnonzero(has)
+    parent = parent_of[order][pos[mine]]
+    at = keys.find(keys.scope[mine], parent, keys.key[mine])
+    ok = at >= 0
+    mine, parent, at = mine[ok], parent[ok], at[ok]
+    if not len(mine):
+        return None  # no row: the merges' empty frame, whatever dtypes it has
+    row_code = long["row_code"].iloc[mine].reset_index(drop=True).astype(np.result_type(
+        long["row_code"].dtype, within["row_code"].dtype))
+    value = long["value"].to_numpy()
+    actual, expected = value[mine], value[at]
+    return pd.DataFrame({"scope": long["scope"].iloc[mine].reset_index(drop=True), "row_code": row_code,
+                         "check_name": "sub_row_le_parent",
+                         "column_key": long["column_key"].iloc[mine].reset_index(drop=True),
+                         "expected": expected, "actual": actual, "ok": actual <= expected + 1e-9,
+                         "message": "Mã số " + row_code.astype(str) + " ≤ mã số " + pd.Series(parent).astype(str)})
+
+
+def _within_rows_merged(long: pd.DataFrame, within: pd.DataFrame) -> pd.DataFrame:
+    w = long.merge(within, on="row_code").merge(
+        long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
+    return pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
+                         "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
+                         "ok": w["value"] <= w["expected"] + 1e-9,
+                         "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)})
+
+
+def _parts_rows(long: pd.DataFrame, pg: pd.DataFrame, keys: _CellKeys) -> pd.DataFrame | None:
+    """rows_sum_to_total: per scope, column and split of a row into parts (`pg`: one row per
+    part of each split), the parts' cells summed when every part has one, against the row's
+    cell — the rows of `_parts_rows_merged`, each split's after the earlier splits' of the
+    same cell (the merged rows' order as far as check_form's stable sort can tell). None when
+    a sum could depend on its order (values not all whole, or too large: float64 is exact
+    for whole numbers below 2**53 in any order; pandas' group sum is compensated)."""
+    part = pg["part"].to_numpy(dtype="int64")
+    # splits numbered in (row, split) order: ties of one cell come out in split order
+    split_row, split_gi = pg["row_code"].to_numpy(dtype="int64"), pg["gi"].to_numpy(dtype="int64")
+    split_n = pg["n"].to_numpy(dtype="int64")
+    pairs = np.unique(np.stack([split_row, split_gi], axis=1), axis=0)
+    split = np.searchsorted(pairs[:, 0] * (split_gi.max() + 1) + pairs[:, 1], split_row * (split_gi.max() + 1) + split_gi)
+    first = {}
+    for j, sp in enumerate(split):
+        first.setdefault(int(sp), j)  # a split's n and text (the same on each of its part rows)
+    # every (part row of pg) × (cell of that part): the merge's pairs
+    by_row = np.argsort(keys.row_code, kind="stable")
+    sorted_rows = keys.row_code[by_row]
+    lo, hi = np.searchsorted(sorted_rows, part, "left"), np.searchsorted(sorted_rows, part, "right")
+    count = hi - lo
+    starts = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+    cell = by_row[starts]
+    sp = np.repeat(split, count)
+    value = long["value"].to_numpy(dtype="float64")
+    v = value[cell]
+    if len(v) and not (np.isfinite(v).all() and (v == np.round(v)).all() and np.abs(v).sum() < 2.0 ** 53):
+        return None
+    nsplit = len(pairs)
+    group = (keys.scope[cell] * nsplit + sp) * keys.nkeys + keys.key[cell]
+    uniq, inv = np.unique(group, return_inverse=True)
+    expected = np.bincount(inv, weights=v, minlength=len(uniq))
+    found = np.bincount(inv, minlength=len(uniq))
+    g_scope, rest = np.divmod(uniq, nsplit * keys.nkeys)
+    g_split, g_key = np.divmod(rest, keys.nkeys)
+    rep = np.array([first[int(x)] for x in g_split], dtype="int64") if len(g_split) else np.zeros(0, "int64")
+    full = found == split_n[rep]
+    g_scope, g_split, g_key, expected, rep = g_scope[full], g_split[full], g_key[full], expected[full], rep[full]
+    total_row = split_row[rep]
+    at = keys.find(g_scope, total_row, g_key)
+    ok = at >= 0
+    at, expected, rep, total_row = at[ok], expected[ok], rep[ok], total_row[ok]
+    if not len(at):
+        return None  # no row: the merges' empty frame, whatever dtypes it has
+    # the same (scope, row, column) in split order, as the group-by sorted them
+    order = np.lexsort((pairs[g_split[ok], 1], at))
+    at, expected, rep, total_row = at[order], expected[order], rep[order], total_row[order]
+    actual = value[at]
+    row_code = pd.Series(total_row, dtype=pg["row_code"].dtype)
+    return pd.DataFrame({"scope": long["scope"].iloc[at].reset_index(drop=True), "row_code": row_code,
+                         "check_name": "rows_sum_to_total",
+                         "column_key": long["column_key"].iloc[at].reset_index(drop=True),
+                         "expected": expected, "actual": actual, "ok": np.abs(expected - actual) < 1e-9,
+                         "message": "Mã số " + row_code.astype(str) + " = tổng các mã số "
+                         + pg["parts"].iloc[rep].reset_index(drop=True)})
+
+
+def _parts_rows_merged(long: pd.DataFrame, pg: pd.DataFrame) -> pd.DataFrame:
+    pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
+    agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
+        expected=("value", "sum"), found=("value", "size"))
+    agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
+    return pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
+                         "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
+                         "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
+                         "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]})
 
 
 RECONCILE = {  # what a form's `reconcile:` row counts, and the curated rows it must equal —

@@ -599,3 +599,58 @@ def test_a_city_workbook_not_of_the_stored_cells_is_rendered_again(loaded, tmp_p
     r, diffs, _ = _kept_twin(loaded["city"], tmp_path, mutate, monkeypatch)
     assert diffs == []
     assert mn not in r.kept and r.kept, r.kept
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_check_form_row_identities_equal_the_merges(seed):
+    """check_form's sub-row and rows-sum checks (integer keys, one bincount: issue 12) give the
+    frame of the merges and group-by they replaced (`_check_form_reference`) on random forms:
+    rows with a parent, rows split into parts several ways (a part in two splits, a repeated
+    part), missing cells, fractions and huge values (the group-by's sum then decides), −0.0,
+    row codes stored as int32, scopes as str or object, cells in any order."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import reports
+
+    rng = np.random.default_rng(seed)
+    codes = sorted(rng.choice(np.arange(1, 60), size=int(rng.integers(4, 12)), replace=False).tolist())
+    rows = []
+    for c in codes:
+        row = {"code": int(c)}
+        others = [x for x in codes if x != c]
+        if rng.random() < 0.4:
+            row["within"] = int(rng.choice(others))
+        if rng.random() < 0.5:
+            splits = [sorted(rng.choice(others, size=int(rng.integers(1, min(4, len(others)) + 1)),
+                                        replace=bool(rng.random() < 0.2)).tolist())
+                      for _ in range(int(rng.integers(1, 3)))]
+            row["parts"] = [[int(p) for p in s] for s in splits] if len(splits) > 1 else [int(p) for p in splits[0]]
+        rows.append(row)
+    groups = ["cong_lap", "tu_thuc"]
+    columns = [f"{g}.{m}" for g in ["tong_so", *groups] for m in ("tong", "nu")]
+    form = {"form_code": "R", "school_year": YEAR, "groups": groups, "sheets": [{"columns": columns, "rows": rows}]}
+    scopes = ["city", *(f"7470{i:04d}" for i in range(int(rng.integers(1, 5))))]
+    kind = rng.integers(0, 4)
+    recs = []
+    for s in scopes:
+        for r in codes:
+            for k in columns:
+                if rng.random() < 0.08:
+                    continue  # a cell not there at all
+                v = float(rng.integers(0, 30))
+                if rng.random() < 0.1:
+                    v = None
+                elif kind == 1 and rng.random() < 0.2:
+                    v = v + 0.1
+                elif kind == 2 and rng.random() < 0.05:
+                    v = -0.0
+                elif kind == 3 and rng.random() < 0.02:
+                    v = 2.0 ** 53 + 2.0
+                recs.append((YEAR, PERIOD, "R", s, r, k, v))
+    cells = pd.DataFrame(recs, columns=["school_year", "period", "form_code", "scope", "row_code", "column_key", "value"])
+    cells = cells.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    variants = [cells, cells.astype({"row_code": "int32"}), cells.astype({"scope": object, "column_key": object}),
+                cells.assign(value=cells["value"].astype("float64"))]
+    for c in variants:
+        pd.testing.assert_frame_equal(reports.check_form(form, c), _check_form_reference(form, c))
