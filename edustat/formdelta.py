@@ -198,6 +198,7 @@ def compute_and_check_delta(con, form: dict, school_year: str, period: str, chan
     # the restricted views go: nothing may take them for the whole collection's
     for view in ("rpt_room", "rpt_staff", "rpt_class", "rpt_learner", "rpt_learner_all", "rpt_school"):
         con.execute(f"drop view if exists {view}")
+    con.execute("drop table if exists rpt_delta_schools_school")  # create_views' rows of rpt_school
     con.execute("drop table if exists rpt_delta_schools")
     return cells, checks, None
 

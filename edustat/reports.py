@@ -491,8 +491,13 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
     o = o_()
     start = int(school_year[:4])
     grp_case = "case " + " ".join(f"when ownership_group = {_lit(g)} then {_lit(g)}" for g in groups) + " else 'tu_thuc' end"
+    # `only` (a delta: a few schools' rows): the schools' view is kept as a temp table of its
+    # rows — every other view joins it, and DuckDB plans its CTEs again inside each entity's
+    # query (~5-8 ms each on a city; issue 12). Nothing writes core between here and the
+    # queries of the same delta (formdelta.compute_and_check_delta), which drops it after.
+    school_rows = f"{only}_school" if only else None
     con.execute(f"""
-    create or replace temp view rpt_school as
+    create or replace temp {'table ' + school_rows if only else 'view rpt_school'} as
     with schools as (
         select * from core_school
         where school_year = {y} and period = {p} and list_contains(string_split(levels, ','), {lv}){o}
@@ -518,6 +523,8 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
         from schools s left join classes c using (school_code) left join learners l using (school_code)
     )
     select * from final""")
+    if only:
+        con.execute(f"create or replace temp view rpt_school as select * from {school_rows}")
     school_attrs = ("s.grp, s.region, s.ethnic_semi_boarding as school_semi_boarding, "
                     "s.special_school as school_special, s.two_sessions as school_two_sessions, "
                     "s.mn_school_type")
