@@ -718,8 +718,77 @@ def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
 
 def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
     """Per school and for the city: each sheet column `<group>.<measure>` of each row; the
-    tong_so group is the sum over groups; '#' cells (na) are NULL. Vectorised: the grid of
-    (scope, row, column) comes from the definition, the values from two group-bys."""
+    tong_so group is the sum over groups; '#' cells (na) are NULL. The grid of (scope, row,
+    column) comes from the definition, the values from one bincount over integer cell keys
+    (`_assemble_keyed`) or, when that cannot be exact, two group-bys (`_assemble_grouped`)."""
+    keyed = _assemble_keyed(form, long, schools)
+    return keyed if keyed is not None else _assemble_grouped(form, long, schools)
+
+
+def _assemble_keyed(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame | None:
+    """`_assemble_grouped`'s frame (same rows, order, dtypes, values), its sums by np.bincount
+    over one integer per (scope, row, column): the group-bys' merges and cross join cost
+    ~15 ms a form even for one school (issue 12). None — the group-bys decide — when a sum
+    could depend on its order (a value not a whole number, infinite, or Σ|value| ≥ 2**53:
+    float64 adds whole numbers below 2**53 exactly in any order; pandas' sums are compensated),
+    or a school is listed twice or is named 'city' (the merges would pair rows otherwise)."""
+    if len(set(schools)) != len(schools) or "city" in schools:
+        return None
+    grid = [(row["code"], key, key in set(row.get("na", []))) for sheet, row in data_rows(form) for key in sheet["columns"]]
+    base = pd.DataFrame(grid, columns=["row_code", "column_key", "na"])
+    scopes = pd.Series(["city", *schools])
+    ng, ns = len(base), len(scopes)
+    cell_of = {}  # (row, key) → its cell number (a pair the grid has twice shares one)
+    for row_code, key, _ in grid:
+        cell_of.setdefault((row_code, key), len(cell_of))
+    nc = len(cell_of)
+    sums = np.zeros((ns, nc))  # row 0: the city
+    if schools and len(long):
+        mine = long[long["school_code"].isin(schools) & long["grp"].isin(form["groups"])]
+        value = pd.to_numeric(mine["value"], errors="coerce").astype("float64").to_numpy()
+        keep = ~np.isnan(value)  # the group-bys' sums skip NaN
+        value = value[keep]
+        if len(value) and not (np.isfinite(value).all() and (value == np.round(value)).all()
+                               and 2 * np.abs(value).sum() < 2.0 ** 53):
+            return None
+        school = pd.Index(scopes[1:]).get_indexer(mine["school_code"].to_numpy(dtype=object)[keep]) + 1
+        # (row, group, measure) factorised: the cell of each combination looked up once
+        r_at, r_uni = pd.factorize(mine["row_code"].to_numpy()[keep])
+        g_at, g_uni = pd.factorize(mine["grp"].to_numpy(dtype=object)[keep])
+        m_at, m_uni = pd.factorize(mine["measure"].to_numpy(dtype=object)[keep])
+        if (r_at < 0).any() or (g_at < 0).any() or (m_at < 0).any():
+            return None  # a NULL key: the group-bys drop it
+        # the grid as a (row, column) table of cell numbers, -1 where the grid has no cell
+        row_no = {r: i for i, r in enumerate(dict.fromkeys(r for r, _, _ in grid))}
+        key_no = {k: i for i, k in enumerate(dict.fromkeys(k for _, k, _ in grid))}
+        table = np.full((len(row_no) + 1, len(key_no) + 1), -1, dtype="int64")  # last row / column: none
+        for (r, k), c in cell_of.items():
+            table[row_no[r], key_no[k]] = c
+        rows = np.array([row_no.get(int(r), len(row_no)) for r in r_uni], dtype="int64")[r_at]
+        at, weights = [], []
+        for key_of in (lambda g, m: f"{g}.{m}", lambda g, m: f"tong_so.{m}"):
+            keys = np.array([[key_no.get(key_of(g, m), len(key_no)) for m in m_uni] for g in g_uni],
+                            dtype="int64").reshape(len(g_uni), len(m_uni))
+            cells = table[rows, keys[g_at, m_at]]
+            ok = cells >= 0  # a (row, column) not in the grid: the left merge dropped it
+            at.append(school[ok] * nc + cells[ok])
+            weights.append(value[ok])
+        # (float64 even with no cell: numpy's bincount of nothing is integer)
+        sums = np.bincount(np.concatenate(at), weights=np.concatenate(weights),
+                           minlength=ns * nc).astype("float64").reshape(ns, nc)
+        sums[0] = sums[1:].sum(axis=0)
+    cell = np.array([cell_of[(r, k)] for r, k, _ in grid], dtype="int64")
+    out = pd.DataFrame({"scope": scopes.take(np.repeat(np.arange(ns), ng)).reset_index(drop=True),
+                        "row_code": base["row_code"].take(np.tile(np.arange(ng), ns)).reset_index(drop=True),
+                        "column_key": base["column_key"].take(np.tile(np.arange(ng), ns)).reset_index(drop=True),
+                        "value": sums[:, cell].reshape(-1)})
+    na = np.tile(base["na"].to_numpy(dtype=bool), ns)
+    out["value"] = out["value"].where(~na)
+    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+    return out
+
+
+def _assemble_grouped(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
     long = long[long["school_code"].isin(schools) & long["grp"].isin(form["groups"])] if schools else long.iloc[0:0]
     long = long.assign(value=pd.to_numeric(long["value"], errors="coerce").astype("float64"))
     by_group = long.assign(column_key=long["grp"] + "." + long["measure"])

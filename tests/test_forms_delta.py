@@ -745,3 +745,50 @@ def test_summed_city_equals_the_frame_version(seed):
         else:
             pd.testing.assert_frame_equal(got, want)
             assert [str(v) for v in got["value"]] == [str(v) for v in want["value"]]  # −0.0 kept as it was
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_assemble_keyed_equals_the_group_bys(seed):
+    """reports._assemble (one bincount over integer cell keys: issue 12) gives the frame of the
+    group-bys, merges and cross join (`_assemble_grouped`) on random long cells: schools and
+    groups not in the form, rows and measures not in the grid, a row on two sheets, '#' cells,
+    NaN, −0.0, fractions and huge values (the group-bys then decide), no school, one school
+    listed twice."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import reports
+
+    rng = np.random.default_rng(seed)
+    groups = ["cong_lap", "tu_thuc"]
+    measures = ["tong", "nu", "dtts"]
+    cols = [f"{g}.{m}" for g in ["tong_so", *groups] for m in measures[:2]]
+    rows = [{"code": c, **({"na": [cols[int(rng.integers(0, len(cols)))]]} if rng.random() < 0.3 else {})}
+            for c in (1, 2, 3, 5)]
+    sheets = [{"columns": cols, "rows": rows}]
+    if rng.random() < 0.3:
+        sheets.append({"columns": cols[:3], "rows": [{"code": 2}, {"code": 7}]})
+    form = {"form_code": "A", "groups": groups, "sheets": sheets}
+    pool = [f"7470{i:04d}" for i in range(6)]
+    schools = sorted(rng.choice(pool, size=int(rng.integers(0, 5)), replace=False).tolist())
+    kind = int(rng.integers(0, 5))
+    recs = []
+    for _ in range(int(rng.integers(0, 300))):
+        v = float(rng.integers(0, 40))
+        x = rng.random()
+        if x < 0.05:
+            v = float("nan")
+        elif kind == 1 and x < 0.15:
+            v += 0.25
+        elif kind == 2 and x < 0.2:
+            v = -0.0
+        elif kind == 3 and x < 0.08:
+            v = 2.0 ** 52
+        recs.append((str(rng.choice(pool)), str(rng.choice([*groups, "dan_lap"])), v,
+                     int(rng.choice([1, 2, 3, 4, 5, 7])), str(rng.choice(measures))))
+    long = pd.DataFrame(recs, columns=["school_code", "grp", "value", "row_code", "measure"]).astype(
+        {"row_code": "int64", "value": "float64"})
+    for sc in (schools, schools[:1], [], schools + schools[:1]):
+        got, want = reports._assemble(form, long, sc), reports._assemble_grouped(form, long, sc)
+        pd.testing.assert_frame_equal(got, want)
+        assert [repr(v) for v in got["value"]] == [repr(v) for v in want["value"]]  # −0.0 as it was
