@@ -928,6 +928,8 @@ class _CellKeys:
 
     @classmethod
     def of(cls, long: pd.DataFrame, other_rows: list[np.ndarray]) -> "_CellKeys | None":
+        if not pd.api.types.is_integer_dtype(long["row_code"].dtype):
+            return None  # NULL or fractional row codes (never stored so): the merges decide
         scope, _ = pd.factorize(long["scope"])
         key, uniq = pd.factorize(long["column_key"])
         if (scope < 0).any() or (key < 0).any():
