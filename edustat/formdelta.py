@@ -80,21 +80,18 @@ def _stored_ok(con, form_code: str, school_year: str, period: str, others: list[
     if not con.execute("select count(*) from duckdb_tables() where database_name = current_database() "
                        "and table_name = 'form_scope_stored'").fetchone()[0]:
         return "no record of the stored cells yet"
-    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
-    try:
-        bad = con.execute(f"""
-            with cur as ({formbuild.FINGERPRINT_SQL.format(cond="school_year = $1 and period = $2 and form_code = $3 "
-                                                                 "and scope <> 'city' and scope not in (select unnest($5::varchar[]))")}),
-            want as (select scope from _delta_others),
-            rec as (select scope, n, h1, h2 from form_scope_stored where school_year = $1 and period = $2 and form_code = $3)
-            select
-              (select count(*) from want full join cur using (scope) where want.scope is null or cur.scope is null),
-              (select count(*) from cur where n <> $4),
-              (select count(*) from cur left join rec using (scope)
-               where rec.scope is null or rec.n <> cur.n or rec.h1 <> cur.h1 or rec.h2 <> cur.h2)""",
-            [school_year, period, form_code, grid, changed]).fetchone()
-    finally:
-        con.execute("drop table if exists _delta_others")
+    # the list as a parameter, not a temp table (two statements fewer: issue 12)
+    bad = con.execute(f"""
+        with cur as ({formbuild.FINGERPRINT_SQL.format(cond="school_year = $1 and period = $2 and form_code = $3 "
+                                                             "and scope <> 'city' and scope not in (select unnest($5::varchar[]))")}),
+        want as (select unnest($6::varchar[]) as scope),
+        rec as (select scope, n, h1, h2 from form_scope_stored where school_year = $1 and period = $2 and form_code = $3)
+        select
+          (select count(*) from want full join cur using (scope) where want.scope is null or cur.scope is null),
+          (select count(*) from cur where n <> $4),
+          (select count(*) from cur left join rec using (scope)
+           where rec.scope is null or rec.n <> cur.n or rec.h1 <> cur.h1 or rec.h2 <> cur.h2)""",
+        [school_year, period, form_code, grid, changed, others]).fetchall()[0]
     if bad[0]:
         return f"{bad[0]} scopes stored ≠ the form's unchanged schools"
     if bad[1]:
@@ -110,34 +107,46 @@ def _summed_city(con, form: dict, school_year: str, period: str, others: list[st
     Σ `mine` (the changed schools' new cells), summed in DuckDB; '#' cells NULL, a cell no
     school has 0. None when the sum is not proven exact (a value not a whole number, or
     Σ|value| ≥ 2**53)."""
-    from edustat.reports import data_rows
-
-    if mine is None:
-        mine = pd.DataFrame({"row_code": pd.Series(dtype="int64"), "column_key": pd.Series(dtype=object),
-                             "value": pd.Series(dtype="float64")})
-    con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
-        ["row_code", "column_key", "value"]])
-    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
-    try:
-        summed = con.execute("""
-            select row_code, column_key, sum(value) as value,
-                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
-            from (select row_code, column_key, value from rpt_form_cell
-                  where school_year = ? and period = ? and form_code = ? and scope in (select scope from _delta_others)
-                  union all select row_code::integer, column_key, value from _delta_mine)
-            group by all""", [school_year, period, form["form_code"]]).df()
-    finally:
-        con.unregister("_delta_mine")
-        con.execute("drop table if exists _delta_others")
-    if len(summed) and not (bool(summed["whole"].all()) and float(summed["mass"].max()) < EXACT_LIMIT):
+    city = _summed_city_rows(con, form, school_year, period, others, mine)
+    if city is None:
         return None
-    value = {(int(r), k): v for r, k, v in zip(summed["row_code"], summed["column_key"], summed["value"])}
-    city = [(row["code"], key, None if key in set(row.get("na", [])) else
-             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
-            for sheet, row in data_rows(form) for key in sheet["columns"]]
     city = pd.DataFrame(city, columns=["row_code", "column_key", "value"]).assign(scope="city")
     city["value"] = city["value"].astype(object).where(city["value"].notna(), None)
     return city
+
+
+def _summed_city_rows(con, form: dict, school_year: str, period: str, others: list[str],
+                      mine: pd.DataFrame | None) -> list[tuple] | None:
+    """`_summed_city`'s cells as (row_code, column_key, value) tuples in the definition's
+    order, before they are made a frame. The sums fetched as tuples, not a frame (iterating a
+    frame's Arrow-backed strings cost ~10 ms a form: issue 12); no changed school (`mine`
+    None): no empty frame to union."""
+    import math
+
+    from edustat.reports import data_rows
+
+    if mine is not None:
+        con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
+            ["row_code", "column_key", "value"]])
+    try:
+        summed = con.execute(f"""
+            select row_code, column_key, sum(value) as value,
+                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
+            from (select row_code, column_key, value from rpt_form_cell
+                  where school_year = ? and period = ? and form_code = ? and scope in (select unnest(?::varchar[]))
+                  {"union all select row_code::integer, column_key, value from _delta_mine" if mine is not None else ""})
+            group by all""", [school_year, period, form["form_code"], others]).fetchall()
+    finally:
+        if mine is not None:
+            con.unregister("_delta_mine")
+    if summed:
+        masses = [m for _, _, _, _, m in summed if not math.isnan(m)]  # as pandas' max: NaN skipped
+        if not (all(w for _, _, _, w, _ in summed) and masses and max(masses) < EXACT_LIMIT):
+            return None
+    value = {(int(r), k): v for r, k, v, _, _ in summed}
+    return [(row["code"], key, None if key in set(row.get("na", [])) else
+             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
+            for sheet, row in data_rows(form) for key in sheet["columns"]]
 
 
 def compute_and_check_delta(con, form: dict, school_year: str, period: str, changed: Iterable[str]):
@@ -198,6 +207,7 @@ def compute_and_check_delta(con, form: dict, school_year: str, period: str, chan
     # the restricted views go: nothing may take them for the whole collection's
     for view in ("rpt_room", "rpt_staff", "rpt_class", "rpt_learner", "rpt_learner_all", "rpt_school"):
         con.execute(f"drop view if exists {view}")
+    con.execute("drop table if exists rpt_delta_schools_school")  # create_views' rows of rpt_school
     con.execute("drop table if exists rpt_delta_schools")
     return cells, checks, None
 
@@ -285,13 +295,12 @@ def unchanged_city(con, form: dict, school_year: str, period: str, changed: Iter
     grid = sum(len(sheet["columns"]) for sheet, _ in data_rows(form))
     if _stored_ok(con, key, school_year, period, schools, changed, grid) is not None:
         return None  # the delta build would compute the form in full
-    city = _summed_city(con, form, school_year, period, schools, None)
+    city = _summed_city_rows(con, form, school_year, period, schools, None)
     if city is None:
         return None
     have = con.execute(f"select row_code, column_key, value from rpt_form_cell where {base} and scope = 'city'",
                        params[:3]).fetchall()
-    want = {(int(r), k): (None if v is None else float(v)) for r, k, v in
-            zip(city["row_code"], city["column_key"], city["value"])}
+    want = {(int(r), k): (None if v is None else float(v)) for r, k, v in city}
     if len(have) != len(want) or any(want.get((r, k), "-") != (None if v is None else float(v)) for r, k, v in have):
         return None
     n, failed = con.execute(f"select count(*), count(*) filter (where not ok) from rpt_form_check "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -490,8 +491,13 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
     o = o_()
     start = int(school_year[:4])
     grp_case = "case " + " ".join(f"when ownership_group = {_lit(g)} then {_lit(g)}" for g in groups) + " else 'tu_thuc' end"
+    # `only` (a delta: a few schools' rows): the schools' view is kept as a temp table of its
+    # rows — every other view joins it, and DuckDB plans its CTEs again inside each entity's
+    # query (~5-8 ms each on a city; issue 12). Nothing writes core between here and the
+    # queries of the same delta (formdelta.compute_and_check_delta), which drops it after.
+    school_rows = f"{only}_school" if only else None
     con.execute(f"""
-    create or replace temp view rpt_school as
+    create or replace temp {'table ' + school_rows if only else 'view rpt_school'} as
     with schools as (
         select * from core_school
         where school_year = {y} and period = {p} and list_contains(string_split(levels, ','), {lv}){o}
@@ -517,6 +523,8 @@ def create_views(con: duckdb.DuckDBPyConnection, school_year: str, period: str, 
         from schools s left join classes c using (school_code) left join learners l using (school_code)
     )
     select * from final""")
+    if only:
+        con.execute(f"create or replace temp view rpt_school as select * from {school_rows}")
     school_attrs = ("s.grp, s.region, s.ethnic_semi_boarding as school_semi_boarding, "
                     "s.special_school as school_special, s.two_sessions as school_two_sessions, "
                     "s.mn_school_type")
@@ -710,8 +718,77 @@ def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
 
 def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
     """Per school and for the city: each sheet column `<group>.<measure>` of each row; the
-    tong_so group is the sum over groups; '#' cells (na) are NULL. Vectorised: the grid of
-    (scope, row, column) comes from the definition, the values from two group-bys."""
+    tong_so group is the sum over groups; '#' cells (na) are NULL. The grid of (scope, row,
+    column) comes from the definition, the values from one bincount over integer cell keys
+    (`_assemble_keyed`) or, when that cannot be exact, two group-bys (`_assemble_grouped`)."""
+    keyed = _assemble_keyed(form, long, schools)
+    return keyed if keyed is not None else _assemble_grouped(form, long, schools)
+
+
+def _assemble_keyed(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame | None:
+    """`_assemble_grouped`'s frame (same rows, order, dtypes, values), its sums by np.bincount
+    over one integer per (scope, row, column): the group-bys' merges and cross join cost
+    ~15 ms a form even for one school (issue 12). None — the group-bys decide — when a sum
+    could depend on its order (a value not a whole number, infinite, or Σ|value| ≥ 2**53:
+    float64 adds whole numbers below 2**53 exactly in any order; pandas' sums are compensated),
+    or a school is listed twice or is named 'city' (the merges would pair rows otherwise)."""
+    if len(set(schools)) != len(schools) or "city" in schools:
+        return None
+    grid = [(row["code"], key, key in set(row.get("na", []))) for sheet, row in data_rows(form) for key in sheet["columns"]]
+    base = pd.DataFrame(grid, columns=["row_code", "column_key", "na"])
+    scopes = pd.Series(["city", *schools])
+    ng, ns = len(base), len(scopes)
+    cell_of = {}  # (row, key) → its cell number (a pair the grid has twice shares one)
+    for row_code, key, _ in grid:
+        cell_of.setdefault((row_code, key), len(cell_of))
+    nc = len(cell_of)
+    sums = np.zeros((ns, nc))  # row 0: the city
+    if schools and len(long):
+        mine = long[long["school_code"].isin(schools) & long["grp"].isin(form["groups"])]
+        value = pd.to_numeric(mine["value"], errors="coerce").astype("float64").to_numpy()
+        keep = ~np.isnan(value)  # the group-bys' sums skip NaN
+        value = value[keep]
+        if len(value) and not (np.isfinite(value).all() and (value == np.round(value)).all()
+                               and 2 * np.abs(value).sum() < 2.0 ** 53):
+            return None
+        school = pd.Index(scopes[1:]).get_indexer(mine["school_code"].to_numpy(dtype=object)[keep]) + 1
+        # (row, group, measure) factorised: the cell of each combination looked up once
+        r_at, r_uni = pd.factorize(mine["row_code"].to_numpy()[keep])
+        g_at, g_uni = pd.factorize(mine["grp"].to_numpy(dtype=object)[keep])
+        m_at, m_uni = pd.factorize(mine["measure"].to_numpy(dtype=object)[keep])
+        if (r_at < 0).any() or (g_at < 0).any() or (m_at < 0).any():
+            return None  # a NULL key: the group-bys drop it
+        # the grid as a (row, column) table of cell numbers, -1 where the grid has no cell
+        row_no = {r: i for i, r in enumerate(dict.fromkeys(r for r, _, _ in grid))}
+        key_no = {k: i for i, k in enumerate(dict.fromkeys(k for _, k, _ in grid))}
+        table = np.full((len(row_no) + 1, len(key_no) + 1), -1, dtype="int64")  # last row / column: none
+        for (r, k), c in cell_of.items():
+            table[row_no[r], key_no[k]] = c
+        rows = np.array([row_no.get(int(r), len(row_no)) for r in r_uni], dtype="int64")[r_at]
+        at, weights = [], []
+        for key_of in (lambda g, m: f"{g}.{m}", lambda g, m: f"tong_so.{m}"):
+            keys = np.array([[key_no.get(key_of(g, m), len(key_no)) for m in m_uni] for g in g_uni],
+                            dtype="int64").reshape(len(g_uni), len(m_uni))
+            cells = table[rows, keys[g_at, m_at]]
+            ok = cells >= 0  # a (row, column) not in the grid: the left merge dropped it
+            at.append(school[ok] * nc + cells[ok])
+            weights.append(value[ok])
+        # (float64 even with no cell: numpy's bincount of nothing is integer)
+        sums = np.bincount(np.concatenate(at), weights=np.concatenate(weights),
+                           minlength=ns * nc).astype("float64").reshape(ns, nc)
+        sums[0] = sums[1:].sum(axis=0)
+    cell = np.array([cell_of[(r, k)] for r, k, _ in grid], dtype="int64")
+    out = pd.DataFrame({"scope": scopes.take(np.repeat(np.arange(ns), ng)).reset_index(drop=True),
+                        "row_code": base["row_code"].take(np.tile(np.arange(ng), ns)).reset_index(drop=True),
+                        "column_key": base["column_key"].take(np.tile(np.arange(ng), ns)).reset_index(drop=True),
+                        "value": sums[:, cell].reshape(-1)})
+    na = np.tile(base["na"].to_numpy(dtype=bool), ns)
+    out["value"] = out["value"].where(~na)
+    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+    return out
+
+
+def _assemble_grouped(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame:
     long = long[long["school_code"].isin(schools) & long["grp"].isin(form["groups"])] if schools else long.iloc[0:0]
     long = long.assign(value=pd.to_numeric(long["value"], errors="coerce").astype("float64"))
     by_group = long.assign(column_key=long["grp"] + "." + long["measure"])
@@ -809,29 +886,23 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     if emitted["scope"]:
         out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
                                  for k, v in emitted.items()}))
-    # row identities, as joins of the long cells with themselves
+    # row identities: each cell with its parent row's / its parts' cells of the same scope and
+    # column, found by integer keys (pandas merges and a group-by cost ~0.02-0.03 CPU s a form
+    # even on 2 scopes: issue 12); the joins below are the fallback, the same rows
     long = values.loc[values["value"].notna(), ["scope", "row_code", "column_key", "value"]]
     within = pd.DataFrame([(row["code"], row["within"]) for _, row in data_rows(form) if "within" in row],
                           columns=["row_code", "parent"])
-    if len(within):
-        w = long.merge(within, on="row_code").merge(
-            long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
-        out.append(pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
-                                 "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
-                                 "ok": w["value"] <= w["expected"] + 1e-9,
-                                 "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)}))
     groups = [(row["code"], gi, p, len(g), ", ".join(map(str, g)))
               for _, row in data_rows(form) for gi, g in enumerate(_part_groups(row)) for p in g]
+    keyed = _CellKeys.of(long, [within["parent"].to_numpy(dtype="int64"),
+                                np.array([g[0] for g in groups], dtype="int64")]) if len(within) or groups else None
+    if len(within):
+        w = _within_rows(long, within, keyed) if keyed is not None else None
+        out.append(w if w is not None else _within_rows_merged(long, within))
     if groups:
         pg = pd.DataFrame(groups, columns=["row_code", "gi", "part", "n", "parts"])
-        pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
-        agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
-            expected=("value", "sum"), found=("value", "size"))
-        agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
-        out.append(pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
-                                 "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
-                                 "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
-                                 "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]}))
+        agg = _parts_rows(long, pg, keyed) if keyed is not None else None
+        out.append(agg if agg is not None else _parts_rows_merged(long, pg))
     if not out:
         return pd.DataFrame(columns=cols)
     res = pd.concat(out, ignore_index=True)
@@ -840,6 +911,149 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     res["form_code"] = form["form_code"]
     res["ok"] = res["ok"].astype(bool)
     return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+
+
+class _CellKeys:
+    """The long cells' (scope, row_code, column_key) as one int64 each, and a lookup of any
+    (scope, row, column) in them — the keys of the merges check_form made. `None` (from `of`)
+    when the cells hold a key twice (a merge would then give every pairing: the merges run)."""
+
+    def __init__(self, scope: np.ndarray, key: np.ndarray, rows: np.ndarray, nrows: int, nkeys: int,
+                 row_code: np.ndarray) -> None:
+        self.scope, self.key, self.rows, self.nrows, self.nkeys = scope, key, rows, nrows, nkeys
+        self.row_code = row_code
+        self.code = (scope * nrows + np.searchsorted(rows, row_code)) * nkeys + key
+        self.order = np.argsort(self.code, kind="stable")
+        self.sorted = self.code[self.order]
+
+    @classmethod
+    def of(cls, long: pd.DataFrame, other_rows: list[np.ndarray]) -> "_CellKeys | None":
+        if not pd.api.types.is_integer_dtype(long["row_code"].dtype):
+            return None  # NULL or fractional row codes (never stored so): the merges decide
+        scope, _ = pd.factorize(long["scope"])
+        key, uniq = pd.factorize(long["column_key"])
+        if (scope < 0).any() or (key < 0).any():
+            return None  # a NULL scope or column key: the merges decide
+        row_code = long["row_code"].to_numpy(dtype="int64")
+        rows = np.unique(np.concatenate([row_code, *other_rows]))
+        keys = cls(scope.astype("int64"), key.astype("int64"), rows, len(rows), max(len(uniq), 1), row_code)
+        if len(keys.sorted) and (np.diff(keys.sorted) == 0).any():
+            return None
+        return keys
+
+    def find(self, scope: np.ndarray, row_code: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Index into the long cells of each (scope, row_code, key) asked, -1 where none."""
+        code = (scope * self.nrows + np.searchsorted(self.rows, row_code)) * self.nkeys + key
+        pos = np.searchsorted(self.sorted, code)
+        hit = pos < len(self.sorted)
+        hit[hit] = self.sorted[pos[hit]] == code[hit]
+        return np.where(hit, self.order[np.minimum(pos, len(self.order) - 1)], -1)
+
+
+def _within_rows(long: pd.DataFrame, within: pd.DataFrame, keys: _CellKeys) -> pd.DataFrame | None:
+    """sub_row_le_parent: each cell of a row with a `within` parent, against the parent's cell
+    of the same scope and column — the rows, order and dtypes of `_within_rows_merged` (the
+    cells' order: an inner merge keeps its left side's). None when a row has two parents."""
+    child = within["row_code"].to_numpy(dtype="int64")
+    parent_of = within["parent"].to_numpy(dtype="int64")
+    if len(np.unique(child)) != len(child):
+        return None
+    order = np.argsort(child, kind="stable")
+    pos = np.searchsorted(child[order], keys.row_code)
+    has = (pos < len(child)) & (child[order][np.minimum(pos, len(child) - 1)] == keys.row_code)
+    mine = np.flatnonzero(has)
+    parent = parent_of[order][pos[mine]]
+    at = keys.find(keys.scope[mine], parent, keys.key[mine])
+    ok = at >= 0
+    mine, parent, at = mine[ok], parent[ok], at[ok]
+    if not len(mine):
+        return None  # no row: the merges' empty frame, whatever dtypes it has
+    row_code = long["row_code"].iloc[mine].reset_index(drop=True).astype(np.result_type(
+        long["row_code"].dtype, within["row_code"].dtype))
+    value = long["value"].to_numpy()
+    actual, expected = value[mine], value[at]
+    return pd.DataFrame({"scope": long["scope"].iloc[mine].reset_index(drop=True), "row_code": row_code,
+                         "check_name": "sub_row_le_parent",
+                         "column_key": long["column_key"].iloc[mine].reset_index(drop=True),
+                         "expected": expected, "actual": actual, "ok": actual <= expected + 1e-9,
+                         "message": "Mã số " + row_code.astype(str) + " ≤ mã số " + pd.Series(parent).astype(str)})
+
+
+def _within_rows_merged(long: pd.DataFrame, within: pd.DataFrame) -> pd.DataFrame:
+    w = long.merge(within, on="row_code").merge(
+        long.rename(columns={"row_code": "parent", "value": "expected"}), on=["scope", "parent", "column_key"])
+    return pd.DataFrame({"scope": w["scope"], "row_code": w["row_code"], "check_name": "sub_row_le_parent",
+                         "column_key": w["column_key"], "expected": w["expected"], "actual": w["value"],
+                         "ok": w["value"] <= w["expected"] + 1e-9,
+                         "message": "Mã số " + w["row_code"].astype(str) + " ≤ mã số " + w["parent"].astype(str)})
+
+
+def _parts_rows(long: pd.DataFrame, pg: pd.DataFrame, keys: _CellKeys) -> pd.DataFrame | None:
+    """rows_sum_to_total: per scope, column and split of a row into parts (`pg`: one row per
+    part of each split), the parts' cells summed when every part has one, against the row's
+    cell — the rows of `_parts_rows_merged`, each split's after the earlier splits' of the
+    same cell (the merged rows' order as far as check_form's stable sort can tell). None when
+    a sum could depend on its order (values not all whole, or too large: float64 is exact
+    for whole numbers below 2**53 in any order; pandas' group sum is compensated)."""
+    part = pg["part"].to_numpy(dtype="int64")
+    # splits numbered in (row, split) order: ties of one cell come out in split order
+    split_row, split_gi = pg["row_code"].to_numpy(dtype="int64"), pg["gi"].to_numpy(dtype="int64")
+    split_n = pg["n"].to_numpy(dtype="int64")
+    pairs = np.unique(np.stack([split_row, split_gi], axis=1), axis=0)
+    split = np.searchsorted(pairs[:, 0] * (split_gi.max() + 1) + pairs[:, 1], split_row * (split_gi.max() + 1) + split_gi)
+    first = {}
+    for j, sp in enumerate(split):
+        first.setdefault(int(sp), j)  # a split's n and text (the same on each of its part rows)
+    # every (part row of pg) × (cell of that part): the merge's pairs
+    by_row = np.argsort(keys.row_code, kind="stable")
+    sorted_rows = keys.row_code[by_row]
+    lo, hi = np.searchsorted(sorted_rows, part, "left"), np.searchsorted(sorted_rows, part, "right")
+    count = hi - lo
+    starts = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+    cell = by_row[starts]
+    sp = np.repeat(split, count)
+    value = long["value"].to_numpy(dtype="float64")
+    v = value[cell]
+    if len(v) and not (np.isfinite(v).all() and (v == np.round(v)).all() and np.abs(v).sum() < 2.0 ** 53):
+        return None
+    nsplit = len(pairs)
+    group = (keys.scope[cell] * nsplit + sp) * keys.nkeys + keys.key[cell]
+    uniq, inv = np.unique(group, return_inverse=True)
+    expected = np.bincount(inv, weights=v, minlength=len(uniq))
+    found = np.bincount(inv, minlength=len(uniq))
+    g_scope, rest = np.divmod(uniq, nsplit * keys.nkeys)
+    g_split, g_key = np.divmod(rest, keys.nkeys)
+    rep = np.array([first[int(x)] for x in g_split], dtype="int64") if len(g_split) else np.zeros(0, "int64")
+    full = found == split_n[rep]
+    g_scope, g_split, g_key, expected, rep = g_scope[full], g_split[full], g_key[full], expected[full], rep[full]
+    total_row = split_row[rep]
+    at = keys.find(g_scope, total_row, g_key)
+    ok = at >= 0
+    at, expected, rep, total_row = at[ok], expected[ok], rep[ok], total_row[ok]
+    if not len(at):
+        return None  # no row: the merges' empty frame, whatever dtypes it has
+    # the same (scope, row, column) in split order, as the group-by sorted them
+    order = np.lexsort((pairs[g_split[ok], 1], at))
+    at, expected, rep, total_row = at[order], expected[order], rep[order], total_row[order]
+    actual = value[at]
+    row_code = pd.Series(total_row, dtype=pg["row_code"].dtype)
+    return pd.DataFrame({"scope": long["scope"].iloc[at].reset_index(drop=True), "row_code": row_code,
+                         "check_name": "rows_sum_to_total",
+                         "column_key": long["column_key"].iloc[at].reset_index(drop=True),
+                         "expected": expected, "actual": actual, "ok": np.abs(expected - actual) < 1e-9,
+                         "message": "Mã số " + row_code.astype(str) + " = tổng các mã số "
+                         + pg["parts"].iloc[rep].reset_index(drop=True)})
+
+
+def _parts_rows_merged(long: pd.DataFrame, pg: pd.DataFrame) -> pd.DataFrame:
+    pp = long.rename(columns={"row_code": "part"}).merge(pg, on="part")
+    agg = pp.groupby(["scope", "row_code", "gi", "column_key", "n", "parts"], as_index=False).agg(
+        expected=("value", "sum"), found=("value", "size"))
+    agg = agg[agg["found"] == agg["n"]].merge(long, on=["scope", "row_code", "column_key"])
+    return pd.DataFrame({"scope": agg["scope"], "row_code": agg["row_code"], "check_name": "rows_sum_to_total",
+                         "column_key": agg["column_key"], "expected": agg["expected"], "actual": agg["value"],
+                         "ok": (agg["expected"] - agg["value"]).abs() < 1e-9,
+                         "message": "Mã số " + agg["row_code"].astype(str) + " = tổng các mã số " + agg["parts"]})
 
 
 RECONCILE = {  # what a form's `reconcile:` row counts, and the curated rows it must equal —

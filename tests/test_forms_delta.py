@@ -599,3 +599,196 @@ def test_a_city_workbook_not_of_the_stored_cells_is_rendered_again(loaded, tmp_p
     r, diffs, _ = _kept_twin(loaded["city"], tmp_path, mutate, monkeypatch)
     assert diffs == []
     assert mn not in r.kept and r.kept, r.kept
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_check_form_row_identities_equal_the_merges(seed):
+    """check_form's sub-row and rows-sum checks (integer keys, one bincount: issue 12) give the
+    frame of the merges and group-by they replaced (`_check_form_reference`) on random forms:
+    rows with a parent, rows split into parts several ways (a part in two splits, a repeated
+    part), missing cells, fractions and huge values (the group-by's sum then decides), −0.0,
+    row codes stored as int32, scopes as str or object, cells in any order."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import reports
+
+    rng = np.random.default_rng(seed)
+    codes = sorted(rng.choice(np.arange(1, 60), size=int(rng.integers(4, 12)), replace=False).tolist())
+    rows = []
+    for c in codes:
+        row = {"code": int(c)}
+        others = [x for x in codes if x != c]
+        if rng.random() < 0.4:
+            row["within"] = int(rng.choice(others))
+        if rng.random() < 0.5:
+            splits = [sorted(rng.choice(others, size=int(rng.integers(1, min(4, len(others)) + 1)),
+                                        replace=bool(rng.random() < 0.2)).tolist())
+                      for _ in range(int(rng.integers(1, 3)))]
+            row["parts"] = [[int(p) for p in s] for s in splits] if len(splits) > 1 else [int(p) for p in splits[0]]
+        rows.append(row)
+    groups = ["cong_lap", "tu_thuc"]
+    columns = [f"{g}.{m}" for g in ["tong_so", *groups] for m in ("tong", "nu")]
+    form = {"form_code": "R", "school_year": YEAR, "groups": groups, "sheets": [{"columns": columns, "rows": rows}]}
+    scopes = ["city", *(f"7470{i:04d}" for i in range(int(rng.integers(1, 5))))]
+    kind = rng.integers(0, 4)
+    recs = []
+    for s in scopes:
+        for r in codes:
+            for k in columns:
+                if rng.random() < 0.08:
+                    continue  # a cell not there at all
+                v = float(rng.integers(0, 30))
+                if rng.random() < 0.1:
+                    v = None
+                elif kind == 1 and rng.random() < 0.2:
+                    v = v + 0.1
+                elif kind == 2 and rng.random() < 0.05:
+                    v = -0.0
+                elif kind == 3 and rng.random() < 0.02:
+                    v = 2.0 ** 53 + 2.0
+                recs.append((YEAR, PERIOD, "R", s, r, k, v))
+    cells = pd.DataFrame(recs, columns=["school_year", "period", "form_code", "scope", "row_code", "column_key", "value"])
+    cells = cells.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    variants = [cells, cells.astype({"row_code": "int32"}), cells.astype({"scope": object, "column_key": object}),
+                cells.assign(value=cells["value"].astype("float64"))]
+    for c in variants:
+        pd.testing.assert_frame_equal(reports.check_form(form, c), _check_form_reference(form, c))
+
+
+def _summed_city_reference(con, form, school_year, period, others, mine):
+    """formdelta._summed_city as it was before issue 12's round 14 (a temp table of the
+    schools, an empty frame unioned, the sums fetched as a frame): the oracle."""
+    import pandas as pd
+
+    from edustat.formdelta import EXACT_LIMIT
+    from edustat.reports import data_rows
+
+    if mine is None:
+        mine = pd.DataFrame({"row_code": pd.Series(dtype="int64"), "column_key": pd.Series(dtype=object),
+                             "value": pd.Series(dtype="float64")})
+    con.register("_delta_mine", mine.assign(value=pd.to_numeric(mine["value"]).astype("float64"))[
+        ["row_code", "column_key", "value"]])
+    con.execute("create or replace temp table _delta_others as select unnest(?::varchar[]) as scope", [others])
+    try:
+        summed = con.execute("""
+            select row_code, column_key, sum(value) as value,
+                   coalesce(bool_and(value = round(value)), true) as whole, coalesce(sum(abs(value)), 0) as mass
+            from (select row_code, column_key, value from rpt_form_cell
+                  where school_year = ? and period = ? and form_code = ? and scope in (select scope from _delta_others)
+                  union all select row_code::integer, column_key, value from _delta_mine)
+            group by all""", [school_year, period, form["form_code"]]).df()
+    finally:
+        con.unregister("_delta_mine")
+        con.execute("drop table if exists _delta_others")
+    if len(summed) and not (bool(summed["whole"].all()) and float(summed["mass"].max()) < EXACT_LIMIT):
+        return None
+    value = {(int(r), k): v for r, k, v in zip(summed["row_code"], summed["column_key"], summed["value"])}
+    city = [(row["code"], key, None if key in set(row.get("na", [])) else
+             (0.0 if pd.isna(value.get((row["code"], key), 0.0)) else float(value.get((row["code"], key), 0.0))))
+            for sheet, row in data_rows(form) for key in sheet["columns"]]
+    city = pd.DataFrame(city, columns=["row_code", "column_key", "value"]).assign(scope="city")
+    city["value"] = city["value"].astype(object).where(city["value"].notna(), None)
+    return city
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_summed_city_equals_the_frame_version(seed):
+    """formdelta._summed_city (the schools as a parameter, the sums as tuples, no empty frame
+    unioned: issue 12) gives what the temp-table and frame version gave — None in the same
+    cases (a fraction, a sum ≥ 2**53, NaN stored: pandas' max skipped it) and the same city
+    frame otherwise (NULL and '#' cells, −0.0, cells no school has), with and without the
+    changed schools' new cells."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import formdelta
+    from edustat.reports import REPORT_DDL
+
+    rng = np.random.default_rng(seed)
+    columns = ["tong_so.tong", "tong_so.nu", "cong_lap.tong"]
+    rows = [{"code": c, **({"na": ["tong_so.nu"]} if c == 3 else {})} for c in (1, 2, 3, 4)]
+    form = {"form_code": "S", "groups": ["cong_lap"], "sheets": [{"columns": columns, "rows": rows}]}
+    con = duckdb.connect()
+    con.execute(REPORT_DDL)
+    schools = [f"7470{i:04d}" for i in range(int(rng.integers(0, 6)))]
+    kind = int(rng.integers(0, 5))
+    recs = []
+    for s in [*schools, "7479999"]:  # the last: stored but not one of the schools summed
+        for r in (1, 2, 3):  # row 4: no school has it
+            for k in columns:
+                if rng.random() < 0.15:
+                    continue
+                v = float(rng.integers(0, 20))
+                x = rng.random()
+                if x < 0.1:
+                    v = None
+                elif kind == 1 and x < 0.2:
+                    v = v + 0.5
+                elif kind == 2 and x < 0.2:
+                    v = -0.0
+                elif kind == 3 and x < 0.12:
+                    v = 2.0 ** 53
+                elif kind == 4 and x < 0.12:
+                    v = float("nan")
+                recs.append((YEAR, PERIOD, "S", s, r, k, v))
+    cells = pd.DataFrame(recs, columns=["school_year", "period", "form_code", "scope", "row_code", "column_key", "value"])
+    con.register("_c", cells)
+    con.execute("insert into rpt_form_cell select * from _c")
+    mine = pd.DataFrame({"row_code": [1, 2, 4], "column_key": ["tong_so.tong", "cong_lap.tong", "tong_so.tong"],
+                         "value": [3, None, 2.0]})
+    for m in (None, mine, mine.iloc[:0]):
+        got = formdelta._summed_city(con, form, YEAR, PERIOD, schools, m)
+        want = _summed_city_reference(con, form, YEAR, PERIOD, schools, m)
+        if want is None:
+            assert got is None
+        else:
+            pd.testing.assert_frame_equal(got, want)
+            assert [str(v) for v in got["value"]] == [str(v) for v in want["value"]]  # −0.0 kept as it was
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_assemble_keyed_equals_the_group_bys(seed):
+    """reports._assemble (one bincount over integer cell keys: issue 12) gives the frame of the
+    group-bys, merges and cross join (`_assemble_grouped`) on random long cells: schools and
+    groups not in the form, rows and measures not in the grid, a row on two sheets, '#' cells,
+    NaN, −0.0, fractions and huge values (the group-bys then decide), no school, one school
+    listed twice."""
+    import numpy as np
+    import pandas as pd
+
+    from edustat import reports
+
+    rng = np.random.default_rng(seed)
+    groups = ["cong_lap", "tu_thuc"]
+    measures = ["tong", "nu", "dtts"]
+    cols = [f"{g}.{m}" for g in ["tong_so", *groups] for m in measures[:2]]
+    rows = [{"code": c, **({"na": [cols[int(rng.integers(0, len(cols)))]]} if rng.random() < 0.3 else {})}
+            for c in (1, 2, 3, 5)]
+    sheets = [{"columns": cols, "rows": rows}]
+    if rng.random() < 0.3:
+        sheets.append({"columns": cols[:3], "rows": [{"code": 2}, {"code": 7}]})
+    form = {"form_code": "A", "groups": groups, "sheets": sheets}
+    pool = [f"7470{i:04d}" for i in range(6)]
+    schools = sorted(rng.choice(pool, size=int(rng.integers(0, 5)), replace=False).tolist())
+    kind = int(rng.integers(0, 5))
+    recs = []
+    for _ in range(int(rng.integers(0, 300))):
+        v = float(rng.integers(0, 40))
+        x = rng.random()
+        if x < 0.05:
+            v = float("nan")
+        elif kind == 1 and x < 0.15:
+            v += 0.25
+        elif kind == 2 and x < 0.2:
+            v = -0.0
+        elif kind == 3 and x < 0.08:
+            v = 2.0 ** 52
+        recs.append((str(rng.choice(pool)), str(rng.choice([*groups, "dan_lap"])), v,
+                     int(rng.choice([1, 2, 3, 4, 5, 7])), str(rng.choice(measures))))
+    long = pd.DataFrame(recs, columns=["school_code", "grp", "value", "row_code", "measure"]).astype(
+        {"row_code": "int64", "value": "float64"})
+    for sc in (schools, schools[:1], [], schools + schools[:1]):
+        got, want = reports._assemble(form, long, sc), reports._assemble_grouped(form, long, sc)
+        pd.testing.assert_frame_equal(got, want)
+        assert [repr(v) for v in got["value"]] == [repr(v) for v in want["value"]]  # −0.0 as it was
