@@ -59,6 +59,16 @@ def valid_rows(request):
     return request.param
 
 
+def _three_staged(path):
+    """A new database with the three schools' first files staged (three learners each)."""
+    con = store.connect(path)
+    store.ensure_tables(con)
+    files = {c: f"h{c[-1]}" for c in CODES}
+    for c, h in files.items():
+        _stage(con, c, h, 3)
+    return con, files, dict.fromkeys(CODES, 1)
+
+
 def _second_runs(tmp_path, valid_rows, reuse: bool, monkeypatch):
     """Two runs; returns the connection and what unchanged_core_schools found in each."""
     monkeypatch.setattr(store, "REUSE_UNCHANGED_CORE", reuse)
@@ -68,12 +78,7 @@ def _second_runs(tmp_path, valid_rows, reuse: bool, monkeypatch):
         found.append(real(*a, **k))
         return found[-1]
     monkeypatch.setattr(store, "unchanged_core_schools", spy)
-    con = store.connect(tmp_path / f"t-{reuse}.duckdb")
-    store.ensure_tables(con)
-    files = {c: f"h{c[-1]}" for c in CODES}
-    for c, h in files.items():
-        _stage(con, c, h, 3)
-    versions = dict.fromkeys(CODES, 1)
+    con, files, versions = _three_staged(tmp_path / f"t-{reuse}.duckdb")
     _run(con, files, versions, _issues([]), valid_rows)
     # school 1 re-sends (a learner fewer); its new file gives school 2's unchanged file an error
     _stage(con, CODES[0], "h1b", 2)
@@ -172,12 +177,7 @@ def _stamped_runs(tmp_path, valid_rows, monkeypatch, name: str):
         asked.append({c for (c,) in con.execute("select school_code from _load").fetchall()})
         return real(con, *a, **k)
     monkeypatch.setattr(store, "unchanged_core_schools", spy)
-    con = store.connect(tmp_path / f"{name}.duckdb")
-    store.ensure_tables(con)
-    files = {c: f"h{c[-1]}" for c in CODES}
-    for c, h in files.items():
-        _stage(con, c, h, 3)
-    versions = dict.fromkeys(CODES, 1)
+    con, files, versions = _three_staged(tmp_path / f"{name}.duckdb")
     store.write_run(con, run_id="r", school_year=Y, period=P, submissions=_subs(files, versions), issues=_issues([]),
                     load=dict(files), load_valid_rows=valid_rows, stamps=False, restaged=files.values())
     _stage(con, CODES[0], "h1b", 2)
