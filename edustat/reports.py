@@ -725,6 +725,15 @@ def _assemble(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFram
     return keyed if keyed is not None else _assemble_grouped(form, long, schools)
 
 
+def _sums_exact(values: np.ndarray, times: int = 1) -> bool:
+    """Whether float64 sums of `values` (each added `times` times) are the same in any order:
+    every value finite and whole and `times`·Σ|value| < 2**53 (float64 adds whole numbers below
+    2**53 exactly). The integer-key paths below use it; where it fails, pandas' compensated
+    group-bys decide."""
+    return not len(values) or bool(np.isfinite(values).all() and (values == np.round(values)).all()
+                                   and times * np.abs(values).sum() < 2.0 ** 53)
+
+
 def _assemble_keyed(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.DataFrame | None:
     """`_assemble_grouped`'s frame (same rows, order, dtypes, values), its sums by np.bincount
     over one integer per (scope, row, column): the group-bys' merges and cross join cost
@@ -748,8 +757,7 @@ def _assemble_keyed(form: dict, long: pd.DataFrame, schools: list[str]) -> pd.Da
         value = pd.to_numeric(mine["value"], errors="coerce").astype("float64").to_numpy()
         keep = ~np.isnan(value)  # the group-bys' sums skip NaN
         value = value[keep]
-        if len(value) and not (np.isfinite(value).all() and (value == np.round(value)).all()
-                               and 2 * np.abs(value).sum() < 2.0 ** 53):
+        if not _sums_exact(value, times=2):  # each value summed into its group's and tong_so's cell
             return None
         school = pd.Index(scopes[1:]).get_indexer(mine["school_code"].to_numpy(dtype=object)[keep]) + 1
         # (row, group, measure) factorised: the cell of each combination looked up once
@@ -1014,7 +1022,7 @@ def _parts_rows(long: pd.DataFrame, pg: pd.DataFrame, keys: _CellKeys) -> pd.Dat
     sp = np.repeat(split, count)
     value = long["value"].to_numpy(dtype="float64")
     v = value[cell]
-    if len(v) and not (np.isfinite(v).all() and (v == np.round(v)).all() and np.abs(v).sum() < 2.0 ** 53):
+    if not _sums_exact(v):
         return None
     nsplit = len(pairs)
     group = (keys.scope[cell] * nsplit + sp) * keys.nkeys + keys.key[cell]
