@@ -1108,17 +1108,34 @@ def record_audited(cfg: Config) -> bool:
     consistent (`RunOutcome.audited`) or it loaded nothing, and that nothing after the load
     writes what the audit reads (the register's counts, statuses and flags, the error issues,
     raw_/stg_/core_ rows: the feedback path, the forms' and the publish's tables are not).
-    Nothing is recorded (an earlier record removed) when the file is not closed clean.
+    Nothing is recorded (an earlier record removed) when the file is not closed clean, or
+    when the record cannot be written (a full disk: the run's data is committed, and a record
+    is only a shortcut — without one the next prepare audits). The record is written like
+    every file of the data dir: proven inside it, a link in its place never followed.
     Returns whether a state was recorded."""
+    from edustat.paths import inside
+
     path = _audited_path(cfg)
     state = _database_state(cfg)
-    if state is None:
-        path.unlink(missing_ok=True)
-        return False
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # clean_temp_files removes a killed run's
-    tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-    return True
+    try:
+        if state is None:
+            path.unlink(missing_ok=True)
+            return False
+        inside(cfg.data_dir, path.parent)
+        tmp.unlink(missing_ok=True)  # a link or a killed run's file of this pid: removed, not followed
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(state, sort_keys=True))
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        for stale in (tmp, path):
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return False
 
 
 def audited_unchanged(cfg: Config) -> bool:
@@ -1126,7 +1143,9 @@ def audited_unchanged(cfg: Config) -> bool:
     no WAL, the same headers, identity and code. Then the register against core is what that
     audit found, and prepare skips it (and the session it needs). Anything else: audit."""
     try:
-        recorded = json.loads(_audited_path(cfg).read_text(encoding="utf-8"))
+        fd = os.open(_audited_path(cfg), os.O_RDONLY | os.O_NOFOLLOW)  # a link is no record
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            recorded = json.loads(fh.read())
     except (OSError, ValueError):
         return False
     state = _database_state(cfg)

@@ -520,6 +520,44 @@ def test_any_change_to_the_database_since_makes_the_next_run_audit(clean, tmp_pa
     con.close()
 
 
+def test_the_audited_record_follows_no_link_and_a_failed_write_leaves_none(clean, tmp_path, monkeypatch):
+    """The record is a file of the data dir like any other: a link planted at its name is no
+    record (the next prepare audits), a link at its temporary name is removed, not written
+    through, and a write that fails (a full disk) leaves no record and does not fail the run."""
+    import errno
+
+    from edustat import pipeline
+    from edustat.config import load_config
+
+    cfg = load_config(None, tmp_path / "data")
+    shutil.copytree(clean, cfg.data_dir, symlinks=True)
+    record = pipeline._audited_path(cfg)
+    assert pipeline.record_audited(cfg) and pipeline.audited_unchanged(cfg)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(record.read_text())
+    record.unlink()
+    record.symlink_to(elsewhere)
+    assert not pipeline.audited_unchanged(cfg)  # the same content, behind a link: no record
+
+    record.unlink()
+    target = tmp_path / "target.txt"
+    target.write_text("untouched")
+    record.with_name(f".{record.name}.tmp-{os.getpid()}").symlink_to(target)
+    assert pipeline.record_audited(cfg) and pipeline.audited_unchanged(cfg)
+    assert target.read_text() == "untouched" and not record.is_symlink()
+
+    real_open = os.open
+
+    def full(path, flags, *a):
+        if str(path).endswith(f".tmp-{os.getpid()}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *a)
+    monkeypatch.setattr(os, "open", full)
+    assert pipeline.record_audited(cfg) is False
+    monkeypatch.undo()
+    assert not record.exists() and not pipeline.audited_unchanged(cfg)
+
+
 def test_fault_text_names_the_fault():
     import errno
 
