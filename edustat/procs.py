@@ -3,6 +3,7 @@ tests that start a real Prefect server or kill a run: wait for a server's health
 stop a process group politely then for good."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ def wait_healthy(url: str, seconds: float) -> bool:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:
                     return True
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not up yet, or not an HTTP server on the port
             time.sleep(0.5)
     return False
 
@@ -38,10 +39,27 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
 
 
 def free_port() -> int:
-    """A free TCP port on the loopback interface."""
+    """A free TCP port on the loopback interface, below the kernel's ephemeral range: a port
+    the kernel hands out for `bind(0)` is free again the moment it is tested here, and any
+    other program's `bind(0)` (a Dask scheduler or worker in a test beside it) may take it
+    before the server binds it — a server's health check then reached a Dask comm. Ports
+    below the range are never handed out that way; one is drawn at random and tested."""
+    import random
     import socket
 
-    with socket.socket() as s:
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

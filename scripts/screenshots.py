@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,13 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 YEAR, PERIOD = "2022-2023", "dau_nam"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-from edustat.procs import stop_group, wait_healthy  # noqa: E402
+from edustat.procs import free_port, stop_group, wait_healthy  # noqa: E402
 
 
 def chromium() -> str:
