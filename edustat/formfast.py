@@ -45,6 +45,8 @@ from math import isinf, isnan
 from pathlib import Path
 
 import xlsxwriter
+from xlsxwriter.packager import Packager
+from xlsxwriter.sharedstrings import SharedStrings
 from xlsxwriter.worksheet import Worksheet
 
 MARK = "\ue000"  # a private-use character: starts each placeholder header string
@@ -116,6 +118,52 @@ class _Prerendered(Worksheet):
                 raise RuntimeError("formfast: format indices differ from the template's")
         self.fh.write(self.xml_text)
         self._xml_close()
+
+
+# Each shared string's <si> element, as xlsxwriter's own SharedStrings._write_si writes it (a
+# pure function of the string), made once per process: every workbook of a form holds the
+# form's few hundred labels again (~15 % of a workbook's render went to escaping them).
+_SI_XML: dict[str, str] = {}
+
+
+class _MemoSharedStrings(SharedStrings):
+    """sharedStrings.xml with each string's <si> element from _SI_XML (made by _write_si)."""
+
+    def _write_sst_strings(self) -> None:
+        memo = _SI_XML
+        if len(memo) > _MEMO_MAX:
+            memo.clear()
+        out = []
+        for string in self.string_table.string_array:
+            xml = memo.get(string) if string.__class__ is str else None
+            if xml is None:
+                fh, self.fh = self.fh, io.StringIO()
+                try:
+                    self._write_si(string)
+                    xml = self.fh.getvalue()
+                finally:
+                    self.fh = fh
+                if string.__class__ is str:
+                    memo[string] = xml
+            out.append(xml)
+        self.fh.write("".join(out))
+
+
+class _Packager(Packager):
+    def _write_shared_strings_file(self) -> None:  # Packager's, with _MemoSharedStrings
+        sst = _MemoSharedStrings()
+        sst.string_table = self.workbook.str_table
+        if not self.workbook.str_table.count:
+            return
+        sst._set_xml_writer(self._filename("xl/sharedStrings.xml"))
+        sst._assemble_xml_file()
+
+
+class _Workbook(xlsxwriter.Workbook):
+    """A workbook packaged by _Packager (xlsxwriter's hook for another packager)."""
+
+    def _get_packager(self):
+        return _Packager()
 
 
 def reset() -> None:
@@ -244,10 +292,35 @@ def _number(v) -> str:
     return f"{n:.16G}"
 
 
+# A float's text (`_number`) once per process: every workbook of a form holds the same few
+# hundred distinct numbers. Only non-zero floats are kept: equal floats have one text, except
+# 0.0 and -0.0 ("0", "-0"), which compare equal; NaN and ±inf never reach the table (they
+# raise _Fallback first); an int, a Fraction or any other type is formatted each time.
+_NUMBER_TEXT: dict[float, str] = {}
+_MEMO_MAX = 1 << 16  # a bound on each memo (a province's workbooks hold far fewer distinct keys)
+
+
+def _numbers(keys: list, get) -> list[str]:
+    """[_number(get(k)) for k in keys], each non-zero float's text formatted once."""
+    memo = _NUMBER_TEXT
+    if len(memo) > _MEMO_MAX:
+        memo.clear()
+    out = []
+    for k in keys:
+        v = get(k)
+        if v.__class__ is float and v:
+            t = memo.get(v)
+            if t is None:
+                t = memo[v] = _number(v)
+        else:
+            t = _number(v)
+        out.append(t)
+    return out
+
+
 def _sheet_xml(tpl: _Template, i: int, values: dict, subst: dict[str, str]) -> str:
-    get = values.get
     parts = tpl.pieces[i]
-    nums = [_number(get(k)) for k in tpl.keys[i]]
+    nums = _numbers(tpl.keys[i], values.get)
     out = [""] * (len(parts) + len(nums))
     out[0::2] = parts
     out[1::2] = nums
@@ -289,7 +362,7 @@ def _render(tpl: _Template, form: dict, values: dict, checks, scope: str, path: 
         xmls.append(_sheet_xml(tpl, i, values, real))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    wb = xlsxwriter.Workbook(str(tmp), WB_OPTIONS)
+    wb = _Workbook(str(tmp), WB_OPTIONS)
     wb.set_properties({"title": f"{form['number']} {header.school_year} — {header.scope_label}", "author": "edustat"})
     f = reports._formats(wb)
     index_of = wb.str_table._get_shared_string_index

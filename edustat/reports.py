@@ -1651,7 +1651,9 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
     pts = [wrap_points(w) for w in cols]
     table_w = sum(pts)
     n = len(checks)
-    bad = checks[~checks["ok"].astype(bool)] if n else checks
+    ok = checks["ok"].astype(bool) if n else None
+    # (no failure, as in nearly every workbook: no boolean take of every column of the checks)
+    bad = checks if not n else checks.iloc[0:0] if ok.all() else checks[~ok]
     title = f"KIỂM TRA SỐ LIỆU {form['number'].upper()}"
     ws.merge_range(0, 0, 0, 4, title, f["k_title"])
     ws.set_row(0, rows_height(_wrapped_lines(title, table_w, 13, True), 13))
@@ -1685,7 +1687,7 @@ def _render_checks(wb, f: dict, checks: pd.DataFrame, form: dict, header: Report
 
         names = checks["check_name"].tolist()
         total = Counter(names)
-        failed = Counter(nm for nm, ok in zip(names, checks["ok"].astype(bool).tolist()) if not ok)
+        failed = Counter(nm for nm, good in zip(names, ok.tolist()) if not good)
         order = {name: i for i, name in enumerate(CHECK_TEXT)}  # the form's own identities first
         for name in sorted(total, key=lambda v: (order.get(v, len(order)), v)):
             t, fl = total[name], failed[name]
