@@ -321,7 +321,8 @@ def groups_filter(keys: list[str], groups: list[tuple]) -> tuple[str, dict[str, 
     constants, with its named parameters: per value of the leading keys, their equalities and
     the last key IN the group's values (or IS NULL). The rows an `IS NOT DISTINCT FROM` match
     on every key selects; as constants, DuckDB filters them in the table scan (zone maps) rather
-    than joining every row with a registered table (issue 12: ~0.04 of a city delta's apply)."""
+    than joining every row with a registered table (issue 12: a city's one-changed delta,
+    `apply` 0.253 -> 0.178 CPU s, medians of five alternating pairs)."""
     *lead, last = keys
     by_lead: dict[tuple, list] = {}
     for g in groups:
