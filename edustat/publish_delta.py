@@ -309,15 +309,40 @@ def apply(con: duckdb.DuckDBPyConnection, alias: str, p: Plan, src: Source, sele
                 con.unregister("_publish_relabel")
         if not groups:
             continue
-        chg = pa.table({k: pa.array([g[i] for g in groups], pa.string()) for i, k in enumerate(keys)})
-        con.register("_publish_changed", chg)
-        try:
-            exists = f"EXISTS (SELECT 1 FROM _publish_changed c WHERE {match})"
-            con.execute(f"DELETE FROM {dest} x WHERE {exists}")
-            con.execute(f"INSERT INTO {dest} SELECT {sel} FROM main.{_ident(t)} x WHERE {exists}", params)
-        finally:
-            con.unregister("_publish_changed")
+        where, values = groups_filter(keys, groups)
+        con.execute(f"DELETE FROM {dest} x WHERE {where}", values)
+        con.execute(f"INSERT INTO {dest} SELECT {sel} FROM main.{_ident(t)} x WHERE {where}",
+                    {**values, **(params or {})})
     return {t: con.execute(f"SELECT count(*) FROM {_ident(alias)}.{_ident(t)}").fetchone()[0] for t in p.changed}
+
+
+def groups_filter(keys: list[str], groups: list[tuple]) -> tuple[str, dict[str, str]]:
+    """The rows of `x` in `groups` (tuples of `keys`' values, None for NULL) as a condition on
+    constants, with its named parameters: per value of the leading keys, their equalities and
+    the last key IN the group's values (or IS NULL). The rows an `IS NOT DISTINCT FROM` match
+    on every key selects; as constants, DuckDB filters them in the table scan (zone maps) rather
+    than joining every row with a registered table (issue 12: a city's one-changed delta,
+    `apply` 0.253 -> 0.178 CPU s, medians of five alternating pairs)."""
+    *lead, last = keys
+    by_lead: dict[tuple, list] = {}
+    for g in groups:
+        by_lead.setdefault(tuple(g[:-1]), []).append(g[-1])
+    values: dict[str, str] = {}
+
+    def param(v: str) -> str:
+        name = f"g{len(values)}"
+        values[name] = v
+        return f"${name}"
+
+    ors = []
+    for head, tails in by_lead.items():
+        parts = [f"x.{_ident(k)} IS NULL" if v is None else f"x.{_ident(k)} = {param(v)}" for k, v in zip(lead, head)]
+        named = [v for v in dict.fromkeys(tails) if v is not None]
+        last_parts = ([f"x.{_ident(last)} IN ({', '.join(param(v) for v in named)})"] if named else []) \
+            + ([f"x.{_ident(last)} IS NULL"] if None in tails else [])
+        parts.append("(" + " OR ".join(last_parts) + ")")
+        ors.append("(" + " AND ".join(parts) + ")")
+    return "(" + " OR ".join(ors) + ")", values
 
 
 def checkpoint_copy(con: duckdb.DuckDBPyConnection, alias: str) -> None:

@@ -5,7 +5,8 @@ written) into `--dir`, brings it up to date once with `--repo`'s code (one warm-
 flow's steps as `measure_incremental.one_run` orders them), then `--rounds` times: one school
 re-sends its workbook with a learner fewer (`measure_incremental.change_one`: the same change
 for every repo) and the steps run again. Prints wall and CPU seconds of load_all, of the forms
-(build_forms_incremental) and of the publish of each round (CPU: this process, DuckDB's threads included), the load average, and
+(build_forms_incremental) and of the publish of each round (and of its delta's
+`publish_delta.apply`) (CPU: this process, DuckDB's threads included), the load average, and
 writes `<dir>/<tag>-round<i>.json`: the database fingerprint (order-free hash of every table,
 `measure_stages.fingerprint`), the snapshot's content (`measure_publish.snapshot_content`) and
 an order-free hash of every Parquet table read the way analysts read it (hive glob). With
@@ -221,6 +222,8 @@ def main() -> None:
     timed(pl, "load_all", "load")
     timed(inc, "publish_if_changed", "publish")
     timed(inc, "build_forms_incremental", "forms")
+    import edustat.publish_delta as pdl
+    timed(pdl, "apply", "apply")  # the delta's row replacement, inside the publish
     t = time.perf_counter()
     one_run(cfg, inbox, "m-warm")
     print(f"warm-up {time.perf_counter() - t:.1f} s")
@@ -236,7 +239,7 @@ def main() -> None:
         r = one_run(cfg, inbox, f"m-one-{i}")
         load, pub = seen.get("load", [(0, 0)])[-1], seen.get("publish", [(0, 0)])[-1]
         forms = seen.get("forms", [(0, 0)])[-1]
-        rows.append((changed, load, pub, r["total"], os.getloadavg()[0], forms))
+        rows.append((changed, load, pub, r["total"], os.getloadavg()[0], forms, seen.get("apply", [(0, 0)])[-1]))
 
         def content(c):
             con = duckdb.connect(str(c.db_path), read_only=True)
@@ -274,10 +277,10 @@ def main() -> None:
         pr.dump_stats(str(args.dir / f"{args.tag}-{args.only}-{label}.prof"))
     print(f"\n== {args.only} ({args.tag}: {repo}): one school changed; 2 cores, shared")
     print(f"{'round':<6}{'school':<10}{'load wall':>10}{'load cpu':>9}{'forms wall':>11}{'forms cpu':>10}"
-          f"{'pub wall':>9}{'pub cpu':>8}{'run':>7}{'load1':>7}")
-    for i, (changed, ld, pb, total, la, fm) in enumerate(rows):
+          f"{'pub wall':>9}{'pub cpu':>8}{'apply cpu':>10}{'run':>7}{'load1':>7}")
+    for i, (changed, ld, pb, total, la, fm, ap_) in enumerate(rows):
         print(f"{i:<6}{changed[:8]:<10}{ld[0]:>10.2f}{ld[1]:>9.2f}{fm[0]:>11.2f}{fm[1]:>10.2f}"
-              f"{pb[0]:>9.2f}{pb[1]:>8.2f}{total:>7.2f}{la:>7.2f}")
+              f"{pb[0]:>9.2f}{pb[1]:>8.2f}{ap_[1]:>10.3f}{total:>7.2f}{la:>7.2f}")
 
 
 if __name__ == "__main__":

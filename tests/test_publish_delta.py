@@ -563,3 +563,32 @@ def test_the_patched_copy_is_checkpointed_without_vacuuming(tmp_path):
     with pytest.raises(duckdb.Error):
         publish_delta.checkpoint_copy(con, "no_such_database")
     assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 7
+
+
+def test_the_changed_groups_filter_selects_what_a_null_safe_match_selects():
+    """publish_delta.groups_filter (constants, filtered in the scan) selects exactly the rows an
+    IS NOT DISTINCT FROM match with the groups as a table selects: NULL keys, several leading
+    values, one key or three, a group alone or many."""
+    import itertools
+
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    vals = ["2022-2023", "2023-2024", None]
+    con.execute("CREATE TABLE t (a VARCHAR, b VARCHAR, c VARCHAR, n INTEGER)")
+    rows = list(itertools.product(vals, ["dau_nam", "cuoi_nam", None], ["79001", "79002", "city", "it's", None]))
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(*r, i) for i, r in enumerate(rows)])
+    cases = [(["a", "b", "c"], [("2022-2023", "dau_nam", "79001")]),
+             (["a", "b", "c"], [("2022-2023", "dau_nam", "79001"), ("2022-2023", "dau_nam", None),
+                                (None, "cuoi_nam", "it's"), ("2023-2024", None, "city"), (None, None, None)]),
+             (["a", "b", "c"], rows[::3]),
+             (["c"], [("79002",), (None,)]),
+             (["a", "b"], [("2023-2024", "cuoi_nam"), (None, "dau_nam")])]
+    for keys, groups in cases:
+        con.register("_g", pa.table({k: pa.array([g[i] for g in groups], pa.string()) for i, k in enumerate(keys)}))
+        match = " AND ".join(f"g.{k} IS NOT DISTINCT FROM x.{k}" for k in keys)
+        want = con.execute(f"SELECT n FROM t x WHERE EXISTS (SELECT 1 FROM _g g WHERE {match}) ORDER BY n").fetchall()
+        con.unregister("_g")
+        where, values = publish_delta.groups_filter(keys, groups)
+        assert con.execute(f"SELECT n FROM t x WHERE {where} ORDER BY n", values).fetchall() == want, (keys, groups)
+        assert want
