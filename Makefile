@@ -72,9 +72,10 @@ sysdeps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSDEPS); \
 	fi
 
-# both cores: a test file per worker (module fixtures stay in one process)
+# both cores: a test file per worker (module fixtures stay in one process), handed out in
+# collection order, which tests/conftest.py sorts longest file first
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx
