@@ -358,3 +358,31 @@ def test_runs_in_a_process_share_its_gx_context_and_find_what_a_new_one_finds(ci
         assert held is ex._held["batch_definition"]
     assert made == [1, 1], "the other thread made its own"
     pd.testing.assert_frame_equal(other[0][1], want[0][1])
+
+
+@pytest.mark.parametrize("strategy", ["two", "narrow", "one"])
+def test_gx_judges_by_dependencies_kept_for_the_process_and_finds_the_same(collection, monkeypatch, strategy):
+    """Each expectation's validation dependencies (the metrics GX judges it by) computed once per
+    process (edustat.gxfast `_dependencies`): a later validation computes none (GX's
+    `get_metric_kwargs`, which computing them calls for every metric, is not called once the
+    graphs are primed) and finds what GX's own judging finds, every outcome and failing row."""
+    import great_expectations.expectations.expectation as gx_expectation
+
+    from edustat import gxfast
+
+    ex.prime_graphs()
+    monkeypatch.setattr(gxfast, "_dependencies", {})
+    calls: list[int] = []
+    own = gx_expectation.get_metric_kwargs
+    monkeypatch.setattr(gx_expectation, "get_metric_kwargs", lambda *a, **k: calls.append(1) or own(*a, **k))
+    monkeypatch.setattr(gxfast, "DEPENDENCIES", False)
+    want = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+    assert calls and gxfast.dependencies_held() == 0
+    monkeypatch.setattr(gxfast, "DEPENDENCIES", True)
+    for run in range(2):
+        calls.clear()
+        got = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+        assert (len(calls) > 0) == (run == 0), "the first run computes each expectation's dependencies, the second none"
+        assert gxfast.dependencies_held() > 0
+        pd.testing.assert_frame_equal(got[0], want[0])
+        pd.testing.assert_frame_equal(got[1], want[1])
