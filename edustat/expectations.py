@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
@@ -239,24 +237,18 @@ def strategy_for(rows: int, strategy: str = "auto") -> str:
     return "two" if rows <= TWO_PASS_MAX_ROWS else "narrow"
 
 
-def _quiet() -> None:
-    """GX's logging and deprecation warnings off for a run (idempotent: `filterwarnings` keeps
-    one copy of a filter; called by every run, as a test framework may reset the filters)."""
+def _source():
+    """A new ephemeral GX context's pandas data source, quiet (GX is imported here)."""
     import logging
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no "temporary directory" line for the officer
     # string row conditions are deprecated for GX 2.0 (Condition objects replace them); the
     # pinned 1.24.1 supports them and they serialise plainly into the committed suites
     warnings.filterwarnings("ignore", message="(The condition_parser|Passing a string to the row_condition)", category=DeprecationWarning)
-
-
-def _source():
-    """A new ephemeral GX context's pandas data source, quiet (GX is imported here)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    _quiet()
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx.data_sources.add_pandas("edustat")
@@ -268,59 +260,21 @@ def _batch_definition(source):
     return source.add_dataframe_asset("checks").add_batch_definition_whole_dataframe("all")
 
 
-# The process's GX context, data source and batch definition (`held_batch_definition`): making
-# them is ~32 CPU ms (an ephemeral context, its data source, asset and batch definition, each
-# re-serialising the context's config), once per run before; a one-changed school validates in
-# ~0.75 CPU s. The warm server makes them in `prime_graphs`, so a forked run makes none.
-_held: dict = {}
-_held_lock = threading.Lock()
-HOLD = True  # tests set False to compare with a context made for each run
-
-
-@contextmanager
-def held_batch_definition():
-    """The batch definition every sheet is validated under: the process's one, made once (its
-    context is ephemeral: no file, thread or temp dir), for one caller at a time. What a run
-    leaves in it is what one run's sheets already leave for the next sheet (each validator
-    loads its own batch, under the same batch id, into the data source's engine): a run sees
-    the same state as a later sheet of a run did. Another thread validating meanwhile, or a
-    child forked while a thread held it (the lock stays taken there), gets a new one, as every
-    run did before."""
-    if not HOLD or not _held_lock.acquire(blocking=False):
-        yield _batch_definition(_source())
-        return
-    try:
-        if "batch_definition" not in _held:
-            _held["batch_definition"] = _batch_definition(_source())
-        _quiet()
-        yield _held["batch_definition"]
-    finally:
-        _held_lock.release()
-
-
 def prime_graphs(periods: tuple[str, ...] | None = None) -> int:
     """Build, once for the process, the metric graph of every committed expectation for both
     result formats a run asks for (edustat.gxfast: GX builds it again for every expectation of
     every validation, ~20% of a school's row rules). The warm server calls it, so each forked run
     finds them; GX's own code builds them, on an empty frame of the suite's columns under the
-    batch a run validates (no row is evaluated), which is the process's held one (its runs
-    then make none). Returns how many graphs the process holds."""
-    from edustat import gxfast
-
-    if gxfast.install() is not None:
-        return 0
-    with held_batch_definition() as batch_definition:
-        _prime(batch_definition, periods)
-    return gxfast.graphs_held()
-
-
-def _prime(batch_definition, periods: tuple[str, ...] | None) -> None:
+    batch a run validates (no row is evaluated). Returns how many graphs the process holds."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.validator.v1_validator import Validator as V1Validator
 
     from edustat import gxfast
 
+    if gxfast.install() is not None:
+        return 0
+    batch_definition = _batch_definition(_source())
     for path in sorted(SUITE_DIR.glob("*.json")):
         sheet_id, period = path.stem.split(".")
         if periods is not None and period not in periods:
@@ -334,6 +288,7 @@ def _prime(batch_definition, periods: tuple[str, ...] | None) -> None:
             validator = V1Validator(batch_definition=batch_definition, batch_parameters=data, result_format=result_format)
             with gxfast.cached_configurations():
                 gxfast.build_graphs(validator, suite)
+    return gxfast.graphs_held()
 
 
 def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strategy: str = "auto"
@@ -344,20 +299,16 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
     order (OUTCOME_COLUMNS: its rule id, GX's success, how many rows failed, 1 or 2 passes);
     `failing` one row per (check-frame row, failed rule): `_rowkey`, rule_id. `strategy`: see
     the comment above (auto: "two" up to TWO_PASS_MAX_ROWS rows, else "narrow")."""
-    with held_batch_definition() as batch_definition:
-        return _row_rule_outcomes(frames, period, strategy, batch_definition)
-
-
-def _row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, strategy: str, batch_definition
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.validator.v1_validator import Validator as V1Validator
 
     from edustat import gxfast  # each expectation's configuration built once per validation
 
+    source = _source()
     found: list[pd.DataFrame] = []
     outcomes: list[dict] = []
+    batch_definition = None
     for sheet_id, frame in frames.items():
         if frame is None or frame.empty:
             continue
@@ -377,6 +328,8 @@ def _row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, strategy
         else:
             runs = [(frozenset().union(*(u for _, u in planned)) if planned else frozenset({ROW_KEY}),
                      list(range(len(planned))))]
+        if batch_definition is None:
+            batch_definition = _batch_definition(source)
         success: dict[int, bool] = {}
         keys_of: dict[int, list[int]] = {}
         passes: dict[int, int] = {}

@@ -332,38 +332,6 @@ def test_a_primed_validation_builds_no_graph_and_finds_the_same(city, monkeypatc
     pd.testing.assert_frame_equal(got[1], want[1])
 
 
-def test_runs_in_a_process_share_its_gx_context_and_find_what_a_new_one_finds(city, corpus, monkeypatch):
-    """One GX context, data source and batch definition for every run of a process (made ~32 CPU
-    ms a run before); whatever the runs before left in it, each run's outcomes are the ones a run
-    with a new context gives, every strategy, the two collections in turns; a second thread
-    validating while one holds it gets a new one."""
-    import threading
-
-    made: list[int] = []
-    own = ex._source
-    monkeypatch.setattr(ex, "_source", lambda: made.append(1) or own())
-    monkeypatch.setattr(ex, "_held", {})
-    runs = [(c, s) for s in ("two", "narrow", "one") for c in (city, corpus)]
-    monkeypatch.setattr(ex, "HOLD", False)
-    want = [ex.row_rule_outcomes(c["checks"], PERIOD, strategy=s) for c, s in runs]
-    assert len(made) == len(runs)
-    monkeypatch.setattr(ex, "HOLD", True)
-    made.clear()
-    got = [ex.row_rule_outcomes(c["checks"], PERIOD, strategy=s) for c, s in runs]
-    assert made == [1], "the first run made the process's context, the others used it"
-    for (g_out, g_fail), (w_out, w_fail) in zip(got, want, strict=True):
-        pd.testing.assert_frame_equal(g_out, w_out)
-        pd.testing.assert_frame_equal(g_fail, w_fail)
-    other: list = []
-    with ex.held_batch_definition() as held:
-        worker = threading.Thread(target=lambda: other.append(ex.row_rule_outcomes(city["checks"], PERIOD, strategy="two")))
-        worker.start()
-        worker.join()
-        assert held is ex._held["batch_definition"]
-    assert made == [1, 1], "the other thread made its own"
-    pd.testing.assert_frame_equal(other[0][1], want[0][1])
-
-
 @pytest.mark.parametrize("strategy", ["two", "narrow", "one"])
 def test_gx_judges_by_dependencies_kept_for_the_process_and_finds_the_same(collection, monkeypatch, strategy):
     """Each expectation's validation dependencies (the metrics GX judges it by) computed once per
