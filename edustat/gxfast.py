@@ -39,6 +39,13 @@ run's result-format defaults in place, is done by GX's own function on a kept on
 server primes them (`edustat.expectations.prime_graphs`, ~1 CPU s once), so a forked run builds
 none; tests/test_gx_cost.py compares every committed expectation's kept graph with GX's own.
 
+Likewise each expectation's validation dependencies, which GX computes a second time when it
+judges the expectation on the resolved metrics (`metrics_validate`, ~7% of a school's row rules),
+are kept for the process (`_dependencies`), from the same things as its graph (the evaluated
+configuration carries the batch id); a kept one's metric configurations are only read (their ids
+look the resolved metrics up), and the run's result format is filled in place by GX's own
+`parse_result_format`, as the computation does.
+
 The patch is installed only on the GX version it was checked against (PINNED_GX), with the
 property it replaces being GX's own; otherwise `install()` says why and GX runs as it is
 (slower, not wrong).
@@ -191,6 +198,80 @@ def _cached_subgraphs(self, expectation_configurations, processed_configurations
     return graphs, evrs, processed_configurations
 
 
+_dependencies: dict = {}  # (engine class, evaluated expectation, runtime configuration) -> GX's metrics by name
+DEPENDENCIES = True  # tests set False to compare with GX's own judging
+
+
+def _cached_metrics_validate(self, metrics, runtime_configuration=None, execution_engine=None, **kwargs):
+    """GX 1.24.1's `Expectation.metrics_validate`, the same steps, with the expectation's
+    validation dependencies (which metrics it judges by) taken once per process: GX computes
+    them again for every expectation it judges (`get_validation_dependencies`: its
+    configuration's kwargs and the run's result format, ~7% of a school's row rules), from
+    the same things as its metric graph (`_graphs`: the expectation's type, kwargs — the batch
+    id among them, this is the evaluated configuration — and the run's configuration, and the
+    engine's class; no data). A kept one's metric configurations are only read (their ids
+    look up the resolved metrics); what the computation leaves behind — the run's result format
+    with its defaults filled in place — is done by GX's own `parse_result_format` on a hit."""
+    own = _installed["metrics_validate"]
+    if getattr(_state, "cache", None) is None or not DEPENDENCIES or runtime_configuration is None:
+        return own(self, metrics, runtime_configuration=runtime_configuration, execution_engine=execution_engine, **kwargs)
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.core.result_format import ResultFormat
+    from great_expectations.expectations.expectation import _validate_dependencies_against_available_metrics
+    from great_expectations.expectations.expectation_configuration import parse_result_format
+    from great_expectations.validator.validator import ValidationDependencies
+
+    configuration = self.configuration
+    key = None
+    if isinstance(runtime_configuration.get("result_format"), dict) and _plain(runtime_configuration) \
+            and configuration.type is not None:
+        config_key = _config_key(configuration)
+        if config_key is not None:
+            key = (type(execution_engine), config_key, json.dumps(runtime_configuration, sort_keys=True))
+    kept = None if key is None else _dependencies.get(key)
+    if kept is None:
+        validation_dependencies = self.get_validation_dependencies(
+            execution_engine=execution_engine, runtime_configuration=runtime_configuration)
+        if key is not None:
+            _dependencies[key] = tuple(validation_dependencies.metric_configurations.items())
+    else:
+        # GX's `get_validation_dependencies` fills the run's result format in place (the
+        # very dict, through `_get_runtime_kwargs`) and gives it as the dependencies' own
+        validation_dependencies = ValidationDependencies(
+            metric_configurations=dict(kept), result_format=parse_result_format(runtime_configuration["result_format"]))
+    # from here on GX 1.24.1's `metrics_validate` as it is
+    runtime_configuration["result_format"] = validation_dependencies.result_format
+    _validate_dependencies_against_available_metrics(
+        validation_dependencies=validation_dependencies.get_metric_configurations(), metrics=metrics)
+    provided_metrics = {
+        metric_name: metrics[metric_configuration.id]
+        for metric_name, metric_configuration in validation_dependencies.metric_configurations.items()
+    }
+    expectation_validation_result = self._validate(
+        metrics=provided_metrics, runtime_configuration=runtime_configuration, execution_engine=execution_engine)
+    result_format = parse_result_format(runtime_configuration.get("result_format", {}))
+    if result_format.get("result_format") == ResultFormat.BOOLEAN_ONLY:
+        preserved_result = {}
+        if result_format.get("return_unexpected_index_query", False):
+            if isinstance(expectation_validation_result, ExpectationValidationResult):
+                current_result = expectation_validation_result.result or {}
+            else:
+                current_result = expectation_validation_result.get("result", {})
+            if "unexpected_index_query" in current_result:
+                preserved_result["unexpected_index_query"] = current_result["unexpected_index_query"]
+            if "unexpected_index_column_names" in current_result:
+                preserved_result["unexpected_index_column_names"] = current_result["unexpected_index_column_names"]
+        if isinstance(expectation_validation_result, ExpectationValidationResult):
+            expectation_validation_result.result = preserved_result
+        else:
+            expectation_validation_result["result"] = preserved_result
+    return self._build_evr(raw_response=expectation_validation_result)
+
+
+def dependencies_held() -> int:
+    return len(_dependencies)
+
+
 def build_graphs(validator, suite) -> None:
     """What GX's v1 `validator` does before it evaluates `suite` (GX 1.24.1's
     `_validate_expectation_configs`: the configurations processed, the run's configuration
@@ -209,8 +290,9 @@ def graphs_held() -> int:
 
 def install() -> str | None:
     """Make `Expectation.configuration`, `ExpectationConfiguration.to_domain_obj`,
-    `PandasExecutionEngine._apply_row_condition_filter`, `IDDict.to_id` and the validator's
-    per-expectation graph building take the scope's shortcuts (all five or none; idempotent).
+    `PandasExecutionEngine._apply_row_condition_filter`, `IDDict.to_id`,
+    `Expectation.metrics_validate` and the validator's per-expectation graph building take the
+    scope's shortcuts (all six or none; idempotent).
     Returns None when installed, else why not."""
     if _installed:
         return None
@@ -235,6 +317,10 @@ def install() -> str | None:
 
     if getattr(Validator.__dict__.get(_SUBGRAPHS), "__qualname__", None) != f"Validator.{_SUBGRAPHS}":
         return f"Validator.{_SUBGRAPHS} is not the function checked"
+    if getattr(Expectation.__dict__.get("metrics_validate"), "__qualname__", None) != "Expectation.metrics_validate":
+        return "Expectation.metrics_validate is not the function checked"
+    _installed["metrics_validate"] = Expectation.__dict__["metrics_validate"]
+    Expectation.metrics_validate = _cached_metrics_validate
     _installed["subgraphs"] = Validator.__dict__[_SUBGRAPHS]
     setattr(Validator, _SUBGRAPHS, _cached_subgraphs)
     _installed["iddict"] = IDDict

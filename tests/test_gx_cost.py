@@ -228,6 +228,10 @@ def test_a_metric_id_is_gxs_own_inside_a_validation(city, monkeypatch):
         return got
 
     monkeypatch.setattr(IDDict, "to_id", checked)
+    # the metric configurations GX builds for an expectation's graph and its judging, not the
+    # ones kept for the process (which make no id again)
+    monkeypatch.setattr(gxfast, "GRAPHS", False)
+    monkeypatch.setattr(gxfast, "DEPENDENCIES", False)
     for strategy in ("two", "narrow"):
         ex.row_rule_outcomes(city["checks"], PERIOD, strategy=strategy)
     assert sum(seen) > len(seen) / 2, f"{sum(seen)} of {len(seen)} ids made the short way"
@@ -326,3 +330,31 @@ def test_a_primed_validation_builds_no_graph_and_finds_the_same(city, monkeypatc
     assert builds == [], "every expectation's graph came from the primed ones"
     pd.testing.assert_frame_equal(got[0], want[0])
     pd.testing.assert_frame_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("strategy", ["two", "narrow", "one"])
+def test_gx_judges_by_dependencies_kept_for_the_process_and_finds_the_same(collection, monkeypatch, strategy):
+    """Each expectation's validation dependencies (the metrics GX judges it by) computed once per
+    process (edustat.gxfast `_dependencies`): a later validation computes none (GX's
+    `get_metric_kwargs`, which computing them calls for every metric, is not called once the
+    graphs are primed) and finds what GX's own judging finds, every outcome and failing row."""
+    import great_expectations.expectations.expectation as gx_expectation
+
+    from edustat import gxfast
+
+    ex.prime_graphs()
+    monkeypatch.setattr(gxfast, "_dependencies", {})
+    calls: list[int] = []
+    own = gx_expectation.get_metric_kwargs
+    monkeypatch.setattr(gx_expectation, "get_metric_kwargs", lambda *a, **k: calls.append(1) or own(*a, **k))
+    monkeypatch.setattr(gxfast, "DEPENDENCIES", False)
+    want = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+    assert calls and gxfast.dependencies_held() == 0
+    monkeypatch.setattr(gxfast, "DEPENDENCIES", True)
+    for run in range(2):
+        calls.clear()
+        got = ex.row_rule_outcomes(collection["checks"], PERIOD, strategy=strategy)
+        assert (len(calls) > 0) == (run == 0), "the first run computes each expectation's dependencies, the second none"
+        assert gxfast.dependencies_held() > 0
+        pd.testing.assert_frame_equal(got[0], want[0])
+        pd.testing.assert_frame_equal(got[1], want[1])
