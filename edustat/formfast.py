@@ -124,6 +124,7 @@ class _Prerendered(Worksheet):
 # pure function of the string), made once per process: every workbook of a form holds the
 # form's few hundred labels again (~15 % of a workbook's render went to escaping them).
 _SI_XML: dict[str, str] = {}
+_MEMO_MAX = 1 << 16  # a bound on each memo (a province's workbooks hold far fewer distinct keys)
 
 
 class _MemoSharedStrings(SharedStrings):
@@ -297,7 +298,6 @@ def _number(v) -> str:
 # 0.0 and -0.0 ("0", "-0"), which compare equal; NaN and ±inf never reach the table (they
 # raise _Fallback first); an int, a Fraction or any other type is formatted each time.
 _NUMBER_TEXT: dict[float, str] = {}
-_MEMO_MAX = 1 << 16  # a bound on each memo (a province's workbooks hold far fewer distinct keys)
 
 
 def _numbers(keys: list, get) -> list[str]:
