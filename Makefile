@@ -74,8 +74,12 @@ sysdeps:
 
 # both cores: a test file per worker (module fixtures stay in one process), handed out in
 # collection order, which tests/conftest.py sorts longest file first
+# PYTHONDONTWRITEBYTECODE emptied: a shell that sets it (this machine's does) made every test
+# process and every `edustat` subprocess compile edustat's own ~20,000 lines (and the tests)
+# again, ~0.5 CPU s each (docs/SCALE.md §6, round 16); __pycache__ is ignored by git and
+# by the cache's code digest (edustat.incremental)
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 codelists: $(STAMP)
 	$(VENV)/bin/edustat codelists --source $(SHARED)/reference/moet/mo-ta-du-lieu-dau-nam_2020_sync-spec.xlsx

@@ -241,6 +241,8 @@ def _source():
     """A new ephemeral GX context's pandas data source, quiet (GX is imported here)."""
     import logging
 
+    from edustat import gxload  # noqa: F401  (SciPy's statistics and Altair lazy, before GX)
+
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -266,6 +268,8 @@ def prime_graphs(periods: tuple[str, ...] | None = None) -> int:
     every validation, ~20% of a school's row rules). The warm server calls it, so each forked run
     finds them; GX's own code builds them, on an empty frame of the suite's columns under the
     batch a run validates (no row is evaluated). Returns how many graphs the process holds."""
+    from edustat import gxload  # noqa: F401  (before GX: see edustat.gxload)
+
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.validator.v1_validator import Validator as V1Validator
@@ -299,6 +303,8 @@ def row_rule_outcomes(frames: Mapping[str, pd.DataFrame], period: str, *, strate
     order (OUTCOME_COLUMNS: its rule id, GX's success, how many rows failed, 1 or 2 passes);
     `failing` one row per (check-frame row, failed rule): `_rowkey`, rule_id. `strategy`: see
     the comment above (auto: "two" up to TWO_PASS_MAX_ROWS rows, else "narrow")."""
+    from edustat import gxload  # noqa: F401  (before GX: see edustat.gxload)
+
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.validator.v1_validator import Validator as V1Validator

@@ -39,7 +39,9 @@ PREFECT_VERSION = "3.9.1"  # the version whose runner internals install() was ch
 PRELOAD = (
     "numpy", "pandas", "pyarrow", "pyarrow.compute", "pyarrow.parquet", "duckdb", "fastexcel", "openpyxl",
     "xlsxwriter", "prefect", "prefect.flow_engine", "prefect.task_engine", "prefect.runtime",
-    "prefect.client.orchestration", "great_expectations", "great_expectations.expectations",
+    "prefect.client.orchestration",
+    "edustat.gxload",  # before GX: SciPy's statistics and Altair, which our suites never use, stay lazy
+    "great_expectations", "great_expectations.expectations",
     "edustat.expectations", "edustat.pipeline", "edustat.reports", "edustat.formbuild", "edustat.feedback",
     "edustat.feedback_patch", "edustat.formdelta", "edustat.publish", "edustat.publish_delta", "edustat.headstart",
     "edustat.officer", "flows.collect",

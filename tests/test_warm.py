@@ -40,6 +40,8 @@ def probe(out: str, linger: float = 0.0) -> None:
         "matchers_cached": __import__("schemas.vocabulary").vocabulary.codelist_matcher.cache_info().currsize,
         "form_templates": sorted(__import__("edustat.formfast").formfast._templates),
         "gx_loaded": "great_expectations" in sys.modules, "edustat_loaded": "edustat.pipeline" in sys.modules,
+        # the server built every committed expectation's graphs (edustat.warmup) without them
+        "deferred": [n for n in ("scipy.stats", "altair") if __import__("edustat.gxload").gxload.is_deferred(n)],
         "gc_frozen": __import__("gc").get_freeze_count(),
         "pid": os.getpid(), "ppid": os.getppid(),
         "sigint_default": __import__("signal").getsignal(__import__("signal").SIGINT) is __import__("signal").default_int_handler,
@@ -96,6 +98,7 @@ def test_a_flow_run_forked_warm_completes_against_the_server(prefect_harness, tm
     assert process.exitcode == 0
     seen = json.loads(out.read_text())
     assert seen["gx_loaded"] and seen["edustat_loaded"], "the run's process found GX and edustat already imported"
+    assert seen["deferred"] == ["scipy.stats", "altair"], "imported by GX in the server, never loaded (edustat.gxload)"
     assert seen["matchers_cached"] > 10, "the code lists' vocabulary was built once, in the warm server"
     assert seen["form_templates"] == sorted(list_forms()), "each built-in form's workbook layout made once, in the server"
     # the server's imports are out of the run's full garbage collections (edustat.warmup.freeze)
