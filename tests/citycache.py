@@ -39,3 +39,36 @@ def generate_city(out_dir: Path, tmp_path_factory, **args):
             work.rename(made)
     shutil.copytree(made / "city", out_dir, dirs_exist_ok=True)
     return pickle.loads((made / "manifest.pickle").read_bytes())
+
+
+def loaded_city(work: Path, tmp_path_factory, *, load_policy: str, workers: int, run_id: str, **args) -> None:
+    """`work/inbox` = generate_city(**args) and `work/data` = what `pipeline.run_collection`
+    loads from it (read → cast → validate → load, no Prefect) with a Config of `load_policy` and
+    `workers`, made once per test session for the same arguments and copied to each caller
+    (three test files load the same city of six schools: ~20 CPU s each). The copy is what a
+    fresh load would leave, except that the register's `raw_path`s name the raw copies in the
+    cache (absolute paths; none of the callers reads them)."""
+    from edustat import pipeline, store
+    from edustat.config import Config
+    from edustat.submissions import discover
+    from edustat.synth import generate_city as generate
+
+    root = _root(tmp_path_factory)
+    key = "loaded-" + hashlib.sha256(json.dumps(dict(args, load_policy=load_policy, workers=workers, run_id=run_id),
+                                                sort_keys=True, default=str).encode()).hexdigest()[:20]
+    made = root / key
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (made / "work" / "data").is_dir():
+            partial = root / f"{key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            generate(partial / "work" / "inbox", **args)
+            cfg = Config(data_dir=partial / "work" / "data", load_policy=load_policy, workers=workers)
+            con = store.connect(cfg.db_path)
+            try:
+                pipeline.run_collection(con, discover(partial / "work" / "inbox"), cfg, args["school_year"],
+                                        args["period"], run_id)
+            finally:
+                con.close()
+            partial.rename(made)
+    shutil.copytree(made / "work", work, symlinks=True, dirs_exist_ok=True)

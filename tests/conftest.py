@@ -13,26 +13,28 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-# Seconds each test file took (its tests' setup + call + teardown) in `make test` of bbb0609 on
-# 2 workers at load 8-11 (3 Dec 2026); only the order matters. `make test` hands the files out
-# in collection order (--no-loadscope-reorder), so the longest go first and the short ones
-# fill in at the end: handed out by test count, test_period_lock (4 tests, 322 s), test_ui
-# (235 s) and test_cli_truth (189 s) started in the last third, test_server (118 s) and
-# test_dask (63 s) last, and one worker sat idle 163 s while the other finished them. A file
-# not listed runs after the listed ones, in collection order.
+# Seconds each test file took (its tests' setup + call + teardown, pytest's junit times) in a
+# whole run of a7d5ed7 on 2 workers at load 5-10 (3 Dec 2026, round 16), test_faults and
+# test_gx_cost scaled by what round 16 cut from them, test_gxload estimated; only the order
+# matters. `make test` hands the files out in collection order (--no-loadscope-reorder), so the
+# longest go first and the short ones fill in at the end (handed out by test count, the longest
+# files started in the last third and one worker sat idle 163 s while the other finished them).
+# A file not listed runs after the listed ones, in collection order.
 FILE_SECONDS = {
-    "test_faults.py": 600, "test_incremental.py": 581, "test_forms_delta.py": 334, "test_period_lock.py": 323,
-    "test_ui.py": 235, "test_cli_truth.py": 189, "test_bad_inputs.py": 177, "test_privacy.py": 173,
-    "test_forms_speed.py": 162, "test_publish_delta.py": 138, "test_rollover.py": 124, "test_render.py": 121,
-    "test_server.py": 118, "test_reports.py": 116, "test_gx_cost.py": 114, "test_cross_period.py": 111,
-    "test_rules.py": 107, "test_bench_scripts.py": 105, "test_province_cold.py": 100, "test_pipeline.py": 97,
-    "test_sql_reports.py": 86, "test_vocabulary.py": 73, "test_adhoc_reports.py": 67, "test_dask.py": 63,
-    "test_form_01_mn.py": 61, "test_certification.py": 61, "test_warm.py": 60, "test_form_cn.py": 56,
-    "test_feedback_patch.py": 44, "test_synth.py": 42, "test_isolate.py": 41, "test_snapshot_analyst.py": 39,
-    "test_feedback.py": 38, "test_codelists.py": 33, "test_formfast.py": 31, "test_publish.py": 25,
-    "test_form_02_03.py": 24, "test_lock.py": 24, "test_castsplit.py": 18,
-    "test_end_of_year_independent.py": 17, "test_load_reuse.py": 16, "test_reader_speed.py": 14,
-    "test_side_by_side.py": 12, "test_template.py": 9,
+    "test_gx_cost.py": 269, "test_incremental.py": 250, "test_province_cold.py": 241,
+    "test_publish_delta.py": 214, "test_rules.py": 198, "test_faults.py": 187, "test_server.py": 162,
+    "test_forms_delta.py": 148, "test_cross_period.py": 146, "test_adhoc_reports.py": 133,
+    "test_pipeline.py": 132, "test_vocabulary.py": 132, "test_bench_scripts.py": 118,
+    "test_period_lock.py": 117, "test_rollover.py": 116, "test_sql_reports.py": 116, "test_ui.py": 102,
+    "test_render.py": 98, "test_certification.py": 93, "test_dask.py": 89, "test_reports.py": 80,
+    "test_forms_speed.py": 79, "test_form_01_mn.py": 74, "test_feedback_patch.py": 73,
+    "test_bad_inputs.py": 67, "test_cli_truth.py": 60, "test_privacy.py": 60, "test_gxload.py": 60,
+    "test_warm.py": 55, "test_isolate.py": 53, "test_feedback.py": 48, "test_form_cn.py": 47,
+    "test_synth.py": 40, "test_snapshot_analyst.py": 37, "test_publish.py": 32,
+    "test_form_02_03.py": 32, "test_load_reuse.py": 31, "test_castsplit.py": 30,
+    "test_reader_speed.py": 30, "test_codelists.py": 28, "test_lock.py": 25,
+    "test_end_of_year_independent.py": 23, "test_formfast.py": 19, "test_template.py": 18,
+    "test_side_by_side.py": 16,
 }
 
 

@@ -16,11 +16,10 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from edustat import pipeline, store
-from edustat.submissions import discover
+from edustat import store
 from edustat.config import Config
 from edustat.reports import AdhocError, load_adhoc
-from edustat.synth import generate_city
+from tests.citycache import loaded_city
 from tests.inproc import edustat
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
@@ -55,14 +54,10 @@ def city(tmp_path_factory, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
     work = tmp_path_factory.mktemp("adhoc")
-    inbox = work / "inbox"
-    generate_city(inbox, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3)
+    # the session's loaded city of 6 schools (seed 7), shared with test_sql_reports and test_form_02_03
+    loaded_city(work, tmp_path_factory, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3,
+                load_policy="load_valid_rows", workers=2, run_id="test-city")
     cfg = Config(data_dir=work / "data", load_policy="load_valid_rows", workers=2)
-    con = store.connect(cfg.db_path)
-    try:
-        pipeline.run_collection(con, discover(inbox), cfg, YEAR, PERIOD, "adhoc-test")
-    finally:
-        con.close()
     proc = cli("report", "--year", YEAR, "--period", PERIOD, "--data-dir", "data", "--form", str(DISABILITY),
                "--form", str(TEACHERS), cwd=work, api=PREFECT_API_URL.value())
     return {"work": work, "proc": proc, "db": cfg.db_path, "reports": cfg.reports_dir / YEAR / PERIOD}

@@ -8,11 +8,10 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from edustat import pipeline, store
-from edustat.submissions import discover
+from edustat import store
 from edustat.config import Config
 from edustat.reports import build_reports, compute_and_check, data_rows, load_form
-from edustat.synth import generate_city
+from tests.citycache import loaded_city
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
 FORMS = ("02-TH-DN", "03-THCS-DN")
@@ -23,11 +22,11 @@ def db(tmp_path_factory):
     """6 schools (seed 7): public TH and THCS, a private TH and a private mountain PTCS (TH+THCS),
     2 preschools; loaded through the real read → validate → load steps (no Prefect)."""
     root = tmp_path_factory.mktemp("forms0203")
-    inbox = root / "inbox"
-    generate_city(inbox, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3)
+    # the session's loaded city, shared with test_sql_reports and test_adhoc_reports (tests/citycache.py)
+    loaded_city(root, tmp_path_factory, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3,
+                load_policy="load_valid_rows", workers=2, run_id="test-city")
     cfg = Config(data_dir=root / "data", load_policy="load_valid_rows", workers=2)
     con = store.connect(cfg.db_path)
-    pipeline.run_collection(con, discover(inbox), cfg, YEAR, PERIOD, "test-run")
     yield con
     con.close()
 

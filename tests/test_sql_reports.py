@@ -19,11 +19,9 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from edustat import pipeline, store
-from edustat.submissions import discover
 from edustat.config import Config
 from edustat.sql_reports import SqlReportError, load_sql_report
-from edustat.synth import generate_city
+from tests.citycache import loaded_city
 from tests.inproc import edustat
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
@@ -69,14 +67,10 @@ def table(path: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     work = tmp_path_factory.mktemp("sqlrep")
-    inbox = work / "inbox"
-    generate_city(inbox, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3)
+    # the session's loaded city of 6 schools (seed 7), shared with test_adhoc_reports and test_form_02_03
+    loaded_city(work, tmp_path_factory, schools=6, seed=7, school_year=YEAR, period=PERIOD, export_share=0.3,
+                load_policy="load_valid_rows", workers=2, run_id="test-city")
     cfg = Config(data_dir=work / "data", load_policy="load_valid_rows", workers=2)
-    con = store.connect(cfg.db_path)
-    try:
-        pipeline.run_collection(con, discover(inbox), cfg, YEAR, PERIOD, "sql-test")
-    finally:
-        con.close()
     before = sha(cfg.db_path)
     proc = report(work, EXAMPLE)
     return {"work": work, "db": cfg.db_path, "proc": proc, "before": before,
