@@ -202,6 +202,19 @@ def ensure_data(kind: str, base: Path, workers: int) -> Path:
     return inbox
 
 
+def served_deployment(client, serve: subprocess.Popen, failed: str):
+    """The collection flow's deployment once `edustat serve` (the process `serve`) has registered
+    it; exits with `failed` after 180 s or when the serve process ended."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return client.read_deployment_by_name("edustat-collection/thu-thap")
+        except Exception:
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise SystemExit(failed)
+            time.sleep(0.2)
+
+
 def change_one_school(inbox: Path) -> str:
     """One school resubmits: its last learner row deleted (new bytes, new content)."""
     import openpyxl
@@ -270,15 +283,7 @@ def served_runs(inbox_src: Path, work: Path, senv: dict, cold_start: bool) -> di
 
     try:
         with temporary_settings(updates={PREFECT_API_URL: senv["PREFECT_API_URL"]}), get_client(sync_client=True) as c:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    dep = c.read_deployment_by_name("edustat-collection/thu-thap")
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or serve.poll() is not None:
-                        raise SystemExit(f"edustat serve did not register its deployment (see {log.name})")
-                    time.sleep(0.2)
+            dep = served_deployment(c, serve, f"edustat serve did not register its deployment (see {log.name})")
             out["serve_ready_s"] = round(time.perf_counter() - t_serve, 2)
             for step in ("cold", "warm", "one"):
                 if step == "one":

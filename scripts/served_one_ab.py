@@ -69,21 +69,14 @@ class Side:
             return self._run()
 
     def _run(self) -> dict:
+        import bench
         from flow_timeline import timeline
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
         from prefect.client.schemas.sorting import LogSort
 
         with get_client(sync_client=True) as c:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    dep = c.read_deployment_by_name("edustat-collection/thu-thap")
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or self.serve.poll() is not None:
-                        raise SystemExit(f"{self.tag}: edustat serve did not register its deployment")
-                    time.sleep(0.2)
+            dep = bench.served_deployment(c, self.serve, f"{self.tag}: edustat serve did not register its deployment")
             load0 = os.getloadavg()[0]
             run = c.create_flow_run_from_deployment(dep.id, parameters={
                 "school_year": YEAR, "period": PERIOD, "inbox": str(self.inbox), "data_dir": str(self.data)})
