@@ -830,21 +830,24 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
 
     values = cells.assign(value=pd.to_numeric(cells["value"], errors="coerce").astype("float64"))
-    wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+    pivot = _pivot_first(values)
+    if pivot is None:
+        wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+        wide_scope, wide_row = wide.index.get_level_values(0), wide.index.get_level_values(1)
+        grid, columns = wide.to_numpy(dtype="float64", na_value=np.nan), list(wide.columns)
+    else:
+        wide_scope, wide_row, columns, grid = pivot
     out: list[pd.DataFrame] = []
     # the identity checks' rows as numpy arrays, one frame at the end (a frame per check cost
     # ~1 ms each: most of a delta build's checks; issue 12) — the same rows in the same order
     emitted: dict[str, list] = {k: [] for k in ("scope", "row_code", "check_name", "column_key", "expected",
                                                 "actual", "ok", "message")}
-    wide_scope = wide.index.get_level_values(0)
-    wide_row = wide.index.get_level_values(1)
 
     # the wide frame's columns as numpy arrays (pandas Series arithmetic and frame column
     # selections cost ~0.1 CPU s a form on 2 scopes: issue 12); the same operations in the same
     # order (a sum across columns is numpy's sum of the (rows, columns) block, as pandas does)
-    grid = wide.to_numpy(dtype="float64", na_value=np.nan)
-    at = {k: i for i, k in enumerate(wide.columns)}
-    missing = np.full(len(wide), np.nan)
+    at = {k: i for i, k in enumerate(columns)}
+    missing = np.full(len(grid), np.nan)
 
     def emit(name: str, key: str, expected: np.ndarray, actual: np.ndarray, ok: np.ndarray, msg: str) -> None:
         valid = ~np.isnan(expected) & ~np.isnan(actual)
@@ -869,7 +872,7 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
         return np.where(nan.any(axis=1), np.nan, np.where(nan, 0.0, block).sum(axis=1))
 
     with np.errstate(invalid="ignore"):  # comparisons with NaN are False, as in pandas
-        measures = {k.split(".", 1)[1] for k in wide.columns}
+        measures = {k.split(".", 1)[1] for k in columns}
         for m in sorted(measures):
             parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in at]
             if f"tong_so.{m}" in at and parts:
@@ -918,7 +921,52 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     res["period"] = None
     res["form_code"] = form["form_code"]
     res["ok"] = res["ok"].astype(bool)
-    return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+    order = _stable_order(res, ["scope", "row_code", "check_name", "column_key"])
+    if order is None:
+        return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+    return res[cols].take(order).reset_index(drop=True)
+
+
+def _pivot_first(values: pd.DataFrame):
+    """check_form's wide frame without pivot_table (~0.1 CPU s a cold city's forms: issue 12):
+    (scope of each row, row_code of each row, column keys, the (rows, columns) float64 grid) —
+    what `values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value",
+    aggfunc="first")` gives: its rows the (scope, row_code) pairs, its columns the keys, each
+    with a value that is not NaN, both sorted; a cell the first such value of its key, NaN where
+    none. None (pivot_table then decides) when no value is kept."""
+    v = values["value"].to_numpy(dtype="float64", na_value=np.nan)
+    sc, sc_u = pd.factorize(values["scope"], sort=True)
+    rc, rc_u = pd.factorize(values["row_code"], sort=True)
+    ck, ck_u = pd.factorize(values["column_key"], sort=True)
+    keep = np.flatnonzero(~np.isnan(v) & (sc >= 0) & (rc >= 0) & (ck >= 0))  # groupby's dropna, "first"
+    if not len(keep):
+        return None
+    pair = sc[keep].astype("int64") * len(rc_u) + rc[keep]
+    pairs, pair_at = np.unique(pair, return_inverse=True)
+    keys, key_at = np.unique(ck[keep], return_inverse=True)  # the keys with a value, in sorted order
+    cell = pair_at.reshape(-1) * len(keys) + key_at.reshape(-1)
+    _, first = np.unique(cell, return_index=True)  # each cell's first value
+    grid = np.full(len(pairs) * len(keys), np.nan)
+    grid[cell[first]] = v[keep][first]
+    return (sc_u.take(pairs // len(rc_u)), rc_u.take(pairs % len(rc_u)), ck_u.take(keys).tolist(),
+            grid.reshape(len(pairs), len(keys)))
+
+
+def _stable_order(frame: pd.DataFrame, by: list[str]) -> np.ndarray | None:
+    """The positions `frame.sort_values(by, kind="stable")` puts its rows in, from one int64 key
+    of the columns' sorted codes (~0.06 CPU s a cold city's checks: issue 12); None (sort_values
+    decides) when a column holds a NULL (sorted last there) or the key would not fit."""
+    key = np.zeros(len(frame), dtype="int64")
+    span = 1
+    for col in by:
+        codes, uniq = pd.factorize(frame[col], sort=True)
+        if (codes < 0).any():
+            return None
+        span *= max(len(uniq), 1)
+        if span >= 2 ** 62:
+            return None
+        key = key * max(len(uniq), 1) + codes
+    return np.argsort(key, kind="stable")
 
 
 class _CellKeys:
@@ -1199,8 +1247,17 @@ def _wrapped_lines(text: str, width_points: float, font_pt: float, bold: bool = 
 
 def scope_values(cells: pd.DataFrame) -> dict[str, dict[tuple[int, object], object]]:
     """{scope: {(row_code, column_key): value}} of long cells, in one pass (row codes as int,
-    values as float or None, as render_form writes them)."""
+    values as float or None, as render_form writes them). Each scope's cells in one block (as
+    every build stores them): each scope's dict made by one dict(zip(...)) of its slice (the
+    loop below cost ~0.1 CPU s a cold city: issue 12); the same dicts, keys and order."""
     out: dict[str, dict] = {}
+    at, uniq = pd.factorize(cells["scope"])
+    if len(at) and (at >= 0).all() and (np.diff(at) >= 0).all():  # (a NULL scope: the loop)  # first-appearance codes never decrease: one block each
+        codes, keys, values = cells["row_code"].tolist(), cells["column_key"].tolist(), cells["value"].tolist()
+        bounds = np.flatnonzero(np.diff(at)) + 1
+        for scope, a, b in zip(uniq.tolist(), [0, *bounds.tolist()], [*bounds.tolist(), len(at)]):
+            out[scope] = dict(zip(zip(codes[a:b], keys[a:b]), values[a:b]))
+        return out
     for scope, code, key, value in zip(cells["scope"].tolist(), cells["row_code"].tolist(),
                                        cells["column_key"].tolist(), cells["value"].tolist()):
         d = out.get(scope)
