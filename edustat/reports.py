@@ -668,9 +668,13 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
                           "measure": pd.Series(dtype=object)})
     if tbl.num_rows == 0:
         return empty
-    keys = pd.MultiIndex.from_arrays([tbl.column("school_code").to_pandas(), tbl.column("grp").to_pandas()])
-    gid, groups = keys.factorize()
-    ng = len(groups)
+    groups = _first_pairs(tbl.column("school_code"), tbl.column("grp"))
+    if groups is None:  # a NULL key: pandas factorizes the pairs
+        keys = pd.MultiIndex.from_arrays([tbl.column("school_code").to_pandas(), tbl.column("grp").to_pandas()])
+        gid, uniq = keys.factorize()
+        ng = len(uniq)
+    else:
+        gid, ng = groups[0], groups[1]
     arrays = {}
     for (kind, _), a in exprs.items():
         col = tbl.column(a)
@@ -684,13 +688,67 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
         weights = np.where(mask, arrays[v], 0.0) if v else mask.astype("float64")
         values.append(np.bincount(gid, weights=weights, minlength=ng))
     n = len(specs)
+    row_code = np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng)
+    if groups is None:
+        return pd.DataFrame({
+            "school_code": np.tile(uniq.get_level_values(0).to_numpy(dtype=object), n),
+            "grp": np.tile(uniq.get_level_values(1).to_numpy(dtype=object), n),
+            "value": np.concatenate(values),
+            "row_code": row_code,
+            "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
+        })
+    # the text columns made in Arrow from indexes (pandas converts a column of repeated Python
+    # strings one value at a time: ~0.05 CPU s a cold city), the same values and dtype
+    measures, measure_at = np.unique(np.array([s[1] for s in specs], dtype=object), return_inverse=True)
     return pd.DataFrame({
-        "school_code": np.tile(groups.get_level_values(0).to_numpy(dtype=object), n),
-        "grp": np.tile(groups.get_level_values(1).to_numpy(dtype=object), n),
+        "school_code": _texts(groups[2], np.tile(np.arange(ng), n)),
+        "grp": _texts(groups[3], np.tile(np.arange(ng), n)),
         "value": np.concatenate(values),
-        "row_code": np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng),
-        "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
+        "row_code": row_code,
+        "measure": _texts(measures, np.repeat(measure_at.reshape(-1), ng)),
     })
+
+
+_TEXT_DTYPE = pd.Series(["x"]).dtype  # what pandas makes of a column of Python strings
+
+
+def _first_pairs(left, right):
+    """(group of each row, number of groups, each group's left value, its right value) of two
+    Arrow text columns, the groups numbered in order of first appearance — what a pandas
+    MultiIndex.factorize of the pairs gives, from Arrow's dictionary encoding (the MultiIndex
+    of a cold city's records cost ~0.1 CPU s: issue 12). None when a value is NULL or not text
+    (the MultiIndex then decides)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if left.null_count or right.null_count or not all(
+            pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in (left, right)):
+        return None
+    codes = []
+    for col in (left, right):
+        enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        codes.append((enc.indices.to_numpy(zero_copy_only=False).astype("int64"),
+                      np.array(enc.dictionary.to_pylist(), dtype=object)))
+    (li, ld), (ri, rd) = codes
+    pair = li * max(len(rd), 1) + ri
+    uniq, first, inv = np.unique(pair, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # groups in order of first appearance
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(len(order))
+    pairs = uniq[order]
+    return rank[inv.reshape(-1)], len(pairs), ld[pairs // max(len(rd), 1)], rd[pairs % max(len(rd), 1)]
+
+
+def _texts(labels: np.ndarray, at: np.ndarray):
+    """pandas' text column of labels[at] (labels: Python strings), made in Arrow from the
+    indexes (a column of repeated Python strings is converted one value at a time); the
+    object array pandas infers its dtype from when its text dtype is not Arrow's."""
+    import pyarrow as pa
+
+    if not (isinstance(_TEXT_DTYPE, pd.StringDtype) and _TEXT_DTYPE.storage == "pyarrow"):
+        return labels[at]
+    arr = pa.DictionaryArray.from_arrays(pa.array(at, type=pa.int64()), pa.array(labels.tolist(), type=pa.large_string()))
+    return pd.array(arr.cast(pa.large_string()), dtype="str")
 
 
 def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
@@ -840,8 +898,9 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     out: list[pd.DataFrame] = []
     # the identity checks' rows as numpy arrays, one frame at the end (a frame per check cost
     # ~1 ms each: most of a delta build's checks; issue 12) — the same rows in the same order
-    emitted: dict[str, list] = {k: [] for k in ("scope", "row_code", "check_name", "column_key", "expected",
-                                                "actual", "ok", "message")}
+    emitted: dict[str, list] = {k: [] for k in ("scope", "check_name", "column_key", "expected", "actual", "ok",
+                                                "message")}
+    labels: dict[str, dict[str, int]] = {"check_name": {}, "column_key": {}, "message": {}}
 
     # the wide frame's columns as numpy arrays (pandas Series arithmetic and frame column
     # selections cost ~0.1 CPU s a form on 2 scopes: issue 12); the same operations in the same
@@ -853,14 +912,15 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
         valid = ~np.isnan(expected) & ~np.isnan(actual)
         n = int(valid.sum())
         if n:
-            emitted["scope"].append(wide_scope[valid])
-            emitted["row_code"].append(wide_row[valid])
-            emitted["check_name"].append(np.full(n, name, dtype=object))
-            emitted["column_key"].append(np.full(n, key, dtype=object))
+            # the wide rows' positions, and each text's number among its column's texts: the
+            # columns are made once below (a column of n repeated Python strings, or a boolean
+            # selection of Arrow text, is converted value by value: ~0.05 CPU s a cold city)
+            emitted["scope"].append(np.flatnonzero(valid))
+            for k, text in (("check_name", name), ("column_key", key), ("message", msg)):
+                emitted[k].append(np.full(n, labels[k].setdefault(text, len(labels[k])), dtype="int64"))
             emitted["expected"].append(expected[valid])
             emitted["actual"].append(actual[valid])
             emitted["ok"].append(ok[valid])
-            emitted["message"].append(np.full(n, msg, dtype=object))
 
     def col(key: str) -> np.ndarray:
         return grid[:, at[key]] if key in at else missing
@@ -895,8 +955,13 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
                 rsum = full_sum(rooms)
                 emit("rooms_total", f"{g}.tong", rsum, t, np.abs(rsum - t) < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
     if emitted["scope"]:
-        out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
-                                 for k, v in emitted.items()}))
+        rows = np.concatenate(emitted["scope"])
+        texts = {k: _texts(np.array(list(labels[k]), dtype=object), np.concatenate(emitted[k])) for k in labels}
+        out.append(pd.DataFrame({"scope": wide_scope.take(rows), "row_code": wide_row.take(rows),
+                                 "check_name": texts["check_name"], "column_key": texts["column_key"],
+                                 "expected": np.concatenate(emitted["expected"]),
+                                 "actual": np.concatenate(emitted["actual"]), "ok": np.concatenate(emitted["ok"]),
+                                 "message": texts["message"]}))
     # row identities: each cell with its parent row's / its parts' cells of the same scope and
     # column, found by integer keys (pandas merges and a group-by cost ~0.02-0.03 CPU s a form
     # even on 2 scopes: issue 12); the joins below are the fallback, the same rows
@@ -1184,18 +1249,31 @@ def store_cells(con: duckdb.DuckDBPyConnection, form_code: str, school_year: str
             params.append(scopes)
         con.execute(f"delete from rpt_form_cell where {cond}", params)
         con.execute(f"delete from rpt_form_check where {cond}", params)
-        con.register("_cells", cells.astype({"row_code": "int64", "value": "float64"}))
+        con.register("_cells", _as_arrow(cells.astype({"row_code": "int64", "value": "float64"})))
         con.execute("insert into rpt_form_cell select * from _cells")
         con.unregister("_cells")
         if len(checks):
             c = checks.assign(school_year=school_year, period=period)[CHECK_COLUMNS]
-            con.register("_checks", c.astype({"expected": "float64", "actual": "float64"}))
+            con.register("_checks", _as_arrow(c.astype({"expected": "float64", "actual": "float64"})))
             con.execute("insert into rpt_form_check select * from _checks")
             con.unregister("_checks")
         con.execute("commit")
     except Exception:
         con.execute("rollback")
         raise
+
+
+def _as_arrow(frame: pd.DataFrame):
+    """The frame as an Arrow table for DuckDB to insert: what DuckDB's scan of the pandas frame
+    reads (a NaN of a float column, a missing text: NULL), column by column without its scan of
+    Python objects (~15 % of a cold city's stores: issue 12). The frame itself when a column is
+    not of one Arrow type (DuckDB's own analysis then decides)."""
+    import pyarrow as pa
+
+    try:
+        return pa.table({c: pa.Array.from_pandas(frame[c]) for c in frame.columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        return frame
 
 
 @dataclass
@@ -1853,6 +1931,9 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     reuse = set(reuse or ()) if delta and schools is not None else set()
     jobs: list = []  # a kept form's city workbook: its path (in place), else what renders it
     names, district, province = _names(con, school_year, period)
+    from edustat.paths import inside_dirs
+
+    inside_ = inside_dirs(reports_dir)
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
@@ -1868,7 +1949,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                 result.forms.append(key)
                 result.delta[key] = None  # type: ignore[attr-defined]
                 result.kept.append(key)  # type: ignore[attr-defined]
-                jobs.append(_form_path(reports_dir, school_year, period, key, "city"))
+                jobs.append(_form_path(reports_dir, school_year, period, key, "city", inside_))
                 continue
         if delta and schools is not None:
             from edustat.formdelta import compute_and_check_delta
@@ -1897,16 +1978,18 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
             else:
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
-            out = _form_path(reports_dir, school_year, period, key, scope)
+            out = _form_path(reports_dir, school_year, period, key, scope, inside_)
             jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     done = iter(_render_all([j for j in jobs if isinstance(j, tuple)], workers))
     result.files = [j if isinstance(j, Path) else next(done) for j in jobs]
     return result
 
 
-def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str) -> Path:
+def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str, inside_=None) -> Path:
     """<form>_<city | school code>.xlsx; a school code without its format never names a file
-    (edustat.paths), and the path is proven inside the reports dir."""
+    (edustat.paths), and the path is proven inside the reports dir — by `inside_` when given
+    (`paths.inside_dirs(reports_dir)`: the same proof, each directory resolved once for a
+    build's paths; resolving every path's components again cost ~0.1 CPU s a cold city)."""
     import hashlib
 
     from edustat.paths import UNIDENTIFIED, inside, school_code_for_path
@@ -1914,7 +1997,10 @@ def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scop
     name = scope if scope == "city" else (
         school_code_for_path(scope) or f"{UNIDENTIFIED}_{hashlib.sha256(str(scope).encode()).hexdigest()[:8]}")
     out = Path(reports_dir) / school_year / period / f"{code}_{name}.xlsx"
-    inside(reports_dir, out)
+    if inside_ is not None:
+        inside_(out)
+    else:
+        inside(reports_dir, out)
     return out
 
 
