@@ -957,7 +957,10 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     if emitted["scope"]:
         rows = np.concatenate(emitted["scope"])
         texts = {k: _texts(np.array(list(labels[k]), dtype=object), np.concatenate(emitted[k])) for k in labels}
-        out.append(pd.DataFrame({"scope": wide_scope.take(rows), "row_code": wide_row.take(rows),
+        # (appended to an empty slice: Index.append infers the dtype of what it joins, as the
+        # pieces' append did)
+        out.append(pd.DataFrame({"scope": wide_scope[:0].append(wide_scope.take(rows)),
+                                 "row_code": wide_row[:0].append(wide_row.take(rows)),
                                  "check_name": texts["check_name"], "column_key": texts["column_key"],
                                  "expected": np.concatenate(emitted["expected"]),
                                  "actual": np.concatenate(emitted["actual"]), "ok": np.concatenate(emitted["ok"]),
