@@ -995,8 +995,11 @@ def build_forms_incremental(con, cfg, school_year: str, period: str, record: boo
         n = Path(p).name
         for i in (i for i, ch in enumerate(n) if ch == "_"):
             ending.setdefault(n[i:], []).append(str(p))
+    from edustat.paths import inside_dirs
+
+    inside_ = inside_dirs(cfg.reports_dir)
     for scope in ["city", *changed]:
-        name = _form_path(cfg.reports_dir, school_year, period, "X", scope).name[1:]  # "_<scope>.xlsx"
+        name = _form_path(cfg.reports_dir, school_year, period, "X", scope, inside_).name[1:]  # "_<scope>.xlsx"
         files[scope] = list(ending.get(name, []))  # = the files whose name ends with it
     made = {"city": fps_city, **{c: fps[c] for c in changed}, **{c: "" for c in gone}}
     cities = city_markers(con, cfg.reports_dir, school_year, period, result.forms, district, province)

@@ -668,9 +668,13 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
                           "measure": pd.Series(dtype=object)})
     if tbl.num_rows == 0:
         return empty
-    keys = pd.MultiIndex.from_arrays([tbl.column("school_code").to_pandas(), tbl.column("grp").to_pandas()])
-    gid, groups = keys.factorize()
-    ng = len(groups)
+    groups = _first_pairs(tbl.column("school_code"), tbl.column("grp"))
+    if groups is None:  # a NULL key: pandas factorizes the pairs
+        keys = pd.MultiIndex.from_arrays([tbl.column("school_code").to_pandas(), tbl.column("grp").to_pandas()])
+        gid, uniq = keys.factorize()
+        ng = len(uniq)
+    else:
+        gid, ng = groups[0], groups[1]
     arrays = {}
     for (kind, _), a in exprs.items():
         col = tbl.column(a)
@@ -684,13 +688,67 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
         weights = np.where(mask, arrays[v], 0.0) if v else mask.astype("float64")
         values.append(np.bincount(gid, weights=weights, minlength=ng))
     n = len(specs)
+    row_code = np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng)
+    if groups is None:
+        return pd.DataFrame({
+            "school_code": np.tile(uniq.get_level_values(0).to_numpy(dtype=object), n),
+            "grp": np.tile(uniq.get_level_values(1).to_numpy(dtype=object), n),
+            "value": np.concatenate(values),
+            "row_code": row_code,
+            "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
+        })
+    # the text columns made in Arrow from indexes (pandas converts a column of repeated Python
+    # strings one value at a time: ~0.05 CPU s a cold city), the same values and dtype
+    measures, measure_at = np.unique(np.array([s[1] for s in specs], dtype=object), return_inverse=True)
     return pd.DataFrame({
-        "school_code": np.tile(groups.get_level_values(0).to_numpy(dtype=object), n),
-        "grp": np.tile(groups.get_level_values(1).to_numpy(dtype=object), n),
+        "school_code": _texts(groups[2], np.tile(np.arange(ng), n)),
+        "grp": _texts(groups[3], np.tile(np.arange(ng), n)),
         "value": np.concatenate(values),
-        "row_code": np.repeat(np.array([s[0] for s in specs], dtype="int64"), ng),
-        "measure": np.repeat(np.array([s[1] for s in specs], dtype=object), ng),
+        "row_code": row_code,
+        "measure": _texts(measures, np.repeat(measure_at.reshape(-1), ng)),
     })
+
+
+_TEXT_DTYPE = pd.Series(["x"]).dtype  # what pandas makes of a column of Python strings
+
+
+def _first_pairs(left, right):
+    """(group of each row, number of groups, each group's left value, its right value) of two
+    Arrow text columns, the groups numbered in order of first appearance — what a pandas
+    MultiIndex.factorize of the pairs gives, from Arrow's dictionary encoding (the MultiIndex
+    of a cold city's records cost ~0.1 CPU s: issue 12). None when a value is NULL or not text
+    (the MultiIndex then decides)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if left.null_count or right.null_count or not all(
+            pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in (left, right)):
+        return None
+    codes = []
+    for col in (left, right):
+        enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        codes.append((enc.indices.to_numpy(zero_copy_only=False).astype("int64"),
+                      np.array(enc.dictionary.to_pylist(), dtype=object)))
+    (li, ld), (ri, rd) = codes
+    pair = li * max(len(rd), 1) + ri
+    uniq, first, inv = np.unique(pair, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # groups in order of first appearance
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(len(order))
+    pairs = uniq[order]
+    return rank[inv.reshape(-1)], len(pairs), ld[pairs // max(len(rd), 1)], rd[pairs % max(len(rd), 1)]
+
+
+def _texts(labels: np.ndarray, at: np.ndarray):
+    """pandas' text column of labels[at] (labels: Python strings), made in Arrow from the
+    indexes (a column of repeated Python strings is converted one value at a time); the
+    object array pandas infers its dtype from when its text dtype is not Arrow's."""
+    import pyarrow as pa
+
+    if not (isinstance(_TEXT_DTYPE, pd.StringDtype) and _TEXT_DTYPE.storage == "pyarrow"):
+        return labels[at]
+    arr = pa.DictionaryArray.from_arrays(pa.array(at, type=pa.int64()), pa.array(labels.tolist(), type=pa.large_string()))
+    return pd.array(arr.cast(pa.large_string()), dtype="str")
 
 
 def _entity_long_sql(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
@@ -830,34 +888,39 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
 
     values = cells.assign(value=pd.to_numeric(cells["value"], errors="coerce").astype("float64"))
-    wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+    pivot = _pivot_first(values)
+    if pivot is None:
+        wide = values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value", aggfunc="first")
+        wide_scope, wide_row = wide.index.get_level_values(0), wide.index.get_level_values(1)
+        grid, columns = wide.to_numpy(dtype="float64", na_value=np.nan), list(wide.columns)
+    else:
+        wide_scope, wide_row, columns, grid = pivot
     out: list[pd.DataFrame] = []
     # the identity checks' rows as numpy arrays, one frame at the end (a frame per check cost
     # ~1 ms each: most of a delta build's checks; issue 12) — the same rows in the same order
-    emitted: dict[str, list] = {k: [] for k in ("scope", "row_code", "check_name", "column_key", "expected",
-                                                "actual", "ok", "message")}
-    wide_scope = wide.index.get_level_values(0)
-    wide_row = wide.index.get_level_values(1)
+    emitted: dict[str, list] = {k: [] for k in ("scope", "check_name", "column_key", "expected", "actual", "ok",
+                                                "message")}
+    labels: dict[str, dict[str, int]] = {"check_name": {}, "column_key": {}, "message": {}}
 
     # the wide frame's columns as numpy arrays (pandas Series arithmetic and frame column
     # selections cost ~0.1 CPU s a form on 2 scopes: issue 12); the same operations in the same
     # order (a sum across columns is numpy's sum of the (rows, columns) block, as pandas does)
-    grid = wide.to_numpy(dtype="float64", na_value=np.nan)
-    at = {k: i for i, k in enumerate(wide.columns)}
-    missing = np.full(len(wide), np.nan)
+    at = {k: i for i, k in enumerate(columns)}
+    missing = np.full(len(grid), np.nan)
 
     def emit(name: str, key: str, expected: np.ndarray, actual: np.ndarray, ok: np.ndarray, msg: str) -> None:
         valid = ~np.isnan(expected) & ~np.isnan(actual)
         n = int(valid.sum())
         if n:
-            emitted["scope"].append(wide_scope[valid])
-            emitted["row_code"].append(wide_row[valid])
-            emitted["check_name"].append(np.full(n, name, dtype=object))
-            emitted["column_key"].append(np.full(n, key, dtype=object))
+            # the wide rows' positions, and each text's number among its column's texts: the
+            # columns are made once below (a column of n repeated Python strings, or a boolean
+            # selection of Arrow text, is converted value by value: ~0.05 CPU s a cold city)
+            emitted["scope"].append(np.flatnonzero(valid))
+            for k, text in (("check_name", name), ("column_key", key), ("message", msg)):
+                emitted[k].append(np.full(n, labels[k].setdefault(text, len(labels[k])), dtype="int64"))
             emitted["expected"].append(expected[valid])
             emitted["actual"].append(actual[valid])
             emitted["ok"].append(ok[valid])
-            emitted["message"].append(np.full(n, msg, dtype=object))
 
     def col(key: str) -> np.ndarray:
         return grid[:, at[key]] if key in at else missing
@@ -869,7 +932,7 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
         return np.where(nan.any(axis=1), np.nan, np.where(nan, 0.0, block).sum(axis=1))
 
     with np.errstate(invalid="ignore"):  # comparisons with NaN are False, as in pandas
-        measures = {k.split(".", 1)[1] for k in wide.columns}
+        measures = {k.split(".", 1)[1] for k in columns}
         for m in sorted(measures):
             parts = [f"{g}.{m}" for g in form["groups"] if f"{g}.{m}" in at]
             if f"tong_so.{m}" in at and parts:
@@ -892,8 +955,16 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
                 rsum = full_sum(rooms)
                 emit("rooms_total", f"{g}.tong", rsum, t, np.abs(rsum - t) < 1e-9, "Tổng số = kiên cố + bán kiên cố + tạm")
     if emitted["scope"]:
-        out.append(pd.DataFrame({k: (v[0].append(v[1:]) if k in ("scope", "row_code") else np.concatenate(v))
-                                 for k, v in emitted.items()}))
+        rows = np.concatenate(emitted["scope"])
+        texts = {k: _texts(np.array(list(labels[k]), dtype=object), np.concatenate(emitted[k])) for k in labels}
+        # (appended to an empty slice: Index.append infers the dtype of what it joins, as the
+        # pieces' append did)
+        out.append(pd.DataFrame({"scope": wide_scope[:0].append(wide_scope.take(rows)),
+                                 "row_code": wide_row[:0].append(wide_row.take(rows)),
+                                 "check_name": texts["check_name"], "column_key": texts["column_key"],
+                                 "expected": np.concatenate(emitted["expected"]),
+                                 "actual": np.concatenate(emitted["actual"]), "ok": np.concatenate(emitted["ok"]),
+                                 "message": texts["message"]}))
     # row identities: each cell with its parent row's / its parts' cells of the same scope and
     # column, found by integer keys (pandas merges and a group-by cost ~0.02-0.03 CPU s a form
     # even on 2 scopes: issue 12); the joins below are the fallback, the same rows
@@ -918,7 +989,52 @@ def check_form(form: dict, cells: pd.DataFrame) -> pd.DataFrame:
     res["period"] = None
     res["form_code"] = form["form_code"]
     res["ok"] = res["ok"].astype(bool)
-    return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+    order = _stable_order(res, ["scope", "row_code", "check_name", "column_key"])
+    if order is None:
+        return res.sort_values(["scope", "row_code", "check_name", "column_key"], kind="stable")[cols].reset_index(drop=True)
+    return res[cols].take(order).reset_index(drop=True)
+
+
+def _pivot_first(values: pd.DataFrame):
+    """check_form's wide frame without pivot_table (~0.1 CPU s a cold city's forms: issue 12):
+    (scope of each row, row_code of each row, column keys, the (rows, columns) float64 grid) —
+    what `values.pivot_table(index=["scope", "row_code"], columns="column_key", values="value",
+    aggfunc="first")` gives: its rows the (scope, row_code) pairs, its columns the keys, each
+    with a value that is not NaN, both sorted; a cell the first such value of its key, NaN where
+    none. None (pivot_table then decides) when no value is kept."""
+    v = values["value"].to_numpy(dtype="float64", na_value=np.nan)
+    sc, sc_u = pd.factorize(values["scope"], sort=True)
+    rc, rc_u = pd.factorize(values["row_code"], sort=True)
+    ck, ck_u = pd.factorize(values["column_key"], sort=True)
+    keep = np.flatnonzero(~np.isnan(v) & (sc >= 0) & (rc >= 0) & (ck >= 0))  # groupby's dropna, "first"
+    if not len(keep):
+        return None
+    pair = sc[keep].astype("int64") * len(rc_u) + rc[keep]
+    pairs, pair_at = np.unique(pair, return_inverse=True)
+    keys, key_at = np.unique(ck[keep], return_inverse=True)  # the keys with a value, in sorted order
+    cell = pair_at.reshape(-1) * len(keys) + key_at.reshape(-1)
+    _, first = np.unique(cell, return_index=True)  # each cell's first value
+    grid = np.full(len(pairs) * len(keys), np.nan)
+    grid[cell[first]] = v[keep][first]
+    return (sc_u.take(pairs // len(rc_u)), rc_u.take(pairs % len(rc_u)), ck_u.take(keys).tolist(),
+            grid.reshape(len(pairs), len(keys)))
+
+
+def _stable_order(frame: pd.DataFrame, by: list[str]) -> np.ndarray | None:
+    """The positions `frame.sort_values(by, kind="stable")` puts its rows in, from one int64 key
+    of the columns' sorted codes (~0.06 CPU s a cold city's checks: issue 12); None (sort_values
+    decides) when a column holds a NULL (sorted last there) or the key would not fit."""
+    key = np.zeros(len(frame), dtype="int64")
+    span = 1
+    for col in by:
+        codes, uniq = pd.factorize(frame[col], sort=True)
+        if (codes < 0).any():
+            return None
+        span *= max(len(uniq), 1)
+        if span >= 2 ** 62:
+            return None
+        key = key * max(len(uniq), 1) + codes
+    return np.argsort(key, kind="stable")
 
 
 class _CellKeys:
@@ -1136,18 +1252,31 @@ def store_cells(con: duckdb.DuckDBPyConnection, form_code: str, school_year: str
             params.append(scopes)
         con.execute(f"delete from rpt_form_cell where {cond}", params)
         con.execute(f"delete from rpt_form_check where {cond}", params)
-        con.register("_cells", cells.astype({"row_code": "int64", "value": "float64"}))
+        con.register("_cells", _as_arrow(cells.astype({"row_code": "int64", "value": "float64"})))
         con.execute("insert into rpt_form_cell select * from _cells")
         con.unregister("_cells")
         if len(checks):
             c = checks.assign(school_year=school_year, period=period)[CHECK_COLUMNS]
-            con.register("_checks", c.astype({"expected": "float64", "actual": "float64"}))
+            con.register("_checks", _as_arrow(c.astype({"expected": "float64", "actual": "float64"})))
             con.execute("insert into rpt_form_check select * from _checks")
             con.unregister("_checks")
         con.execute("commit")
     except Exception:
         con.execute("rollback")
         raise
+
+
+def _as_arrow(frame: pd.DataFrame):
+    """The frame as an Arrow table for DuckDB to insert: what DuckDB's scan of the pandas frame
+    reads (a NaN of a float column, a missing text: NULL), column by column without its scan of
+    Python objects (~15 % of a cold city's stores: issue 12). The frame itself when a column is
+    not of one Arrow type (DuckDB's own analysis then decides)."""
+    import pyarrow as pa
+
+    try:
+        return pa.table({c: pa.Array.from_pandas(frame[c]) for c in frame.columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        return frame
 
 
 @dataclass
@@ -1199,8 +1328,17 @@ def _wrapped_lines(text: str, width_points: float, font_pt: float, bold: bool = 
 
 def scope_values(cells: pd.DataFrame) -> dict[str, dict[tuple[int, object], object]]:
     """{scope: {(row_code, column_key): value}} of long cells, in one pass (row codes as int,
-    values as float or None, as render_form writes them)."""
+    values as float or None, as render_form writes them). Each scope's cells in one block (as
+    every build stores them): each scope's dict made by one dict(zip(...)) of its slice (the
+    loop below cost ~0.1 CPU s a cold city: issue 12); the same dicts, keys and order."""
     out: dict[str, dict] = {}
+    at, uniq = pd.factorize(cells["scope"])
+    if len(at) and (at >= 0).all() and (np.diff(at) >= 0).all():  # (a NULL scope: the loop)  # first-appearance codes never decrease: one block each
+        codes, keys, values = cells["row_code"].tolist(), cells["column_key"].tolist(), cells["value"].tolist()
+        bounds = np.flatnonzero(np.diff(at)) + 1
+        for scope, a, b in zip(uniq.tolist(), [0, *bounds.tolist()], [*bounds.tolist(), len(at)]):
+            out[scope] = dict(zip(zip(codes[a:b], keys[a:b]), values[a:b]))
+        return out
     for scope, code, key, value in zip(cells["scope"].tolist(), cells["row_code"].tolist(),
                                        cells["column_key"].tolist(), cells["value"].tolist()):
         d = out.get(scope)
@@ -1796,6 +1934,9 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     reuse = set(reuse or ()) if delta and schools is not None else set()
     jobs: list = []  # a kept form's city workbook: its path (in place), else what renders it
     names, district, province = _names(con, school_year, period)
+    from edustat.paths import inside_dirs
+
+    inside_ = inside_dirs(reports_dir)
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
@@ -1811,7 +1952,7 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
                 result.forms.append(key)
                 result.delta[key] = None  # type: ignore[attr-defined]
                 result.kept.append(key)  # type: ignore[attr-defined]
-                jobs.append(_form_path(reports_dir, school_year, period, key, "city"))
+                jobs.append(_form_path(reports_dir, school_year, period, key, "city", inside_))
                 continue
         if delta and schools is not None:
             from edustat.formdelta import compute_and_check_delta
@@ -1840,16 +1981,18 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
             else:
                 header = ReportHeader(unit=names.get(scope, scope), recipient=f"Phòng GD&ĐT {district}".strip(),
                                       school_year=school_year, scope_label=f"{names.get(scope, scope)} ({scope})")
-            out = _form_path(reports_dir, school_year, period, key, scope)
+            out = _form_path(reports_dir, school_year, period, key, scope, inside_)
             jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     done = iter(_render_all([j for j in jobs if isinstance(j, tuple)], workers))
     result.files = [j if isinstance(j, Path) else next(done) for j in jobs]
     return result
 
 
-def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str) -> Path:
+def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str, inside_=None) -> Path:
     """<form>_<city | school code>.xlsx; a school code without its format never names a file
-    (edustat.paths), and the path is proven inside the reports dir."""
+    (edustat.paths), and the path is proven inside the reports dir — by `inside_` when given
+    (`paths.inside_dirs(reports_dir)`: the same proof, each directory resolved once for a
+    build's paths; resolving every path's components again cost ~0.1 CPU s a cold city)."""
     import hashlib
 
     from edustat.paths import UNIDENTIFIED, inside, school_code_for_path
@@ -1857,7 +2000,10 @@ def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scop
     name = scope if scope == "city" else (
         school_code_for_path(scope) or f"{UNIDENTIFIED}_{hashlib.sha256(str(scope).encode()).hexdigest()[:8]}")
     out = Path(reports_dir) / school_year / period / f"{code}_{name}.xlsx"
-    inside(reports_dir, out)
+    if inside_ is not None:
+        inside_(out)
+    else:
+        inside(reports_dir, out)
     return out
 
 
