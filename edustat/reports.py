@@ -1925,7 +1925,10 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     proven exact (edustat.formdelta; `result.delta` says, per form, None or why not). `reuse`
     (with `delta`): forms whose city workbook is proven the render of the stored city cells and
     checks (formdelta.city_markers); one of them none of whose schools changed is kept as it is
-    (formdelta.unchanged_city: not computed, stored or rendered; `result.kept` lists them)."""
+    (formdelta.unchanged_city: not computed, stored or rendered; `result.kept` lists them).
+    A workbook of a form and scope the build covers that it did not write — a school taken out
+    of core (withdrawn, rejected) or out of the form's level since an earlier build — is removed
+    (`result.removed`): the folder holds what a build from scratch would write."""
     result = ReportResult()
     if delta and schools is not None:
         schools = list(schools)
@@ -1937,9 +1940,11 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
     from edustat.paths import inside_dirs
 
     inside_ = inside_dirs(reports_dir)
+    keys: list[str] = []  # every form this build covers, rendered, kept or found empty
     for code in forms or list_forms(period):
         form = load_form(code)
         key = form["form_code"]  # = code for a built-in form; an ad-hoc one is loaded by its path
+        keys.append(key)
         scopes = ["city", school] if school else (["city", *schools] if schools is not None else None)
         if key in reuse:
             from edustat.formdelta import unchanged_city
@@ -1985,7 +1990,40 @@ def build_reports(con: duckdb.DuckDBPyConnection, reports_dir: Path, school_year
             jobs.append((code, values_by[scope], checks_by.get(scope, checks.iloc[0:0]), scope, out, header))
     done = iter(_render_all([j for j in jobs if isinstance(j, tuple)], workers))
     result.files = [j if isinstance(j, Path) else next(done) for j in jobs]
+    covered = (["city", school] if school else ["city", *schools] if schools is not None
+               else ["city", *_collection_schools(con, school_year, period, names)])
+    result.removed = _remove_unwritten(reports_dir, school_year, period, keys, covered, result.files,  # type: ignore[attr-defined]
+                                       inside_)
     return result
+
+
+def _collection_schools(con, school_year: str, period: str, names: dict[str, str]) -> list[str]:
+    """Every school a whole build covers: those in core (`names`) and those in the register
+    (a school whose file was rejected or withdrawn is there, not in core)."""
+    codes = set(names)
+    try:
+        codes.update(r[0] for r in con.execute("select distinct school_code from submission where school_year = ? "
+                                               "and period = ? and school_code is not null",
+                                               [school_year, period]).fetchall())
+    except duckdb.CatalogException:  # a database with core tables only (scripts, tests)
+        pass
+    return sorted(codes)
+
+
+def _remove_unwritten(reports_dir: Path, school_year: str, period: str, keys: list[str], scopes: list[str],
+                      written: list[Path], inside_) -> list[Path]:
+    """The workbooks of `keys` × `scopes` this build did not write, removed (their paths are made
+    by `_form_path`: a school code never names a file unless it is one, and each is proven
+    inside the reports dir; a symlink is removed as a link, never followed). Returns them."""
+    kept = {Path(p) for p in written}
+    removed = []
+    for key in keys:
+        for scope in scopes:
+            out = _form_path(reports_dir, school_year, period, key, scope, inside_)
+            if out not in kept and (out.is_symlink() or out.is_file()):
+                out.unlink()
+                removed.append(out)
+    return removed
 
 
 def _form_path(reports_dir: Path, school_year: str, period: str, code: str, scope: str, inside_=None) -> Path:

@@ -126,11 +126,33 @@ def test_one_school_changed_the_delta_equals_a_full_build(loaded, tmp_path, whic
 
 def test_a_school_withdrawn_the_delta_equals_a_full_build(loaded, tmp_path):
     school = _schools(loaded["city"])[-1]
+    had = sorted(p.name for p in (loaded["city"] / "curated" / "reports").rglob(f"*_{school}.xlsx"))
+    assert had, "the earlier build wrote the school's own workbooks"
     r_inc, _, inc, full = _twin(loaded["city"], tmp_path, _change(school, withdraw=True))
     assert school in r_inc.scopes and all(v is None for v in r_inc.delta.values()), r_inc.delta
-    # the withdrawn school's own workbooks of the earlier build stay in the reports dir (as before
-    # the delta: an incremental build never deletes files); everything else is identical
-    assert _diffs(inc, full, skip_files={f"_{school}.xlsx"}) == []
+    # the withdrawn school's own workbooks of the earlier build are removed: the folder is what
+    # a full build from scratch writes, nothing more
+    assert not list((inc / "curated" / "reports").rglob(f"*_{school}.xlsx"))
+    assert _diffs(inc, full) == []
+
+
+def test_a_whole_build_removes_the_workbooks_of_a_school_no_longer_in_core(loaded, tmp_path):
+    """`edustat report` (a whole build) over a folder an earlier build filled: a school taken
+    out of core since keeps no workbook; every other file is the one the build wrote."""
+    school = _schools(loaded["city"])[-1]
+    data = tmp_path / "data"
+    delta_script.copy_data(loaded["city"], data)
+    before = {p.name for p in (data / "curated" / "reports").rglob("*.xlsx")}
+    assert any(n.endswith(f"_{school}.xlsx") for n in before)
+    con = duckdb.connect(str(data / "curated" / "edustat.duckdb"))
+    try:
+        _change(school, withdraw=True)(con)
+    finally:
+        con.close()
+    result = _build(data, incremental=False)
+    after = {p.name for p in (data / "curated" / "reports").rglob("*.xlsx")}
+    assert after == {Path(p).name for p in result.files}
+    assert sorted(Path(p).name for p in result.removed) == sorted(n for n in before if n.endswith(f"_{school}.xlsx"))
 
 
 def test_a_change_that_moves_the_city_checks_equals_a_full_build(loaded, tmp_path):
