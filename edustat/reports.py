@@ -1333,7 +1333,8 @@ def scope_values(cells: pd.DataFrame) -> dict[str, dict[tuple[int, object], obje
     loop below cost ~0.1 CPU s a cold city: issue 12); the same dicts, keys and order."""
     out: dict[str, dict] = {}
     at, uniq = pd.factorize(cells["scope"])
-    if len(at) and (at >= 0).all() and (np.diff(at) >= 0).all():  # (a NULL scope: the loop)  # first-appearance codes never decrease: one block each
+    # first-appearance codes that never decrease: one block a scope (a NULL scope, coded -1: the loop)
+    if len(at) and (at >= 0).all() and (np.diff(at) >= 0).all():
         codes, keys, values = cells["row_code"].tolist(), cells["column_key"].tolist(), cells["value"].tolist()
         bounds = np.flatnonzero(np.diff(at)) + 1
         for scope, a, b in zip(uniq.tolist(), [0, *bounds.tolist()], [*bounds.tolist(), len(at)]):

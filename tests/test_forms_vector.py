@@ -125,3 +125,15 @@ def test_as_arrow_inserts_the_rows_pandas_inserts():
     assert con.execute("select count(*) from (select * from t except all select * from u)").fetchone()[0] == 0
     assert con.execute("select count(*) from (select * from u except all select * from t)").fetchone()[0] == 0
     assert con.execute("select count(*) from u where expected is null and row_code is null").fetchone()[0] == 1
+
+
+def test_as_arrow_leaves_a_column_of_mixed_types_to_duckdbs_own_scan():
+    """A column Arrow cannot type (numbers and texts mixed): the frame itself is handed back,
+    and DuckDB's scan of it inserts the rows as before."""
+    frame = pd.DataFrame({"scope": ["city", "74710001"], "value": pd.Series([1, "hai"], dtype=object)})
+    assert R._as_arrow(frame) is frame
+    con = duckdb.connect()
+    con.execute("create table t (scope varchar, value varchar)")
+    con.register("_f", R._as_arrow(frame))
+    con.execute("insert into t select * from _f")
+    assert con.execute("select value from t order by scope").fetchall() == [("hai",), ("1",)]  # 74710001, city
