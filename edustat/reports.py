@@ -654,7 +654,9 @@ def _entity_long(con: duckdb.DuckDBPyConnection, form: dict, entity: str,
     cols = [f"coalesce((({text}) and true), false) as {a}" if kind == "b" else f"({text}) as {a}"
             for (kind, text), a in exprs.items()]
     try:
-        tbl = con.sql(f"select school_code, grp, {', '.join(cols)} from rpt_{entity}").to_arrow_table()
+        # run at once (a relation, `con.sql`, binds the statement once to learn its columns and
+        # again when it runs: ~5 ms more for each of a build's 15 projections); the same table
+        tbl = con.execute(f"select school_code, grp, {', '.join(cols)} from rpt_{entity}").to_arrow_table()
     except duckdb.Error as exc:
         raise FormError(f"{form['form_code']} ({entity}): {exc}") from exc
     import pyarrow as pa

@@ -148,3 +148,28 @@ def test_sql_shell_is_read_only_and_says_errors_in_one_line(analyst):
     missing = subprocess.run([EDUSTAT, "sql", "--snapshot", "khong-co.duckdb", "-c", "select 1"], cwd=analyst["dir"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "không tìm thấy bản sao" in missing.stderr
+
+
+def test_dim_tables_hold_each_code_list_in_its_order_every_time():
+    """`_write_dims` writes each code list's codes and labels, in the list's order, from rows it
+    keeps for the process (issue 12): the second publish's dims are the first one's."""
+    from edustat import dictionary
+    from schemas import load_codelist
+
+    dims = sorted(set(dictionary.column_dims().values()), key=lambda d: d.table)
+    dims.append(dictionary.Dim("dim_period", "edustat/PERIOD"))
+    written = []
+    for _ in range(2):
+        con = duckdb.connect()
+        try:
+            dictionary._write_dims(con, dims)
+            written.append({d.table: con.execute(f'select code, label from "{d.table}"').fetchall() for d in dims})
+            types = {r for r in con.execute("select data_type from duckdb_columns() where table_name like 'dim_%'").fetchall()}
+        finally:
+            con.close()
+        assert types == {("VARCHAR",)}
+    for d in dims:
+        cl = load_codelist(d.ref)
+        assert written[0][d.table] == list(zip(cl.codes, cl.labels)), d.table
+    assert written[0] == written[1]
+    assert len(written[0]["dim_xa"]) > 1000  # the communes: the largest list
