@@ -149,3 +149,11 @@ def zygote(env: dict[str, str]) -> Zygote:
         atexit.register(lambda: [x.close() for x in _zygotes])
     _zygotes.append(z)
     return z
+
+
+def release(env: dict[str, str]) -> None:
+    """End the zygote of this environment, if one was started (a test module's teardown: its
+    memory is not held for the rest of the session)."""
+    for z in [z for z in _zygotes if z.serves(env)]:
+        z.close()
+        _zygotes.remove(z)
