@@ -1,7 +1,8 @@
 """Prove two builds of the report forms identical: the stored cells and checks (DuckDB tables
-rpt_form_cell, rpt_form_check) row for row, and every workbook — each cell's value read back
-by openpyxl, and each XML part of the .xlsx byte for byte (so the layout, formats and print
-set-up too), except docProps/core.xml, which holds the time the file was written.
+rpt_form_cell, rpt_form_check) row for row, and every workbook: each XML part of the .xlsx byte
+for byte (so the layout, formats and print set-up too), except docProps/core.xml, which holds the
+time the file was written, and, where a part differs, each cell's value read back by openpyxl
+(equal parts hold equal values) to name the cells that differ.
 
     python scripts/compare_forms.py REF_DB REF_REPORTS NEW_DB NEW_REPORTS
 
@@ -70,16 +71,9 @@ def sheet_values(path: Path) -> dict[str, dict[tuple[int, int], object]]:
         wb.close()
 
 
-def compare_workbook(ref: Path, new: Path) -> list[str]:
+def compare_parts(ref: Path, new: Path) -> list[str]:
+    """Each XML part byte for byte, but VOLATILE."""
     out = []
-    a, b = sheet_values(ref), sheet_values(new)
-    if list(a) != list(b):
-        out.append(f"{ref.name}: sheets {list(a)} ≠ {list(b)}")
-    for name in a.keys() & b.keys():
-        for key in sorted(a[name].keys() | b[name].keys()):
-            va, vb = a[name].get(key), b[name].get(key)
-            if va != vb or type(va) is not type(vb):
-                out.append(f"{ref.name}!{name} R{key[0]}C{key[1]}: {va!r} ≠ {vb!r}")
     with zipfile.ZipFile(ref) as za, zipfile.ZipFile(new) as zb:
         pa, pb = set(za.namelist()), set(zb.namelist())
         if pa != pb:
@@ -90,6 +84,30 @@ def compare_workbook(ref: Path, new: Path) -> list[str]:
     return out
 
 
+def compare_values(a: dict, b: dict, name: str) -> list[str]:
+    out = []
+    if list(a) != list(b):
+        out.append(f"{name}: sheets {list(a)} ≠ {list(b)}")
+    for sheet in a.keys() & b.keys():
+        for key in sorted(a[sheet].keys() | b[sheet].keys()):
+            va, vb = a[sheet].get(key), b[sheet].get(key)
+            if va != vb or type(va) is not type(vb):
+                out.append(f"{name}!{sheet} R{key[0]}C{key[1]}: {va!r} ≠ {vb!r}")
+    return out
+
+
+def compare_workbook(ref: Path, new: Path, ref_values: dict | None = None) -> list[str]:
+    """The cell values (openpyxl) and the parts. Cell values are a function of the parts but
+    VOLATILE (the sheets, shared strings and workbook parts), so two workbooks without a part
+    that differs hold the same values: those are read only when a part differs, to say which
+    cells do."""
+    parts = compare_parts(ref, new)
+    if not parts:
+        return []
+    a = ref_values if ref_values is not None else sheet_values(ref)
+    return compare_values(a, sheet_values(new), ref.name) + parts
+
+
 def compare_reports(ref_dir: Path, new_dir: Path) -> tuple[list[str], int, int]:
     ref = {p.relative_to(ref_dir): p for p in Path(ref_dir).rglob("*.xlsx")}
     new = {p.relative_to(new_dir): p for p in Path(new_dir).rglob("*.xlsx")}
@@ -97,8 +115,9 @@ def compare_reports(ref_dir: Path, new_dir: Path) -> tuple[list[str], int, int]:
     out += [f"only in new: {p}" for p in sorted(new.keys() - ref.keys())]
     cells = 0
     for rel in sorted(ref.keys() & new.keys()):
-        out += compare_workbook(ref[rel], new[rel])
-        cells += sum(len(v) for v in sheet_values(ref[rel]).values())
+        values = sheet_values(ref[rel])  # read once: the count, and the comparison if a part differs
+        out += compare_workbook(ref[rel], new[rel], values)
+        cells += sum(len(v) for v in values.values())
     return out, len(ref.keys() & new.keys()), cells
 
 
