@@ -154,6 +154,47 @@ def test_symlink_target_is_never_read_or_copied(corpus_run):
 # The pieces, without a collection (fast)
 # ------------------------------------------------------------------------------------------
 
+def test_a_corpus_edit_kept_for_the_session_is_the_edit_made_again(tmp_path, monkeypatch):
+    """bad_inputs._edit's session memo: the same bytes and memo copy the edit made earlier
+    (the mutation does not run again) — part for part what the edit makes afresh, but the save
+    time in docProps/core.xml; other bytes or another memo are edited anew."""
+    import zipfile
+
+    import openpyxl
+
+    import tests.bad_inputs as corpus
+
+    def parts(p: Path) -> dict:
+        with zipfile.ZipFile(p) as z:
+            return {n: z.read(n) for n in z.namelist() if n != "docProps/core.xml"}
+
+    src = tmp_path / "src.xlsx"
+    wb = openpyxl.Workbook(); wb.active.title = "Truong"; wb.active.append(["Mã trường", "74718001"]); wb.save(src)
+    calls = []
+
+    def code(value):
+        def mutate(wb):
+            calls.append(value)
+            corpus._set_school(wb, **{"Mã trường": value})
+        return mutate
+
+    monkeypatch.setattr(corpus, "EDITS", tmp_path / "edits")
+    (tmp_path / "a").mkdir()
+    first = corpus._edit(src, tmp_path / "a" / "x.xlsx", code("74718999"), memo="c1")
+    again = corpus._edit(src, tmp_path / "x.xlsx", code("74718999"), memo="c1")
+    assert calls == ["74718999"] and parts(again) == parts(first)
+    monkeypatch.setattr(corpus, "EDITS", None)
+    fresh = corpus._edit(src, tmp_path / "fresh.xlsx", code("74718999"), memo="c1")
+    assert len(calls) == 2 and parts(fresh) == parts(again)
+    assert openpyxl.load_workbook(again)["Truong"]["B1"].value == "74718999"
+    monkeypatch.setattr(corpus, "EDITS", tmp_path / "edits")
+    other = corpus._edit(src, tmp_path / "y.xlsx", code("74718998"), memo="c2")
+    assert calls[-1] == "74718998" and openpyxl.load_workbook(other)["Truong"]["B1"].value == "74718998"
+    src.write_bytes(other.read_bytes())  # other bytes, the same memo: edited anew
+    corpus._edit(src, tmp_path / "z.xlsx", code("74718999"), memo="c1")
+    assert len(calls) == 4
+
+
 def test_school_code_names_a_path_only_with_its_format():
     from edustat.paths import school_code_for_path
 

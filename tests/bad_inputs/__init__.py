@@ -14,6 +14,7 @@ named in its twin's `file_duplicate_submission` notice.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -108,10 +109,30 @@ def _set_school(wb: openpyxl.Workbook, **by_label: str) -> None:
             row[1].value = wanted[key]
 
 
-def _edit(src: Path, dest: Path, mutate) -> Path:
-    wb = openpyxl.load_workbook(src)
-    mutate(wb)
-    wb.save(dest)
+# Where `_edit` keeps what it wrote, for the test session (build_corpus_city sets it): three test
+# files build the corpus on the same city, and openpyxl loading and saving school workbooks was
+# ~90 % of a build (~15 CPU s).
+EDITS: Path | None = None
+
+
+def _edit(src: Path, dest: Path, mutate, memo: str | None = None) -> Path:
+    """`mutate` applied to `src`'s workbook, saved as `dest`. With `memo` — every input of the
+    edit but `src`'s bytes (none may come from outside the call: a school code is passed in, not
+    popped inside) — and EDITS set, an edit of the same bytes made earlier in the session is
+    copied: the same workbook, but docProps/core.xml's save time."""
+    if memo is None or EDITS is None:
+        wb = openpyxl.load_workbook(src)
+        mutate(wb)
+        wb.save(dest)
+        return dest
+    key = hashlib.sha256(Path(src).read_bytes() + b"\0" + f"{Path(dest).name}\0{memo}".encode()).hexdigest()[:24]
+    kept = EDITS / f"{key}.xlsx"
+    if not kept.is_file():
+        EDITS.mkdir(parents=True, exist_ok=True)
+        part = EDITS / f"{key}.{os.getpid()}.partial"
+        _edit(src, part, mutate)
+        os.replace(part, kept)  # whole or absent, whichever worker writes it
+    shutil.copyfile(kept, dest)
     return dest
 
 
@@ -261,34 +282,43 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     for kind, code in (("code_abs_path", str(victim)), ("code_dotdot", "../../x"),
                        ("code_dot_other_school", f"./{good_code}")):
         p = inbox / f"ma_{kind}.xlsx"
-        _edit(own[kind], p, lambda wb, c=code: _set_school(wb, **{"Mã trường": c}))
+        _edit(own[kind], p, lambda wb, c=code: _set_school(wb, **{"Mã trường": c}),
+              memo=None if kind == "code_abs_path" else f"code {code}")  # the path is the caller's
         own[kind].unlink()
         add(kind, p, code)
     code = spare.pop(0)
     p = inbox / "ma_co_dau_cach.xlsx"
-    _edit(own["code_with_space"], p, lambda wb: _set_school(wb, **{"Mã trường": f"{code[:4]} {code[4:]}"}))
+    _edit(own["code_with_space"], p, lambda wb: _set_school(wb, **{"Mã trường": f"{code[:4]} {code[4:]}"}),
+          memo=f"code with space {code}")
     own["code_with_space"].unlink()
     add("code_with_space", p, code)
     code = spare.pop(0)
     p = inbox / "ma_ky_tu_an.xlsx"
-    _edit(own["code_zero_width"], p, lambda wb: _set_school(wb, **{"Mã trường": f"\ufeff{code[:5]}\u200b{code[5:]}\u00ad"}))
+    _edit(own["code_zero_width"], p, lambda wb: _set_school(wb, **{"Mã trường": f"\ufeff{code[:5]}\u200b{code[5:]}\u00ad"}),
+          memo=f"code zero width {code}")
     own["code_zero_width"].unlink()
     add("code_zero_width", p, code)
 
     # -- sheets ----------------------------------------------------------------------------
+    dup_code = spare.pop(0)
+
     def dup_learners(wb):
         src = wb["HocSinh"]
         ws = wb.create_sheet("Học sinh", index=wb.sheetnames.index("HocSinh"))
         for row in src.iter_rows(min_row=1, max_row=11, values_only=True):
             ws.append(list(row))
-        _set_school(wb, **{"Mã trường": spare.pop(0)})
-    p = _edit(shared, inbox / "hai_trang_hoc_sinh.xlsx", dup_learners); add("duplicate_learner_sheets", p)
+        _set_school(wb, **{"Mã trường": dup_code})
+    p = _edit(shared, inbox / "hai_trang_hoc_sinh.xlsx", dup_learners, memo=f"two learner sheets {dup_code}")
+    add("duplicate_learner_sheets", p)
+
+    dup_code_2 = spare.pop(0)
 
     def dup_school(wb):
-        _set_school(wb, **{"Mã trường": spare.pop(0)})
+        _set_school(wb, **{"Mã trường": dup_code_2})
         ws = wb.copy_worksheet(wb["Truong"])
         ws.title = "Trường"
-    p = _edit(shared, inbox / "hai_trang_truong.xlsx", dup_school); add("duplicate_school_sheets", p)
+    p = _edit(shared, inbox / "hai_trang_truong.xlsx", dup_school, memo=f"two school sheets {dup_code_2}")
+    add("duplicate_school_sheets", p)
 
     def formulas(wb):
         ws = wb["HocSinh"]
@@ -296,7 +326,7 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
         ws["E3"] = "=IF(1>0,\"02\",\"01\")"  # a formula without a cached value (written by openpyxl)
         ws.cell(row=1, column=ws.max_column + 1, value="Ghi chú")
         ws.cell(row=2, column=ws.max_column, value="=1/0")
-    p = _edit(own["formula_and_error_cells"], inbox / "cong_thuc_loi.xlsx", formulas)
+    p = _edit(own["formula_and_error_cells"], inbox / "cong_thuc_loi.xlsx", formulas, memo="formulas")
     own["formula_and_error_cells"].unlink()
     add("formula_and_error_cells", p)
 
@@ -305,7 +335,7 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
         ws.insert_rows(1)
         ws["A1"] = "DANH SÁCH HỌC SINH NĂM HỌC 2022-2023"
         ws.merge_cells(start_row=1, start_column=1, end_row=1, end_column=8)
-    p = _edit(own["merged_title_above_header"], inbox / "tieu_de_gop_o.xlsx", merged_title)
+    p = _edit(own["merged_title_above_header"], inbox / "tieu_de_gop_o.xlsx", merged_title, memo="merged title")
     own["merged_title_above_header"].unlink()
     add("merged_title_above_header", p)
 
@@ -313,7 +343,7 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
         ws = wb.create_sheet("Nháp")
         ws.append(["ghi chú riêng", "không phải dữ liệu"])
         ws.sheet_state = "hidden"
-    p = _edit(own["hidden_sheet"], inbox / "co_trang_an.xlsx", hidden)
+    p = _edit(own["hidden_sheet"], inbox / "co_trang_an.xlsx", hidden, memo="hidden sheet")
     own["hidden_sheet"].unlink()
     add("hidden_sheet", p)
 
@@ -324,7 +354,7 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     def header_only(wb):
         ws = wb["HocSinh"]
         ws.delete_rows(2, ws.max_row)
-    p = _edit(own["header_only_learners"], inbox / "chi_co_tieu_de.xlsx", header_only)
+    p = _edit(own["header_only_learners"], inbox / "chi_co_tieu_de.xlsx", header_only, memo="header only")
     own["header_only_learners"].unlink()
     add("header_only_learners", p)
 
@@ -346,7 +376,8 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     src.unlink()
     add("huge_dimension", p)
     dense_src = inbox / "trieu_dong.tmp"
-    _edit(shared, dense_src, lambda wb: _set_school(wb, **{"Mã trường": spare.pop(0)}))
+    dense_code = spare.pop(0)
+    _edit(shared, dense_src, lambda wb: _set_school(wb, **{"Mã trường": dense_code}), memo=f"code {dense_code}")
     with zipfile.ZipFile(dense_src) as z:
         members = _sheet_members(z)
     p = _rezip(dense_src, inbox / "trieu_dong.xlsx", {members["HocSinh"]: _dense_sheet})
@@ -368,9 +399,13 @@ def build_corpus(inbox: Path, *, donors: list[Path], good: Path, good_code: str,
     add("xlsm_with_macros", p)
 
     # -- year, period ----------------------------------------------------------------------
-    p = _edit(shared, inbox / "nam_hoc_cu.xlsx", lambda wb: _set_school(wb, **{"Mã trường": spare.pop(0), "Năm học": "2021-2022"}))
+    old_code = spare.pop(0)
+    p = _edit(shared, inbox / "nam_hoc_cu.xlsx", lambda wb: _set_school(wb, **{"Mã trường": old_code, "Năm học": "2021-2022"}),
+              memo=f"code {old_code} year 2021-2022")
     add("wrong_year", p)
-    p = _edit(shared, inbox / "ky_cuoi_nam.xlsx", lambda wb: _set_school(wb, **{"Mã trường": spare.pop(0), "Kỳ báo cáo": "cuoi_nam"}))
+    end_code = spare.pop(0)
+    p = _edit(shared, inbox / "ky_cuoi_nam.xlsx", lambda wb: _set_school(wb, **{"Mã trường": end_code, "Kỳ báo cáo": "cuoi_nam"}),
+              memo=f"code {end_code} period cuoi_nam")
     add("wrong_period", p)
     missing = [e.kind for e in EXPECTED if e.kind not in out]
     assert not missing, missing
@@ -401,6 +436,11 @@ def build_corpus_city(inbox: Path, outside: Path, *, school_year: str, period: s
     good = by_size[len(NEEDS_OWN_SCHOOL):]
     codes = {s.school_code for s in manifest.schools}
     spare = [c for c in (f"74718{i:03d}" for i in range(999, 900, -1)) if c not in codes]
+    global EDITS
+    if tmp_path_factory is not None:
+        from tests.citycache import _root
+
+        EDITS = _root(tmp_path_factory) / "corpus-edits"
     built = build_corpus(inbox, donors=donors, good=Path(inbox) / good[0].file, good_code=good[0].school_code,
                          spare_codes=spare, outside=outside)
     return built, good
