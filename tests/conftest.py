@@ -14,27 +14,24 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 # Seconds each test file took (its tests' setup + call + teardown, pytest's junit times) in a
-# whole run of a7d5ed7 on 2 workers at load 5-10 (3 Dec 2026, round 16), test_faults and
-# test_gx_cost scaled by what round 16 cut from them, test_gxload estimated; only the order
+# fresh clone's `make test` of da04a3a on 2 workers (3 Dec 2026, round 16's head); only the order
 # matters. `make test` hands the files out in collection order (--no-loadscope-reorder), so the
 # longest go first and the short ones fill in at the end (handed out by test count, the longest
 # files started in the last third and one worker sat idle 163 s while the other finished them).
 # A file not listed runs after the listed ones, in collection order.
 FILE_SECONDS = {
-    "test_gx_cost.py": 269, "test_incremental.py": 250, "test_province_cold.py": 241,
-    "test_publish_delta.py": 214, "test_rules.py": 198, "test_faults.py": 187, "test_server.py": 162,
-    "test_forms_delta.py": 148, "test_cross_period.py": 146, "test_adhoc_reports.py": 133,
-    "test_pipeline.py": 132, "test_vocabulary.py": 132, "test_bench_scripts.py": 118,
-    "test_period_lock.py": 117, "test_rollover.py": 116, "test_sql_reports.py": 116, "test_ui.py": 102,
-    "test_render.py": 98, "test_certification.py": 93, "test_dask.py": 89, "test_reports.py": 80,
-    "test_forms_speed.py": 79, "test_form_01_mn.py": 74, "test_feedback_patch.py": 73,
-    "test_bad_inputs.py": 67, "test_cli_truth.py": 60, "test_privacy.py": 60, "test_gxload.py": 60,
-    "test_warm.py": 55, "test_isolate.py": 53, "test_feedback.py": 48, "test_form_cn.py": 47,
-    "test_synth.py": 40, "test_snapshot_analyst.py": 37, "test_publish.py": 32,
-    "test_form_02_03.py": 32, "test_load_reuse.py": 31, "test_castsplit.py": 30,
-    "test_reader_speed.py": 30, "test_codelists.py": 28, "test_lock.py": 25,
-    "test_end_of_year_independent.py": 23, "test_formfast.py": 19, "test_template.py": 18,
-    "test_side_by_side.py": 16,
+    "test_incremental.py": 276, "test_faults.py": 178, "test_forms_delta.py": 140,
+    "test_period_lock.py": 121, "test_gx_cost.py": 119, "test_publish_delta.py": 107, "test_ui.py": 104,
+    "test_server.py": 91, "test_privacy.py": 58, "test_cli_truth.py": 58, "test_bad_inputs.py": 49,
+    "test_forms_speed.py": 49, "test_province_cold.py": 47, "test_rules.py": 44, "test_rollover.py": 44,
+    "test_render.py": 37, "test_cross_period.py": 35, "test_reports.py": 32, "test_bench_scripts.py": 28,
+    "test_vocabulary.py": 27, "test_pipeline.py": 27, "test_adhoc_reports.py": 24, "test_dask.py": 24,
+    "test_sql_reports.py": 22, "test_feedback_patch.py": 20, "test_feedback.py": 20,
+    "test_certification.py": 18, "test_form_01_mn.py": 17, "test_form_cn.py": 16, "test_warm.py": 14,
+    "test_publish.py": 14, "test_synth.py": 13, "test_gxload.py": 13, "test_snapshot_analyst.py": 12,
+    "test_load_reuse.py": 10, "test_isolate.py": 10, "test_lock.py": 10, "test_codelists.py": 9,
+    "test_reader_speed.py": 9, "test_formfast.py": 9, "test_end_of_year_independent.py": 7,
+    "test_castsplit.py": 6, "test_side_by_side.py": 5, "test_template.py": 5, "test_form_02_03.py": 4,
 }
 
 
