@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import zipfile
 from pathlib import Path
 
 import duckdb
@@ -23,6 +22,7 @@ import pytest
 from edustat import incremental, pipeline, store
 from edustat.config import Config
 from edustat.synth import generate_city
+from scripts.compare_forms import compare_parts
 
 YEAR, PERIOD = "2022-2023", "dau_nam"
 IGNORED = {"run_id", "received_at", "published_at", "generated_at"}
@@ -130,29 +130,14 @@ def xlsx_cells(path: Path) -> dict:
 
 
 _CELLS: dict[tuple, dict] = {}  # (path, size, mtime_ns, inode) → cells: the cold run is compared with four times
-_PARTS: dict[tuple, dict] = {}  # the same key → the workbook's parts
-
-
-def _key(path: Path) -> tuple:
-    st = path.stat()
-    return str(path), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _cells_of(path: Path) -> dict:
-    key = _key(path)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _CELLS:
         _CELLS[key] = xlsx_cells(path)
     return _CELLS[key]
-
-
-def _parts_of(path: Path) -> dict[str, bytes]:
-    """The workbook's zip parts, uncompressed, but docProps/ (the writer's document properties:
-    its creation time)."""
-    key = _key(path)
-    if key not in _PARTS:
-        with zipfile.ZipFile(path) as z:
-            _PARTS[key] = {n: z.read(n) for n in z.namelist() if not n.startswith("docProps/")}
-    return _PARTS[key]
 
 
 def output_files(data: Path) -> dict[str, Path]:
@@ -161,11 +146,12 @@ def output_files(data: Path) -> dict[str, Path]:
 
 
 def same_cells(a: Path, b: Path) -> bool:
-    """Every sheet's cell values equal (xlsx_cells). Workbooks whose parts other than docProps/
-    are equal byte for byte hold equal cells, so those are not read cell by cell (openpyxl's
-    reading was most of what comparing a run's outputs cost); any other pair is compared cell by
-    cell, as before: the verdict is the cell comparison's either way."""
-    return _parts_of(a) == _parts_of(b) or _cells_of(a) == _cells_of(b)
+    """Every sheet's cell values equal (xlsx_cells). Workbooks whose parts are equal byte for byte
+    (scripts/compare_forms.py's comparison: docProps/core.xml, the save time, aside) hold equal
+    cells, so those are not read cell by cell (openpyxl's reading was most of what comparing a
+    run's outputs cost); any other pair is compared cell by cell, as before: the verdict is the
+    cell comparison's either way."""
+    return not compare_parts(a, b) or _cells_of(a) == _cells_of(b)
 
 
 def assert_same(got: Path, want: Path) -> None:
@@ -312,12 +298,12 @@ def test_same_cells_reads_cell_by_cell_unless_the_parts_are_equal(tmp_path):
     a = book(tmp_path / "a.xlsx", 12, "01/10/2022 08:00")
     time.sleep(1.1)  # docProps/core.xml holds the second the book was made
     b = book(tmp_path / "b.xlsx", 12, "01/10/2022 08:00")
-    assert _parts_of(a) == _parts_of(b) and a.read_bytes() != b.read_bytes()
+    assert not compare_parts(a, b) and a.read_bytes() != b.read_bytes()
     assert same_cells(a, b)
     assert not same_cells(a, book(tmp_path / "c.xlsx", 13, "01/10/2022 08:00"))
     assert not same_cells(a, book(tmp_path / "d.xlsx", "12", "01/10/2022 08:00"))  # text, not a number
     later = book(tmp_path / "e.xlsx", 12, "02/10/2022 09:30")  # only the check time differs
-    assert _parts_of(a) != _parts_of(later) and same_cells(a, later)
+    assert compare_parts(a, later) and same_cells(a, later)
     assert not same_cells(later, book(tmp_path / "f.xlsx", 13, "03/10/2022 10:00"))
 
 
